@@ -1,0 +1,32 @@
+# hydrox_add_library(name SOURCES ... DEPS ...): libs/<name> with include/hydrox/<name>
+function(hydrox_add_library name)
+  cmake_parse_arguments(A "" "" "SOURCES;DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(hydrox_${name} STATIC ${A_SOURCES})
+  add_library(hydrox::${name} ALIAS hydrox_${name})
+  target_include_directories(hydrox_${name} PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include)
+  target_compile_options(hydrox_${name} PRIVATE ${HYDROX_WARNINGS})
+  target_link_libraries(hydrox_${name} PUBLIC ${A_DEPS} PRIVATE ${A_PRIVATE_DEPS})
+endfunction()
+
+# hydrox_add_service(name SOURCES ... DEPS ...): an executable hydrox-<name>
+function(hydrox_add_service name)
+  cmake_parse_arguments(A "" "" "SOURCES;DEPS" ${ARGN})
+  add_executable(hydrox-${name} ${A_SOURCES})
+  target_include_directories(hydrox-${name} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  target_compile_options(hydrox-${name} PRIVATE ${HYDROX_WARNINGS})
+  target_link_libraries(hydrox-${name} PRIVATE ${A_DEPS})
+  set_target_properties(hydrox-${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+endfunction()
+
+# hydrox_add_test(name SOURCES ... DEPS ... [LABELS ...]): a GoogleTest binary registered with CTest
+function(hydrox_add_test name)
+  cmake_parse_arguments(A "" "" "SOURCES;DEPS;LABELS" ${ARGN})
+  add_executable(${name} ${A_SOURCES})
+  target_compile_options(${name} PRIVATE ${HYDROX_WARNINGS})
+  target_link_libraries(${name} PRIVATE ${A_DEPS} GTest::gtest_main GTest::gmock)
+  set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  add_test(NAME ${name} COMMAND ${name})
+  if(A_LABELS)
+    set_tests_properties(${name} PROPERTIES LABELS "${A_LABELS}")
+  endif()
+endfunction()

@@ -1,0 +1,186 @@
+#include "hydrox/http/client.hpp"
+
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <future>
+#include <map>
+#include <mutex>
+
+#include "asio.hpp"
+
+namespace hydrox::http {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+bool idempotent(Method m) {
+  return m == Method::get || m == Method::head || m == Method::put || m == Method::del ||
+         m == Method::options;
+}
+
+bhttp::verb to_verb(Method m) {
+  switch (m) {
+    case Method::get: return bhttp::verb::get;
+    case Method::head: return bhttp::verb::head;
+    case Method::post: return bhttp::verb::post;
+    case Method::put: return bhttp::verb::put;
+    case Method::patch: return bhttp::verb::patch;
+    case Method::del: return bhttp::verb::delete_;
+    case Method::options: return bhttp::verb::options;
+    case Method::other: return bhttp::verb::unknown;
+  }
+  return bhttp::verb::unknown;
+}
+
+}  // namespace
+
+struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
+  Impl(Runtime& rt, ClientOptions o) : io(rt.impl().io), options(o) {}
+
+  struct Idle {
+    std::unique_ptr<beast::tcp_stream> stream;
+    std::chrono::steady_clock::time_point since;
+  };
+  struct Host {
+    std::vector<Idle> idle;
+    std::optional<tcp::resolver::results_type> resolved;
+  };
+
+  asio::io_context& io;
+  ClientOptions options;
+  std::mutex mu;
+  std::map<std::string, Host> hosts;
+
+  std::unique_ptr<beast::tcp_stream> take_idle(const std::string& key) {
+    std::lock_guard lock(mu);
+    auto& idle = hosts[key].idle;
+    auto now = std::chrono::steady_clock::now();
+    while (!idle.empty()) {
+      Idle it = std::move(idle.back());
+      idle.pop_back();
+      if (now - it.since < options.idle_keepalive) return std::move(it.stream);
+    }
+    return nullptr;
+  }
+
+  void give_back(const std::string& key, std::unique_ptr<beast::tcp_stream> s) {
+    std::lock_guard lock(mu);
+    auto& idle = hosts[key].idle;
+    if (idle.size() < options.max_idle_per_host) {
+      idle.push_back(Idle{std::move(s), std::chrono::steady_clock::now()});
+    }
+  }
+
+  awaitable<Result<std::unique_ptr<beast::tcp_stream>>> connect(const config::Endpoint& to,
+                                                                 const std::string& key) {
+    auto ex = co_await asio::this_coro::executor;
+    std::optional<tcp::resolver::results_type> resolved;
+    {
+      std::lock_guard lock(mu);
+      resolved = hosts[key].resolved;
+    }
+    if (!resolved) {
+      tcp::resolver dns(ex);
+      auto [ec, results] = co_await dns.async_resolve(to.host, std::to_string(to.port), kTuple);
+      if (ec) co_return fail(Code::upstream_unavailable, "cannot resolve " + to.host);
+      resolved = results;
+      std::lock_guard lock(mu);
+      hosts[key].resolved = results;
+    }
+    auto stream = std::make_unique<beast::tcp_stream>(ex);
+    stream->expires_after(options.connect_timeout);
+    auto [ec, ep] = co_await stream->async_connect(*resolved, kTuple);
+    if (ec == beast::error::timeout) {
+      co_return fail(Code::upstream_timeout, to.host + ":" + std::to_string(to.port) +
+                                                 " did not accept the connection in time");
+    }
+    if (ec) {
+      co_return fail(Code::upstream_unavailable,
+                     to.host + ":" + std::to_string(to.port) + " is unavailable");
+    }
+    stream->socket().set_option(tcp::no_delay(true));
+    co_return std::move(stream);
+  }
+
+  awaitable<Result<Response>> exchange(config::Endpoint to, OutgoingRequest req) {
+    const std::string key = to.host + ":" + std::to_string(to.port);
+    bhttp::request<bhttp::string_body> breq{to_verb(req.method), to.base_path + req.target, 11};
+    for (const auto& h : req.headers) breq.set(h.name, h.value);
+    breq.set(bhttp::field::host, key);
+    breq.keep_alive(true);
+    breq.body() = std::move(req.body);
+    breq.prepare_payload();
+
+    const auto deadline = std::chrono::steady_clock::now() + options.request_timeout;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      auto stream = take_idle(key);
+      const bool reused = stream != nullptr;
+      if (!stream) {
+        auto fresh = co_await connect(to, key);
+        if (!fresh) co_return fresh.error();
+        stream = std::move(*fresh);
+      }
+      stream->expires_at(deadline);
+      auto [wec, wn] = co_await bhttp::async_write(*stream, breq, kTuple);
+      beast::flat_buffer buffer;
+      bhttp::response_parser<bhttp::string_body> parser;
+      parser.body_limit(options.max_response_bytes);
+      boost::system::error_code rec = wec;
+      if (!wec) std::tie(rec, std::ignore) = co_await bhttp::async_read(*stream, buffer, parser, kTuple);
+      if (rec) {
+        // A pooled connection the server already closed: retry once on a fresh one when that
+        // cannot apply the request twice.
+        if (reused && rec != beast::error::timeout && (idempotent(req.method) || wec)) continue;
+        if (rec == beast::error::timeout) {
+          co_return fail(Code::upstream_timeout, key + " did not answer in time");
+        }
+        co_return fail(Code::upstream_unavailable, key + " failed: " + rec.message());
+      }
+      auto& bres = parser.get();
+      Response res;
+      res.status = static_cast<int>(bres.result_int());
+      for (const auto& f : bres) {
+        res.headers.push_back(Header{std::string(f.name_string()), std::string(f.value())});
+      }
+      res.body = std::move(bres.body());
+      if (bres.keep_alive()) {
+        stream->expires_never();
+        give_back(key, std::move(stream));
+      }
+      co_return res;
+    }
+    co_return fail(Code::upstream_unavailable, key + " closed the connection");
+  }
+};
+
+Client::Client(Runtime& runtime, ClientOptions options)
+    : impl_(std::make_shared<Impl>(runtime, options)) {}
+Client::~Client() = default;
+
+void Client::request(const config::Endpoint& to, OutgoingRequest req,
+                     std::function<void(Result<Response>)> done) {
+  auto impl = impl_;
+  asio::co_spawn(asio::make_strand(impl->io), impl->exchange(to, std::move(req)),
+                 [impl, done = std::move(done)](std::exception_ptr ep, Result<Response> r) {
+                   if (ep) {
+                     done(fail(Code::internal, "client request failed"));
+                     return;
+                   }
+                   done(std::move(r));
+                 });
+}
+
+Result<Response> Client::request_sync(const config::Endpoint& to, OutgoingRequest req) {
+  std::promise<Result<Response>> p;
+  auto f = p.get_future();
+  request(to, std::move(req), [&p](Result<Response> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+}  // namespace hydrox::http

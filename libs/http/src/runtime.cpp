@@ -1,0 +1,105 @@
+#include "asio.hpp"
+
+namespace hydrox::http {
+
+Runtime::Runtime() : Runtime(Options{}) {}
+Runtime::Runtime(Options options) : impl_(std::make_unique<Impl>(options)) {}
+Runtime::~Runtime() {
+  stop();
+  {
+    std::lock_guard lock(impl_->watchdog_mu);
+    impl_->finished = true;
+  }
+  impl_->watchdog_cv.notify_all();
+  if (impl_->watchdog.joinable()) impl_->watchdog.join();
+  impl_->blocking_pool.join();
+}
+
+void Runtime::post(std::function<void()> fn) { asio::post(impl_->io, std::move(fn)); }
+
+bool Runtime::try_blocking(std::function<void()> fn) {
+  if (impl_->blocking_queued.load() >= impl_->options.max_blocking_queue) return false;
+  impl_->blocking_queued.fetch_add(1);
+  asio::post(impl_->blocking_pool, [this, fn = std::move(fn)] {
+    impl_->blocking_queued.fetch_sub(1);
+    fn();
+  });
+  return true;
+}
+
+namespace {
+void arm(std::shared_ptr<asio::steady_timer> timer, std::chrono::milliseconds period,
+         std::shared_ptr<std::function<void()>> fn, std::atomic<bool>* stopping) {
+  timer->expires_after(period);
+  timer->async_wait([timer, period, fn, stopping](boost::system::error_code ec) {
+    if (ec || stopping->load()) return;
+    (*fn)();
+    arm(timer, period, fn, stopping);
+  });
+}
+}  // namespace
+
+void Runtime::every(std::chrono::milliseconds period, std::function<void()> fn) {
+  auto timer = std::make_shared<asio::steady_timer>(impl_->io);
+  {
+    std::lock_guard lock(impl_->timers_mu);
+    impl_->timers.push_back(timer);
+  }
+  arm(timer, period, std::make_shared<std::function<void()>>(std::move(fn)), &impl_->stopping);
+}
+
+void Runtime::after(std::chrono::milliseconds delay, std::function<void()> fn) {
+  auto timer = std::make_shared<asio::steady_timer>(impl_->io, delay);
+  timer->async_wait([timer, fn = std::move(fn)](boost::system::error_code ec) {
+    if (!ec) fn();
+  });
+}
+
+void Runtime::on_signal(std::function<void()> fn) { impl_->signal_handler = std::move(fn); }
+
+void Runtime::run() {
+  impl_->signals.async_wait([this](boost::system::error_code ec, int) {
+    if (ec) return;
+    if (impl_->signal_handler) {
+      impl_->signal_handler();
+    } else {
+      stop();
+    }
+  });
+  if (!impl_->stopping.load()) impl_->guard.emplace(asio::make_work_guard(impl_->io));
+  std::vector<std::thread> threads;
+  for (int i = 1; i < impl_->options.io_threads; ++i) {
+    threads.emplace_back([this] { impl_->io.run(); });
+  }
+  impl_->io.run();
+  for (auto& t : threads) t.join();
+  {
+    std::lock_guard lock(impl_->watchdog_mu);
+    impl_->finished = true;
+  }
+  impl_->watchdog_cv.notify_all();
+}
+
+void Runtime::stop() {
+  if (impl_->stopping.exchange(true)) return;
+  impl_->watchdog = std::thread([impl = impl_.get()] {
+    std::unique_lock lock(impl->watchdog_mu);
+    if (!impl->watchdog_cv.wait_for(lock, std::chrono::seconds(8), [impl] { return impl->finished; })) {
+      impl->io.stop();
+    }
+  });
+  asio::post(impl_->io, [this] {
+    boost::system::error_code ignored;
+    impl_->signals.cancel(ignored);
+    {
+      std::lock_guard lock(impl_->timers_mu);
+      for (auto& t : impl_->timers) t->cancel();
+      impl_->timers.clear();
+    }
+    impl_->guard.reset();
+  });
+}
+
+bool Runtime::stopping() const { return impl_->stopping.load(); }
+
+}  // namespace hydrox::http

@@ -1,0 +1,428 @@
+#include "hydrox/http/server.hpp"
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
+
+#include <list>
+#include <mutex>
+
+#include "asio.hpp"
+#include "hydrox/core/ids.hpp"
+#include "hydrox/log/log.hpp"
+#include "hydrox/metrics/metrics.hpp"
+
+namespace hydrox::http {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using asio::awaitable;
+using asio::use_awaitable;
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+// A request id from the client is kept only when it is short and plain.
+bool acceptable_request_id(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bhttp::response<bhttp::string_body> to_beast(Response&& r, unsigned version, bool keep_alive,
+                                              bool head) {
+  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), version};
+  for (auto& h : r.headers) res.set(h.name, h.value);
+  res.set(bhttp::field::server, "hydrox");
+  res.keep_alive(keep_alive);
+  if (head) {
+    res.content_length(r.body.size());
+  } else {
+    res.body() = std::move(r.body);
+    res.prepare_payload();
+  }
+  return res;
+}
+
+}  // namespace
+
+struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
+  Impl(Runtime& rt, ServerOptions o, Router r)
+      : runtime(rt), io(rt.impl().io), options(std::move(o)), router(std::move(r)), acceptor(io) {}
+
+  Runtime& runtime;
+  asio::io_context& io;
+  ServerOptions options;
+  Router router;
+  std::vector<Middleware> middleware;
+  std::vector<std::pair<std::string, TunnelResolver>> tunnels;
+  tcp::acceptor acceptor;
+  std::atomic<bool> stopping{false};
+  std::atomic<std::size_t> connections{0};
+
+  // Live connections, so that stop() can close the idle ones.
+  struct Conn {
+    beast::tcp_stream* stream = nullptr;
+    asio::strand<asio::io_context::executor_type> strand;
+    bool busy = false;  // touched only on the strand
+  };
+  std::mutex conns_mu;
+  std::list<std::shared_ptr<Conn>> conns;
+
+  metrics::Counter& open_total = metrics::Registry::global().counter(
+      "http_connections_opened_total", "Accepted TCP connections");
+  metrics::Gauge& open_now =
+      metrics::Registry::global().gauge("http_connections_open", "Open TCP connections");
+  metrics::Counter& rejected_conns = metrics::Registry::global().counter(
+      "http_connections_rejected_total", "Connections refused over max_connections");
+
+  awaitable<void> accept_loop() {
+    for (;;) {
+      auto strand = asio::make_strand(io);
+      auto [ec, socket] = co_await acceptor.async_accept(strand, kTuple);
+      if (ec) {
+        if (stopping.load() || ec == asio::error::operation_aborted) co_return;
+        log::warn("accept failed", {{"error", ec.message()}});
+        continue;
+      }
+      if (connections.load() >= options.max_connections) {
+        rejected_conns.inc();
+        boost::system::error_code ignored;
+        socket.close(ignored);
+        continue;
+      }
+      asio::co_spawn(strand, session(std::move(socket), strand), asio::detached);
+    }
+  }
+
+  awaitable<void> write_error(beast::tcp_stream& stream, const Error& e, unsigned version,
+                              std::string_view request_id = {}) {
+    std::string rid = request_id.empty() ? Uuid::random_v4().to_string() : std::string(request_id);
+    auto res = to_beast(Response::error(e, rid), version, false, false);
+    res.set("X-Request-ID", rid);
+    stream.expires_after(options.write_timeout);
+    co_await bhttp::async_write(stream, res, kTuple);
+  }
+
+  awaitable<void> session(tcp::socket socket, asio::strand<asio::io_context::executor_type> strand) {
+    connections.fetch_add(1);
+    open_total.inc();
+    open_now.add(1);
+    beast::tcp_stream stream(std::move(socket));
+    auto conn = std::make_shared<Conn>(Conn{&stream, strand, false});
+    std::list<std::shared_ptr<Conn>>::iterator conn_it;
+    {
+      std::lock_guard lock(conns_mu);
+      conn_it = conns.insert(conns.end(), conn);
+    }
+    std::string remote;
+    {
+      boost::system::error_code ec;
+      auto ep = stream.socket().remote_endpoint(ec);
+      if (!ec) remote = ep.address().to_string();
+    }
+    beast::flat_buffer buffer;
+    bool tunneled = false;
+    try {
+      tunneled = co_await serve(stream, buffer, *conn, remote);
+    } catch (const std::exception& e) {
+      log::error("connection failed", {{"error", e.what()}});
+    }
+    {
+      std::lock_guard lock(conns_mu);
+      conns.erase(conn_it);
+    }
+    conn->stream = nullptr;  // a close posted by stop() may still run on this strand
+    if (!tunneled) {
+      boost::system::error_code ignored;
+      stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      stream.socket().close(ignored);
+    }
+    connections.fetch_sub(1);
+    open_now.add(-1);
+  }
+
+  // Returns true when the socket was handed to a tunnel.
+  awaitable<bool> serve(beast::tcp_stream& stream, beast::flat_buffer& buffer, Conn& conn,
+                        const std::string& remote) {
+    for (;;) {
+      if (stopping.load()) co_return false;
+      // Wait for the first byte of a request under the idle timeout...
+      if (buffer.size() == 0) {
+        stream.expires_after(options.idle_timeout);
+        auto [ec, n] = co_await stream.async_read_some(buffer.prepare(4096), kTuple);
+        if (ec) co_return false;  // EOF, reset, idle timeout, or closed by stop()
+        buffer.commit(n);
+      }
+      conn.busy = true;
+      // ...then the whole header block under the header timeout (slowloris bound).
+      bhttp::request_parser<bhttp::string_body> parser;
+      parser.body_limit(options.body_limit);
+      parser.header_limit(static_cast<std::uint32_t>(options.header_limit));
+      stream.expires_after(options.header_timeout);
+      auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, kTuple);
+      if (!hec && !parser.is_done()) {
+        stream.expires_after(options.body_timeout);
+        std::tie(hec, hn) = co_await bhttp::async_read(stream, buffer, parser, kTuple);
+      }
+      if (hec) {
+        if (hec == bhttp::error::body_limit) {
+          co_await write_error(stream, fail(Code::payload_too_large, "request body larger than " +
+                                  std::to_string(options.body_limit) + " bytes"), 11);
+        } else if (hec == bhttp::error::header_limit) {
+          co_await write_error(stream, fail(Code::headers_too_large, "request headers larger than " +
+                                  std::to_string(options.header_limit) + " bytes"), 11);
+        } else if (hec != beast::error::timeout && hec != bhttp::error::end_of_stream &&
+                   hec != asio::error::eof && hec != asio::error::connection_reset &&
+                   hec != asio::error::operation_aborted) {
+          co_await write_error(stream, fail(Code::bad_request, "malformed HTTP request"), 11);
+        }
+        co_return false;
+      }
+
+      auto& breq = parser.get();
+      Request req;
+      req.method = parse_method(std::string_view(breq.method_string()));
+      req.target = std::string(breq.target());
+      auto qpos = req.target.find('?');
+      req.path = req.target.substr(0, qpos);
+      if (qpos != std::string::npos) req.query = req.target.substr(qpos + 1);
+      req.headers.reserve(16);
+      for (const auto& f : breq) {
+        req.headers.push_back(Header{std::string(f.name_string()), std::string(f.value())});
+      }
+      req.remote_addr = remote;
+      auto rid = req.header("X-Request-ID");
+      req.request_id = rid && acceptable_request_id(*rid) ? std::string(*rid)
+                                                          : Uuid::random_v4().to_string();
+      const unsigned version = breq.version();
+      const bool keep_alive = breq.keep_alive();
+
+      if (beast::websocket::is_upgrade(breq)) {
+        for (auto& [path, resolver] : tunnels) {
+          if (req.path == path) {
+            co_return co_await run_tunnel(stream, buffer, breq, req, resolver);
+          }
+        }
+      }
+      req.body = std::move(breq.body());
+
+      const auto started = std::chrono::steady_clock::now();
+      std::string route;
+      Response res = co_await dispatch(req, route, stream.get_executor());
+      res.set_header("X-Request-ID", req.request_id);
+      observe(req, route, res.status, started);
+
+      const bool keep = keep_alive && !stopping.load();
+      auto out = to_beast(std::move(res), version, keep, req.method == Method::head);
+      stream.expires_after(options.write_timeout);
+      auto [wec, wn] = co_await bhttp::async_write(stream, out, kTuple);
+      conn.busy = false;
+      if (wec || !keep) co_return false;
+    }
+  }
+
+  void observe(const Request& req, const std::string& route, int status,
+               std::chrono::steady_clock::time_point started) {
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now() - started)
+                  .count();
+    auto& reg = metrics::Registry::global();
+    std::string label = route.empty() ? "unmatched" : route;
+    reg.counter("http_requests_total", "HTTP requests served",
+                {{"method", std::string(method_name(req.method))},
+                 {"route", label},
+                 {"status", std::to_string(status)}})
+        .inc();
+    reg.histogram("http_request_duration_seconds", "HTTP request latency", {{"route", label}})
+        .observe_us(static_cast<std::uint64_t>(us));
+  }
+
+  // Runs middleware and the route's handler; waits (on this strand) for the answer.
+  awaitable<Response> dispatch(Request& req, std::string& route,
+                               asio::any_io_executor executor) {
+    struct Pending {
+      explicit Pending(asio::any_io_executor ex) : timer(ex) {}
+      asio::steady_timer timer;
+      std::optional<Response> response;
+    };
+    auto pending = std::make_shared<Pending>(executor);
+    pending->timer.expires_after(options.handler_timeout);
+    Respond respond = [pending, executor](Response r) {
+      asio::post(executor, [pending, r = std::move(r)]() mutable {
+        if (pending->response) return;  // answered already (or timed out)
+        pending->response = std::move(r);
+        pending->timer.cancel();
+      });
+    };
+
+    try {
+      bool handled = false;
+      for (auto& mw : middleware) {
+        if (mw(req, respond)) {
+          handled = true;
+          break;
+        }
+      }
+      if (!handled) {
+        auto match = router.match(req.method, req.path);
+        route = match.pattern;
+        if (match.handler) {
+          req.path_params = std::move(match.params);
+          (*match.handler)(req, respond);
+        } else if (match.method_not_allowed) {
+          respond(Response::error(fail(Code::method_not_allowed, "method not allowed on " + req.path),
+                                  req.request_id));
+        } else {
+          respond(Response::error(fail(Code::route_not_found, "no route for " + req.path),
+                                  req.request_id));
+        }
+      }
+    } catch (const ErrorException& e) {
+      respond(Response::error(e.error(), req.request_id));
+    } catch (const std::exception& e) {
+      log::error("handler failed", {{"path", req.path}, {"error", e.what()},
+                                    {"request_id", req.request_id}});
+      respond(Response::error(fail(Code::internal, "internal error"), req.request_id));
+    }
+
+    while (!pending->response) {
+      auto [ec] = co_await pending->timer.async_wait(kTuple);
+      if (!ec && !pending->response) {
+        log::error("handler timed out", {{"path", req.path}, {"request_id", req.request_id}});
+        pending->response =
+            Response::error(fail(Code::unavailable, "the request took too long"), req.request_id);
+      }
+    }
+    co_return std::move(*pending->response);
+  }
+
+  // Forwards an upgrade request to the resolved upstream and then copies bytes both ways.
+  awaitable<bool> run_tunnel(beast::tcp_stream& stream, beast::flat_buffer& buffer,
+                             bhttp::request<bhttp::string_body>& breq, Request& req,
+                             TunnelResolver& resolver) {
+    auto target = resolver(req);
+    if (!target) {
+      co_await write_error(stream, target.error(), breq.version(), req.request_id);
+      co_return false;
+    }
+    tcp::resolver dns(stream.get_executor());
+    auto [rec, results] =
+        co_await dns.async_resolve(target->host, std::to_string(target->port), kTuple);
+    beast::tcp_stream upstream(stream.get_executor());
+    upstream.expires_after(std::chrono::seconds(2));
+    boost::system::error_code cec = rec;
+    if (!rec) std::tie(cec, std::ignore) = co_await upstream.async_connect(results, kTuple);
+    if (cec) {
+      co_await write_error(stream, fail(Code::upstream_unavailable, "stream service unavailable"),
+                           breq.version(), req.request_id);
+      co_return false;
+    }
+    // The request as edited by the resolver (identity headers), then any bytes already read.
+    bhttp::request<bhttp::empty_body> fwd{breq.method(), breq.target(), breq.version()};
+    for (const auto& h : req.headers) fwd.set(h.name, h.value);
+    fwd.set("X-Request-ID", req.request_id);
+    fwd.set("X-Forwarded-For", req.remote_addr);
+    auto [wec, wn] = co_await bhttp::async_write(upstream, fwd, kTuple);
+    if (!wec && buffer.size() > 0) {
+      std::tie(wec, wn) = co_await asio::async_write(upstream, buffer.data(), kTuple);
+      buffer.consume(buffer.size());
+    }
+    if (wec) co_return false;
+
+    stream.expires_never();
+    upstream.expires_never();
+    auto a = std::make_shared<tcp::socket>(stream.release_socket());
+    auto b = std::make_shared<tcp::socket>(upstream.release_socket());
+    using namespace asio::experimental::awaitable_operators;
+    co_await (pipe(a, b) || pipe(b, a));
+    boost::system::error_code ignored;
+    a->close(ignored);
+    b->close(ignored);
+    co_return true;
+  }
+
+  static awaitable<void> pipe(std::shared_ptr<tcp::socket> from, std::shared_ptr<tcp::socket> to) {
+    std::array<char, 16384> data;
+    for (;;) {
+      auto [ec, n] = co_await from->async_read_some(asio::buffer(data), kTuple);
+      if (ec) co_return;
+      auto [wec, wn] = co_await asio::async_write(*to, asio::buffer(data.data(), n), kTuple);
+      if (wec) co_return;
+    }
+  }
+};
+
+Server::Server(Runtime& runtime, ServerOptions options, Router router)
+    : impl_(std::make_shared<Impl>(runtime, std::move(options), std::move(router))) {}
+
+Server::~Server() = default;
+
+void Server::use(Middleware mw) { impl_->middleware.push_back(std::move(mw)); }
+
+void Server::tunnel(std::string path, TunnelResolver resolver) {
+  impl_->tunnels.emplace_back(std::move(path), std::move(resolver));
+}
+
+Result<std::uint16_t> Server::start() {
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(impl_->options.address, ec);
+  if (ec) return fail(Code::internal, "bad listen address " + impl_->options.address);
+  tcp::endpoint ep(address, impl_->options.port);
+  auto& acc = impl_->acceptor;
+  acc.open(ep.protocol(), ec);
+  if (!ec) acc.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acc.bind(ep, ec);
+  if (!ec) acc.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return fail(Code::internal, "cannot listen on " + impl_->options.address + ":" +
+                                    std::to_string(impl_->options.port) + ": " + ec.message());
+  }
+  auto port = acc.local_endpoint().port();
+  asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
+  log::info("listening", {{"address", impl_->options.address}, {"port", static_cast<int>(port)}});
+  return port;
+}
+
+void Server::stop(std::chrono::milliseconds drain) {
+  auto impl = impl_;
+  if (impl->stopping.exchange(true)) return;
+  asio::post(impl->io, [impl] {
+    boost::system::error_code ignored;
+    impl->acceptor.close(ignored);
+  });
+  // Close idle keep-alive connections now; busy ones finish their request (they see `stopping`
+  // and close after answering) or are closed when the drain window ends.
+  auto close_conns = [impl](bool only_idle) {
+    std::lock_guard lock(impl->conns_mu);
+    for (auto& c : impl->conns) {
+      asio::post(c->strand, [c, only_idle] {
+        if (c->stream == nullptr || (only_idle && c->busy)) return;
+        boost::system::error_code ignored;
+        c->stream->socket().cancel(ignored);
+      });
+    }
+  };
+  close_conns(true);
+  // Wait until every connection is gone or the drain window ends, then close the rest.
+  asio::co_spawn(
+      impl->io,
+      [impl, drain, close_conns]() -> awaitable<void> {
+        asio::steady_timer t(co_await asio::this_coro::executor);
+        auto deadline = std::chrono::steady_clock::now() + drain;
+        while (impl->connections.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+          t.expires_after(std::chrono::milliseconds(50));
+          co_await t.async_wait(kTuple);
+        }
+        if (impl->connections.load() > 0) close_conns(false);
+      },
+      asio::detached);
+}
+
+}  // namespace hydrox::http

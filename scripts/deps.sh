@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the project needs; idempotent (skips when all are present).
+set -euo pipefail
+PKGS=(
+  build-essential cmake ninja-build ccache mold pkg-config clang clang-format
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
+  libpq-dev libhiredis-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libsodium-dev libsecp256k1-dev libcrypto++-dev libcbor-dev
+  postgresql redis-server supervisor curl python3
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+echo "deps: installing ${missing[*]}"
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts these daemons on install; the project runs its own instances.
+for svc in postgresql redis-server supervisor; do
+  if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then $SUDO systemctl stop "$svc" || true; fi
+done

@@ -1,0 +1,85 @@
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "hydrox/core/clock.hpp"
+#include "hydrox/core/error.hpp"
+#include "hydrox/core/ids.hpp"
+
+using namespace hydrox;
+
+TEST(ErrorTable, EveryCodeHasAStatusAndAUniqueStablePublicCode) {
+  std::set<std::string_view> seen;
+  std::size_t index = 0;
+  for (const auto& ci : all_codes()) {
+    EXPECT_EQ(static_cast<std::size_t>(ci.code), index++) << ci.api_code;
+    EXPECT_GE(ci.http_status, 400) << ci.api_code;
+    EXPECT_LE(ci.http_status, 599) << ci.api_code;
+    EXPECT_TRUE(seen.insert(ci.api_code).second) << "duplicate " << ci.api_code;
+    for (char c : ci.api_code) EXPECT_TRUE((c >= 'A' && c <= 'Z') || c == '_') << ci.api_code;
+    EXPECT_EQ(http_status(ci.code), ci.http_status);
+    EXPECT_EQ(api_code(ci.code), ci.api_code);
+  }
+  EXPECT_EQ(index, static_cast<std::size_t>(Code::overloaded) + 1);
+}
+
+TEST(ErrorTable, ContractStatusesAreMapped) {
+  EXPECT_EQ(http_status(Code::invalid_field), 400);
+  EXPECT_EQ(http_status(Code::unauthenticated), 401);
+  EXPECT_EQ(http_status(Code::forbidden), 403);
+  EXPECT_EQ(http_status(Code::not_found), 404);
+  EXPECT_EQ(http_status(Code::method_not_allowed), 405);
+  EXPECT_EQ(http_status(Code::conflict), 409);
+  EXPECT_EQ(http_status(Code::payload_too_large), 413);
+  EXPECT_EQ(http_status(Code::unprocessable), 422);
+  EXPECT_EQ(http_status(Code::rate_limited), 429);
+  EXPECT_EQ(http_status(Code::headers_too_large), 431);
+  EXPECT_EQ(http_status(Code::upstream_unavailable), 503);
+}
+
+TEST(Result, ValueThrowsTheErrorAsException) {
+  Result<int> r = fail(Code::not_found, "nope", "id");
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().field, "id");
+  try {
+    (void)r.value();
+    FAIL() << "value() did not throw";
+  } catch (const ErrorException& e) {
+    EXPECT_EQ(e.error().code, Code::not_found);
+  }
+}
+
+TEST(Uuid, RoundTripsAndIsVersioned) {
+  auto u = Uuid::random_v4();
+  auto text = u.to_string();
+  ASSERT_EQ(text.size(), 36u);
+  EXPECT_EQ(text[14], '4');
+  auto back = Uuid::parse(text);
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, u);
+  EXPECT_FALSE(Uuid::parse("not-a-uuid"));
+  EXPECT_FALSE(Uuid::parse("0123456789abcdef0123456789abcdef0123"));
+  EXPECT_TRUE(Uuid::parse("01234567-89AB-cdef-0123-456789abcdef"));
+}
+
+TEST(Uuid, V7SortsByTime) {
+  auto a = Uuid::random_v7(1'000);
+  auto b = Uuid::random_v7(2'000);
+  EXPECT_LT(a, b);
+  EXPECT_EQ(a.to_string()[14], '7');
+}
+
+TEST(StrongId, DistinctTypesCompareByValue) {
+  UserId a{Uuid{1, 2}}, b{Uuid{1, 2}};
+  EXPECT_EQ(a, b);
+  static_assert(!std::is_convertible_v<UserId, OrderId>);
+}
+
+TEST(Clock, ManualClockMovesOnlyByHandAndFormatsRfc3339) {
+  ManualClock c(1'764'157'120'123);
+  EXPECT_EQ(c.now_ms(), 1'764'157'120'123);
+  c.advance_ms(877);
+  EXPECT_EQ(c.now_s(), 1'764'157'121);
+  EXPECT_EQ(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+  EXPECT_EQ(format_rfc3339_ms(1'764'157'120'123), "2025-11-26T11:38:40.123Z");
+}

@@ -1,0 +1,117 @@
+#include <gtest/gtest.h>
+
+#include "hydrox/json/json.hpp"
+
+using namespace hydrox;
+
+namespace {
+json::Value parse_ok(std::string_view text) {
+  auto r = json::parse(text);
+  EXPECT_TRUE(r) << text << ": " << (r ? "" : r.error().message);
+  return r ? *r : json::Value{};
+}
+Code parse_error(std::string_view text, const json::Limits& limits = {}) {
+  auto r = json::parse(text, limits);
+  EXPECT_FALSE(r) << "accepted: " << text;
+  return r ? Code::internal : r.error().code;
+}
+}  // namespace
+
+TEST(JsonNumbers, ReachTheDecimalExactly) {
+  auto v = parse_ok(R"({"price": 97250.50, "amount": "0.1", "tiny": 1e-6})");
+  EXPECT_EQ(v.find("price")->number_text(), "97250.50");
+  EXPECT_EQ(*decimal::to_units(*v.find("price")->as_decimal(), 1), 972505);
+  EXPECT_EQ(*decimal::to_units(*v.find("amount")->as_decimal(), 6), 100000);
+  EXPECT_EQ(*decimal::to_units(*v.find("tiny")->as_decimal(), 6), 1);
+  // The number that a double turns into 64123.449999999997:
+  auto d = parse_ok("64123.450000000000000001");
+  EXPECT_EQ(decimal::format(*d.as_decimal()), "64123.450000000000000001");
+}
+
+TEST(JsonNumbers, RoundTripThroughTheWriter) {
+  for (const char* text : {"0.1", "97250.5", "0.000001", "-42", "0"}) {
+    auto v = parse_ok(text);
+    json::Writer w;
+    auto d = *v.as_decimal();
+    w.begin_array().raw_number(decimal::format(d)).end_array();
+    EXPECT_EQ(w.str(), std::string("[") + text + "]");
+  }
+  json::Writer w;
+  w.begin_object().field_decimal("price", 972505, 1).field_decimal("fee", 1, 6).end_object();
+  EXPECT_EQ(w.str(), R"({"price":97250.5,"fee":0.000001})");
+}
+
+TEST(JsonNumbers, RefusesNaNInfinityAndOutOfRange) {
+  EXPECT_EQ(parse_error("NaN"), Code::malformed_json);
+  EXPECT_EQ(parse_error("Infinity"), Code::malformed_json);
+  EXPECT_EQ(parse_error("-Infinity"), Code::malformed_json);
+  EXPECT_EQ(parse_error(R"({"a": NaN})"), Code::malformed_json);
+  EXPECT_EQ(parse_error("1e400"), Code::number_out_of_range);
+  EXPECT_EQ(parse_error("[-1e400]"), Code::number_out_of_range);
+  EXPECT_EQ(parse_error("01"), Code::malformed_json);
+  EXPECT_EQ(parse_error("1."), Code::malformed_json);
+  EXPECT_EQ(parse_error(".1"), Code::malformed_json);
+  EXPECT_EQ(parse_error("+1"), Code::malformed_json);
+}
+
+TEST(JsonStructure, ParsesEveryKind) {
+  auto v = parse_ok(R"( {"a":[true,false,null,"x\n\u00e9\ud83d\ude00"],"b":{}, "c":[]} )");
+  ASSERT_TRUE(v.is_object());
+  const auto& a = v.find("a")->items();
+  ASSERT_EQ(a.size(), 4u);
+  EXPECT_TRUE(a[0].as_bool());
+  EXPECT_FALSE(a[1].as_bool());
+  EXPECT_TRUE(a[2].is_null());
+  EXPECT_EQ(a[3].as_string(), "x\n\xC3\xA9\xF0\x9F\x98\x80");
+  EXPECT_TRUE(v.find("b")->is_object());
+  EXPECT_EQ(v.find("missing"), nullptr);
+}
+
+TEST(JsonStructure, RefusesMalformedDocuments) {
+  for (std::string_view bad :
+       {"", "{", "}", "[1,]", "{\"a\":1,}", "{\"a\" 1}", "{a:1}", "'x'", "[1] [2]", "tru", "nul",
+        "\"unterminated", "\"bad \\x escape\"", "\"\x01\"", "\"\\ud800\"", "\"\xff\"",
+        "\"\xc0\xaf\"", "{\"a\":1,\"a\":2}", "[\"\\u12\"]"}) {
+    EXPECT_EQ(parse_error(bad), Code::malformed_json) << bad;
+  }
+}
+
+TEST(JsonLimits, DepthSizeAndCounts) {
+  std::string deep(33, '[');
+  deep += std::string(33, ']');
+  EXPECT_EQ(parse_error(deep), Code::malformed_json);
+  std::string ok(32, '[');
+  ok += std::string(32, ']');
+  parse_ok(ok);
+  json::Limits small;
+  small.max_bytes = 10;
+  EXPECT_EQ(parse_error("[1,2,3,4,5,6]", small), Code::payload_too_large);
+  json::Limits few;
+  few.max_elements = 3;
+  EXPECT_EQ(parse_error("[1,2,3,4]", few), Code::malformed_json);
+  json::Limits short_strings;
+  short_strings.max_string_bytes = 4;
+  EXPECT_EQ(parse_error("\"abcdefgh\"", short_strings), Code::malformed_json);
+}
+
+TEST(JsonValue, IntegersWithBounds) {
+  auto v = parse_ok(R"({"limit": 50, "frac": 1.5, "big": 100000, "s": "5"})");
+  EXPECT_EQ(*v.find("limit")->as_int(1, 1000), 50);
+  EXPECT_FALSE(v.find("frac")->as_int(1, 1000));
+  EXPECT_FALSE(v.find("big")->as_int(1, 1000));
+  EXPECT_FALSE(v.find("s")->as_int(1, 1000));
+  EXPECT_FALSE(parse_ok("true").as_decimal());
+}
+
+TEST(JsonWriter, EscapesAndNests) {
+  json::Writer w;
+  w.begin_object()
+      .field("s", "a\"b\\c\n\x01")
+      .key("list").begin_array().integer(1).boolean(true).null().string("x").end_array()
+      .key("o").begin_object().end_object()
+      .end_object();
+  EXPECT_EQ(w.str(), R"({"s":"a\"b\\c\n\u0001","list":[1,true,null,"x"],"o":{}})");
+  auto back = json::parse(w.str());
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->find("s")->as_string(), "a\"b\\c\n\x01");
+}
