@@ -6,7 +6,7 @@ PKGS=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libpq-dev libhiredis-dev libgtest-dev libgmock-dev libbenchmark-dev
   libsodium-dev libsecp256k1-dev libcrypto++-dev libcbor-dev
-  postgresql redis-server supervisor curl python3
+  postgresql redis-server supervisor curl python3 python3-yaml
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,55 @@
+#pragma once
+// The fail-fast main shared by the five services: config → logging → database → Redis → the
+// service's own setup (state recovery, routes) → listen → signals → run. Each step either succeeds
+// or prints "init <step> failed: <reason>" and the process exits non-zero.
+// Every service gets GET /health (alive), GET /ready (PostgreSQL and Redis reachable) and
+// GET /metrics (Prometheus text).
+#include "hydrox/config/env.hpp"
+#include "hydrox/db/db.hpp"
+#include "hydrox/http/router.hpp"
+#include "hydrox/http/runtime.hpp"
+#include "hydrox/http/server.hpp"
+#include "hydrox/redis/redis.hpp"
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace hydrox::service {
+
+struct Context {
+  std::string name;
+  config::Env env;
+  http::Runtime* runtime = nullptr;
+  http::Router* router = nullptr;
+  http::Server* server = nullptr;  // set before on_started
+  std::shared_ptr<db::Pool> db;    // null when the service does not use PostgreSQL
+  std::shared_ptr<redis::Client> redis;
+  redis::Address redis_address;
+  std::uint16_t port = 0;  // the bound port, set before on_started
+  // Applied to the server when it is created (after setup).
+  std::vector<http::Middleware> middleware;
+  std::vector<std::pair<std::string, http::TunnelResolver>> tunnels;
+};
+
+struct Spec {
+  std::string name;
+  std::uint16_t default_port = 8080;
+  std::string default_listen_address = "127.0.0.1";  // internal services; the gateway: 0.0.0.0
+  bool uses_database = true;
+  bool builtin_health = true;  // the gateway answers /health for the whole system itself
+  // Registers routes and middleware, starts background work. An error stops the start.
+  std::function<Result<void>(Context&)> setup;
+  // After the listener is bound (e.g. to log URLs).
+  std::function<void(Context&)> on_started;
+};
+
+int run(const Spec& spec);
+
+// Runs `work` on the blocking pool and answers with its result; a full pool answers 503.
+void respond_blocking(Context& ctx, http::Request& req, http::Respond respond,
+                      std::function<Result<http::Response>()> work);
+
+}  // namespace hydrox::service

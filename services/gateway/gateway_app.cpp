@@ -1,0 +1,85 @@
+#include "gateway_app.hpp"
+
+#include "handlers/handlers.hpp"
+#include "hydrox/log/log.hpp"
+
+namespace hydrox::gateway {
+
+namespace {
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= s.size()) {
+    std::size_t comma = s.find(',', start);
+    if (comma == std::string::npos) comma = s.size();
+    std::string item = s.substr(start, comma - start);
+    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    if (!item.empty()) out.push_back(item);
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<void> setup(service::Context& ctx) {
+  std::vector<Upstream> upstreams;
+  for (auto [name, var, fallback] :
+       {std::tuple{"market", "MARKET_SERVICE_URL", "http://localhost:8081"},
+        std::tuple{"trading", "TRADING_SERVICE_URL", "http://localhost:8082"},
+        std::tuple{"vault", "VAULT_SERVICE_URL", "http://localhost:8083"},
+        std::tuple{"user", "USER_SERVICE_URL", "http://localhost:8084"}}) {
+    auto ep = ctx.env.endpoint(var, fallback);
+    if (!ep) return ep.error();
+    upstreams.push_back(Upstream{name, *ep});
+  }
+  auto origins = ctx.env.string("CORS_ALLOWED_ORIGINS", "http://localhost:3000,http://localhost:5173");
+  if (!origins) return origins.error();
+  auto upstream_timeout = ctx.env.integer("UPSTREAM_TIMEOUT_MS", 10'000, 100, 600'000);
+  if (!upstream_timeout) return upstream_timeout.error();
+  auto health_timeout = ctx.env.integer("HEALTH_TIMEOUT_MS", 1000, 50, 10'000);
+  if (!health_timeout) return health_timeout.error();
+
+  http::ClientOptions proxy_options;
+  proxy_options.request_timeout = std::chrono::milliseconds(*upstream_timeout);
+  auto proxy_client = std::make_shared<http::Client>(*ctx.runtime, proxy_options);
+  http::ClientOptions health_options;
+  health_options.connect_timeout = std::chrono::milliseconds(*health_timeout);
+  health_options.request_timeout = std::chrono::milliseconds(*health_timeout);
+  auto health_client = std::make_shared<http::Client>(*ctx.runtime, health_options);
+
+  auto& r = *ctx.router;
+  auto& market = upstreams[0];
+  auto& trading = upstreams[1];
+  auto& vault = upstreams[2];
+  auto& user = upstreams[3];
+
+  // The /health route replaces the built-in one: the gateway answers for the whole system.
+  r.get("/health", make_health(ctx, upstreams, health_client));
+  r.get("/api/v1/openapi.json", make_openapi());
+
+  // Route table of the original README (markets and /ws → market; positions, orders, balances →
+  // trading; vaults → vault; auth, users → user).
+  const std::pair<const char*, const Upstream*> table[] = {
+      {"/api/v1/markets", &market},   {"/api/v1/markets/*", &market},
+      {"/api/v1/positions", &trading}, {"/api/v1/positions/*", &trading},
+      {"/api/v1/orders", &trading},   {"/api/v1/orders/*", &trading},
+      {"/api/v1/balances", &trading}, {"/api/v1/fills", &trading},
+      {"/api/v1/vaults", &vault},     {"/api/v1/vaults/*", &vault},
+      {"/api/v1/auth/*", &user},      {"/api/v1/users/*", &user},
+  };
+  for (const auto& [pattern, upstream] : table) r.any(pattern, make_proxy(*upstream, proxy_client));
+
+  ctx.middleware.push_back(make_cors(split_list(*origins)));
+  // /ws: after the upgrade, bytes flow both ways between the client and market's hub.
+  ctx.tunnels.emplace_back("/ws", [market_ep = market.endpoint](http::Request& req)
+                                      -> Result<config::Endpoint> {
+    strip_identity(req);
+    return market_ep;
+  });
+  return {};
+}
+
+}  // namespace hydrox::gateway

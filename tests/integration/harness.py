@@ -1,0 +1,215 @@
+"""Starts the real HydroX services against the test PostgreSQL and Redis (see scripts/test-infra.sh).
+
+Every Stack gets its own database (migrated with hydrox-migrate) and its own free ports, so tests
+do not share state. Processes are stopped when the Stack closes, and at interpreter exit.
+"""
+import atexit
+import http.client
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+
+SOURCE_DIR = os.environ.get("HYDROX_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
+BIN_DIR = os.environ.get("HYDROX_BIN_DIR", os.path.join(SOURCE_DIR, "build", "default", "bin"))
+INFRA_ENV = os.environ.get("HYDROX_INFRA_ENV", os.path.join(SOURCE_DIR, "build", "default", "infra.env"))
+
+SERVICES = ["market", "trading", "vault", "user", "gateway"]
+_live = []
+
+
+def _cleanup():
+    for p in list(_live):
+        if p.poll() is None:
+            p.kill()
+
+
+atexit.register(_cleanup)
+
+
+def read_infra():
+    env = {}
+    with open(INFRA_ENV, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line and "=" in line:
+                k, v = line.split("=", 1)
+                env[k] = v
+    return env
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout, interval=0.05, what="condition"):
+    """Polls predicate until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+
+def request(port, method, path, body=None, headers=None, timeout=10.0):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = body
+        hdrs = dict(headers or {})
+        if isinstance(body, (dict, list)):
+            data = json.dumps(body)
+            hdrs.setdefault("Content-Type", "application/json")
+        conn.request(method, path, body=data, headers=hdrs)
+        r = conn.getresponse()
+        return Response(r.status, r.getheaders(), r.read().decode("utf-8", "replace"))
+    finally:
+        conn.close()
+
+
+def raw_exchange(port, data: bytes, timeout=5.0):
+    """Sends raw bytes and reads until the server closes (for requests a client library refuses)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+        return out
+
+
+class Stack:
+    """The five services on free ports against a fresh database."""
+
+    def __init__(self, name="t", extra_env=None, services=None):
+        self.infra = read_infra()
+        self.db_name = f"hx_{name}_{secrets.token_hex(4)}"
+        subprocess.run(["psql", "-h", "127.0.0.1", "-p", self.infra["PGPORT"], "-U", "postgres", "-qc",
+                        f"CREATE DATABASE {self.db_name} OWNER hydrox"], check=True)
+        self.database_url = (f"postgres://hydrox:hydrox@127.0.0.1:{self.infra['PGPORT']}/{self.db_name}"
+                             "?sslmode=disable")
+        subprocess.run([os.path.join(BIN_DIR, "hydrox-migrate"), os.path.join(SOURCE_DIR, "db", "migrations")],
+                       env={**os.environ, "DATABASE_URL": self.database_url}, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.ports = {s: free_port() for s in SERVICES}
+        self.extra_env = extra_env or {}
+        self.procs = {}
+        self.logs = {}
+        self.log_dir = os.path.join(os.path.dirname(INFRA_ENV), "test-logs", self.db_name)
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.services = services or SERVICES
+
+    def env_for(self, service):
+        env = dict(os.environ)
+        env.update({
+            "PORT": str(self.ports[service]),
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.infra["REDIS_URL"],
+            "MARKET_SERVICE_URL": f"http://127.0.0.1:{self.ports['market']}",
+            "TRADING_SERVICE_URL": f"http://127.0.0.1:{self.ports['trading']}",
+            "VAULT_SERVICE_URL": f"http://127.0.0.1:{self.ports['vault']}",
+            "USER_SERVICE_URL": f"http://127.0.0.1:{self.ports['user']}",
+            "LOG_LEVEL": "info",
+        })
+        env.update(self.extra_env.get(service, {}))
+        env.update(self.extra_env.get("*", {}))
+        return env
+
+    def start(self, service, wait=True):
+        if service in self.logs:
+            self.logs[service].close()
+        log = open(os.path.join(self.log_dir, f"{service}.log"), "ab")
+        p = subprocess.Popen([os.path.join(BIN_DIR, f"hydrox-{service}")], env=self.env_for(service),
+                             stdout=log, stderr=subprocess.STDOUT)
+        self.procs[service] = p
+        self.logs[service] = log
+        _live.append(p)
+        if wait:
+            path = "/health"
+            wait_until(lambda: self._answers(service, path), 10, what=f"{service} to listen")
+        return p
+
+    def _answers(self, service, path):
+        if self.procs[service].poll() is not None:
+            raise AssertionError(f"{service} exited with {self.procs[service].returncode}; see {self.log_dir}")
+        try:
+            return request(self.ports[service], "GET", path, timeout=1).status > 0
+        except OSError:
+            return False
+
+    def start_all(self):
+        for s in self.services:
+            self.start(s)
+        if "gateway" in self.services:
+            wait_until(lambda: self.get("/health").status == 200, 15, what="gateway /health 200")
+        return self
+
+    def stop(self, service, sig=signal.SIGTERM, timeout=10):
+        p = self.procs.get(service)
+        if p is None or p.poll() is not None:
+            return p.returncode if p else None
+        p.send_signal(sig)
+        try:
+            return p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise AssertionError(f"{service} did not stop within {timeout}s after {sig}")
+
+    def close(self):
+        for s in list(self.procs):
+            try:
+                self.stop(s)
+            except AssertionError:
+                pass
+        for log in self.logs.values():
+            log.close()
+        subprocess.run(["psql", "-h", "127.0.0.1", "-p", self.infra["PGPORT"], "-U", "postgres", "-qc",
+                        f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)"], check=False)
+
+    # Requests to the gateway.
+    @property
+    def gateway_port(self):
+        return self.ports["gateway"]
+
+    def get(self, path, **kw):
+        return request(self.gateway_port, "GET", path, **kw)
+
+    def call(self, method, path, **kw):
+        return request(self.gateway_port, method, path, **kw)
+
+
+def query_string(**params):
+    return urllib.parse.urlencode(params)

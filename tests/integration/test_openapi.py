@@ -1,0 +1,121 @@
+"""docs/openapi.yaml against real responses: the gateway serves it, and what the system answers
+matches the schemas it declares (issue #2; every later route is added to the document and here)."""
+import os
+import unittest
+
+import yaml
+
+from harness import SOURCE_DIR, Stack, raw_exchange, request, wait_until
+
+
+class SchemaError(AssertionError):
+    pass
+
+
+def resolve(doc, schema):
+    while "$ref" in schema:
+        node = doc
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+def validate(doc, schema, value, path="$"):
+    """A small validator for the OpenAPI 3.0 subset the document uses."""
+    schema = resolve(doc, schema)
+    t = schema.get("type")
+    types = {"object": dict, "array": list, "string": str, "boolean": bool}
+    if t in types and not isinstance(value, types[t]):
+        raise SchemaError(f"{path}: expected {t}, got {type(value).__name__}")
+    if t == "integer" and (not isinstance(value, int) or isinstance(value, bool)):
+        raise SchemaError(f"{path}: expected integer")
+    if t == "number" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        raise SchemaError(f"{path}: expected number")
+    if "enum" in schema and value not in schema["enum"]:
+        raise SchemaError(f"{path}: {value!r} not in {schema['enum']}")
+    if t == "object":
+        props = schema.get("properties", {})
+        for req in schema.get("required", []):
+            if req not in value:
+                raise SchemaError(f"{path}: missing required {req}")
+        for k, v in value.items():
+            if k in props:
+                validate(doc, props[k], v, f"{path}.{k}")
+            elif schema.get("additionalProperties") is False:
+                raise SchemaError(f"{path}: unexpected property {k}")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                validate(doc, schema["additionalProperties"], v, f"{path}.{k}")
+    if t == "array" and "items" in schema:
+        for i, item in enumerate(value):
+            validate(doc, schema["items"], item, f"{path}[{i}]")
+
+
+def check(doc, path, method, resp):
+    op = doc["paths"][path][method.lower()]
+    spec = op["responses"].get(str(resp.status))
+    if spec is None:
+        raise SchemaError(f"{method} {path}: status {resp.status} not documented")
+    spec = resolve(doc, spec)
+    media = resp.header("Content-Type").split(";")[0]
+    if media not in spec.get("content", {}):
+        raise SchemaError(f"{method} {path} {resp.status}: content type {media} not documented")
+    if media == "application/json":
+        validate(doc, spec["content"][media]["schema"], resp.json())
+
+
+class OpenApiMatchesRealResponses(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        with open(os.path.join(SOURCE_DIR, "docs", "openapi.yaml"), encoding="utf-8") as f:
+            cls.doc = yaml.safe_load(f)
+        cls.stack = Stack("oa").start_all()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def test_gateway_serves_the_document(self):
+        r = self.stack.get("/api/v1/openapi.json")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json(), self.doc)
+        check(self.doc, "/api/v1/openapi.json", "GET", r)
+
+    def test_health_up_and_down_match_the_schema(self):
+        check(self.doc, "/health", "GET", self.stack.get("/health"))
+        self.stack.stop("user")
+        r = wait_until(lambda: (lambda x: x if x.status == 503 else None)(self.stack.get("/health")), 3)
+        check(self.doc, "/health", "GET", r)
+        self.stack.start("user")
+        wait_until(lambda: self.stack.get("/health").status == 200, 5)
+
+    def test_service_ready_and_metrics_match(self):
+        port = self.stack.ports["trading"]
+        check(self.doc, "/ready", "GET", request(port, "GET", "/ready"))
+        check(self.doc, "/metrics", "GET", request(port, "GET", "/metrics"))
+
+    def test_every_error_answer_matches_the_error_schema(self):
+        error_schema = {"$ref": "#/components/schemas/ErrorBody"}
+        answers = [
+            self.stack.get("/nope"),
+            self.stack.call("PUT", "/health", body="{}"),
+        ]
+        for r in answers:
+            self.assertGreaterEqual(r.status, 400)
+            validate(self.doc, error_schema, r.json())
+        import json
+        for raw in [b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n",
+                    b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n",
+                    b"BAD\r\n\r\n"]:
+            out = raw_exchange(self.stack.gateway_port, raw)
+            validate(self.doc, error_schema, json.loads(out.split(b"\r\n\r\n", 1)[1]))
+
+    def test_documented_error_codes_are_exactly_the_servers_table(self):
+        codes = self.doc["components"]["schemas"]["ErrorBody"]["properties"]["error"]["properties"]["code"]["enum"]
+        with open(os.path.join(SOURCE_DIR, "libs", "core", "src", "error.cpp"), encoding="utf-8") as f:
+            table = [line.split('"')[1] for line in f if "CodeInfo{Code::" in line]
+        self.assertEqual(codes, table)
+
+
+if __name__ == "__main__":
+    unittest.main()
