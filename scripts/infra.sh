@@ -23,7 +23,30 @@ start() {
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   [ "$(id -u)" -eq 0 ] && chmod 755 "$dir"
+  : >"$dir/env"
+  if [ "${SKIP_PG:-0}" != 1 ]; then start_pg "$dir" "$pg_port"; fi
+  if [ "${SKIP_REDIS:-0}" != 1 ]; then start_redis "$dir" "$redis_port"; fi
+}
+
+port_busy() {
+  python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(0)
+sys.exit(1)' "$1"
+}
+
+start_pg() {
+  local dir=$1 pg_port=$2
   local pgdata=$dir/pg
+  if [ -f "$pgdata/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+    as_pg "$PG_BIN/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null
+  fi
+  if port_busy "$pg_port"; then
+    echo "infra: port $pg_port is in use; set PG_PORT to another port or DATABASE_URL to a running server" >&2
+    exit 1
+  fi
   if [ ! -f "$pgdata/PG_VERSION" ]; then
     mkdir -p "$pgdata"
     chmod 700 "$pgdata"
@@ -43,7 +66,20 @@ start() {
     || psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE ROLE hydrox LOGIN PASSWORD 'hydrox' CREATEDB"
   psql -h 127.0.0.1 -p "$pg_port" -U postgres -qtAc "SELECT 1 FROM pg_database WHERE datname='hydrox'" | grep -q 1 \
     || psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE DATABASE hydrox OWNER hydrox"
+  cat >>"$dir/env" <<ENV
+PGHOST=127.0.0.1
+PGPORT=$pg_port
+DATABASE_URL=postgres://hydrox:hydrox@127.0.0.1:$pg_port/hydrox?sslmode=disable
+ENV
+}
 
+start_redis() {
+  local dir=$1 redis_port=$2
+  if [ -f "$dir/redis.pid" ]; then kill "$(cat "$dir/redis.pid")" 2>/dev/null || true; sleep 0.2; fi
+  if port_busy "$redis_port"; then
+    echo "infra: port $redis_port is in use; set REDIS_PORT to another port or REDIS_URL to a running server" >&2
+    exit 1
+  fi
   redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --daemonize yes \
     --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir"
   for _ in $(seq 1 100); do
@@ -51,12 +87,8 @@ start() {
     sleep 0.05
   done
   redis-cli -p "$redis_port" ping >/dev/null
-
-  cat >"$dir/env" <<ENV
-PGHOST=127.0.0.1
-PGPORT=$pg_port
+  cat >>"$dir/env" <<ENV
 REDIS_PORT=$redis_port
-DATABASE_URL=postgres://hydrox:hydrox@127.0.0.1:$pg_port/hydrox?sslmode=disable
 REDIS_URL=127.0.0.1:$redis_port
 ENV
 }
