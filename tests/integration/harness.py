@@ -189,15 +189,27 @@ class Stack:
             raise AssertionError(f"{service} did not stop within {timeout}s after {sig}")
 
     def close(self):
+        problems = []
         for s in list(self.procs):
             try:
-                self.stop(s)
-            except AssertionError:
-                pass
+                code = self.stop(s)
+                if code not in (0, None, -signal.SIGKILL):
+                    problems.append(f"{s} exited with {code}")
+            except AssertionError as e:
+                problems.append(str(e))
         for log in self.logs.values():
             log.close()
         subprocess.run(["psql", "-h", "127.0.0.1", "-p", self.infra["PGPORT"], "-U", "postgres", "-qc",
                         f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)"], check=False)
+        # Under the sanitizer preset a report in any service's log fails the test.
+        for name in os.listdir(self.log_dir):
+            with open(os.path.join(self.log_dir, name), encoding="utf-8", errors="replace") as f:
+                text = f.read()
+            for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+                if marker in text:
+                    problems.append(f"{name}: {marker}")
+        if problems:
+            raise AssertionError("service problems: " + "; ".join(problems) + f" (logs in {self.log_dir})")
 
     # Requests to the gateway.
     @property
