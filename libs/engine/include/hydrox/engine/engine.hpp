@@ -1,0 +1,194 @@
+#pragma once
+// The matching and risk engine: the single writer of all money. apply(command) appends events;
+// no I/O, no threads, no clocks (time comes in the commands), no floating point. The same
+// command sequence always yields the same events and the same state_hash().
+//
+// Money model (perp-rules.md): each position keeps its signed size and its signed cost (the entry
+// notional of the open size); entry price = cost / size. A fill at notional n moves
+// -sign(side) * n into (collateral - cost) of each side, so Σ collateral - Σ cost is conserved
+// and equals net deposits exactly: that is the "Σ USDM = deposits - withdrawals" invariant with
+// unrealized PnL at any mark included (Σ size = 0 per market makes Σ uPnL = -Σ cost).
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "hydrox/engine/book.hpp"
+#include "hydrox/engine/flat_map.hpp"
+#include "hydrox/engine/order_pool.hpp"
+#include "hydrox/engine/types.hpp"
+
+namespace hydrox::engine {
+
+struct Position {
+  Qty size = 0;
+  Usdm cost = 0;  // signed like size
+  Usdm realized_pnl = 0;
+  std::int32_t leverage = 0;  // 0: the engine default for the market
+};
+
+struct Account {
+  UserId user;
+  Usdm collateral = 0;
+  Usdm order_margin = 0;  // Σ margin reserved by this account's resting orders
+  Handle orders_head = kNil;
+  std::uint32_t open_orders = 0;
+  std::vector<Position> positions;  // one per market
+};
+
+// What an account looks like at the current marks.
+struct AccountView {
+  Usdm collateral = 0;
+  Usdm unrealized_pnl = 0;
+  Usdm account_value = 0;    // collateral + uPnL
+  Usdm position_margin = 0;  // Σ IM of positions at mark
+  Usdm order_margin = 0;
+  Usdm maintenance_margin = 0;
+  Usdm available = 0;        // account_value - position_margin - order_margin (may be < 0)
+};
+
+struct Snapshot {
+  Seq seq = 0;
+  std::vector<Price> marks;
+  struct AccountState {
+    UserId user;
+    Usdm collateral;
+    std::vector<Position> positions;
+  };
+  std::vector<AccountState> accounts;  // in account-index order
+  std::vector<Order> orders;           // resting, in time priority
+  struct ClientId {
+    UserId user;
+    ClientOrderId client_order_id;
+    OrderId order;
+  };
+  std::vector<ClientId> client_ids;
+  Usdm net_deposits = 0;
+};
+
+struct EngineConfig {
+  std::vector<MarketSpec> markets;
+  UserId fee_account{Uuid{0x0000000000007000ull, 0x8000000000000001ull}};
+  std::size_t order_reserve = 1 << 16;
+  std::size_t account_reserve = 1 << 12;
+  std::uint32_t max_open_orders_per_account = 1000;
+  std::int32_t default_leverage = 10;  // capped by each market's max_leverage
+};
+
+struct UuidHash {
+  std::size_t operator()(const Uuid& u) const noexcept {
+    return static_cast<std::size_t>((u.hi ^ (u.lo * 0x9E3779B97F4A7C15ull)) * 0xBF58476D1CE4E5B9ull >> 7);
+  }
+};
+struct ClientKey {
+  std::uint32_t account = 0;
+  ClientOrderId id;
+  friend bool operator==(const ClientKey& a, const ClientKey& b) {
+    return a.account == b.account && a.id == b.id;
+  }
+};
+struct ClientKeyHash {
+  std::size_t operator()(const ClientKey& k) const noexcept {
+    std::uint64_t h = 1469598103934665603ull ^ k.account;
+    for (char c : k.id.view()) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+    return static_cast<std::size_t>(h ^ (h >> 29));
+  }
+};
+
+template <class Book>
+class BasicEngine {
+ public:
+  explicit BasicEngine(EngineConfig config);
+
+  void apply(const Command& command, std::vector<Event>& out);
+
+  // ---- queries (const; the host calls them on the engine thread) ----
+  Seq last_seq() const { return seq_; }
+  std::size_t market_count() const { return markets_.size(); }
+  const MarketSpec& market(std::uint32_t m) const { return markets_[m].spec; }
+  Price mark(std::uint32_t m) const { return markets_[m].mark; }
+  const Account* account(const UserId& user) const;
+  std::optional<AccountView> view(const UserId& user) const;
+  const Order* order(const OrderId& id) const;
+  std::optional<OrderId> client_order(const UserId& user, const ClientOrderId& id) const;
+  std::optional<Price> best(std::uint32_t m, Side side) const;
+  // Up to `levels` price levels from the best outward.
+  std::vector<std::pair<Price, Qty>> depth(std::uint32_t m, Side side, std::size_t levels) const;
+  std::size_t resting_orders() const { return pool_.live(); }
+  std::int32_t leverage_of(const Account& a, std::uint32_t m) const;
+  std::size_t memory_bytes() const;
+
+  // Deterministic digest of everything that affects future behaviour.
+  std::uint64_t state_hash() const;
+  Snapshot export_state() const;
+  void load(const Snapshot& snapshot);  // replaces all state
+
+  // Σ size per market = 0; Σ collateral - Σ cost = net deposits; every user account's value ≥ 0
+  // (when check_values); book and account bookkeeping consistent. Empty string when all hold.
+  std::string check_invariants(bool check_values = true) const;
+  Usdm net_deposits() const { return net_deposits_; }
+
+  // Money helpers (exposed for tests and the host's views).
+  Usdm notional(std::uint32_t m, Price price, Qty qty) const;       // floor
+  Usdm initial_margin(std::uint32_t m, Price price, Qty qty, std::int32_t leverage) const;  // ceil
+  Usdm maintenance_margin(std::uint32_t m, Price price, Qty qty) const;  // ceil, mmr = 1/(2 max lev)
+  Usdm fee(Usdm notional, std::int32_t ppm) const;  // ceil
+
+ private:
+  struct MarketState {
+    MarketSpec spec;
+    Book book;
+    Price mark = 0;
+    Qty total_long = 0;  // open interest bookkeeping for invariants
+  };
+
+  // Emission helpers.
+  template <class T>
+  void emit(std::vector<Event>& out, T&& body) {
+    out.push_back(Event{++seq_, EventBody{std::forward<T>(body)}});
+  }
+
+  std::uint32_t account_index(const UserId& user);  // creates on first use
+  const std::uint32_t* find_account(const UserId& user) const { return accounts_index_.find(user.value()); }
+
+  void place(const PlaceOrder& c, std::vector<Event>& out);
+  void cancel(const CancelOrder& c, std::vector<Event>& out);
+  void cancel_all(const CancelAll& c, std::vector<Event>& out);
+  void deposit(const Deposit& c, std::vector<Event>& out);
+  void withdraw(const Withdraw& c, std::vector<Event>& out);
+  void set_mark(const SetMark& c, std::vector<Event>& out);
+  void set_leverage(const SetLeverage& c, std::vector<Event>& out);
+
+  void reject(const PlaceOrder& c, Reject why, std::vector<Event>& out, OrderId original = {});
+  Usdm order_margin_for(const Order& o, Qty qty, Price ref_mark) const;
+  void rest(Handle h, std::vector<Event>& out);
+  void close_order(Handle h, OrderStatus status, CancelReason why, std::int64_t ts,
+                   std::vector<Event>& out, bool in_book);
+  void fill(Handle maker, Handle taker_order, Qty qty, std::int64_t ts, std::vector<Event>& out);
+  // Applies a fill to one account's position; returns realized PnL.
+  Usdm apply_fill(Account& a, std::uint32_t m, Side side, Qty qty, Usdm notional);
+  void emit_order(const Order& o, std::vector<Event>& out, CancelReason why = CancelReason::user);
+  void emit_level(std::uint32_t m, Side side, Price price, std::vector<Event>& out);
+  void emit_position(const Account& a, std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
+  Qty fillable(std::uint32_t m, Side taker_side, Price limit, std::uint32_t account, Qty want) const;
+  void link_account_order(Account& a, Handle h);
+  void unlink_account_order(Account& a, Handle h);
+  AccountView view_of(const Account& a) const;
+
+  std::vector<MarketState> markets_;
+  EngineConfig config_;
+  OrderPool pool_;
+  std::vector<Account> accounts_;
+  FlatMap<Uuid, std::uint32_t, UuidHash> accounts_index_;
+  FlatMap<Uuid, Handle, UuidHash> orders_index_;  // resting orders
+  FlatMap<ClientKey, OrderId, ClientKeyHash> client_ids_;
+  Seq seq_ = 0;
+  Usdm net_deposits_ = 0;
+};
+
+using Engine = BasicEngine<FastBook>;
+using ReferenceEngine = BasicEngine<ReferenceBook>;
+
+extern template class BasicEngine<FastBook>;
+extern template class BasicEngine<ReferenceBook>;
+
+}  // namespace hydrox::engine

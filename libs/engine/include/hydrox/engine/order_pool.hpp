@@ -1,0 +1,68 @@
+#pragma once
+// Orders live in one preallocated pool and are addressed by 32-bit handles; the books link them
+// intrusively (prev/next), so resting, cancelling and filling allocate nothing.
+#include <cassert>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "hydrox/engine/types.hpp"
+
+namespace hydrox::engine {
+
+using Handle = std::uint32_t;
+inline constexpr Handle kNil = std::numeric_limits<Handle>::max();
+
+struct Order {
+  OrderId id;
+  std::uint32_t account = 0;
+  std::uint32_t market = 0;
+  Side side = Side::buy;
+  OrderType type = OrderType::limit;
+  TimeInForce tif = TimeInForce::gtc;
+  OrderStatus status = OrderStatus::open;
+  bool reduce_only = false;
+  std::int32_t leverage = 1;
+  Price price = 0;
+  Qty qty = 0;        // original
+  Qty filled = 0;
+  Qty remaining = 0;  // resting
+  Usdm filled_notional = 0;
+  Usdm margin = 0;    // initial margin reserved for the resting remainder
+  Seq priority = 0;   // acceptance sequence: time priority, kept across export/load
+  std::int64_t ts_ms = 0;
+  ClientOrderId client_order_id;
+  Handle prev = kNil, next = kNil;            // within its book level
+  Handle acct_prev = kNil, acct_next = kNil;  // within its account's open orders
+};
+
+class OrderPool {
+ public:
+  explicit OrderPool(std::size_t reserve = 1 << 16) {
+    slots_.reserve(reserve);
+    free_.reserve(reserve);
+  }
+  Handle alloc() {
+    if (!free_.empty()) {
+      Handle h = free_.back();
+      free_.pop_back();
+      slots_[h] = Order{};
+      return h;
+    }
+    slots_.emplace_back();
+    return static_cast<Handle>(slots_.size() - 1);
+  }
+  void release(Handle h) { free_.push_back(h); }
+  Order& operator[](Handle h) { return slots_[h]; }
+  const Order& operator[](Handle h) const { return slots_[h]; }
+  std::size_t live() const { return slots_.size() - free_.size(); }
+  std::size_t capacity_bytes() const {
+    return slots_.capacity() * sizeof(Order) + free_.capacity() * sizeof(Handle);
+  }
+
+ private:
+  std::vector<Order> slots_;
+  std::vector<Handle> free_;
+};
+
+}  // namespace hydrox::engine

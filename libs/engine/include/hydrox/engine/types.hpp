@@ -1,0 +1,276 @@
+#pragma once
+// The engine's vocabulary: markets, commands in, events out. Plain data; no I/O.
+// Units (perp-rules.md): prices are integers of the market's tick, sizes integers of its lot,
+// USDM integers of 1e-6.
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+#include <variant>
+
+#include "hydrox/core/ids.hpp"
+
+namespace hydrox::engine {
+
+using Price = std::int64_t;  // ticks
+using Qty = std::int64_t;    // lots
+using Usdm = std::int64_t;   // 1e-6 USDM
+using Seq = std::uint64_t;
+
+enum class Side : std::uint8_t { buy, sell };
+inline constexpr Side opposite(Side s) { return s == Side::buy ? Side::sell : Side::buy; }
+inline constexpr int sign(Side s) { return s == Side::buy ? 1 : -1; }
+
+enum class OrderType : std::uint8_t { limit, market };
+enum class TimeInForce : std::uint8_t { gtc, ioc, fok, post_only };
+enum class OrderStatus : std::uint8_t { open, partially_filled, filled, cancelled, rejected };
+
+// Stable reason codes: the public API shows them (422 for risk, 400/404 for others).
+enum class Reject : std::uint8_t {
+  none,
+  unknown_market,
+  unknown_account,
+  bad_price_tick,      // price not positive / not representable
+  bad_quantity_lot,    // quantity not positive
+  below_min_notional,
+  price_out_of_band,   // a limit price too far from the mark
+  no_mark_price,
+  insufficient_margin,
+  post_only_would_cross,
+  reduce_only_would_increase,
+  fok_not_fillable,
+  duplicate_client_order_id,
+  bad_leverage,
+  unknown_order,
+  insufficient_balance,
+  bad_amount,
+  too_many_open_orders,
+  no_liquidity,        // a market order found nothing to match
+};
+std::string_view reject_code(Reject r);  // UPPER_SNAKE, e.g. "INSUFFICIENT_MARGIN"
+
+enum class CancelReason : std::uint8_t {
+  user,
+  self_trade,          // the resting order met an order of the same account (STP)
+  ioc_remainder,       // IOC/FOK/market remainder
+  reduce_only,         // a reduce-only order that would no longer reduce
+  cancel_all,
+};
+std::string_view cancel_reason_code(CancelReason r);
+
+enum class BalanceReason : std::uint8_t {
+  deposit,
+  withdrawal,
+  trading_fee,     // paid by a trader (negative)
+  fee_income,      // received by the fee account (positive)
+  realized_pnl,
+  transfer,
+};
+std::string_view balance_reason_code(BalanceReason r);
+
+// A client order id: at most 36 bytes, kept inline (no allocation per order).
+struct ClientOrderId {
+  std::array<char, 36> data{};
+  std::uint8_t len = 0;
+  static ClientOrderId from(std::string_view s) {
+    ClientOrderId c;
+    c.len = static_cast<std::uint8_t>(s.size() < 36 ? s.size() : 36);
+    std::memcpy(c.data.data(), s.data(), c.len);
+    return c;
+  }
+  std::string_view view() const { return {data.data(), len}; }
+  bool empty() const { return len == 0; }
+  friend bool operator==(const ClientOrderId& a, const ClientOrderId& b) {
+    return a.view() == b.view();
+  }
+};
+
+struct MarketSpec {
+  std::uint32_t id = 0;             // dense: 0, 1, 2, ...
+  // One tick times one lot in 1e-6 USDM, as a fraction: notional = price * qty * num / den.
+  std::int64_t notional_num = 1;
+  std::int64_t notional_den = 1;
+  Usdm min_notional = 0;
+  std::int32_t max_leverage = 20;
+  std::int32_t maker_fee_ppm = 200;  // 0.02 %
+  std::int32_t taker_fee_ppm = 500;  // 0.05 %
+  std::int32_t price_band_bps = 2000;  // limit prices within ±20 % of the mark
+  std::int32_t default_slippage_bps = 500;  // market orders: 5 % cap against the mark
+};
+
+// ---- commands -------------------------------------------------------------------------------
+
+struct PlaceOrder {
+  UserId user;
+  OrderId id;                 // assigned by the caller (deterministic replay)
+  std::uint32_t market = 0;
+  Side side = Side::buy;
+  OrderType type = OrderType::limit;
+  TimeInForce tif = TimeInForce::gtc;
+  Price price = 0;            // limit price; ignored for market orders
+  Qty qty = 0;
+  bool reduce_only = false;
+  std::int32_t leverage = 0;  // 0: keep the account's leverage for this market
+  std::int32_t max_slippage_bps = 0;  // market orders; 0: the market's default
+  ClientOrderId client_order_id;
+  std::int64_t ts_ms = 0;
+};
+
+struct CancelOrder {
+  UserId user;
+  OrderId id;
+  std::int64_t ts_ms = 0;
+};
+
+struct CancelAll {
+  UserId user;
+  std::int32_t market = -1;  // -1: every market
+  std::int64_t ts_ms = 0;
+};
+
+struct Deposit {
+  UserId user;
+  Usdm amount = 0;
+  std::int64_t ts_ms = 0;
+};
+
+struct Withdraw {
+  UserId user;
+  Usdm amount = 0;
+  std::int64_t ts_ms = 0;
+};
+
+struct SetMark {
+  std::uint32_t market = 0;
+  Price mark = 0;
+  std::int64_t ts_ms = 0;
+};
+
+struct SetLeverage {
+  UserId user;
+  std::uint32_t market = 0;
+  std::int32_t leverage = 1;
+  std::int64_t ts_ms = 0;
+};
+
+using Command = std::variant<PlaceOrder, CancelOrder, CancelAll, Deposit, Withdraw, SetMark, SetLeverage>;
+
+// ---- events ---------------------------------------------------------------------------------
+
+struct OrderAccepted {  // the order passed checks (it may still fill at once)
+  OrderId id;
+  UserId user;
+  std::uint32_t market;
+  Side side;
+  OrderType type;
+  TimeInForce tif;
+  bool reduce_only;
+  Price price;  // for market orders: the slippage cap used as limit
+  Qty qty;
+  std::int32_t leverage;
+  ClientOrderId client_order_id;
+  std::int64_t ts_ms;
+  friend bool operator==(const OrderAccepted&, const OrderAccepted&) = default;
+};
+
+struct OrderRejected {
+  OrderId id;
+  UserId user;
+  std::uint32_t market;
+  Reject reason;
+  OrderId original;  // for duplicate_client_order_id: the order the client id belongs to
+  std::int64_t ts_ms;
+  friend bool operator==(const OrderRejected&, const OrderRejected&) = default;
+};
+
+struct OrderUpdated {  // status or fill progress changed
+  OrderId id;
+  UserId user;
+  std::uint32_t market;
+  OrderStatus status;
+  Qty filled;
+  Qty remaining;  // resting quantity (0 once closed)
+  Usdm filled_notional;  // Σ fill notional, for the average price
+  CancelReason cancel_reason;  // when status == cancelled
+  std::int64_t ts_ms;
+  friend bool operator==(const OrderUpdated&, const OrderUpdated&) = default;
+};
+
+struct Trade {
+  std::uint32_t market;
+  Price price;
+  Qty qty;
+  Side taker_side;
+  OrderId maker_order;
+  OrderId taker_order;
+  UserId maker;
+  UserId taker;
+  Usdm notional;
+  Usdm maker_fee;
+  Usdm taker_fee;
+  Usdm maker_realized_pnl;
+  Usdm taker_realized_pnl;
+  std::int64_t ts_ms;
+  friend bool operator==(const Trade&, const Trade&) = default;
+};
+
+struct PositionChanged {
+  UserId user;
+  std::uint32_t market;
+  Qty size;        // signed: + long, - short
+  Usdm cost;       // signed entry notional of the open size (entry price = cost / size)
+  Usdm realized_pnl;
+  std::int32_t leverage;
+  std::int64_t ts_ms;
+  friend bool operator==(const PositionChanged&, const PositionChanged&) = default;
+};
+
+struct BalanceChanged {
+  UserId user;
+  Usdm delta;
+  Usdm balance;  // collateral after the change
+  BalanceReason reason;
+  std::int64_t ts_ms;
+  friend bool operator==(const BalanceChanged&, const BalanceChanged&) = default;
+};
+
+struct BookLevelChanged {  // absolute size at a price level (0 removes it)
+  std::uint32_t market;
+  Side side;
+  Price price;
+  Qty size;
+  friend bool operator==(const BookLevelChanged&, const BookLevelChanged&) = default;
+};
+
+struct MarkChanged {
+  std::uint32_t market;
+  Price mark;
+  std::int64_t ts_ms;
+  friend bool operator==(const MarkChanged&, const MarkChanged&) = default;
+};
+
+struct LeverageChanged {
+  UserId user;
+  std::uint32_t market;
+  std::int32_t leverage;
+  friend bool operator==(const LeverageChanged&, const LeverageChanged&) = default;
+};
+
+struct CommandRejected {  // a non-order command refused (withdrawal, leverage, cancel, ...)
+  UserId user;
+  Reject reason;
+  std::int64_t ts_ms;
+  friend bool operator==(const CommandRejected&, const CommandRejected&) = default;
+};
+
+using EventBody = std::variant<OrderAccepted, OrderRejected, OrderUpdated, Trade, PositionChanged,
+                               BalanceChanged, BookLevelChanged, MarkChanged, LeverageChanged,
+                               CommandRejected>;
+
+struct Event {
+  Seq seq;
+  EventBody body;
+  friend bool operator==(const Event&, const Event&) = default;
+};
+
+}  // namespace hydrox::engine

@@ -1,0 +1,867 @@
+#include "hydrox/engine/engine.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+
+namespace hydrox::engine {
+
+using i128 = __int128;
+
+namespace {
+
+i128 ceil_div(i128 a, i128 b) {  // b > 0
+  return a >= 0 ? (a + b - 1) / b : a / b;
+}
+i128 floor_div(i128 a, i128 b) {  // b > 0
+  return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+Usdm clamp64(i128 v) {
+  // Amounts are bounded far below int64 by order and deposit limits; a breach is a bug.
+  if (v > INT64_MAX || v < INT64_MIN) std::abort();
+  return static_cast<Usdm>(v);
+}
+
+}  // namespace
+
+std::string_view reject_code(Reject r) {
+  switch (r) {
+    case Reject::none: return "NONE";
+    case Reject::unknown_market: return "UNKNOWN_MARKET";
+    case Reject::unknown_account: return "UNKNOWN_ACCOUNT";
+    case Reject::bad_price_tick: return "INVALID_PRICE";
+    case Reject::bad_quantity_lot: return "INVALID_QUANTITY";
+    case Reject::below_min_notional: return "BELOW_MIN_NOTIONAL";
+    case Reject::price_out_of_band: return "PRICE_OUT_OF_BAND";
+    case Reject::no_mark_price: return "NO_MARK_PRICE";
+    case Reject::insufficient_margin: return "INSUFFICIENT_MARGIN";
+    case Reject::post_only_would_cross: return "POST_ONLY_WOULD_CROSS";
+    case Reject::reduce_only_would_increase: return "REDUCE_ONLY_WOULD_INCREASE";
+    case Reject::fok_not_fillable: return "FOK_NOT_FILLABLE";
+    case Reject::duplicate_client_order_id: return "DUPLICATE_CLIENT_ORDER_ID";
+    case Reject::bad_leverage: return "INVALID_LEVERAGE";
+    case Reject::unknown_order: return "ORDER_NOT_FOUND";
+    case Reject::insufficient_balance: return "INSUFFICIENT_BALANCE";
+    case Reject::bad_amount: return "INVALID_AMOUNT";
+    case Reject::too_many_open_orders: return "TOO_MANY_OPEN_ORDERS";
+    case Reject::no_liquidity: return "NO_LIQUIDITY";
+  }
+  return "UNKNOWN";
+}
+
+std::string_view cancel_reason_code(CancelReason r) {
+  switch (r) {
+    case CancelReason::user: return "USER";
+    case CancelReason::self_trade: return "SELF_TRADE_PREVENTION";
+    case CancelReason::ioc_remainder: return "IOC_REMAINDER";
+    case CancelReason::reduce_only: return "REDUCE_ONLY";
+    case CancelReason::cancel_all: return "CANCEL_ALL";
+  }
+  return "UNKNOWN";
+}
+
+std::string_view balance_reason_code(BalanceReason r) {
+  switch (r) {
+    case BalanceReason::deposit: return "DEPOSIT";
+    case BalanceReason::withdrawal: return "WITHDRAWAL";
+    case BalanceReason::trading_fee: return "TRADING_FEE";
+    case BalanceReason::fee_income: return "FEE_INCOME";
+    case BalanceReason::realized_pnl: return "REALIZED_PNL";
+    case BalanceReason::transfer: return "TRANSFER";
+  }
+  return "UNKNOWN";
+}
+
+template <class Book>
+BasicEngine<Book>::BasicEngine(EngineConfig config)
+    : config_(std::move(config)),
+      pool_(config_.order_reserve),
+      accounts_index_(config_.account_reserve),
+      orders_index_(config_.order_reserve),
+      client_ids_(1024) {
+  markets_.reserve(config_.markets.size());
+  for (std::size_t i = 0; i < config_.markets.size(); ++i) {
+    MarketSpec spec = config_.markets[i];
+    spec.id = static_cast<std::uint32_t>(i);
+    markets_.push_back(MarketState{spec, Book(pool_), 0, 0});
+  }
+  accounts_.reserve(config_.account_reserve);
+  account_index(config_.fee_account);  // account 0
+}
+
+// ---- money ------------------------------------------------------------------------------------
+
+template <class Book>
+Usdm BasicEngine<Book>::notional(std::uint32_t m, Price price, Qty qty) const {
+  const auto& s = markets_[m].spec;
+  return clamp64(floor_div(static_cast<i128>(price) * qty * s.notional_num, s.notional_den));
+}
+
+template <class Book>
+Usdm BasicEngine<Book>::initial_margin(std::uint32_t m, Price price, Qty qty,
+                                       std::int32_t leverage) const {
+  const auto& s = markets_[m].spec;
+  return clamp64(ceil_div(static_cast<i128>(price) * qty * s.notional_num,
+                          static_cast<i128>(s.notional_den) * leverage));
+}
+
+template <class Book>
+Usdm BasicEngine<Book>::maintenance_margin(std::uint32_t m, Price price, Qty qty) const {
+  const auto& s = markets_[m].spec;
+  return clamp64(ceil_div(static_cast<i128>(price) * qty * s.notional_num,
+                          static_cast<i128>(s.notional_den) * 2 * s.max_leverage));
+}
+
+template <class Book>
+Usdm BasicEngine<Book>::fee(Usdm n, std::int32_t ppm) const {
+  return clamp64(ceil_div(static_cast<i128>(n) * ppm, 1'000'000));
+}
+
+template <class Book>
+std::int32_t BasicEngine<Book>::leverage_of(const Account& a, std::uint32_t m) const {
+  std::int32_t lev = a.positions[m].leverage;
+  if (lev > 0) return lev;
+  return std::min(config_.default_leverage, markets_[m].spec.max_leverage);
+}
+
+template <class Book>
+AccountView BasicEngine<Book>::view_of(const Account& a) const {
+  AccountView v;
+  v.collateral = a.collateral;
+  v.order_margin = a.order_margin;
+  for (std::size_t m = 0; m < markets_.size(); ++m) {
+    const Position& p = a.positions[m];
+    if (p.size == 0) continue;
+    const Price mk = markets_[m].mark;
+    const Qty abs = std::abs(p.size);
+    v.unrealized_pnl += notional(static_cast<std::uint32_t>(m), mk, p.size) - p.cost;
+    v.position_margin += initial_margin(static_cast<std::uint32_t>(m), mk, abs,
+                                        leverage_of(a, static_cast<std::uint32_t>(m)));
+    v.maintenance_margin += maintenance_margin(static_cast<std::uint32_t>(m), mk, abs);
+  }
+  v.account_value = v.collateral + v.unrealized_pnl;
+  v.available = v.account_value - v.position_margin - v.order_margin;
+  return v;
+}
+
+// Margin reserved for `qty` of a resting order: IM at the order price, the loss implied by a
+// price worse than the mark at placement, and the taker fee it could pay.
+template <class Book>
+Usdm BasicEngine<Book>::order_margin_for(const Order& o, Qty qty, Price ref_mark) const {
+  if (o.reduce_only || qty == 0) return 0;
+  const auto& s = markets_[o.market].spec;
+  Usdm n = notional(o.market, o.price, qty);
+  Usdm gap = 0;
+  Price adverse = o.side == Side::buy ? o.price - ref_mark : ref_mark - o.price;
+  if (adverse > 0) gap = notional(o.market, adverse, qty);
+  return initial_margin(o.market, o.price, qty, o.leverage) + gap +
+         fee(n, std::max(s.taker_fee_ppm, s.maker_fee_ppm));
+}
+
+// ---- accounts -----------------------------------------------------------------------------------
+
+template <class Book>
+std::uint32_t BasicEngine<Book>::account_index(const UserId& user) {
+  if (const auto* i = accounts_index_.find(user.value())) return *i;
+  auto index = static_cast<std::uint32_t>(accounts_.size());
+  Account a;
+  a.user = user;
+  a.positions.resize(markets_.size());
+  accounts_.push_back(std::move(a));
+  accounts_index_.put(user.value(), index);
+  return index;
+}
+
+template <class Book>
+void BasicEngine<Book>::link_account_order(Account& a, Handle h) {
+  Order& o = pool_[h];
+  o.acct_prev = kNil;
+  o.acct_next = a.orders_head;
+  if (a.orders_head != kNil) pool_[a.orders_head].acct_prev = h;
+  a.orders_head = h;
+  ++a.open_orders;
+}
+
+template <class Book>
+void BasicEngine<Book>::unlink_account_order(Account& a, Handle h) {
+  Order& o = pool_[h];
+  if (o.acct_prev != kNil) pool_[o.acct_prev].acct_next = o.acct_next; else a.orders_head = o.acct_next;
+  if (o.acct_next != kNil) pool_[o.acct_next].acct_prev = o.acct_prev;
+  o.acct_prev = o.acct_next = kNil;
+  --a.open_orders;
+}
+
+// ---- events -----------------------------------------------------------------------------------
+
+template <class Book>
+void BasicEngine<Book>::emit_order(const Order& o, std::vector<Event>& out, CancelReason why) {
+  emit(out, OrderUpdated{o.id, accounts_[o.account].user, o.market, o.status, o.filled, o.remaining,
+                         o.filled_notional, why, o.ts_ms});
+}
+
+template <class Book>
+void BasicEngine<Book>::emit_level(std::uint32_t m, Side side, Price price, std::vector<Event>& out) {
+  emit(out, BookLevelChanged{m, side, price, markets_[m].book.level_size(side, price)});
+}
+
+template <class Book>
+void BasicEngine<Book>::emit_position(const Account& a, std::uint32_t m, std::int64_t ts,
+                                      std::vector<Event>& out) {
+  const Position& p = a.positions[m];
+  emit(out, PositionChanged{a.user, m, p.size, p.cost, p.realized_pnl, leverage_of(a, m), ts});
+}
+
+// ---- apply ------------------------------------------------------------------------------------
+
+template <class Book>
+void BasicEngine<Book>::apply(const Command& command, std::vector<Event>& out) {
+  std::visit(
+      [&](const auto& c) {
+        using T = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<T, PlaceOrder>) place(c, out);
+        else if constexpr (std::is_same_v<T, CancelOrder>) cancel(c, out);
+        else if constexpr (std::is_same_v<T, CancelAll>) cancel_all(c, out);
+        else if constexpr (std::is_same_v<T, Deposit>) deposit(c, out);
+        else if constexpr (std::is_same_v<T, Withdraw>) withdraw(c, out);
+        else if constexpr (std::is_same_v<T, SetMark>) set_mark(c, out);
+        else if constexpr (std::is_same_v<T, SetLeverage>) set_leverage(c, out);
+      },
+      command);
+}
+
+template <class Book>
+void BasicEngine<Book>::reject(const PlaceOrder& c, Reject why, std::vector<Event>& out,
+                               OrderId original) {
+  emit(out, OrderRejected{c.id, c.user, c.market, why, original, c.ts_ms});
+}
+
+template <class Book>
+void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
+  if (c.market >= markets_.size()) return reject(c, Reject::unknown_market, out);
+  MarketState& ms = markets_[c.market];
+  const MarketSpec& spec = ms.spec;
+  if (c.qty <= 0) return reject(c, Reject::bad_quantity_lot, out);
+  if (c.type == OrderType::limit && c.price <= 0) return reject(c, Reject::bad_price_tick, out);
+  if (ms.mark <= 0) return reject(c, Reject::no_mark_price, out);
+  if (c.leverage != 0 && (c.leverage < 1 || c.leverage > spec.max_leverage)) {
+    return reject(c, Reject::bad_leverage, out);
+  }
+  const std::uint32_t ai = account_index(c.user);
+  if (!c.client_order_id.empty()) {
+    if (const OrderId* original = client_ids_.find(ClientKey{ai, c.client_order_id})) {
+      return reject(c, Reject::duplicate_client_order_id, out, *original);
+    }
+  }
+  Account& acct = accounts_[ai];
+  if (acct.open_orders >= config_.max_open_orders_per_account) {
+    return reject(c, Reject::too_many_open_orders, out);
+  }
+
+  // The effective limit price: market orders are capped against the mark.
+  Price limit = c.price;
+  if (c.type == OrderType::market) {
+    std::int32_t bps = c.max_slippage_bps > 0 ? c.max_slippage_bps : spec.default_slippage_bps;
+    i128 scaled = static_cast<i128>(ms.mark) * (c.side == Side::buy ? 10'000 + bps : 10'000 - bps);
+    limit = static_cast<Price>(c.side == Side::buy ? scaled / 10'000 : ceil_div(scaled, 10'000));
+    if (limit <= 0) limit = 1;
+  } else {
+    i128 band = static_cast<i128>(ms.mark) * spec.price_band_bps / 10'000;
+    if (c.price > ms.mark + band || c.price < ms.mark - band) {
+      return reject(c, Reject::price_out_of_band, out);
+    }
+  }
+
+  const Position& pos = acct.positions[c.market];
+  if (c.reduce_only) {
+    const bool opposes = (c.side == Side::buy && pos.size < 0) || (c.side == Side::sell && pos.size > 0);
+    if (!opposes || c.qty > std::abs(pos.size)) {
+      return reject(c, Reject::reduce_only_would_increase, out);
+    }
+  } else if (notional(c.market, limit, c.qty) < spec.min_notional) {
+    return reject(c, Reject::below_min_notional, out);
+  }
+
+  if (c.tif == TimeInForce::post_only) {
+    auto opp = ms.book.best(opposite(c.side));
+    if (opp && (c.side == Side::buy ? *opp <= limit : *opp >= limit)) {
+      return reject(c, Reject::post_only_would_cross, out);
+    }
+  }
+  if (c.tif == TimeInForce::fok && fillable(c.market, c.side, limit, ai, c.qty) < c.qty) {
+    return reject(c, Reject::fok_not_fillable, out);
+  }
+
+  // Leverage first (it is part of the order in the API), then pre-trade risk.
+  const std::int32_t prev_leverage = acct.positions[c.market].leverage;
+  if (c.leverage != 0) acct.positions[c.market].leverage = c.leverage;
+
+  Handle h = pool_.alloc();
+  Order& o = pool_[h];
+  o.id = c.id;
+  o.account = ai;
+  o.market = c.market;
+  o.side = c.side;
+  o.type = c.type;
+  o.tif = c.type == OrderType::market ? TimeInForce::ioc : c.tif;
+  o.reduce_only = c.reduce_only;
+  o.leverage = leverage_of(acct, c.market);
+  o.price = limit;
+  o.qty = c.qty;
+  o.remaining = c.qty;
+  o.client_order_id = c.client_order_id;
+  o.ts_ms = c.ts_ms;
+
+  if (!c.reduce_only) {
+    AccountView v = view_of(acct);
+    Usdm need = order_margin_for(o, c.qty, ms.mark);
+    if (v.account_value < v.position_margin + v.order_margin + need) {
+      acct.positions[c.market].leverage = prev_leverage;
+      pool_.release(h);
+      return reject(c, Reject::insufficient_margin, out);
+    }
+  }
+  if (c.leverage != 0 && c.leverage != prev_leverage) {
+    emit(out, LeverageChanged{c.user, c.market, c.leverage});
+  }
+
+  o.priority = seq_ + 1;
+  emit(out, OrderAccepted{o.id, c.user, c.market, o.side, o.type, o.tif, o.reduce_only, o.price,
+                          o.qty, o.leverage, o.client_order_id, o.ts_ms});
+  if (!c.client_order_id.empty()) client_ids_.put(ClientKey{ai, c.client_order_id}, c.id);
+
+  // Match against the opposite side while it crosses.
+  Book& book = ms.book;
+  const Side opp = opposite(c.side);
+  bool stopped_by_reduce_only = false;
+  while (pool_[h].remaining > 0) {
+    auto best = book.best(opp);
+    if (!best || (c.side == Side::buy ? *best > limit : *best < limit)) break;
+    Handle maker = book.front(opp, *best);
+    Order& mo = pool_[maker];
+    if (mo.account == ai) {  // self-trade prevention: the resting order goes
+      close_order(maker, OrderStatus::cancelled, CancelReason::self_trade, c.ts_ms, out, true);
+      continue;
+    }
+    Qty q = std::min(pool_[h].remaining, mo.remaining);
+    if (pool_[h].reduce_only) {
+      Qty reducible = std::abs(accounts_[ai].positions[c.market].size);
+      q = std::min(q, reducible);
+      if (q == 0) {
+        stopped_by_reduce_only = true;
+        break;
+      }
+    }
+    if (mo.reduce_only) {
+      const Position& mp = accounts_[mo.account].positions[c.market];
+      const bool opposes = (mo.side == Side::buy && mp.size < 0) || (mo.side == Side::sell && mp.size > 0);
+      Qty reducible = opposes ? std::abs(mp.size) : 0;
+      if (reducible == 0) {
+        close_order(maker, OrderStatus::cancelled, CancelReason::reduce_only, c.ts_ms, out, true);
+        continue;
+      }
+      q = std::min(q, reducible);
+    }
+    fill(maker, h, q, c.ts_ms, out);
+  }
+
+  Order& t = pool_[h];
+  if (t.remaining == 0) {
+    t.status = OrderStatus::filled;
+    emit_order(t, out);
+    pool_.release(h);
+    return;
+  }
+  if (t.tif == TimeInForce::gtc || t.tif == TimeInForce::post_only) {
+    if (!stopped_by_reduce_only) {
+      rest(h, out);
+      return;
+    }
+  }
+  // IOC / FOK / market remainder, or a reduce-only order with nothing left to reduce.
+  t.status = OrderStatus::cancelled;
+  const CancelReason why = stopped_by_reduce_only ? CancelReason::reduce_only : CancelReason::ioc_remainder;
+  t.remaining = 0;
+  emit_order(t, out, why);
+  pool_.release(h);
+}
+
+template <class Book>
+Qty BasicEngine<Book>::fillable(std::uint32_t m, Side taker_side, Price limit,
+                                std::uint32_t account, Qty want) const {
+  const Book& book = markets_[m].book;
+  const Side opp = opposite(taker_side);
+  Qty total = 0;
+  book.for_each_level(opp, [&](Price p, Qty) {
+    if (taker_side == Side::buy ? p > limit : p < limit) return false;
+    for (Handle h = book.front(opp, p); h != kNil; h = book.next(h)) {
+      const Order& o = pool_[h];
+      if (o.account != account) total += o.remaining;
+      if (total >= want) return false;
+    }
+    return true;
+  });
+  return total;
+}
+
+template <class Book>
+void BasicEngine<Book>::rest(Handle h, std::vector<Event>& out) {
+  Order& o = pool_[h];
+  MarketState& ms = markets_[o.market];
+  Account& a = accounts_[o.account];
+  o.status = o.filled > 0 ? OrderStatus::partially_filled : OrderStatus::open;
+  o.margin = order_margin_for(o, o.remaining, ms.mark);
+  a.order_margin += o.margin;
+  ms.book.add(h);
+  orders_index_.put(o.id.value(), h);
+  link_account_order(a, h);
+  emit_order(o, out);
+  emit_level(o.market, o.side, o.price, out);
+}
+
+template <class Book>
+void BasicEngine<Book>::close_order(Handle h, OrderStatus status, CancelReason why,
+                                    std::int64_t ts, std::vector<Event>& out, bool in_book) {
+  Order& o = pool_[h];
+  Account& a = accounts_[o.account];
+  if (in_book) {
+    markets_[o.market].book.remove(h);
+    orders_index_.erase(o.id.value());
+    unlink_account_order(a, h);
+    a.order_margin -= o.margin;
+    o.margin = 0;
+  }
+  const Price price = o.price;
+  const Side side = o.side;
+  const std::uint32_t m = o.market;
+  o.status = status;
+  o.remaining = 0;
+  o.ts_ms = ts;
+  emit_order(o, out, why);
+  pool_.release(h);
+  if (in_book) emit_level(m, side, price, out);
+}
+
+template <class Book>
+Usdm BasicEngine<Book>::apply_fill(Account& a, std::uint32_t m, Side side, Qty qty, Usdm n) {
+  Position& p = a.positions[m];
+  const int s = sign(side);
+  const Qty dq = s * qty;
+  if (p.size == 0 || (p.size > 0) == (dq > 0)) {  // open or increase
+    p.size += dq;
+    p.cost += s * n;
+    return 0;
+  }
+  const Qty abs = std::abs(p.size);
+  const Qty closing = std::min(qty, abs);
+  // Cost leaving with the closed part, truncated toward zero; the same integer leaves both the
+  // cost and the realized PnL, so no unit is created or lost.
+  const Usdm cost_removed = clamp64(static_cast<i128>(p.cost) * closing / abs);
+  const Usdm n_close = qty == closing ? n : clamp64(static_cast<i128>(n) * closing / qty);
+  const Usdm realized = (p.size > 0 ? n_close : -n_close) - cost_removed;
+  p.cost -= cost_removed;
+  p.size += dq;
+  if (qty > closing) {  // flip: the rest opens at the fill price
+    p.cost = s * (n - n_close);
+  } else if (p.size == 0) {
+    p.cost = 0;  // (cost_removed was the whole cost)
+  }
+  p.realized_pnl += realized;
+  a.collateral += realized;
+  return realized;
+}
+
+template <class Book>
+void BasicEngine<Book>::fill(Handle maker_h, Handle taker_h, Qty qty, std::int64_t ts,
+                             std::vector<Event>& out) {
+  Order& mo = pool_[maker_h];
+  Order& to = pool_[taker_h];
+  MarketState& ms = markets_[mo.market];
+  const std::uint32_t m = mo.market;
+  const Price price = mo.price;
+  const Usdm n = notional(m, price, qty);
+  const Usdm maker_fee = fee(n, ms.spec.maker_fee_ppm);
+  const Usdm taker_fee = fee(n, ms.spec.taker_fee_ppm);
+  Account& maker = accounts_[mo.account];
+  Account& taker = accounts_[to.account];
+
+  const Usdm maker_pnl = apply_fill(maker, m, mo.side, qty, n);
+  const Usdm taker_pnl = apply_fill(taker, m, to.side, qty, n);
+  maker.collateral -= maker_fee;
+  taker.collateral -= taker_fee;
+  accounts_[0].collateral += maker_fee + taker_fee;  // the fee account
+
+  // Book and order bookkeeping.
+  ms.book.reduce(maker_h, qty);
+  mo.remaining -= qty;
+  mo.filled += qty;
+  mo.filled_notional += n;
+  to.remaining -= qty;
+  to.filled += qty;
+  to.filled_notional += n;
+  const Usdm old_margin = mo.margin;
+  mo.margin = mo.remaining == 0 ? 0 : order_margin_for(mo, mo.remaining, ms.mark);
+  maker.order_margin += mo.margin - old_margin;
+
+  emit(out, Trade{m, price, qty, to.side, mo.id, to.id, maker.user, taker.user, n, maker_fee,
+                  taker_fee, maker_pnl, taker_pnl, ts});
+  emit_position(maker, m, ts, out);
+  emit_position(taker, m, ts, out);
+  if (mo.remaining == 0) {
+    mo.status = OrderStatus::filled;
+    ms.book.remove(maker_h);
+    orders_index_.erase(mo.id.value());
+    unlink_account_order(maker, maker_h);
+    emit_order(mo, out);
+    pool_.release(maker_h);
+  } else {
+    mo.status = OrderStatus::partially_filled;
+    emit_order(mo, out);
+  }
+  emit_level(m, opposite(to.side), price, out);
+}
+
+template <class Book>
+void BasicEngine<Book>::cancel(const CancelOrder& c, std::vector<Event>& out) {
+  const Handle* h = orders_index_.find(c.id.value());
+  const std::uint32_t* ai = find_account(c.user);
+  if (h == nullptr || ai == nullptr || pool_[*h].account != *ai) {
+    // Another user's order is as unknown as a missing one.
+    emit(out, CommandRejected{c.user, Reject::unknown_order, c.ts_ms});
+    return;
+  }
+  close_order(*h, OrderStatus::cancelled, CancelReason::user, c.ts_ms, out, true);
+}
+
+template <class Book>
+void BasicEngine<Book>::cancel_all(const CancelAll& c, std::vector<Event>& out) {
+  const std::uint32_t* ai = find_account(c.user);
+  if (ai == nullptr) return;
+  if (c.market >= static_cast<std::int32_t>(markets_.size())) {
+    emit(out, CommandRejected{c.user, Reject::unknown_market, c.ts_ms});
+    return;
+  }
+  // Oldest first, so that events come in time priority.
+  std::vector<Handle> handles;
+  for (Handle h = accounts_[*ai].orders_head; h != kNil; h = pool_[h].acct_next) {
+    if (c.market < 0 || pool_[h].market == static_cast<std::uint32_t>(c.market)) handles.push_back(h);
+  }
+  std::sort(handles.begin(), handles.end(),
+            [&](Handle a, Handle b) { return pool_[a].priority < pool_[b].priority; });
+  for (Handle h : handles) close_order(h, OrderStatus::cancelled, CancelReason::cancel_all, c.ts_ms, out, true);
+}
+
+template <class Book>
+void BasicEngine<Book>::deposit(const Deposit& c, std::vector<Event>& out) {
+  if (c.amount <= 0) {
+    emit(out, CommandRejected{c.user, Reject::bad_amount, c.ts_ms});
+    return;
+  }
+  Account& a = accounts_[account_index(c.user)];
+  a.collateral += c.amount;
+  net_deposits_ += c.amount;
+  emit(out, BalanceChanged{c.user, c.amount, a.collateral, BalanceReason::deposit, c.ts_ms});
+}
+
+template <class Book>
+void BasicEngine<Book>::withdraw(const Withdraw& c, std::vector<Event>& out) {
+  const std::uint32_t* ai = find_account(c.user);
+  if (c.amount <= 0) {
+    emit(out, CommandRejected{c.user, Reject::bad_amount, c.ts_ms});
+    return;
+  }
+  if (ai == nullptr || accounts_[*ai].collateral < c.amount) {
+    emit(out, CommandRejected{c.user, Reject::insufficient_balance, c.ts_ms});
+    return;
+  }
+  Account& a = accounts_[*ai];
+  AccountView v = view_of(a);
+  if (v.account_value - c.amount < v.position_margin + v.order_margin) {
+    emit(out, CommandRejected{c.user, Reject::insufficient_margin, c.ts_ms});
+    return;
+  }
+  a.collateral -= c.amount;
+  net_deposits_ -= c.amount;
+  emit(out, BalanceChanged{c.user, -c.amount, a.collateral, BalanceReason::withdrawal, c.ts_ms});
+}
+
+template <class Book>
+void BasicEngine<Book>::set_mark(const SetMark& c, std::vector<Event>& out) {
+  if (c.market >= markets_.size() || c.mark <= 0) {
+    emit(out, CommandRejected{UserId{}, c.market >= markets_.size() ? Reject::unknown_market : Reject::bad_price_tick, c.ts_ms});
+    return;
+  }
+  markets_[c.market].mark = c.mark;
+  emit(out, MarkChanged{c.market, c.mark, c.ts_ms});
+}
+
+template <class Book>
+void BasicEngine<Book>::set_leverage(const SetLeverage& c, std::vector<Event>& out) {
+  if (c.market >= markets_.size()) {
+    emit(out, CommandRejected{c.user, Reject::unknown_market, c.ts_ms});
+    return;
+  }
+  if (c.leverage < 1 || c.leverage > markets_[c.market].spec.max_leverage) {
+    emit(out, CommandRejected{c.user, Reject::bad_leverage, c.ts_ms});
+    return;
+  }
+  Account& a = accounts_[account_index(c.user)];
+  const std::int32_t prev = a.positions[c.market].leverage;
+  a.positions[c.market].leverage = c.leverage;
+  // Lower leverage raises the position's margin: refused when the account cannot carry it.
+  AccountView v = view_of(a);
+  if (v.account_value < v.position_margin + v.order_margin) {
+    a.positions[c.market].leverage = prev;
+    emit(out, CommandRejected{c.user, Reject::insufficient_margin, c.ts_ms});
+    return;
+  }
+  emit(out, LeverageChanged{c.user, c.market, c.leverage});
+}
+
+// ---- queries ----------------------------------------------------------------------------------
+
+template <class Book>
+const Account* BasicEngine<Book>::account(const UserId& user) const {
+  const std::uint32_t* i = find_account(user);
+  return i ? &accounts_[*i] : nullptr;
+}
+
+template <class Book>
+std::optional<AccountView> BasicEngine<Book>::view(const UserId& user) const {
+  const Account* a = account(user);
+  if (!a) return std::nullopt;
+  return view_of(*a);
+}
+
+template <class Book>
+const Order* BasicEngine<Book>::order(const OrderId& id) const {
+  const Handle* h = orders_index_.find(id.value());
+  return h ? &pool_[*h] : nullptr;
+}
+
+template <class Book>
+std::optional<OrderId> BasicEngine<Book>::client_order(const UserId& user,
+                                                       const ClientOrderId& id) const {
+  const std::uint32_t* ai = find_account(user);
+  if (!ai) return std::nullopt;
+  const OrderId* o = client_ids_.find(ClientKey{*ai, id});
+  if (!o) return std::nullopt;
+  return *o;
+}
+
+template <class Book>
+std::optional<Price> BasicEngine<Book>::best(std::uint32_t m, Side side) const {
+  return markets_[m].book.best(side);
+}
+
+template <class Book>
+std::vector<std::pair<Price, Qty>> BasicEngine<Book>::depth(std::uint32_t m, Side side,
+                                                            std::size_t levels) const {
+  std::vector<std::pair<Price, Qty>> out;
+  markets_[m].book.for_each_level(side, [&](Price p, Qty q) {
+    out.emplace_back(p, q);
+    return out.size() < levels;
+  });
+  return out;
+}
+
+template <class Book>
+std::size_t BasicEngine<Book>::memory_bytes() const {
+  std::size_t n = pool_.capacity_bytes() + accounts_.capacity() * sizeof(Account) +
+                  orders_index_.memory_bytes() + accounts_index_.memory_bytes() +
+                  client_ids_.memory_bytes();
+  for (const auto& a : accounts_) n += a.positions.capacity() * sizeof(Position);
+  for (const auto& m : markets_) n += m.book.memory_bytes();
+  return n;
+}
+
+// ---- state hash, export, load, invariants -------------------------------------------------------
+
+namespace {
+struct Hasher {
+  std::uint64_t h = 1469598103934665603ull;
+  void add(std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) {
+      h ^= (v >> (i * 8)) & 0xFF;
+      h *= 1099511628211ull;
+    }
+  }
+  void add(const Uuid& u) {
+    add(u.hi);
+    add(u.lo);
+  }
+  void add(std::string_view s) {
+    add(s.size());
+    for (char c : s) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 1099511628211ull;
+    }
+  }
+};
+}  // namespace
+
+template <class Book>
+std::uint64_t BasicEngine<Book>::state_hash() const {
+  Hasher hs;
+  hs.add(seq_);
+  hs.add(static_cast<std::uint64_t>(net_deposits_));
+  for (const auto& m : markets_) hs.add(static_cast<std::uint64_t>(m.mark));
+  for (const auto& a : accounts_) {
+    hs.add(a.user.value());
+    hs.add(static_cast<std::uint64_t>(a.collateral));
+    hs.add(static_cast<std::uint64_t>(a.order_margin));
+    hs.add(a.open_orders);
+    for (const auto& p : a.positions) {
+      hs.add(static_cast<std::uint64_t>(p.size));
+      hs.add(static_cast<std::uint64_t>(p.cost));
+      hs.add(static_cast<std::uint64_t>(p.realized_pnl));
+      hs.add(static_cast<std::uint64_t>(p.leverage));
+    }
+  }
+  for (std::uint32_t m = 0; m < markets_.size(); ++m) {
+    for (Side side : {Side::buy, Side::sell}) {
+      const Book& book = markets_[m].book;
+      book.for_each_level(side, [&](Price p, Qty size) {
+        hs.add(static_cast<std::uint64_t>(p));
+        hs.add(static_cast<std::uint64_t>(size));
+        for (Handle h = book.front(side, p); h != kNil; h = book.next(h)) {
+          const Order& o = pool_[h];
+          hs.add(o.id.value());
+          hs.add(o.account);
+          hs.add(static_cast<std::uint64_t>(o.remaining));
+          hs.add(static_cast<std::uint64_t>(o.filled));
+          hs.add(static_cast<std::uint64_t>(o.filled_notional));
+          hs.add(static_cast<std::uint64_t>(o.margin));
+          hs.add(o.priority);
+          hs.add(o.client_order_id.view());
+        }
+        return true;
+      });
+    }
+  }
+  std::vector<std::pair<std::pair<std::uint32_t, std::string>, Uuid>> ids;
+  client_ids_.for_each([&](const ClientKey& k, const OrderId& id) {
+    ids.push_back({{k.account, std::string(k.id.view())}, id.value()});
+  });
+  std::sort(ids.begin(), ids.end());
+  for (const auto& [k, id] : ids) {
+    hs.add(k.first);
+    hs.add(k.second);
+    hs.add(id);
+  }
+  return hs.h;
+}
+
+template <class Book>
+Snapshot BasicEngine<Book>::export_state() const {
+  Snapshot s;
+  s.seq = seq_;
+  s.net_deposits = net_deposits_;
+  for (const auto& m : markets_) s.marks.push_back(m.mark);
+  for (const auto& a : accounts_) s.accounts.push_back({a.user, a.collateral, a.positions});
+  for (const auto& m : markets_) {
+    for (Side side : {Side::buy, Side::sell}) {
+      m.book.for_each_level(side, [&](Price p, Qty) {
+        for (Handle h = m.book.front(side, p); h != kNil; h = m.book.next(h)) s.orders.push_back(pool_[h]);
+        return true;
+      });
+    }
+  }
+  std::sort(s.orders.begin(), s.orders.end(),
+            [](const Order& a, const Order& b) { return a.priority < b.priority; });
+  client_ids_.for_each([&](const ClientKey& k, const OrderId& id) {
+    s.client_ids.push_back({accounts_[k.account].user, k.id, id});
+  });
+  std::sort(s.client_ids.begin(), s.client_ids.end(), [](const auto& a, const auto& b) {
+    return std::pair(a.user.value(), a.client_order_id.view()) <
+           std::pair(b.user.value(), b.client_order_id.view());
+  });
+  return s;
+}
+
+template <class Book>
+void BasicEngine<Book>::load(const Snapshot& s) {
+  // Start from empty books and accounts, then rebuild in the exported order.
+  pool_ = OrderPool(config_.order_reserve);
+  markets_.clear();
+  for (std::size_t i = 0; i < config_.markets.size(); ++i) {
+    MarketSpec spec = config_.markets[i];
+    spec.id = static_cast<std::uint32_t>(i);
+    markets_.push_back(MarketState{spec, Book(pool_), i < s.marks.size() ? s.marks[i] : 0, 0});
+  }
+  accounts_.clear();
+  accounts_index_.clear();
+  orders_index_.clear();
+  client_ids_.clear();
+  for (const auto& as : s.accounts) {
+    std::uint32_t ai = account_index(as.user);
+    accounts_[ai].collateral = as.collateral;
+    accounts_[ai].positions = as.positions;
+    accounts_[ai].positions.resize(markets_.size());
+  }
+  account_index(config_.fee_account);
+  for (const Order& src : s.orders) {
+    Handle h = pool_.alloc();
+    Order& o = pool_[h];
+    o = src;
+    o.prev = o.next = o.acct_prev = o.acct_next = kNil;
+    Account& a = accounts_[o.account];
+    a.order_margin += o.margin;
+    markets_[o.market].book.add(h);
+    orders_index_.put(o.id.value(), h);
+    link_account_order(a, h);
+  }
+  for (const auto& c : s.client_ids) client_ids_.put(ClientKey{account_index(c.user), c.client_order_id}, c.order);
+  seq_ = s.seq;
+  net_deposits_ = s.net_deposits;
+}
+
+template <class Book>
+std::string BasicEngine<Book>::check_invariants(bool check_values) const {
+  std::vector<Qty> net(markets_.size(), 0);
+  i128 collateral = 0, cost = 0;
+  std::size_t resting = 0;
+  for (std::size_t ai = 0; ai < accounts_.size(); ++ai) {
+    const Account& a = accounts_[ai];
+    collateral += a.collateral;
+    Usdm margin = 0;
+    std::uint32_t count = 0;
+    for (Handle h = a.orders_head; h != kNil; h = pool_[h].acct_next) {
+      margin += pool_[h].margin;
+      ++count;
+      if (pool_[h].account != ai) return "order linked to the wrong account";
+    }
+    if (margin != a.order_margin) return "order margin out of sync for account " + std::to_string(ai);
+    if (count != a.open_orders) return "open order count out of sync";
+    resting += count;
+    for (std::size_t m = 0; m < markets_.size(); ++m) {
+      net[m] += a.positions[m].size;
+      cost += a.positions[m].cost;
+      if ((a.positions[m].size == 0) != (a.positions[m].cost == 0) && a.positions[m].size == 0) {
+        return "cost left on a closed position";
+      }
+    }
+    if (check_values && ai != 0 && view_of(a).account_value < 0) {
+      return "account " + std::to_string(ai) + " below zero";
+    }
+  }
+  for (std::size_t m = 0; m < markets_.size(); ++m) {
+    if (net[m] != 0) return "positions of market " + std::to_string(m) + " sum to " + std::to_string(net[m]);
+  }
+  if (collateral - cost != net_deposits_) {
+    return "USDM not conserved: collateral - cost = " + std::to_string(static_cast<long long>(collateral - cost)) +
+           ", net deposits = " + std::to_string(net_deposits_);
+  }
+  std::size_t in_books = 0;
+  for (const auto& m : markets_) {
+    in_books += m.book.order_count();
+    auto bid = m.book.best(Side::buy);
+    auto ask = m.book.best(Side::sell);
+    if (bid && ask && *bid >= *ask) return "crossed book";
+  }
+  if (in_books != resting || orders_index_.size() != resting) return "order index out of sync";
+  return {};
+}
+
+template class BasicEngine<FastBook>;
+template class BasicEngine<ReferenceBook>;
+
+}  // namespace hydrox::engine

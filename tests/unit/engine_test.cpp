@@ -1,0 +1,307 @@
+// Scenarios run on both books (FastBook and ReferenceBook) through the same engine code; every
+// step also checks the invariants (Harness::run).
+#include "engine_fixture.hpp"
+#include "hydrox/engine/risk.hpp"
+
+using namespace hydrox;
+using namespace hydrox::engine;
+using namespace hydrox::engine::test;
+
+template <class E>
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    h.mark(970000);  // 97,000.0
+    h.mark(300000, 1);
+    for (std::uint64_t u = 1; u <= 4; ++u) h.deposit(u, 100'000 * kUsdm);
+  }
+  Harness<E> h;
+};
+
+using Engines = ::testing::Types<Engine, ReferenceEngine>;
+TYPED_TEST_SUITE(EngineTest, Engines);
+
+TYPED_TEST(EngineTest, RestingOrdersMatchInPriceTimePriorityAtTheMakersPrice) {
+  auto& h = this->h;
+  auto a = h.place(1, Side::sell, 970100, 100);
+  auto b = h.place(2, Side::sell, 970050, 100);  // better price, later
+  auto c = h.place(3, Side::sell, 970050, 100);  // same price, later still
+  EXPECT_EQ(only<OrderUpdated>(a).status, OrderStatus::open);
+  auto ev = h.place(4, Side::buy, 970200, 250);
+  auto trades = all_of<Trade>(ev);
+  ASSERT_EQ(trades.size(), 3u);
+  EXPECT_EQ(trades[0].price, 970050);
+  EXPECT_EQ(trades[0].maker, user(2));
+  EXPECT_EQ(trades[1].price, 970050);
+  EXPECT_EQ(trades[1].maker, user(3));
+  EXPECT_EQ(trades[2].price, 970100);
+  EXPECT_EQ(trades[2].qty, 50);
+  EXPECT_EQ(trades[0].taker_side, Side::buy);
+  // The taker is filled; user 1's order rests with 50 left.
+  auto updates = all_of<OrderUpdated>(ev);
+  EXPECT_EQ(updates.back().status, OrderStatus::filled);
+  EXPECT_EQ(updates.back().filled, 250);
+  auto depth = h.engine.depth(0, Side::sell, 10);
+  ASSERT_EQ(depth.size(), 1u);
+  EXPECT_EQ(depth[0], std::make_pair(Price{970100}, Qty{50}));
+  EXPECT_EQ(h.engine.account(user(4))->positions[0].size, 250);
+  EXPECT_EQ(h.engine.account(user(1))->positions[0].size, -50);
+}
+
+TYPED_TEST(EngineTest, PartialFillRestsTheRemainderAtItsLimit) {
+  auto& h = this->h;
+  h.place(1, Side::sell, 970000, 100);
+  auto ev = h.place(2, Side::buy, 970000, 300);
+  EXPECT_EQ(all_of<Trade>(ev).size(), 1u);
+  auto last = all_of<OrderUpdated>(ev).back();
+  EXPECT_EQ(last.status, OrderStatus::partially_filled);
+  EXPECT_EQ(last.remaining, 200);
+  EXPECT_EQ(h.engine.best(0, Side::buy), 970000);
+  EXPECT_EQ(h.engine.depth(0, Side::buy, 1)[0].second, 200);
+}
+
+TYPED_TEST(EngineTest, IocRemainderIsCancelledNotRested) {
+  auto& h = this->h;
+  h.place(1, Side::sell, 970000, 100);
+  auto ev = h.place(2, Side::buy, 970000, 300, TimeInForce::ioc);
+  auto last = all_of<OrderUpdated>(ev).back();
+  EXPECT_EQ(last.status, OrderStatus::cancelled);
+  EXPECT_EQ(last.cancel_reason, CancelReason::ioc_remainder);
+  EXPECT_EQ(last.filled, 100);
+  EXPECT_FALSE(h.engine.best(0, Side::buy));
+}
+
+TYPED_TEST(EngineTest, FokThatCannotFillIsRejectedAndTouchesNothing) {
+  auto& h = this->h;
+  h.place(1, Side::sell, 970000, 100);
+  h.place(2, Side::sell, 970100, 100);
+  const auto before = h.engine.state_hash();
+  auto ev = h.place(3, Side::buy, 970100, 201, TimeInForce::fok);
+  EXPECT_EQ(only<OrderRejected>(ev).reason, Reject::fok_not_fillable);
+  EXPECT_NE(h.engine.state_hash(), before);  // the sequence moved on (the rejection is an event)
+  EXPECT_EQ(h.engine.depth(0, Side::sell, 5).size(), 2u);
+  auto ok = h.place(3, Side::buy, 970100, 200, TimeInForce::fok);
+  EXPECT_EQ(all_of<Trade>(ok).size(), 2u);
+  EXPECT_EQ(all_of<OrderUpdated>(ok).back().status, OrderStatus::filled);
+}
+
+TYPED_TEST(EngineTest, FokDoesNotCountOwnOrders) {
+  auto& h = this->h;
+  h.place(3, Side::sell, 970000, 100);  // own order: would be cancelled by STP, not filled
+  h.place(1, Side::sell, 970000, 100);
+  auto ev = h.place(3, Side::buy, 970000, 150, TimeInForce::fok);
+  EXPECT_EQ(only<OrderRejected>(ev).reason, Reject::fok_not_fillable);
+}
+
+TYPED_TEST(EngineTest, PostOnlyThatWouldCrossIsRejected) {
+  auto& h = this->h;
+  h.place(1, Side::sell, 970000, 100);
+  auto ev = h.place(2, Side::buy, 970000, 100, TimeInForce::post_only);
+  EXPECT_EQ(only<OrderRejected>(ev).reason, Reject::post_only_would_cross);
+  auto ok = h.place(2, Side::buy, 969990, 100, TimeInForce::post_only);
+  EXPECT_EQ(only<OrderUpdated>(ok).status, OrderStatus::open);
+}
+
+TYPED_TEST(EngineTest, MarketOrderStopsAtTheSlippageCap) {
+  auto& h = this->h;
+  h.place(1, Side::sell, 970000, 100);
+  h.place(1, Side::sell, 1'030'000, 100);  // +6.2 %: beyond the default 5 % cap
+  auto o = h.order(2, Side::buy, 0, 200);
+  o.type = OrderType::market;
+  auto ev = h.run(o);
+  auto trades = all_of<Trade>(ev);
+  ASSERT_EQ(trades.size(), 1u);
+  EXPECT_EQ(trades[0].price, 970000);
+  auto last = all_of<OrderUpdated>(ev).back();
+  EXPECT_EQ(last.status, OrderStatus::cancelled);
+  EXPECT_EQ(only<OrderAccepted>(ev).price, 1'018'500);  // 97,000 × 1.05
+  // A wider cap per order reaches the second level.
+  auto wide = h.order(2, Side::buy, 0, 100);
+  wide.type = OrderType::market;
+  wide.max_slippage_bps = 700;
+  EXPECT_EQ(all_of<Trade>(h.run(wide)).size(), 1u);
+}
+
+TYPED_TEST(EngineTest, SelfTradeCancelsTheRestingOrderAndSaysSo) {
+  auto& h = this->h;
+  h.place(1, Side::sell, 970000, 100);
+  h.place(2, Side::sell, 970010, 100);
+  auto ev = h.place(1, Side::buy, 970010, 100);
+  auto updates = all_of<OrderUpdated>(ev);
+  ASSERT_GE(updates.size(), 2u);
+  EXPECT_EQ(updates[0].status, OrderStatus::cancelled);
+  EXPECT_EQ(updates[0].cancel_reason, CancelReason::self_trade);
+  auto trades = all_of<Trade>(ev);
+  ASSERT_EQ(trades.size(), 1u);
+  EXPECT_EQ(trades[0].maker, user(2));
+  EXPECT_EQ(h.engine.account(user(1))->positions[0].size, 100);
+}
+
+TYPED_TEST(EngineTest, ReduceOnlyNeverIncreasesAndIsClampedAtFillTime) {
+  auto& h = this->h;
+  auto ro = h.order(1, Side::sell, 970000, 100);
+  ro.reduce_only = true;
+  EXPECT_EQ(only<OrderRejected>(h.run(ro)).reason, Reject::reduce_only_would_increase);
+  h.place(2, Side::sell, 970000, 100);
+  h.place(1, Side::buy, 970000, 100);  // user 1 long 100
+  auto too_big = h.order(1, Side::sell, 970000, 101);
+  too_big.reduce_only = true;
+  EXPECT_EQ(only<OrderRejected>(h.run(too_big)).reason, Reject::reduce_only_would_increase);
+  auto rest = h.order(1, Side::sell, 970500, 100);
+  rest.reduce_only = true;
+  h.run(rest);  // rests as a reduce-only take-profit
+  // The position is closed another way; the resting reduce-only order must not open a short.
+  auto close = h.order(1, Side::sell, 969000, 100, TimeInForce::ioc);
+  close.reduce_only = true;
+  h.place(3, Side::buy, 969000, 100);
+  h.run(close);
+  EXPECT_EQ(h.engine.account(user(1))->positions[0].size, 0);
+  auto ev = h.place(4, Side::buy, 970500, 100);
+  EXPECT_TRUE(all_of<Trade>(ev).empty());
+  auto updates = all_of<OrderUpdated>(ev);
+  EXPECT_EQ(updates[0].cancel_reason, CancelReason::reduce_only);
+  EXPECT_EQ(h.engine.account(user(1))->positions[0].size, 0);
+}
+
+TYPED_TEST(EngineTest, RepeatedClientOrderIdReturnsTheOriginal) {
+  auto& h = this->h;
+  auto o = h.order(1, Side::buy, 960000, 100);
+  o.client_order_id = ClientOrderId::from("my-order-1");
+  h.run(o);
+  auto again = h.order(1, Side::buy, 960000, 100);
+  again.client_order_id = ClientOrderId::from("my-order-1");
+  auto rej = only<OrderRejected>(h.run(again));
+  EXPECT_EQ(rej.reason, Reject::duplicate_client_order_id);
+  EXPECT_EQ(rej.original, o.id);
+  EXPECT_EQ(h.engine.depth(0, Side::buy, 5)[0].second, 100);
+  // Another user may use the same client id.
+  auto other = h.order(2, Side::buy, 960000, 100);
+  other.client_order_id = ClientOrderId::from("my-order-1");
+  EXPECT_TRUE(all_of<OrderRejected>(h.run(other)).empty());
+  EXPECT_EQ(*h.engine.client_order(user(1), ClientOrderId::from("my-order-1")), o.id);
+}
+
+TYPED_TEST(EngineTest, RejectionsCarryStableReasons) {
+  auto& h = this->h;
+  auto bad_market = h.order(1, Side::buy, 970000, 100);
+  bad_market.market = 9;
+  EXPECT_EQ(only<OrderRejected>(h.run(bad_market)).reason, Reject::unknown_market);
+  EXPECT_EQ(only<OrderRejected>(h.place(1, Side::buy, 970000, 0)).reason, Reject::bad_quantity_lot);
+  EXPECT_EQ(only<OrderRejected>(h.place(1, Side::buy, 0, 10)).reason, Reject::bad_price_tick);
+  EXPECT_EQ(only<OrderRejected>(h.place(1, Side::buy, 970000, 1)).reason, Reject::below_min_notional);
+  EXPECT_EQ(only<OrderRejected>(h.place(1, Side::buy, 2'000'000, 100)).reason, Reject::price_out_of_band);
+  auto lev = h.order(1, Side::buy, 970000, 100);
+  lev.leverage = 41;
+  EXPECT_EQ(only<OrderRejected>(h.run(lev)).reason, Reject::bad_leverage);
+  EXPECT_EQ(reject_code(Reject::insufficient_margin), "INSUFFICIENT_MARGIN");
+}
+
+TYPED_TEST(EngineTest, InsufficientMarginIsRejectedWithoutSideEffects) {
+  auto& h = this->h;
+  h.deposit(9, 1000 * kUsdm);
+  // 1 BTC at 97,000 with 10x needs 9,700 IM: refused for a 1,000 USDM account.
+  auto ev = h.place(9, Side::buy, 970000, 1000);
+  EXPECT_EQ(only<OrderRejected>(ev).reason, Reject::insufficient_margin);
+  EXPECT_FALSE(h.engine.best(0, Side::buy));
+  // 0.1 BTC needs 970 + fee: accepted.
+  auto ok = h.place(9, Side::buy, 970000, 100);
+  EXPECT_TRUE(all_of<OrderRejected>(ok).empty());
+  EXPECT_EQ(h.engine.view(user(9))->order_margin, 970 * kUsdm + 4'850'000);
+}
+
+TYPED_TEST(EngineTest, CancelOneAndCancelAll) {
+  auto& h = this->h;
+  auto o1 = h.order(1, Side::buy, 960000, 100);
+  h.run(o1);
+  h.place(1, Side::buy, 960100, 100);
+  auto o3 = h.order(1, Side::sell, 300100, 100);
+  o3.market = 1;
+  h.run(o3);
+  // Another user's order is unknown to the caller.
+  auto foreign = h.run(CancelOrder{user(2), o1.id, 0});
+  EXPECT_EQ(only<CommandRejected>(foreign).reason, Reject::unknown_order);
+  auto ev = h.run(CancelOrder{user(1), o1.id, 0});
+  EXPECT_EQ(only<OrderUpdated>(ev).status, OrderStatus::cancelled);
+  EXPECT_EQ(only<CommandRejected>(h.run(CancelOrder{user(1), o1.id, 0})).reason, Reject::unknown_order);
+  auto all0 = h.run(CancelAll{user(1), 0, 0});
+  EXPECT_EQ(all_of<OrderUpdated>(all0).size(), 1u);
+  EXPECT_EQ(h.engine.depth(1, Side::sell, 5).size(), 1u);
+  auto all = h.run(CancelAll{user(1), -1, 0});
+  EXPECT_EQ(all_of<OrderUpdated>(all).size(), 1u);
+  EXPECT_EQ(h.engine.view(user(1))->order_margin, 0);
+}
+
+TYPED_TEST(EngineTest, WithdrawalsLeaveTheMarginBehind) {
+  auto& h = this->h;
+  h.deposit(9, 2000 * kUsdm);
+  h.place(9, Side::buy, 970000, 100);  // reserves 974.85
+  auto too_much = h.run(Withdraw{user(9), 1100 * kUsdm, 0});
+  EXPECT_EQ(only<CommandRejected>(too_much).reason, Reject::insufficient_margin);
+  auto more_than_cash = h.run(Withdraw{user(9), 2001 * kUsdm, 0});
+  EXPECT_EQ(only<CommandRejected>(more_than_cash).reason, Reject::insufficient_balance);
+  auto ok = h.run(Withdraw{user(9), 1000 * kUsdm, 0});
+  EXPECT_EQ(only<BalanceChanged>(ok).balance, 1000 * kUsdm);
+  EXPECT_EQ(h.engine.net_deposits(), 4 * 100'000 * kUsdm + 1000 * kUsdm);
+}
+
+TYPED_TEST(EngineTest, EntryRealizeAndFlipFollowPerpRules) {
+  auto& h = this->h;
+  // Long 0.5 at 97,000 then 0.5 at 98,000: entry 97,500.
+  h.place(2, Side::sell, 970000, 500);
+  h.place(1, Side::buy, 970000, 500);
+  h.place(2, Side::sell, 980000, 500);
+  h.place(1, Side::buy, 980000, 500);
+  const Position& p = h.engine.account(user(1))->positions[0];
+  EXPECT_EQ(p.size, 1000);
+  EXPECT_EQ(p.cost, 97'500 * kUsdm);  // entry = cost / size = 97,500 per BTC
+  // Reduce 0.4 at 99,000: realizes (99,000 - 97,500) × 0.4 = 600, entry unchanged.
+  h.place(3, Side::buy, 990000, 400);
+  auto ev = h.place(1, Side::sell, 990000, 400);
+  auto t = only<Trade>(ev);
+  EXPECT_EQ(t.taker_realized_pnl, 600 * kUsdm);
+  EXPECT_EQ(p.size, 600);
+  EXPECT_EQ(p.cost, 58'500 * kUsdm);  // 0.6 × 97,500
+  // Flip: sell 1.0 at 96,000: closes 0.6 (realizes -900), opens short 0.4 at 96,000.
+  h.place(3, Side::buy, 960000, 1000);
+  auto flip = only<Trade>(h.place(1, Side::sell, 960000, 1000));
+  EXPECT_EQ(flip.taker_realized_pnl, -900 * kUsdm);
+  EXPECT_EQ(p.size, -400);
+  EXPECT_EQ(p.cost, -38'400 * kUsdm);
+  EXPECT_EQ(p.realized_pnl, -300 * kUsdm);
+}
+
+TYPED_TEST(EngineTest, FeesAreRoundedUpAndPaidToTheFeeAccount) {
+  auto& h = this->h;
+  const Usdm fee_before = h.engine.account(EngineConfig{}.fee_account)->collateral;
+  h.place(1, Side::sell, 970000, 100);
+  auto t = only<Trade>(h.place(2, Side::buy, 970000, 100));
+  EXPECT_EQ(t.notional, 9'700 * kUsdm);
+  EXPECT_EQ(t.maker_fee, 1'940'000);   // 0.02 %
+  EXPECT_EQ(t.taker_fee, 4'850'000);   // 0.05 %
+  EXPECT_EQ(h.engine.account(EngineConfig{}.fee_account)->collateral - fee_before, 6'790'000);
+  // A notional of 1/3 unit per tick·lot: fees round up, never down.
+  auto o = h.order(1, Side::sell, 300000, 1);
+  o.market = 1;
+  h.run(o);
+  auto b = h.order(2, Side::buy, 300000, 1);
+  b.market = 1;
+  auto t2 = only<Trade>(h.run(b));
+  EXPECT_EQ(t2.notional, 100000);  // 300000 / 3
+  EXPECT_EQ(t2.taker_fee, 50);
+  EXPECT_EQ(t2.maker_fee, 20);
+}
+
+TYPED_TEST(EngineTest, MarginAndLiquidationPriceWorkedExample) {
+  auto& h = this->h;
+  // perp-rules: long 0.5 BTC at 97,000, 10x, max 40x: IM 4,850; MM 606.25; available 4,243.75;
+  // liquidation price 88,405.06 (88,405.1 at the 0.1 tick, rounded up for a long).
+  EXPECT_EQ(h.engine.initial_margin(0, 970000, 500, 10), 4'850 * kUsdm);
+  EXPECT_EQ(h.engine.maintenance_margin(0, 970000, 500), 606'250'000);
+  const Usdm available = 4'850 * kUsdm - 606'250'000;
+  EXPECT_EQ(available, 4'243'750'000);
+  EXPECT_EQ(liquidation_price(btc_spec(), 500, 48'500 * kUsdm, available), 884051);
+  // A short mirrors it: short 0.5 at 97,000 liquidates above the entry.
+  Price short_liq = liquidation_price(btc_spec(), -500, -48'500 * kUsdm, available);
+  EXPECT_GT(short_liq, 970000);
+  EXPECT_EQ(short_liq, 1053827);  // 97,000 + 4,243.75 / 0.5 / 1.0125 = 105,382.716, rounded down
+}
