@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string_view>
+#include <utility>
 #include <variant>
 
 #include "hydrox/core/ids.hpp"
@@ -268,7 +269,10 @@ using EventBody = std::variant<OrderAccepted, OrderRejected, OrderUpdated, Trade
                                CommandRejected>;
 
 struct Event {
-  Seq seq;
+  Event() = default;
+  template <class T>
+  Event(Seq s, T&& b) : seq(s), body(std::in_place_type<std::decay_t<T>>, std::forward<T>(b)) {}
+  Seq seq = 0;
   EventBody body;
   friend bool operator==(const Event&, const Event&) = default;
 };
