@@ -236,6 +236,33 @@ Result<std::int64_t> Client::publish(std::string_view channel, std::string_view 
   return r->integer;
 }
 
+Result<void> Client::pipeline(const std::vector<std::vector<std::string>>& commands) {
+  if (commands.empty()) return {};
+  auto conn = acquire();
+  if (!conn) return conn.error();
+  redisContext* c = (*conn)->ctx;
+  for (const auto& args : commands) {
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lens;
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    redisAppendCommandArgv(c, static_cast<int>(args.size()), argv.data(), lens.data());
+  }
+  for (std::size_t i = 0; i < commands.size(); ++i) {
+    void* reply = nullptr;
+    if (redisGetReply(c, &reply) != REDIS_OK) {
+      std::string err = c->errstr;
+      give_back(std::move(*conn), false);
+      return unavailable(err);
+    }
+    freeReplyObject(reply);
+  }
+  give_back(std::move(*conn), true);
+  return {};
+}
+
 Subscriber::Subscriber(Address address, std::vector<std::string> channels,
                        std::vector<std::string> patterns, OnMessage on_message,
                        std::function<void()> on_reconnect, Options options)

@@ -57,6 +57,8 @@ class Client {
   Result<void> set(std::string_view key, std::string_view value, std::chrono::milliseconds ttl);
   Result<void> del(std::string_view key);
   Result<std::int64_t> publish(std::string_view channel, std::string_view message);
+  // Sends all commands on one connection, then reads all replies (one round trip).
+  Result<void> pipeline(const std::vector<std::vector<std::string>>& commands);
 
  private:
   struct Conn;

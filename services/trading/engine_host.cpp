@@ -1,0 +1,573 @@
+#include "engine_host.hpp"
+
+#include <cstdlib>
+#include <set>
+#include <unordered_map>
+
+#include "hydrox/core/clock.hpp"
+#include "hydrox/json/json.hpp"
+#include "hydrox/log/log.hpp"
+#include "hydrox/metrics/metrics.hpp"
+#include "journal.hpp"
+
+namespace hydrox::trading {
+
+using namespace engine;
+
+namespace {
+
+constexpr db::Query kJournalPage{
+    "journal_page",
+    "SELECT command_no, payload::text, first_seq, event_count FROM engine_journal"
+    " WHERE command_no > $1 ORDER BY command_no LIMIT 10000"};
+constexpr db::Query kOperatorKeys{"operator_keys", "SELECT idempotency_key, outcome FROM operator_requests"};
+
+std::string ts(std::int64_t ms) { return format_rfc3339_ms(ms); }
+
+// Multi-row statements: "INSERT ... VALUES ($1,$2),($3,$4) <suffix>", chunked below the
+// 65,535-parameter limit.
+class MultiRow {
+ public:
+  MultiRow(std::string head, std::size_t columns, std::string suffix)
+      : head_(std::move(head)), columns_(columns), suffix_(std::move(suffix)) {}
+  void add(std::vector<db::Param> row) {
+    for (auto& p : row) params_.push_back(std::move(p));
+  }
+  Result<void> run(db::Connection& c, std::string_view name) const {
+    const std::size_t rows = params_.size() / columns_;
+    const std::size_t per_chunk = 60'000 / columns_;
+    for (std::size_t start = 0; start < rows; start += per_chunk) {
+      const std::size_t n = std::min(per_chunk, rows - start);
+      std::string sql = head_ + " VALUES ";
+      std::vector<db::Param> params;
+      params.reserve(n * columns_);
+      for (std::size_t r = 0; r < n; ++r) {
+        sql += r ? ",(" : "(";
+        for (std::size_t k = 0; k < columns_; ++k) {
+          if (k) sql += ',';
+          sql += '$' + std::to_string(r * columns_ + k + 1);
+          params.push_back(params_[(start + r) * columns_ + k]);
+        }
+        sql += ')';
+      }
+      sql += ' ' + suffix_;
+      auto res = c.exec(db::Query{name, sql}, params);
+      if (!res) return res.error();
+    }
+    return {};
+  }
+  bool empty() const { return params_.empty(); }
+
+ private:
+  std::string head_;
+  std::size_t columns_;
+  std::string suffix_;
+  std::vector<db::Param> params_;
+};
+
+metrics::Histogram& commit_latency() {
+  static auto& h = metrics::Registry::global().histogram("trading_batch_commit_seconds", "Group commit latency");
+  return h;
+}
+metrics::Counter& committed_commands() {
+  static auto& c = metrics::Registry::global().counter("trading_commands_committed_total", "Commands durably committed");
+  return c;
+}
+
+}  // namespace
+
+Uuid position_id(const UserId& user, int market_id) {
+  Uuid u = user.value();
+  std::uint64_t m = static_cast<std::uint64_t>(market_id) * 0x9E3779B97F4A7C15ull;
+  Uuid out{u.hi ^ m, u.lo ^ (m >> 7) ^ 0x5A5A5A5A5A5A5A5Aull};
+  out.hi = (out.hi & ~0xF000ull) | 0x8000ull;  // version 8: custom, derived
+  out.lo = (out.lo & ~(0xC000ull << 48)) | (0x8000ull << 48);
+  return out;
+}
+
+EngineHost::EngineHost(const Catalog& catalog, std::shared_ptr<db::Pool> db,
+                       std::shared_ptr<redis::Client> redis, HostOptions options)
+    : catalog_(catalog),
+      db_(std::move(db)),
+      redis_(std::move(redis)),
+      options_(options),
+      engine_([&] {
+        EngineConfig c;
+        c.markets = catalog.specs();
+        c.fee_account = options.fee_account;
+        return c;
+      }()),
+      marks_(catalog.all().size()) {}
+
+EngineHost::~EngineHost() { stop(); }
+
+Result<void> EngineHost::recover(std::int64_t now_ms) {
+  auto lease = db_->acquire();
+  if (!lease) return lease.error();
+  std::vector<Event> events;
+  std::int64_t last = 0;
+  for (;;) {
+    auto rows = (*lease)->exec(kJournalPage, {std::to_string(last)});
+    if (!rows) return rows.error();
+    if (rows->size() == 0) break;
+    for (int r = 0; r < rows->size(); ++r) {
+      last = std::stoll(std::string(rows->get(r, 0)));
+      auto cmd = decode_command(rows->get(r, 1), catalog_);
+      if (!cmd) return fail(Code::internal, "journal entry " + std::to_string(last) + ": " + cmd.error().message);
+      events.clear();
+      engine_.apply(*cmd, events);
+      const auto first_seq = static_cast<Seq>(std::stoull(std::string(rows->get(r, 2))));
+      const auto count = static_cast<std::size_t>(std::stoull(std::string(rows->get(r, 3))));
+      if (events.size() != count || (count > 0 && events.front().seq != first_seq)) {
+        return fail(Code::internal, "journal replay diverged at command " + std::to_string(last));
+      }
+    }
+  }
+  command_no_.store(static_cast<std::uint64_t>(last));
+  auto keys = (*lease)->exec(kOperatorKeys);
+  if (!keys) return keys.error();
+  for (int r = 0; r < keys->size(); ++r) operator_keys_[std::string(keys->get(r, 0))] = std::string(keys->get(r, 1));
+  if (auto err = engine_.check_invariants(false); !err.empty()) {
+    return fail(Code::internal, "invariants broken after replay: " + err);
+  }
+  log::info("engine recovered", {{"commands", static_cast<std::int64_t>(last)},
+                                 {"last_seq", static_cast<std::int64_t>(engine_.last_seq())},
+                                 {"resting_orders", static_cast<std::int64_t>(engine_.resting_orders())}});
+
+  // Markets that never had a mark start at their listed price (journaled like any command).
+  Batch b;
+  for (const auto& m : catalog_.all()) {
+    if (engine_.mark(m.index) == 0) {
+      Item it;
+      it.command = SetMark{m.index, m.start_price, now_ms};
+      it.first_event = b.events.size();
+      engine_.apply(it.command, b.events);
+      it.end_event = b.events.size();
+      it.command_no = command_no_.fetch_add(1) + 1;
+      b.items.push_back(std::move(it));
+    }
+  }
+  if (!b.items.empty()) {
+    if (auto w = write(b); !w) return w.error();
+  }
+  for (const auto& m : catalog_.all()) marks_[m.index].store(engine_.mark(m.index));
+  return {};
+}
+
+void EngineHost::start() {
+  running_.store(true);
+  engine_thread_ = std::thread([this] { engine_loop(); });
+  persist_thread_ = std::thread([this] { persist_loop(); });
+}
+
+void EngineHost::stop() {
+  if (!running_.exchange(false)) return;
+  in_cv_.notify_all();
+  out_cv_.notify_all();
+  if (engine_thread_.joinable()) engine_thread_.join();
+  if (persist_thread_.joinable()) persist_thread_.join();
+}
+
+bool EngineHost::submit(Job job) {
+  {
+    std::lock_guard lock(in_mu_);
+    if (in_.size() >= options_.queue_capacity || !running_.load()) return false;
+    in_.push_back(std::move(job));
+  }
+  in_cv_.notify_one();
+  return true;
+}
+
+std::size_t EngineHost::queue_depth() const {
+  std::lock_guard lock(in_mu_);
+  return in_.size();
+}
+
+std::string EngineHost::operator_outcome(const Batch& b, const Item& item) const {
+  json::Writer w;
+  w.begin_object();
+  for (std::size_t i = item.first_event; i < item.end_event; ++i) {
+    if (auto* bc = std::get_if<BalanceChanged>(&b.events[i].body)) {
+      w.field("status", "completed").field("command_no", static_cast<std::int64_t>(item.command_no));
+      w.key("balance").raw_number(usdm_text(bc->balance));
+    } else if (auto* cr = std::get_if<CommandRejected>(&b.events[i].body)) {
+      w.field("status", "rejected").field("reason", reject_code(cr->reason));
+    }
+  }
+  w.end_object();
+  return w.take();
+}
+
+void EngineHost::engine_loop() {
+  std::deque<Job> jobs;
+  while (running_.load()) {
+    {
+      std::unique_lock lock(in_mu_);
+      in_cv_.wait(lock, [&] { return !in_.empty() || !running_.load(); });
+      if (!running_.load()) break;
+      const std::size_t n = std::min(in_.size(), options_.max_batch);
+      for (std::size_t i = 0; i < n; ++i) {
+        jobs.push_back(std::move(in_.front()));
+        in_.pop_front();
+      }
+    }
+    Batch b;
+    std::set<std::pair<std::uint64_t, std::uint64_t>> touched;
+    for (auto& job : jobs) {
+      Item it;
+      it.done = std::move(job.done);
+      if (job.is_read) {
+        it.journaled = false;
+        it.reply = job.read(engine_);
+        b.items.push_back(std::move(it));
+        continue;
+      }
+      if (!job.idempotency_key.empty()) {
+        if (auto seen = operator_keys_.find(job.idempotency_key); seen != operator_keys_.end()) {
+          it.journaled = false;
+          it.outcome_text = seen->second;
+          b.items.push_back(std::move(it));
+          continue;
+        }
+      }
+      it.command = job.command;
+      it.idempotency_key = job.idempotency_key;
+      it.first_event = b.events.size();
+      engine_.apply(it.command, b.events);
+      it.end_event = b.events.size();
+      it.command_no = command_no_.fetch_add(1) + 1;
+      if (!it.idempotency_key.empty()) {
+        it.outcome_text = operator_outcome(b, it);
+        operator_keys_[it.idempotency_key] = it.outcome_text;
+      }
+      b.items.push_back(std::move(it));
+    }
+    jobs.clear();
+    // Collateral after the batch of every account it touched (for the balances table).
+    auto touch = [&](const UserId& u) { touched.insert({u.value().hi, u.value().lo}); };
+    for (const auto& e : b.events) {
+      if (auto* t = std::get_if<Trade>(&e.body)) {
+        touch(t->maker);
+        touch(t->taker);
+        touch(options_.fee_account);
+      } else if (auto* bc = std::get_if<BalanceChanged>(&e.body)) {
+        touch(bc->user);
+      } else if (auto* mc = std::get_if<MarkChanged>(&e.body)) {
+        marks_[mc->market].store(mc->mark);
+      }
+    }
+    for (const auto& [hi, lo] : touched) {
+      UserId u{Uuid{hi, lo}};
+      if (const Account* a = engine_.account(u)) b.balances.emplace_back(u, a->collateral);
+    }
+    {
+      std::unique_lock lock(out_mu_);
+      out_cv_.wait(lock, [&] { return out_.size() < options_.max_pending_batches || !running_.load(); });
+      out_.push_back(std::move(b));
+    }
+    out_cv_.notify_all();
+  }
+}
+
+void EngineHost::persist_loop() {
+  for (;;) {
+    Batch b;
+    {
+      std::unique_lock lock(out_mu_);
+      out_cv_.wait(lock, [&] { return !out_.empty() || !running_.load(); });
+      if (out_.empty()) return;
+      b = std::move(out_.front());
+      out_.pop_front();
+    }
+    out_cv_.notify_all();
+    const bool has_writes = std::any_of(b.items.begin(), b.items.end(), [](const Item& i) { return i.journaled; });
+    if (has_writes) {
+      const auto started = std::chrono::steady_clock::now();
+      Result<void> w = fail(Code::internal, "not written");
+      for (int attempt = 0; attempt < 5; ++attempt) {
+        w = write(b);
+        if (w) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200 * (attempt + 1)));
+      }
+      if (!w) {
+        // The engine is ahead of what is durable and cannot catch up: exit, and let the process
+        // manager restart us; recovery replays exactly what was committed. No answer was sent
+        // for this batch, so no client was told an uncommitted order exists.
+        log::error("batch commit failed; exiting to recover from the journal", {{"error", w.error().message}});
+        std::_Exit(70);
+      }
+      commit_latency().observe_us(static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count()));
+    }
+    for (auto& it : b.items) {
+      if (it.reply) {
+        it.reply();
+      } else if (it.done) {
+        Outcome o;
+        o.command_no = it.command_no;
+        o.events.assign(b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
+                        b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
+        if (!it.journaled) o.idempotent_replay = it.outcome_text;
+        it.done(std::move(o));
+      }
+      if (it.journaled) committed_commands().inc();
+    }
+    publish(b);
+  }
+}
+
+Result<void> EngineHost::write(const Batch& b) {
+  auto lease = db_->acquire();
+  if (!lease) return lease.error();
+  db::Transaction tx(**lease);
+  if (auto s = tx.begin_status(); !s) return s.error();
+
+  MultiRow journal("INSERT INTO engine_journal (command_no, kind, payload, first_seq, event_count)", 5,
+                   "ON CONFLICT (command_no) DO NOTHING");
+  MultiRow operators("INSERT INTO operator_requests (idempotency_key, kind, user_id, amount, command_no, outcome)", 6,
+                     "ON CONFLICT (idempotency_key) DO NOTHING");
+  for (const auto& it : b.items) {
+    if (!it.journaled) continue;
+    const Seq first = it.end_event > it.first_event ? b.events[it.first_event].seq : 0;
+    journal.add({std::to_string(it.command_no), command_kind(it.command), encode_command(it.command, catalog_),
+                 std::to_string(first), std::to_string(it.end_event - it.first_event)});
+    if (!it.idempotency_key.empty()) {
+      std::string user, amount;
+      if (auto* d = std::get_if<Deposit>(&it.command)) {
+        user = d->user.value().to_string();
+        amount = usdm_text(d->amount);
+      } else if (auto* w = std::get_if<Withdraw>(&it.command)) {
+        user = w->user.value().to_string();
+        amount = usdm_text(w->amount);
+      }
+      operators.add({it.idempotency_key, command_kind(it.command), user, amount, std::to_string(it.command_no),
+                     it.outcome_text});
+    }
+  }
+
+  // Orders: new ones inserted with their state at the end of the batch; older ones updated.
+  struct OrderRow {
+    const OrderAccepted* accepted = nullptr;
+    const OrderUpdated* last = nullptr;
+    Seq seq = 0;
+  };
+  std::unordered_map<Uuid, OrderRow, engine::UuidHash> orders;
+  std::vector<Uuid> order_ids;
+  MultiRow trades("INSERT INTO trades (seq, market_id, price, amount, taker_side, maker_order_id, taker_order_id, time)", 8,
+                  "ON CONFLICT (seq) DO NOTHING");
+  MultiRow fills("INSERT INTO fills (seq, liquidity, user_id, order_id, market_id, side, price, amount, fee, realized_pnl, time)", 11,
+                 "ON CONFLICT (seq, liquidity) DO NOTHING");
+  MultiRow ledger("INSERT INTO ledger (seq, user_id, delta, reason, reference, time)", 6,
+                  "ON CONFLICT DO NOTHING");
+  std::unordered_map<Uuid, std::map<int, const PositionChanged*>, engine::UuidHash> positions;
+  std::map<int, const MarkChanged*> marks;
+  std::int64_t batch_ts = 0;
+  for (const auto& e : b.events) {
+    std::visit(
+        [&](const auto& ev) {
+          using T = std::decay_t<decltype(ev)>;
+          if constexpr (std::is_same_v<T, OrderAccepted>) {
+            auto& row = orders[ev.id.value()];
+            if (!row.accepted && !row.last) order_ids.push_back(ev.id.value());
+            row.accepted = &ev;
+            row.seq = e.seq;
+            batch_ts = ev.ts_ms;
+          } else if constexpr (std::is_same_v<T, OrderUpdated>) {
+            auto& row = orders[ev.id.value()];
+            if (!row.accepted && !row.last) order_ids.push_back(ev.id.value());
+            row.last = &ev;
+          } else if constexpr (std::is_same_v<T, Trade>) {
+            const MarketInfo& m = catalog_.at(ev.market);
+            const std::string price = Catalog::price_text(m, ev.price);
+            const std::string amount = Catalog::amount_text(m, ev.qty);
+            const std::string time = ts(ev.ts_ms);
+            const std::string seq = std::to_string(e.seq);
+            trades.add({seq, std::to_string(m.id), price, amount, std::string(side_name(ev.taker_side)),
+                        ev.maker_order.value().to_string(), ev.taker_order.value().to_string(), time});
+            fills.add({seq, "maker", ev.maker.value().to_string(), ev.maker_order.value().to_string(), std::to_string(m.id),
+                       std::string(side_name(opposite(ev.taker_side))), price, amount, usdm_text(ev.maker_fee),
+                       usdm_text(ev.maker_realized_pnl), time});
+            fills.add({seq, "taker", ev.taker.value().to_string(), ev.taker_order.value().to_string(), std::to_string(m.id),
+                       std::string(side_name(ev.taker_side)), price, amount, usdm_text(ev.taker_fee),
+                       usdm_text(ev.taker_realized_pnl), time});
+            ledger.add({seq, ev.maker.value().to_string(), usdm_text(-ev.maker_fee), "TRADING_FEE", ev.maker_order.value().to_string(), time});
+            ledger.add({seq, ev.taker.value().to_string(), usdm_text(-ev.taker_fee), "TRADING_FEE", ev.taker_order.value().to_string(), time});
+            ledger.add({seq, options_.fee_account.value().to_string(), usdm_text(ev.maker_fee + ev.taker_fee), "FEE_INCOME", seq, time});
+            if (ev.maker_realized_pnl != 0) {
+              ledger.add({seq, ev.maker.value().to_string(), usdm_text(ev.maker_realized_pnl), "REALIZED_PNL", ev.maker_order.value().to_string(), time});
+            }
+            if (ev.taker_realized_pnl != 0) {
+              ledger.add({seq, ev.taker.value().to_string(), usdm_text(ev.taker_realized_pnl), "REALIZED_PNL", ev.taker_order.value().to_string(), time});
+            }
+          } else if constexpr (std::is_same_v<T, PositionChanged>) {
+            positions[ev.user.value()][static_cast<int>(ev.market)] = &ev;
+          } else if constexpr (std::is_same_v<T, BalanceChanged>) {
+            ledger.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(ev.delta),
+                        std::string(balance_reason_code(ev.reason)), std::string(), ts(ev.ts_ms)});
+          } else if constexpr (std::is_same_v<T, MarkChanged>) {
+            marks[static_cast<int>(ev.market)] = &ev;
+          }
+        },
+        e.body);
+  }
+
+  MultiRow new_orders(
+      "INSERT INTO orders (id, user_id, market_id, side, type, time_in_force, price, amount, filled, filled_notional,"
+      " status, reduce_only, client_order_id, leverage, cancel_reason, created_seq, created_at, updated_at)",
+      18, "ON CONFLICT (id) DO NOTHING");
+  MultiRow updates(
+      "UPDATE orders o SET status = v.status, filled = v.filled::numeric, filled_notional = v.fn::numeric,"
+      " cancel_reason = v.reason, updated_at = v.at::timestamptz FROM (",
+      6, ") AS v(id, status, filled, fn, reason, at) WHERE o.id = v.id::uuid");
+  for (const Uuid& id : order_ids) {
+    const OrderRow& row = orders[id];
+    if (row.accepted) {
+      const OrderAccepted& a = *row.accepted;
+      const MarketInfo& m = catalog_.at(a.market);
+      OrderStatus status = row.last ? row.last->status : OrderStatus::open;
+      const Qty filled = row.last ? row.last->filled : 0;
+      const Usdm fn = row.last ? row.last->filled_notional : 0;
+      std::optional<std::string> reason;
+      if (row.last && row.last->status == OrderStatus::cancelled) reason = std::string(cancel_reason_code(row.last->cancel_reason));
+      std::optional<std::string> coid;
+      if (!a.client_order_id.empty()) coid = std::string(a.client_order_id.view());
+      std::optional<std::string> price;
+      if (a.type == OrderType::limit) price = Catalog::price_text(m, a.price);
+      new_orders.add({id.to_string(), a.user.value().to_string(), std::to_string(m.id), std::string(side_name(a.side)),
+                      std::string(type_name(a.type)), std::string(tif_name(a.tif)), price, Catalog::amount_text(m, a.qty),
+                      Catalog::amount_text(m, filled), usdm_text(fn), std::string(status_name(status)),
+                      a.reduce_only ? "true" : "false", coid, std::to_string(a.leverage), reason,
+                      std::to_string(row.seq), ts(a.ts_ms), ts(row.last ? row.last->ts_ms : a.ts_ms)});
+    } else if (row.last) {
+      const OrderUpdated& u = *row.last;
+      const MarketInfo& m = catalog_.at(u.market);
+      std::optional<std::string> reason;
+      if (u.status == OrderStatus::cancelled) reason = std::string(cancel_reason_code(u.cancel_reason));
+      updates.add({id.to_string(), std::string(status_name(u.status)), Catalog::amount_text(m, u.filled),
+                   usdm_text(u.filled_notional), reason, ts(u.ts_ms)});
+    }
+  }
+  // UPDATE ... FROM (VALUES ...) needs the VALUES inside the parentheses: MultiRow puts them
+  // between head and suffix.
+  MultiRow pos_rows(
+      "INSERT INTO positions (id, user_id, market_id, size, cost, realized_pnl, leverage, created_at, updated_at)", 9,
+      "ON CONFLICT (user_id, market_id) DO UPDATE SET size = EXCLUDED.size, cost = EXCLUDED.cost,"
+      " realized_pnl = EXCLUDED.realized_pnl, leverage = EXCLUDED.leverage, updated_at = EXCLUDED.updated_at");
+  for (const auto& [user, per_market] : positions) {
+    for (const auto& [market, p] : per_market) {
+      const MarketInfo& m = catalog_.at(static_cast<std::uint32_t>(market));
+      pos_rows.add({position_id(p->user, m.id).to_string(), user.to_string(), std::to_string(m.id),
+                    Catalog::amount_text(m, p->size), usdm_text(p->cost), usdm_text(p->realized_pnl),
+                    std::to_string(p->leverage), ts(p->ts_ms), ts(p->ts_ms)});
+    }
+  }
+  MultiRow balance_rows("INSERT INTO balances (user_id, collateral, updated_at)", 3,
+                        "ON CONFLICT (user_id) DO UPDATE SET collateral = EXCLUDED.collateral, updated_at = EXCLUDED.updated_at");
+  const std::string now = ts(SystemClock::instance().now_ms());
+  for (const auto& [u, collateral] : b.balances) balance_rows.add({u.value().to_string(), usdm_text(collateral), now});
+  MultiRow mark_rows("INSERT INTO marks (market_id, mark, updated_at)", 3,
+                     "ON CONFLICT (market_id) DO UPDATE SET mark = EXCLUDED.mark, updated_at = EXCLUDED.updated_at");
+  for (const auto& [market, mc] : marks) {
+    const MarketInfo& m = catalog_.at(static_cast<std::uint32_t>(market));
+    mark_rows.add({std::to_string(m.id), Catalog::price_text(m, mc->mark), ts(mc->ts_ms)});
+  }
+  (void)batch_ts;
+
+  auto run = [&](const MultiRow& rows, std::string_view name) -> Result<void> {
+    if (rows.empty()) return {};
+    return rows.run(**lease, name);
+  };
+  for (auto [rows, name] : {std::pair{&journal, "journal_insert"}, std::pair{&operators, "operator_insert"},
+                            std::pair{&new_orders, "orders_insert"}, std::pair{&updates, "orders_update"},
+                            std::pair{&trades, "trades_insert"}, std::pair{&fills, "fills_insert"},
+                            std::pair{&ledger, "ledger_insert"}, std::pair{&pos_rows, "positions_upsert"},
+                            std::pair{&balance_rows, "balances_upsert"}, std::pair{&mark_rows, "marks_upsert"}}) {
+    if (auto r = run(*rows, name); !r) return r.error();
+  }
+  return tx.commit();
+}
+
+void EngineHost::publish(const Batch& b) {
+  std::vector<std::vector<std::string>> cmds;
+  auto user_channel = [](const UserId& u, std::string_view kind) {
+    return "hydrox:user:" + u.value().to_string() + ":" + std::string(kind);
+  };
+  for (const auto& e : b.events) {
+    std::visit(
+        [&](const auto& ev) {
+          using T = std::decay_t<decltype(ev)>;
+          json::Writer w;
+          if constexpr (std::is_same_v<T, Trade>) {
+            const MarketInfo& m = catalog_.at(ev.market);
+            w.begin_object().field("id", static_cast<std::int64_t>(e.seq)).field("symbol", m.symbol);
+            w.key("price");
+            Catalog::write_price(w, m, ev.price);
+            w.key("amount");
+            Catalog::write_amount(w, m, ev.qty);
+            w.field("side", side_name(ev.taker_side)).field("time", ev.ts_ms / 1000).field("time_ms", ev.ts_ms);
+            w.end_object();
+            std::string trade = w.take();
+            cmds.push_back({"PUBLISH", "hydrox:trades:" + m.symbol, trade});
+            for (auto [user, order, liq, fee, pnl, side] :
+                 {std::tuple{ev.maker, ev.maker_order, "maker", ev.maker_fee, ev.maker_realized_pnl, opposite(ev.taker_side)},
+                  std::tuple{ev.taker, ev.taker_order, "taker", ev.taker_fee, ev.taker_realized_pnl, ev.taker_side}}) {
+              json::Writer f;
+              f.begin_object().field("id", static_cast<std::int64_t>(e.seq)).field("order_id", order.value().to_string());
+              f.field("symbol", m.symbol).field("side", side_name(side));
+              f.key("price");
+              Catalog::write_price(f, m, ev.price);
+              f.key("amount");
+              Catalog::write_amount(f, m, ev.qty);
+              f.key("fee").raw_number(usdm_text(fee)).key("realized_pnl").raw_number(usdm_text(pnl));
+              f.field("liquidity", liq).field("time", ev.ts_ms / 1000).end_object();
+              cmds.push_back({"PUBLISH", user_channel(user, "fills"), f.take()});
+            }
+          } else if constexpr (std::is_same_v<T, BookLevelChanged>) {
+            const MarketInfo& m = catalog_.at(ev.market);
+            w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("symbol", m.symbol);
+            w.field("side", ev.side == Side::buy ? "bid" : "ask").key("price");
+            Catalog::write_price(w, m, ev.price);
+            w.key("size");
+            Catalog::write_amount(w, m, ev.size);
+            w.end_object();
+            cmds.push_back({"PUBLISH", "hydrox:book:" + m.symbol, w.take()});
+          } else if constexpr (std::is_same_v<T, MarkChanged>) {
+            const MarketInfo& m = catalog_.at(ev.market);
+            w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("symbol", m.symbol).key("mark_price");
+            Catalog::write_price(w, m, ev.mark);
+            w.field("time_ms", ev.ts_ms).end_object();
+            cmds.push_back({"PUBLISH", "hydrox:mark:" + m.symbol, w.take()});
+          } else if constexpr (std::is_same_v<T, OrderUpdated>) {
+            const MarketInfo& m = catalog_.at(ev.market);
+            w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("id", ev.id.value().to_string());
+            w.field("symbol", m.symbol).field("status", status_name(ev.status)).key("filled");
+            Catalog::write_amount(w, m, ev.filled);
+            w.key("remaining");
+            Catalog::write_amount(w, m, ev.remaining);
+            w.end_object();
+            cmds.push_back({"PUBLISH", user_channel(ev.user, "orders"), w.take()});
+          } else if constexpr (std::is_same_v<T, PositionChanged>) {
+            const MarketInfo& m = catalog_.at(ev.market);
+            w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("symbol", m.symbol);
+            w.field("side", ev.size >= 0 ? "Long" : "Short").key("size");
+            Catalog::write_amount(w, m, ev.size < 0 ? -ev.size : ev.size);
+            w.key("realized_pnl").raw_number(usdm_text(ev.realized_pnl)).end_object();
+            cmds.push_back({"PUBLISH", user_channel(ev.user, "positions"), w.take()});
+          }
+        },
+        e.body);
+  }
+  for (const auto& [u, collateral] : b.balances) {
+    json::Writer w;
+    w.begin_object().field("asset", "USDM").key("collateral").raw_number(usdm_text(collateral)).end_object();
+    cmds.push_back({"PUBLISH", user_channel(u, "balances"), w.take()});
+  }
+  if (cmds.empty()) return;
+  // Pub/sub is best effort: subscribers resync from snapshots; the database has everything.
+  if (auto r = redis_->pipeline(cmds); !r) {
+    static std::atomic<int> failures{0};
+    if (failures.fetch_add(1) % 100 == 0) log::warn("publish to redis failed", {{"error", r.error().message}});
+  }
+}
+
+}  // namespace hydrox::trading

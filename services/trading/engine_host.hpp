@@ -1,0 +1,107 @@
+#pragma once
+// Hosts the engine: IO threads submit jobs into a bounded queue (full → the caller answers 503);
+// the engine thread applies a batch of commands; the persister writes the batch (journal + read
+// tables) to PostgreSQL in one transaction and only then completes the jobs (the HTTP answers);
+// the publisher sends the batch's events to Redis. On start, recover() replays the journal.
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hydrox/db/db.hpp"
+#include "hydrox/engine/engine.hpp"
+#include "hydrox/redis/redis.hpp"
+#include "markets.hpp"
+
+namespace hydrox::trading {
+
+struct Outcome {
+  std::uint64_t command_no = 0;
+  std::vector<engine::Event> events;
+  std::string idempotent_replay;  // set when an operator key was seen before: its first outcome
+};
+
+struct Job {
+  engine::Command command;
+  bool is_read = false;
+  // Reads run on the engine thread and return the answer to send once earlier writes committed.
+  std::function<std::function<void()>(const engine::Engine&)> read;
+  std::string idempotency_key;  // operator deposits/withdrawals/faucet
+  std::function<void(Result<Outcome>)> done;
+};
+
+struct HostOptions {
+  std::size_t queue_capacity = 20'000;
+  std::size_t max_batch = 4'000;
+  std::size_t max_pending_batches = 8;
+  UserId fee_account{Uuid{0x0000000000007000ull, 0x8000000000000001ull}};
+};
+
+class EngineHost {
+ public:
+  EngineHost(const Catalog& catalog, std::shared_ptr<db::Pool> db,
+             std::shared_ptr<redis::Client> redis, HostOptions options = {});
+  ~EngineHost();
+
+  // Rebuilds the engine from the journal; sets a first mark for markets that never had one.
+  Result<void> recover(std::int64_t now_ms);
+  void start();
+  void stop();
+  bool submit(Job job);
+
+  engine::Price mark(std::uint32_t market) const { return marks_[market].load(); }
+  std::uint64_t commands_applied() const { return command_no_.load(); }
+  std::size_t queue_depth() const;
+
+ private:
+  struct Item {
+    std::uint64_t command_no = 0;
+    engine::Command command;
+    std::size_t first_event = 0, end_event = 0;
+    std::function<void(Result<Outcome>)> done;
+    std::string idempotency_key;
+    std::string outcome_text;
+    std::function<void()> reply;  // reads
+    bool journaled = true;
+  };
+  struct Batch {
+    std::vector<Item> items;
+    std::vector<engine::Event> events;
+    std::vector<std::pair<UserId, engine::Usdm>> balances;
+  };
+
+  void engine_loop();
+  void persist_loop();
+  Result<void> write(const Batch& b);
+  void publish(const Batch& b);
+  std::string operator_outcome(const Batch& b, const Item& item) const;
+
+  const Catalog& catalog_;
+  std::shared_ptr<db::Pool> db_;
+  std::shared_ptr<redis::Client> redis_;
+  HostOptions options_;
+  engine::Engine engine_;
+  std::vector<std::atomic<engine::Price>> marks_;
+  std::atomic<std::uint64_t> command_no_{0};
+  std::map<std::string, std::string> operator_keys_;  // engine thread only (after recover)
+
+  mutable std::mutex in_mu_;
+  std::condition_variable in_cv_;
+  std::deque<Job> in_;
+  std::mutex out_mu_;
+  std::condition_variable out_cv_;
+  std::deque<Batch> out_;
+  std::atomic<bool> running_{false};
+  std::thread engine_thread_, persist_thread_;
+};
+
+// A position's id: stable for (user, market), so the API can address it without a lookup table.
+Uuid position_id(const UserId& user, int market_id);
+
+}  // namespace hydrox::trading

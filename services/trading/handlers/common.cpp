@@ -1,0 +1,51 @@
+#include "common.hpp"
+
+#include <charconv>
+
+namespace hydrox::trading {
+
+Result<UserId> caller(const http::Request& req) {
+  auto h = req.header("X-User-ID");
+  if (!h || h->empty()) return fail(Code::unauthenticated, "authentication required");
+  auto id = Uuid::parse(*h);
+  if (!id) return fail(Code::unauthenticated, "authentication required");
+  return UserId{*id};
+}
+
+Result<ListParams> list_params(const http::Request& req, const Catalog& catalog,
+                               std::initializer_list<std::string_view> extra_allowed) {
+  ListParams p;
+  for (const auto& name : req.query_names()) {
+    bool ok = name == "limit" || name == "before" || name == "symbol";
+    for (auto e : extra_allowed) ok = ok || name == e;
+    if (!ok) return fail(Code::unknown_field, "unknown query parameter " + name, name);
+  }
+  if (auto l = req.query_param("limit")) {
+    int v = 0;
+    auto [ptr, ec] = std::from_chars(l->data(), l->data() + l->size(), v);
+    if (ec != std::errc() || ptr != l->data() + l->size() || v < 1 || v > 1000) {
+      return fail(Code::invalid_field, "limit must be an integer from 1 to 1000", "limit");
+    }
+    p.limit = v;
+  }
+  if (auto b = req.query_param("before"); b && !b->empty()) p.before = *b;
+  if (auto s = req.query_param("symbol"); s && !s->empty()) {
+    p.market = catalog.find(*s);
+    if (!p.market) return fail(Code::invalid_field, "unknown symbol " + *s, "symbol");
+  }
+  return p;
+}
+
+http::Response error_response(const Error& e, const http::Request& req) {
+  return http::Response::error(e, req.request_id);
+}
+
+http::Response json_response(int status, std::string body) { return http::Response::json(status, std::move(body)); }
+
+void submit(Services& s, http::Request& req, http::Respond respond, Job job) {
+  if (!s.host->submit(std::move(job))) {
+    respond(error_response(fail(Code::overloaded, "the order queue is full, retry shortly"), req));
+  }
+}
+
+}  // namespace hydrox::trading

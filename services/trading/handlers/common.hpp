@@ -1,0 +1,45 @@
+#pragma once
+// Shared pieces of the trading handlers: the service's state, the caller's identity, list
+// parameters, and turning engine outcomes into HTTP answers.
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "engine_host.hpp"
+#include "hydrox/http/message.hpp"
+#include "hydrox/service/service.hpp"
+#include "markets.hpp"
+
+namespace hydrox::trading {
+
+struct Services {
+  service::Context* ctx = nullptr;
+  Catalog catalog;
+  std::unique_ptr<EngineHost> host;
+  std::string operator_token;  // empty: the operator API is disabled
+  engine::Usdm faucet_amount = 0;
+};
+
+// X-User-ID (set by the gateway after authentication): a UUID, else 401.
+Result<UserId> caller(const http::Request& req);
+
+struct ListParams {
+  int limit = 50;
+  std::optional<std::string> before;  // cursor: the last id (or sequence) seen
+  const MarketInfo* market = nullptr; // optional symbol filter
+};
+// limit (1..1000, default 50), before, symbol; any other query parameter is a 400.
+Result<ListParams> list_params(const http::Request& req, const Catalog& catalog,
+                               std::initializer_list<std::string_view> extra_allowed = {});
+
+http::Response error_response(const Error& e, const http::Request& req);
+http::Response json_response(int status, std::string body);
+
+// Submits a job; a full queue answers 503 at once.
+void submit(Services& s, http::Request& req, http::Respond respond, Job job);
+
+void register_order_routes(Services& s, http::Router& r);
+void register_position_routes(Services& s, http::Router& r);
+void register_internal_routes(Services& s, http::Router& r);
+
+}  // namespace hydrox::trading

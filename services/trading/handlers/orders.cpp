@@ -1,0 +1,390 @@
+// POST/GET/DELETE /api/v1/orders, GET /api/v1/orders/history, GET /api/v1/fills.
+#include <regex>
+
+#include "common.hpp"
+#include "hydrox/core/clock.hpp"
+#include "hydrox/decimal/decimal.hpp"
+#include "hydrox/json/json.hpp"
+#include "journal.hpp"
+
+namespace hydrox::trading {
+
+using namespace engine;
+
+namespace {
+
+constexpr std::string_view kOrderColumns =
+    "SELECT o.id, o.user_id, m.symbol, o.side, o.type, o.time_in_force, o.price::text, o.amount::text,"
+    " o.filled::text, o.status, o.reduce_only, o.client_order_id,"
+    " round(o.filled_notional / NULLIF(o.filled, 0), 8)::text,"
+    " to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+    " to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+    " o.cancel_reason, o.leverage"
+    " FROM orders o JOIN markets m ON m.id = o.market_id";
+
+const std::string kListOrders = std::string(kOrderColumns) +
+    " WHERE o.user_id = $1::uuid AND o.status = ANY($2::text[])"
+    " AND ($3::uuid IS NULL OR o.created_seq < (SELECT created_seq FROM orders WHERE id = $3::uuid AND user_id = $1::uuid))"
+    " AND ($4::int IS NULL OR o.market_id = $4::int)"
+    " ORDER BY o.created_seq DESC LIMIT $5::int";
+const std::string kOneOrder = std::string(kOrderColumns) + " WHERE o.id = $1::uuid AND o.user_id = $2::uuid";
+
+constexpr db::Query kListFills{
+    "list_fills",
+    "SELECT f.seq, f.order_id, m.symbol, f.side, f.price::text, f.amount::text, f.fee::text,"
+    " f.realized_pnl::text, f.liquidity, extract(epoch from f.time)::bigint,"
+    " (extract(epoch from f.time) * 1000)::bigint"
+    " FROM fills f JOIN markets m ON m.id = f.market_id"
+    " WHERE f.user_id = $1::uuid AND ($2::bigint IS NULL OR f.seq < $2::bigint)"
+    " AND ($3::int IS NULL OR f.market_id = $3::int)"
+    " ORDER BY f.seq DESC, f.liquidity LIMIT $4::int"};
+
+std::string plain(std::string_view numeric) {
+  auto d = decimal::parse(numeric);
+  return d ? decimal::format(*d) : std::string(numeric);
+}
+
+void write_order_row(json::Writer& w, const db::Rows& rows, int r) {
+  w.begin_object();
+  w.field("id", rows.get(r, 0)).field("user_id", rows.get(r, 1)).field("symbol", rows.get(r, 2));
+  w.field("side", rows.get(r, 3)).field("type", rows.get(r, 4));
+  w.key("price");
+  if (rows.is_null(r, 6)) w.null(); else w.raw_number(plain(rows.get(r, 6)));
+  w.key("amount").raw_number(plain(rows.get(r, 7)));
+  w.key("filled").raw_number(plain(rows.get(r, 8)));
+  w.field("status", rows.get(r, 9)).field("time_in_force", rows.get(r, 5));
+  w.field("reduce_only", rows.get(r, 10) == "t");
+  w.key("client_order_id");
+  if (rows.is_null(r, 11)) w.null(); else w.string(rows.get(r, 11));
+  w.key("trigger_price").null();
+  w.key("average_price");
+  if (rows.is_null(r, 12)) w.null(); else w.raw_number(plain(rows.get(r, 12)));
+  w.field("leverage", std::stoi(std::string(rows.get(r, 16))));
+  w.key("cancel_reason");
+  if (rows.is_null(r, 15)) w.null(); else w.string(rows.get(r, 15));
+  w.field("created_at", rows.get(r, 13)).field("updated_at", rows.get(r, 14));
+  w.end_object();
+}
+
+// Body fields of POST /orders; anything else is UNKNOWN_FIELD.
+constexpr std::string_view kOrderFields[] = {"symbol", "side", "type", "price", "amount", "leverage",
+                                             "time_in_force", "reduce_only", "client_order_id",
+                                             "trigger_price", "margin_mode", "max_slippage_bps"};
+
+Result<PlaceOrder> parse_order(const Catalog& catalog, const http::Request& req, const UserId& user) {
+  auto doc = json::parse(req.body);
+  if (!doc) return doc.error();
+  if (!doc->is_object()) return fail(Code::malformed_json, "the body must be a JSON object");
+  for (const auto& m : doc->members()) {
+    bool known = false;
+    for (auto f : kOrderFields) known = known || m.key == f;
+    if (!known) return fail(Code::unknown_field, "unknown field " + m.key, m.key);
+  }
+  auto field = [&](std::string_view k) -> const json::Value* {
+    const json::Value* v = doc->find(k);
+    return (v && !v->is_null()) ? v : nullptr;
+  };
+  auto need_string = [&](std::string_view k) -> Result<std::string> {
+    const json::Value* v = field(k);
+    if (!v) return fail(Code::missing_field, std::string(k) + " is required", std::string(k));
+    if (!v->is_string()) return fail(Code::invalid_field, std::string(k) + " must be a string", std::string(k));
+    return v->as_string();
+  };
+
+  PlaceOrder p;
+  p.user = user;
+  const std::int64_t now = SystemClock::instance().now_ms();
+  p.id = OrderId{Uuid::random_v7(now)};
+  p.ts_ms = now;
+
+  auto symbol = need_string("symbol");
+  if (!symbol) return symbol.error();
+  const MarketInfo* m = catalog.find(*symbol);
+  if (!m) return fail(Code::invalid_field, "unknown symbol " + *symbol, "symbol");
+  p.market = m->index;
+
+  auto side = need_string("side");
+  if (!side) return side.error();
+  if (*side == "Buy") p.side = Side::buy;
+  else if (*side == "Sell") p.side = Side::sell;
+  else return fail(Code::invalid_field, "side must be Buy or Sell", "side");
+
+  auto type = need_string("type");
+  if (!type) return type.error();
+  if (*type == "Limit") p.type = OrderType::limit;
+  else if (*type == "Market") p.type = OrderType::market;
+  else if (*type == "StopLimit" || *type == "StopMarket" || type->starts_with("TakeProfit")) {
+    return fail(Code::invalid_field, *type + " orders are not supported yet", "type");
+  } else {
+    return fail(Code::invalid_field, "type must be Limit or Market", "type");
+  }
+
+  const json::Value* amount = field("amount");
+  if (!amount) return fail(Code::missing_field, "amount is required", "amount");
+  auto lots = Catalog::to_lots(*m, *amount, "amount");
+  if (!lots) return lots.error();
+  p.qty = *lots;
+
+  const json::Value* price = field("price");
+  if (p.type == OrderType::limit) {
+    if (!price) return fail(Code::missing_field, "price is required for Limit orders", "price");
+    auto ticks = Catalog::to_ticks(*m, *price, "price");
+    if (!ticks) return ticks.error();
+    p.price = *ticks;
+  } else if (price) {
+    return fail(Code::invalid_field, "price is not allowed on Market orders", "price");
+  }
+
+  p.tif = TimeInForce::gtc;
+  if (const json::Value* tif = field("time_in_force")) {
+    if (!tif->is_string()) return fail(Code::invalid_field, "time_in_force must be a string", "time_in_force");
+    const std::string& t = tif->as_string();
+    if (t == "GTC") p.tif = TimeInForce::gtc;
+    else if (t == "IOC") p.tif = TimeInForce::ioc;
+    else if (t == "FOK") p.tif = TimeInForce::fok;
+    else if (t == "PostOnly") p.tif = TimeInForce::post_only;
+    else return fail(Code::invalid_field, "time_in_force must be GTC, IOC, FOK or PostOnly", "time_in_force");
+    if (p.type == OrderType::market && p.tif != TimeInForce::ioc && p.tif != TimeInForce::gtc) {
+      return fail(Code::invalid_field, "Market orders are IOC", "time_in_force");
+    }
+  }
+  if (const json::Value* ro = field("reduce_only")) {
+    if (!ro->is_bool()) return fail(Code::invalid_field, "reduce_only must be true or false", "reduce_only");
+    p.reduce_only = ro->as_bool();
+  }
+  if (const json::Value* lev = field("leverage")) {
+    auto v = lev->as_int(1, m->spec.max_leverage);
+    if (!v) {
+      return fail(Code::invalid_field,
+                  "leverage must be an integer from 1 to " + std::to_string(m->spec.max_leverage), "leverage");
+    }
+    p.leverage = static_cast<std::int32_t>(*v);
+  }
+  if (const json::Value* slip = field("max_slippage_bps")) {
+    auto v = slip->as_int(1, 5000);
+    if (!v) return fail(Code::invalid_field, "max_slippage_bps must be an integer from 1 to 5000", "max_slippage_bps");
+    p.max_slippage_bps = static_cast<std::int32_t>(*v);
+  }
+  if (const json::Value* coid = field("client_order_id")) {
+    static const std::regex kPattern("^[A-Za-z0-9_.:-]{1,36}$");
+    if (!coid->is_string() || !std::regex_match(coid->as_string(), kPattern)) {
+      return fail(Code::invalid_field, "client_order_id must be 1-36 characters of A-Z a-z 0-9 _ . : -",
+                  "client_order_id");
+    }
+    p.client_order_id = ClientOrderId::from(coid->as_string());
+  }
+  if (field("trigger_price")) return fail(Code::invalid_field, "trigger orders are not supported yet", "trigger_price");
+  if (const json::Value* mm = field("margin_mode")) {
+    if (!mm->is_string() || (mm->as_string() != "cross" && mm->as_string() != "isolated")) {
+      return fail(Code::invalid_field, "margin_mode must be cross or isolated", "margin_mode");
+    }
+    if (mm->as_string() == "isolated") return fail(Code::invalid_field, "isolated margin is not supported yet", "margin_mode");
+  }
+  return p;
+}
+
+// 422 for business rules; 404 for unknown orders.
+Error reject_error(Reject r) {
+  Error e{Code::unprocessable, std::string(reject_code(r))};
+  switch (r) {
+    case Reject::insufficient_margin: e.message = "insufficient margin for this order"; break;
+    case Reject::post_only_would_cross: e.message = "a post-only order would cross the book"; break;
+    case Reject::reduce_only_would_increase: e.message = "a reduce-only order must reduce the position"; break;
+    case Reject::fok_not_fillable: e.message = "a fill-or-kill order cannot be filled completely"; break;
+    case Reject::below_min_notional: e.message = "the order is below the market's minimum notional"; e.field = "amount"; break;
+    case Reject::price_out_of_band: e.message = "the price is too far from the mark price"; e.field = "price"; break;
+    case Reject::too_many_open_orders: e.message = "too many open orders"; break;
+    case Reject::no_mark_price: e.message = "the market has no mark price yet"; break;
+    default: e.message = "order rejected"; break;
+  }
+  return e;
+}
+
+}  // namespace
+
+// The api-contract code for an engine rejection rides in the message's error body as `code`:
+// Response::error uses the Code table, so the stable engine reason goes in a header and body.
+http::Response rejection_response(Reject r, const http::Request& req) {
+  Error e = reject_error(r);
+  json::Writer w;
+  w.begin_object().key("error").begin_object();
+  w.field("code", reject_code(r)).field("message", e.message);
+  if (!e.field.empty()) w.field("field", e.field);
+  w.field("request_id", req.request_id).end_object().end_object();
+  return http::Response::json(422, w.take());
+}
+
+void register_order_routes(Services& s, http::Router& router) {
+  router.post("/api/v1/orders", [&s](http::Request& req, http::Respond respond) {
+    auto user = caller(req);
+    if (!user) return respond(error_response(user.error(), req));
+    auto order = parse_order(s.catalog, req, *user);
+    if (!order) return respond(error_response(order.error(), req));
+    const PlaceOrder placed = *order;
+    Job job;
+    job.command = placed;
+    job.done = [&s, respond, req_id = req.request_id, placed, rq = req](Result<Outcome> o) {
+      if (!o) return respond(http::Response::error(o.error(), req_id));
+      for (const auto& e : o->events) {
+        if (auto* rej = std::get_if<OrderRejected>(&e.body)) {
+          if (rej->reason == Reject::duplicate_client_order_id) {
+            // The original order, as it stands now; never a second one.
+            service::respond_blocking(*s.ctx, const_cast<http::Request&>(rq), respond,
+                                      [&s, rej = *rej, placed]() -> Result<http::Response> {
+              auto lease = s.ctx->db->acquire();
+              if (!lease) return lease.error();
+              auto rows = (*lease)->exec(db::Query{"one_order", kOneOrder},
+                                         {rej.original.value().to_string(), placed.user.value().to_string()});
+              if (!rows) return rows.error();
+              if (rows->size() == 0) return fail(Code::conflict, "duplicate client_order_id", "client_order_id");
+              json::Writer w;
+              write_order_row(w, *rows, 0);
+              return http::Response::json(200, w.take());
+            });
+            return;
+          }
+          return respond(rejection_response(rej->reason, rq));
+        }
+      }
+      // Accepted: the order's state after matching.
+      const MarketInfo& m = s.catalog.at(placed.market);
+      OrderStatus status = OrderStatus::open;
+      Qty filled = 0;
+      Usdm filled_notional = 0;
+      for (const auto& e : o->events) {
+        if (auto* u = std::get_if<OrderUpdated>(&e.body); u && u->id == placed.id) {
+          status = u->status;
+          filled = u->filled;
+          filled_notional = u->filled_notional;
+        }
+      }
+      json::Writer w;
+      w.begin_object().field("id", placed.id.value().to_string()).field("status", status_name(status));
+      w.field("symbol", m.symbol).field("side", side_name(placed.side)).field("type", type_name(placed.type));
+      w.key("filled");
+      Catalog::write_amount(w, m, filled);
+      w.key("filled_notional").raw_number(usdm_text(filled_notional));
+      w.key("client_order_id");
+      if (placed.client_order_id.empty()) w.null(); else w.string(placed.client_order_id.view());
+      w.end_object();
+      respond(http::Response::json(201, w.take()));
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  auto list = [&s](std::string statuses) {
+    return [&s, statuses](http::Request& req, http::Respond respond) {
+      auto user = caller(req);
+      if (!user) return respond(error_response(user.error(), req));
+      auto p = list_params(req, s.catalog);
+      if (!p) return respond(error_response(p.error(), req));
+      if (p->before && !Uuid::parse(*p->before)) {
+        return respond(error_response(fail(Code::invalid_field, "before must be an order id", "before"), req));
+      }
+      service::respond_blocking(*s.ctx, req, respond, [&s, u = *user, p = *p, statuses]() -> Result<http::Response> {
+        auto lease = s.ctx->db->acquire();
+        if (!lease) return lease.error();
+        db::Param market;
+        if (p.market) market = std::to_string(p.market->id);
+        auto rows = (*lease)->exec(db::Query{"list_orders", kListOrders},
+                                   {u.value().to_string(), statuses, p.before, market, std::to_string(p.limit)});
+        if (!rows) return rows.error();
+        json::Writer w;
+        w.begin_array();
+        for (int r = 0; r < rows->size(); ++r) write_order_row(w, *rows, r);
+        w.end_array();
+        auto res = http::Response::json(200, w.take());
+        if (rows->size() == p.limit) res.set_header("X-Next-Cursor", rows->get(rows->size() - 1, 0));
+        return res;
+      });
+    };
+  };
+  router.get("/api/v1/orders", list("{Open,PartiallyFilled}"));
+  router.get("/api/v1/orders/history", list("{Filled,Cancelled,Rejected}"));
+
+  router.del("/api/v1/orders/{id}", [&s](http::Request& req, http::Respond respond) {
+    auto user = caller(req);
+    if (!user) return respond(error_response(user.error(), req));
+    auto id = Uuid::parse(req.path_param("id"));
+    if (!id) return respond(error_response(fail(Code::not_found, "no such order"), req));
+    Job job;
+    job.command = CancelOrder{*user, OrderId{*id}, SystemClock::instance().now_ms()};
+    job.done = [respond, rid = req.request_id, id = *id](Result<Outcome> o) {
+      if (!o) return respond(http::Response::error(o.error(), rid));
+      for (const auto& e : o->events) {
+        if (std::holds_alternative<CommandRejected>(e.body)) {
+          return respond(http::Response::error(fail(Code::not_found, "no such open order"), rid));
+        }
+      }
+      json::Writer w;
+      w.begin_object().field("status", "cancelled").field("id", id.to_string()).end_object();
+      respond(http::Response::json(200, w.take()));
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  router.del("/api/v1/orders", [&s](http::Request& req, http::Respond respond) {
+    auto user = caller(req);
+    if (!user) return respond(error_response(user.error(), req));
+    for (const auto& name : req.query_names()) {
+      if (name != "symbol") return respond(error_response(fail(Code::unknown_field, "unknown query parameter " + name, name), req));
+    }
+    std::int32_t market = -1;
+    if (auto sym = req.query_param("symbol"); sym && !sym->empty()) {
+      const MarketInfo* m = s.catalog.find(*sym);
+      if (!m) return respond(error_response(fail(Code::invalid_field, "unknown symbol " + *sym, "symbol"), req));
+      market = static_cast<std::int32_t>(m->index);
+    }
+    Job job;
+    job.command = CancelAll{*user, market, SystemClock::instance().now_ms()};
+    job.done = [respond, rid = req.request_id](Result<Outcome> o) {
+      if (!o) return respond(http::Response::error(o.error(), rid));
+      std::int64_t n = 0;
+      for (const auto& e : o->events) n += std::holds_alternative<OrderUpdated>(e.body);
+      json::Writer w;
+      w.begin_object().field("status", "cancelled").field("count", n).end_object();
+      respond(http::Response::json(200, w.take()));
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  router.get("/api/v1/fills", [&s](http::Request& req, http::Respond respond) {
+    auto user = caller(req);
+    if (!user) return respond(error_response(user.error(), req));
+    auto p = list_params(req, s.catalog);
+    if (!p) return respond(error_response(p.error(), req));
+    if (p->before && (p->before->empty() || p->before->find_first_not_of("0123456789") != std::string::npos ||
+                      p->before->size() > 18)) {
+      return respond(error_response(fail(Code::invalid_field, "before must be a fill id", "before"), req));
+    }
+    service::respond_blocking(*s.ctx, req, respond, [&s, u = *user, p = *p]() -> Result<http::Response> {
+      auto lease = s.ctx->db->acquire();
+      if (!lease) return lease.error();
+      db::Param market;
+      if (p.market) market = std::to_string(p.market->id);
+      auto rows = (*lease)->exec(kListFills, {u.value().to_string(), p.before, market, std::to_string(p.limit)});
+      if (!rows) return rows.error();
+      json::Writer w;
+      w.begin_array();
+      for (int r = 0; r < rows->size(); ++r) {
+        w.begin_object();
+        w.field("id", rows->get(r, 0)).field("order_id", rows->get(r, 1)).field("symbol", rows->get(r, 2));
+        w.field("side", rows->get(r, 3));
+        w.key("price").raw_number(plain(rows->get(r, 4)));
+        w.key("amount").raw_number(plain(rows->get(r, 5)));
+        w.key("fee").raw_number(plain(rows->get(r, 6)));
+        w.key("realized_pnl").raw_number(plain(rows->get(r, 7)));
+        w.field("liquidity", rows->get(r, 8));
+        w.key("time").raw_number(rows->get(r, 9));
+        w.key("time_ms").raw_number(rows->get(r, 10));
+        w.end_object();
+      }
+      w.end_array();
+      auto res = http::Response::json(200, w.take());
+      if (rows->size() == p.limit) res.set_header("X-Next-Cursor", rows->get(rows->size() - 1, 0));
+      return res;
+    });
+  });
+}
+
+}  // namespace hydrox::trading

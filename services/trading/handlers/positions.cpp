@@ -1,0 +1,223 @@
+// GET /api/v1/positions, POST /api/v1/positions/{id}/close, GET /api/v1/balances.
+// Live numbers come from the engine (a read job, answered after earlier writes committed);
+// position timestamps from PostgreSQL.
+#include <map>
+
+#include "common.hpp"
+#include "hydrox/core/clock.hpp"
+#include "hydrox/decimal/decimal.hpp"
+#include "hydrox/engine/risk.hpp"
+#include "hydrox/json/json.hpp"
+#include "journal.hpp"
+
+namespace hydrox::trading {
+
+using namespace engine;
+using decimal::i128;
+
+namespace {
+
+struct PositionData {
+  std::uint32_t market = 0;
+  Position position;
+  Price mark = 0;
+  std::int32_t leverage = 1;
+  Usdm margin = 0;  // IM at the mark
+  Usdm upnl = 0;
+  Price liquidation = 0;
+};
+
+constexpr db::Query kPositionTimes{
+    "position_times",
+    "SELECT market_id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+    " to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), funding_paid::text"
+    " FROM positions WHERE user_id = $1::uuid"};
+
+std::vector<PositionData> positions_of(const Engine& e, const UserId& user) {
+  std::vector<PositionData> out;
+  const Account* a = e.account(user);
+  if (!a) return out;
+  auto view = e.view(user);
+  for (std::uint32_t m = 0; m < e.market_count(); ++m) {
+    const Position& p = a->positions[m];
+    if (p.size == 0) continue;
+    PositionData d;
+    d.market = m;
+    d.position = p;
+    d.mark = e.mark(m);
+    d.leverage = e.leverage_of(*a, m);
+    const Qty abs = p.size < 0 ? -p.size : p.size;
+    d.margin = e.initial_margin(m, d.mark, abs, d.leverage);
+    d.upnl = e.notional(m, d.mark, p.size) - p.cost;
+    // Cross margin: the whole account's value above maintenance backs every position.
+    d.liquidation = liquidation_price(e.market(m), p.size, p.cost, view->account_value - view->maintenance_margin);
+    out.push_back(d);
+  }
+  return out;
+}
+
+// |cost| / |size| in USDM per base unit, to 1e-6.
+std::string entry_price(const MarketInfo& m, const Position& p) {
+  const i128 lots = p.size < 0 ? -p.size : p.size;
+  const i128 cost = p.cost < 0 ? -p.cost : p.cost;
+  auto q = decimal::div_round(cost * decimal::pow10(m.lot_scale), lots * m.lot_units, decimal::Rounding::half_even);
+  return decimal::format(q ? *q : 0, 6);
+}
+
+std::string percent(Usdm part, Usdm whole) {
+  if (whole == 0) return "0";
+  auto q = decimal::div_round(static_cast<i128>(part) * 10'000, whole, decimal::Rounding::half_even);
+  return decimal::format(q ? *q : 0, 2);
+}
+
+}  // namespace
+
+void register_position_routes(Services& s, http::Router& r) {
+  r.get("/api/v1/positions", [&s](http::Request& req, http::Respond respond) {
+    auto user = caller(req);
+    if (!user) return respond(error_response(user.error(), req));
+    if (!req.query_names().empty() && !(req.query_names().size() == 1 && req.query_names()[0] == "symbol")) {
+      return respond(error_response(fail(Code::unknown_field, "unknown query parameter", req.query_names()[0]), req));
+    }
+    const MarketInfo* only = nullptr;
+    if (auto sym = req.query_param("symbol"); sym && !sym->empty()) {
+      only = s.catalog.find(*sym);
+      if (!only) return respond(error_response(fail(Code::invalid_field, "unknown symbol " + *sym, "symbol"), req));
+    }
+    Job job;
+    job.is_read = true;
+    job.read = [&s, u = *user, respond, rq = req, only](const Engine& e) -> std::function<void()> {
+      auto data = positions_of(e, u);
+      return [&s, u, respond, rq, only, data = std::move(data)]() mutable {
+        service::respond_blocking(*s.ctx, rq, respond, [&s, u, only, data]() -> Result<http::Response> {
+          auto lease = s.ctx->db->acquire();
+          if (!lease) return lease.error();
+          auto rows = (*lease)->exec(kPositionTimes, {u.value().to_string()});
+          if (!rows) return rows.error();
+          std::map<int, int> row_of;
+          for (int i = 0; i < rows->size(); ++i) row_of[std::stoi(std::string(rows->get(i, 0)))] = i;
+          json::Writer w;
+          w.begin_array();
+          for (const auto& d : data) {
+            const MarketInfo& m = s.catalog.at(d.market);
+            if (only && only->index != d.market) continue;
+            const Qty abs = d.position.size < 0 ? -d.position.size : d.position.size;
+            w.begin_object();
+            w.field("id", position_id(u, m.id).to_string()).field("user_id", u.value().to_string());
+            w.field("symbol", m.symbol).field("side", d.position.size > 0 ? "Long" : "Short");
+            w.key("size");
+            Catalog::write_amount(w, m, abs);
+            w.key("entry_price").raw_number(entry_price(m, d.position));
+            w.key("mark_price");
+            Catalog::write_price(w, m, d.mark);
+            w.field("leverage", d.leverage);
+            w.key("liquidation_price");
+            Catalog::write_price(w, m, d.liquidation);
+            w.key("margin").raw_number(usdm_text(d.margin));
+            w.key("unrealized_pnl").raw_number(usdm_text(d.upnl));
+            w.key("pnl_percent").raw_number(percent(d.upnl, d.margin));
+            w.field("margin_mode", "cross");
+            w.key("realized_pnl").raw_number(usdm_text(d.position.realized_pnl));
+            auto it = row_of.find(m.id);
+            w.key("funding_paid").raw_number(it == row_of.end() ? "0" : decimal::format(*decimal::parse(rows->get(it->second, 3))));
+            const std::string now = format_rfc3339_ms(SystemClock::instance().now_ms());
+            w.field("created_at", it == row_of.end() ? now : std::string(rows->get(it->second, 1)));
+            w.field("updated_at", it == row_of.end() ? now : std::string(rows->get(it->second, 2)));
+            w.end_object();
+          }
+          w.end_array();
+          return http::Response::json(200, w.take());
+        });
+      };
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  r.post("/api/v1/positions/{id}/close", [&s](http::Request& req, http::Respond respond) {
+    auto user = caller(req);
+    if (!user) return respond(error_response(user.error(), req));
+    auto id = Uuid::parse(req.path_param("id"));
+    if (!id) return respond(error_response(fail(Code::not_found, "no such position"), req));
+    Job job;
+    job.is_read = true;
+    job.read = [&s, u = *user, id = *id, respond, rq = req](const Engine& e) -> std::function<void()> {
+      // Find the position behind the id, then close it with a reduce-only market order.
+      std::optional<PlaceOrder> close;
+      if (const Account* a = e.account(u)) {
+        for (const auto& m : s.catalog.all()) {
+          const Position& p = a->positions[m.index];
+          if (p.size != 0 && position_id(u, m.id) == id) {
+            PlaceOrder o;
+            o.user = u;
+            const std::int64_t now = SystemClock::instance().now_ms();
+            o.id = OrderId{Uuid::random_v7(now)};
+            o.ts_ms = now;
+            o.market = m.index;
+            o.side = p.size > 0 ? Side::sell : Side::buy;
+            o.type = OrderType::market;
+            o.tif = TimeInForce::ioc;
+            o.qty = p.size < 0 ? -p.size : p.size;
+            o.reduce_only = true;
+            close = o;
+          }
+        }
+      }
+      return [&s, respond, rq, close]() {
+        if (!close) return respond(http::Response::error(fail(Code::not_found, "no such open position"), rq.request_id));
+        Job order;
+        order.command = *close;
+        order.done = [respond, rid = rq.request_id, close](Result<Outcome> o) {
+          if (!o) return respond(http::Response::error(o.error(), rid));
+          Qty filled = 0;
+          bool rejected = false;
+          for (const auto& ev : o->events) {
+            if (auto* upd = std::get_if<OrderUpdated>(&ev.body); upd && upd->id == close->id) filled = upd->filled;
+            rejected = rejected || std::holds_alternative<OrderRejected>(ev.body);
+          }
+          if (rejected) return respond(http::Response::error(fail(Code::conflict, "the position changed; retry"), rid));
+          json::Writer w;
+          w.begin_object().field("status", filled == close->qty ? "closed" : "closing");
+          w.field("order_id", close->id.value().to_string()).end_object();
+          respond(http::Response::json(200, w.take()));
+        };
+        if (!s.host->submit(std::move(order))) {
+          respond(http::Response::error(fail(Code::overloaded, "the order queue is full, retry shortly"), rq.request_id));
+        }
+      };
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  r.get("/api/v1/balances", [&s](http::Request& req, http::Respond respond) {
+    auto user = caller(req);
+    if (!user) return respond(error_response(user.error(), req));
+    if (!req.query_names().empty()) {
+      return respond(error_response(fail(Code::unknown_field, "unknown query parameter", req.query_names()[0]), req));
+    }
+    Job job;
+    job.is_read = true;
+    job.read = [u = *user, respond](const Engine& e) -> std::function<void()> {
+      AccountView v = e.view(u).value_or(AccountView{});
+      return [v, respond]() {
+        const Usdm locked = v.position_margin + v.order_margin;
+        const Usdm available = std::max<Usdm>(0, v.account_value - locked);
+        json::Writer w;
+        w.begin_array().begin_object().field("asset", "USDM");
+        w.key("available").raw_number(usdm_text(available));
+        w.key("locked").raw_number(usdm_text(locked));
+        w.key("total").raw_number(usdm_text(available + locked));
+        w.key("equity").raw_number(usdm_text(v.account_value));
+        w.key("collateral").raw_number(usdm_text(v.collateral));
+        w.key("unrealized_pnl").raw_number(usdm_text(v.unrealized_pnl));
+        w.key("position_margin").raw_number(usdm_text(v.position_margin));
+        w.key("order_margin").raw_number(usdm_text(v.order_margin));
+        w.key("maintenance_margin").raw_number(usdm_text(v.maintenance_margin));
+        w.end_object().end_array();
+        respond(http::Response::json(200, w.take()));
+      };
+    };
+    submit(s, req, respond, std::move(job));
+  });
+}
+
+}  // namespace hydrox::trading

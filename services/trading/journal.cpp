@@ -1,0 +1,154 @@
+#include "journal.hpp"
+
+#include "hydrox/json/json.hpp"
+
+namespace hydrox::trading {
+
+using namespace engine;
+
+std::string_view side_name(Side s) { return s == Side::buy ? "Buy" : "Sell"; }
+std::string_view type_name(OrderType t) { return t == OrderType::limit ? "Limit" : "Market"; }
+std::string_view tif_name(TimeInForce t) {
+  switch (t) {
+    case TimeInForce::gtc: return "GTC";
+    case TimeInForce::ioc: return "IOC";
+    case TimeInForce::fok: return "FOK";
+    case TimeInForce::post_only: return "PostOnly";
+  }
+  return "GTC";
+}
+std::string_view status_name(OrderStatus s) {
+  switch (s) {
+    case OrderStatus::open: return "Open";
+    case OrderStatus::partially_filled: return "PartiallyFilled";
+    case OrderStatus::filled: return "Filled";
+    case OrderStatus::cancelled: return "Cancelled";
+    case OrderStatus::rejected: return "Rejected";
+  }
+  return "Open";
+}
+
+std::string command_kind(const Command& c) {
+  static constexpr const char* kNames[] = {"place", "cancel", "cancel_all", "deposit", "withdraw", "mark", "leverage"};
+  return kNames[c.index()];
+}
+
+std::string encode_command(const Command& command, const Catalog& catalog) {
+  json::Writer w;
+  w.begin_object();
+  std::visit(
+      [&](const auto& c) {
+        using T = std::decay_t<decltype(c)>;
+        w.field("t", command_kind(command));
+        if constexpr (std::is_same_v<T, PlaceOrder>) {
+          w.field("user", c.user.value().to_string()).field("id", c.id.value().to_string());
+          w.field("market", catalog.at(c.market).id);
+          w.field("side", side_name(c.side)).field("type", type_name(c.type)).field("tif", tif_name(c.tif));
+          w.field("price", c.price).field("qty", c.qty).field("reduce_only", c.reduce_only);
+          w.field("leverage", c.leverage).field("slippage_bps", c.max_slippage_bps);
+          if (!c.client_order_id.empty()) w.field("client_order_id", c.client_order_id.view());
+        } else if constexpr (std::is_same_v<T, CancelOrder>) {
+          w.field("user", c.user.value().to_string()).field("id", c.id.value().to_string());
+        } else if constexpr (std::is_same_v<T, CancelAll>) {
+          w.field("user", c.user.value().to_string());
+          w.field("market", c.market < 0 ? -1 : catalog.at(static_cast<std::uint32_t>(c.market)).id);
+        } else if constexpr (std::is_same_v<T, Deposit> || std::is_same_v<T, Withdraw>) {
+          w.field("user", c.user.value().to_string()).field("amount", c.amount);
+        } else if constexpr (std::is_same_v<T, SetMark>) {
+          w.field("market", catalog.at(c.market).id).field("mark", c.mark);
+        } else if constexpr (std::is_same_v<T, SetLeverage>) {
+          w.field("user", c.user.value().to_string()).field("market", catalog.at(c.market).id);
+          w.field("leverage", c.leverage);
+        }
+        w.field("ts", c.ts_ms);
+      },
+      command);
+  w.end_object();
+  return w.take();
+}
+
+namespace {
+
+struct Reader {
+  const json::Value& v;
+  bool ok = true;
+  std::int64_t num(std::string_view k) {
+    const auto* f = v.find(k);
+    if (!f) {
+      ok = false;
+      return 0;
+    }
+    auto r = f->as_int(INT64_MIN, INT64_MAX);
+    if (!r) ok = false;
+    return r ? *r : 0;
+  }
+  std::string str(std::string_view k) {
+    const auto* f = v.find(k);
+    if (!f || !f->is_string()) return {};
+    return f->as_string();
+  }
+  Uuid uuid(std::string_view k) {
+    auto u = Uuid::parse(str(k));
+    if (!u) ok = false;
+    return u ? *u : Uuid{};
+  }
+};
+
+}  // namespace
+
+Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
+  auto doc = json::parse(text);
+  if (!doc) return doc.error();
+  Reader r{*doc};
+  const std::string t = r.str("t");
+  auto market = [&](std::string_view k) -> std::int64_t {
+    std::int64_t id = r.num(k);
+    if (id < 0) return -1;
+    const MarketInfo* m = catalog.by_id(static_cast<int>(id));
+    if (!m) {
+      r.ok = false;
+      return 0;
+    }
+    return m->index;
+  };
+  Command out;
+  if (t == "place") {
+    PlaceOrder p;
+    p.user = UserId{r.uuid("user")};
+    p.id = OrderId{r.uuid("id")};
+    p.market = static_cast<std::uint32_t>(market("market"));
+    p.side = r.str("side") == "Buy" ? Side::buy : Side::sell;
+    p.type = r.str("type") == "Market" ? OrderType::market : OrderType::limit;
+    const std::string tif = r.str("tif");
+    p.tif = tif == "IOC" ? TimeInForce::ioc : tif == "FOK" ? TimeInForce::fok
+          : tif == "PostOnly" ? TimeInForce::post_only : TimeInForce::gtc;
+    p.price = r.num("price");
+    p.qty = r.num("qty");
+    const auto* ro = doc->find("reduce_only");
+    p.reduce_only = ro && ro->is_bool() && ro->as_bool();
+    p.leverage = static_cast<std::int32_t>(r.num("leverage"));
+    p.max_slippage_bps = static_cast<std::int32_t>(r.num("slippage_bps"));
+    p.client_order_id = ClientOrderId::from(r.str("client_order_id"));
+    p.ts_ms = r.num("ts");
+    out = p;
+  } else if (t == "cancel") {
+    out = CancelOrder{UserId{r.uuid("user")}, OrderId{r.uuid("id")}, r.num("ts")};
+  } else if (t == "cancel_all") {
+    out = CancelAll{UserId{r.uuid("user")}, static_cast<std::int32_t>(market("market")), r.num("ts")};
+  } else if (t == "deposit") {
+    out = Deposit{UserId{r.uuid("user")}, r.num("amount"), r.num("ts")};
+  } else if (t == "withdraw") {
+    out = Withdraw{UserId{r.uuid("user")}, r.num("amount"), r.num("ts")};
+  } else if (t == "mark") {
+    out = SetMark{static_cast<std::uint32_t>(market("market")), r.num("mark"), r.num("ts")};
+  } else if (t == "leverage") {
+    out = SetLeverage{UserId{r.uuid("user")}, static_cast<std::uint32_t>(market("market")),
+                      static_cast<std::int32_t>(r.num("leverage")), r.num("ts")};
+  } else {
+    return fail(Code::internal, "unknown journal command kind " + t);
+  }
+  if (!r.ok) return fail(Code::internal, "malformed journal entry");
+  return out;
+}
+
+}  // namespace hydrox::trading

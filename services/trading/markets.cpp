@@ -1,0 +1,151 @@
+#include "markets.hpp"
+
+#include "hydrox/decimal/decimal.hpp"
+
+namespace hydrox::trading {
+
+namespace {
+
+constexpr db::Query kMarkets{
+    "trading_markets",
+    "SELECT id, symbol, tick_size::text, lot_size::text, min_notional::text, max_leverage,"
+    " maker_fee_rate::text, taker_fee_rate::text, index_start_price::text"
+    " FROM markets WHERE status <> 'delisted' ORDER BY id"};
+
+// "0.100" → units 1, scale 1 (trailing zeros dropped).
+Result<std::pair<std::int64_t, int>> split(std::string_view text) {
+  auto d = decimal::parse(text);
+  if (!d) return d.error();
+  auto units = decimal::narrow(d->mantissa);
+  if (!units) return units.error();
+  return std::make_pair(*units, d->scale);
+}
+
+Result<std::int64_t> ppm(std::string_view rate) {
+  auto d = decimal::parse(rate);
+  if (!d) return d.error();
+  return decimal::to_units(*d, 6, decimal::Rounding::exact);
+}
+
+}  // namespace
+
+std::string usdm_text(engine::Usdm units) { return decimal::format(units, 6); }
+
+Result<Catalog> Catalog::load(db::Connection& c) {
+  auto rows = c.exec(kMarkets);
+  if (!rows) return rows.error();
+  Catalog cat;
+  for (int r = 0; r < rows->size(); ++r) {
+    MarketInfo m;
+    m.index = static_cast<std::uint32_t>(r);
+    m.id = std::stoi(std::string(rows->get(r, 0)));
+    m.symbol = std::string(rows->get(r, 1));
+    m.tick_size = decimal::format(*decimal::parse(rows->get(r, 2)));
+    m.lot_size = decimal::format(*decimal::parse(rows->get(r, 3)));
+    m.min_notional = decimal::format(*decimal::parse(rows->get(r, 4)));
+    auto tick = split(rows->get(r, 2));
+    auto lot = split(rows->get(r, 3));
+    if (!tick || !lot) return fail(Code::internal, "bad tick or lot for " + m.symbol);
+    std::tie(m.tick_units, m.tick_scale) = *tick;
+    std::tie(m.lot_units, m.lot_scale) = *lot;
+    // One tick·lot in 1e-6 USDM: tick_units × lot_units × 10^(6 - tick_scale - lot_scale).
+    const int exp = 6 - m.tick_scale - m.lot_scale;
+    m.spec.notional_num = m.tick_units * m.lot_units;
+    m.spec.notional_den = 1;
+    if (exp >= 0) {
+      m.spec.notional_num *= static_cast<std::int64_t>(decimal::pow10(exp));
+    } else {
+      m.spec.notional_den = static_cast<std::int64_t>(decimal::pow10(-exp));
+    }
+    auto min_notional = decimal::parse_units(rows->get(r, 4), 6, decimal::Rounding::up);
+    auto maker = ppm(rows->get(r, 6));
+    auto taker = ppm(rows->get(r, 7));
+    if (!min_notional || !maker || !taker) return fail(Code::internal, "bad rules for " + m.symbol);
+    m.spec.min_notional = *min_notional;
+    m.spec.max_leverage = std::stoi(std::string(rows->get(r, 5)));
+    m.spec.maker_fee_ppm = static_cast<std::int32_t>(*maker);
+    m.spec.taker_fee_ppm = static_cast<std::int32_t>(*taker);
+    m.spec.id = m.index;
+    auto start = decimal::parse(rows->get(r, 8));
+    if (!start) return fail(Code::internal, "bad start price for " + m.symbol);
+    auto start_units = decimal::to_units(*start, m.tick_scale, decimal::Rounding::half_even);
+    if (!start_units) return fail(Code::internal, "bad start price for " + m.symbol);
+    m.start_price = *start_units / m.tick_units;
+    cat.markets_.push_back(std::move(m));
+  }
+  return cat;
+}
+
+const MarketInfo* Catalog::find(std::string_view symbol) const {
+  for (const auto& m : markets_) {
+    if (m.symbol == symbol) return &m;
+  }
+  return nullptr;
+}
+
+const MarketInfo* Catalog::by_id(int id) const {
+  for (const auto& m : markets_) {
+    if (m.id == id) return &m;
+  }
+  return nullptr;
+}
+
+std::vector<engine::MarketSpec> Catalog::specs() const {
+  std::vector<engine::MarketSpec> out;
+  for (const auto& m : markets_) out.push_back(m.spec);
+  return out;
+}
+
+namespace {
+Result<std::int64_t> to_steps(const json::Value& v, std::string_view field, std::int64_t step_units,
+                              int scale, std::string_view what, const std::string& step_text) {
+  const std::string f(field);
+  if (!v.is_number() && !v.is_string()) {
+    return fail(Code::invalid_field, f + " must be a number or a decimal string", f);
+  }
+  auto d = v.as_decimal();
+  if (!d) return fail(d.error().code == Code::number_out_of_range ? Code::number_out_of_range : Code::invalid_field,
+                      f + " is not a valid decimal number", f);
+  if (d->mantissa <= 0) return fail(Code::invalid_field, f + " must be positive", f);
+  auto units = decimal::to_units(*d, scale, decimal::Rounding::exact);
+  if (!units) {
+    if (units.error().code == Code::too_many_decimals) {
+      return fail(Code::too_many_decimals,
+                  f + " has more decimals than the " + std::string(what) + " " + step_text + " allows", f);
+    }
+    return fail(Code::number_out_of_range, f + " is out of range", f);
+  }
+  if (*units % step_units != 0) {
+    return fail(Code::invalid_field, f + " must be a multiple of the " + std::string(what) + " " + step_text, f);
+  }
+  const std::int64_t steps = *units / step_units;
+  if (steps > 1'000'000'000'000LL) return fail(Code::number_out_of_range, f + " is out of range", f);
+  return steps;
+}
+}  // namespace
+
+Result<engine::Price> Catalog::to_ticks(const MarketInfo& m, const json::Value& v, std::string_view field) {
+  return to_steps(v, field, m.tick_units, m.tick_scale, "tick size", m.tick_size);
+}
+
+Result<engine::Qty> Catalog::to_lots(const MarketInfo& m, const json::Value& v, std::string_view field) {
+  return to_steps(v, field, m.lot_units, m.lot_scale, "lot size", m.lot_size);
+}
+
+std::string Catalog::price_text(const MarketInfo& m, engine::Price ticks) {
+  return decimal::format(static_cast<decimal::i128>(ticks) * m.tick_units, m.tick_scale);
+}
+
+std::string Catalog::amount_text(const MarketInfo& m, engine::Qty lots) {
+  return decimal::format(static_cast<decimal::i128>(lots) * m.lot_units, m.lot_scale);
+}
+
+void Catalog::write_price(json::Writer& w, const MarketInfo& m, engine::Price ticks) {
+  w.raw_number(price_text(m, ticks));
+}
+
+void Catalog::write_amount(json::Writer& w, const MarketInfo& m, engine::Qty lots) {
+  w.raw_number(amount_text(m, lots));
+}
+
+}  // namespace hydrox::trading
