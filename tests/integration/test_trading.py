@@ -1,0 +1,203 @@
+"""The trading service end to end against real PostgreSQL and Redis (issue #4): exact numbers,
+cancels, closes, history, fills, balances, validation of every field, idempotent operator calls."""
+import json
+import unittest
+from decimal import Decimal as D
+
+from harness import Stack, wait_until
+from trading_client import TRADING_ENV, Trading, loads_exact, new_user
+
+
+class TradingEndToEnd(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.stack = Stack("tr", extra_env={"trading": TRADING_ENV}, services=["trading"])
+        cls.stack.start("trading")
+        cls.t = Trading(cls.stack.ports["trading"])
+        cls.t.mark("BTC_USDM_PERP", "97000")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def orders(self, user, path="/api/v1/orders"):
+        r = self.t.call(user, "GET", path)
+        self.assertEqual(r.status, 200, r.body)
+        return loads_exact(r.body)
+
+    def test_place_partial_fill_fill_cancel_close_history_fills_balances(self):
+        t = self.t
+        a, b = new_user(), new_user()
+        t.deposit(a, "10000")
+        t.deposit(b, "10000")
+        r = t.place(a, side="Sell", price="97000", amount="0.01", time_in_force="GTC", leverage=10)
+        self.assertEqual(r.status, 201, r.body)
+        sell = r.json()
+        self.assertEqual(sell["status"], "Open")
+
+        r = t.place(b, side="Buy", price=97000.0, amount=0.004)
+        self.assertEqual(r.status, 201, r.body)
+        self.assertEqual(r.json()["status"], "Filled")
+        open_a = self.orders(a)
+        self.assertEqual(len(open_a), 1)
+        self.assertEqual(open_a[0]["status"], "PartiallyFilled")
+        self.assertEqual(open_a[0]["filled"], D("0.004"))
+        self.assertEqual(open_a[0]["amount"], D("0.01"))
+        self.assertEqual(open_a[0]["price"], D("97000"))
+
+        r = t.place(b, side="Buy", price="97100", amount="0.006")
+        self.assertEqual(r.json()["status"], "Filled")
+        self.assertEqual(self.orders(a), [])
+        hist = self.orders(a, "/api/v1/orders/history")
+        self.assertEqual([o["id"] for o in hist], [sell["id"]])
+        self.assertEqual(hist[0]["status"], "Filled")
+        self.assertEqual(hist[0]["average_price"], D("97000"))
+
+        fills_b = loads_exact(t.call(b, "GET", "/api/v1/fills").body)
+        self.assertEqual(len(fills_b), 2)
+        self.assertEqual([f["price"] for f in fills_b], [D("97000"), D("97000")])  # maker's price
+        self.assertEqual([f["amount"] for f in fills_b], [D("0.006"), D("0.004")])  # newest first
+        self.assertEqual([f["fee"] for f in fills_b], [D("0.291"), D("0.194")])    # 0.05 % taker
+        self.assertEqual({f["liquidity"] for f in fills_b}, {"taker"})
+        fills_a = loads_exact(t.call(a, "GET", "/api/v1/fills").body)
+        self.assertEqual([f["fee"] for f in fills_a], [D("0.1164"), D("0.0776")])  # 0.02 % maker
+
+        pos_b = loads_exact(t.call(b, "GET", "/api/v1/positions").body)
+        self.assertEqual(len(pos_b), 1)
+        p = pos_b[0]
+        self.assertEqual((p["side"], p["size"], p["entry_price"], p["mark_price"]), ("Long", D("0.01"), D("97000"), D("97000")))
+        self.assertEqual(p["margin"], D("97"))          # 0.01 × 97,000 / 10
+        self.assertEqual(p["unrealized_pnl"], D("0"))
+        bal = loads_exact(t.call(b, "GET", "/api/v1/balances").body)[0]
+        self.assertEqual(bal["asset"], "USDM")
+        self.assertEqual(bal["total"], D("9999.515"))   # 10,000 - 0.194 - 0.291
+        self.assertEqual(bal["locked"], D("97"))
+        self.assertEqual(bal["available"], D("9902.515"))
+        self.assertEqual(bal["available"] + bal["locked"], bal["total"])
+
+        # Mark moves: unrealized PnL and balances follow at once.
+        t.mark("BTC_USDM_PERP", "97500")
+        p = loads_exact(t.call(b, "GET", "/api/v1/positions").body)[0]
+        self.assertEqual(p["unrealized_pnl"], D("5"))   # (97,500 - 97,000) × 0.01
+        self.assertEqual(p["pnl_percent"], D("5.13"))   # 5 / 97.5 × 100 = 5.128…
+        t.mark("BTC_USDM_PERP", "97000")
+
+        # Cancel: own order yes, twice no, someone else's no.
+        r = t.place(a, side="Sell", price="98000", amount="0.01")
+        oid = r.json()["id"]
+        self.assertEqual(t.call(b, "DELETE", f"/api/v1/orders/{oid}").status, 404)
+        r = t.call(a, "DELETE", f"/api/v1/orders/{oid}")
+        self.assertEqual((r.status, r.json()["status"]), (200, "cancelled"))
+        self.assertEqual(t.call(a, "DELETE", f"/api/v1/orders/{oid}").status, 404)
+        hist = self.orders(a, "/api/v1/orders/history")
+        self.assertEqual(hist[0]["status"], "Cancelled")
+        self.assertEqual(hist[0]["cancel_reason"], "USER")
+
+        # Close through the book: a reduce-only market order, realized PnL in the fill.
+        t.place(a, side="Buy", price="96900", amount="0.02")
+        pid = p["id"]
+        self.assertEqual(t.call(a, "POST", f"/api/v1/positions/{pid}/close").status, 404)  # not A's
+        r = t.call(b, "POST", f"/api/v1/positions/{pid}/close")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json()["status"], "closed")
+        self.assertEqual(loads_exact(t.call(b, "GET", "/api/v1/positions").body), [])
+        last_fill = loads_exact(t.call(b, "GET", "/api/v1/fills?limit=1").body)[0]
+        self.assertEqual((last_fill["price"], last_fill["realized_pnl"]), (D("96900"), D("-1")))
+        self.assertEqual(last_fill["order_id"], r.json()["order_id"])
+        self.assertEqual(t.call(b, "POST", f"/api/v1/positions/{pid}/close").status, 404)
+
+        # Cancel all for a symbol.
+        t.place(a, side="Buy", price="96000", amount="0.001")
+        r = t.call(a, "DELETE", "/api/v1/orders?symbol=BTC_USDM_PERP")
+        self.assertEqual(r.json()["status"], "cancelled")
+        self.assertGreaterEqual(r.json()["count"], 2)
+        self.assertEqual(self.orders(a), [])
+        inv = t.invariants()
+        self.assertTrue(inv["ok"], inv)
+
+    def test_pagination_with_cursor(self):
+        t = self.t
+        u = new_user()
+        t.deposit(u, "100000")
+        ids = [t.place(u, side="Buy", price=str(90000 + i), amount="0.001").json()["id"] for i in range(7)]
+        seen = []
+        cursor = None
+        while True:
+            path = "/api/v1/orders?limit=3" + (f"&before={cursor}" if cursor else "")
+            r = t.call(u, "GET", path)
+            page = r.json()
+            seen += [o["id"] for o in page]
+            cursor = r.header("X-Next-Cursor")
+            if not cursor:
+                break
+        self.assertEqual(seen, list(reversed(ids)))
+        self.assertEqual(t.call(u, "GET", "/api/v1/orders?limit=0").status, 400)
+        self.assertEqual(t.call(u, "GET", "/api/v1/orders?limit=1001").status, 400)
+        self.assertEqual(t.call(u, "GET", "/api/v1/orders?foo=1").json()["error"]["field"], "foo")
+        t.call(u, "DELETE", "/api/v1/orders")
+
+    def test_client_order_id_returns_the_original(self):
+        t = self.t
+        u = new_user()
+        t.deposit(u, "1000")
+        first = t.place(u, side="Buy", price="90000", amount="0.001", client_order_id="abc-1")
+        self.assertEqual(first.status, 201)
+        again = t.place(u, side="Buy", price="91000", amount="0.002", client_order_id="abc-1")
+        self.assertEqual(again.status, 200, again.body)
+        self.assertEqual(again.json()["id"], first.json()["id"])
+        self.assertEqual(again.json()["price"], 90000)
+        self.assertEqual(len(self.orders(u)), 1)
+
+    def test_risk_rejections_are_422_with_the_engine_reason(self):
+        t = self.t
+        u = new_user()
+        t.deposit(u, "10")
+        r = t.place(u, side="Buy", price="97000", amount="0.01")
+        self.assertEqual(r.status, 422, r.body)
+        self.assertEqual(r.json()["error"]["code"], "INSUFFICIENT_MARGIN")
+        rich = new_user()
+        t.deposit(rich, "100000")
+        t.place(rich, side="Sell", price="97000", amount="0.01")
+        r = t.place(u, side="Buy", price="97000", amount="0.001", time_in_force="PostOnly")
+        self.assertEqual(r.json()["error"]["code"], "POST_ONLY_WOULD_CROSS")
+        r = t.place(u, side="Sell", price="97000", amount="0.001", reduce_only=True)
+        self.assertEqual(r.json()["error"]["code"], "REDUCE_ONLY_WOULD_INCREASE")
+        r = t.place(u, side="Buy", price="150000", amount="0.001")
+        self.assertEqual((r.status, r.json()["error"]["code"]), (422, "PRICE_OUT_OF_BAND"))
+        t.call(rich, "DELETE", "/api/v1/orders")
+
+    def test_operator_calls_are_idempotent_and_protected(self):
+        t = self.t
+        u = new_user()
+        first = t.deposit(u, "12.345678", key="dep-1")
+        again = t.deposit(u, "12.345678", key="dep-1")
+        self.assertEqual(first, again)
+        self.assertEqual(D(str(first["balance"])), D("12.345678"))
+        r = t.op("POST", "/internal/v1/withdrawals", {"user_id": u, "amount": "20", "idempotency_key": "w-1"})
+        self.assertEqual((r.status, r.json()["error"]["code"]), (422, "INSUFFICIENT_BALANCE"))
+        r = t.op("POST", "/internal/v1/withdrawals", {"user_id": u, "amount": "2.345678", "idempotency_key": "w-2"})
+        self.assertEqual(D(str(r.json()["balance"])), D("10"))
+        f1 = t.op("POST", "/internal/v1/faucet", {"user_id": u}).json()
+        f2 = t.op("POST", "/internal/v1/faucet", {"user_id": u}).json()
+        self.assertEqual(f1, f2)
+        self.assertEqual(D(str(f1["balance"])), D("10010"))
+        from harness import request
+        r = request(t.port, "POST", "/internal/v1/deposits", body={"user_id": u, "amount": "1", "idempotency_key": "x"},
+                    headers={"Authorization": "Bearer wrong"})
+        self.assertEqual(r.status, 401)
+        r = request(t.port, "POST", "/internal/v1/deposits", body={"user_id": u, "amount": "1", "idempotency_key": "x"})
+        self.assertEqual(r.status, 401)
+
+    def test_every_user_route_needs_a_user(self):
+        for method, path in [("GET", "/api/v1/orders"), ("POST", "/api/v1/orders"), ("GET", "/api/v1/orders/history"),
+                             ("DELETE", "/api/v1/orders"), ("GET", "/api/v1/fills"), ("GET", "/api/v1/positions"),
+                             ("GET", "/api/v1/balances"), ("DELETE", "/api/v1/orders/" + new_user()),
+                             ("POST", f"/api/v1/positions/{new_user()}/close")]:
+            for header in [None, "not-a-uuid", ""]:
+                r = self.t.call(header, method, path, body={})
+                self.assertEqual(r.status, 401, (method, path, header, r.body))
+                self.assertEqual(r.json()["error"]["code"], "UNAUTHENTICATED")
+
+
+if __name__ == "__main__":
+    unittest.main()
