@@ -25,6 +25,14 @@ if [ $skip_pg = 0 ] || [ $skip_redis = 0 ]; then
 fi
 export DATABASE_URL REDIS_URL
 
+# The operator token guards trading's internal API (deposits, faucet); one per checkout.
+if [ -z "${OPERATOR_TOKEN:-}" ]; then
+  [ -f "$run_dir/operator-token" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$run_dir/operator-token"
+  OPERATOR_TOKEN=$(cat "$run_dir/operator-token")
+fi
+export OPERATOR_TOKEN
+FAUCET_AMOUNT=${FAUCET_AMOUNT:-10000}
+
 echo "run: applying migrations"
 "$bin/hydrox-migrate" "$root/db/migrations"
 
@@ -64,7 +72,7 @@ CONF
 
 [program:$name]
 command=$bin/hydrox-$name
-environment=PORT="$port",DATABASE_URL="$DATABASE_URL",REDIS_URL="$REDIS_URL",MARKET_SERVICE_URL="http://127.0.0.1:8081",TRADING_SERVICE_URL="http://127.0.0.1:8082",VAULT_SERVICE_URL="http://127.0.0.1:8083",USER_SERVICE_URL="http://127.0.0.1:8084",LOG_LEVEL="${LOG_LEVEL:-info}"
+environment=PORT="$port",DATABASE_URL="$DATABASE_URL",REDIS_URL="$REDIS_URL",MARKET_SERVICE_URL="http://127.0.0.1:8081",TRADING_SERVICE_URL="http://127.0.0.1:8082",VAULT_SERVICE_URL="http://127.0.0.1:8083",USER_SERVICE_URL="http://127.0.0.1:8084",LOG_LEVEL="${LOG_LEVEL:-info}",OPERATOR_TOKEN="$OPERATOR_TOKEN",FAUCET_AMOUNT="$FAUCET_AMOUNT"
 autostart=true
 autorestart=true
 startsecs=1
@@ -104,6 +112,10 @@ HydroX is up.
   Redis          $REDIS_URL
   Logs           $run_dir/logs/
   Processes      supervisorctl -c $conf status
+
+Operator CLI (deposits, faucet, marks, invariants against trading's internal API):
+  OPERATOR_TOKEN=$OPERATOR_TOKEN build/default/bin/hydrox-admin faucet <user-uuid>
+  OPERATOR_TOKEN=$OPERATOR_TOKEN build/default/bin/hydrox-admin invariants
 
 Press Ctrl-C to stop everything (or run 'make stop' from another shell).
 TXT

@@ -1,0 +1,82 @@
+// hydrox-admin: the operator's command line for trading's internal API.
+//   hydrox-admin deposit USER_ID AMOUNT [IDEMPOTENCY_KEY]
+//   hydrox-admin withdraw USER_ID AMOUNT IDEMPOTENCY_KEY
+//   hydrox-admin faucet USER_ID
+//   hydrox-admin mark SYMBOL PRICE
+//   hydrox-admin invariants
+// Environment: TRADING_SERVICE_URL (default http://localhost:8082), OPERATOR_TOKEN (required).
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hydrox/config/env.hpp"
+#include "hydrox/core/ids.hpp"
+#include "hydrox/http/client.hpp"
+#include "hydrox/json/json.hpp"
+#include "hydrox/log/log.hpp"
+
+using namespace hydrox;
+
+namespace {
+
+int usage() {
+  std::fprintf(stderr,
+               "usage: hydrox-admin deposit USER_ID AMOUNT [IDEMPOTENCY_KEY]\n"
+               "       hydrox-admin withdraw USER_ID AMOUNT IDEMPOTENCY_KEY\n"
+               "       hydrox-admin faucet USER_ID\n"
+               "       hydrox-admin mark SYMBOL PRICE\n"
+               "       hydrox-admin invariants\n"
+               "env:   TRADING_SERVICE_URL (default http://localhost:8082), OPERATOR_TOKEN\n");
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  log::init("admin", log::Level::warn);
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) return usage();
+  config::Env env;
+  auto url = env.endpoint("TRADING_SERVICE_URL", "http://localhost:8082");
+  auto token = env.required("OPERATOR_TOKEN");
+  if (!url || !token) {
+    std::fprintf(stderr, "%s\n", (!url ? url.error() : token.error()).message.c_str());
+    return 2;
+  }
+  http::OutgoingRequest req;
+  req.method = http::Method::post;
+  json::Writer w;
+  const std::string& cmd = args[0];
+  if ((cmd == "deposit" && (args.size() == 3 || args.size() == 4)) || (cmd == "withdraw" && args.size() == 4)) {
+    req.target = cmd == "deposit" ? "/internal/v1/deposits" : "/internal/v1/withdrawals";
+    std::string key = args.size() == 4 ? args[3] : "admin-" + Uuid::random_v4().to_string();
+    w.begin_object().field("user_id", args[1]).key("amount").string(args[2]).field("idempotency_key", key).end_object();
+  } else if (cmd == "faucet" && args.size() == 2) {
+    req.target = "/internal/v1/faucet";
+    w.begin_object().field("user_id", args[1]).end_object();
+  } else if (cmd == "mark" && args.size() == 3) {
+    req.target = "/internal/v1/marks";
+    w.begin_object().field("symbol", args[1]).key("mark_price").string(args[2]).end_object();
+  } else if (cmd == "invariants" && args.size() == 1) {
+    req.method = http::Method::get;
+    req.target = "/internal/v1/invariants";
+  } else {
+    return usage();
+  }
+  req.body = w.take();
+  req.headers = {{"Authorization", "Bearer " + *token}, {"Content-Type", "application/json"}};
+
+  http::Runtime runtime(http::Runtime::Options{1, 1, 16});
+  http::Client client(runtime);
+  std::thread io([&] { runtime.run(); });
+  auto res = client.request_sync(*url, std::move(req));
+  runtime.stop();
+  io.join();
+  if (!res) {
+    std::fprintf(stderr, "request failed: %s\n", res.error().message.c_str());
+    return 1;
+  }
+  std::printf("%s\n", res->body.c_str());
+  return res->status < 300 ? 0 : 1;
+}
