@@ -13,4 +13,6 @@ for b in build/default/bench/*; do
   echo "== $b"
   "$b"
 done
-[ $found = 1 ] || echo "bench: no benchmarks yet (they arrive with the engine, issue #3)"
+[ $found = 1 ] || echo "bench: engine benchmarks missing (build/default/bench)"
+echo "== durable order entry (bench/order_entry.sh)"
+bench/order_entry.sh

@@ -41,6 +41,14 @@ Result<void> setup(service::Context& ctx) {
   if (!upstream_timeout) return upstream_timeout.error();
   auto health_timeout = ctx.env.integer("HEALTH_TIMEOUT_MS", 1000, 50, 10'000);
   if (!health_timeout) return health_timeout.error();
+  auto legacy = ctx.env.boolean("HYDROX_LEGACY_CLIENT_AUTH", false);
+  if (!legacy) return legacy.error();
+  if (*legacy) {
+    // The original web client sends X-User-ID itself. Anyone can then act as anyone: never in
+    // production, and said loudly at every start.
+    log::warn("HYDROX_LEGACY_CLIENT_AUTH=1: client-sent X-User-ID is trusted; any caller can act as any user");
+  }
+  set_legacy_client_auth(*legacy);
 
   http::ClientOptions proxy_options;
   proxy_options.request_timeout = std::chrono::milliseconds(*upstream_timeout);

@@ -176,6 +176,21 @@ class GatewayProxyBehaviour(unittest.TestCase):
         self.assertTrue(upgrade)
         self.assertNotIn("x-user-id", upgrade[-1])
 
+    def test_legacy_mode_passes_the_client_identity_and_says_so(self):
+        fake = FakeUpstream()
+        url = f"http://127.0.0.1:{fake.port}"
+        stack = Stack("legacy", extra_env={"gateway": {"TRADING_SERVICE_URL": url, "HYDROX_LEGACY_CLIENT_AUTH": "1"}},
+                      services=["gateway"])
+        try:
+            stack.start("gateway")
+            r = stack.get("/api/v1/positions", headers={"X-User-ID": "u-1"})
+            self.assertEqual(r.json()["headers"]["x-user-id"], "u-1")
+            with open(f"{stack.log_dir}/gateway.log", encoding="utf-8") as f:
+                self.assertIn("HYDROX_LEGACY_CLIENT_AUTH=1", f.read())
+        finally:
+            stack.close()
+            fake.close()
+
     def test_websocket_to_a_down_market_is_503(self):
         stack = Stack("wsdown", extra_env={"gateway": {"MARKET_SERVICE_URL": "http://127.0.0.1:1"}},
                       services=["gateway"])

@@ -27,6 +27,8 @@ http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client);
 
 // Removes headers a client must never choose (identity) from a request about to be forwarded.
 void strip_identity(http::Request& req);
+// Legacy client mode (HYDROX_LEGACY_CLIENT_AUTH=1, off by default): keep a client's X-User-ID.
+void set_legacy_client_auth(bool on);
 
 // CORS for the configured origins: preflight answered here, headers added to every answer.
 http::Middleware make_cors(std::vector<std::string> allowed_origins);

