@@ -271,6 +271,7 @@ void EngineHost::engine_loop() {
 
 void EngineHost::persist_loop() {
   for (;;) {
+    // Group commit: every batch waiting now goes into one transaction.
     Batch b;
     {
       std::unique_lock lock(out_mu_);
@@ -278,6 +279,24 @@ void EngineHost::persist_loop() {
       if (out_.empty()) return;
       b = std::move(out_.front());
       out_.pop_front();
+      while (!out_.empty()) {
+        Batch& next = out_.front();
+        const std::size_t offset = b.events.size();
+        b.events.insert(b.events.end(), std::make_move_iterator(next.events.begin()),
+                        std::make_move_iterator(next.events.end()));
+        for (auto& it : next.items) {
+          it.first_event += offset;
+          it.end_event += offset;
+          b.items.push_back(std::move(it));
+        }
+        // Later collateral wins: it is the state after both batches.
+        for (auto& bal : next.balances) {
+          auto found = std::find_if(b.balances.begin(), b.balances.end(),
+                                    [&](const auto& x) { return x.first == bal.first; });
+          if (found != b.balances.end()) found->second = bal.second; else b.balances.push_back(bal);
+        }
+        out_.pop_front();
+      }
     }
     out_cv_.notify_all();
     const bool has_writes = std::any_of(b.items.begin(), b.items.end(), [](const Item& i) { return i.journaled; });
