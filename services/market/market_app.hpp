@@ -1,9 +1,26 @@
 #pragma once
+#include <memory>
+
+#include "hydrox/catalog/catalog.hpp"
+#include "hydrox/http/client.hpp"
 #include "hydrox/service/service.hpp"
 
 namespace hydrox::market {
 
-// The market service's routes and background work (registered into the shared service main).
+// Market data routes, the Redis cache in front of them, and the development index feed.
 Result<void> setup(service::Context& ctx);
+
+struct Services {
+  service::Context* ctx = nullptr;
+  catalog::Catalog catalog;
+  config::Endpoint trading;
+  std::shared_ptr<http::Client> client;
+  std::chrono::milliseconds ticker_ttl{1000};
+  std::chrono::milliseconds klines_ttl{5000};
+};
+
+void register_market_routes(Services& s, http::Router& r);
+// Starts the development index feed (a seeded random walk per market) on the runtime's timer.
+Result<void> start_index_feed(Services& s);
 
 }  // namespace hydrox::market

@@ -378,6 +378,14 @@ Result<void> EngineHost::write(const Batch& b) {
                  "ON CONFLICT (seq, liquidity) DO NOTHING");
   MultiRow ledger("INSERT INTO ledger (seq, user_id, delta, reason, reference, time)", 6,
                   "ON CONFLICT DO NOTHING");
+  struct Bar {
+    Price open = 0, high = 0, low = 0, close = 0;
+    Qty volume = 0;
+    Usdm quote = 0;
+    int trades = 0;
+    Seq first = 0, last = 0;
+  };
+  std::map<std::pair<std::uint32_t, std::int64_t>, Bar> bars;  // (market, minute) in event order
   std::unordered_map<Uuid, std::map<int, const PositionChanged*>, engine::UuidHash> positions;
   std::map<int, const MarkChanged*> marks;
   std::int64_t batch_ts = 0;
@@ -401,6 +409,18 @@ Result<void> EngineHost::write(const Batch& b) {
             const std::string amount = Catalog::amount_text(m, ev.qty);
             const std::string time = ts(ev.ts_ms);
             const std::string seq = std::to_string(e.seq);
+            Bar& bar = bars[{ev.market, ev.ts_ms / 60'000}];
+            if (bar.trades == 0) {
+              bar.open = bar.high = bar.low = ev.price;
+              bar.first = e.seq;
+            }
+            bar.high = std::max(bar.high, ev.price);
+            bar.low = std::min(bar.low, ev.price);
+            bar.close = ev.price;
+            bar.volume += ev.qty;
+            bar.quote += ev.notional;
+            bar.last = e.seq;
+            ++bar.trades;
             trades.add({seq, std::to_string(m.id), price, amount, std::string(side_name(ev.taker_side)),
                         ev.maker_order.value().to_string(), ev.taker_order.value().to_string(), time});
             fills.add({seq, "maker", ev.maker.value().to_string(), ev.maker_order.value().to_string(), std::to_string(m.id),
@@ -491,6 +511,22 @@ Result<void> EngineHost::write(const Batch& b) {
     mark_rows.add({std::to_string(m.id), Catalog::price_text(m, mc->mark), ts(mc->ts_ms)});
   }
   (void)batch_ts;
+  // One-minute bars, merged into what earlier batches wrote; a bar part already applied (same
+  // sequence range) is skipped, so a retried write cannot double its volume.
+  MultiRow bar_rows(
+      "INSERT INTO klines_1m AS k (market_id, bucket, open, high, low, close, volume, quote_volume, trades,"
+      " first_seq, last_seq)", 11,
+      "ON CONFLICT (market_id, bucket) DO UPDATE SET high = greatest(k.high, EXCLUDED.high),"
+      " low = least(k.low, EXCLUDED.low), close = EXCLUDED.close, volume = k.volume + EXCLUDED.volume,"
+      " quote_volume = k.quote_volume + EXCLUDED.quote_volume, trades = k.trades + EXCLUDED.trades,"
+      " last_seq = EXCLUDED.last_seq WHERE k.last_seq < EXCLUDED.first_seq");
+  for (const auto& [key, bar] : bars) {
+    const MarketInfo& m = catalog_.at(key.first);
+    bar_rows.add({std::to_string(m.id), ts(key.second * 60'000), Catalog::price_text(m, bar.open),
+                  Catalog::price_text(m, bar.high), Catalog::price_text(m, bar.low), Catalog::price_text(m, bar.close),
+                  Catalog::amount_text(m, bar.volume), usdm_text(bar.quote), std::to_string(bar.trades),
+                  std::to_string(bar.first), std::to_string(bar.last)});
+  }
 
   auto run = [&](const MultiRow& rows, std::string_view name) -> Result<void> {
     if (rows.empty()) return {};
@@ -500,7 +536,8 @@ Result<void> EngineHost::write(const Batch& b) {
                             std::pair{&new_orders, "orders_insert"}, std::pair{&updates, "orders_update"},
                             std::pair{&trades, "trades_insert"}, std::pair{&fills, "fills_insert"},
                             std::pair{&ledger, "ledger_insert"}, std::pair{&pos_rows, "positions_upsert"},
-                            std::pair{&balance_rows, "balances_upsert"}, std::pair{&mark_rows, "marks_upsert"}}) {
+                            std::pair{&balance_rows, "balances_upsert"}, std::pair{&mark_rows, "marks_upsert"},
+                            std::pair{&bar_rows, "klines_upsert"}}) {
     if (auto r = run(*rows, name); !r) return r.error();
   }
   return tx.commit();

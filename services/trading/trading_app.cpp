@@ -3,6 +3,7 @@
 #include "handlers/common.hpp"
 #include "hydrox/core/clock.hpp"
 #include "hydrox/decimal/decimal.hpp"
+#include "hydrox/json/json.hpp"
 #include "hydrox/log/log.hpp"
 
 namespace hydrox::trading {
@@ -40,6 +41,29 @@ Result<void> setup(service::Context& ctx) {
   s.host = std::make_unique<EngineHost>(s.catalog, ctx.db, ctx.redis, ho);
   if (auto r = s.host->recover(SystemClock::instance().now_ms()); !r) return r.error();
   s.host->start();
+
+  // Until the mark-price rules (issue #7) land, the mark follows the index published by market.
+  auto follow_index = ctx.env.boolean("MARK_FROM_INDEX", true);
+  if (!follow_index) return follow_index.error();
+  if (*follow_index) {
+    s.index_feed = std::make_unique<redis::Subscriber>(
+        ctx.redis_address, std::vector<std::string>{}, std::vector<std::string>{"hydrox:index:*"},
+        [&s](std::string_view, std::string_view message) {
+          auto doc = json::parse(message);
+          if (!doc || !doc->is_object()) return;
+          const json::Value* sym = doc->find("symbol");
+          const json::Value* price = doc->find("price");
+          const json::Value* ts = doc->find("time_ms");
+          const MarketInfo* m = sym && sym->is_string() ? s.catalog.find(sym->as_string()) : nullptr;
+          if (!m || !price || !ts) return;
+          auto ticks = Catalog::to_ticks(*m, *price, "price");
+          auto when = ts->as_int(0, INT64_MAX);
+          if (!ticks || !when) return;
+          Job job;
+          job.command = engine::SetMark{m->index, *ticks, *when};
+          s.host->submit(std::move(job));  // a full queue drops this sample; the next one follows
+        });
+  }
 
   register_order_routes(s, *ctx.router);
   register_position_routes(s, *ctx.router);

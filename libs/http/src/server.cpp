@@ -242,6 +242,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         .inc();
     reg.histogram("http_request_duration_seconds", "HTTP request latency", {{"route", label}})
         .observe_us(static_cast<std::uint64_t>(us));
+    if (log::enabled(log::Level::debug)) {  // access log (LOG_LEVEL=debug)
+      log::debug("request", {{"method", method_name(req.method)}, {"path", req.path}, {"status", status},
+                             {"duration_us", static_cast<std::int64_t>(us)}, {"request_id", req.request_id},
+                             {"remote", req.remote_addr}});
+    }
   }
 
   // Runs middleware and the route's handler; waits (on this strand) for the answer.

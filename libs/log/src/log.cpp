@@ -36,6 +36,8 @@ Level parse_level(std::string_view text, Level fallback) {
   return fallback;
 }
 
+bool enabled(Level level) { return level >= g_min; }
+
 void write(Level level, std::string_view msg, std::initializer_list<Field> fields) {
   if (level < g_min) return;
   json::Writer w;

@@ -17,6 +17,7 @@ struct Services {
   Catalog catalog;
   std::unique_ptr<EngineHost> host;
   std::string operator_token;  // empty: the operator API is disabled
+  std::unique_ptr<redis::Subscriber> index_feed;  // index prices → marks
   engine::Usdm faucet_amount = 0;
 };
 

@@ -147,6 +147,46 @@ void register_internal_routes(Services& s, http::Router& r) {
     submit(s, req, respond, std::move(job));
   });
 
+  // The order book at a known sequence, for the market service (read-only; trading listens on an
+  // internal address and the gateway does not route /internal).
+  r.get("/internal/v1/orderbook", [&s](http::Request& req, http::Respond respond) {
+    auto sym = req.query_param("symbol");
+    const MarketInfo* m = sym ? s.catalog.find(*sym) : nullptr;
+    if (!m) return respond(error_response(fail(Code::not_found, "unknown symbol"), req));
+    std::size_t depth = 50;
+    if (auto d = req.query_param("depth")) {
+      try {
+        depth = std::stoul(*d);
+      } catch (...) {
+        depth = 0;
+      }
+      if (depth < 1 || depth > 1000) {
+        return respond(error_response(fail(Code::invalid_field, "depth must be from 1 to 1000", "depth"), req));
+      }
+    }
+    Job job;
+    job.is_read = true;
+    job.read = [m, depth, respond](const Engine& e) -> std::function<void()> {
+      json::Writer w;
+      w.begin_object().field("symbol", m->symbol).field("seq", static_cast<std::int64_t>(e.last_seq()));
+      for (auto [name, side] : {std::pair{"bids", Side::buy}, std::pair{"asks", Side::sell}}) {
+        w.key(name).begin_array();
+        for (const auto& [price, size] : e.depth(m->index, side, depth)) {
+          w.begin_array();
+          Catalog::write_price(w, *m, price);
+          Catalog::write_amount(w, *m, size);
+          w.end_array();
+        }
+        w.end_array();
+      }
+      w.key("mark_price");
+      Catalog::write_price(w, *m, e.mark(m->index));
+      w.end_object();
+      return [respond, body = w.take()]() { respond(http::Response::json(200, body)); };
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
   // The invariants of perp-rules, checked on the live engine (for operators and tests).
   r.get("/internal/v1/invariants", [&s](http::Request& req, http::Respond respond) {
     if (auto a = authorize(s, req); !a) return respond(error_response(a.error(), req));

@@ -26,6 +26,7 @@ void init(std::string_view service, Level min_level = Level::info);
 Level parse_level(std::string_view text, Level fallback);
 
 void write(Level level, std::string_view msg, std::initializer_list<Field> fields = {});
+bool enabled(Level level);
 inline void debug(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::debug, m, f); }
 inline void info(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::info, m, f); }
 inline void warn(std::string_view m, std::initializer_list<Field> f = {}) { write(Level::warn, m, f); }

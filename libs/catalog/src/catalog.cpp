@@ -1,15 +1,15 @@
-#include "markets.hpp"
+#include "hydrox/catalog/catalog.hpp"
 
 #include "hydrox/decimal/decimal.hpp"
 
-namespace hydrox::trading {
+namespace hydrox::catalog {
 
 namespace {
 
 constexpr db::Query kMarkets{
     "trading_markets",
     "SELECT id, symbol, tick_size::text, lot_size::text, min_notional::text, max_leverage,"
-    " maker_fee_rate::text, taker_fee_rate::text, index_start_price::text"
+    " maker_fee_rate::text, taker_fee_rate::text, index_start_price::text, index_volatility::text"
     " FROM markets WHERE status <> 'delisted' ORDER BY id"};
 
 // "0.100" → units 1, scale 1 (trailing zeros dropped).
@@ -71,6 +71,8 @@ Result<Catalog> Catalog::load(db::Connection& c) {
     auto start_units = decimal::to_units(*start, m.tick_scale, decimal::Rounding::half_even);
     if (!start_units) return fail(Code::internal, "bad start price for " + m.symbol);
     m.start_price = *start_units / m.tick_units;
+    auto vol = decimal::parse_units(rows->get(r, 9), 6, decimal::Rounding::half_even);
+    m.index_volatility_ppm = vol ? *vol : 0;
     cat.markets_.push_back(std::move(m));
   }
   return cat;
@@ -148,4 +150,4 @@ void Catalog::write_amount(json::Writer& w, const MarketInfo& m, engine::Qty lot
   w.raw_number(amount_text(m, lots));
 }
 
-}  // namespace hydrox::trading
+}  // namespace hydrox::catalog

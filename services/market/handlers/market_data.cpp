@@ -1,0 +1,314 @@
+// GET /api/v1/markets, /markets/{symbol}/ticker, /klines, /trades, /orderbook, /funding.
+// Tickers and klines are cached in Redis (1 s and 5 s, the original README's TTLs); when Redis is
+// down they are computed from PostgreSQL and the service stays up.
+#include <algorithm>
+#include <charconv>
+#include <map>
+
+#include "hydrox/core/clock.hpp"
+#include "hydrox/decimal/decimal.hpp"
+#include "hydrox/json/json.hpp"
+#include "market_app.hpp"
+
+namespace hydrox::market {
+
+namespace {
+
+using catalog::MarketInfo;
+
+constexpr db::Query kTickerStats{
+    "ticker_stats",
+    "WITH day AS (SELECT bucket, open, high, low, volume, quote_volume FROM klines_1m"
+    "  WHERE market_id = $1::int AND bucket >= now() - interval '24 hours')"
+    " SELECT (SELECT close::text FROM klines_1m WHERE market_id = $1::int ORDER BY bucket DESC LIMIT 1),"
+    " (SELECT open::text FROM day ORDER BY bucket LIMIT 1),"
+    " (SELECT max(high)::text FROM day), (SELECT min(low)::text FROM day),"
+    " (SELECT coalesce(sum(volume), 0)::text FROM day), (SELECT coalesce(sum(quote_volume), 0)::text FROM day),"
+    " (SELECT mark::text FROM marks WHERE market_id = $1::int),"
+    " (SELECT coalesce(sum(size), 0)::text FROM positions WHERE market_id = $1::int AND size > 0)"};
+
+constexpr db::Query kTrades{
+    "market_trades",
+    "SELECT seq, price::text, amount::text, taker_side, extract(epoch from time)::bigint,"
+    " (extract(epoch from time) * 1000)::bigint FROM trades"
+    " WHERE market_id = $1::int AND ($2::bigint IS NULL OR seq < $2::bigint) ORDER BY seq DESC LIMIT $3::int"};
+
+// Interval → SQL expression for the bar's open from a 1-minute bucket.
+const std::map<std::string, std::string>& intervals() {
+  static const std::map<std::string, std::string> m = [] {
+    std::map<std::string, std::string> out;
+    for (auto [name, secs] : {std::pair{"1m", 60}, {"3m", 180}, {"5m", 300}, {"15m", 900}, {"30m", 1800},
+                              {"1h", 3600}, {"2h", 7200}, {"4h", 14400}, {"6h", 21600}, {"8h", 28800},
+                              {"12h", 43200}, {"1d", 86400}, {"3d", 259200}}) {
+      out[name] = "to_timestamp(floor(extract(epoch from bucket) / " + std::to_string(secs) + ") * " +
+                  std::to_string(secs) + ")";
+    }
+    out["1w"] = "(date_trunc('week', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')";
+    out["1M"] = "(date_trunc('month', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')";
+    return out;
+  }();
+  return m;
+}
+
+std::string plain(std::string_view numeric) {
+  auto d = decimal::parse(numeric);
+  return d ? decimal::format(*d) : std::string(numeric);
+}
+
+std::optional<std::int64_t> to_int(std::string_view s) {
+  std::int64_t v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
+  return v;
+}
+
+// Reads the cache, else computes (blocking, on the blocking pool) and stores it.
+void cached(Services& s, http::Request& req, http::Respond respond, std::string key, std::chrono::milliseconds ttl,
+            std::function<Result<std::string>()> compute) {
+  service::respond_blocking(*s.ctx, req, respond, [&s, key, ttl, compute]() -> Result<http::Response> {
+    auto hit = s.ctx->redis->get(key);
+    if (hit && *hit) {
+      auto r = http::Response::json(200, **hit);
+      r.set_header("X-Cache", "hit");
+      return r;
+    }
+    auto body = compute();
+    if (!body) return body.error();
+    if (hit) (void)s.ctx->redis->set(key, *body, ttl);  // Redis is up: fill the cache
+    auto r = http::Response::json(200, *body);
+    r.set_header("X-Cache", hit ? "miss" : "bypass");
+    return r;
+  });
+}
+
+const MarketInfo* market_of(Services& s, const http::Request& req, http::Respond& respond) {
+  const MarketInfo* m = s.catalog.find(req.path_param("symbol"));
+  if (!m) {
+    respond(http::Response::error(fail(Code::not_found, "unknown market " + std::string(req.path_param("symbol"))),
+                                  req.request_id));
+  }
+  return m;
+}
+
+Result<std::string> ticker_json(Services& s, const MarketInfo& m, bool with_rules) {
+  auto lease = s.ctx->db->acquire();
+  if (!lease) return lease.error();
+  auto rows = (*lease)->exec(kTickerStats, {std::to_string(m.id)});
+  if (!rows) return rows.error();
+  auto col = [&](int c) -> std::optional<decimal::Decimal> {
+    if (rows->is_null(0, c)) return std::nullopt;
+    auto d = decimal::parse(rows->get(0, c));
+    return d ? std::optional(*d) : std::nullopt;
+  };
+  // Exact arithmetic on the decimals at 1e-8 (prices here have at most 4 decimals).
+  auto units = [](const decimal::Decimal& d) { return *decimal::to_units(d, 8, decimal::Rounding::half_even); };
+  const auto mark = col(6);
+  std::optional<decimal::Decimal> index;
+  if (auto cachedi = s.ctx->redis->get("hydrox:index:last:" + m.symbol); cachedi && *cachedi) {
+    if (auto doc = json::parse(**cachedi); doc && doc->find("price")) {
+      if (auto d = doc->find("price")->as_decimal()) index = *d;
+    }
+  }
+  // Before the first trade the last price is the mark (a client computes with it).
+  const auto last = col(0) ? col(0) : mark;
+  const std::int64_t last_u = last ? units(*last) : 0;
+  const auto open = col(1);
+  const std::int64_t open_u = open ? units(*open) : last_u;
+  const std::int64_t change = last_u - open_u;
+  auto pct = open_u == 0 ? Result<decimal::i128>(0)
+                         : decimal::div_round(static_cast<decimal::i128>(change) * 10'000, open_u, decimal::Rounding::half_even);
+  const std::int64_t now_s = SystemClock::instance().now_s();
+  json::Writer w;
+  w.begin_object().field("symbol", m.symbol);
+  w.key("last_price").raw_number(decimal::format(last_u, 8));
+  w.key("price_change").raw_number(decimal::format(change, 8));
+  w.key("price_change_percent").raw_number(decimal::format(pct ? *pct : 0, 2));
+  w.key("high_24h").raw_number(col(2) ? decimal::format(*col(2)) : decimal::format(last_u, 8));
+  w.key("low_24h").raw_number(col(3) ? decimal::format(*col(3)) : decimal::format(last_u, 8));
+  w.key("volume_24h").raw_number(plain(rows->get(0, 4)));
+  w.key("quote_volume_24h").raw_number(plain(rows->get(0, 5)));
+  w.key("mark_price").raw_number(mark ? decimal::format(*mark) : "0");
+  w.key("index_price").raw_number(index ? decimal::format(*index) : (mark ? decimal::format(*mark) : "0"));
+  w.key("funding_rate").raw_number("0");
+  w.field("next_funding_time", (now_s / 3600 + 1) * 3600);
+  w.key("open_interest").raw_number(plain(rows->get(0, 7)));
+  if (with_rules) {
+    w.key("tick_size").raw_number(m.tick_size).key("lot_size").raw_number(m.lot_size);
+    w.key("min_notional").raw_number(m.min_notional).field("max_leverage", m.spec.max_leverage);
+    w.key("maker_fee_rate").raw_number(decimal::format(static_cast<std::int64_t>(m.spec.maker_fee_ppm), 6));
+    w.key("taker_fee_rate").raw_number(decimal::format(static_cast<std::int64_t>(m.spec.taker_fee_ppm), 6));
+  }
+  w.end_object();
+  return w.take();
+}
+
+}  // namespace
+
+void register_market_routes(Services& s, http::Router& r) {
+  r.get("/api/v1/markets", [&s](http::Request& req, http::Respond respond) {
+    cached(s, req, respond, "hydrox:cache:markets", s.ticker_ttl, [&s]() -> Result<std::string> {
+      json::Writer w;
+      w.begin_array();
+      for (const auto& m : s.catalog.all()) {
+        auto t = ticker_json(s, m, true);
+        if (!t) return t.error();
+        w.raw_value(*t);
+      }
+      w.end_array();
+      return w.take();
+    });
+  });
+
+  r.get("/api/v1/markets/{symbol}/ticker", [&s](http::Request& req, http::Respond respond) {
+    const MarketInfo* m = market_of(s, req, respond);
+    if (!m) return;
+    cached(s, req, respond, "hydrox:cache:ticker:" + m->symbol, s.ticker_ttl,
+           [&s, m]() { return ticker_json(s, *m, false); });
+  });
+
+  r.get("/api/v1/markets/{symbol}/klines", [&s](http::Request& req, http::Respond respond) {
+    const MarketInfo* m = market_of(s, req, respond);
+    if (!m) return;
+    for (const auto& name : req.query_names()) {
+      if (name != "interval" && name != "start" && name != "end" && name != "limit") {
+        return respond(http::Response::error(fail(Code::unknown_field, "unknown query parameter " + name, name), req.request_id));
+      }
+    }
+    const std::string interval = req.query_param("interval").value_or("1h");
+    auto it = intervals().find(interval);
+    if (it == intervals().end()) {
+      return respond(http::Response::error(
+          fail(Code::invalid_field, "interval must be one of 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M", "interval"),
+          req.request_id));
+    }
+    std::optional<std::int64_t> start, end;
+    std::int64_t limit = 500;
+    for (auto [name, target] : {std::pair{"start", &start}, std::pair{"end", &end}}) {
+      if (auto v = req.query_param(name); v && !v->empty()) {
+        auto n = to_int(*v);
+        if (!n || *n < 0 || *n > 32'503'680'000) {
+          return respond(http::Response::error(fail(Code::invalid_field, std::string(name) + " must be Unix seconds", name), req.request_id));
+        }
+        *target = *n;
+      }
+    }
+    if (start && end && *start >= *end) {
+      return respond(http::Response::error(fail(Code::invalid_field, "start must be before end", "start"), req.request_id));
+    }
+    if (auto v = req.query_param("limit"); v && !v->empty()) {
+      auto n = to_int(*v);
+      if (!n || *n < 1 || *n > 1000) {
+        return respond(http::Response::error(fail(Code::invalid_field, "limit must be from 1 to 1000", "limit"), req.request_id));
+      }
+      limit = *n;
+    }
+    const std::string key = "hydrox:cache:klines:" + m->symbol + ":" + interval + ":" +
+                            (start ? std::to_string(*start) : "") + ":" + (end ? std::to_string(*end) : "") + ":" +
+                            std::to_string(limit);
+    const std::string expr = it->second;
+    cached(s, req, respond, key, s.klines_ttl, [&s, m, expr, start, end, limit]() -> Result<std::string> {
+      // From `start` onward (ascending) when given, else the latest `limit` bars.
+      const std::string order = start ? "ASC" : "DESC";
+      const std::string sql =
+          "SELECT extract(epoch from b)::bigint, o, h, l, c, v FROM ("
+          " SELECT " + expr + " AS b, (array_agg(open ORDER BY bucket))[1]::text AS o, max(high)::text AS h,"
+          " min(low)::text AS l, (array_agg(close ORDER BY bucket DESC))[1]::text AS c, sum(volume)::text AS v"
+          " FROM klines_1m WHERE market_id = $1::int"
+          " AND bucket >= to_timestamp($2::bigint) - interval '32 days' AND bucket < to_timestamp($3::bigint)"
+          " GROUP BY 1) bars WHERE b >= to_timestamp($2::bigint) AND b < to_timestamp($3::bigint)"
+          " ORDER BY b " + order + " LIMIT $4::int";
+      auto lease = s.ctx->db->acquire();
+      if (!lease) return lease.error();
+      const std::int64_t far_future = SystemClock::instance().now_s() + 86400 * 400;
+      auto rows = (*lease)->exec(db::Query{"klines", sql},
+                                 {std::to_string(m->id), std::to_string(start.value_or(0)),
+                                  std::to_string(end.value_or(far_future)), std::to_string(limit)});
+      if (!rows) return rows.error();
+      std::vector<int> order_rows;
+      for (int i = 0; i < rows->size(); ++i) order_rows.push_back(i);
+      if (!start) std::reverse(order_rows.begin(), order_rows.end());  // ascending by time
+      json::Writer w;
+      w.begin_array();
+      for (int i : order_rows) {
+        w.begin_object().key("time").raw_number(rows->get(i, 0));
+        w.key("open").raw_number(plain(rows->get(i, 1))).key("high").raw_number(plain(rows->get(i, 2)));
+        w.key("low").raw_number(plain(rows->get(i, 3))).key("close").raw_number(plain(rows->get(i, 4)));
+        w.key("volume").raw_number(plain(rows->get(i, 5))).end_object();
+      }
+      w.end_array();
+      return w.take();
+    });
+  });
+
+  r.get("/api/v1/markets/{symbol}/trades", [&s](http::Request& req, http::Respond respond) {
+    const MarketInfo* m = market_of(s, req, respond);
+    if (!m) return;
+    std::int64_t limit = 50;
+    std::optional<std::string> before;
+    for (const auto& name : req.query_names()) {
+      if (name != "limit" && name != "before") {
+        return respond(http::Response::error(fail(Code::unknown_field, "unknown query parameter " + name, name), req.request_id));
+      }
+    }
+    if (auto v = req.query_param("limit"); v && !v->empty()) {
+      auto n = to_int(*v);
+      if (!n || *n < 1 || *n > 1000) {
+        return respond(http::Response::error(fail(Code::invalid_field, "limit must be from 1 to 1000", "limit"), req.request_id));
+      }
+      limit = *n;
+    }
+    if (auto v = req.query_param("before"); v && !v->empty()) {
+      if (!to_int(*v)) return respond(http::Response::error(fail(Code::invalid_field, "before must be a trade id", "before"), req.request_id));
+      before = *v;
+    }
+    service::respond_blocking(*s.ctx, req, respond, [&s, m, limit, before]() -> Result<http::Response> {
+      auto lease = s.ctx->db->acquire();
+      if (!lease) return lease.error();
+      auto rows = (*lease)->exec(kTrades, {std::to_string(m->id), before, std::to_string(limit)});
+      if (!rows) return rows.error();
+      json::Writer w;
+      w.begin_array();
+      for (int i = 0; i < rows->size(); ++i) {
+        w.begin_object().field("id", rows->get(i, 0));
+        w.key("price").raw_number(plain(rows->get(i, 1))).key("amount").raw_number(plain(rows->get(i, 2)));
+        w.field("side", rows->get(i, 3)).key("time").raw_number(rows->get(i, 4));
+        w.key("time_ms").raw_number(rows->get(i, 5)).end_object();
+      }
+      w.end_array();
+      auto res = http::Response::json(200, w.take());
+      if (rows->size() == limit) res.set_header("X-Next-Cursor", rows->get(rows->size() - 1, 0));
+      return res;
+    });
+  });
+
+  // The book lives in trading's engine: ask it (a read at a known sequence), never a copy.
+  r.get("/api/v1/markets/{symbol}/orderbook", [&s](http::Request& req, http::Respond respond) {
+    const MarketInfo* m = market_of(s, req, respond);
+    if (!m) return;
+    std::int64_t depth = 50;
+    if (auto v = req.query_param("depth"); v && !v->empty()) {
+      auto n = to_int(*v);
+      if (!n || *n < 1 || *n > 1000) {
+        return respond(http::Response::error(fail(Code::invalid_field, "depth must be from 1 to 1000", "depth"), req.request_id));
+      }
+      depth = *n;
+    }
+    http::OutgoingRequest out{http::Method::get,
+                              "/internal/v1/orderbook?symbol=" + m->symbol + "&depth=" + std::to_string(depth),
+                              {{"X-Request-ID", req.request_id}}, {}};
+    s.client->request(s.trading, std::move(out), [respond, rid = req.request_id](Result<http::Response> r2) {
+      if (!r2) return respond(http::Response::error(fail(Code::unavailable, "order book unavailable"), rid));
+      if (r2->status != 200) return respond(http::Response::error(fail(Code::unavailable, "order book unavailable"), rid));
+      respond(http::Response::json(200, std::move(r2->body)));
+    });
+  });
+
+  // Funding history: settlements arrive with issue #7; until then there are none.
+  r.get("/api/v1/markets/{symbol}/funding", [&s](http::Request& req, http::Respond respond) {
+    const MarketInfo* m = market_of(s, req, respond);
+    if (!m) return;
+    respond(http::Response::json(200, "[]"));
+  });
+}
+
+}  // namespace hydrox::market
