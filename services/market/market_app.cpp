@@ -1,6 +1,7 @@
 #include "market_app.hpp"
 
 #include "hydrox/log/log.hpp"
+#include "ws_hub.hpp"
 
 namespace hydrox::market {
 
@@ -21,6 +22,24 @@ Result<void> setup(service::Context& ctx) {
   co.request_timeout = std::chrono::milliseconds(2000);
   s.client = std::make_shared<http::Client>(*ctx.runtime, co);
   register_market_routes(s, *ctx.router);
+  http::WsOptions wo;
+  auto queued = ctx.env.integer("WS_MAX_QUEUED_MESSAGES", 4096, 8, 1'000'000);
+  if (!queued) return queued.error();
+  static std::shared_ptr<Hub> hub = std::make_shared<Hub>(s, static_cast<std::size_t>(*queued) * 2);
+  hub->start();
+  auto idle = ctx.env.integer("WS_IDLE_TIMEOUT_S", 60, 1, 3600);
+  auto sndbuf = ctx.env.integer("WS_SOCKET_SEND_BUFFER", 256 * 1024, 4096, 64 << 20);
+  if (!sndbuf) return sndbuf.error();
+  wo.socket_send_buffer = static_cast<int>(*sndbuf);
+  if (!idle) return idle.error();
+  wo.max_queued_messages = static_cast<std::size_t>(*queued);
+  wo.idle_timeout_s = static_cast<std::uint32_t>(*idle);
+  ctx.websockets.emplace_back("/ws", hub->handlers());
+  ctx.websocket_options = wo;
+  ctx.on_stop.push_back([&s] {
+    hub->stop();
+    s.client.reset();  // its pooled sockets belong to the runtime, which goes next
+  });
   auto feed = ctx.env.string("INDEX_FEED", "simulated");
   if (!feed) return feed.error();
   if (*feed == "simulated") {

@@ -1,4 +1,5 @@
 #pragma once
+#include <map>
 #include <memory>
 
 #include "hydrox/catalog/catalog.hpp"
@@ -20,6 +21,10 @@ struct Services {
 };
 
 void register_market_routes(Services& s, http::Router& r);
+// One market's ticker (and rules) as JSON, from PostgreSQL (blocking).
+Result<std::string> ticker_json(Services& s, const catalog::MarketInfo& m, bool with_rules);
+// Kline interval name → SQL expression of a bar's open from a 1-minute bucket.
+const std::map<std::string, std::string>& kline_intervals();
 // Starts the development index feed (a seeded random walk per market) on the runtime's timer.
 Result<void> start_index_feed(Services& s);
 

@@ -65,6 +65,11 @@ Result<void> setup(service::Context& ctx) {
         });
   }
 
+  ctx.on_stop.push_back([&s] {
+    s.index_feed.reset();
+    s.host->stop();
+  });
+
   register_order_routes(s, *ctx.router);
   register_position_routes(s, *ctx.router);
   register_internal_routes(s, *ctx.router);

@@ -49,9 +49,10 @@ void Runtime::every(std::chrono::milliseconds period, std::function<void()> fn) 
 }
 
 void Runtime::after(std::chrono::milliseconds delay, std::function<void()> fn) {
+  if (impl_->stopping.load()) return;
   auto timer = std::make_shared<asio::steady_timer>(impl_->io, delay);
-  timer->async_wait([timer, fn = std::move(fn)](boost::system::error_code ec) {
-    if (!ec) fn();
+  timer->async_wait([this, timer, fn = std::move(fn)](boost::system::error_code ec) {
+    if (!ec && !impl_->stopping.load()) fn();  // nothing new starts once stopping
   });
 }
 

@@ -150,6 +150,7 @@ int run(const Spec& spec) {
   ctx.server = &server;
   for (auto& mw : ctx.middleware) server.use(std::move(mw));
   for (auto& [path, resolver] : ctx.tunnels) server.tunnel(path, std::move(resolver));
+  for (auto& [path, handlers] : ctx.websockets) server.websocket(path, std::move(handlers), ctx.websocket_options);
   auto bound = server.start();
   if (!bound) return init_failed("listen", bound.error().message);
   ctx.port = *bound;
@@ -162,6 +163,7 @@ int run(const Spec& spec) {
     runtime.stop();
   });
   runtime.run();
+  for (auto& f : ctx.on_stop) f();
   log::info("stopped");
   return 0;
 }

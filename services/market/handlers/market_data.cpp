@@ -34,7 +34,9 @@ constexpr db::Query kTrades{
     " WHERE market_id = $1::int AND ($2::bigint IS NULL OR seq < $2::bigint) ORDER BY seq DESC LIMIT $3::int"};
 
 // Interval → SQL expression for the bar's open from a 1-minute bucket.
-const std::map<std::string, std::string>& intervals() {
+}  // namespace
+
+const std::map<std::string, std::string>& kline_intervals() {
   static const std::map<std::string, std::string> m = [] {
     std::map<std::string, std::string> out;
     for (auto [name, secs] : {std::pair{"1m", 60}, {"3m", 180}, {"5m", 300}, {"15m", 900}, {"30m", 1800},
@@ -49,6 +51,8 @@ const std::map<std::string, std::string>& intervals() {
   }();
   return m;
 }
+
+namespace {
 
 std::string plain(std::string_view numeric) {
   auto d = decimal::parse(numeric);
@@ -89,6 +93,8 @@ const MarketInfo* market_of(Services& s, const http::Request& req, http::Respond
   }
   return m;
 }
+
+}  // namespace
 
 Result<std::string> ticker_json(Services& s, const MarketInfo& m, bool with_rules) {
   auto lease = s.ctx->db->acquire();
@@ -142,8 +148,6 @@ Result<std::string> ticker_json(Services& s, const MarketInfo& m, bool with_rule
   return w.take();
 }
 
-}  // namespace
-
 void register_market_routes(Services& s, http::Router& r) {
   r.get("/api/v1/markets", [&s](http::Request& req, http::Respond respond) {
     cached(s, req, respond, "hydrox:cache:markets", s.ticker_ttl, [&s]() -> Result<std::string> {
@@ -175,8 +179,8 @@ void register_market_routes(Services& s, http::Router& r) {
       }
     }
     const std::string interval = req.query_param("interval").value_or("1h");
-    auto it = intervals().find(interval);
-    if (it == intervals().end()) {
+    auto it = kline_intervals().find(interval);
+    if (it == kline_intervals().end()) {
       return respond(http::Response::error(
           fail(Code::invalid_field, "interval must be one of 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w 1M", "interval"),
           req.request_id));

@@ -6,6 +6,7 @@
 #include "hydrox/http/message.hpp"
 #include "hydrox/http/router.hpp"
 #include "hydrox/http/runtime.hpp"
+#include "hydrox/http/websocket.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -41,6 +42,8 @@ class Server {
   ~Server();
   void use(Middleware mw);
   void tunnel(std::string path, TunnelResolver resolver);
+  // Accepts WebSocket upgrades on `path` and runs sessions with these handlers.
+  void websocket(std::string path, WsHandlers handlers, WsOptions options = {});
   // Binds and listens; the port actually bound.
   Result<std::uint16_t> start();
   // Stops accepting, lets in-flight requests finish (up to `drain`), closes idle connections.

@@ -32,6 +32,11 @@ struct Context {
   // Applied to the server when it is created (after setup).
   std::vector<http::Middleware> middleware;
   std::vector<std::pair<std::string, http::TunnelResolver>> tunnels;
+  std::vector<std::pair<std::string, http::WsHandlers>> websockets;
+  http::WsOptions websocket_options;
+  // Run after the event loop stopped, before the runtime is destroyed: release anything that
+  // holds sockets or threads (static state must not outlive the runtime).
+  std::vector<std::function<void()>> on_stop;
 };
 
 struct Spec {

@@ -1,0 +1,489 @@
+#include "ws_hub.hpp"
+
+#include <ctime>
+
+#include "hydrox/core/clock.hpp"
+#include "hydrox/decimal/decimal.hpp"
+#include "hydrox/json/json.hpp"
+#include "hydrox/log/log.hpp"
+#include "hydrox/metrics/metrics.hpp"
+
+namespace hydrox::market {
+
+namespace {
+
+constexpr std::size_t kRecentTrades = 50;
+constexpr std::int64_t kResyncWindowMs = 10'000;
+
+std::int64_t now_ms() { return SystemClock::instance().now_ms(); }
+
+// Prices and sizes kept as 1e-8 units for bar arithmetic (markets here have ≤ 4 price decimals
+// and ≤ 3 size decimals).
+std::int64_t units8(std::string_view text) {
+  auto v = decimal::parse_units(text, 8, decimal::Rounding::half_even);
+  return v ? *v : 0;
+}
+std::string text8(std::int64_t u) { return decimal::format(u, 8); }
+
+std::string reply_ok(const json::Value* id, std::string_view result) {
+  json::Writer w;
+  w.begin_object().key("id");
+  if (id) w.raw_value(id->is_string() ? json::quote(id->as_string()) : std::string(id->number_text().empty() ? "null" : id->number_text()));
+  else w.null();
+  w.field("result", result).end_object();
+  return w.take();
+}
+
+std::string reply_error(const json::Value* id, std::string_view code, std::string_view message,
+                        std::string_view stream = {}) {
+  json::Writer w;
+  w.begin_object().key("id");
+  if (id && id->is_string()) w.string(id->as_string());
+  else if (id && id->is_number()) w.raw_number(id->number_text());
+  else w.null();
+  w.key("error").begin_object().field("code", code).field("message", message);
+  if (!stream.empty()) w.field("stream", stream);
+  w.end_object().end_object();
+  return w.take();
+}
+
+metrics::Counter& dropped_sessions() {
+  static auto& c = metrics::Registry::global().counter("ws_slow_consumers_disconnected_total", "Sessions closed for not reading");
+  return c;
+}
+metrics::Counter& resyncs() {
+  static auto& c = metrics::Registry::global().counter("ws_resyncs_total", "Sessions resynced after a send-queue overflow");
+  return c;
+}
+
+}  // namespace
+
+std::int64_t Hub::bar_open(const std::string& interval, std::int64_t t) {
+  static const std::map<std::string, std::int64_t> secs{
+      {"1m", 60}, {"3m", 180}, {"5m", 300}, {"15m", 900}, {"30m", 1800}, {"1h", 3600}, {"2h", 7200},
+      {"4h", 14400}, {"6h", 21600}, {"8h", 28800}, {"12h", 43200}, {"1d", 86400}, {"3d", 259200}};
+  if (auto it = secs.find(interval); it != secs.end()) return t / it->second * it->second;
+  if (interval == "1w") return (t - 345600) / 604800 * 604800 + 345600;  // weeks start on Monday
+  std::time_t tt = static_cast<std::time_t>(t);                          // 1M: the month's first day
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  tm.tm_mday = 1;
+  tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+  return static_cast<std::int64_t>(timegm(&tm));
+}
+
+bool Hub::valid_stream(const std::string& stream) const {
+  if (stream == "ticker") return true;
+  auto dot = stream.find('.');
+  if (dot == std::string::npos) return false;
+  const std::string kind = stream.substr(0, dot);
+  std::string rest = stream.substr(dot + 1);
+  if (kind == "kline") {
+    auto dot2 = rest.find('.');
+    if (dot2 == std::string::npos || !kline_intervals().count(rest.substr(0, dot2))) return false;
+    rest = rest.substr(dot2 + 1);
+  } else if (kind != "ticker" && kind != "trade" && kind != "depth" && kind != "mark") {
+    return false;
+  }
+  return s_.catalog.find(rest) != nullptr;
+}
+
+std::string Hub::stream_type(const std::string& stream) const { return stream.substr(0, stream.find('.')); }
+
+http::WsHandlers Hub::handlers() {
+  auto self = shared_from_this();
+  http::WsHandlers h;
+  h.on_open = [self](const std::shared_ptr<http::WsConnection>& c) {
+    std::lock_guard lock(self->mu_);
+    self->sessions_[c->id()] = Session{c, {}, now_ms(), 0, false, 0};
+  };
+  h.on_message = [self](const std::shared_ptr<http::WsConnection>& c, std::string_view text) { self->on_message(c, text); };
+  h.on_close = [self](const std::shared_ptr<http::WsConnection>& c) { self->on_close(c); };
+  return h;
+}
+
+void Hub::on_close(const std::shared_ptr<http::WsConnection>& c) {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(c->id());
+  if (it == sessions_.end()) return;
+  for (const auto& stream : it->second.streams) subscribers_[stream].erase(c->id());
+  sessions_.erase(it);
+}
+
+void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_view text) {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(c->id());
+  if (it == sessions_.end()) return;
+  Session& session = it->second;
+  const std::int64_t now = now_ms();
+  if (now - session.window_start_ms >= 1000) {
+    session.window_start_ms = now;
+    session.window_count = 0;
+  }
+  if (++session.window_count > kMaxInboundPerSecond) {
+    c->close(1008, "more than 50 messages per second");
+    return;
+  }
+  json::Limits limits;
+  limits.max_depth = 4;
+  limits.max_elements = 1000;
+  auto doc = json::parse(text, limits);
+  if (!doc || !doc->is_object()) {
+    c->send(reply_error(nullptr, "MALFORMED_REQUEST", "expected a JSON object with method"));
+    return;
+  }
+  const json::Value* id = doc->find("id");
+  const json::Value* method = doc->find("method");
+  if (!method || !method->is_string()) {
+    c->send(reply_error(id, "MALFORMED_REQUEST", "method is required"));
+    return;
+  }
+  const std::string& m = method->as_string();
+  if (m == "PING") {
+    c->send(reply_ok(id, "pong"));
+    return;
+  }
+  if (m != "SUBSCRIBE" && m != "UNSUBSCRIBE") {
+    c->send(reply_error(id, "UNKNOWN_METHOD", "method must be SUBSCRIBE, UNSUBSCRIBE or PING"));
+    return;
+  }
+  const json::Value* params = doc->find("params");
+  if (!params || !params->is_array()) {
+    c->send(reply_error(id, "MALFORMED_REQUEST", "params must be an array of stream names"));
+    return;
+  }
+  std::vector<std::string> streams;
+  for (const auto& p : params->items()) {
+    if (!p.is_string()) {
+      c->send(reply_error(id, "MALFORMED_REQUEST", "params must be an array of stream names"));
+      return;
+    }
+    const std::string& name = p.as_string();
+    if (name == "orders" || name == "fills" || name == "positions" || name == "balances") {
+      c->send(reply_error(id, "AUTH_REQUIRED", "private streams need an authenticated connection", name));
+      return;
+    }
+    if (!valid_stream(name)) {
+      c->send(reply_error(id, "UNKNOWN_STREAM", "no such stream", name));
+      return;
+    }
+    streams.push_back(name);
+  }
+  if (m == "UNSUBSCRIBE") {
+    for (const auto& name : streams) {
+      session.streams.erase(name);
+      subscribers_[name].erase(c->id());
+    }
+    c->send(reply_ok(id, "ok"));
+    return;
+  }
+  std::size_t added = 0;
+  for (const auto& name : streams) added += session.streams.count(name) == 0;
+  if (session.streams.size() + added > kMaxSubscriptions) {
+    c->send(reply_error(id, "TOO_MANY_SUBSCRIPTIONS", "at most 200 subscriptions per connection"));
+    return;
+  }
+  c->send(reply_ok(id, "ok"));
+  for (const auto& name : streams) {
+    if (session.streams.insert(name).second) {
+      subscribers_[name].insert(c->id());
+      send_snapshot(session, name);
+    }
+  }
+}
+
+void Hub::send_snapshot(Session& session, const std::string& stream) {
+  const std::string type = stream_type(stream);
+  const std::string symbol = stream.substr(stream.rfind('.') + 1);
+  std::string data = "null";
+  if (stream == "ticker") {
+    json::Writer w;
+    w.begin_array();
+    for (const auto& m : s_.catalog.all()) {
+      if (auto t = last_ticker_.find(m.symbol); t != last_ticker_.end()) w.raw_value(t->second);
+    }
+    w.end_array();
+    data = w.take();
+  } else if (type == "ticker") {
+    if (auto t = last_ticker_.find(symbol); t != last_ticker_.end()) data = t->second;
+  } else if (type == "mark") {
+    if (auto t = last_mark_.find(symbol); t != last_mark_.end()) data = t->second;
+  } else if (type == "depth") {
+    Book& b = books_[symbol];
+    if (!b.ready) return;  // sent when the book arrives (fetch_book)
+    json::Writer w;
+    w.begin_object();
+    for (auto [name, side] : {std::pair{"bids", &b.bids}, std::pair{"asks", &b.asks}}) {
+      w.key(name).begin_array();
+      std::vector<std::pair<std::int64_t, const std::pair<const std::string, std::string>*>> levels;
+      for (const auto& level : *side) levels.emplace_back(units8(level.first), &level);
+      std::sort(levels.begin(), levels.end(), [&](auto& a, auto& c) { return side == &b.bids ? a.first > c.first : a.first < c.first; });
+      for (const auto& [u, level] : levels) w.begin_array().raw_number(level->first).raw_number(level->second).end_array();
+      w.end_array();
+    }
+    w.field("engine_seq", static_cast<std::int64_t>(b.engine_seq)).end_object();
+    data = w.take();
+  } else if (type == "trade") {
+    data = "[]";
+    if (auto t = last_ticker_.find("__trades__" + symbol); t != last_ticker_.end()) data = t->second;
+  } else if (type == "kline") {
+    if (auto b = bars_.find(stream); b != bars_.end() && b->second.t >= 0) {
+      const Bar& bar = b->second;
+      json::Writer w;
+      w.begin_object().field("t", bar.t).key("o").raw_number(bar.o).key("h").raw_number(bar.h);
+      w.key("l").raw_number(bar.l).key("c").raw_number(bar.c).key("v").raw_number(bar.v).field("x", false).end_object();
+      data = w.take();
+    }
+  }
+  json::Writer w;
+  w.begin_object().field("type", type).field("channel", stream).field("seq", static_cast<std::int64_t>(seq_[stream]));
+  w.field("snapshot", true).key("data").raw_value(data).end_object();
+  if (!session.conn->send(w.take())) {
+    session.resyncing = true;  // overflowing already: resync when it drains
+  }
+}
+
+void Hub::deliver(Session& session, const std::string& message) {
+  const std::int64_t now = now_ms();
+  auto drop = [&] {
+    dropped_sessions().inc();
+    session.resyncing = false;
+    session.conn->abort();  // it does not read: a close frame would never reach it
+  };
+  if (session.resyncing) {
+    if (session.conn->queued_messages() > 64) {
+      // Still not reading: drop the message (a snapshot follows), or the session when it has
+      // fallen too far behind or stayed stuck too long.
+      if (++session.missed > max_behind_ || now - session.last_resync_ms > kResyncWindowMs) drop();
+      return;
+    }
+    session.resyncing = false;
+    session.missed = 0;
+    for (const auto& stream : session.streams) send_snapshot(session, stream);
+  }
+  if (session.conn->send(message)) return;
+  if (session.last_resync_ms != 0 && now - session.last_resync_ms < kResyncWindowMs) {
+    drop();  // a second overflow soon after a resync
+    return;
+  }
+  resyncs().inc();
+  session.resyncing = true;
+  session.missed = 0;
+  session.last_resync_ms = now;
+}
+
+void Hub::broadcast(const std::string& stream, std::string_view type, const std::string& data) {
+  const std::uint64_t seq = ++seq_[stream];
+  auto subs = subscribers_.find(stream);
+  if (subs == subscribers_.end() || subs->second.empty()) return;
+  json::Writer w;
+  w.begin_object().field("type", type).field("channel", stream).field("seq", static_cast<std::int64_t>(seq));
+  w.key("data").raw_value(data).end_object();
+  const std::string message = w.take();
+  for (std::uint64_t id : subs->second) {
+    auto it = sessions_.find(id);
+    if (it != sessions_.end()) deliver(it->second, message);
+  }
+}
+
+void Hub::on_redis(std::string_view channel, std::string_view message) {
+  constexpr std::string_view kTrades = "hydrox:trades:", kBook = "hydrox:book:", kMark = "hydrox:mark:";
+  auto doc = json::parse(message);
+  if (!doc || !doc->is_object()) return;
+  std::lock_guard lock(mu_);
+  if (channel.starts_with(kTrades)) {
+    const std::string symbol(channel.substr(kTrades.size()));
+    json::Writer w;
+    w.begin_object().field("id", std::to_string(doc->find("id") ? *doc->find("id")->as_int(0, INT64_MAX) : 0));
+    w.field("symbol", symbol).key("price").raw_number(doc->find("price")->number_text());
+    w.key("amount").raw_number(doc->find("amount")->number_text()).field("side", doc->find("side")->as_string());
+    w.key("time").raw_number(doc->find("time")->number_text()).end_object();
+    const std::string trade = w.take();
+    broadcast("trade." + symbol, "trade", trade);
+    // Recent trades for snapshots (kept under a reserved key).
+    std::string& recent = last_ticker_["__trades__" + symbol];
+    auto arr = json::parse(recent.empty() ? "[]" : recent);
+    json::Writer r;
+    r.begin_array().raw_value(trade);
+    std::size_t n = 1;
+    for (const auto& item : arr->items()) {
+      if (n++ >= kRecentTrades) break;
+      // Re-render the stored item: it is our own JSON, so splice its text back.
+      r.raw_value("{\"id\":" + json::quote(item.find("id")->as_string()) + ",\"symbol\":" + json::quote(symbol) +
+                  ",\"price\":" + std::string(item.find("price")->number_text()) + ",\"amount\":" +
+                  std::string(item.find("amount")->number_text()) + ",\"side\":" + json::quote(item.find("side")->as_string()) +
+                  ",\"time\":" + std::string(item.find("time")->number_text()) + "}");
+    }
+    r.end_array();
+    recent = r.take();
+    // Klines of this symbol that someone watches.
+    const std::int64_t t = *doc->find("time")->as_int(0, INT64_MAX);
+    const std::string price(doc->find("price")->number_text());
+    const std::string amount(doc->find("amount")->number_text());
+    for (const auto& [interval, expr] : kline_intervals()) {
+      const std::string stream = "kline." + interval + "." + symbol;
+      auto subs = subscribers_.find(stream);
+      if (subs == subscribers_.end() || subs->second.empty()) continue;
+      Bar& bar = bars_[stream];
+      const std::int64_t open = bar_open(interval, t);
+      auto emit = [&](bool closed) {
+        json::Writer k;
+        k.begin_object().field("t", bar.t).key("o").raw_number(bar.o).key("h").raw_number(bar.h);
+        k.key("l").raw_number(bar.l).key("c").raw_number(bar.c).key("v").raw_number(bar.v).field("x", closed).end_object();
+        broadcast(stream, "kline", k.take());
+      };
+      if (bar.t == open) {
+        if (units8(price) > units8(bar.h)) bar.h = price;
+        if (units8(price) < units8(bar.l)) bar.l = price;
+        bar.c = price;
+        bar.v = text8(units8(bar.v) + units8(amount));
+      } else if (open > bar.t) {
+        if (bar.t >= 0) emit(true);
+        bar = Bar{open, price, price, price, price, amount};
+      } else {
+        continue;  // a late trade for an older bar: the REST klines have it
+      }
+      emit(false);
+    }
+  } else if (channel.starts_with(kBook)) {
+    const std::string symbol(channel.substr(kBook.size()));
+    Book& b = books_[symbol];
+    if (!b.ready) {
+      b.pending.emplace_back(message);
+      return;
+    }
+    auto seq = doc->find("seq")->as_int(0, INT64_MAX);
+    if (!seq || static_cast<std::uint64_t>(*seq) <= b.engine_seq) return;
+    b.engine_seq = static_cast<std::uint64_t>(*seq);
+    const bool bid = doc->find("side")->as_string() == "bid";
+    const std::string price(doc->find("price")->number_text());
+    const std::string size(doc->find("size")->number_text());
+    auto& side = bid ? b.bids : b.asks;
+    if (units8(size) == 0) side.erase(price); else side[price] = size;
+    json::Writer w;
+    w.begin_object().key(bid ? "bids" : "asks").begin_array().begin_array().raw_number(price).raw_number(size).end_array().end_array();
+    w.key(bid ? "asks" : "bids").begin_array().end_array().field("engine_seq", *seq).end_object();
+    broadcast("depth." + symbol, "depth", w.take());
+  } else if (channel.starts_with(kMark)) {
+    const std::string symbol(channel.substr(kMark.size()));
+    json::Writer w;
+    w.begin_object().field("symbol", symbol).key("mark_price").raw_number(doc->find("mark_price")->number_text());
+    w.key("time_ms").raw_number(doc->find("time_ms")->number_text()).end_object();
+    last_mark_[symbol] = w.take();
+    broadcast("mark." + symbol, "mark", last_mark_[symbol]);
+  }
+}
+
+void Hub::fetch_book(const std::string& symbol) {
+  auto self = shared_from_this();
+  http::OutgoingRequest req{http::Method::get, "/internal/v1/orderbook?symbol=" + symbol + "&depth=1000", {}, {}};
+  s_.client->request(s_.trading, std::move(req), [self, symbol](Result<http::Response> r) {
+    if (!r || r->status != 200) {
+      self->s_.ctx->runtime->after(std::chrono::seconds(1), [self, symbol] { self->fetch_book(symbol); });
+      return;
+    }
+    auto doc = json::parse(r->body);
+    if (!doc) return;
+    std::lock_guard lock(self->mu_);
+    Book& b = self->books_[symbol];
+    b.bids.clear();
+    b.asks.clear();
+    for (auto [name, side] : {std::pair{"bids", &b.bids}, std::pair{"asks", &b.asks}}) {
+      for (const auto& level : doc->find(name)->items()) {
+        (*side)[std::string(level.items()[0].number_text())] = std::string(level.items()[1].number_text());
+      }
+    }
+    b.engine_seq = static_cast<std::uint64_t>(*doc->find("seq")->as_int(0, INT64_MAX));
+    b.ready = true;
+    auto pending = std::move(b.pending);
+    b.pending.clear();
+    for (const auto& message : pending) {
+      // Deltas newer than the snapshot, in order (older ones are inside it).
+      self->mu_.unlock();
+      self->on_redis("hydrox:book:" + symbol, message);
+      self->mu_.lock();
+    }
+    // Everyone watching this book gets it whole: a first snapshot, or a resync after a reconnect.
+    const std::string stream = "depth." + symbol;
+    for (std::uint64_t id : self->subscribers_[stream]) {
+      auto it = self->sessions_.find(id);
+      if (it != self->sessions_.end()) self->send_snapshot(it->second, stream);
+    }
+  });
+}
+
+void Hub::tick() {
+  bool all = false;
+  std::vector<const catalog::MarketInfo*> wanted;
+  {
+    std::lock_guard lock(mu_);
+    auto a = subscribers_.find("ticker");
+    all = a != subscribers_.end() && !a->second.empty();
+    for (const auto& m : s_.catalog.all()) {
+      auto one = subscribers_.find("ticker." + m.symbol);
+      if (all || (one != subscribers_.end() && !one->second.empty())) wanted.push_back(&m);
+    }
+  }
+  if (wanted.empty()) return;
+  auto self = shared_from_this();
+  s_.ctx->runtime->try_blocking([self, wanted, all] {
+    std::vector<std::pair<std::string, std::string>> tickers;
+    for (const auto* m : wanted) {
+      auto t = ticker_json(self->s_, *m, false);
+      if (t) tickers.emplace_back(m->symbol, *t);
+    }
+    std::lock_guard lock(self->mu_);
+    json::Writer w;
+    w.begin_array();
+    for (const auto& [symbol, t] : tickers) {
+      self->last_ticker_[symbol] = t;
+      self->broadcast("ticker." + symbol, "ticker", t);
+      w.raw_value(t);
+    }
+    w.end_array();
+    if (all) self->broadcast("ticker", "ticker", w.take());
+  });
+}
+
+void Hub::stop() {
+  subscriber_.reset();  // joins the subscriber thread
+  std::lock_guard lock(mu_);
+  sessions_.clear();
+  subscribers_.clear();
+}
+
+void Hub::start() {
+  auto self = shared_from_this();
+  subscriber_ = std::make_unique<redis::Subscriber>(
+      s_.ctx->redis_address, std::vector<std::string>{},
+      std::vector<std::string>{"hydrox:trades:*", "hydrox:book:*", "hydrox:mark:*"},
+      [self](std::string_view channel, std::string_view message) { self->on_redis(channel, message); },
+      [self] {
+        // Messages were lost while Redis was away: rebuild the books and resend every snapshot.
+        std::vector<std::string> symbols;
+        {
+          std::lock_guard lock(self->mu_);
+          for (auto& [symbol, book] : self->books_) {
+            book.ready = false;
+            book.pending.clear();
+            symbols.push_back(symbol);
+          }
+          for (auto& [id, session] : self->sessions_) {
+            for (const auto& stream : session.streams) {
+              if (self->stream_type(stream) != "depth") self->send_snapshot(session, stream);
+            }
+          }
+        }
+        for (const auto& symbol : symbols) self->fetch_book(symbol);
+      });
+  for (const auto& m : s_.catalog.all()) {
+    {
+      std::lock_guard lock(mu_);
+      books_[m.symbol];
+    }
+    fetch_book(m.symbol);
+  }
+  s_.ctx->runtime->every(std::chrono::seconds(1), [self] { self->tick(); });
+}
+
+}  // namespace hydrox::market

@@ -1,0 +1,81 @@
+#pragma once
+// The WebSocket hub at /ws: SUBSCRIBE / UNSUBSCRIBE / PING with acknowledgements; streams
+// ticker, ticker.<S>, trade.<S>, kline.<interval>.<S>, depth.<S>, mark.<S>. Every message is
+// {type, channel, seq, data}; seq rises by one per stream; a subscription starts with a snapshot
+// ("snapshot": true) at the stream's current seq. Sources: trading's Redis channels (trades, book
+// levels, marks) and a one-second ticker timer. A session whose send queue overflows is resynced
+// (fresh snapshots once its queue drains); a second overflow within 10 s disconnects it. The hub
+// never waits on a session.
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "hydrox/http/websocket.hpp"
+#include "hydrox/redis/redis.hpp"
+#include "market_app.hpp"
+
+namespace hydrox::market {
+
+class Hub : public std::enable_shared_from_this<Hub> {
+ public:
+  static constexpr std::size_t kMaxSubscriptions = 200;
+  static constexpr int kMaxInboundPerSecond = 50;
+
+  // max_behind: messages a resyncing session may miss before it is dropped.
+  Hub(Services& s, std::size_t max_behind) : s_(s), max_behind_(max_behind) {}
+  void start();  // Redis subscription, book snapshots, ticker timer
+  void stop();   // drops the subscription and every session (before the runtime goes)
+  http::WsHandlers handlers();
+
+ private:
+  struct Session {
+    std::shared_ptr<http::WsConnection> conn;
+    std::set<std::string> streams;
+    std::int64_t window_start_ms = 0;
+    int window_count = 0;
+    bool resyncing = false;
+    std::int64_t last_resync_ms = 0;
+    std::size_t missed = 0;  // messages dropped while resyncing
+  };
+  struct Book {
+    bool ready = false;
+    std::uint64_t engine_seq = 0;
+    std::map<std::string, std::string> bids, asks;  // price text → size text (exact, from trading)
+    std::vector<std::string> pending;               // deltas that arrived before the snapshot
+  };
+  struct Bar {
+    std::int64_t t = -1;
+    std::string o, h, l, c, v;  // decimal text
+  };
+
+  void on_message(const std::shared_ptr<http::WsConnection>& c, std::string_view text);
+  void on_close(const std::shared_ptr<http::WsConnection>& c);
+  void on_redis(std::string_view channel, std::string_view message);
+  void subscribe(std::uint64_t session, const std::string& stream);
+  // Sends one message of a stream to all its subscribers (lock held).
+  void broadcast(const std::string& stream, std::string_view type, const std::string& data);
+  void deliver(Session& session, const std::string& message);
+  void send_snapshot(Session& session, const std::string& stream);  // lock held
+  void fetch_book(const std::string& symbol);
+  void tick();
+  std::string stream_type(const std::string& stream) const;
+  bool valid_stream(const std::string& stream) const;
+  static std::int64_t bar_open(const std::string& interval, std::int64_t t_seconds);
+
+  Services& s_;
+  std::size_t max_behind_;
+  std::mutex mu_;
+  std::unordered_map<std::uint64_t, Session> sessions_;
+  std::unordered_map<std::string, std::set<std::uint64_t>> subscribers_;
+  std::unordered_map<std::string, std::uint64_t> seq_;
+  std::unordered_map<std::string, Book> books_;                 // by symbol
+  std::unordered_map<std::string, Bar> bars_;                   // by kline stream name
+  std::unordered_map<std::string, std::string> last_ticker_;    // by symbol, JSON
+  std::unordered_map<std::string, std::string> last_mark_;      // by symbol, JSON data
+  std::unique_ptr<redis::Subscriber> subscriber_;
+};
+
+}  // namespace hydrox::market
