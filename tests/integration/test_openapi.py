@@ -45,6 +45,8 @@ def validate(doc, schema, value, path="$"):
         raise SchemaError(f"{path}: expected number")
     if "enum" in schema and value not in schema["enum"]:
         raise SchemaError(f"{path}: {value!r} not in {schema['enum']}")
+    for part in schema.get("allOf", []):
+        validate(doc, part, value, path)
     if t == "object":
         props = schema.get("properties", {})
         for req in schema.get("required", []):
@@ -174,6 +176,42 @@ class TradingRoutesMatchTheDocument(unittest.TestCase):
         pid = t.call(b, "GET", "/api/v1/positions").json()[0]["id"]
         check(doc, "/api/v1/positions/{id}/close", "POST", t.call(b, "POST", f"/api/v1/positions/{pid}/close"))
         check(doc, "/api/v1/positions/{id}/close", "POST", t.call(b, "POST", f"/api/v1/positions/{pid}/close"))
+
+
+class MarketRoutesMatchTheDocument(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        from trading_client import TRADING_ENV, Trading
+        with open(os.path.join(SOURCE_DIR, "docs", "openapi.yaml"), encoding="utf-8") as f:
+            cls.doc = yaml.safe_load(f)
+        env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}, "market": {"INDEX_FEED": "none"}}
+        cls.stack = Stack("oamk", extra_env=env, services=["trading", "market", "gateway"])
+        for s in ["trading", "market", "gateway"]:
+            cls.stack.start(s)
+        t = Trading(cls.stack.ports["trading"])
+        t.mark("BTC_USDM_PERP", "97000")
+        from trading_client import new_user
+        a, b = new_user(), new_user()
+        t.deposit(a, "10000")
+        t.deposit(b, "10000")
+        t.place(a, side="Sell", price="97000", amount="0.01")
+        t.place(b, side="Buy", price="97000", amount="0.004")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def test_market_answers_through_the_gateway(self):
+        doc, g = self.doc, self.stack
+        check(doc, "/api/v1/markets", "GET", g.get("/api/v1/markets"))
+        for route in ["ticker", "klines", "trades", "orderbook", "funding"]:
+            path = "/api/v1/markets/{symbol}/" + route
+            ok = g.get(f"/api/v1/markets/BTC_USDM_PERP/{route}")
+            self.assertEqual(ok.status, 200, (route, ok.body))
+            check(doc, path, "GET", ok)
+            check(doc, path, "GET", g.get(f"/api/v1/markets/NOPE/{route}"))
+        check(doc, "/api/v1/markets/{symbol}/klines", "GET", g.get("/api/v1/markets/BTC_USDM_PERP/klines?interval=7m"))
+        self.assertTrue(g.get("/api/v1/markets/BTC_USDM_PERP/trades").json())  # not vacuous
 
 
 if __name__ == "__main__":
