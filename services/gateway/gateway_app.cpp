@@ -70,15 +70,16 @@ Result<void> setup(service::Context& ctx) {
 
   // Route table of the original README (markets and /ws → market; positions, orders, balances →
   // trading; vaults → vault; auth, users → user).
-  const std::pair<const char*, const Upstream*> table[] = {
-      {"/api/v1/markets", &market},   {"/api/v1/markets/*", &market},
-      {"/api/v1/positions", &trading}, {"/api/v1/positions/*", &trading},
-      {"/api/v1/orders", &trading},   {"/api/v1/orders/*", &trading},
-      {"/api/v1/balances", &trading}, {"/api/v1/fills", &trading},
-      {"/api/v1/vaults", &vault},     {"/api/v1/vaults/*", &vault},
-      {"/api/v1/auth/*", &user},      {"/api/v1/users/*", &user},
+  auto auth = std::make_shared<Authenticator>(ctx);
+  const std::tuple<const char*, const Upstream*, Access> table[] = {
+      {"/api/v1/markets", &market, Access::open},           {"/api/v1/markets/*", &market, Access::open},
+      {"/api/v1/positions", &trading, Access::user},        {"/api/v1/positions/*", &trading, Access::user},
+      {"/api/v1/orders", &trading, Access::user},           {"/api/v1/orders/*", &trading, Access::user},
+      {"/api/v1/balances", &trading, Access::user},         {"/api/v1/fills", &trading, Access::user},
+      {"/api/v1/vaults", &vault, Access::optional_user},    {"/api/v1/vaults/*", &vault, Access::optional_user},
+      {"/api/v1/auth/*", &user, Access::optional_user},     {"/api/v1/users/*", &user, Access::user},
   };
-  for (const auto& [pattern, upstream] : table) r.any(pattern, make_proxy(*upstream, proxy_client));
+  for (const auto& [pattern, upstream, access] : table) r.any(pattern, make_proxy(*upstream, proxy_client, access, auth));
 
   ctx.middleware.push_back(make_cors(split_list(*origins)));
   // /ws: after the upgrade, bytes flow both ways between the client and market's hub.

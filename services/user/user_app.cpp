@@ -1,9 +1,215 @@
+// The user service. Built so far: API keys (issue, list, revoke; stored hashed, mirrored to Redis
+// for the gateway), the operator's key issuing, and the profile. Wallet sign-in (CIP-30,
+// EIP-4361) and sessions arrive with the rest of issue #6.
 #include "user_app.hpp"
+
+#include "hydrox/auth/tokens.hpp"
+#include "hydrox/core/clock.hpp"
+#include "hydrox/json/json.hpp"
+#include "hydrox/log/log.hpp"
 
 namespace hydrox::user {
 
-// Wallet sign-in, sessions, profile and API keys land here with issue #6; until then the service
-// serves /health, /ready and /metrics.
-Result<void> setup(service::Context&) { return {}; }
+namespace {
+
+constexpr db::Query kInsertKey{"api_key_insert",
+                               "INSERT INTO api_keys (id, user_id, key_hash, prefix, scope, label)"
+                               " VALUES ($1::uuid, $2::uuid, decode($3, 'hex'), $4, $5, $6)"};
+constexpr db::Query kListKeys{
+    "api_key_list",
+    "SELECT id, prefix, scope, label,"
+    " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+    " to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+    " FROM api_keys WHERE user_id = $1::uuid ORDER BY created_at DESC LIMIT 1000"};
+constexpr db::Query kRevokeKey{"api_key_revoke",
+                               "UPDATE api_keys SET revoked_at = now() WHERE id = $1::uuid AND user_id = $2::uuid"
+                               " AND revoked_at IS NULL RETURNING encode(key_hash, 'hex')"};
+constexpr db::Query kActiveKeys{"api_keys_active",
+                                "SELECT encode(key_hash, 'hex'), user_id, scope FROM api_keys WHERE revoked_at IS NULL"};
+constexpr db::Query kActiveSessions{
+    "sessions_active",
+    "SELECT encode(token_hash, 'hex'), user_id, (extract(epoch from expires_at) * 1000)::bigint FROM sessions"
+    " WHERE revoked_at IS NULL AND expires_at > now()"};
+constexpr db::Query kProfile{
+    "profile",
+    "SELECT id, wallet_address, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+    " FROM users WHERE id = $1::uuid"};
+
+struct State {
+  service::Context* ctx = nullptr;
+  std::string operator_token;
+};
+
+Result<UserId> caller(const http::Request& req) {
+  auto h = req.header("X-User-ID");
+  auto id = h ? Uuid::parse(*h) : std::nullopt;
+  if (!id) return fail(Code::unauthenticated, "authentication required");
+  return UserId{*id};
+}
+
+Result<json::Value> body_object(const http::Request& req, std::initializer_list<std::string_view> allowed) {
+  auto doc = json::parse(req.body.empty() ? std::string_view("{}") : std::string_view(req.body));
+  if (!doc) return doc.error();
+  if (!doc->is_object()) return fail(Code::malformed_json, "the body must be a JSON object");
+  for (const auto& m : doc->members()) {
+    bool ok = false;
+    for (auto a : allowed) ok = ok || m.key == a;
+    if (!ok) return fail(Code::unknown_field, "unknown field " + m.key, m.key);
+  }
+  return doc;
+}
+
+// Issues a key: PostgreSQL first (the record), then Redis (what the gateway reads).
+Result<http::Response> issue_key(State& st, const UserId& user, const json::Value& doc) {
+  auth::Scope scope = auth::Scope::read;
+  if (const auto* s = doc.find("scope")) {
+    auto parsed = s->is_string() ? auth::parse_scope(s->as_string()) : std::nullopt;
+    if (!parsed) return fail(Code::invalid_field, "scope must be read or trade", "scope");
+    scope = *parsed;
+  }
+  std::string label;
+  if (const auto* l = doc.find("label")) {
+    if (!l->is_string() || l->as_string().size() > 64) return fail(Code::invalid_field, "label must be a string of at most 64 characters", "label");
+    label = l->as_string();
+  }
+  const std::string key = auth::new_token(auth::Kind::api_key);
+  const std::string hash = auth::hash_hex(key);
+  const Uuid id = Uuid::random_v7(SystemClock::instance().now_ms());
+  auto lease = st.ctx->db->acquire();
+  if (!lease) return lease.error();
+  auto ins = (*lease)->exec(kInsertKey, {id.to_string(), user.value().to_string(), hash, key.substr(0, 8),
+                                         std::string(auth::scope_name(scope)), label});
+  if (!ins) return ins.error();
+  auto r = st.ctx->redis->set(auth::redis_key(hash), auth::encode({user, auth::Kind::api_key, scope, 0}),
+                              std::chrono::hours(24 * 365 * 10));
+  if (!r) return r.error();  // the key exists in PostgreSQL and is loaded into Redis at the next start
+  json::Writer w;
+  w.begin_object().field("id", id.to_string()).field("key", key).field("prefix", key.substr(0, 8));
+  w.field("scope", auth::scope_name(scope)).field("label", label).field("user_id", user.value().to_string()).end_object();
+  return http::Response::json(201, w.take());
+}
+
+}  // namespace
+
+Result<void> setup(service::Context& ctx) {
+  static State st;
+  st.ctx = &ctx;
+  auto token = ctx.env.string("OPERATOR_TOKEN", "");
+  if (!token) return token.error();
+  st.operator_token = *token;
+
+  // Redis is never the source of truth: make it hold every live credential.
+  {
+    auto lease = ctx.db->acquire();
+    if (!lease) return lease.error();
+    auto keys = (*lease)->exec(kActiveKeys);
+    if (!keys) return keys.error();
+    for (int i = 0; i < keys->size(); ++i) {
+      auto scope = auth::parse_scope(keys->get(i, 2)).value_or(auth::Scope::read);
+      auto uid = Uuid::parse(keys->get(i, 1));
+      if (!uid) continue;
+      if (auto r = ctx.redis->set(auth::redis_key(keys->get(i, 0)), auth::encode({UserId{*uid}, auth::Kind::api_key, scope, 0}),
+                                  std::chrono::hours(24 * 365 * 10));
+          !r) {
+        return r.error();
+      }
+    }
+    auto sessions = (*lease)->exec(kActiveSessions);
+    if (!sessions) return sessions.error();
+    for (int i = 0; i < sessions->size(); ++i) {
+      auto uid = Uuid::parse(sessions->get(i, 1));
+      const std::int64_t expires = std::stoll(std::string(sessions->get(i, 2)));
+      const std::int64_t ttl = expires - SystemClock::instance().now_ms();
+      if (!uid || ttl <= 0) continue;
+      (void)ctx.redis->set(auth::redis_key(sessions->get(i, 0)),
+                           auth::encode({UserId{*uid}, auth::Kind::session, auth::Scope::trade, expires}),
+                           std::chrono::milliseconds(ttl));
+    }
+  }
+
+  auto& r = *ctx.router;
+  r.post("/internal/v1/api-keys", [](http::Request& req, http::Respond respond) {
+    auto h = req.header("Authorization");
+    if (st.operator_token.empty() || !h || *h != "Bearer " + st.operator_token) {
+      return respond(http::Response::error(fail(Code::unauthenticated, "operator token required"), req.request_id));
+    }
+    service::respond_blocking(*st.ctx, req, respond, [body = req.body]() -> Result<http::Response> {
+      http::Request tmp;
+      tmp.body = body;
+      auto doc = body_object(tmp, {"user_id", "scope", "label"});
+      if (!doc) return doc.error();
+      const auto* u = doc->find("user_id");
+      auto uid = u && u->is_string() ? Uuid::parse(u->as_string()) : std::nullopt;
+      if (!uid) return fail(Code::invalid_field, "user_id must be a UUID", "user_id");
+      return issue_key(st, UserId{*uid}, *doc);
+    });
+  });
+
+  r.post("/api/v1/users/api-keys", [](http::Request& req, http::Respond respond) {
+    auto user = caller(req);
+    if (!user) return respond(http::Response::error(user.error(), req.request_id));
+    // Keys are made from a signed-in session, never from another key.
+    if (req.header("X-Auth-Kind").value_or("") == "api_key") {
+      return respond(http::Response::error(fail(Code::forbidden, "API keys cannot create API keys"), req.request_id));
+    }
+    auto doc = body_object(req, {"scope", "label"});
+    if (!doc) return respond(http::Response::error(doc.error(), req.request_id));
+    service::respond_blocking(*st.ctx, req, respond, [u = *user, d = *doc]() { return issue_key(st, u, d); });
+  });
+
+  r.get("/api/v1/users/api-keys", [](http::Request& req, http::Respond respond) {
+    auto user = caller(req);
+    if (!user) return respond(http::Response::error(user.error(), req.request_id));
+    service::respond_blocking(*st.ctx, req, respond, [u = *user]() -> Result<http::Response> {
+      auto lease = st.ctx->db->acquire();
+      if (!lease) return lease.error();
+      auto rows = (*lease)->exec(kListKeys, {u.value().to_string()});
+      if (!rows) return rows.error();
+      json::Writer w;
+      w.begin_array();
+      for (int i = 0; i < rows->size(); ++i) {
+        w.begin_object().field("id", rows->get(i, 0)).field("prefix", rows->get(i, 1)).field("scope", rows->get(i, 2));
+        w.field("label", rows->get(i, 3)).field("created_at", rows->get(i, 4)).key("revoked_at");
+        if (rows->is_null(i, 5)) w.null(); else w.string(rows->get(i, 5));
+        w.end_object();
+      }
+      w.end_array();
+      return http::Response::json(200, w.take());
+    });
+  });
+
+  r.del("/api/v1/users/api-keys/{id}", [](http::Request& req, http::Respond respond) {
+    auto user = caller(req);
+    if (!user) return respond(http::Response::error(user.error(), req.request_id));
+    auto id = Uuid::parse(req.path_param("id"));
+    if (!id) return respond(http::Response::error(fail(Code::not_found, "no such key"), req.request_id));
+    service::respond_blocking(*st.ctx, req, respond, [u = *user, id = *id]() -> Result<http::Response> {
+      auto lease = st.ctx->db->acquire();
+      if (!lease) return lease.error();
+      auto rows = (*lease)->exec(kRevokeKey, {id.to_string(), u.value().to_string()});
+      if (!rows) return rows.error();
+      if (rows->size() == 0) return fail(Code::not_found, "no such active key");
+      if (auto d = st.ctx->redis->del(auth::redis_key(rows->get(0, 0))); !d) return d.error();
+      return http::Response::json(200, "{\"status\":\"revoked\"}");
+    });
+  });
+
+  r.get("/api/v1/users/profile", [](http::Request& req, http::Respond respond) {
+    auto user = caller(req);
+    if (!user) return respond(http::Response::error(user.error(), req.request_id));
+    service::respond_blocking(*st.ctx, req, respond, [u = *user]() -> Result<http::Response> {
+      auto lease = st.ctx->db->acquire();
+      if (!lease) return lease.error();
+      auto rows = (*lease)->exec(kProfile, {u.value().to_string()});
+      if (!rows) return rows.error();
+      if (rows->size() == 0) return fail(Code::not_found, "no profile: this account has not signed in with a wallet");
+      json::Writer w;
+      w.begin_object().field("id", rows->get(0, 0)).field("wallet_address", rows->get(0, 1));
+      w.field("created_at", rows->get(0, 2)).end_object();
+      return http::Response::json(200, w.take());
+    });
+  });
+  return {};
+}
 
 }  // namespace hydrox::user

@@ -137,15 +137,25 @@ class GatewayProxyBehaviour(unittest.TestCase):
         cls.fake.close()
 
     def test_client_identity_header_never_reaches_a_service(self):
+        # A user route without a credential stops at the gateway.
         r = self.stack.call("POST", "/api/v1/orders?symbol=BTC_USDM_PERP",
                             body={"symbol": "BTC_USDM_PERP", "price": 97250.50},
-                            headers={"X-User-ID": "someone-else", "x-user-id": "again"})
+                            headers={"X-User-ID": "someone-else"})
+        self.assertEqual(r.status, 401, r.body)
+        self.assertEqual(r.json()["error"]["code"], "UNAUTHENTICATED")
+        # A public route is forwarded, without the forged identity.
+        r = self.stack.call("POST", "/api/v1/markets/x?symbol=BTC_USDM_PERP",
+                            body='{"symbol": "BTC_USDM_PERP", "price": 97250.50}',
+                            headers={"X-User-ID": "someone-else", "x-user-id": "again", "X-Auth-Kind": "session",
+                                     "Authorization": "Bearer whatever"})
         self.assertEqual(r.status, 200, r.body)
         seen = r.json()
         self.assertNotIn("x-user-id", seen["headers"])
-        self.assertEqual(seen["path"], "/api/v1/orders?symbol=BTC_USDM_PERP")
+        self.assertNotIn("x-auth-kind", seen["headers"])
+        self.assertNotIn("authorization", seen["headers"])
+        self.assertEqual(seen["path"], "/api/v1/markets/x?symbol=BTC_USDM_PERP")
         self.assertEqual(json.loads(seen["body"])["price"], 97250.50)
-        self.assertIn("97250.5", seen["body"])
+        self.assertIn("97250.50", seen["body"])
         self.assertEqual(seen["headers"]["x-request-id"], r.header("X-Request-ID"))
         self.assertEqual(seen["headers"]["x-forwarded-for"], "127.0.0.1")
         self.assertEqual(r.header("X-Upstream"), "fake")

@@ -1,6 +1,9 @@
 #pragma once
 // The gateway's handlers; each file holds one.
+#include <chrono>
 #include <memory>
+#include <mutex>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -21,9 +24,38 @@ struct Upstream {
 http::Handler make_health(service::Context& ctx, std::vector<Upstream> upstreams,
                           std::shared_ptr<http::Client> client);
 
-// Forwards the request to `to` over the pooled keep-alive client. Client-sent identity
-// (X-User-ID) is removed; upstream failures become 503 JSON within the client's timeouts.
-http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client);
+// Who may call a route: anyone (identity ignored), anyone with identity passed when a valid
+// credential comes, or only a caller with a valid credential (401 otherwise).
+enum class Access : std::uint8_t { open, optional_user, user };
+
+// Resolves `Authorization: Bearer <session token or API key>` to a user: a local cache of at
+// most 1 s (so a revocation takes effect within 1 s), then Redis on the blocking pool.
+class Authenticator {
+ public:
+  explicit Authenticator(service::Context& ctx) : ctx_(ctx) {}
+  struct Identity {
+    std::string user_id;
+    std::string kind;   // session | api_key
+    std::string scope;  // read | trade
+  };
+  // done(nullopt) when there is no credential; an error when it is not valid.
+  void resolve(const http::Request& req, std::function<void(Result<std::optional<Identity>>)> done);
+
+ private:
+  struct Entry {
+    std::optional<Identity> identity;  // nullopt: known invalid
+    std::chrono::steady_clock::time_point at;
+  };
+  service::Context& ctx_;
+  std::mutex mu_;
+  std::unordered_map<std::string, Entry> cache_;
+};
+
+// Forwards the request to `to` over the pooled keep-alive client, with the caller's identity
+// (X-User-ID, X-Auth-Kind, X-Auth-Scope) set by the gateway only; client-sent identity headers
+// are removed. Upstream failures become 503 JSON within the client's timeouts.
+http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Access access,
+                         std::shared_ptr<Authenticator> auth);
 
 // Removes headers a client must never choose (identity) from a request about to be forwarded.
 void strip_identity(http::Request& req);

@@ -1,6 +1,8 @@
 #include <atomic>
 
 #include "handlers.hpp"
+#include "hydrox/auth/tokens.hpp"
+#include "hydrox/core/clock.hpp"
 
 namespace hydrox::gateway {
 
@@ -26,38 +28,104 @@ void set_legacy_client_auth(bool on) { g_legacy_client_auth.store(on); }
 
 void strip_identity(http::Request& req) {
   // Identity is the gateway's to set (after authentication), never the client's.
+  http::remove_header(req.headers, "X-Auth-Kind");
+  http::remove_header(req.headers, "X-Auth-Scope");
   if (g_legacy_client_auth.load()) return;
   http::remove_header(req.headers, "X-User-ID");
 }
 
-http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client) {
-  return [to = std::move(to), client](http::Request& req, http::Respond respond) {
-    strip_identity(req);
-    http::OutgoingRequest out;
-    out.method = req.method;
-    out.target = req.target;
-    for (auto& h : req.headers) {
-      if (!hop_by_hop(h.name)) out.headers.push_back(std::move(h));
+void Authenticator::resolve(const http::Request& req, std::function<void(Result<std::optional<Identity>>)> done) {
+  auto h = req.header("Authorization");
+  if (!h) return done(std::optional<Identity>());
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!h->starts_with(kBearer) || h->size() > 200) return done(fail(Code::unauthenticated, "malformed Authorization header"));
+  const std::string hash = auth::hash_hex(h->substr(kBearer.size()));
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(mu_);
+    auto it = cache_.find(hash);
+    if (it != cache_.end() && now - it->second.at < std::chrono::seconds(1)) {
+      if (!it->second.identity) return done(fail(Code::unauthenticated, "invalid or revoked credential"));
+      return done(std::optional<Identity>(*it->second.identity));
     }
-    http::set_header(out.headers, "X-Request-ID", req.request_id);
-    http::set_header(out.headers, "X-Forwarded-For", req.remote_addr);
-    out.body = std::move(req.body);
-    client->request(to.endpoint, std::move(out),
-                    [respond, rid = req.request_id, name = to.name](Result<http::Response> r) {
-                      if (!r) {
-                        Error e = r.error();
-                        e.message = name + " service unavailable";
-                        respond(http::Response::error(e, rid));
-                        return;
-                      }
-                      http::Response res;
-                      res.status = r->status;
-                      for (auto& h : r->headers) {
-                        if (!hop_by_hop(h.name)) res.headers.push_back(std::move(h));
-                      }
-                      res.body = std::move(r->body);
-                      respond(std::move(res));
-                    });
+  }
+  bool queued = ctx_.runtime->try_blocking([this, hash, done] {
+    auto v = ctx_.redis->get(auth::redis_key(hash));
+    if (!v) return done(fail(Code::unavailable, "authentication unavailable"));
+    std::optional<Identity> id;
+    if (*v) {
+      if (auto c = auth::decode(**v); c && (c->expires_ms == 0 || c->expires_ms > SystemClock::instance().now_ms())) {
+        id = Identity{c->user.value().to_string(), std::string(auth::kind_name(c->kind)), std::string(auth::scope_name(c->scope))};
+      }
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (cache_.size() > 100'000) cache_.clear();  // bounded
+      cache_[hash] = Entry{id, std::chrono::steady_clock::now()};
+    }
+    if (!id) return done(fail(Code::unauthenticated, "invalid or revoked credential"));
+    done(std::optional<Identity>(*id));
+  });
+  if (!queued) done(fail(Code::overloaded, "gateway busy"));
+}
+
+namespace {
+
+void forward(const Upstream& to, const std::shared_ptr<http::Client>& client, http::Request& req, http::Respond respond) {
+  http::OutgoingRequest out;
+  out.method = req.method;
+  out.target = req.target;
+  for (auto& h : req.headers) {
+    if (!hop_by_hop(h.name) && !http::iequals(h.name, "Authorization")) out.headers.push_back(std::move(h));
+  }
+  http::set_header(out.headers, "X-Request-ID", req.request_id);
+  http::set_header(out.headers, "X-Forwarded-For", req.remote_addr);
+  out.body = std::move(req.body);
+  client->request(to.endpoint, std::move(out),
+                  [respond, rid = req.request_id, name = to.name](Result<http::Response> r) {
+                    if (!r) {
+                      Error e = r.error();
+                      e.message = name + " service unavailable";
+                      respond(http::Response::error(e, rid));
+                      return;
+                    }
+                    http::Response res;
+                    res.status = r->status;
+                    for (auto& h : r->headers) {
+                      if (!hop_by_hop(h.name)) res.headers.push_back(std::move(h));
+                    }
+                    res.body = std::move(r->body);
+                    respond(std::move(res));
+                  });
+}
+
+}  // namespace
+
+http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Access access,
+                         std::shared_ptr<Authenticator> auth) {
+  return [to = std::move(to), client, access, auth](http::Request& req, http::Respond respond) {
+    const bool legacy_identity = g_legacy_client_auth.load() && req.header("X-User-ID").has_value();
+    strip_identity(req);
+    if (access == Access::open) return forward(to, client, req, respond);
+    auto shared = std::make_shared<http::Request>(std::move(req));
+    auth->resolve(*shared, [to, client, access, shared, respond, legacy_identity](Result<std::optional<Authenticator::Identity>> id) {
+      http::Request& r = *shared;
+      if (!id) return respond(http::Response::error(id.error(), r.request_id));
+      if (!*id) {
+        if (access == Access::user && !legacy_identity) {
+          return respond(http::Response::error(fail(Code::unauthenticated, "sign in, or send an API key as Authorization: Bearer"), r.request_id));
+        }
+        return forward(to, client, r, respond);
+      }
+      const auto& who = **id;
+      if (who.scope == "read" && r.method != http::Method::get && r.method != http::Method::head) {
+        return respond(http::Response::error(fail(Code::forbidden, "this API key may only read"), r.request_id));
+      }
+      http::set_header(r.headers, "X-User-ID", who.user_id);
+      http::set_header(r.headers, "X-Auth-Kind", who.kind);
+      http::set_header(r.headers, "X-Auth-Scope", who.scope);
+      forward(to, client, r, respond);
+    });
   };
 }
 

@@ -1,0 +1,85 @@
+"""The gateway as the only door (issue #6, the part built so far): API keys issued by the user
+service resolve to their user at the gateway, a forged X-User-ID never selects anyone, read keys
+cannot write, and a revoked key stops working within 1 s."""
+import time
+import unittest
+
+from harness import Stack, request, wait_until
+from trading_client import OPERATOR_TOKEN, TRADING_ENV, Trading, new_user
+
+
+class GatewayAuthentication(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}, "user": {"OPERATOR_TOKEN": OPERATOR_TOKEN},
+               "market": {"INDEX_FEED": "none"}}
+        cls.stack = Stack("auth", extra_env=env).start_all()
+        cls.t = Trading(cls.stack.ports["trading"])
+        cls.t.mark("BTC_USDM_PERP", "97000")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def issue(self, user, scope="trade"):
+        r = request(self.stack.ports["user"], "POST", "/internal/v1/api-keys",
+                    body={"user_id": user, "scope": scope, "label": "test"},
+                    headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+        self.assertEqual(r.status, 201, r.body)
+        return r.json()
+
+    def as_key(self, key, method, path, body=None, extra=None):
+        headers = {"Authorization": f"Bearer {key}", **(extra or {})}
+        return self.stack.call(method, path, body=body, headers=headers)
+
+    def test_a_key_acts_as_its_user_and_a_forged_header_changes_nothing(self):
+        a, b = new_user(), new_user()
+        self.t.deposit(a, "10000")
+        self.t.deposit(b, "10000")
+        ka = self.issue(a)["key"]
+        kb = self.issue(b)["key"]
+        r = self.as_key(ka, "POST", "/api/v1/orders", {"symbol": "BTC_USDM_PERP", "side": "Buy", "type": "Limit",
+                                                       "price": "96000", "amount": "0.001"}, {"X-User-ID": b})
+        self.assertEqual(r.status, 201, r.body)
+        oid = r.json()["id"]
+        mine = self.as_key(ka, "GET", "/api/v1/orders", extra={"X-User-ID": b}).json()
+        self.assertEqual([o["id"] for o in mine], [oid])
+        self.assertEqual(mine[0]["user_id"], a)
+        self.assertEqual(self.as_key(kb, "GET", "/api/v1/orders").json(), [])
+        self.assertEqual(self.as_key(kb, "GET", f"/api/v1/orders?user_id={a}").status, 400)  # never selects a user
+        # B can neither see nor cancel A's order.
+        self.assertEqual(self.as_key(kb, "DELETE", f"/api/v1/orders/{oid}").status, 404)
+        self.assertEqual(self.as_key(ka, "DELETE", f"/api/v1/orders/{oid}").status, 200)
+        for path in ["/api/v1/orders", "/api/v1/balances", "/api/v1/positions", "/api/v1/fills", "/api/v1/users/api-keys"]:
+            r = self.stack.call("GET", path, headers={"X-User-ID": a})
+            self.assertEqual(r.status, 401, path)
+            r = self.stack.call("GET", path, headers={"Authorization": "Bearer hxk_not-a-real-key"})
+            self.assertEqual(r.status, 401, path)
+
+    def test_read_keys_cannot_write(self):
+        u = new_user()
+        key = self.issue(u, scope="read")["key"]
+        self.assertEqual(self.as_key(key, "GET", "/api/v1/balances").status, 200)
+        r = self.as_key(key, "POST", "/api/v1/orders", {"symbol": "BTC_USDM_PERP", "side": "Buy", "type": "Limit",
+                                                        "price": "96000", "amount": "0.001"})
+        self.assertEqual((r.status, r.json()["error"]["code"]), (403, "FORBIDDEN"))
+
+    def test_revoked_key_fails_within_one_second(self):
+        u = new_user()
+        issued = self.issue(u)
+        key = issued["key"]
+        self.assertEqual(self.as_key(key, "GET", "/api/v1/balances").status, 200)
+        listed = self.as_key(key, "GET", "/api/v1/users/api-keys").json()
+        self.assertEqual([k["id"] for k in listed], [issued["id"]])
+        self.assertNotIn("key", listed[0])  # the secret is shown once, never listed
+        r = self.as_key(key, "POST", "/api/v1/users/api-keys", {"scope": "trade"})
+        self.assertEqual(r.status, 403)  # a key cannot mint keys
+        r = self.as_key(key, "DELETE", f"/api/v1/users/api-keys/{issued['id']}")
+        self.assertEqual(r.status, 200, r.body)
+        t0 = time.monotonic()
+        wait_until(lambda: self.as_key(key, "GET", "/api/v1/balances").status == 401, 2.0, what="revocation")
+        self.assertLess(time.monotonic() - t0, 1.5)
+
+
+if __name__ == "__main__":
+    unittest.main()
