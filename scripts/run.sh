@@ -83,6 +83,19 @@ stdout_logfile=$run_dir/logs/$name.log
 redirect_stderr=true
 CONF
   done
+  cat <<CONF
+
+[program:market-maker]
+command=bash -c 'set -a; . "$run_dir/mm.env"; exec "$bin/hydrox-market-maker"'
+environment=GATEWAY_URL="http://127.0.0.1:8080",LOG_LEVEL="warn"
+autostart=false
+autorestart=true
+startsecs=2
+startretries=100
+stopsignal=TERM
+stdout_logfile=$run_dir/logs/market-maker.log
+redirect_stderr=true
+CONF
 } >"$conf"
 
 supervisord --silent -c "$conf" &
@@ -100,6 +113,23 @@ if ! curl -sf -o /dev/null http://127.0.0.1:8080/health; then
   exit 1
 fi
 
+# A live market: the protocol vault's account ("HydroX Liquidity Provider") quotes every market
+# through the gateway with an API key, and a demo taker trades against it now and then.
+HLP=00000000-0000-7000-8000-000000000003
+TAKER=00000000-0000-4000-8000-0000000000d1
+admin() { TRADING_SERVICE_URL=http://127.0.0.1:8082 USER_SERVICE_URL=http://127.0.0.1:8084 "$bin/hydrox-admin" "$@"; }
+admin deposit $HLP 5000000 make-run-hlp-seed >/dev/null
+admin deposit $TAKER 1000000 make-run-taker-seed >/dev/null
+key_ok() { [ -n "$1" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" http://127.0.0.1:8080/api/v1/balances)" = 200 ]; }
+MM_API_KEY=""; TAKER_API_KEY=""
+[ -f "$run_dir/mm.env" ] && . "$run_dir/mm.env"
+new_key() { admin api-key "$1" trade "$2" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'; }
+key_ok "$MM_API_KEY" || MM_API_KEY=$(new_key $HLP market-maker)
+key_ok "$TAKER_API_KEY" || TAKER_API_KEY=$(new_key $TAKER demo-taker)
+printf 'MM_API_KEY=%s\nTAKER_API_KEY=%s\n' "$MM_API_KEY" "$TAKER_API_KEY" >"$run_dir/mm.env"
+chmod 600 "$run_dir/mm.env"
+supervisorctl -c "$conf" start market-maker >/dev/null
+
 cat <<TXT
 
 HydroX is up.
@@ -112,6 +142,14 @@ HydroX is up.
   Redis          $REDIS_URL
   Logs           $run_dir/logs/
   Processes      supervisorctl -c $conf status
+
+Live market: the market maker quotes every market for the protocol vault (API key in
+  $run_dir/mm.env); its log is $run_dir/logs/market-maker.log.
+  curl localhost:8080/api/v1/markets/BTC_USDM_PERP/orderbook
+Trading as a user (until wallet sign-in lands): create an API key, fund the account, trade:
+  OPERATOR_TOKEN=\$(cat $run_dir/operator-token) build/default/bin/hydrox-admin api-key <user-uuid> trade
+  OPERATOR_TOKEN=\$(cat $run_dir/operator-token) build/default/bin/hydrox-admin faucet <user-uuid>
+  curl -H "Authorization: Bearer <key>" localhost:8080/api/v1/balances
 
 Operator CLI (deposits, faucet, marks, invariants against trading's internal API):
   OPERATOR_TOKEN=$OPERATOR_TOKEN build/default/bin/hydrox-admin faucet <user-uuid>

@@ -4,7 +4,9 @@
 //   hydrox-admin faucet USER_ID
 //   hydrox-admin mark SYMBOL PRICE
 //   hydrox-admin invariants
-// Environment: TRADING_SERVICE_URL (default http://localhost:8082), OPERATOR_TOKEN (required).
+//   hydrox-admin api-key USER_ID read|trade [LABEL]      (the user service)
+// Environment: TRADING_SERVICE_URL (default http://localhost:8082), USER_SERVICE_URL (default
+// http://localhost:8084), OPERATOR_TOKEN (required).
 #include <cstdio>
 #include <string>
 #include <thread>
@@ -27,6 +29,7 @@ int usage() {
                "       hydrox-admin faucet USER_ID\n"
                "       hydrox-admin mark SYMBOL PRICE\n"
                "       hydrox-admin invariants\n"
+               "       hydrox-admin api-key USER_ID read|trade [LABEL]\n"
                "env:   TRADING_SERVICE_URL (default http://localhost:8082), OPERATOR_TOKEN\n");
   return 2;
 }
@@ -58,6 +61,16 @@ int main(int argc, char** argv) {
   } else if (cmd == "mark" && args.size() == 3) {
     req.target = "/internal/v1/marks";
     w.begin_object().field("symbol", args[1]).key("mark_price").string(args[2]).end_object();
+  } else if (cmd == "api-key" && (args.size() == 3 || args.size() == 4)) {
+    auto user_url = env.endpoint("USER_SERVICE_URL", "http://localhost:8084");
+    if (!user_url) {
+      std::fprintf(stderr, "%s\n", user_url.error().message.c_str());
+      return 2;
+    }
+    *url = *user_url;
+    req.target = "/internal/v1/api-keys";
+    w.begin_object().field("user_id", args[1]).field("scope", args[2]).field("label", args.size() == 4 ? args[3] : "admin");
+    w.end_object();
   } else if (cmd == "invariants" && args.size() == 1) {
     req.method = http::Method::get;
     req.target = "/internal/v1/invariants";
