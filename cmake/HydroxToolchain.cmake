@@ -20,4 +20,4 @@ if(HYDROX_SANITIZE)
 endif()
 
 # Beast/Asio are header-heavy; these keep their compile cost bounded.
-add_compile_definitions(BOOST_ASIO_NO_DEPRECATED BOOST_BEAST_USE_STD_STRING_VIEW BOOST_ASIO_DISABLE_CONCEPTS)
+add_compile_definitions(BOOST_ASIO_NO_DEPRECATED BOOST_ASIO_DISABLE_CONCEPTS)

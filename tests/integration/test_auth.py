@@ -64,6 +64,22 @@ class GatewayAuthentication(unittest.TestCase):
                                                         "price": "96000", "amount": "0.001"})
         self.assertEqual((r.status, r.json()["error"]["code"]), (403, "FORBIDDEN"))
 
+    def test_user_routes_match_the_document(self):
+        import os
+        import yaml
+        from harness import SOURCE_DIR
+        from test_openapi import check
+        with open(os.path.join(SOURCE_DIR, "docs", "openapi.yaml"), encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+        u = new_user()
+        issued = self.issue(u)
+        key = issued["key"]
+        check(doc, "/api/v1/users/api-keys", "GET", self.as_key(key, "GET", "/api/v1/users/api-keys"))
+        check(doc, "/api/v1/users/api-keys", "GET", self.stack.call("GET", "/api/v1/users/api-keys"))
+        check(doc, "/api/v1/users/profile", "GET", self.as_key(key, "GET", "/api/v1/users/profile"))
+        check(doc, "/api/v1/users/api-keys/{id}", "DELETE", self.as_key(key, "DELETE", f"/api/v1/users/api-keys/{new_user()}"))
+        check(doc, "/api/v1/users/api-keys/{id}", "DELETE", self.as_key(key, "DELETE", f"/api/v1/users/api-keys/{issued['id']}"))
+
     def test_revoked_key_fails_within_one_second(self):
         u = new_user()
         issued = self.issue(u)
