@@ -244,9 +244,11 @@ void Hub::send_snapshot(Session& session, const std::string& stream) {
 }
 
 void Hub::deliver(Session& session, const std::string& message) {
+  if (session.dropped) return;
   const std::int64_t now = now_ms();
   auto drop = [&] {
     dropped_sessions().inc();
+    session.dropped = true;
     session.resyncing = false;
     session.conn->abort();  // it does not read: a close frame would never reach it
   };

@@ -39,6 +39,7 @@ class Hub : public std::enable_shared_from_this<Hub> {
     bool resyncing = false;
     std::int64_t last_resync_ms = 0;
     std::size_t missed = 0;  // messages dropped while resyncing
+    bool dropped = false;    // aborted; on_close removes it
   };
   struct Book {
     bool ready = false;

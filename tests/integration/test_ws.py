@@ -181,7 +181,7 @@ class WebSocketThroughGateway(unittest.TestCase):
 
 class SlowConsumer(unittest.TestCase):
     def test_a_client_that_never_reads_is_dropped_and_100_others_miss_nothing(self):
-        stack = Stack("slow", extra_env=stack_env({"WS_MAX_QUEUED_MESSAGES": "256", "WS_SOCKET_SEND_BUFFER": "8192"}),
+        stack = Stack("slow", extra_env=stack_env({"WS_MAX_QUEUED_MESSAGES": "512", "WS_SOCKET_SEND_BUFFER": "8192"}),
                       services=["trading", "market", "gateway"])
         try:
             for s in ["trading", "market", "gateway"]:
@@ -205,18 +205,29 @@ class SlowConsumer(unittest.TestCase):
                 c.send_json({"method": "SUBSCRIBE", "params": streams, "id": 1})
                 readers.append(Collector(c))
             wait_until(lambda: all(r.on(f"trade.{SYM}") for r in readers), 20, what="100 snapshots")
-            for i in range(300):
-                t.place(a, side="Sell", price="97000", amount="0.01")
-                t.place(b, side="Buy", price="97000", amount="0.01")
-            wait_until(lambda: all(len(r.on(f"trade.{SYM}")) >= 301 for r in readers), 90, what="all trades delivered")
+            # Trades flow until the hub gives up on the slow client (bounded: 1,500 trades).
+            def dropped():
+                import re
+                body = request(stack.ports["market"], "GET", "/metrics").body
+                m = re.search(r"^ws_slow_consumers_disconnected_total (\d+)$", body, re.M)
+                return m is not None and int(m.group(1)) == 1  # exactly the one slow client
+            trades = 0
+            while trades < 1500 and not (trades >= 300 and dropped()):
+                for _ in range(50):
+                    t.place(a, side="Sell", price="97000", amount="0.01")
+                    t.place(b, side="Buy", price="97000", amount="0.01")
+                trades += 50
+            wait_until(lambda: all(len(r.on(f"trade.{SYM}")) >= trades + 1 for r in readers), 90,
+                       what="all trades delivered")
             for r in readers:
                 for ch in streams:
                     check_seq(self, r.on(ch))
                     self.assertFalse(any(m.get("snapshot") for m in r.on(ch)[1:]), "a reader was resynced")
                 self.assertIsNone(r.closed)
             # The slow client was cut off (its socket closes once the hub gave up on it).
-            m = request(stack.ports["market"], "GET", "/metrics").body
-            self.assertIn("ws_slow_consumers_disconnected_total 1", m)
+            metrics_text = request(stack.ports["market"], "GET", "/metrics").body
+            self.assertTrue(dropped(), f"the slow client was still connected after {trades} trades: "
+                            + " ".join(l for l in metrics_text.splitlines() if l.startswith("ws_")))
             for r in readers:
                 r.client.close()
             slow.sock.close()
