@@ -115,3 +115,14 @@ TEST(JsonWriter, EscapesAndNests) {
   ASSERT_TRUE(back);
   EXPECT_EQ(back->find("s")->as_string(), "a\"b\\c\n\x01");
 }
+
+TEST(JsonObjectBody, OnlyTheAllowedFields) {
+  EXPECT_TRUE(json::parse_object(R"({"a":1,"b":2})", {"a", "b", "c"}));
+  EXPECT_TRUE(json::parse_object("", {"a"}));  // an empty body is {}
+  auto unknown = json::parse_object(R"({"a":1,"x":2})", {"a"});
+  ASSERT_FALSE(unknown);
+  EXPECT_EQ(unknown.error().code, Code::unknown_field);
+  EXPECT_EQ(unknown.error().field, "x");
+  EXPECT_EQ(json::parse_object("[1]", {"a"}).error().code, Code::malformed_json);
+  EXPECT_EQ(json::parse_object("{", {"a"}).error().code, Code::malformed_json);
+}

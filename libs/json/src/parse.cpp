@@ -363,4 +363,17 @@ Result<Value> parse(std::string_view text, const Limits& limits) {
   return Parser(text, limits).document();
 }
 
+Result<Value> parse_object(std::string_view text, std::initializer_list<std::string_view> allowed,
+                           const Limits& limits) {
+  auto doc = parse(text.empty() ? std::string_view("{}") : text, limits);
+  if (!doc) return doc.error();
+  if (!doc->is_object()) return fail(Code::malformed_json, "the body must be a JSON object");
+  for (const auto& m : doc->members()) {
+    bool known = false;
+    for (auto a : allowed) known = known || m.key == a;
+    if (!known) return fail(Code::unknown_field, "unknown field " + m.key, m.key);
+  }
+  return doc;
+}
+
 }  // namespace hydrox::json

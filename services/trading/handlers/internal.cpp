@@ -30,15 +30,7 @@ Result<void> authorize(const Services& s, const http::Request& req) {
 }
 
 Result<json::Value> object_body(const http::Request& req, std::initializer_list<std::string_view> allowed) {
-  auto doc = json::parse(req.body);
-  if (!doc) return doc.error();
-  if (!doc->is_object()) return fail(Code::malformed_json, "the body must be a JSON object");
-  for (const auto& m : doc->members()) {
-    bool ok = false;
-    for (auto a : allowed) ok = ok || m.key == a;
-    if (!ok) return fail(Code::unknown_field, "unknown field " + m.key, m.key);
-  }
-  return doc;
+  return json::parse_object(req.body, allowed);
 }
 
 Result<UserId> user_field(const json::Value& doc) {

@@ -7,6 +7,7 @@
 #include "hydrox/decimal/decimal.hpp"
 
 #include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -72,6 +73,11 @@ struct Limits {
 // Errors use Code::malformed_json (Code::number_out_of_range for 1e400 and the like, and
 // Code::payload_too_large beyond max_bytes).
 Result<Value> parse(std::string_view text, const Limits& limits = {});
+
+// A request body that must be a JSON object with only the given fields: MALFORMED_JSON for
+// anything else, UNKNOWN_FIELD naming the first unexpected field. An empty body is {}.
+Result<Value> parse_object(std::string_view text, std::initializer_list<std::string_view> allowed,
+                           const Limits& limits = {});
 
 // Streaming writer; the caller keeps begin/end balanced.
 class Writer {
