@@ -30,7 +30,7 @@ tp=$(port); gp=$(port); np=$(port)
 PORT=$tp OPERATOR_TOKEN=bench LOG_LEVEL=warn "$bin/hydrox-trading" 2>"$work/trading.log" &
 pids+=($!)
 sleep 0.5
-PORT=$gp TRADING_SERVICE_URL=http://127.0.0.1:$tp HYDROX_LEGACY_CLIENT_AUTH=1 LOG_LEVEL=error "$bin/hydrox-gateway" 2>"$work/gateway.log" &
+PORT=$gp TRADING_SERVICE_URL=http://127.0.0.1:$tp HYDROX_LEGACY_CLIENT_AUTH=1 RATE_LIMIT_IP_BURST=0 RATE_LIMIT_USER_BURST=0 LOG_LEVEL=error "$bin/hydrox-gateway" 2>"$work/gateway.log" &
 pids+=($!)
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$tp/health" >/dev/null && curl -s -o /dev/null "http://127.0.0.1:$gp/api/v1/openapi.json" && break; sleep 0.1; done
 curl -sf -XPOST "http://127.0.0.1:$tp/internal/v1/marks" -H 'Authorization: Bearer bench' -d '{"symbol":"BTC_USDM_PERP","mark_price":"97000"}' >/dev/null

@@ -71,6 +71,17 @@ Result<void> setup(service::Context& ctx) {
   // Route table of the original README (markets and /ws → market; positions, orders, balances →
   // trading; vaults → vault; auth, users → user).
   auto auth = std::make_shared<Authenticator>(ctx);
+  RateLimiter::Limits limits;
+  for (auto [bucket, name, cap, per_min] :
+       {std::tuple{&limits.per_ip, "IP", 1200, 6000}, std::tuple{&limits.per_user, "USER", 600, 3000},
+        std::tuple{&limits.auth_per_ip, "AUTH_IP", 20, 20}}) {
+    auto c = ctx.env.integer(std::string("RATE_LIMIT_") + name + "_BURST", cap, 0, 10'000'000);
+    auto rate = ctx.env.integer(std::string("RATE_LIMIT_") + name + "_PER_MIN", per_min, 1, 100'000'000);
+    if (!c) return c.error();
+    if (!rate) return rate.error();
+    *bucket = RateLimiter::Bucket{*c, *rate};
+  }
+  auto limiter = std::make_shared<RateLimiter>(ctx, limits);
   const std::tuple<const char*, const Upstream*, Access> table[] = {
       {"/api/v1/markets", &market, Access::open},           {"/api/v1/markets/*", &market, Access::open},
       {"/api/v1/positions", &trading, Access::user},        {"/api/v1/positions/*", &trading, Access::user},
@@ -79,7 +90,10 @@ Result<void> setup(service::Context& ctx) {
       {"/api/v1/vaults", &vault, Access::optional_user},    {"/api/v1/vaults/*", &vault, Access::optional_user},
       {"/api/v1/auth/*", &user, Access::optional_user},     {"/api/v1/users/*", &user, Access::user},
   };
-  for (const auto& [pattern, upstream, access] : table) r.any(pattern, make_proxy(*upstream, proxy_client, access, auth));
+  for (const auto& [pattern, upstream, access] : table) {
+    const bool auth_route = std::string_view(pattern).starts_with("/api/v1/auth");
+    r.any(pattern, make_proxy(*upstream, proxy_client, access, auth, limiter, auth_route));
+  }
 
   ctx.middleware.push_back(make_cors(split_list(*origins)));
   // /ws: after the upgrade, bytes flow both ways between the client and market's hub.

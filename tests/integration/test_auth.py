@@ -97,5 +97,40 @@ class GatewayAuthentication(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 1.5)
 
 
+class RateLimits(unittest.TestCase):
+    """Token buckets in Redis: a burst beyond the limit gets 429 with the headers; another user is
+    unaffected; the headers come on every answer."""
+
+    def test_burst_beyond_the_user_limit(self):
+        env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}, "user": {"OPERATOR_TOKEN": OPERATOR_TOKEN},
+               "market": {"INDEX_FEED": "none"},
+               "gateway": {"RATE_LIMIT_USER_BURST": "5", "RATE_LIMIT_USER_PER_MIN": "60",
+                           "RATE_LIMIT_AUTH_IP_BURST": "3", "RATE_LIMIT_AUTH_IP_PER_MIN": "3"}}
+        stack = Stack("rl", extra_env=env).start_all()
+        try:
+            def issue(user):
+                r = request(stack.ports["user"], "POST", "/internal/v1/api-keys",
+                            body={"user_id": user, "scope": "trade"}, headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+                return r.json()["key"]
+            ka, kb = issue(new_user()), issue(new_user())
+            answers = [stack.get("/api/v1/balances", headers={"Authorization": f"Bearer {ka}"}) for _ in range(7)]
+            self.assertEqual([r.status for r in answers[:5]], [200] * 5)
+            self.assertEqual(answers[0].header("RateLimit-Limit"), "5")
+            self.assertEqual(answers[0].header("RateLimit-Remaining"), "4")
+            limited = answers[5]
+            self.assertEqual(limited.status, 429, limited.body)
+            self.assertEqual(limited.json()["error"]["code"], "RATE_LIMITED")
+            self.assertGreaterEqual(int(limited.header("Retry-After")), 1)
+            self.assertEqual(limited.header("RateLimit-Remaining"), "0")
+            self.assertIsNotNone(limited.header("RateLimit-Reset"))
+            # Another user is unaffected.
+            self.assertEqual(stack.get("/api/v1/balances", headers={"Authorization": f"Bearer {kb}"}).status, 200)
+            # Stricter limits on /auth/* (per IP).
+            codes = [stack.get("/api/v1/auth/nonce").status for _ in range(5)]
+            self.assertEqual(codes[3:], [429, 429])
+        finally:
+            stack.close()
+
+
 if __name__ == "__main__":
     unittest.main()

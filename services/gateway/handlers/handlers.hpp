@@ -51,11 +51,42 @@ class Authenticator {
   std::unordered_map<std::string, Entry> cache_;
 };
 
+// Token buckets per IP and per user, in Redis (several gateways agree).
+class RateLimiter {
+ public:
+  struct Bucket {
+    std::int64_t capacity = 0;  // burst; 0 disables
+    std::int64_t per_minute = 60;
+  };
+  struct Limits {
+    Bucket per_ip, per_user, auth_per_ip;
+  };
+  struct Decision {
+    bool allowed = true;
+    std::int64_t limit = 0, remaining = 0, reset_s = 0, retry_after_s = 0;
+  };
+  RateLimiter(service::Context& ctx, Limits limits) : ctx_(ctx), limits_(limits) {}
+  const Limits& limits() const { return limits_; }
+  bool enabled() const {
+    return limits_.per_ip.capacity > 0 || limits_.per_user.capacity > 0 || limits_.auth_per_ip.capacity > 0;
+  }
+  bool run_blocking(std::function<void()> fn) { return ctx_.runtime->try_blocking(std::move(fn)); }
+  // Blocking (one Redis round trip): call it on the blocking pool.
+  Decision take(const std::string& key, const Bucket& bucket);
+  // RateLimit-Limit / -Remaining / -Reset, and Retry-After when refused.
+  static void apply(const Decision& d, http::Response& res);
+
+ private:
+  service::Context& ctx_;
+  Limits limits_;
+};
+
 // Forwards the request to `to` over the pooled keep-alive client, with the caller's identity
 // (X-User-ID, X-Auth-Kind, X-Auth-Scope) set by the gateway only; client-sent identity headers
 // are removed. Upstream failures become 503 JSON within the client's timeouts.
 http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Access access,
-                         std::shared_ptr<Authenticator> auth);
+                         std::shared_ptr<Authenticator> auth, std::shared_ptr<RateLimiter> limiter,
+                         bool auth_route = false);
 
 // Removes headers a client must never choose (identity) from a request about to be forwarded.
 void strip_identity(http::Request& req);

@@ -102,20 +102,48 @@ void forward(const Upstream& to, const std::shared_ptr<http::Client>& client, ht
 }  // namespace
 
 http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Access access,
-                         std::shared_ptr<Authenticator> auth) {
-  return [to = std::move(to), client, access, auth](http::Request& req, http::Respond respond) {
+                         std::shared_ptr<Authenticator> auth, std::shared_ptr<RateLimiter> limiter,
+                         bool auth_route) {
+  return [to = std::move(to), client, access, auth, limiter, auth_route](http::Request& req, http::Respond respond) {
     const bool legacy_identity = g_legacy_client_auth.load() && req.header("X-User-ID").has_value();
     strip_identity(req);
-    if (access == Access::open) return forward(to, client, req, respond);
     auto shared = std::make_shared<http::Request>(std::move(req));
-    auth->resolve(*shared, [to, client, access, shared, respond, legacy_identity](Result<std::optional<Authenticator::Identity>> id) {
+    req.request_id = shared->request_id;  // the server echoes it in the answer
+    req.method = shared->method;
+    // Rate limits, then forwarding; the limits' headers go on whatever answer follows.
+    auto limited_forward = [to, client, limiter, auth_route, respond](std::shared_ptr<http::Request> r,
+                                                                     std::string user_id) {
+      if (!limiter->enabled()) return forward(to, client, *r, respond);
+      bool queued = limiter->run_blocking([to, client, limiter, auth_route, respond, r, user_id] {
+        const auto& l = limiter->limits();
+        RateLimiter::Decision ip = limiter->take((auth_route ? "auth:" : "ip:") + r->remote_addr,
+                                                 auth_route ? l.auth_per_ip : l.per_ip);
+        RateLimiter::Decision shown = ip;
+        if (ip.allowed && !user_id.empty()) {
+          RateLimiter::Decision user = limiter->take("user:" + user_id, l.per_user);
+          if (!user.allowed || user.limit > 0) shown = user;
+        }
+        if (!shown.allowed || !ip.allowed) {
+          auto res = http::Response::error(fail(Code::rate_limited, "too many requests; retry later"), r->request_id);
+          RateLimiter::apply(shown.allowed ? ip : shown, res);
+          return respond(std::move(res));
+        }
+        forward(to, client, *r, [respond, shown](http::Response res) {
+          RateLimiter::apply(shown, res);
+          respond(std::move(res));
+        });
+      });
+      if (!queued) respond(http::Response::error(fail(Code::overloaded, "gateway busy"), r->request_id));
+    };
+    if (access == Access::open) return limited_forward(shared, "");
+    auth->resolve(*shared, [access, shared, respond, legacy_identity, limited_forward](Result<std::optional<Authenticator::Identity>> id) {
       http::Request& r = *shared;
       if (!id) return respond(http::Response::error(id.error(), r.request_id));
       if (!*id) {
         if (access == Access::user && !legacy_identity) {
           return respond(http::Response::error(fail(Code::unauthenticated, "sign in, or send an API key as Authorization: Bearer"), r.request_id));
         }
-        return forward(to, client, r, respond);
+        return limited_forward(shared, legacy_identity ? std::string(r.header("X-User-ID").value_or("")) : "");
       }
       const auto& who = **id;
       if (who.scope == "read" && r.method != http::Method::get && r.method != http::Method::head) {
@@ -124,7 +152,7 @@ http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Acce
       http::set_header(r.headers, "X-User-ID", who.user_id);
       http::set_header(r.headers, "X-Auth-Kind", who.kind);
       http::set_header(r.headers, "X-Auth-Scope", who.scope);
-      forward(to, client, r, respond);
+      limited_forward(shared, who.user_id);
     });
   };
 }
