@@ -16,3 +16,5 @@ done
 [ $found = 1 ] || echo "bench: engine benchmarks missing (build/default/bench)"
 echo "== durable order entry (bench/order_entry.sh)"
 bench/order_entry.sh
+echo "== ticker through the gateway vs nginx (bench/ticker.sh)"
+bench/ticker.sh

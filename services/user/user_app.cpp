@@ -4,6 +4,7 @@
 #include "user_app.hpp"
 
 #include "hydrox/auth/tokens.hpp"
+#include "hydrox/http/client.hpp"
 #include "hydrox/core/clock.hpp"
 #include "hydrox/json/json.hpp"
 #include "hydrox/log/log.hpp"
@@ -38,6 +39,8 @@ constexpr db::Query kProfile{
 struct State {
   service::Context* ctx = nullptr;
   std::string operator_token;
+  config::Endpoint trading;
+  std::shared_ptr<http::Client> client;
 };
 
 Result<UserId> caller(const http::Request& req) {
@@ -89,6 +92,13 @@ Result<void> setup(service::Context& ctx) {
   auto token = ctx.env.string("OPERATOR_TOKEN", "");
   if (!token) return token.error();
   st.operator_token = *token;
+  auto trading = ctx.env.endpoint("TRADING_SERVICE_URL", "http://localhost:8082");
+  if (!trading) return trading.error();
+  st.trading = *trading;
+  http::ClientOptions co;
+  co.request_timeout = std::chrono::milliseconds(3000);
+  st.client = std::make_shared<http::Client>(*ctx.runtime, co);
+  ctx.on_stop.push_back([] { st.client.reset(); });  // its sockets belong to the runtime
 
   // Redis is never the source of truth: make it hold every live credential.
   {
@@ -183,6 +193,33 @@ Result<void> setup(service::Context& ctx) {
       if (rows->size() == 0) return fail(Code::not_found, "no such active key");
       if (auto d = st.ctx->redis->del(auth::redis_key(rows->get(0, 0))); !d) return d.error();
       return http::Response::json(200, "{\"status\":\"revoked\"}");
+    });
+  });
+
+  // The user's balances across accounts: the trading account (vault holdings join with #8).
+  r.get("/api/v1/users/balances", [](http::Request& req, http::Respond respond) {
+    auto user = caller(req);
+    if (!user) return respond(http::Response::error(user.error(), req.request_id));
+    http::OutgoingRequest out{http::Method::get, "/api/v1/balances",
+                              {{"X-User-ID", user->value().to_string()}, {"X-Request-ID", req.request_id}}, {}};
+    st.client->request(st.trading, std::move(out), [respond, rid = req.request_id](Result<http::Response> answer) {
+      if (!answer || answer->status != 200) {
+        return respond(http::Response::error(fail(Code::upstream_unavailable, "trading balances unavailable"), rid));
+      }
+      auto doc = json::parse(answer->body);
+      if (!doc || !doc->is_array()) return respond(http::Response::error(fail(Code::internal, "bad balances"), rid));
+      json::Writer w;
+      w.begin_array();
+      for (const auto& b : doc->items()) {
+        w.begin_object().field("account", "trading");
+        for (const auto& m : b.members()) {
+          w.key(m.key);
+          if (m.value.is_string()) w.string(m.value.as_string()); else w.raw_number(m.value.number_text());
+        }
+        w.end_object();
+      }
+      w.end_array();
+      respond(http::Response::json(200, w.take()));
     });
   });
 

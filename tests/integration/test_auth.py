@@ -77,6 +77,12 @@ class GatewayAuthentication(unittest.TestCase):
         check(doc, "/api/v1/users/api-keys", "GET", self.as_key(key, "GET", "/api/v1/users/api-keys"))
         check(doc, "/api/v1/users/api-keys", "GET", self.stack.call("GET", "/api/v1/users/api-keys"))
         check(doc, "/api/v1/users/profile", "GET", self.as_key(key, "GET", "/api/v1/users/profile"))
+        self.t.deposit(u, "123.45")
+        bal = self.as_key(key, "GET", "/api/v1/users/balances")
+        self.assertEqual(bal.status, 200, bal.body)
+        self.assertEqual(bal.json()[0]["account"], "trading")
+        self.assertIn('"total":123.45', bal.body)
+        check(doc, "/api/v1/users/balances", "GET", bal)
         check(doc, "/api/v1/users/api-keys/{id}", "DELETE", self.as_key(key, "DELETE", f"/api/v1/users/api-keys/{new_user()}"))
         check(doc, "/api/v1/users/api-keys/{id}", "DELETE", self.as_key(key, "DELETE", f"/api/v1/users/api-keys/{issued['id']}"))
 
