@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <charconv>
 #include <map>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
 
 #include "hydrox/core/clock.hpp"
 #include "hydrox/decimal/decimal.hpp"
@@ -66,9 +69,43 @@ std::optional<std::int64_t> to_int(std::string_view s) {
   return v;
 }
 
-// Reads the cache, else computes (blocking, on the blocking pool) and stores it.
+// Answers computed here in the last TTL, served from memory on the IO thread (bounded: entries
+// expire with their TTL and the map is cleared past 10,000 keys). Only values this process
+// computed are kept, so their age is known and never exceeds the TTL.
+struct LocalCache {
+  struct Entry {
+    std::string body;
+    std::chrono::steady_clock::time_point expires;
+  };
+  std::mutex mu;
+  std::unordered_map<std::string, Entry> entries;
+
+  std::optional<std::string> get(const std::string& key) {
+    std::lock_guard lock(mu);
+    auto it = entries.find(key);
+    if (it == entries.end() || std::chrono::steady_clock::now() >= it->second.expires) return std::nullopt;
+    return it->second.body;
+  }
+  void put(const std::string& key, std::string body, std::chrono::steady_clock::time_point expires) {
+    std::lock_guard lock(mu);
+    if (entries.size() > 10'000) entries.clear();
+    entries[key] = Entry{std::move(body), expires};
+  }
+};
+LocalCache& local_cache() {
+  static LocalCache c;
+  return c;
+}
+
+// Memory (computed here, younger than the TTL), else Redis (shared by every market instance),
+// else compute from PostgreSQL on the blocking pool and fill both.
 void cached(Services& s, http::Request& req, http::Respond respond, std::string key, std::chrono::milliseconds ttl,
             std::function<Result<std::string>()> compute) {
+  if (auto body = local_cache().get(key)) {
+    auto r = http::Response::json(200, std::move(*body));
+    r.set_header("X-Cache", "hit");
+    return respond(std::move(r));
+  }
   service::respond_blocking(*s.ctx, req, respond, [&s, key, ttl, compute]() -> Result<http::Response> {
     auto hit = s.ctx->redis->get(key);
     if (hit && *hit) {
@@ -76,9 +113,13 @@ void cached(Services& s, http::Request& req, http::Respond respond, std::string 
       r.set_header("X-Cache", "hit");
       return r;
     }
+    const auto computed_at = std::chrono::steady_clock::now();
     auto body = compute();
     if (!body) return body.error();
-    if (hit) (void)s.ctx->redis->set(key, *body, ttl);  // Redis is up: fill the cache
+    if (hit) {
+      (void)s.ctx->redis->set(key, *body, ttl);  // Redis is up: fill the shared cache
+      local_cache().put(key, *body, computed_at + ttl);
+    }
     auto r = http::Response::json(200, *body);
     r.set_header("X-Cache", hit ? "miss" : "bypass");
     return r;
