@@ -44,8 +44,10 @@ Result<void> setup(service::Context& ctx) {
   if (!feed) return feed.error();
   if (*feed == "simulated") {
     if (auto r = start_index_feed(s); !r) return r.error();
+  } else if (*feed == "oracle") {
+    if (auto r = start_oracle_feed(s, *ctx.router); !r) return r.error();
   } else if (*feed != "none") {
-    return fail(Code::invalid_field, "INDEX_FEED must be simulated or none, got \"" + *feed + "\"", "INDEX_FEED");
+    return fail(Code::invalid_field, "INDEX_FEED must be simulated, oracle or none, got \"" + *feed + "\"", "INDEX_FEED");
   }
   return {};
 }

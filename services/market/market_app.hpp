@@ -27,5 +27,7 @@ Result<std::string> ticker_json(Services& s, const catalog::MarketInfo& m, bool 
 const std::map<std::string, std::string>& kline_intervals();
 // Starts the development index feed (a seeded random walk per market) on the runtime's timer.
 Result<void> start_index_feed(Services& s);
+// Registers the signed oracle push endpoint (POST /api/v1/oracle/prices).
+Result<void> start_oracle_feed(Services& s, http::Router& r);
 
 }  // namespace hydrox::market
