@@ -3,29 +3,10 @@
 # small static body with the same load tool in the same run, as the ceiling. Everything on this
 # machine: PostgreSQL (fsync on), Redis, trading, gateway, wrk, nginx.
 #   bench/order_entry.sh [DURATION_S] [CONNECTIONS]
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
+. "$(dirname "$0")/lib.sh"
 duration=${1:-20}
 conns=${2:-64}
-bin=$root/build/default/bin
-for p in wrk nginx-light; do
-  dpkg-query -W -f='${Status}' $p 2>/dev/null | grep -q "ok installed" || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $p >/dev/null
-done
-work=$(mktemp -d /tmp/hydrox-bench.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  scripts/infra.sh stop-remove "$work/infra" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-scripts/infra.sh start "$work/infra" >/dev/null
-set -a; . "$work/infra/env"; set +a
-"$bin/hydrox-migrate" db/migrations >/dev/null 2>&1
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+start_infra
 tp=$(port); gp=$(port); np=$(port)
 PORT=$tp OPERATOR_TOKEN=bench LOG_LEVEL=warn "$bin/hydrox-trading" 2>"$work/trading.log" &
 pids+=($!)
@@ -51,17 +32,5 @@ curl -s "http://127.0.0.1:$tp/metrics" | grep -E "^trading_batch_commit_seconds_
 echo "== nginx, a small static body, same tool: wrk -t2 -c$conns -d${duration}s"
 mkdir -p "$work/www"
 echo '{"status":"ok"}' >"$work/www/index.json"
-cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$np; root $work/www; location / { default_type application/json; } }
-}
-CONF
-nginx -c "$work/nginx.conf"
-sleep 0.3
+start_nginx "$work/www" "$np"
 wrk -t2 -c"$conns" -d"${duration}s" --latency "http://127.0.0.1:$np/index.json" | grep -E "Requests/sec|Latency|50%|99%" || true

@@ -512,7 +512,7 @@ Result<void> EngineHost::write(const Batch& b) {
   }
   (void)batch_ts;
   // One-minute bars, merged into what earlier batches wrote; a bar part already applied (same
-  // sequence range) is skipped, so a retried write cannot double its volume.
+  // sequence range) is skipped, so a retried write cannot count its volume twice.
   MultiRow bar_rows(
       "INSERT INTO klines_1m AS k (market_id, bucket, open, high, low, close, volume, quote_volume, trades,"
       " first_seq, last_seq)", 11,
