@@ -12,7 +12,7 @@ missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+if [ ${#missing[@]} -gt 0 ]; then
 echo "deps: installing ${missing[*]}"
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
@@ -22,3 +22,11 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 for svc in postgresql redis-server supervisor; do
   if command -v systemctl >/dev/null && systemctl is-active -q "$svc" 2>/dev/null; then $SUDO systemctl stop "$svc" || true; fi
 done
+fi
+
+# Test tooling from npm (real wallet libraries for the sign-in tests), pinned by package-lock.
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -d "$root/tests/integration/node_modules/ethers" ]; then
+  echo "deps: npm ci (tests/integration)"
+  npm ci --prefix "$root/tests/integration" --no-audit --no-fund --ignore-scripts >/dev/null
+fi

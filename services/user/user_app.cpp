@@ -36,12 +36,7 @@ constexpr db::Query kProfile{
     "SELECT id, wallet_address, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
     " FROM users WHERE id = $1::uuid"};
 
-struct State {
-  service::Context* ctx = nullptr;
-  std::string operator_token;
-  config::Endpoint trading;
-  std::shared_ptr<http::Client> client;
-};
+
 
 Result<UserId> caller(const http::Request& req) {
   auto h = req.header("X-User-ID");
@@ -130,6 +125,7 @@ Result<void> setup(service::Context& ctx) {
   }
 
   auto& r = *ctx.router;
+  if (auto si = register_sign_in(st, r); !si) return si.error();
   r.post("/internal/v1/api-keys", [](http::Request& req, http::Respond respond) {
     auto h = req.header("Authorization");
     if (st.operator_token.empty() || !h || *h != "Bearer " + st.operator_token) {

@@ -1,7 +1,20 @@
 #pragma once
+#include "hydrox/http/client.hpp"
 #include "hydrox/service/service.hpp"
 
 namespace hydrox::user {
+
+struct State {
+  service::Context* ctx = nullptr;
+  std::string operator_token;
+  config::Endpoint trading;
+  std::shared_ptr<http::Client> client;
+  std::string auth_domain, auth_uri;
+  std::int64_t auth_chain_id = 1;
+};
+
+// /api/v1/auth/nonce, /auth/connect, /auth/disconnect (sign_in.cpp).
+Result<void> register_sign_in(State& st, http::Router& r);
 
 // The user service's routes and background work (registered into the shared service main).
 Result<void> setup(service::Context& ctx);

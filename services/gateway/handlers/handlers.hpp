@@ -37,6 +37,7 @@ class Authenticator {
     std::string user_id;
     std::string kind;   // session | api_key
     std::string scope;  // read | trade
+    std::string hash;   // SHA-256 of the credential (lets the user service revoke a session)
   };
   // done(nullopt) when there is no credential; an error when it is not valid.
   void resolve(const http::Request& req, std::function<void(Result<std::optional<Identity>>)> done);

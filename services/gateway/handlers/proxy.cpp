@@ -30,6 +30,7 @@ void strip_identity(http::Request& req) {
   // Identity is the gateway's to set (after authentication), never the client's.
   http::remove_header(req.headers, "X-Auth-Kind");
   http::remove_header(req.headers, "X-Auth-Scope");
+  http::remove_header(req.headers, "X-Auth-Credential");
   if (g_legacy_client_auth.load()) return;
   http::remove_header(req.headers, "X-User-ID");
 }
@@ -55,7 +56,8 @@ void Authenticator::resolve(const http::Request& req, std::function<void(Result<
     std::optional<Identity> id;
     if (*v) {
       if (auto c = auth::decode(**v); c && (c->expires_ms == 0 || c->expires_ms > SystemClock::instance().now_ms())) {
-        id = Identity{c->user.value().to_string(), std::string(auth::kind_name(c->kind)), std::string(auth::scope_name(c->scope))};
+        id = Identity{c->user.value().to_string(), std::string(auth::kind_name(c->kind)),
+                      std::string(auth::scope_name(c->scope)), hash};
       }
     }
     {
@@ -152,6 +154,7 @@ http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Acce
       http::set_header(r.headers, "X-User-ID", who.user_id);
       http::set_header(r.headers, "X-Auth-Kind", who.kind);
       http::set_header(r.headers, "X-Auth-Scope", who.scope);
+      http::set_header(r.headers, "X-Auth-Credential", who.hash);
       limited_forward(shared, who.user_id);
     });
   };

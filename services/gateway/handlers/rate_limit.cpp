@@ -37,7 +37,11 @@ RateLimiter::Decision RateLimiter::take(const std::string& key, const Bucket& bu
   d.limit = bucket.capacity;
   d.remaining = bucket.capacity;
   if (bucket.capacity <= 0) return d;  // disabled
-  auto r = ctx_.redis->command({"EVAL", kScript, "1", "hydrox:rl:" + key, std::to_string(bucket.capacity),
+  // The bucket's shape is part of its key: a changed limit starts from a full bucket instead of
+  // inheriting a state measured against another capacity.
+  const std::string redis_key = "hydrox:rl:" + std::to_string(bucket.capacity) + "/" +
+                                std::to_string(bucket.per_minute) + ":" + key;
+  auto r = ctx_.redis->command({"EVAL", kScript, "1", redis_key, std::to_string(bucket.capacity),
                                 std::to_string(bucket.per_minute)});
   if (!r || r->elements.size() != 4) {
     static std::atomic<int> failures{0};
