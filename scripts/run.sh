@@ -146,7 +146,12 @@ HydroX is up.
 Live market: the market maker quotes every market for the protocol vault (API key in
   $run_dir/mm.env); its log is $run_dir/logs/market-maker.log.
   curl localhost:8080/api/v1/markets/BTC_USDM_PERP/orderbook
-Trading as a user (until wallet sign-in lands): create an API key, fund the account, trade:
+Sign in with an Ethereum wallet (EIP-4361; Cardano CIP-30 is not built yet):
+  curl 'localhost:8080/api/v1/auth/nonce?wallet_address=0xYourAddress&chain=ethereum'
+  sign the returned "message" with personal_sign, then
+  curl -XPOST localhost:8080/api/v1/auth/connect -d '{"wallet_address":"0x…","chain":"ethereum","message":"…","signature":"0x…"}'
+  → a session token (and 10,000 test-net USDM on the first sign-in); send it as Authorization: Bearer.
+Or, for bots: an API key from the operator CLI, then fund the account:
   OPERATOR_TOKEN=\$(cat $run_dir/operator-token) build/default/bin/hydrox-admin api-key <user-uuid> trade
   OPERATOR_TOKEN=\$(cat $run_dir/operator-token) build/default/bin/hydrox-admin faucet <user-uuid>
   curl -H "Authorization: Bearer <key>" localhost:8080/api/v1/balances
