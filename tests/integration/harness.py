@@ -48,6 +48,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def free_ports(n):
+    """n distinct free ports: all sockets stay open until every port is chosen (the kernel may hand
+    out a just-closed port again)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def wait_until(predicate, timeout, interval=0.05, what="condition"):
     """Polls predicate until it returns a truthy value or the deadline passes."""
     deadline = time.monotonic() + timeout
@@ -123,7 +138,7 @@ class Stack:
         subprocess.run([os.path.join(BIN_DIR, "hydrox-migrate"), os.path.join(SOURCE_DIR, "db", "migrations")],
                        env={**os.environ, "DATABASE_URL": self.database_url}, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.ports = {s: free_port() for s in SERVICES}
+        self.ports = dict(zip(SERVICES, free_ports(len(SERVICES))))
         self.extra_env = extra_env or {}
         self.procs = {}
         self.logs = {}
