@@ -98,9 +98,14 @@ Result<void> setup(service::Context& ctx) {
 
   ctx.middleware.push_back(make_cors(split_list(*origins)));
   // /ws: after the upgrade, bytes flow both ways between the client and market's hub.
-  ctx.tunnels.emplace_back("/ws", [market_ep = market.endpoint](http::Request& req)
+  ctx.tunnels.emplace_back("/ws", [market_ep = market.endpoint, auth](http::Request& req)
                                       -> Result<config::Endpoint> {
     strip_identity(req);
+    // Authentication at the upgrade: a valid bearer makes private streams available.
+    auto id = auth->resolve_now(req);
+    if (!id) return id.error();
+    if (*id) http::set_header(req.headers, "X-User-ID", (*id)->user_id);
+    http::remove_header(req.headers, "Authorization");
     return market_ep;
   });
   return {};

@@ -95,7 +95,9 @@ http::WsHandlers Hub::handlers() {
   http::WsHandlers h;
   h.on_open = [self](const std::shared_ptr<http::WsConnection>& c) {
     std::lock_guard lock(self->mu_);
-    self->sessions_[c->id()] = Session{c, {}, now_ms(), 0, false, 0};
+    Session session{c, {}, now_ms(), 0, false, 0};
+    if (auto u = c->request().header("X-User-ID"); u && Uuid::parse(*u)) session.user = std::string(*u);
+    self->sessions_[c->id()] = std::move(session);
   };
   h.on_message = [self](const std::shared_ptr<http::WsConnection>& c, std::string_view text) { self->on_message(c, text); };
   h.on_close = [self](const std::shared_ptr<http::WsConnection>& c) { self->on_close(c); };
@@ -106,7 +108,10 @@ void Hub::on_close(const std::shared_ptr<http::WsConnection>& c) {
   std::lock_guard lock(mu_);
   auto it = sessions_.find(c->id());
   if (it == sessions_.end()) return;
-  for (const auto& stream : it->second.streams) subscribers_[stream].erase(c->id());
+  for (const auto& stream : it->second.streams) {
+    subscribers_[stream].erase(c->id());
+    if (!it->second.user.empty()) subscribers_["u:" + it->second.user + ":" + stream].erase(c->id());
+  }
   sessions_.erase(it);
 }
 
@@ -160,8 +165,12 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
     }
     const std::string& name = p.as_string();
     if (name == "orders" || name == "fills" || name == "positions" || name == "balances") {
-      c->send(reply_error(id, "AUTH_REQUIRED", "private streams need an authenticated connection", name));
-      return;
+      if (session.user.empty()) {
+        c->send(reply_error(id, "AUTH_REQUIRED", "private streams need an authenticated connection", name));
+        return;
+      }
+      streams.push_back(name);
+      continue;
     }
     if (!valid_stream(name)) {
       c->send(reply_error(id, "UNKNOWN_STREAM", "no such stream", name));
@@ -185,14 +194,60 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
   }
   c->send(reply_ok(id, "ok"));
   for (const auto& name : streams) {
-    if (session.streams.insert(name).second) {
-      subscribers_[name].insert(c->id());
-      send_snapshot(session, name);
+    if (!session.streams.insert(name).second) continue;
+    if (name == "orders" || name == "fills" || name == "positions" || name == "balances") {
+      subscribe_private(c->id(), session.user, name, id);
+      continue;
     }
+    subscribers_[name].insert(c->id());
+    send_snapshot(session, name);
+  }
+}
+
+// A private stream starts with the user's current state from trading (the REST answer) as its
+// snapshot; the session joins the stream at that moment, under the lock.
+void Hub::subscribe_private(std::uint64_t session_id, const std::string& user, const std::string& stream,
+                            const json::Value*) {
+  static const std::map<std::string, std::string> kPaths{{"orders", "/api/v1/orders"},
+                                                        {"fills", "/api/v1/fills?limit=50"},
+                                                        {"positions", "/api/v1/positions"},
+                                                        {"balances", "/api/v1/balances"}};
+  auto self = shared_from_this();
+  http::OutgoingRequest req{http::Method::get, kPaths.at(stream), {{"X-User-ID", user}}, {}};
+  s_.client->request(s_.trading, std::move(req), [self, session_id, user, stream](Result<http::Response> r) {
+    std::lock_guard lock(self->mu_);
+    auto it = self->sessions_.find(session_id);
+    if (it == self->sessions_.end() || !it->second.streams.count(stream)) return;
+    const std::string key = "u:" + user + ":" + stream;
+    self->subscribers_[key].insert(session_id);
+    const std::string data = r && r->status == 200 ? r->body : std::string("null");
+    json::Writer w;
+    w.begin_object().field("type", stream).field("channel", stream).field("seq", static_cast<std::int64_t>(self->seq_[key]));
+    w.field("snapshot", true).key("data").raw_value(data).end_object();
+    it->second.conn->send(w.take());
+  });
+}
+
+void Hub::broadcast_as(const std::string& key, const std::string& channel, std::string_view type,
+                       const std::string& data) {
+  const std::uint64_t seq = ++seq_[key];
+  auto subs = subscribers_.find(key);
+  if (subs == subscribers_.end() || subs->second.empty()) return;
+  json::Writer w;
+  w.begin_object().field("type", type).field("channel", channel).field("seq", static_cast<std::int64_t>(seq));
+  w.key("data").raw_value(data).end_object();
+  const std::string message = w.take();
+  for (std::uint64_t sid : subs->second) {
+    auto it = sessions_.find(sid);
+    if (it != sessions_.end()) deliver(it->second, message);
   }
 }
 
 void Hub::send_snapshot(Session& session, const std::string& stream) {
+  if (stream == "orders" || stream == "fills" || stream == "positions" || stream == "balances") {
+    subscribe_private(session.conn->id(), session.user, stream, nullptr);  // fresh state from trading
+    return;
+  }
   const std::string type = stream_type(stream);
   const std::string symbol = stream.substr(stream.rfind('.') + 1);
   std::string data = "null";
@@ -290,6 +345,16 @@ void Hub::broadcast(const std::string& stream, std::string_view type, const std:
 
 void Hub::on_redis(std::string_view channel, std::string_view message) {
   constexpr std::string_view kTrades = "hydrox:trades:", kBook = "hydrox:book:", kMark = "hydrox:mark:";
+  constexpr std::string_view kUser = "hydrox:user:";
+  if (channel.starts_with(kUser)) {  // hydrox:user:<uuid>:<orders|fills|positions|balances>
+    std::string_view rest = channel.substr(kUser.size());
+    auto colon = rest.find(':');
+    if (colon == std::string_view::npos) return;
+    const std::string user(rest.substr(0, colon)), kind(rest.substr(colon + 1));
+    std::lock_guard lock(mu_);
+    broadcast_as("u:" + user + ":" + kind, kind, kind, std::string(message));
+    return;
+  }
   auto doc = json::parse(message);
   if (!doc || !doc->is_object()) return;
   std::lock_guard lock(mu_);
@@ -458,7 +523,7 @@ void Hub::start() {
   auto self = shared_from_this();
   subscriber_ = std::make_unique<redis::Subscriber>(
       s_.ctx->redis_address, std::vector<std::string>{},
-      std::vector<std::string>{"hydrox:trades:*", "hydrox:book:*", "hydrox:mark:*"},
+      std::vector<std::string>{"hydrox:trades:*", "hydrox:book:*", "hydrox:mark:*", "hydrox:user:*"},
       [self](std::string_view channel, std::string_view message) { self->on_redis(channel, message); },
       [self] {
         // Messages were lost while Redis was away: rebuild the books and resend every snapshot.

@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "hydrox/http/websocket.hpp"
+#include "hydrox/json/json.hpp"
 #include "hydrox/redis/redis.hpp"
 #include "market_app.hpp"
 
@@ -40,6 +41,7 @@ class Hub : public std::enable_shared_from_this<Hub> {
     std::int64_t last_resync_ms = 0;
     std::size_t missed = 0;  // messages dropped while resyncing
     bool dropped = false;    // aborted; on_close removes it
+    std::string user;        // X-User-ID set by the gateway at the upgrade; empty: anonymous
   };
   struct Book {
     bool ready = false;
@@ -58,6 +60,9 @@ class Hub : public std::enable_shared_from_this<Hub> {
   void subscribe(std::uint64_t session, const std::string& stream);
   // Sends one message of a stream to all its subscribers (lock held).
   void broadcast(const std::string& stream, std::string_view type, const std::string& data);
+  // For private streams: `key` is the per-user stream ("u:<user>:orders"), `channel` the public name.
+  void broadcast_as(const std::string& key, const std::string& channel, std::string_view type, const std::string& data);
+  void subscribe_private(std::uint64_t session, const std::string& user, const std::string& stream, const json::Value* id);
   void deliver(Session& session, const std::string& message);
   void send_snapshot(Session& session, const std::string& stream);  // lock held
   void fetch_book(const std::string& symbol);

@@ -184,6 +184,54 @@ class WebSocketThroughGateway(unittest.TestCase):
         self.assertEqual(codes, [1008])
 
 
+class PrivateStreams(unittest.TestCase):
+    """Authentication at the upgrade (issue #6): a bearer credential makes the user's own orders,
+    fills, positions and balances available, each with a snapshot and seq; nobody else's."""
+
+    def test_own_events_only_with_snapshot_and_seq(self):
+        from trading_client import OPERATOR_TOKEN
+        env = stack_env()
+        env["user"] = {"OPERATOR_TOKEN": OPERATOR_TOKEN}
+        stack = Stack("wsp", extra_env=env).start_all()
+        try:
+            t = Trading(stack.ports["trading"])
+            t.mark(SYM, "97000")
+
+            def key_for(user):
+                r = request(stack.ports["user"], "POST", "/internal/v1/api-keys", body={"user_id": user, "scope": "trade"},
+                            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+                return r.json()["key"]
+
+            a, b = new_user(), new_user()
+            t.deposit(a, "10000")
+            t.deposit(b, "10000")
+            ka, kb = key_for(a), key_for(b)
+            with self.assertRaises(ConnectionError):
+                WsClient(stack.gateway_port, headers={"Authorization": "Bearer hxk_nope"})
+            ca = WsClient(stack.gateway_port, headers={"Authorization": f"Bearer {ka}"})
+            cb = WsClient(stack.gateway_port, headers={"Authorization": f"Bearer {kb}"})
+            for c in (ca, cb):
+                c.send_json({"method": "SUBSCRIBE", "params": ["orders", "fills", "balances"], "id": 1})
+            col_a, col_b = Collector(ca), Collector(cb)
+            wait_until(lambda: all(col.on(ch) for col in (col_a, col_b) for ch in ("orders", "fills", "balances")), 5,
+                       what="private snapshots")
+            self.assertEqual(col_a.on("orders")[0]["data"], [])
+            r = stack.call("POST", "/api/v1/orders", body={"symbol": SYM, "side": "Buy", "type": "Limit",
+                                                           "price": "96000", "amount": "0.001"},
+                           headers={"Authorization": f"Bearer {ka}"})
+            self.assertEqual(r.status, 201, r.body)
+            wait_until(lambda: len(col_a.on("orders")) >= 2, 5, what="A's order event")
+            update = col_a.on("orders")[1]
+            self.assertEqual((update["data"]["id"], update["data"]["status"]), (r.json()["id"], "Open"))
+            check_seq(self, col_a.on("orders"))
+            time.sleep(0.3)
+            self.assertEqual(len(col_b.on("orders")), 1, "B saw A's order")  # only its snapshot
+            ca.close()
+            cb.close()
+        finally:
+            stack.close()
+
+
 class SlowConsumer(unittest.TestCase):
     def test_a_client_that_never_reads_is_dropped_and_100_others_miss_nothing(self):
         stack = Stack("slow", extra_env=stack_env({"WS_MAX_QUEUED_MESSAGES": "512", "WS_SOCKET_SEND_BUFFER": "8192"}),

@@ -33,6 +33,7 @@ class WsClient:
         head, self.buf = head.split(b"\r\n\r\n", 1)
         self.status = int(head.split(b" ")[1])
         if self.status != 101:
+            self.sock.close()
             raise ConnectionError(f"handshake answered {head[:200]!r}")
 
     def send_text(self, text):

@@ -41,6 +41,8 @@ class Authenticator {
   };
   // done(nullopt) when there is no credential; an error when it is not valid.
   void resolve(const http::Request& req, std::function<void(Result<std::optional<Identity>>)> done);
+  // The same, blocking (the WebSocket upgrade path: rare, bounded by Redis's timeout).
+  Result<std::optional<Identity>> resolve_now(const http::Request& req);
 
  private:
   struct Entry {

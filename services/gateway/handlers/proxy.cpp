@@ -71,6 +71,23 @@ void Authenticator::resolve(const http::Request& req, std::function<void(Result<
   if (!queued) done(fail(Code::overloaded, "gateway busy"));
 }
 
+Result<std::optional<Authenticator::Identity>> Authenticator::resolve_now(const http::Request& req) {
+  auto h = req.header("Authorization");
+  if (!h) return std::optional<Identity>();
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!h->starts_with(kBearer) || h->size() > 200) return fail(Code::unauthenticated, "malformed Authorization header");
+  const std::string hash = auth::hash_hex(h->substr(kBearer.size()));
+  auto v = ctx_.redis->get(auth::redis_key(hash));
+  if (!v) return fail(Code::unavailable, "authentication unavailable");
+  if (*v) {
+    if (auto c = auth::decode(**v); c && (c->expires_ms == 0 || c->expires_ms > SystemClock::instance().now_ms())) {
+      return std::optional<Identity>(Identity{c->user.value().to_string(), std::string(auth::kind_name(c->kind)),
+                                              std::string(auth::scope_name(c->scope)), hash});
+    }
+  }
+  return fail(Code::unauthenticated, "invalid or revoked credential");
+}
+
 namespace {
 
 void forward(const Upstream& to, const std::shared_ptr<http::Client>& client, http::Request& req, http::Respond respond) {
