@@ -279,8 +279,13 @@ void Hub::send_snapshot(Session& session, const std::string& stream) {
     w.field("engine_seq", static_cast<std::int64_t>(b.engine_seq)).end_object();
     data = w.take();
   } else if (type == "trade") {
-    data = "[]";
-    if (auto t = last_ticker_.find("__trades__" + symbol); t != last_ticker_.end()) data = t->second;
+    json::Writer w;
+    w.begin_array();
+    if (auto t = recent_trades_.find(symbol); t != recent_trades_.end()) {
+      for (const auto& trade : t->second) w.raw_value(trade);
+    }
+    w.end_array();
+    data = w.take();
   } else if (type == "kline") {
     if (auto b = bars_.find(stream); b != bars_.end() && b->second.t >= 0) {
       const Bar& bar = b->second;
@@ -367,22 +372,10 @@ void Hub::on_redis(std::string_view channel, std::string_view message) {
     w.key("time").raw_number(doc->find("time")->number_text()).end_object();
     const std::string trade = w.take();
     broadcast("trade." + symbol, "trade", trade);
-    // Recent trades for snapshots (kept under a reserved key).
-    std::string& recent = last_ticker_["__trades__" + symbol];
-    auto arr = json::parse(recent.empty() ? "[]" : recent);
-    json::Writer r;
-    r.begin_array().raw_value(trade);
-    std::size_t n = 1;
-    for (const auto& item : arr->items()) {
-      if (n++ >= kRecentTrades) break;
-      // Re-render the stored item: it is our own JSON, so splice its text back.
-      r.raw_value("{\"id\":" + json::quote(item.find("id")->as_string()) + ",\"symbol\":" + json::quote(symbol) +
-                  ",\"price\":" + std::string(item.find("price")->number_text()) + ",\"amount\":" +
-                  std::string(item.find("amount")->number_text()) + ",\"side\":" + json::quote(item.find("side")->as_string()) +
-                  ",\"time\":" + std::string(item.find("time")->number_text()) + "}");
-    }
-    r.end_array();
-    recent = r.take();
+    // Recent trades for snapshots, newest first, already rendered.
+    auto& recent = recent_trades_[symbol];
+    recent.push_front(trade);
+    if (recent.size() > kRecentTrades) recent.pop_back();
     // Klines of this symbol that someone watches.
     const std::int64_t t = *doc->find("time")->as_int(0, INT64_MAX);
     const std::string price(doc->find("price")->number_text());

@@ -6,6 +6,7 @@
 // levels, marks) and a one-second ticker timer. A session whose send queue overflows is resynced
 // (fresh snapshots once its queue drains); a second overflow within 10 s disconnects it. The hub
 // never waits on a session.
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -81,6 +82,7 @@ class Hub : public std::enable_shared_from_this<Hub> {
   std::unordered_map<std::string, Bar> bars_;                   // by kline stream name
   std::unordered_map<std::string, std::string> last_ticker_;    // by symbol, JSON
   std::unordered_map<std::string, std::string> last_mark_;      // by symbol, JSON data
+  std::unordered_map<std::string, std::deque<std::string>> recent_trades_;  // by symbol, newest first
   std::unique_ptr<redis::Subscriber> subscriber_;
 };
 
