@@ -3,6 +3,9 @@
 // state hashes must match; periodically an export → load copy must hash the same and then behave
 // the same. HYDROX_RANDOM_OPS sets the steps per seed (default 1,000,000; the sanitizer preset
 // uses fewer).
+#include <algorithm>
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 
@@ -43,8 +46,19 @@ class Generator {
     if (r < 910) return Withdraw{user(u), pick(1, 20000) * kUsdm, ts()};
     if (r < 960) {
       Price& mark = marks_[m];
-      mark += pick(-static_cast<int>(mark / 400), static_cast<int>(mark / 400));  // ±0.25 %
+      if (pick(0, 49) == 0) {
+        mark += pick(-static_cast<int>(mark / 8), static_cast<int>(mark / 8));  // a shock: ±12.5 %
+      } else {
+        mark += pick(-static_cast<int>(mark / 400), static_cast<int>(mark / 400));  // ±0.25 %
+      }
+      // Keep the walk within a band so that the run keeps trading near the start prices.
+      mark = std::clamp<Price>(mark, kStart[m] / 2, kStart[m] * 2);
       return SetMark{m, mark, ts()};
+    }
+    if (r < 968) {
+      // Funding: mostly the next interval, sometimes a repeat (must be refused).
+      if (pick(0, 4) != 0) interval_[m] += 1000;
+      return SettleFunding{m, interval_[m], pick(-3'000'000, 3'000'000), marks_[m] + pick(-100, 100), ts()};
     }
     return SetLeverage{user(u), m, pick(1, 25), ts()};
   }
@@ -109,7 +123,9 @@ class Generator {
 
   std::mt19937_64 rng_;
   std::uint64_t step_ = 0;
+  static constexpr std::array<Price, 2> kStart{970000, 300000};
   std::array<Price, 2> marks_{970000, 300000};
+  std::array<std::int64_t, 2> interval_{0, 0};
   std::vector<std::pair<std::uint64_t, OrderId>> ids_;
 };
 
@@ -120,6 +136,10 @@ void setup(auto& engine, std::vector<Event>& out) {
     // A few thin accounts so that margin rejections happen.
     engine.apply(Deposit{user(static_cast<std::uint64_t>(u)), (u % 5 == 0 ? 500 : 200'000) * kUsdm, 0}, out);
   }
+  // The backstop can carry some positions; the insurance fund runs dry now and then, so every
+  // liquidation stage (book, backstop, ADL) happens.
+  engine.apply(Deposit{EngineConfig{}.backstop_account, 300'000 * kUsdm, 0}, out);
+  engine.apply(Deposit{EngineConfig{}.insurance_account, 2'000 * kUsdm, 0}, out);
 }
 
 std::string describe(const Event& e) { return "seq " + std::to_string(e.seq) + " type " + std::to_string(e.body.index()); }
@@ -136,7 +156,8 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   setup(ref, re);
   Generator gen(GetParam());
   const std::size_t steps = ops_per_seed();
-  std::size_t trades = 0, rejects = 0;
+  std::size_t trades = 0, rejects = 0, funding = 0;
+  std::array<std::size_t, 4> liquidations{};
   for (std::size_t i = 0; i < steps; ++i) {
     Command c = gen.next(fast);
     fe.clear();
@@ -149,8 +170,20 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
                                   << describe(re[k]);
       if (std::holds_alternative<Trade>(fe[k].body)) ++trades;
       if (std::holds_alternative<OrderRejected>(fe[k].body)) ++rejects;
+      if (std::holds_alternative<FundingPaid>(fe[k].body)) ++funding;
+      if (auto* l = std::get_if<AccountLiquidated>(&fe[k].body)) ++liquidations[static_cast<int>(l->stage)];
     }
     auto err = fast.check_invariants(true);
+    if (!err.empty() && std::getenv("HYDROX_DEBUG")) {
+      for (const auto& e : fe) {
+        std::printf("%s", describe(e).c_str());
+        if (auto* b = std::get_if<BalanceChanged>(&e.body)) std::printf(" bal %s %lld -> %lld r%d", b->user.value().to_string().c_str(), (long long)b->delta, (long long)b->balance, (int)b->reason);
+        if (auto* l = std::get_if<AccountLiquidated>(&e.body)) std::printf(" liq v=%lld mm=%lld stage %d ins %lld", (long long)l->account_value, (long long)l->maintenance_margin, (int)l->stage, (long long)l->insurance_paid);
+        if (auto* t = std::get_if<Trade>(&e.body)) std::printf(" trade px %lld q %lld kind %d", (long long)t->price, (long long)t->qty, (int)t->liquidation);
+        if (auto* f = std::get_if<FundingSettled>(&e.body)) std::printf(" fs paid %lld recv %lld", (long long)f->paid, (long long)f->received);
+        std::printf("\n");
+      }
+    }
     ASSERT_EQ(err, "") << "step " << i;
     if (i % 1000 == 999) {
       ASSERT_EQ(fast.state_hash(), ref.state_hash()) << "step " << i;
@@ -160,6 +193,13 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   // The run exercised matching and rejections, not just one of them.
   EXPECT_GT(trades, steps / 20);
   EXPECT_GT(rejects, steps / 100);
+  EXPECT_GT(funding, steps / 1000);
+  if (steps >= 100'000) {  // short runs may not reach every stage
+    EXPECT_GT(liquidations[static_cast<int>(Liquidation::book)], 0u);
+    EXPECT_GT(liquidations[static_cast<int>(Liquidation::backstop)] + liquidations[static_cast<int>(Liquidation::adl)], 0u);
+  }
+  std::printf("liquidations: book %zu, backstop %zu, adl %zu; funding payments %zu\n",
+              liquidations[1], liquidations[2], liquidations[3], funding);
 }
 
 TEST_P(EngineRandomized, ExportLoadKeepsTheHashAndTheBehaviour) {
@@ -230,6 +270,7 @@ TEST(EngineLedger, BalancesCanBeRebuiltFromEventsAlone) {
     EXPECT_EQ(ev.seq, last + 1);  // one global sequence, no gaps
     last = ev.seq;
     if (auto* b = std::get_if<BalanceChanged>(&ev.body)) ledger[b->user.value()] += b->delta;
+    if (auto* f = std::get_if<FundingPaid>(&ev.body)) ledger[f->user.value()] -= f->amount;
     if (auto* t = std::get_if<Trade>(&ev.body)) {
       ledger[t->maker.value()] += t->maker_realized_pnl - t->maker_fee;
       ledger[t->taker.value()] += t->taker_realized_pnl - t->taker_fee;

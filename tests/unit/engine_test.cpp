@@ -305,3 +305,176 @@ TYPED_TEST(EngineTest, MarginAndLiquidationPriceWorkedExample) {
   EXPECT_GT(short_liq, 970000);
   EXPECT_EQ(short_liq, 1053827);  // 97,000 + 4,243.75 / 0.5 / 1.0125 = 105,382.716, rounded down
 }
+
+// ---- liquidation and funding (perp-rules "Liquidation", "Funding") ------------------------------
+
+namespace {
+const UserId kInsurance = EngineConfig{}.insurance_account;
+const UserId kBackstop = EngineConfig{}.backstop_account;
+
+// User 11 long 0.5 BTC at 97,000 with exactly 4,850 USDM of collateral after its taker fee
+// (the worked example: liquidation price 88,405.06), user 12 the short on the other side.
+template <class H>
+void worked_example_position(H& h) {
+  h.mark(970000);
+  h.deposit(11, 4'850 * kUsdm + 24'250'000);  // + taker fee 0.05 % of 48,500
+  h.deposit(12, 100'000 * kUsdm);
+  h.place(12, Side::sell, 970000, 500);
+  h.place(11, Side::buy, 970000, 500);
+  ASSERT_EQ(h.engine.account(user(11))->collateral, 4'850 * kUsdm);
+  ASSERT_EQ(h.engine.account(user(11))->positions[0].size, 500);
+}
+}  // namespace
+
+TYPED_TEST(EngineTest, LiquidationStartsExactlyBelowTheLiquidationPrice) {
+  auto& h = this->h;
+  worked_example_position(h);
+  h.run(Deposit{kBackstop, 1'000'000 * kUsdm, 0});
+  h.run(Deposit{kInsurance, 10'000 * kUsdm, 0});
+  // 88,405.1 is above 88,405.06: nothing happens.
+  auto ev = h.mark(884051);
+  EXPECT_TRUE(all_of<AccountLiquidated>(ev).empty());
+  EXPECT_EQ(h.engine.account(user(11))->positions[0].size, 500);
+  // 88,405.0 is below: liquidated in that step. The book is empty, so the backstop takes the
+  // position and the remaining margin over at the mark.
+  ev = h.mark(884050);
+  auto liq = only<AccountLiquidated>(ev);
+  EXPECT_EQ(liq.user, user(11));
+  EXPECT_EQ(liq.stage, Liquidation::backstop);
+  EXPECT_LT(liq.account_value, liq.maintenance_margin);
+  EXPECT_EQ(h.engine.account(user(11))->positions[0].size, 0);
+  EXPECT_EQ(h.engine.account(user(11))->collateral, 0);
+  EXPECT_EQ(h.engine.account(kBackstop)->positions[0].size, 500);
+  auto t = only<Trade>(ev);
+  EXPECT_EQ(t.liquidation, Liquidation::backstop);
+  EXPECT_EQ(t.price, 884050);
+  EXPECT_EQ(t.taker, user(11));
+  EXPECT_EQ(t.maker, kBackstop);
+  EXPECT_EQ(liq.insurance_paid, 0);
+}
+
+TYPED_TEST(EngineTest, LiquidationGoesThroughTheBookFirstAndStopsWhenHealthy) {
+  auto& h = this->h;
+  worked_example_position(h);
+  // Bids below the mark: a liquidation sells into them (a worse price than the mark, better than
+  // the bankruptcy price), flagged as such.
+  h.deposit(13, 200'000 * kUsdm);
+  h.place(13, Side::buy, 880000, 1000);
+  auto ev = h.mark(884000);
+  auto liq = only<AccountLiquidated>(ev);
+  EXPECT_EQ(liq.stage, Liquidation::book);
+  auto trades = all_of<Trade>(ev);
+  ASSERT_EQ(trades.size(), 1u);
+  EXPECT_EQ(trades[0].liquidation, Liquidation::book);
+  EXPECT_EQ(trades[0].price, 880000);
+  EXPECT_EQ(trades[0].taker, user(11));
+  EXPECT_EQ(h.engine.account(user(11))->positions[0].size, 0);
+  EXPECT_GE(h.engine.account(user(11))->collateral, 0);
+}
+
+TYPED_TEST(EngineTest, LargePositionsAreLiquidatedInSlicesUntilHealthy) {
+  auto& h = this->h;
+  h.mark(970000);
+  // 2 BTC long (194,000 USDM notional > the 100,000 slice limit) at 20x.
+  PlaceOrder sell = h.order(12, Side::sell, 970000, 2000);
+  h.deposit(12, 500'000 * kUsdm);
+  h.run(sell);
+  PlaceOrder buy = h.order(11, Side::buy, 970000, 2000);
+  buy.leverage = 20;
+  h.deposit(11, 9'800 * kUsdm);
+  h.run(buy);
+  ASSERT_EQ(h.engine.account(user(11))->positions[0].size, 2000);
+  // Deep bids: every slice fills.
+  h.deposit(13, 500'000 * kUsdm);
+  h.place(13, Side::buy, 930000, 5000);
+  auto ev = h.mark(932000);
+  auto liq = only<AccountLiquidated>(ev);
+  EXPECT_EQ(liq.stage, Liquidation::book);
+  auto trades = all_of<Trade>(ev);
+  ASSERT_GE(trades.size(), 1u);
+  EXPECT_EQ(trades[0].qty, 400);  // 20 % of 2,000 lots
+  for (const auto& t : trades) EXPECT_EQ(t.liquidation, Liquidation::book);
+  // It stopped once the account was back above maintenance: some position is left.
+  const Account* a = h.engine.account(user(11));
+  auto v = h.engine.view(user(11));
+  EXPECT_GT(a->positions[0].size, 0);
+  EXPECT_GE(v->account_value, v->maintenance_margin);
+}
+
+TYPED_TEST(EngineTest, ShortfallIsPaidByTheInsuranceFund) {
+  auto& h = this->h;
+  worked_example_position(h);
+  h.run(Deposit{kBackstop, 1'000'000 * kUsdm, 0});
+  h.run(Deposit{kInsurance, 10'000 * kUsdm, 0});
+  // A gap to 80,000: the position lost 8,500 on 4,850 of margin.
+  auto ev = h.mark(800000);
+  auto liq = only<AccountLiquidated>(ev);
+  EXPECT_EQ(liq.stage, Liquidation::backstop);
+  EXPECT_EQ(liq.insurance_paid, 3'650 * kUsdm);
+  EXPECT_EQ(h.engine.account(user(11))->collateral, 0);
+  EXPECT_EQ(h.engine.account(kInsurance)->collateral, 6'350 * kUsdm);
+}
+
+TYPED_TEST(EngineTest, EmptyInsuranceFundMeansAutoDeleveragingAtTheBankruptcyPrice) {
+  auto& h = this->h;
+  worked_example_position(h);
+  h.run(Deposit{kInsurance, 1'000 * kUsdm, 0});  // covers part of the 3,650 shortfall
+  // No backstop capital: the backstop cannot take it either.
+  auto ev = h.mark(800000);
+  auto liq = only<AccountLiquidated>(ev);
+  EXPECT_EQ(liq.stage, Liquidation::adl);
+  EXPECT_EQ(liq.insurance_paid, 1'000 * kUsdm);
+  auto t = only<Trade>(ev);
+  EXPECT_EQ(t.liquidation, Liquidation::adl);
+  EXPECT_EQ(t.maker, user(12));  // the only opposite position
+  // Bankruptcy price: 80,000 + 2,650 / 0.5 = 85,300.
+  EXPECT_EQ(t.price, 853000);
+  EXPECT_EQ(h.engine.account(user(11))->collateral, 0);
+  EXPECT_EQ(h.engine.account(user(12))->positions[0].size, 0);
+  EXPECT_EQ(h.engine.account(kInsurance)->collateral, 0);
+}
+
+TYPED_TEST(EngineTest, FundingWorkedExampleAndExactlyOncePerInterval) {
+  auto& h = this->h;
+  h.mark(100000);  // 10,000 USDM in ticks of 0.1
+  h.deposit(11, 100'000 * kUsdm);
+  h.deposit(12, 100'000 * kUsdm);
+  h.place(12, Side::sell, 100000, 10000);  // 10 BTC at 10,000
+  h.place(11, Side::buy, 100000, 10000);
+  const Usdm c1 = h.engine.account(user(11))->collateral, c2 = h.engine.account(user(12))->collateral;
+  // perp-rules: index 10,000, impact bid 10,100: P 1 %, F 0.95 %: a 10 BTC long pays 118.75.
+  auto ev = h.run(SettleFunding{0, 3'600'000, 9'500'000, 100000, 3'600'000});
+  auto paid = all_of<FundingPaid>(ev);
+  ASSERT_EQ(paid.size(), 2u);
+  EXPECT_EQ(h.engine.account(user(11))->collateral, c1 - 118'750'000);
+  EXPECT_EQ(h.engine.account(user(12))->collateral, c2 + 118'750'000);
+  EXPECT_EQ(h.engine.account(user(11))->positions[0].funding, 118'750'000);
+  auto settled = only<FundingSettled>(ev);
+  EXPECT_EQ(settled.paid, settled.received);
+  EXPECT_EQ(settled.to_insurance, 0);
+  // The same interval again (a retry, a replay after a crash): refused, nobody charged.
+  ev = h.run(SettleFunding{0, 3'600'000, 9'500'000, 100000, 3'600'001});
+  EXPECT_EQ(only<CommandRejected>(ev).reason, Reject::funding_already_settled);
+  EXPECT_EQ(h.engine.account(user(11))->collateral, c1 - 118'750'000);
+  // The cap: at most 4 % of notional per interval.
+  ev = h.run(SettleFunding{0, 7'200'000, 900'000'000, 100000, 7'200'000});
+  EXPECT_EQ(only<FundingSettled>(ev).rate_ppb, kMaxFundingRatePpb);
+  EXPECT_EQ(h.engine.account(user(11))->collateral, c1 - 118'750'000 - 4'000 * kUsdm);
+}
+
+TYPED_TEST(EngineTest, FundingRemainderGoesToTheInsuranceFund) {
+  auto& h = this->h;
+  h.mark(100000);
+  for (std::uint64_t u = 11; u <= 14; ++u) h.deposit(u, 100'000 * kUsdm);
+  // Three longs of 1.001 BTC, one short of 3.003: each long owes 1,251,251.25 units (rounded up
+  // to ...252), the short is owed 3,753,753.75 (rounded down to ...753): 3 units left over.
+  h.place(14, Side::sell, 100000, 3003);
+  for (std::uint64_t u = 11; u <= 13; ++u) h.place(u, Side::buy, 100000, 1001);
+  const Usdm ins = h.engine.collateral_of(kInsurance);
+  auto ev = h.run(SettleFunding{0, 1000, 1'000'001, 100000, 1000});
+  auto s = only<FundingSettled>(ev);
+  EXPECT_EQ(s.paid, 3 * 1'251'252);
+  EXPECT_EQ(s.received, 3'753'753);
+  EXPECT_EQ(s.to_insurance, s.paid - s.received);
+  EXPECT_EQ(h.engine.collateral_of(kInsurance) - ins, s.to_insurance);
+}

@@ -55,6 +55,7 @@ std::string_view reject_code(Reject r) {
     case Reject::bad_amount: return "INVALID_AMOUNT";
     case Reject::too_many_open_orders: return "TOO_MANY_OPEN_ORDERS";
     case Reject::no_liquidity: return "NO_LIQUIDITY";
+    case Reject::funding_already_settled: return "FUNDING_ALREADY_SETTLED";
   }
   return "UNKNOWN";
 }
@@ -66,6 +67,8 @@ std::string_view cancel_reason_code(CancelReason r) {
     case CancelReason::ioc_remainder: return "IOC_REMAINDER";
     case CancelReason::reduce_only: return "REDUCE_ONLY";
     case CancelReason::cancel_all: return "CANCEL_ALL";
+    case CancelReason::liquidation: return "LIQUIDATION";
+    case CancelReason::insufficient_margin: return "INSUFFICIENT_MARGIN";
   }
   return "UNKNOWN";
 }
@@ -78,6 +81,20 @@ std::string_view balance_reason_code(BalanceReason r) {
     case BalanceReason::fee_income: return "FEE_INCOME";
     case BalanceReason::realized_pnl: return "REALIZED_PNL";
     case BalanceReason::transfer: return "TRANSFER";
+    case BalanceReason::funding: return "FUNDING";
+    case BalanceReason::funding_remainder: return "FUNDING_REMAINDER";
+    case BalanceReason::liquidation_margin: return "LIQUIDATION_MARGIN";
+    case BalanceReason::insurance_payout: return "INSURANCE_PAYOUT";
+  }
+  return "UNKNOWN";
+}
+
+std::string_view liquidation_code(Liquidation l) {
+  switch (l) {
+    case Liquidation::none: return "NONE";
+    case Liquidation::book: return "BOOK";
+    case Liquidation::backstop: return "BACKSTOP";
+    case Liquidation::adl: return "ADL";
   }
   return "UNKNOWN";
 }
@@ -97,6 +114,8 @@ BasicEngine<Book>::BasicEngine(EngineConfig config)
   }
   accounts_.reserve(config_.account_reserve);
   account_index(config_.fee_account);  // account 0
+  insurance_ = account_index(config_.insurance_account);
+  backstop_ = account_index(config_.backstop_account);
 }
 
 // ---- money ------------------------------------------------------------------------------------
@@ -176,6 +195,7 @@ std::uint32_t BasicEngine<Book>::account_index(const UserId& user) {
   auto index = static_cast<std::uint32_t>(accounts_.size());
   Account a;
   a.user = user;
+  a.index = index;
   a.positions.resize(markets_.size());
   accounts_.push_back(std::move(a));
   accounts_index_.put(user.value(), index);
@@ -218,7 +238,7 @@ template <class Book>
 void BasicEngine<Book>::emit_position(const Account& a, std::uint32_t m, std::int64_t ts,
                                       std::vector<Event>& out) {
   const Position& p = a.positions[m];
-  emit(out, PositionChanged{a.user, m, p.size, p.cost, p.realized_pnl, leverage_of(a, m), ts});
+  emit(out, PositionChanged{a.user, m, p.size, p.cost, p.realized_pnl, leverage_of(a, m), ts, p.funding});
 }
 
 // ---- apply ------------------------------------------------------------------------------------
@@ -235,6 +255,7 @@ void BasicEngine<Book>::apply(const Command& command, std::vector<Event>& out) {
         else if constexpr (std::is_same_v<T, Withdraw>) withdraw(c, out);
         else if constexpr (std::is_same_v<T, SetMark>) set_mark(c, out);
         else if constexpr (std::is_same_v<T, SetLeverage>) set_leverage(c, out);
+        else if constexpr (std::is_same_v<T, SettleFunding>) settle_funding(c, out);
       },
       command);
 }
@@ -264,7 +285,8 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     }
   }
   Account& acct = accounts_[ai];
-  if (acct.open_orders >= config_.max_open_orders_per_account) {
+  const bool liquidation = liquidating_ != Liquidation::none;  // engine-made: limits do not apply
+  if (!liquidation && acct.open_orders >= config_.max_open_orders_per_account) {
     return reject(c, Reject::too_many_open_orders, out);
   }
 
@@ -275,7 +297,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     i128 scaled = static_cast<i128>(ms.mark) * (c.side == Side::buy ? 10'000 + bps : 10'000 - bps);
     limit = static_cast<Price>(c.side == Side::buy ? scaled / 10'000 : ceil_div(scaled, 10'000));
     if (limit <= 0) limit = 1;
-  } else {
+  } else if (!liquidation) {
     i128 band = static_cast<i128>(ms.mark) * spec.price_band_bps / 10'000;
     if (c.price > ms.mark + band || c.price < ms.mark - band) {
       return reject(c, Reject::price_out_of_band, out);
@@ -343,7 +365,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   // Match against the opposite side while it crosses.
   Book& book = ms.book;
   const Side opp = opposite(c.side);
-  bool stopped_by_reduce_only = false;
+  bool stopped_by_reduce_only = false, stopped_by_margin = false;
   while (pool_[h].remaining > 0) {
     auto best = book.best(opp);
     if (!best || (c.side == Side::buy ? *best > limit : *best < limit)) break;
@@ -372,6 +394,18 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
       }
       q = std::min(q, reducible);
     }
+    // A fill at a price worse than the mark loses the account money at once (a resting order was
+    // priced against an older mark; a reduce-only order has no margin check): it happens only if
+    // the account keeps its maintenance margin, or for a reducing fill stays above zero. A maker
+    // that fails is cancelled; a taker that fails stops matching.
+    if (!keeps_account(mo.account, c.market, mo.side, *best, q, spec.maker_fee_ppm)) {
+      close_order(maker, OrderStatus::cancelled, CancelReason::insufficient_margin, c.ts_ms, out, true);
+      continue;
+    }
+    if (!keeps_account(ai, c.market, c.side, *best, q, spec.taker_fee_ppm)) {
+      stopped_by_margin = true;
+      break;
+    }
     fill(maker, h, q, c.ts_ms, out);
   }
 
@@ -383,17 +417,33 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     return;
   }
   if (t.tif == TimeInForce::gtc || t.tif == TimeInForce::post_only) {
-    if (!stopped_by_reduce_only) {
+    if (!stopped_by_reduce_only && !stopped_by_margin) {
       rest(h, out);
       return;
     }
   }
   // IOC / FOK / market remainder, or a reduce-only order with nothing left to reduce.
   t.status = OrderStatus::cancelled;
-  const CancelReason why = stopped_by_reduce_only ? CancelReason::reduce_only : CancelReason::ioc_remainder;
+  const CancelReason why = stopped_by_margin ? CancelReason::insufficient_margin
+                          : stopped_by_reduce_only ? CancelReason::reduce_only : CancelReason::ioc_remainder;
   t.remaining = 0;
   emit_order(t, out, why);
   pool_.release(h);
+}
+
+template <class Book>
+bool BasicEngine<Book>::keeps_account(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q,
+                                      std::int32_t fee_ppm) const {
+  const Price mark = markets_[m].mark;
+  const Price adverse = side == Side::buy ? price - mark : mark - price;
+  if (adverse <= 0) return true;  // at or better than the mark: the margin checks already hold
+  const Account& a = accounts_[ai];
+  const AccountView v = view_of(a);
+  const i128 loss = static_cast<i128>(notional(m, adverse, q)) + 1 + fee(notional(m, price, q), fee_ppm);
+  const Qty size = a.positions[m].size;
+  const bool reduces = (side == Side::buy ? size < 0 : size > 0) && q <= std::abs(size);
+  const i128 required = reduces ? 0 : static_cast<i128>(v.maintenance_margin) + maintenance_margin(m, mark, q) + 2;
+  return static_cast<i128>(v.account_value) - loss >= required;
 }
 
 template <class Book>
@@ -457,7 +507,9 @@ Usdm BasicEngine<Book>::apply_fill(Account& a, std::uint32_t m, Side side, Qty q
   Position& p = a.positions[m];
   const int s = sign(side);
   const Qty dq = s * qty;
+  touch(a);
   if (p.size == 0 || (p.size > 0) == (dq > 0)) {  // open or increase
+    if (p.size == 0 && ++a.open_positions == 2) multi_.insert(a.index);
     p.size += dq;
     p.cost += s * n;
     return 0;
@@ -473,8 +525,11 @@ Usdm BasicEngine<Book>::apply_fill(Account& a, std::uint32_t m, Side side, Qty q
   p.size += dq;
   if (qty > closing) {  // flip: the rest opens at the fill price
     p.cost = s * (n - n_close);
+    p.funding = 0;
   } else if (p.size == 0) {
     p.cost = 0;  // (cost_removed was the whole cost)
+    p.funding = 0;
+    if (a.open_positions-- == 2) multi_.erase(a.index);
   }
   p.realized_pnl += realized;
   a.collateral += realized;
@@ -513,8 +568,9 @@ void BasicEngine<Book>::fill(Handle maker_h, Handle taker_h, Qty qty, std::int64
   mo.margin = mo.remaining == 0 ? 0 : order_margin_for(mo, mo.remaining, ms.mark);
   maker.order_margin += mo.margin - old_margin;
 
+  ms.last_trade = price;
   emit(out, Trade{m, price, qty, to.side, mo.id, to.id, maker.user, taker.user, n, maker_fee,
-                  taker_fee, maker_pnl, taker_pnl, ts});
+                  taker_fee, maker_pnl, taker_pnl, ts, liquidating_});
   emit_position(maker, m, ts, out);
   emit_position(taker, m, ts, out);
   if (mo.remaining == 0) {
@@ -570,6 +626,7 @@ void BasicEngine<Book>::deposit(const Deposit& c, std::vector<Event>& out) {
   Account& a = accounts_[account_index(c.user)];
   a.collateral += c.amount;
   net_deposits_ += c.amount;
+  touch(a);
   emit(out, BalanceChanged{c.user, c.amount, a.collateral, BalanceReason::deposit, c.ts_ms});
 }
 
@@ -592,6 +649,7 @@ void BasicEngine<Book>::withdraw(const Withdraw& c, std::vector<Event>& out) {
   }
   a.collateral -= c.amount;
   net_deposits_ -= c.amount;
+  touch(a);
   emit(out, BalanceChanged{c.user, -c.amount, a.collateral, BalanceReason::withdrawal, c.ts_ms});
 }
 
@@ -603,6 +661,11 @@ void BasicEngine<Book>::set_mark(const SetMark& c, std::vector<Event>& out) {
   }
   markets_[c.market].mark = c.mark;
   emit(out, MarkChanged{c.market, c.mark, c.ts_ms});
+  // Accounts with positions in other markets too: their keys there moved with this mark.
+  for (std::uint32_t ai : multi_) {
+    if (accounts_[ai].positions[c.market].size != 0) touch(accounts_[ai]);
+  }
+  check_liquidations(c.market, c.ts_ms, out);
 }
 
 template <class Book>
@@ -715,7 +778,11 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
   Hasher hs;
   hs.add(seq_);
   hs.add(static_cast<std::uint64_t>(net_deposits_));
-  for (const auto& m : markets_) hs.add(static_cast<std::uint64_t>(m.mark));
+  for (const auto& m : markets_) {
+    hs.add(static_cast<std::uint64_t>(m.mark));
+    hs.add(static_cast<std::uint64_t>(m.last_trade));
+    hs.add(static_cast<std::uint64_t>(m.last_funding_ms));
+  }
   for (const auto& a : accounts_) {
     hs.add(a.user.value());
     hs.add(static_cast<std::uint64_t>(a.collateral));
@@ -726,6 +793,7 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
       hs.add(static_cast<std::uint64_t>(p.cost));
       hs.add(static_cast<std::uint64_t>(p.realized_pnl));
       hs.add(static_cast<std::uint64_t>(p.leverage));
+      hs.add(static_cast<std::uint64_t>(p.funding));
     }
   }
   for (std::uint32_t m = 0; m < markets_.size(); ++m) {
@@ -767,7 +835,11 @@ Snapshot BasicEngine<Book>::export_state() const {
   Snapshot s;
   s.seq = seq_;
   s.net_deposits = net_deposits_;
-  for (const auto& m : markets_) s.marks.push_back(m.mark);
+  for (const auto& m : markets_) {
+    s.marks.push_back(m.mark);
+    s.last_funding_ms.push_back(m.last_funding_ms);
+    s.last_trade.push_back(m.last_trade);
+  }
   for (const auto& a : accounts_) s.accounts.push_back({a.user, a.collateral, a.positions});
   for (const auto& m : markets_) {
     for (Side side : {Side::buy, Side::sell}) {
@@ -799,17 +871,34 @@ void BasicEngine<Book>::load(const Snapshot& s) {
     spec.id = static_cast<std::uint32_t>(i);
     markets_.push_back(MarketState{spec, Book(pool_), i < s.marks.size() ? s.marks[i] : 0, 0});
   }
+  for (std::size_t i = 0; i < markets_.size(); ++i) {
+    if (i < s.last_funding_ms.size()) markets_[i].last_funding_ms = s.last_funding_ms[i];
+    if (i < s.last_trade.size()) markets_[i].last_trade = s.last_trade[i];
+  }
   accounts_.clear();
   accounts_index_.clear();
   orders_index_.clear();
   client_ids_.clear();
+  dirty_.clear();
+  multi_.clear();
   for (const auto& as : s.accounts) {
     std::uint32_t ai = account_index(as.user);
-    accounts_[ai].collateral = as.collateral;
-    accounts_[ai].positions = as.positions;
-    accounts_[ai].positions.resize(markets_.size());
+    Account& a = accounts_[ai];
+    a.collateral = as.collateral;
+    a.positions = as.positions;
+    a.positions.resize(markets_.size());
+    a.open_positions = 0;
+    for (auto& p : a.positions) {
+      p.indexed = false;
+      p.liq_key = 0;
+      if (p.size != 0) ++a.open_positions;
+    }
+    if (a.open_positions >= 2) multi_.insert(ai);
+    touch(a);
   }
   account_index(config_.fee_account);
+  insurance_ = account_index(config_.insurance_account);
+  backstop_ = account_index(config_.backstop_account);
   for (const Order& src : s.orders) {
     Handle h = pool_.alloc();
     Order& o = pool_[h];
@@ -824,6 +913,7 @@ void BasicEngine<Book>::load(const Snapshot& s) {
   for (const auto& c : s.client_ids) client_ids_.put(ClientKey{account_index(c.user), c.client_order_id}, c.order);
   seq_ = s.seq;
   net_deposits_ = s.net_deposits;
+  flush_dirty();
 }
 
 template <class Book>
@@ -872,6 +962,12 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
   if (in_books != resting || orders_index_.size() != resting) return "order index out of sync";
   return {};
 }
+
+}  // namespace hydrox::engine
+
+#include "risk_engine.ipp"
+
+namespace hydrox::engine {
 
 template class BasicEngine<FastBook>;
 template class BasicEngine<ReferenceBook>;

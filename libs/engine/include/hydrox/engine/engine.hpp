@@ -9,6 +9,7 @@
 // and equals net deposits exactly: that is the "Σ USDM = deposits - withdrawals" invariant with
 // unrealized PnL at any mark included (Σ size = 0 per market makes Σ uPnL = -Σ cost).
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,10 +25,17 @@ struct Position {
   Usdm cost = 0;  // signed like size
   Usdm realized_pnl = 0;
   std::int32_t leverage = 0;  // 0: the engine default for the market
+  Usdm funding = 0;           // Σ funding paid while open (negative: received); 0 again once closed
+  // Derived (rebuilt on load): the position's key in its market's liquidation index.
+  bool indexed = false;
+  Price liq_key = 0;
 };
 
 struct Account {
   UserId user;
+  std::uint32_t index = 0;
+  bool dirty = false;              // changed since its liquidation keys were computed
+  std::uint32_t open_positions = 0;
   Usdm collateral = 0;
   Usdm order_margin = 0;  // Σ margin reserved by this account's resting orders
   Handle orders_head = kNil;
@@ -63,11 +71,15 @@ struct Snapshot {
   };
   std::vector<ClientId> client_ids;
   Usdm net_deposits = 0;
+  std::vector<std::int64_t> last_funding_ms;  // per market
+  std::vector<Price> last_trade;              // per market
 };
 
 struct EngineConfig {
   std::vector<MarketSpec> markets;
   UserId fee_account{Uuid{0x0000000000007000ull, 0x8000000000000001ull}};
+  UserId insurance_account{Uuid{0x0000000000007000ull, 0x8000000000000002ull}};
+  UserId backstop_account{Uuid{0x0000000000007000ull, 0x8000000000000003ull}};  // the protocol vault
   std::size_t order_reserve = 1 << 16;
   std::size_t account_reserve = 1 << 12;
   std::uint32_t max_open_orders_per_account = 1000;
@@ -109,6 +121,15 @@ class BasicEngine {
   std::size_t market_count() const { return markets_.size(); }
   const MarketSpec& market(std::uint32_t m) const { return markets_[m].spec; }
   Price mark(std::uint32_t m) const { return markets_[m].mark; }
+  Price last_trade(std::uint32_t m) const { return markets_[m].last_trade; }
+  std::int64_t last_funding_ms(std::uint32_t m) const { return markets_[m].last_funding_ms; }
+  // Average fill price (ticks, rounded toward the book) of a taker order of `notional` USDM
+  // against `side` of the book; nullopt when the book cannot fill it.
+  std::optional<Price> impact_price(std::uint32_t m, Side book_side, Usdm notional) const;
+  Usdm collateral_of(const UserId& user) const;
+  std::size_t liquidation_index_size(std::uint32_t m) const {
+    return markets_[m].long_keys.size() + markets_[m].short_keys.size();
+  }
   const Account* account(const UserId& user) const;
   std::optional<AccountView> view(const UserId& user) const;
   const Order* order(const OrderId& id) const;
@@ -142,6 +163,12 @@ class BasicEngine {
     Book book;
     Price mark = 0;
     Qty total_long = 0;  // open interest bookkeeping for invariants
+    Price last_trade = 0;
+    std::int64_t last_funding_ms = 0;
+    // The liquidation index: every open position keyed by the mark at which its account would
+    // reach maintenance (other marks fixed), rounded to be early, never late. A mark move checks
+    // only the keys it crossed.
+    std::set<std::pair<Price, std::uint32_t>> long_keys, short_keys;
   };
 
   // Emission helpers.
@@ -160,6 +187,27 @@ class BasicEngine {
   void withdraw(const Withdraw& c, std::vector<Event>& out);
   void set_mark(const SetMark& c, std::vector<Event>& out);
   void set_leverage(const SetLeverage& c, std::vector<Event>& out);
+  void settle_funding(const SettleFunding& c, std::vector<Event>& out);
+
+  // Liquidation (risk_engine.ipp).
+  void touch(Account& a) {
+    if (!a.dirty) {
+      a.dirty = true;
+      dirty_.push_back(a.index);
+    }
+  }
+  void flush_dirty();
+  void reindex(Account& a);
+  void unindex(std::uint32_t ai, std::uint32_t m);
+  void check_liquidations(std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
+  void liquidate(std::uint32_t ai, std::uint32_t first_market, std::int64_t ts, std::vector<Event>& out);
+  bool backstop_can_take(std::uint32_t ai, Usdm value) const;
+  void transfer_at(std::uint32_t from, std::uint32_t to, std::uint32_t m, Qty qty, Price price,
+                   Liquidation kind, std::int64_t ts, std::vector<Event>& out);
+  void adl(std::uint32_t ai, std::int64_t ts, std::vector<Event>& out);
+  void move_collateral(std::uint32_t from, std::uint32_t to, Usdm amount, BalanceReason reason,
+                       std::int64_t ts, std::vector<Event>& out);
+  OrderId synthetic_id(Liquidation kind) const;
 
   void reject(const PlaceOrder& c, Reject why, std::vector<Event>& out, OrderId original = {});
   Usdm order_margin_for(const Order& o, Qty qty, Price ref_mark) const;
@@ -172,6 +220,8 @@ class BasicEngine {
   void emit_order(const Order& o, std::vector<Event>& out, CancelReason why = CancelReason::user);
   void emit_level(std::uint32_t m, Side side, Price price, std::vector<Event>& out);
   void emit_position(const Account& a, std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
+  // Whether a fill of q at `price` leaves the account at maintenance (zero for a reducing fill).
+  bool keeps_account(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q, std::int32_t fee_ppm) const;
   Qty fillable(std::uint32_t m, Side taker_side, Price limit, std::uint32_t account, Qty want) const;
   void link_account_order(Account& a, Handle h);
   void unlink_account_order(Account& a, Handle h);
@@ -186,6 +236,10 @@ class BasicEngine {
   FlatMap<ClientKey, OrderId, ClientKeyHash> client_ids_;
   Seq seq_ = 0;
   Usdm net_deposits_ = 0;
+  std::uint32_t insurance_ = 0, backstop_ = 0;  // account indices
+  std::vector<std::uint32_t> dirty_;
+  std::set<std::uint32_t> multi_;                // accounts with positions in two or more markets
+  Liquidation liquidating_ = Liquidation::none;  // set while a liquidation order is matched
 };
 
 using Engine = BasicEngine<FastBook>;

@@ -24,6 +24,10 @@ inline constexpr int sign(Side s) { return s == Side::buy ? 1 : -1; }
 
 enum class OrderType : std::uint8_t { limit, market };
 enum class TimeInForce : std::uint8_t { gtc, ioc, fok, post_only };
+// How a fill came about: a normal trade, or a stage of liquidation (perp-rules "Liquidation").
+enum class Liquidation : std::uint8_t { none, book, backstop, adl };
+std::string_view liquidation_code(Liquidation l);  // "BOOK", "BACKSTOP", "ADL"
+
 enum class OrderStatus : std::uint8_t { open, partially_filled, filled, cancelled, rejected };
 
 // Stable reason codes: the public API shows them (422 for risk, 400/404 for others).
@@ -47,6 +51,7 @@ enum class Reject : std::uint8_t {
   bad_amount,
   too_many_open_orders,
   no_liquidity,        // a market order found nothing to match
+  funding_already_settled,  // a funding interval at or before the last settled one
 };
 std::string_view reject_code(Reject r);  // UPPER_SNAKE, e.g. "INSUFFICIENT_MARGIN"
 
@@ -56,6 +61,9 @@ enum class CancelReason : std::uint8_t {
   ioc_remainder,       // IOC/FOK/market remainder
   reduce_only,         // a reduce-only order that would no longer reduce
   cancel_all,
+  liquidation,         // the account was liquidated: its orders go first
+  insufficient_margin, // a resting order met a price so far from the mark that filling it would
+                       // take its account below maintenance: it is cancelled instead
 };
 std::string_view cancel_reason_code(CancelReason r);
 
@@ -66,6 +74,10 @@ enum class BalanceReason : std::uint8_t {
   fee_income,      // received by the fee account (positive)
   realized_pnl,
   transfer,
+  funding,             // hourly funding (see FundingPaid)
+  funding_remainder,   // the rounding remainder of a funding settlement, to the insurance fund
+  liquidation_margin,  // a liquidated account's remaining margin, to the backstop
+  insurance_payout,    // the insurance fund covering a liquidated account's shortfall
 };
 std::string_view balance_reason_code(BalanceReason r);
 
@@ -97,6 +109,8 @@ struct MarketSpec {
   std::int32_t taker_fee_ppm = 500;  // 0.05 %
   std::int32_t price_band_bps = 2000;  // limit prices within ±20 % of the mark
   std::int32_t default_slippage_bps = 500;  // market orders: 5 % cap against the mark
+  // A liquidation closes positions above this notional (at the mark) in 20 % slices.
+  Usdm liquidation_slice_notional = 100'000'000'000;  // 100,000 USDM
 };
 
 // ---- commands -------------------------------------------------------------------------------
@@ -154,7 +168,22 @@ struct SetLeverage {
   std::int64_t ts_ms = 0;
 };
 
-using Command = std::variant<PlaceOrder, CancelOrder, CancelAll, Deposit, Withdraw, SetMark, SetLeverage>;
+// Settles one funding interval of one market (perp-rules "Funding"): every open position pays or
+// receives |size| * index * rate / 8 (rate: the 8-hour-equivalent F in 1e-9, capped so that one
+// interval moves at most 4 %). Applied at most once per interval: a command for an interval at or
+// before the last settled one is refused, so a retry or a replay cannot charge twice. rate 0
+// records the interval without payments (the first anchor after a fresh start).
+struct SettleFunding {
+  std::uint32_t market = 0;
+  std::int64_t interval_ms = 0;  // end of the interval (its settlement time)
+  std::int64_t rate_ppb = 0;     // F, 8-hour equivalent, 1e-9
+  Price index = 0;
+  std::int64_t ts_ms = 0;
+};
+inline constexpr std::int64_t kMaxFundingRatePpb = 320'000'000;  // F / 8 <= 4 % per interval
+
+using Command = std::variant<PlaceOrder, CancelOrder, CancelAll, Deposit, Withdraw, SetMark, SetLeverage,
+                             SettleFunding>;
 
 // ---- events ---------------------------------------------------------------------------------
 
@@ -212,6 +241,7 @@ struct Trade {
   Usdm maker_realized_pnl;
   Usdm taker_realized_pnl;
   std::int64_t ts_ms;
+  Liquidation liquidation = Liquidation::none;  // set: the taker is the liquidated account
   friend bool operator==(const Trade&, const Trade&) = default;
 };
 
@@ -223,6 +253,7 @@ struct PositionChanged {
   Usdm realized_pnl;
   std::int32_t leverage;
   std::int64_t ts_ms;
+  Usdm funding = 0;  // Σ funding paid by this position (negative: received)
   friend bool operator==(const PositionChanged&, const PositionChanged&) = default;
 };
 
@@ -264,9 +295,42 @@ struct CommandRejected {  // a non-order command refused (withdrawal, leverage, 
   friend bool operator==(const CommandRejected&, const CommandRejected&) = default;
 };
 
+struct FundingPaid {  // one position's payment for one interval
+  UserId user;
+  std::uint32_t market;
+  Usdm amount;  // paid (positive) or received (negative)
+  Usdm balance;  // collateral after it
+  std::int64_t interval_ms;
+  friend bool operator==(const FundingPaid&, const FundingPaid&) = default;
+};
+
+struct FundingSettled {  // one market's interval, after its payments
+  std::uint32_t market;
+  std::int64_t interval_ms;
+  std::int64_t rate_ppb;  // F as applied (after the cap)
+  Price index;
+  Price mark;
+  Usdm paid;          // Σ paid by payers (rounded up each)
+  Usdm received;      // Σ received (rounded down each)
+  Usdm to_insurance;  // paid - received
+  std::uint32_t positions;
+  std::int64_t ts_ms;
+  friend bool operator==(const FundingSettled&, const FundingSettled&) = default;
+};
+
+struct AccountLiquidated {  // emitted after the account's liquidation steps
+  UserId user;
+  Usdm account_value;       // at the mark, when it was found
+  Usdm maintenance_margin;  // at the mark, when it was found
+  Liquidation stage;        // the last stage used: book, backstop or adl
+  Usdm insurance_paid;      // shortfall covered by the insurance fund
+  std::int64_t ts_ms;
+  friend bool operator==(const AccountLiquidated&, const AccountLiquidated&) = default;
+};
+
 using EventBody = std::variant<OrderAccepted, OrderRejected, OrderUpdated, Trade, PositionChanged,
                                BalanceChanged, BookLevelChanged, MarkChanged, LeverageChanged,
-                               CommandRejected>;
+                               CommandRejected, FundingPaid, FundingSettled, AccountLiquidated>;
 
 struct Event {
   Event() = default;

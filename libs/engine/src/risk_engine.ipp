@@ -1,0 +1,413 @@
+// Liquidation, funding and the liquidation index of BasicEngine (perp-rules "Liquidation",
+// "Funding"). Included by engine.cpp before the explicit instantiations; it shares that file's
+// integer helpers (ceil_div, floor_div, clamp64).
+//
+// The liquidation index: every open position sits in its market's long or short key set, keyed by
+// the mark at which its account would fall to maintenance margin with every other mark fixed.
+// That price is linear in the account's margin available, so a move of this market's own mark
+// does not change it; what does is a change of the account (fills, deposits, funding, liquidation:
+// the account is marked dirty and re-keyed before the next check) or, for an account with
+// positions in several markets, a move of another market's mark (those accounts are kept in multi_
+// and re-keyed). A mark move then reads only the keys it crossed. Keys are rounded to be early
+// (slack of 2 units per position for the integer rounding of notional and maintenance), and every
+// candidate is confirmed with the exact account value before anything happens to it.
+
+namespace hydrox::engine {
+
+template <class Book>
+OrderId BasicEngine<Book>::synthetic_id(Liquidation kind) const {
+  // Engine-made orders (liquidation slices, backstop and ADL transfers) need ids that replay
+  // reproduces: the event sequence number makes them unique; the marker makes them recognisable.
+  return OrderId{Uuid{0x4C49510000008000ull | (static_cast<std::uint64_t>(kind) << 16),
+                      0x8000000000000000ull | (seq_ + 1)}};
+}
+
+template <class Book>
+void BasicEngine<Book>::unindex(std::uint32_t ai, std::uint32_t m) {
+  Position& p = accounts_[ai].positions[m];
+  if (!p.indexed) return;
+  markets_[m].long_keys.erase({p.liq_key, ai});
+  markets_[m].short_keys.erase({p.liq_key, ai});
+  p.indexed = false;
+}
+
+template <class Book>
+void BasicEngine<Book>::reindex(Account& a) {
+  a.dirty = false;
+  const std::uint32_t ai = a.index;
+  if (a.open_positions == 0) {
+    for (std::uint32_t m = 0; m < markets_.size(); ++m) unindex(ai, m);
+    return;
+  }
+  const AccountView v = view_of(a);
+  const i128 avail = static_cast<i128>(v.account_value) - v.maintenance_margin - 2 * static_cast<i128>(a.open_positions) - 2;
+  for (std::uint32_t m = 0; m < markets_.size(); ++m) {
+    Position& p = a.positions[m];
+    if (p.size == 0) {
+      unindex(ai, m);
+      continue;
+    }
+    const MarketSpec& s = markets_[m].spec;
+    const int side = p.size > 0 ? 1 : -1;
+    const i128 abs = p.size > 0 ? p.size : -p.size;
+    const i128 two_l = 2 * static_cast<i128>(s.max_leverage);
+    // M* = M0 - side * A * D * 2L / (|size| * N * (2L - side))
+    const i128 den = abs * s.notional_num * (two_l - side);
+    const i128 num = static_cast<i128>(markets_[m].mark) * den - side * avail * s.notional_den * two_l;
+    i128 key = side > 0 ? ceil_div(num, den) : floor_div(num, den);
+    if (key > INT64_MAX / 2) key = INT64_MAX / 2;
+    if (key < INT64_MIN / 2) key = INT64_MIN / 2;
+    unindex(ai, m);
+    p.liq_key = static_cast<Price>(key);
+    p.indexed = true;
+    (side > 0 ? markets_[m].long_keys : markets_[m].short_keys).insert({p.liq_key, ai});
+  }
+}
+
+template <class Book>
+void BasicEngine<Book>::flush_dirty() {
+  for (std::size_t i = 0; i < dirty_.size(); ++i) {
+    Account& a = accounts_[dirty_[i]];
+    if (a.dirty) reindex(a);
+  }
+  dirty_.clear();
+}
+
+template <class Book>
+void BasicEngine<Book>::check_liquidations(std::uint32_t m, std::int64_t ts, std::vector<Event>& out) {
+  // A liquidation can move others (ADL closes counterparties at the bankruptcy price), so the
+  // check repeats until a pass liquidates nobody; each pass removes at least one position.
+  std::vector<std::uint32_t> candidates;
+  for (int pass = 0; pass < 16; ++pass) {
+    flush_dirty();
+    const Price mark = markets_[m].mark;
+    candidates.clear();
+    const auto& longs = markets_[m].long_keys;
+    for (auto it = longs.rbegin(); it != longs.rend() && it->first >= mark; ++it) candidates.push_back(it->second);
+    const auto& shorts = markets_[m].short_keys;
+    for (auto it = shorts.begin(); it != shorts.end() && it->first <= mark; ++it) candidates.push_back(it->second);
+    bool any = false;
+    for (std::uint32_t ai : candidates) {
+      const Account& a = accounts_[ai];
+      if (a.open_positions == 0) continue;
+      const AccountView v = view_of(a);
+      if (v.account_value >= v.maintenance_margin) continue;
+      liquidate(ai, m, ts, out);
+      any = true;
+    }
+    if (!any) break;
+  }
+  flush_dirty();
+}
+
+template <class Book>
+void BasicEngine<Book>::move_collateral(std::uint32_t from, std::uint32_t to, Usdm amount,
+                                        BalanceReason reason, std::int64_t ts, std::vector<Event>& out) {
+  if (amount == 0) return;
+  Account& f = accounts_[from];
+  Account& t = accounts_[to];
+  f.collateral -= amount;
+  t.collateral += amount;
+  touch(f);
+  touch(t);
+  emit(out, BalanceChanged{f.user, -amount, f.collateral, reason, ts});
+  emit(out, BalanceChanged{t.user, amount, t.collateral, reason, ts});
+}
+
+template <class Book>
+void BasicEngine<Book>::transfer_at(std::uint32_t from, std::uint32_t to, std::uint32_t m, Qty qty,
+                                    Price price, Liquidation kind, std::int64_t ts, std::vector<Event>& out) {
+  Account& f = accounts_[from];
+  Account& t = accounts_[to];
+  const Side closing = f.positions[m].size > 0 ? Side::sell : Side::buy;
+  const Usdm n = notional(m, price, qty);
+  const OrderId taker_order = synthetic_id(kind);
+  // The receiving side's half of the transfer.
+  const OrderId maker_order{Uuid{taker_order.value().hi, taker_order.value().lo ^ 0x4000000000000000ull}};
+  const Usdm f_pnl = apply_fill(f, m, closing, qty, n);
+  const Usdm t_pnl = apply_fill(t, m, opposite(closing), qty, n);
+  emit(out, Trade{m, price, qty, closing, maker_order, taker_order, t.user, f.user, n, 0, 0, t_pnl, f_pnl, ts, kind});
+  emit_position(t, m, ts, out);
+  emit_position(f, m, ts, out);
+}
+
+template <class Book>
+bool BasicEngine<Book>::backstop_can_take(std::uint32_t ai, Usdm value) const {
+  if (ai == backstop_) return false;
+  const Account& a = accounts_[ai];
+  const AccountView vb = view_of(accounts_[backstop_]);
+  i128 extra = 0;
+  for (std::uint32_t m = 0; m < markets_.size(); ++m) {
+    const Qty size = a.positions[m].size;
+    if (size != 0) extra += maintenance_margin(m, markets_[m].mark, std::abs(size)) + 2;
+  }
+  return vb.account_value > 0 &&
+         static_cast<i128>(vb.account_value) + std::max<Usdm>(value, 0) >= static_cast<i128>(vb.maintenance_margin) + extra;
+}
+
+template <class Book>
+void BasicEngine<Book>::adl(std::uint32_t ai, std::int64_t ts, std::vector<Event>& out) {
+  // Close every position of `ai` at its bankruptcy price against the opposite positions ranked by
+  // PnL% x effective leverage: the account's value goes to zero and the counterparties take the
+  // shortfall the insurance fund could not. With several positions the shortfall is shared in
+  // proportion to notional; a short cannot be closed below one tick, so what such a share cannot
+  // take moves to the largest long (a long's price can rise without bound).
+  flush_dirty();
+  const std::size_t nm = markets_.size();
+  std::vector<i128> share(nm, 0), notionals(nm, 0);
+  i128 total = 0;
+  std::uint32_t largest_long = UINT32_MAX;
+  for (std::uint32_t m = 0; m < nm; ++m) {
+    const Qty size = accounts_[ai].positions[m].size;
+    if (size == 0) continue;
+    notionals[m] = notional(m, markets_[m].mark, std::abs(size));
+    total += notionals[m];
+    if (size > 0 && (largest_long == UINT32_MAX || notionals[m] > notionals[largest_long])) largest_long = m;
+  }
+  if (total == 0) total = 1;
+  const i128 deficit = -static_cast<i128>(view_of(accounts_[ai]).account_value);  // < 0: a surplus
+  i128 assigned = 0, overflow = 0;
+  std::uint32_t first = UINT32_MAX;
+  for (std::uint32_t m = 0; m < nm; ++m) {
+    if (notionals[m] == 0 && accounts_[ai].positions[m].size == 0) continue;
+    if (first == UINT32_MAX) first = m;
+    share[m] = floor_div(deficit * notionals[m], total);
+    assigned += share[m];
+  }
+  if (first != UINT32_MAX) share[largest_long != UINT32_MAX ? largest_long : first] += deficit - assigned;
+  for (std::uint32_t m = 0; m < nm; ++m) {
+    const Qty size = accounts_[ai].positions[m].size;
+    if (size == 0) continue;
+    // The price falls for a short's deficit and for a long's surplus: it stops at one tick.
+    const bool falls = (size < 0) == (share[m] > 0);
+    const i128 room = notionals[m] - notional(m, 1, std::abs(size));
+    if (falls && (share[m] < 0 ? -share[m] : share[m]) > room && largest_long != UINT32_MAX && size < 0) {
+      overflow += share[m] - room;
+      share[m] = room;
+    }
+  }
+  if (largest_long != UINT32_MAX) share[largest_long] += overflow;
+
+  for (std::uint32_t m = 0; m < nm; ++m) {
+    Position& p = accounts_[ai].positions[m];
+    if (p.size == 0) continue;
+    const MarketSpec& s = markets_[m].spec;
+    const Price mk = markets_[m].mark;
+    const i128 per_tick = static_cast<i128>(std::abs(p.size)) * s.notional_num;  // / D: value per tick
+    // Closing a long at p realizes (p - mark) * k * size more than the mark does: p = mark + share / (k size).
+    const i128 p128 = p.size > 0 ? ceil_div(mk * per_tick + share[m] * s.notional_den, per_tick)
+                                 : floor_div(mk * per_tick - share[m] * s.notional_den, per_tick);
+    const Price price = static_cast<Price>(std::clamp<i128>(p128, 1, INT64_MAX / 4));
+    struct Ranked {
+      i128 score;
+      std::uint32_t account;
+    };
+    std::vector<Ranked> ranked;
+    const auto& opposite_keys = p.size > 0 ? markets_[m].short_keys : markets_[m].long_keys;
+    for (const auto& [key, cai] : opposite_keys) {
+      if (cai == ai) continue;
+      const Account& c = accounts_[cai];
+      const Position& cp = c.positions[m];
+      const AccountView cv = view_of(c);
+      const Qty cabs = std::abs(cp.size);
+      const i128 upnl = static_cast<i128>(notional(m, mk, cp.size)) - cp.cost;
+      const i128 im = std::max<i128>(1, initial_margin(m, mk, cabs, leverage_of(c, m)));
+      const i128 n = notional(m, mk, cabs);
+      const i128 score = cv.account_value > 0 ? (upnl * 1'000'000 / im) * (n * 1'000'000 / cv.account_value)
+                                               : -(static_cast<i128>(1) << 120);
+      ranked.push_back({score, cai});
+    }
+    std::sort(ranked.begin(), ranked.end(), [](const Ranked& a, const Ranked& b) {
+      return a.score != b.score ? a.score > b.score : a.account < b.account;
+    });
+    Qty remaining = std::abs(p.size);
+    for (const Ranked& r : ranked) {
+      if (remaining == 0) break;
+      const Qty q = std::min<Qty>(remaining, std::abs(accounts_[r.account].positions[m].size));
+      transfer_at(ai, r.account, m, q, price, Liquidation::adl, ts, out);
+      remaining -= q;
+    }
+  }
+}
+
+template <class Book>
+void BasicEngine<Book>::liquidate(std::uint32_t ai, std::uint32_t first_market, std::int64_t ts,
+                                  std::vector<Event>& out) {
+  const AccountView v0 = view_of(accounts_[ai]);
+  // 1. Its resting orders go first.
+  std::vector<Handle> handles;
+  for (Handle h = accounts_[ai].orders_head; h != kNil; h = pool_[h].acct_next) handles.push_back(h);
+  std::sort(handles.begin(), handles.end(), [&](Handle a, Handle b) { return pool_[a].priority < pool_[b].priority; });
+  for (Handle h : handles) close_order(h, OrderStatus::cancelled, CancelReason::liquidation, ts, out, true);
+
+  // 2. Reduce-only IOC orders into the book, no worse than the bankruptcy price, in 20 % slices
+  //    above the size limit, until the account is back above maintenance.
+  Liquidation stage = Liquidation::book;
+  Usdm insurance_paid = 0;
+  bool to_backstop = 3 * static_cast<i128>(v0.account_value) < 2 * static_cast<i128>(v0.maintenance_margin);
+  bool healthy = false;
+  for (std::uint32_t k = 0; k < markets_.size() && !to_backstop && !healthy; ++k) {
+    const std::uint32_t m = k == 0 ? first_market : (k <= first_market ? k - 1 : k);
+    const MarketSpec& s = markets_[m].spec;
+    while (accounts_[ai].positions[m].size != 0) {
+      const AccountView v = view_of(accounts_[ai]);
+      if (v.account_value >= v.maintenance_margin) {
+        healthy = true;
+        break;
+      }
+      if (3 * static_cast<i128>(v.account_value) < 2 * static_cast<i128>(v.maintenance_margin)) {
+        to_backstop = true;
+        break;
+      }
+      const Qty size = accounts_[ai].positions[m].size;
+      const Qty abs = std::abs(size);
+      const Price mk = markets_[m].mark;
+      const Qty slice = notional(m, mk, abs) > s.liquidation_slice_notional ? std::max<Qty>(1, (abs + 4) / 5) : abs;
+      const i128 per_tick = static_cast<i128>(abs) * s.notional_num;
+      const i128 value = v.account_value;
+      const i128 bound = size > 0 ? ceil_div(mk * per_tick - value * s.notional_den, per_tick)
+                                  : floor_div(mk * per_tick + value * s.notional_den, per_tick);
+      PlaceOrder po;
+      po.user = accounts_[ai].user;
+      po.id = synthetic_id(Liquidation::book);
+      po.market = m;
+      po.side = size > 0 ? Side::sell : Side::buy;
+      po.type = OrderType::limit;
+      po.tif = TimeInForce::ioc;
+      po.price = static_cast<Price>(std::clamp<i128>(bound, 1, INT64_MAX / 4));
+      po.qty = slice;
+      po.reduce_only = true;
+      po.ts_ms = ts;
+      liquidating_ = Liquidation::book;
+      place(po, out);
+      liquidating_ = Liquidation::none;
+      const Qty done = abs - std::abs(accounts_[ai].positions[m].size);
+      if (done < slice) {  // the book could not take the slice within the bankruptcy price
+        to_backstop = true;
+        break;
+      }
+    }
+  }
+
+  // 3. The backstop (protocol vault) takes what is left and the remaining margin over at the
+  //    mark; a shortfall comes from the insurance fund. 4. When the fund cannot cover it (or the
+  //    backstop cannot carry the positions), auto-deleveraging at the bankruptcy price.
+  if (to_backstop && accounts_[ai].open_positions > 0) {
+    const AccountView v = view_of(accounts_[ai]);
+    const Usdm need = v.account_value < 0 ? -v.account_value : 0;
+    if (accounts_[insurance_].collateral >= need + 2 * static_cast<Usdm>(markets_.size()) &&
+        backstop_can_take(ai, v.account_value)) {
+      stage = Liquidation::backstop;
+      for (std::uint32_t m = 0; m < markets_.size(); ++m) {
+        const Qty size = accounts_[ai].positions[m].size;
+        if (size != 0) transfer_at(ai, backstop_, m, std::abs(size), markets_[m].mark, Liquidation::backstop, ts, out);
+      }
+      const Usdm c = accounts_[ai].collateral;
+      if (c > 0) move_collateral(ai, backstop_, c, BalanceReason::liquidation_margin, ts, out);
+      if (c < 0) {
+        move_collateral(insurance_, ai, -c, BalanceReason::insurance_payout, ts, out);
+        insurance_paid = -c;
+      }
+    } else {
+      stage = Liquidation::adl;
+      const Usdm available = std::max<Usdm>(0, accounts_[insurance_].collateral);
+      if (need > 0 && available > 0) {
+        insurance_paid = std::min(need, available);
+        move_collateral(insurance_, ai, insurance_paid, BalanceReason::insurance_payout, ts, out);
+      }
+      adl(ai, ts, out);
+      // What rounding leaves either way settles with the insurance fund: a liquidated account
+      // ends at exactly zero and never below.
+      const Usdm c = accounts_[ai].collateral;
+      if (c > 0) move_collateral(ai, insurance_, c, BalanceReason::liquidation_margin, ts, out);
+      if (c < 0) {
+        move_collateral(insurance_, ai, -c, BalanceReason::insurance_payout, ts, out);
+        insurance_paid += -c;
+      }
+    }
+  }
+  emit(out, AccountLiquidated{accounts_[ai].user, v0.account_value, v0.maintenance_margin, stage, insurance_paid, ts});
+}
+
+template <class Book>
+void BasicEngine<Book>::settle_funding(const SettleFunding& c, std::vector<Event>& out) {
+  if (c.market >= markets_.size()) {
+    emit(out, CommandRejected{UserId{}, Reject::unknown_market, c.ts_ms});
+    return;
+  }
+  MarketState& ms = markets_[c.market];
+  if (c.interval_ms <= ms.last_funding_ms) {
+    emit(out, CommandRejected{UserId{}, Reject::funding_already_settled, c.ts_ms});
+    return;
+  }
+  if (c.index <= 0) {
+    emit(out, CommandRejected{UserId{}, Reject::bad_price_tick, c.ts_ms});
+    return;
+  }
+  ms.last_funding_ms = c.interval_ms;
+  const std::int64_t rate = std::clamp(c.rate_ppb, -kMaxFundingRatePpb, kMaxFundingRatePpb);
+  const std::uint32_t m = c.market;
+  Usdm paid = 0, received = 0;
+  std::uint32_t count = 0;
+  if (rate != 0) {
+    flush_dirty();
+    std::vector<std::uint32_t> holders;
+    for (const auto& [key, ai] : ms.long_keys) holders.push_back(ai);
+    for (const auto& [key, ai] : ms.short_keys) holders.push_back(ai);
+    std::sort(holders.begin(), holders.end());
+    const i128 den = static_cast<i128>(ms.spec.notional_den) * 8'000'000'000;
+    const i128 abs_rate = rate < 0 ? -rate : rate;
+    for (std::uint32_t ai : holders) {
+      Account& a = accounts_[ai];
+      Position& p = a.positions[m];
+      if (p.size == 0) continue;
+      const bool pays = (rate > 0) == (p.size > 0);  // positive F: longs pay shorts
+      const i128 num = static_cast<i128>(std::abs(p.size)) * c.index * ms.spec.notional_num * abs_rate;
+      const Usdm amount = clamp64(pays ? ceil_div(num, den) : floor_div(num, den));
+      if (amount == 0) continue;
+      const Usdm delta = pays ? amount : -amount;  // paid
+      a.collateral -= delta;
+      p.funding += delta;
+      touch(a);
+      (pays ? paid : received) += amount;
+      ++count;
+      emit(out, FundingPaid{a.user, m, delta, a.collateral, c.interval_ms});
+      emit_position(a, m, c.ts_ms, out);
+    }
+    // Payers round up, receivers down: what is left over goes to the insurance fund.
+    if (paid != received) {
+      Account& ins = accounts_[insurance_];
+      ins.collateral += paid - received;
+      emit(out, BalanceChanged{ins.user, paid - received, ins.collateral, BalanceReason::funding_remainder, c.ts_ms});
+    }
+  }
+  emit(out, FundingSettled{m, c.interval_ms, rate, c.index, ms.mark, paid, received, paid - received, count, c.ts_ms});
+  if (rate != 0) check_liquidations(m, c.ts_ms, out);
+}
+
+template <class Book>
+std::optional<Price> BasicEngine<Book>::impact_price(std::uint32_t m, Side book_side, Usdm target) const {
+  const MarketSpec& s = markets_[m].spec;
+  i128 acc = 0, sum_pq = 0, total_q = 0;
+  markets_[m].book.for_each_level(book_side, [&](Price p, Qty q) {
+    const i128 level = static_cast<i128>(p) * q * s.notional_num / s.notional_den;
+    i128 take = q;
+    if (acc + level >= target) {
+      take = std::min<i128>(q, ceil_div((target - acc) * s.notional_den, static_cast<i128>(p) * s.notional_num));
+    }
+    acc += static_cast<i128>(p) * take * s.notional_num / s.notional_den;
+    sum_pq += static_cast<i128>(p) * take;
+    total_q += take;
+    return acc < target;
+  });
+  if (acc < target || total_q == 0) return std::nullopt;
+  return static_cast<Price>(book_side == Side::buy ? floor_div(sum_pq, total_q) : ceil_div(sum_pq, total_q));
+}
+
+template <class Book>
+Usdm BasicEngine<Book>::collateral_of(const UserId& user) const {
+  const Account* a = account(user);
+  return a ? a->collateral : 0;
+}
+
+}  // namespace hydrox::engine
