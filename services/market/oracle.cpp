@@ -3,8 +3,11 @@
 // text "<symbol>|<price>|<timestamp_ms>" exactly as sent, by one of the keys in
 // ORACLE_PUBLIC_KEYS ("key_id:hex,key_id:hex"). Refused, each with its own code and a log line:
 // unknown key, bad signature, stale (older than 10 s) or from the future (> 2 s ahead), out of
-// order (not newer than the last accepted sample of the symbol), absurd (more than 10 % from the
-// last accepted price). Accepted samples go to Redis like the simulated feed's.
+// order (not newer than the last accepted sample of the symbol), absurd (further from the last
+// accepted price than INDEX_MAX_JUMP_PPM, default 50 %, unless three samples in a row agree within
+// 1 % on the new level: a real crash is accepted on its third sample, a single wild one never).
+// Trading applies the same rules again to what it receives. Accepted samples go to Redis like the
+// simulated feed's.
 #include <sodium.h>
 
 #include <map>
@@ -23,12 +26,15 @@ namespace {
 struct Last {
   std::int64_t ts = 0;
   std::int64_t price_units = 0;  // 1e-8
+  std::int64_t pending_units = 0;  // a jump waiting for confirmation
+  int pending_count = 0;
 };
 
 struct Oracle {
   std::map<std::string, std::array<unsigned char, crypto_sign_PUBLICKEYBYTES>> keys;
   std::mutex mu;
   std::map<std::string, Last> last;  // by symbol
+  std::int64_t max_jump_ppm = 500'000;
 };
 
 Error refused(std::string code_text, std::string message) {
@@ -50,6 +56,9 @@ Result<void> start_oracle_feed(Services& s, http::Router& r) {
   if (!spec) return spec.error();
   if (sodium_init() < 0) return fail(Code::internal, "libsodium failed to initialize");
   auto oracle = std::make_shared<Oracle>();
+  auto jump = s.ctx->env.integer("INDEX_MAX_JUMP_PPM", 500'000, 1000, 10'000'000);
+  if (!jump) return jump.error();
+  oracle->max_jump_ppm = *jump;
   std::string_view rest = *spec;
   while (!rest.empty()) {
     auto comma = rest.find(',');
@@ -112,8 +121,17 @@ Result<void> start_oracle_feed(Services& s, http::Router& r) {
       else if (*ts > now + 2'000) e = refused("FUTURE_SAMPLE", "more than 2 s ahead of this clock");
       else if (*ts <= last.ts) e = refused("OUT_OF_ORDER", "not newer than the last accepted sample");
       else if (last.price_units > 0 &&
-               (units > last.price_units + last.price_units / 10 || units < last.price_units - last.price_units / 10)) {
-        e = refused("ABSURD_SAMPLE", "more than 10 % from the last accepted price");
+               static_cast<__int128>(units > last.price_units ? units - last.price_units : last.price_units - units) * 1'000'000 >
+                   static_cast<__int128>(last.price_units) * oracle->max_jump_ppm) {
+        const std::int64_t pd = units > last.pending_units ? units - last.pending_units : last.pending_units - units;
+        if (last.pending_units > 0 && static_cast<__int128>(pd) * 100 <= last.pending_units) {
+          ++last.pending_count;
+        } else {
+          last.pending_units = units;
+          last.pending_count = 1;
+        }
+        if (last.pending_count >= 3) bad = false;
+        else e = refused("ABSURD_SAMPLE", "too far from the last accepted price (confirmed after three agreeing samples)");
       } else {
         bad = false;
       }
@@ -121,7 +139,7 @@ Result<void> start_oracle_feed(Services& s, http::Router& r) {
         const std::string code = e.message.substr(0, e.message.find(':'));
         return respond(rejection(req, 422, code, e.message.substr(code.size() + 2)));
       }
-      last = Last{*ts, units};
+      last = Last{*ts, units, 0, 0};
     }
     json::Writer w;
     w.begin_object().field("symbol", m->symbol).key("price");

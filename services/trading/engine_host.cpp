@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "hydrox/core/clock.hpp"
+#include "hydrox/decimal/decimal.hpp"
 #include "hydrox/json/json.hpp"
 #include "hydrox/log/log.hpp"
 #include "hydrox/metrics/metrics.hpp"
@@ -23,6 +24,12 @@ constexpr db::Query kJournalPage{
 constexpr db::Query kOperatorKeys{"operator_keys", "SELECT idempotency_key, outcome FROM operator_requests"};
 
 std::string ts(std::int64_t ms) { return format_rfc3339_ms(ms); }
+
+// A funding rate in 1e-9 divided by `divisor`, as exact decimal text (F / 8 has at most 12 decimals).
+std::string rate_text(std::int64_t ppb, int divisor) {
+  const __int128 scaled = static_cast<__int128>(ppb) * 1000 / divisor;  // 1e-12
+  return decimal::format(static_cast<std::int64_t>(scaled), 12);
+}
 
 // Multi-row statements: "INSERT ... VALUES ($1,$2),($3,$4) <suffix>", chunked below the
 // 65,535-parameter limit.
@@ -97,7 +104,8 @@ EngineHost::EngineHost(const Catalog& catalog, std::shared_ptr<db::Pool> db,
         c.fee_account = options.fee_account;
         return c;
       }()),
-      marks_(catalog.all().size()) {}
+      marks_(catalog.all().size()),
+      funding_ms_(catalog.all().size()) {}
 
 EngineHost::~EngineHost() { stop(); }
 
@@ -150,7 +158,10 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
   if (!b.items.empty()) {
     if (auto w = write(b); !w) return w.error();
   }
-  for (const auto& m : catalog_.all()) marks_[m.index].store(engine_.mark(m.index));
+  for (const auto& m : catalog_.all()) {
+    marks_[m.index].store(engine_.mark(m.index));
+    funding_ms_[m.index].store(engine_.last_funding_ms(m.index));
+  }
   return {};
 }
 
@@ -230,6 +241,23 @@ void EngineHost::engine_loop() {
           continue;
         }
       }
+      if (job.produce) {
+        std::vector<Command> made = job.produce(engine_);
+        for (auto& c : made) {
+          Item p;
+          p.command = std::move(c);
+          p.first_event = b.events.size();
+          engine_.apply(p.command, b.events);
+          p.end_event = b.events.size();
+          p.command_no = command_no_.fetch_add(1) + 1;
+          b.items.push_back(std::move(p));
+        }
+        if (it.done) {
+          it.journaled = false;
+          b.items.push_back(std::move(it));
+        }
+        continue;
+      }
       it.command = job.command;
       it.idempotency_key = job.idempotency_key;
       it.first_event = b.events.size();
@@ -252,8 +280,12 @@ void EngineHost::engine_loop() {
         touch(options_.fee_account);
       } else if (auto* bc = std::get_if<BalanceChanged>(&e.body)) {
         touch(bc->user);
+      } else if (auto* fp = std::get_if<FundingPaid>(&e.body)) {
+        touch(fp->user);
       } else if (auto* mc = std::get_if<MarkChanged>(&e.body)) {
         marks_[mc->market].store(mc->mark);
+      } else if (auto* fs = std::get_if<FundingSettled>(&e.body)) {
+        funding_ms_[fs->market].store(fs->interval_ms);
       }
     }
     for (const auto& [hi, lo] : touched) {
@@ -372,10 +404,14 @@ Result<void> EngineHost::write(const Batch& b) {
   };
   std::unordered_map<Uuid, OrderRow, engine::UuidHash> orders;
   std::vector<Uuid> order_ids;
-  MultiRow trades("INSERT INTO trades (seq, market_id, price, amount, taker_side, maker_order_id, taker_order_id, time)", 8,
-                  "ON CONFLICT (seq) DO NOTHING");
-  MultiRow fills("INSERT INTO fills (seq, liquidity, user_id, order_id, market_id, side, price, amount, fee, realized_pnl, time)", 11,
-                 "ON CONFLICT (seq, liquidity) DO NOTHING");
+  MultiRow trades("INSERT INTO trades (seq, market_id, price, amount, taker_side, maker_order_id, taker_order_id, time,"
+                  " liquidation)", 9, "ON CONFLICT (seq) DO NOTHING");
+  MultiRow fills("INSERT INTO fills (seq, liquidity, user_id, order_id, market_id, side, price, amount, fee, realized_pnl, time,"
+                 " liquidation)", 12, "ON CONFLICT (seq, liquidity) DO NOTHING");
+  MultiRow funding_rows("INSERT INTO funding_rates (market_id, time, rate, rate_8h, index_price, mark_price, paid, received,"
+                        " to_insurance, positions, seq)", 11, "ON CONFLICT (market_id, time) DO NOTHING");
+  MultiRow liquidation_rows("INSERT INTO liquidations (seq, user_id, account_value, maintenance_margin, stage, insurance_paid, time)",
+                            7, "ON CONFLICT (seq) DO NOTHING");
   MultiRow ledger("INSERT INTO ledger (seq, user_id, delta, reason, reference, time)", 6,
                   "ON CONFLICT DO NOTHING");
   struct Bar {
@@ -409,6 +445,12 @@ Result<void> EngineHost::write(const Batch& b) {
             const std::string amount = Catalog::amount_text(m, ev.qty);
             const std::string time = ts(ev.ts_ms);
             const std::string seq = std::to_string(e.seq);
+            std::optional<std::string> liq;
+            if (ev.liquidation != Liquidation::none) liq = std::string(liquidation_code(ev.liquidation));
+            // Backstop and ADL transfers are not book trades: fills of both accounts, no public
+            // trade, no candle.
+            const bool off_book = ev.liquidation == Liquidation::backstop || ev.liquidation == Liquidation::adl;
+            if (!off_book) {
             Bar& bar = bars[{ev.market, ev.ts_ms / 60'000}];
             if (bar.trades == 0) {
               bar.open = bar.high = bar.low = ev.price;
@@ -422,16 +464,19 @@ Result<void> EngineHost::write(const Batch& b) {
             bar.last = e.seq;
             ++bar.trades;
             trades.add({seq, std::to_string(m.id), price, amount, std::string(side_name(ev.taker_side)),
-                        ev.maker_order.value().to_string(), ev.taker_order.value().to_string(), time});
+                        ev.maker_order.value().to_string(), ev.taker_order.value().to_string(), time, liq});
+            }
             fills.add({seq, "maker", ev.maker.value().to_string(), ev.maker_order.value().to_string(), std::to_string(m.id),
                        std::string(side_name(opposite(ev.taker_side))), price, amount, usdm_text(ev.maker_fee),
-                       usdm_text(ev.maker_realized_pnl), time});
+                       usdm_text(ev.maker_realized_pnl), time, off_book ? liq : std::nullopt});
             fills.add({seq, "taker", ev.taker.value().to_string(), ev.taker_order.value().to_string(), std::to_string(m.id),
                        std::string(side_name(ev.taker_side)), price, amount, usdm_text(ev.taker_fee),
-                       usdm_text(ev.taker_realized_pnl), time});
-            ledger.add({seq, ev.maker.value().to_string(), usdm_text(-ev.maker_fee), "TRADING_FEE", ev.maker_order.value().to_string(), time});
-            ledger.add({seq, ev.taker.value().to_string(), usdm_text(-ev.taker_fee), "TRADING_FEE", ev.taker_order.value().to_string(), time});
-            ledger.add({seq, options_.fee_account.value().to_string(), usdm_text(ev.maker_fee + ev.taker_fee), "FEE_INCOME", seq, time});
+                       usdm_text(ev.taker_realized_pnl), time, liq});
+            if (ev.maker_fee + ev.taker_fee != 0) {
+              ledger.add({seq, ev.maker.value().to_string(), usdm_text(-ev.maker_fee), "TRADING_FEE", ev.maker_order.value().to_string(), time});
+              ledger.add({seq, ev.taker.value().to_string(), usdm_text(-ev.taker_fee), "TRADING_FEE", ev.taker_order.value().to_string(), time});
+              ledger.add({seq, options_.fee_account.value().to_string(), usdm_text(ev.maker_fee + ev.taker_fee), "FEE_INCOME", seq, time});
+            }
             if (ev.maker_realized_pnl != 0) {
               ledger.add({seq, ev.maker.value().to_string(), usdm_text(ev.maker_realized_pnl), "REALIZED_PNL", ev.maker_order.value().to_string(), time});
             }
@@ -445,6 +490,20 @@ Result<void> EngineHost::write(const Batch& b) {
                         std::string(balance_reason_code(ev.reason)), std::string(), ts(ev.ts_ms)});
           } else if constexpr (std::is_same_v<T, MarkChanged>) {
             marks[static_cast<int>(ev.market)] = &ev;
+          } else if constexpr (std::is_same_v<T, FundingPaid>) {
+            const MarketInfo& m = catalog_.at(ev.market);
+            ledger.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(-ev.amount), "FUNDING",
+                        m.symbol + "@" + ts(ev.interval_ms), ts(ev.interval_ms)});
+          } else if constexpr (std::is_same_v<T, FundingSettled>) {
+            const MarketInfo& m = catalog_.at(ev.market);
+            funding_rows.add({std::to_string(m.id), ts(ev.interval_ms), rate_text(ev.rate_ppb, 8), rate_text(ev.rate_ppb, 1),
+                              Catalog::price_text(m, ev.index), Catalog::price_text(m, ev.mark), usdm_text(ev.paid),
+                              usdm_text(ev.received), usdm_text(ev.to_insurance), std::to_string(ev.positions),
+                              std::to_string(e.seq)});
+          } else if constexpr (std::is_same_v<T, AccountLiquidated>) {
+            liquidation_rows.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(ev.account_value),
+                                  usdm_text(ev.maintenance_margin), std::string(liquidation_code(ev.stage)),
+                                  usdm_text(ev.insurance_paid), ts(ev.ts_ms)});
           }
         },
         e.body);
@@ -489,15 +548,17 @@ Result<void> EngineHost::write(const Batch& b) {
   // UPDATE ... FROM (VALUES ...) needs the VALUES inside the parentheses: MultiRow puts them
   // between head and suffix.
   MultiRow pos_rows(
-      "INSERT INTO positions (id, user_id, market_id, size, cost, realized_pnl, leverage, created_at, updated_at)", 9,
+      "INSERT INTO positions (id, user_id, market_id, size, cost, realized_pnl, leverage, created_at, updated_at,"
+      " funding_paid)", 10,
       "ON CONFLICT (user_id, market_id) DO UPDATE SET size = EXCLUDED.size, cost = EXCLUDED.cost,"
-      " realized_pnl = EXCLUDED.realized_pnl, leverage = EXCLUDED.leverage, updated_at = EXCLUDED.updated_at");
+      " realized_pnl = EXCLUDED.realized_pnl, leverage = EXCLUDED.leverage, updated_at = EXCLUDED.updated_at,"
+      " funding_paid = EXCLUDED.funding_paid");
   for (const auto& [user, per_market] : positions) {
     for (const auto& [market, p] : per_market) {
       const MarketInfo& m = catalog_.at(static_cast<std::uint32_t>(market));
       pos_rows.add({position_id(p->user, m.id).to_string(), user.to_string(), std::to_string(m.id),
                     Catalog::amount_text(m, p->size), usdm_text(p->cost), usdm_text(p->realized_pnl),
-                    std::to_string(p->leverage), ts(p->ts_ms), ts(p->ts_ms)});
+                    std::to_string(p->leverage), ts(p->ts_ms), ts(p->ts_ms), usdm_text(p->funding)});
     }
   }
   MultiRow balance_rows("INSERT INTO balances (user_id, collateral, updated_at)", 3,
@@ -537,7 +598,8 @@ Result<void> EngineHost::write(const Batch& b) {
                             std::pair{&trades, "trades_insert"}, std::pair{&fills, "fills_insert"},
                             std::pair{&ledger, "ledger_insert"}, std::pair{&pos_rows, "positions_upsert"},
                             std::pair{&balance_rows, "balances_upsert"}, std::pair{&mark_rows, "marks_upsert"},
-                            std::pair{&bar_rows, "klines_upsert"}}) {
+                            std::pair{&bar_rows, "klines_upsert"}, std::pair{&funding_rows, "funding_insert"},
+                            std::pair{&liquidation_rows, "liquidations_insert"}}) {
     if (auto r = run(*rows, name); !r) return r.error();
   }
   return tx.commit();
@@ -563,7 +625,9 @@ void EngineHost::publish(const Batch& b) {
             w.field("side", side_name(ev.taker_side)).field("time", ev.ts_ms / 1000).field("time_ms", ev.ts_ms);
             w.end_object();
             std::string trade = w.take();
-            cmds.push_back({"PUBLISH", "hydrox:trades:" + m.symbol, trade});
+            if (ev.liquidation == Liquidation::none || ev.liquidation == Liquidation::book) {
+              cmds.push_back({"PUBLISH", "hydrox:trades:" + m.symbol, trade});
+            }
             for (auto [user, order, liq, fee, pnl, side] :
                  {std::tuple{ev.maker, ev.maker_order, "maker", ev.maker_fee, ev.maker_realized_pnl, opposite(ev.taker_side)},
                   std::tuple{ev.taker, ev.taker_order, "taker", ev.taker_fee, ev.taker_realized_pnl, ev.taker_side}}) {
@@ -575,7 +639,9 @@ void EngineHost::publish(const Batch& b) {
               f.key("amount");
               Catalog::write_amount(f, m, ev.qty);
               f.key("fee").raw_number(usdm_text(fee)).key("realized_pnl").raw_number(usdm_text(pnl));
-              f.field("liquidity", liq).field("time", ev.ts_ms / 1000).end_object();
+              f.field("liquidity", liq).field("time", ev.ts_ms / 1000);
+              if (ev.liquidation != Liquidation::none) f.field("liquidation", liquidation_code(ev.liquidation));
+              f.end_object();
               cmds.push_back({"PUBLISH", user_channel(user, "fills"), f.take()});
             }
           } else if constexpr (std::is_same_v<T, BookLevelChanged>) {
@@ -593,6 +659,14 @@ void EngineHost::publish(const Batch& b) {
             Catalog::write_price(w, m, ev.mark);
             w.field("time_ms", ev.ts_ms).end_object();
             cmds.push_back({"PUBLISH", "hydrox:mark:" + m.symbol, w.take()});
+          } else if constexpr (std::is_same_v<T, FundingSettled>) {
+            const MarketInfo& m = catalog_.at(ev.market);
+            w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("symbol", m.symbol);
+            w.field("time", ev.interval_ms / 1000).key("rate").raw_number(rate_text(ev.rate_ppb, 8));
+            w.key("mark_price");
+            Catalog::write_price(w, m, ev.mark);
+            w.end_object();
+            cmds.push_back({"PUBLISH", "hydrox:funding:" + m.symbol, w.take()});
           } else if constexpr (std::is_same_v<T, OrderUpdated>) {
             const MarketInfo& m = catalog_.at(ev.market);
             w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("id", ev.id.value().to_string());
@@ -607,7 +681,8 @@ void EngineHost::publish(const Batch& b) {
             w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("symbol", m.symbol);
             w.field("side", ev.size >= 0 ? "Long" : "Short").key("size");
             Catalog::write_amount(w, m, ev.size < 0 ? -ev.size : ev.size);
-            w.key("realized_pnl").raw_number(usdm_text(ev.realized_pnl)).end_object();
+            w.key("realized_pnl").raw_number(usdm_text(ev.realized_pnl));
+            w.key("funding_paid").raw_number(usdm_text(ev.funding)).end_object();
             cmds.push_back({"PUBLISH", user_channel(ev.user, "positions"), w.take()});
           }
         },

@@ -33,6 +33,9 @@ struct Job {
   // Reads run on the engine thread and return the answer to send once earlier writes committed.
   std::function<std::function<void()>(const engine::Engine&)> read;
   std::string idempotency_key;  // operator deposits/withdrawals/faucet
+  // Commands decided on the engine thread from the engine's state (the mark and funding clock):
+  // each one is applied and journaled like a submitted command.
+  std::function<std::vector<engine::Command>(const engine::Engine&)> produce;
   std::function<void(Result<Outcome>)> done;
 };
 
@@ -56,6 +59,7 @@ class EngineHost {
   bool submit(Job job);
 
   engine::Price mark(std::uint32_t market) const { return marks_[market].load(); }
+  std::int64_t last_funding_ms(std::uint32_t market) const { return funding_ms_[market].load(); }
   std::uint64_t commands_applied() const { return command_no_.load(); }
   std::size_t queue_depth() const;
 
@@ -88,6 +92,7 @@ class EngineHost {
   HostOptions options_;
   engine::Engine engine_;
   std::vector<std::atomic<engine::Price>> marks_;
+  std::vector<std::atomic<std::int64_t>> funding_ms_;
   std::atomic<std::uint64_t> command_no_{0};
   std::map<std::string, std::string> operator_keys_;  // engine thread only (after recover)
 

@@ -29,7 +29,7 @@ std::string_view status_name(OrderStatus s) {
 }
 
 std::string command_kind(const Command& c) {
-  static constexpr const char* kNames[] = {"place", "cancel", "cancel_all", "deposit", "withdraw", "mark", "leverage"};
+  static constexpr const char* kNames[] = {"place", "cancel", "cancel_all", "deposit", "withdraw", "mark", "leverage", "funding"};
   return kNames[c.index()];
 }
 
@@ -59,6 +59,9 @@ std::string encode_command(const Command& command, const Catalog& catalog) {
         } else if constexpr (std::is_same_v<T, SetLeverage>) {
           w.field("user", c.user.value().to_string()).field("market", catalog.at(c.market).id);
           w.field("leverage", c.leverage);
+        } else if constexpr (std::is_same_v<T, SettleFunding>) {
+          w.field("market", catalog.at(c.market).id).field("interval", c.interval_ms);
+          w.field("rate_ppb", c.rate_ppb).field("index", c.index);
         }
         w.field("ts", c.ts_ms);
       },
@@ -144,6 +147,9 @@ Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
   } else if (t == "leverage") {
     out = SetLeverage{UserId{r.uuid("user")}, static_cast<std::uint32_t>(market("market")),
                       static_cast<std::int32_t>(r.num("leverage")), r.num("ts")};
+  } else if (t == "funding") {
+    out = SettleFunding{static_cast<std::uint32_t>(market("market")), r.num("interval"), r.num("rate_ppb"),
+                        r.num("index"), r.num("ts")};
   } else {
     return fail(Code::internal, "unknown journal command kind " + t);
   }

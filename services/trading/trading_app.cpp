@@ -42,31 +42,39 @@ Result<void> setup(service::Context& ctx) {
   if (auto r = s.host->recover(SystemClock::instance().now_ms()); !r) return r.error();
   s.host->start();
 
-  // Until the mark-price rules (issue #7) land, the mark follows the index published by market.
+  // The mark follows perp-rules from market's index feed and the book; funding settles on the
+  // clock. MARK_FROM_INDEX=0 leaves marks to the operator route (tests that pin prices).
   auto follow_index = ctx.env.boolean("MARK_FROM_INDEX", true);
+  auto mark_ms = ctx.env.integer("MARK_INTERVAL_MS", 1000, 50, 60'000);
+  auto sample_ms = ctx.env.integer("FUNDING_SAMPLE_MS", 5000, 50, 3'600'000);
+  auto interval_ms = ctx.env.integer("FUNDING_INTERVAL_MS", 3'600'000, 1000, 86'400'000);
+  auto max_age = ctx.env.integer("INDEX_MAX_AGE_MS", 10'000, 500, 600'000);
+  auto max_jump = ctx.env.integer("INDEX_MAX_JUMP_PPM", 500'000, 1000, 10'000'000);
+  for (auto* r : {&mark_ms, &sample_ms, &interval_ms, &max_age, &max_jump}) {
+    if (!*r) return r->error();
+  }
   if (!follow_index) return follow_index.error();
   if (*follow_index) {
+    MarkOptions mo;
+    mo.period_ms = *mark_ms;
+    mo.premium_sample_ms = *sample_ms;
+    mo.funding_interval_ms = *interval_ms;
+    mo.index_max_age_ms = *max_age;
+    mo.index_max_jump_ppm = *max_jump;
+    s.marks = std::make_unique<MarkFunding>(s.catalog, *s.host, ctx.redis, mo);
     s.index_feed = std::make_unique<redis::Subscriber>(
         ctx.redis_address, std::vector<std::string>{}, std::vector<std::string>{"hydrox:index:*"},
         [&s](std::string_view, std::string_view message) {
-          auto doc = json::parse(message);
-          if (!doc || !doc->is_object()) return;
-          const json::Value* sym = doc->find("symbol");
-          const json::Value* price = doc->find("price");
-          const json::Value* ts = doc->find("time_ms");
-          const MarketInfo* m = sym && sym->is_string() ? s.catalog.find(sym->as_string()) : nullptr;
-          if (!m || !price || !ts) return;
-          auto ticks = Catalog::to_ticks(*m, *price, "price");
-          auto when = ts->as_int(0, INT64_MAX);
-          if (!ticks || !when) return;
-          Job job;
-          job.command = engine::SetMark{m->index, *ticks, *when};
-          s.host->submit(std::move(job));  // a full queue drops this sample; the next one follows
+          s.marks->on_index(message, SystemClock::instance().now_ms());
         });
+    s.marks->start();
+    log::info("mark price and funding clock started",
+              {{"mark_interval_ms", *mark_ms}, {"funding_interval_ms", *interval_ms}, {"premium_sample_ms", *sample_ms}});
   }
 
   ctx.on_stop.push_back([&s] {
     s.index_feed.reset();
+    if (s.marks) s.marks->stop();
     s.host->stop();
   });
 

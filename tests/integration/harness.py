@@ -8,9 +8,11 @@ import http.client
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 
@@ -128,8 +130,21 @@ def raw_exchange(port, data: bytes, timeout=5.0):
 class Stack:
     """The five services on free ports against a fresh database."""
 
-    def __init__(self, name="t", extra_env=None, services=None):
+    def __init__(self, name="t", extra_env=None, services=None, own_redis=False):
         self.infra = read_infra()
+        # Redis pub/sub is global to a server: a stack whose marks follow an index feed gets a
+        # private Redis, so that no other stack's feed reaches it.
+        self.redis_dir = None
+        if own_redis:
+            self.redis_dir = tempfile.mkdtemp()
+            port = free_port()
+            subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                            "--appendonly", "no", "--daemonize", "yes", "--pidfile", f"{self.redis_dir}/r.pid"],
+                           check=True, stdout=subprocess.DEVNULL)
+            wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0,
+                       5, what="a private redis")
+            self.redis_port = port
+            self.infra = {**self.infra, "REDIS_URL": f"127.0.0.1:{port}"}
         self.db_name = f"hx_{name}_{secrets.token_hex(4)}"
         subprocess.run(["psql", "-h", "127.0.0.1", "-p", self.infra["PGPORT"], "-U", "postgres", "-qc",
                         f"CREATE DATABASE {self.db_name} OWNER hydrox"], check=True)
@@ -214,6 +229,13 @@ class Stack:
                 problems.append(str(e))
         for log in self.logs.values():
             log.close()
+        if self.redis_dir:
+            try:
+                with open(f"{self.redis_dir}/r.pid") as f:
+                    os.kill(int(f.read()), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
+            shutil.rmtree(self.redis_dir, ignore_errors=True)
         subprocess.run(["psql", "-h", "127.0.0.1", "-p", self.infra["PGPORT"], "-U", "postgres", "-qc",
                         f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)"], check=False)
         # Under the sanitizer preset a report in any service's log fails the test.

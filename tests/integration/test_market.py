@@ -175,7 +175,7 @@ class IndexFeed(unittest.TestCase):
     def test_simulated_index_moves_trading_marks(self):
         env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "1"},
                "market": {"INDEX_FEED": "simulated", "INDEX_FEED_PERIOD_MS": "100"}}
-        stack = Stack("idx", extra_env=env, services=["trading", "market"])
+        stack = Stack("idx", extra_env=env, services=["trading", "market"], own_redis=True)
         try:
             stack.start("trading")
             stack.start("market")

@@ -9,8 +9,8 @@ namespace {
 constexpr db::Query kMarkets{
     "trading_markets",
     "SELECT id, symbol, tick_size::text, lot_size::text, min_notional::text, max_leverage,"
-    " maker_fee_rate::text, taker_fee_rate::text, index_start_price::text, index_volatility::text"
-    " FROM markets WHERE status <> 'delisted' ORDER BY id"};
+    " maker_fee_rate::text, taker_fee_rate::text, index_start_price::text, index_volatility::text,"
+    " impact_notional::text FROM markets WHERE status <> 'delisted' ORDER BY id"};
 
 // "0.100" → units 1, scale 1 (trailing zeros dropped).
 Result<std::pair<std::int64_t, int>> split(std::string_view text) {
@@ -73,6 +73,9 @@ Result<Catalog> Catalog::load(db::Connection& c) {
     m.start_price = *start_units / m.tick_units;
     auto vol = decimal::parse_units(rows->get(r, 9), 6, decimal::Rounding::half_even);
     m.index_volatility_ppm = vol ? *vol : 0;
+    auto impact = decimal::parse_units(rows->get(r, 10), 6, decimal::Rounding::up);
+    if (!impact || *impact <= 0) return fail(Code::internal, "bad impact notional for " + m.symbol);
+    m.impact_notional = *impact;
     cat.markets_.push_back(std::move(m));
   }
   return cat;

@@ -30,6 +30,12 @@ constexpr db::Query kTickerStats{
     " (SELECT mark::text FROM marks WHERE market_id = $1::int),"
     " (SELECT coalesce(sum(size), 0)::text FROM positions WHERE market_id = $1::int AND size > 0)"};
 
+constexpr db::Query kFunding{
+    "market_funding",
+    "SELECT extract(epoch FROM time)::bigint::text, rate::text, rate_8h::text, mark_price::text, index_price::text"
+    " FROM funding_rates WHERE market_id = $1::int AND ($2::bigint IS NULL OR time < to_timestamp($2::bigint))"
+    " ORDER BY time DESC LIMIT $3::int"};
+
 constexpr db::Query kTrades{
     "market_trades",
     "SELECT seq, price::text, amount::text, taker_side, extract(epoch from time)::bigint,"
@@ -176,8 +182,19 @@ Result<std::string> ticker_json(Services& s, const MarketInfo& m, bool with_rule
   w.key("quote_volume_24h").raw_number(plain(rows->get(0, 5)));
   w.key("mark_price").raw_number(mark ? decimal::format(*mark) : "0");
   w.key("index_price").raw_number(index ? decimal::format(*index) : (mark ? decimal::format(*mark) : "0"));
-  w.key("funding_rate").raw_number("0");
-  w.field("next_funding_time", (now_s / 3600 + 1) * 3600);
+  // The rate the current interval is heading for, as trading's funding clock last computed it.
+  std::string funding_rate = "0";
+  std::int64_t next_funding = (now_s / 3600 + 1) * 3600;
+  if (auto f = s.ctx->redis->get("hydrox:funding:next:" + m.symbol); f && *f) {
+    if (auto doc = json::parse(**f); doc && doc->is_object()) {
+      if (const auto* r = doc->find("rate"); r && r->as_decimal()) funding_rate = decimal::format(*r->as_decimal());
+      if (const auto* n = doc->find("next_funding_time")) {
+        if (auto v = n->as_int(0, INT64_MAX)) next_funding = *v;
+      }
+    }
+  }
+  w.key("funding_rate").raw_number(funding_rate);
+  w.field("next_funding_time", next_funding);
   w.key("open_interest").raw_number(plain(rows->get(0, 7)));
   if (with_rules) {
     w.key("tick_size").raw_number(m.tick_size).key("lot_size").raw_number(m.lot_size);
@@ -348,11 +365,46 @@ void register_market_routes(Services& s, http::Router& r) {
     });
   });
 
-  // Funding history: settlements arrive with issue #7; until then there are none.
+  // Funding history: one entry per settled interval, newest first. rate is what the interval
+  // applied (F / 8); rate_8h the 8-hour-equivalent F; before/limit page backwards in time.
   r.get("/api/v1/markets/{symbol}/funding", [&s](http::Request& req, http::Respond respond) {
     const MarketInfo* m = market_of(s, req, respond);
     if (!m) return;
-    respond(http::Response::json(200, "[]"));
+    std::int64_t limit = 100;
+    std::optional<std::string> before;
+    for (const auto& name : req.query_names()) {
+      if (name != "limit" && name != "before") {
+        return respond(http::Response::error(fail(Code::unknown_field, "unknown query parameter " + name, name), req.request_id));
+      }
+    }
+    if (auto v = req.query_param("limit"); v && !v->empty()) {
+      auto n = to_int(*v);
+      if (!n || *n < 1 || *n > 1000) {
+        return respond(http::Response::error(fail(Code::invalid_field, "limit must be from 1 to 1000", "limit"), req.request_id));
+      }
+      limit = *n;
+    }
+    if (auto v = req.query_param("before"); v && !v->empty()) {
+      auto n = to_int(*v);
+      if (!n || *n < 0) return respond(http::Response::error(fail(Code::invalid_field, "before must be Unix seconds", "before"), req.request_id));
+      before = std::to_string(*n);
+    }
+    service::respond_blocking(*s.ctx, req, respond, [&s, m, limit, before]() -> Result<http::Response> {
+      auto lease = s.ctx->db->acquire();
+      if (!lease) return lease.error();
+      auto rows = (*lease)->exec(kFunding, {std::to_string(m->id), before, std::to_string(limit)});
+      if (!rows) return rows.error();
+      json::Writer w;
+      w.begin_array();
+      for (int i = 0; i < rows->size(); ++i) {
+        w.begin_object().key("time").raw_number(rows->get(i, 0));
+        w.key("rate").raw_number(plain(rows->get(i, 1))).key("rate_8h").raw_number(plain(rows->get(i, 2)));
+        w.key("mark_price").raw_number(plain(rows->get(i, 3))).key("index_price").raw_number(plain(rows->get(i, 4)));
+        w.end_object();
+      }
+      w.end_array();
+      return http::Response::json(200, w.take());
+    });
   });
 }
 

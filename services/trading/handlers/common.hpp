@@ -6,6 +6,7 @@
 #include <string>
 
 #include "engine_host.hpp"
+#include "mark_funding.hpp"
 #include "hydrox/http/message.hpp"
 #include "hydrox/service/service.hpp"
 #include "markets.hpp"
@@ -18,6 +19,7 @@ struct Services {
   std::unique_ptr<EngineHost> host;
   std::string operator_token;  // empty: the operator API is disabled
   std::unique_ptr<redis::Subscriber> index_feed;  // index prices → marks
+  std::unique_ptr<MarkFunding> marks;             // mark price and funding clock
   engine::Usdm faucet_amount = 0;
 };
 

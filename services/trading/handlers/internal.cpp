@@ -191,7 +191,27 @@ void register_internal_routes(Services& s, http::Router& r) {
       w.field("last_seq", static_cast<std::int64_t>(e.last_seq()));
       w.key("net_deposits").raw_number(usdm_text(e.net_deposits()));
       w.field("resting_orders", static_cast<std::int64_t>(e.resting_orders()));
+      const EngineConfig defaults;
+      w.key("insurance_fund").raw_number(usdm_text(e.collateral_of(defaults.insurance_account)));
+      w.key("fee_account").raw_number(usdm_text(e.collateral_of(defaults.fee_account)));
+      w.key("protocol_vault").raw_number(usdm_text(e.collateral_of(defaults.backstop_account)));
       w.field("state_hash", std::to_string(e.state_hash())).end_object();
+      return [respond, body = w.take()]() { respond(http::Response::json(200, body)); };
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  // The insurance fund: public, like the large venues publish theirs. It receives the rounding
+  // remainder of funding and pays liquidated accounts' shortfalls.
+  r.get("/api/v1/insurance", [&s](http::Request& req, http::Respond respond) {
+    Job job;
+    job.is_read = true;
+    job.read = [respond](const Engine& e) -> std::function<void()> {
+      const EngineConfig defaults;
+      json::Writer w;
+      w.begin_object().field("asset", "USDM").field("account_id", defaults.insurance_account.value().to_string());
+      w.key("balance").raw_number(usdm_text(e.collateral_of(defaults.insurance_account)));
+      w.end_object();
       return [respond, body = w.take()]() { respond(http::Response::json(200, body)); };
     };
     submit(s, req, respond, std::move(job));

@@ -33,7 +33,7 @@ constexpr db::Query kListFills{
     "list_fills",
     "SELECT f.seq, f.order_id, m.symbol, f.side, f.price::text, f.amount::text, f.fee::text,"
     " f.realized_pnl::text, f.liquidity, extract(epoch from f.time)::bigint,"
-    " (extract(epoch from f.time) * 1000)::bigint"
+    " (extract(epoch from f.time) * 1000)::bigint, f.liquidation"
     " FROM fills f JOIN markets m ON m.id = f.market_id"
     " WHERE f.user_id = $1::uuid AND ($2::bigint IS NULL OR f.seq < $2::bigint)"
     " AND ($3::int IS NULL OR f.market_id = $3::int)"
@@ -369,6 +369,8 @@ void register_order_routes(Services& s, http::Router& router) {
         w.field("liquidity", rows->get(r, 8));
         w.key("time").raw_number(rows->get(r, 9));
         w.key("time_ms").raw_number(rows->get(r, 10));
+        // Set when the fill was part of a liquidation: BOOK, BACKSTOP or ADL.
+        if (rows->is_null(r, 11)) w.key("liquidation").null(); else w.field("liquidation", rows->get(r, 11));
         w.end_object();
       }
       w.end_array();

@@ -119,7 +119,7 @@ void register_position_routes(Services& s, http::Router& r) {
             w.field("margin_mode", "cross");
             w.key("realized_pnl").raw_number(usdm_text(d.position.realized_pnl));
             auto it = row_of.find(m.id);
-            w.key("funding_paid").raw_number(it == row_of.end() ? "0" : decimal::format(*decimal::parse(rows->get(it->second, 3))));
+            w.key("funding_paid").raw_number(usdm_text(d.position.funding));
             const std::string now = format_rfc3339_ms(SystemClock::instance().now_ms());
             w.field("created_at", it == row_of.end() ? now : std::string(rows->get(it->second, 1)));
             w.field("updated_at", it == row_of.end() ? now : std::string(rows->get(it->second, 2)));

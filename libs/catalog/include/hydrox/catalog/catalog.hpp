@@ -23,6 +23,7 @@ struct MarketInfo {
   std::string tick_size, lot_size, min_notional;  // as in the database, for the API
   engine::Price start_price = 0;  // ticks; the first mark when none was ever set
   std::int64_t index_volatility_ppm = 0;  // development feed: per-second volatility, 1e-6 units
+  engine::Usdm impact_notional = 10'000'000'000;  // funding: the impact order's size (1e-6 USDM)
 };
 
 class Catalog {
