@@ -54,6 +54,16 @@ class IndexFeed:
         self.sock.close()
 
 
+def openapi_check(path, method, resp):
+    """The answer against docs/openapi.yaml (the routes this issue added or changed)."""
+    import os
+    import yaml
+    from harness import SOURCE_DIR
+    from test_openapi import check
+    with open(os.path.join(SOURCE_DIR, "docs", "openapi.yaml"), encoding="utf-8") as f:
+        check(yaml.safe_load(f), path, method, resp)
+
+
 def psql(stack, query):
     out = subprocess.run(["psql", stack.database_url, "-Atc", query], check=True, capture_output=True, text=True)
     return out.stdout.strip()
@@ -115,7 +125,9 @@ class LiquidationWorkedExample(unittest.TestCase):
         self.assertIsNone(position(t, a), "below it the position is gone in the same step")
         bal = loads_exact(t.call(a, "GET", "/api/v1/balances").body)[0]
         self.assertEqual(bal["total"], D("0"))
-        fills = loads_exact(t.call(a, "GET", "/api/v1/fills").body)
+        r = t.call(a, "GET", "/api/v1/fills")
+        openapi_check("/api/v1/fills", "GET", r)
+        fills = loads_exact(r.body)
         self.assertEqual(fills[0]["liquidation"], "BACKSTOP")
         self.assertEqual(fills[0]["price"], D("88405"))
         self.assertEqual(fills[1]["liquidation"], None)
@@ -129,6 +141,7 @@ class LiquidationWorkedExample(unittest.TestCase):
         self.assertEqual(row, "BACKSTOP|t")
         r = request(t.port, "GET", "/api/v1/insurance")
         self.assertEqual(r.status, 200)
+        openapi_check("/api/v1/insurance", "GET", r)
         self.assertEqual(loads_exact(r.body)["balance"], D("10000"))
 
 
@@ -248,7 +261,14 @@ class Funding(unittest.TestCase):
                 self.assertEqual(D(charged[ref]), D("-118.75"))
             # The history route shows it.
             r = request(stack.ports["market"], "GET", f"/api/v1/markets/{BTC}/funding")
+            openapi_check("/api/v1/markets/{symbol}/funding", "GET", r)
             hist = loads_exact(r.body)
+            r = request(stack.ports["market"], "GET", f"/api/v1/markets/{BTC}/funding?limit=0")
+            self.assertEqual(r.status, 400)
+            openapi_check("/api/v1/markets/{symbol}/funding", "GET", r)
+            # The ticker shows the rate the current interval is heading for (F / 8 = 0.11875 %).
+            r = request(stack.ports["market"], "GET", f"/api/v1/markets/{BTC}/ticker")
+            self.assertEqual(loads_exact(r.body)["funding_rate"], D("0.0011875"))
             self.assertIn(D("0.0011875"), [h["rate"] for h in hist])
             self.assertEqual(hist[0]["time"], max(ts for ts, _ in rows()))
 
