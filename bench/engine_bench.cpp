@@ -251,6 +251,59 @@ void BM_MillionRestingOrders(benchmark::State& state) {
 }
 BENCHMARK(BM_MillionRestingOrders)->Iterations(1)->Unit(benchmark::kMillisecond);
 
+// Liquidation check (issue #7): 100,000 accounts long 100 lots at 100,000 against one short,
+// their liquidation prices spread evenly over 80,000..97,000; the mark moves 100,000 -> 96,830 so
+// that the top 1 % cross maintenance. Timed: the one SetMark that finds them (liquidation index)
+// and liquidates every one of them (empty book: the backstop takes each position over). The
+// engine is rebuilt from a snapshot before each run, untimed.
+void BM_LiquidationCheck(benchmark::State& state) {
+  constexpr int kAccounts = 100'000;
+  Engine base(config(1 << 12));
+  std::vector<Event> out;
+  base.apply(SetMark{0, 100'000, 0}, out);
+  const EngineConfig defaults;
+  base.apply(Deposit{defaults.backstop_account, 1'000'000'000'000'000, 0}, out);
+  base.apply(Deposit{defaults.insurance_account, 1'000'000'000'000, 0}, out);
+  const UserId whale = account(999'999);
+  base.apply(Deposit{whale, 1'000'000'000'000'000, 0}, out);
+  base.apply(limit(1'000'000'000, 999'999, Side::sell, 100'000, 100LL * kAccounts), out);
+  for (int i = 0; i < kAccounts; ++i) {
+    // value(M) = c + 100 (M - 100,000), MM(M) = M (mmr 1/100): liquidation below (1e7 - c) / 99.
+    const Price liq = 80'000 + static_cast<Price>(i) * 17'000 / kAccounts;
+    const Usdm c = 10'000'000 - 99 * liq;
+    const auto u = static_cast<std::uint64_t>(i);
+    out.clear();
+    base.apply(Deposit{account(u), c + 5'000, 0}, out);  // + the taker fee
+    PlaceOrder p = limit(static_cast<std::uint64_t>(i), u, Side::buy, 100'000, 100, TimeInForce::ioc);
+    p.leverage = 50;
+    base.apply(p, out);
+  }
+  out.clear();
+  const auto b0 = std::chrono::steady_clock::now();
+  base.apply(SetMark{0, 100'000, 1}, out);  // re-keys all 100,000 changed accounts, like a first tick
+  const double rekey_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - b0).count();
+  const Snapshot snap = base.export_state();
+  std::size_t liquidated = 0;
+  for (auto _ : state) {
+    Engine e(config(1 << 12));
+    e.load(snap);
+    std::vector<Event> ev;
+    ev.reserve(100'000);
+    const auto t0 = std::chrono::steady_clock::now();
+    e.apply(SetMark{0, 96'830, 2}, ev);
+    const auto t1 = std::chrono::steady_clock::now();
+    state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+    liquidated = static_cast<std::size_t>(std::count_if(ev.begin(), ev.end(), [](const Event& x) {
+      return std::holds_alternative<AccountLiquidated>(x.body);
+    }));
+    if (!e.check_invariants(true).empty()) state.SkipWithError("invariants broken");
+  }
+  state.counters["accounts"] = kAccounts;
+  state.counters["liquidated"] = static_cast<double>(liquidated);
+  state.counters["rekey_all_ms"] = rekey_ms;
+}
+BENCHMARK(BM_LiquidationCheck)->Iterations(5)->UseManualTime()->Unit(benchmark::kMillisecond);
+
 }  // namespace
 
 BENCHMARK_MAIN();
