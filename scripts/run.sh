@@ -120,6 +120,8 @@ TAKER=00000000-0000-4000-8000-0000000000d1
 admin() { TRADING_SERVICE_URL=http://127.0.0.1:8082 USER_SERVICE_URL=http://127.0.0.1:8084 "$bin/hydrox-admin" "$@"; }
 admin deposit $HLP 5000000 make-run-hlp-seed >/dev/null
 admin deposit $TAKER 1000000 make-run-taker-seed >/dev/null
+# The insurance fund starts with a float that pays liquidation shortfalls before any ADL.
+admin deposit 00000000-0000-7000-8000-000000000002 250000 make-run-insurance-seed >/dev/null
 key_ok() { [ -n "$1" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" http://127.0.0.1:8080/api/v1/balances)" = 200 ]; }
 MM_API_KEY=""; TAKER_API_KEY=""
 [ -f "$run_dir/mm.env" ] && . "$run_dir/mm.env"
