@@ -674,6 +674,7 @@ void EngineHost::publish(const Batch& b) {
             Catalog::write_amount(w, m, ev.filled);
             w.key("remaining");
             Catalog::write_amount(w, m, ev.remaining);
+            if (ev.status == OrderStatus::cancelled) w.field("cancel_reason", cancel_reason_code(ev.cancel_reason));
             w.end_object();
             cmds.push_back({"PUBLISH", user_channel(ev.user, "orders"), w.take()});
           } else if constexpr (std::is_same_v<T, PositionChanged>) {
