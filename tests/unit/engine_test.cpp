@@ -2,6 +2,7 @@
 // step also checks the invariants (Harness::run).
 #include "engine_fixture.hpp"
 #include "hydrox/engine/risk.hpp"
+#include <random>
 
 using namespace hydrox;
 using namespace hydrox::engine;
@@ -477,4 +478,165 @@ TYPED_TEST(EngineTest, FundingRemainderGoesToTheInsuranceFund) {
   EXPECT_EQ(s.received, 3'753'753);
   EXPECT_EQ(s.to_insurance, s.paid - s.received);
   EXPECT_EQ(h.engine.collateral_of(kInsurance) - ins, s.to_insurance);
+}
+
+// ---- vaults (perp-rules "Vaults") ------------------------------------------------------------
+
+namespace {
+const Uuid kVault{0x5000, 0x8000000000000001ull};
+const UserId kVaultAccount{Uuid{0x5001, 0x8000000000000001ull}};
+using i128 = __int128;
+
+CreateVault vault_spec(std::uint64_t leader, Usdm initial, std::int64_t ts = 0) {
+  CreateVault c;
+  c.vault = kVault;
+  c.leader = user(leader);
+  c.account = kVaultAccount;
+  c.initial = initial;
+  c.lock_ms = 86'400'000;
+  c.performance_fee_ppm = 100'000;
+  c.min_deposit = 10 * kUsdm;
+  c.capacity = 1'000'000 * kUsdm;
+  c.ts_ms = ts;
+  return c;
+}
+
+template <class E>
+Usdm shares_of(const E& e, std::uint64_t u) {
+  const Vault* v = e.vault(kVault);
+  const Account* a = e.account(user(u));
+  if (!v || !a) return 0;
+  for (const auto& [ai, h] : v->holders) {
+    if (e.user_of(ai) == user(u)) return h.shares;
+  }
+  return 0;
+}
+}  // namespace
+
+TYPED_TEST(EngineTest, VaultWorkedExampleFromPerpRules) {
+  auto& h = this->h;
+  const std::int64_t day = 86'400'000;
+  h.deposit(21, 1'000 * kUsdm);
+  h.deposit(22, 9'000 * kUsdm);
+  h.deposit(23, 6'000 * kUsdm);
+  // The leader puts in 1,000 at NAV 1.0; D deposits 9,000.
+  auto ev = h.run(vault_spec(21, 1'000 * kUsdm));
+  EXPECT_EQ(only<VaultCreated>(ev).vault, kVault);
+  h.run(VaultDeposit{kVault, user(22), 9'000 * kUsdm, 1});
+  EXPECT_EQ(shares_of(h.engine, 22), 9'000 * kUsdm);
+  // NAV rises to 12,000 (a profit of 2,000 arrives in the vault's account): nav 1.2.
+  h.run(Deposit{kVaultAccount, 2'000 * kUsdm, 2});
+  EXPECT_EQ(h.engine.vault_nav(*h.engine.vault(kVault)), 12'000 * kUsdm);
+  // E deposits 6,000 → 5,000 shares.
+  h.run(VaultDeposit{kVault, user(23), 6'000 * kUsdm, 3});
+  EXPECT_EQ(shares_of(h.engine, 23), 5'000 * kUsdm);
+  // D withdraws all 9,000 shares after the lockup: gross 10,800, profit 1,800, fee 180 → D
+  // receives 10,620, the leader gets 150 shares, nav stays 1.2.
+  const Usdm d_before = h.engine.account(user(22))->collateral;
+  ev = h.run(VaultWithdraw{kVault, user(22), 10'800 * kUsdm, day + 1});
+  auto w = only<VaultChanged>(ev);
+  EXPECT_EQ(w.amount, 10'800 * kUsdm);
+  EXPECT_EQ(w.fee, 180 * kUsdm);
+  EXPECT_EQ(w.paid, 10'620 * kUsdm);
+  EXPECT_EQ(w.shares, 9'000 * kUsdm);
+  EXPECT_EQ(w.fee_shares, 150 * kUsdm);
+  EXPECT_EQ(h.engine.account(user(22))->collateral - d_before, 10'620 * kUsdm);
+  EXPECT_EQ(shares_of(h.engine, 21), 1'150 * kUsdm);
+  EXPECT_EQ(shares_of(h.engine, 22), 0);
+  const Vault* v = h.engine.vault(kVault);
+  EXPECT_EQ(v->total_shares, 6'150 * kUsdm);
+  EXPECT_EQ(h.engine.vault_nav(*v), 7'380 * kUsdm);  // 6,150 × 1.2
+}
+
+TYPED_TEST(EngineTest, VaultLockupBoundaryLeaderMinimumCapacityAndMinimum) {
+  auto& h = this->h;
+  const std::int64_t day = 86'400'000;
+  h.deposit(21, 1'000 * kUsdm);
+  h.deposit(22, 100'000 * kUsdm);
+  EXPECT_EQ(only<CommandRejected>(h.run(vault_spec(21, 99 * kUsdm))).reason, Reject::below_min_deposit);
+  h.run(vault_spec(21, 1'000 * kUsdm, 0));
+  // Below the minimum deposit; beyond what keeps the leader at 5 % (1,000 / 20,000).
+  EXPECT_EQ(only<CommandRejected>(h.run(VaultDeposit{kVault, user(22), 9 * kUsdm, 10})).reason, Reject::below_min_deposit);
+  EXPECT_EQ(only<CommandRejected>(h.run(VaultDeposit{kVault, user(22), 19'001 * kUsdm, 10})).reason, Reject::leader_minimum);
+  h.run(VaultDeposit{kVault, user(22), 19'000 * kUsdm, 10});
+  // The lockup: one millisecond before the boundary refused, at it accepted.
+  EXPECT_EQ(only<CommandRejected>(h.run(VaultWithdraw{kVault, user(22), 100 * kUsdm, 10 + day - 1})).reason,
+            Reject::vault_locked);
+  EXPECT_EQ(only<VaultChanged>(h.run(VaultWithdraw{kVault, user(22), 100 * kUsdm, 10 + day})).paid, 100 * kUsdm);
+  // The leader cannot go below 5 % while others hold shares.
+  EXPECT_EQ(only<CommandRejected>(h.run(VaultWithdraw{kVault, user(21), 100 * kUsdm, 2 * day})).reason,
+            Reject::leader_minimum);
+  // Capacity (1,000,000 here) counts the vault's value.
+  h.deposit(23, 2'000'000 * kUsdm);
+  h.deposit(21, 100'000 * kUsdm);
+  h.run(VaultDeposit{kVault, user(21), 60'000 * kUsdm, 2 * day});
+  EXPECT_EQ(only<CommandRejected>(h.run(VaultDeposit{kVault, user(23), 1'000'000 * kUsdm, 2 * day})).reason,
+            Reject::over_capacity);
+  EXPECT_EQ(only<CommandRejected>(h.run(VaultDeposit{Uuid{1, 2}, user(23), 10 * kUsdm, 2 * day})).reason,
+            Reject::unknown_vault);
+}
+
+TEST(EngineVaults, RandomDepositsWithdrawalsAndNavMovesKeepSharesExact) {
+  Engine e{two_market_config()};
+  std::vector<Event> out;
+  auto run = [&](const Command& c) {
+    out.clear();
+    e.apply(c, out);
+    auto err = e.check_invariants();
+    EXPECT_EQ(err, "");
+    return out;
+  };
+  run(SetMark{0, 970000, 0});
+  run(Deposit{user(1), 100'000 * kUsdm, 0});
+  for (std::uint64_t u = 2; u <= 51; ++u) run(Deposit{user(u), 50'000 * kUsdm, 0});
+  CreateVault c = vault_spec(1, 50'000 * kUsdm);
+  c.lock_ms = 0;
+  c.performance_fee_ppm = 150'000;
+  run(c);
+  std::mt19937_64 rng(11);
+  auto pick = [&](std::int64_t lo, std::int64_t hi) { return std::uniform_int_distribution<std::int64_t>(lo, hi)(rng); };
+  const Vault* v = e.vault(kVault);
+  std::size_t deposits = 0, withdrawals = 0, fees = 0;
+  for (int step = 1; step <= 4000; ++step) {
+    const Usdm nav = e.vault_nav(*v);
+    const Usdm s = v->total_shares;
+    const int r = static_cast<int>(pick(0, 9));
+    if (r < 2) {  // NAV moves: profits arrive, or losses leave (through the vault's account)
+      const Usdm d = pick(1, 3'000) * kUsdm + pick(0, 999'999);
+      if (r == 0) run(Deposit{kVaultAccount, d, step}); else run(Withdraw{kVaultAccount, std::min(d, nav / 4), step});
+      continue;
+    }
+    const std::uint64_t u = static_cast<std::uint64_t>(pick(2, 51));
+    std::vector<Event> ev;
+    if (r < 6) {
+      ev = run(VaultDeposit{kVault, user(u), pick(10, 2'000) * kUsdm + pick(0, 999'999), step});
+    } else {
+      ev = run(VaultWithdraw{kVault, user(u), pick(1, 3'000) * kUsdm + pick(0, 999'999), step});
+    }
+    for (const auto& x : all_of<VaultChanged>(ev)) {
+      if (x.kind == VaultMove::deposit) ++deposits;
+      if (x.kind == VaultMove::withdrawal) ++withdrawals;
+      if (x.fee > 0) ++fees;
+      // NAV per share (1e-6 USDM per share) moves by at most one unit across a deposit or a
+      // withdrawal, and never down.
+      const i128 before = static_cast<i128>(nav) * 1'000'000 / s;
+      const i128 after = static_cast<i128>(x.nav) * 1'000'000 / x.total_shares;
+      EXPECT_GE(after, before) << "step " << step;
+      EXPECT_LE(after - before, 1) << "step " << step;
+    }
+    // Every holder's value, to the unit, adds up to the vault's equity (less < 1 unit each).
+    const Usdm nav_now = e.vault_nav(*v);
+    i128 sum = 0;
+    for (const auto& [ai, hold] : v->holders) sum += static_cast<i128>(hold.shares) * nav_now / v->total_shares;
+    EXPECT_LE(sum, nav_now);
+    EXPECT_GT(sum + static_cast<i128>(v->holders.size()), nav_now);
+  }
+  EXPECT_GT(deposits, 500u);
+  EXPECT_GT(withdrawals, 500u);
+  EXPECT_GT(fees, 50u);
+  // Vaults survive export/load (the journal-free restart path) exactly.
+  Engine copy{two_market_config()};
+  copy.load(e.export_state());
+  EXPECT_EQ(copy.state_hash(), e.state_hash());
+  EXPECT_EQ(copy.vault(kVault)->holders, v->holders);
 }

@@ -56,6 +56,14 @@ std::string_view reject_code(Reject r) {
     case Reject::too_many_open_orders: return "TOO_MANY_OPEN_ORDERS";
     case Reject::no_liquidity: return "NO_LIQUIDITY";
     case Reject::funding_already_settled: return "FUNDING_ALREADY_SETTLED";
+    case Reject::unknown_vault: return "VAULT_NOT_FOUND";
+    case Reject::vault_exists: return "VAULT_EXISTS";
+    case Reject::below_min_deposit: return "BELOW_MIN_DEPOSIT";
+    case Reject::over_capacity: return "OVER_CAPACITY";
+    case Reject::vault_locked: return "VAULT_LOCKED";
+    case Reject::leader_minimum: return "LEADER_MINIMUM";
+    case Reject::vault_insolvent: return "VAULT_INSOLVENT";
+    case Reject::forbidden: return "FORBIDDEN";
   }
   return "UNKNOWN";
 }
@@ -85,6 +93,8 @@ std::string_view balance_reason_code(BalanceReason r) {
     case BalanceReason::funding_remainder: return "FUNDING_REMAINDER";
     case BalanceReason::liquidation_margin: return "LIQUIDATION_MARGIN";
     case BalanceReason::insurance_payout: return "INSURANCE_PAYOUT";
+    case BalanceReason::vault_deposit: return "VAULT_DEPOSIT";
+    case BalanceReason::vault_withdrawal: return "VAULT_WITHDRAWAL";
   }
   return "UNKNOWN";
 }
@@ -256,6 +266,9 @@ void BasicEngine<Book>::apply(const Command& command, std::vector<Event>& out) {
         else if constexpr (std::is_same_v<T, SetMark>) set_mark(c, out);
         else if constexpr (std::is_same_v<T, SetLeverage>) set_leverage(c, out);
         else if constexpr (std::is_same_v<T, SettleFunding>) settle_funding(c, out);
+        else if constexpr (std::is_same_v<T, CreateVault>) create_vault(c, out);
+        else if constexpr (std::is_same_v<T, VaultDeposit>) vault_deposit(c, out);
+        else if constexpr (std::is_same_v<T, VaultWithdraw>) vault_withdraw(c, out);
       },
       command);
 }
@@ -817,6 +830,24 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
       });
     }
   }
+  for (const Vault& v : vaults_) {
+    hs.add(v.id);
+    for (std::int64_t x : {static_cast<std::int64_t>(v.account), static_cast<std::int64_t>(v.leader), v.total_shares,
+                           v.lock_ms, static_cast<std::int64_t>(v.performance_fee_ppm),
+                           static_cast<std::int64_t>(v.management_fee_ppm), v.min_deposit, v.capacity,
+                           static_cast<std::int64_t>(v.protocol), v.last_fee_ms}) {
+      hs.add(static_cast<std::uint64_t>(x));
+    }
+    for (const auto& [ai, h] : v.holders) {
+      hs.add(ai);
+      hs.add(static_cast<std::uint64_t>(h.shares));
+      hs.add(static_cast<std::uint64_t>(h.cost));
+      for (const auto& lot : h.lots) {
+        hs.add(static_cast<std::uint64_t>(lot.shares));
+        hs.add(static_cast<std::uint64_t>(lot.unlock_ms));
+      }
+    }
+  }
   std::vector<std::pair<std::pair<std::uint32_t, std::string>, Uuid>> ids;
   client_ids_.for_each([&](const ClientKey& k, const OrderId& id) {
     ids.push_back({{k.account, std::string(k.id.view())}, id.value()});
@@ -841,6 +872,7 @@ Snapshot BasicEngine<Book>::export_state() const {
     s.last_trade.push_back(m.last_trade);
   }
   for (const auto& a : accounts_) s.accounts.push_back({a.user, a.collateral, a.positions});
+  s.vaults = vaults_;
   for (const auto& m : markets_) {
     for (Side side : {Side::buy, Side::sell}) {
       m.book.for_each_level(side, [&](Price p, Qty) {
@@ -913,6 +945,9 @@ void BasicEngine<Book>::load(const Snapshot& s) {
   for (const auto& c : s.client_ids) client_ids_.put(ClientKey{account_index(c.user), c.client_order_id}, c.order);
   seq_ = s.seq;
   net_deposits_ = s.net_deposits;
+  vaults_ = s.vaults;
+  vault_index_.clear();
+  for (std::uint32_t i = 0; i < vaults_.size(); ++i) vault_index_[vaults_[i].id] = i;
   flush_dirty();
 }
 
@@ -960,12 +995,24 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
     if (bid && ask && *bid >= *ask) return "crossed book";
   }
   if (in_books != resting || orders_index_.size() != resting) return "order index out of sync";
+  for (const Vault& v : vaults_) {
+    i128 shares = 0;
+    for (const auto& [ai, h] : v.holders) {
+      if (h.shares < 0) return "negative vault holding";
+      Usdm in_lots = 0;
+      for (const auto& lot : h.lots) in_lots += lot.shares;
+      if (in_lots != h.shares) return "vault lots out of sync";
+      shares += h.shares;
+    }
+    if (shares != v.total_shares) return "vault shares do not sum to the total";
+  }
   return {};
 }
 
 }  // namespace hydrox::engine
 
 #include "risk_engine.ipp"
+#include "vault_engine.ipp"
 
 namespace hydrox::engine {
 

@@ -8,6 +8,7 @@
 // -sign(side) * n into (collateral - cost) of each side, so Σ collateral - Σ cost is conserved
 // and equals net deposits exactly: that is the "Σ USDM = deposits - withdrawals" invariant with
 // unrealized PnL at any mark included (Σ size = 0 per market makes Σ uPnL = -Σ cost).
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -54,6 +55,35 @@ struct AccountView {
   Usdm available = 0;        // account_value - position_margin - order_margin (may be < 0)
 };
 
+// A vault (perp-rules "Vaults"): shares of its account's value. Holders are keyed by account
+// index (stable across export/load), so iteration order is deterministic.
+struct VaultLot {
+  Usdm shares = 0;
+  std::int64_t unlock_ms = 0;
+  friend bool operator==(const VaultLot&, const VaultLot&) = default;
+};
+struct VaultHolding {
+  Usdm shares = 0;
+  Usdm cost = 0;  // USDM paid for the shares held (reduced pro rata by withdrawals)
+  std::vector<VaultLot> lots;  // oldest first
+  friend bool operator==(const VaultHolding&, const VaultHolding&) = default;
+};
+struct Vault {
+  Uuid id;
+  std::uint32_t account = 0;
+  std::uint32_t leader = 0;
+  Usdm total_shares = 0;
+  std::int64_t lock_ms = 0;
+  std::int32_t performance_fee_ppm = 0;
+  std::int32_t management_fee_ppm = 0;
+  Usdm min_deposit = 0;
+  Usdm capacity = 0;
+  bool protocol = false;
+  std::int64_t last_fee_ms = 0;
+  std::map<std::uint32_t, VaultHolding> holders;
+  friend bool operator==(const Vault&, const Vault&) = default;
+};
+
 struct Snapshot {
   Seq seq = 0;
   std::vector<Price> marks;
@@ -73,6 +103,7 @@ struct Snapshot {
   Usdm net_deposits = 0;
   std::vector<std::int64_t> last_funding_ms;  // per market
   std::vector<Price> last_trade;              // per market
+  std::vector<Vault> vaults;
 };
 
 struct EngineConfig {
@@ -127,6 +158,11 @@ class BasicEngine {
   // against `side` of the book; nullopt when the book cannot fill it.
   std::optional<Price> impact_price(std::uint32_t m, Side book_side, Usdm notional) const;
   Usdm collateral_of(const UserId& user) const;
+  // Vaults.
+  const Vault* vault(const Uuid& id) const;
+  const std::vector<Vault>& vaults() const { return vaults_; }
+  Usdm vault_nav(const Vault& v) const;  // the vault account's value at the marks
+  const UserId& user_of(std::uint32_t account_index) const { return accounts_[account_index].user; }
   std::size_t liquidation_index_size(std::uint32_t m) const {
     return markets_[m].long_keys.size() + markets_[m].short_keys.size();
   }
@@ -188,6 +224,13 @@ class BasicEngine {
   void set_mark(const SetMark& c, std::vector<Event>& out);
   void set_leverage(const SetLeverage& c, std::vector<Event>& out);
   void settle_funding(const SettleFunding& c, std::vector<Event>& out);
+  // Vaults (vault_engine.ipp).
+  void create_vault(const CreateVault& c, std::vector<Event>& out);
+  void vault_deposit(const VaultDeposit& c, std::vector<Event>& out);
+  void vault_withdraw(const VaultWithdraw& c, std::vector<Event>& out);
+  void accrue_management_fee(Vault& v, std::int64_t ts, std::vector<Event>& out);
+  void mint_to_leader_if_unowned(Vault& v, std::int64_t ts, std::vector<Event>& out);
+  bool free_vault_margin(Vault& v, Usdm payout, Usdm gross, Usdm nav, std::int64_t ts, std::vector<Event>& out);
 
   // Liquidation (risk_engine.ipp).
   void touch(Account& a) {
@@ -240,6 +283,8 @@ class BasicEngine {
   std::vector<std::uint32_t> dirty_;
   std::set<std::uint32_t> multi_;                // accounts with positions in two or more markets
   Liquidation liquidating_ = Liquidation::none;  // set while a liquidation order is matched
+  std::vector<Vault> vaults_;
+  std::map<Uuid, std::uint32_t> vault_index_;
 };
 
 using Engine = BasicEngine<FastBook>;

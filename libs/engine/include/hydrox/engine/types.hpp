@@ -52,6 +52,14 @@ enum class Reject : std::uint8_t {
   too_many_open_orders,
   no_liquidity,        // a market order found nothing to match
   funding_already_settled,  // a funding interval at or before the last settled one
+  unknown_vault,
+  vault_exists,
+  below_min_deposit,
+  over_capacity,
+  vault_locked,        // the shares asked for are still in their lockup
+  leader_minimum,      // the leader must keep >= 5 % of the shares while others hold any
+  vault_insolvent,     // the vault's value is not positive: no deposits
+  forbidden,           // not the vault's leader
 };
 std::string_view reject_code(Reject r);  // UPPER_SNAKE, e.g. "INSUFFICIENT_MARGIN"
 
@@ -78,6 +86,8 @@ enum class BalanceReason : std::uint8_t {
   funding_remainder,   // the rounding remainder of a funding settlement, to the insurance fund
   liquidation_margin,  // a liquidated account's remaining margin, to the backstop
   insurance_payout,    // the insurance fund covering a liquidated account's shortfall
+  vault_deposit,       // a depositor's USDM into a vault's account (see VaultDeposited)
+  vault_withdrawal,    // a vault's USDM back to a depositor (see VaultWithdrawn)
 };
 std::string_view balance_reason_code(BalanceReason r);
 
@@ -182,8 +192,40 @@ struct SettleFunding {
 };
 inline constexpr std::int64_t kMaxFundingRatePpb = 320'000'000;  // F / 8 <= 4 % per interval
 
+// Vaults (perp-rules "Vaults"): a vault is a trading account run by its leader; depositors hold
+// shares of its value at the mark (NAV). Shares are integers of 1e-6 (1 share = 1 USDM at the first
+// deposit). All of it lives in the engine so that money and shares move in one step.
+struct CreateVault {
+  Uuid vault;
+  UserId leader;
+  UserId account;                // the vault's own trading account (new)
+  Usdm initial = 0;              // the leader's first deposit (>= 100 USDM unless protocol)
+  std::int64_t lock_ms = 86'400'000;
+  std::int32_t performance_fee_ppm = 100'000;  // 10 %
+  std::int32_t management_fee_ppm = 0;         // per year
+  Usdm min_deposit = 10'000'000;
+  Usdm capacity = 10'000'000'000'000;
+  bool protocol = false;         // the protocol vault: no minimum leader deposit
+  std::int64_t ts_ms = 0;
+};
+struct VaultDeposit {
+  Uuid vault;
+  UserId user;
+  Usdm amount = 0;
+  std::int64_t ts_ms = 0;
+};
+// Withdraws `amount` USDM of value (before the performance fee); amount >= the holding's value
+// withdraws every share.
+struct VaultWithdraw {
+  Uuid vault;
+  UserId user;
+  Usdm amount = 0;
+  std::int64_t ts_ms = 0;
+};
+inline constexpr Usdm kMinLeaderDeposit = 100'000'000;  // 100 USDM
+
 using Command = std::variant<PlaceOrder, CancelOrder, CancelAll, Deposit, Withdraw, SetMark, SetLeverage,
-                             SettleFunding>;
+                             SettleFunding, CreateVault, VaultDeposit, VaultWithdraw>;
 
 // ---- events ---------------------------------------------------------------------------------
 
@@ -328,9 +370,37 @@ struct AccountLiquidated {  // emitted after the account's liquidation steps
   friend bool operator==(const AccountLiquidated&, const AccountLiquidated&) = default;
 };
 
+struct VaultCreated {
+  Uuid vault;
+  UserId leader;
+  UserId account;
+  std::int64_t ts_ms;
+  friend bool operator==(const VaultCreated&, const VaultCreated&) = default;
+};
+
+// A vault's shares moved. kind: deposit, withdrawal or fee (management fee minted to the leader).
+enum class VaultMove : std::uint8_t { deposit, withdrawal, management_fee };
+struct VaultChanged {
+  Uuid vault;
+  UserId user;
+  VaultMove kind;
+  Usdm amount;        // USDM in (deposit) or out gross of the fee (withdrawal)
+  Usdm fee;           // performance fee (withdrawal), in USDM
+  Usdm paid;          // USDM paid to the user (withdrawal: amount - fee)
+  Usdm shares;        // shares minted (deposit, fee) or taken from the user (withdrawal)
+  Usdm fee_shares;    // shares the leader received as the performance fee
+  Usdm user_shares;   // the user's shares after
+  Usdm total_shares;  // after
+  Usdm nav;           // the vault's value after (1e-6 USDM)
+  std::int64_t unlock_ms;  // deposit: when these shares unlock
+  std::int64_t ts_ms;
+  friend bool operator==(const VaultChanged&, const VaultChanged&) = default;
+};
+
 using EventBody = std::variant<OrderAccepted, OrderRejected, OrderUpdated, Trade, PositionChanged,
                                BalanceChanged, BookLevelChanged, MarkChanged, LeverageChanged,
-                               CommandRejected, FundingPaid, FundingSettled, AccountLiquidated>;
+                               CommandRejected, FundingPaid, FundingSettled, AccountLiquidated,
+                               VaultCreated, VaultChanged>;
 
 struct Event {
   Event() = default;
