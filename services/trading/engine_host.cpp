@@ -21,6 +21,10 @@ constexpr db::Query kJournalPage{
     "journal_page",
     "SELECT command_no, payload::text, first_seq, event_count FROM engine_journal"
     " WHERE command_no > $1 ORDER BY command_no LIMIT 10000"};
+constexpr db::Query kProtocolVaults{
+    "protocol_vaults",
+    "SELECT id, account_user_id, leader_user_id, lock_period_ms, performance_fee::text, management_fee::text,"
+    " min_deposit::text, capacity::text FROM vaults WHERE is_protocol AND status = 'active' ORDER BY id"};
 constexpr db::Query kOperatorKeys{"operator_keys", "SELECT idempotency_key, outcome FROM operator_requests"};
 
 std::string ts(std::int64_t ms) { return format_rfc3339_ms(ms); }
@@ -109,6 +113,22 @@ EngineHost::EngineHost(const Catalog& catalog, std::shared_ptr<db::Pool> db,
 
 EngineHost::~EngineHost() { stop(); }
 
+std::optional<EngineHost::VaultRef> EngineHost::vault_ref(const Uuid& vault) const {
+  std::lock_guard lock(vaults_mu_);
+  auto it = vault_refs_.find(vault);
+  if (it == vault_refs_.end()) return std::nullopt;
+  return it->second;
+}
+
+void EngineHost::note_vaults(const std::vector<Event>& events) {
+  for (const auto& e : events) {
+    if (auto* v = std::get_if<VaultCreated>(&e.body)) {
+      std::lock_guard lock(vaults_mu_);
+      vault_refs_[v->vault] = VaultRef{v->account, v->leader};
+    }
+  }
+}
+
 Result<void> EngineHost::recover(std::int64_t now_ms) {
   auto lease = db_->acquire();
   if (!lease) return lease.error();
@@ -155,8 +175,48 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
       b.items.push_back(std::move(it));
     }
   }
+  // The protocol vault exists from the first migration; the engine learns it here (journaled).
+  auto protocol = (*lease)->exec(kProtocolVaults);
+  if (!protocol) return protocol.error();
+  for (int r = 0; r < protocol->size(); ++r) {
+    auto id = Uuid::parse(protocol->get(r, 0));
+    auto account = Uuid::parse(protocol->get(r, 1));
+    auto leader = Uuid::parse(protocol->get(r, 2));
+    auto perf = decimal::parse_units(protocol->get(r, 4), 4, decimal::Rounding::down);
+    auto mgmt = decimal::parse_units(protocol->get(r, 5), 4, decimal::Rounding::down);
+    auto min_dep = decimal::parse_units(protocol->get(r, 6), 6, decimal::Rounding::up);
+    auto cap = decimal::parse_units(protocol->get(r, 7), 6, decimal::Rounding::down);
+    if (!id || !account || !leader || !perf || !mgmt || !min_dep || !cap) {
+      return fail(Code::internal, "bad protocol vault row " + std::string(protocol->get(r, 0)));
+    }
+    if (engine_.vault(*id)) continue;
+    CreateVault c;
+    c.vault = *id;
+    c.account = UserId{*account};
+    c.leader = UserId{*leader};
+    c.lock_ms = std::stoll(std::string(protocol->get(r, 3)));
+    c.performance_fee_ppm = static_cast<std::int32_t>(*perf);
+    c.management_fee_ppm = static_cast<std::int32_t>(*mgmt);
+    c.min_deposit = *min_dep;
+    c.capacity = *cap;
+    c.protocol = true;
+    c.ts_ms = now_ms;
+    Item it;
+    it.command = c;
+    it.first_event = b.events.size();
+    engine_.apply(it.command, b.events);
+    it.end_event = b.events.size();
+    it.command_no = command_no_.fetch_add(1) + 1;
+    b.items.push_back(std::move(it));
+  }
   if (!b.items.empty()) {
     if (auto w = write(b); !w) return w.error();
+  }
+  {
+    std::lock_guard lock(vaults_mu_);
+    for (const Vault& v : engine_.vaults()) {
+      vault_refs_[v.id] = VaultRef{engine_.user_of(v.account), engine_.user_of(v.leader)};
+    }
   }
   for (const auto& m : catalog_.all()) {
     marks_[m.index].store(engine_.mark(m.index));
@@ -197,12 +257,33 @@ std::size_t EngineHost::queue_depth() const {
 std::string EngineHost::operator_outcome(const Batch& b, const Item& item) const {
   json::Writer w;
   w.begin_object();
+  const bool vault = std::holds_alternative<CreateVault>(item.command) || std::holds_alternative<VaultDeposit>(item.command) ||
+                     std::holds_alternative<VaultWithdraw>(item.command);
   for (std::size_t i = item.first_event; i < item.end_event; ++i) {
-    if (auto* bc = std::get_if<BalanceChanged>(&b.events[i].body)) {
-      w.field("status", "completed").field("command_no", static_cast<std::int64_t>(item.command_no));
+    if (auto* cr = std::get_if<CommandRejected>(&b.events[i].body)) {
+      json::Writer r;
+      r.begin_object().field("status", "rejected").field("reason", reject_code(cr->reason)).end_object();
+      return r.take();
+    }
+  }
+  w.field("status", "completed").field("command_no", static_cast<std::int64_t>(item.command_no));
+  for (std::size_t i = item.first_event; i < item.end_event; ++i) {
+    const Event& e = b.events[i];
+    if (auto* bc = std::get_if<BalanceChanged>(&e.body); bc && !vault) {
       w.key("balance").raw_number(usdm_text(bc->balance));
-    } else if (auto* cr = std::get_if<CommandRejected>(&b.events[i].body)) {
-      w.field("status", "rejected").field("reason", reject_code(cr->reason));
+    } else if (auto* vcr = std::get_if<VaultCreated>(&e.body)) {
+      w.field("vault_id", vcr->vault.to_string()).field("account_id", vcr->account.value().to_string());
+    } else if (auto* vc = std::get_if<VaultChanged>(&e.body);
+               vc && (vc->kind == VaultMove::withdrawal || (vc->kind == VaultMove::deposit && vc->amount > 0))) {
+      w.field("transaction_id", static_cast<std::int64_t>(e.seq)).field("vault", vc->vault.to_string());
+      w.field("type", vc->kind == VaultMove::deposit ? "deposit" : "withdrawal");
+      w.key("amount").raw_number(usdm_text(vc->amount)).key("fee").raw_number(usdm_text(vc->fee));
+      w.key("paid").raw_number(usdm_text(vc->paid)).key("shares").raw_number(usdm_text(vc->shares));
+      w.key("fee_shares").raw_number(usdm_text(vc->fee_shares));
+      w.key("user_shares").raw_number(usdm_text(vc->user_shares));
+      w.key("total_shares").raw_number(usdm_text(vc->total_shares)).key("nav").raw_number(usdm_text(vc->nav));
+      w.field("unlock_ms", vc->kind == VaultMove::deposit ? vc->unlock_ms : std::int64_t{0});
+      w.field("time_ms", vc->ts_ms);
     }
   }
   w.end_object();
@@ -241,6 +322,7 @@ void EngineHost::engine_loop() {
           continue;
         }
       }
+      it.meta = job.meta;
       if (job.produce) {
         std::vector<Command> made = job.produce(engine_);
         for (auto& c : made) {
@@ -288,6 +370,7 @@ void EngineHost::engine_loop() {
         funding_ms_[fs->market].store(fs->interval_ms);
       }
     }
+    note_vaults(b.events);
     for (const auto& [hi, lo] : touched) {
       UserId u{Uuid{hi, lo}};
       if (const Account* a = engine_.account(u)) b.balances.emplace_back(u, a->collateral);
@@ -359,6 +442,7 @@ void EngineHost::persist_loop() {
         o.events.assign(b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
                         b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
         if (!it.journaled) o.idempotent_replay = it.outcome_text;
+        o.outcome_text = it.outcome_text;
         it.done(std::move(o));
       }
       if (it.journaled) committed_commands().inc();
@@ -390,10 +474,41 @@ Result<void> EngineHost::write(const Batch& b) {
       } else if (auto* w = std::get_if<Withdraw>(&it.command)) {
         user = w->user.value().to_string();
         amount = usdm_text(w->amount);
+      } else if (auto* vd = std::get_if<VaultDeposit>(&it.command)) {
+        user = vd->user.value().to_string();
+        amount = usdm_text(vd->amount);
+      } else if (auto* vw = std::get_if<VaultWithdraw>(&it.command)) {
+        user = vw->user.value().to_string();
+        amount = usdm_text(vw->amount);
+      } else if (auto* cv = std::get_if<CreateVault>(&it.command)) {
+        user = cv->leader.value().to_string();
+        amount = usdm_text(cv->initial);
       }
       operators.add({it.idempotency_key, command_kind(it.command), user, amount, std::to_string(it.command_no),
                      it.outcome_text});
     }
+  }
+
+  // Vaults the engine created in this batch: their catalogue rows, written with the journal.
+  MultiRow vault_rows("INSERT INTO vaults (id, name, description, address, leader_user_id, account_user_id,"
+                      " lock_period_days, lock_period_ms, performance_fee, management_fee, min_deposit, capacity,"
+                      " is_protocol, created_at)", 14, "ON CONFLICT (id) DO NOTHING");
+  for (const auto& it : b.items) {
+    const auto* c = std::get_if<CreateVault>(&it.command);
+    if (!c || c->protocol) continue;
+    bool created = false;
+    for (std::size_t i = it.first_event; i < it.end_event; ++i) created |= std::holds_alternative<VaultCreated>(b.events[i].body);
+    if (!created) continue;
+    std::string name = "vault " + c->vault.to_string().substr(0, 8), description;
+    if (auto meta = json::parse(it.meta); meta && meta->is_object()) {
+      if (const auto* n = meta->find("name"); n && n->is_string()) name = n->as_string();
+      if (const auto* d = meta->find("description"); d && d->is_string()) description = d->as_string();
+    }
+    vault_rows.add({c->vault.to_string(), name, description, "vault:" + c->vault.to_string(), c->leader.value().to_string(),
+                    c->account.value().to_string(), std::to_string(c->lock_ms / 86'400'000), std::to_string(c->lock_ms),
+                    decimal::format(static_cast<std::int64_t>(c->performance_fee_ppm), 4),
+                    decimal::format(static_cast<std::int64_t>(c->management_fee_ppm), 4), usdm_text(c->min_deposit),
+                    usdm_text(c->capacity), "false", ts(c->ts_ms)});
   }
 
   // Orders: new ones inserted with their state at the end of the batch; older ones updated.
@@ -410,6 +525,8 @@ Result<void> EngineHost::write(const Batch& b) {
                  " liquidation)", 12, "ON CONFLICT (seq, liquidity) DO NOTHING");
   MultiRow funding_rows("INSERT INTO funding_rates (market_id, time, rate, rate_8h, index_price, mark_price, paid, received,"
                         " to_insurance, positions, seq)", 11, "ON CONFLICT (market_id, time) DO NOTHING");
+  MultiRow vault_tx_rows("INSERT INTO vault_transactions (seq, vault_id, user_id, type, amount, fee, paid, shares,"
+                         " fee_shares, user_shares, nav, total_shares, unlock_at, time)", 14, "ON CONFLICT (seq) DO NOTHING");
   MultiRow liquidation_rows("INSERT INTO liquidations (seq, user_id, account_value, maintenance_margin, stage, insurance_paid, time)",
                             7, "ON CONFLICT (seq) DO NOTHING");
   MultiRow ledger("INSERT INTO ledger (seq, user_id, delta, reason, reference, time)", 6,
@@ -500,6 +617,15 @@ Result<void> EngineHost::write(const Batch& b) {
                               Catalog::price_text(m, ev.index), Catalog::price_text(m, ev.mark), usdm_text(ev.paid),
                               usdm_text(ev.received), usdm_text(ev.to_insurance), std::to_string(ev.positions),
                               std::to_string(e.seq)});
+          } else if constexpr (std::is_same_v<T, VaultChanged>) {
+            static constexpr const char* kTypes[] = {"deposit", "withdrawal", "management_fee"};
+            std::optional<std::string> unlock;
+            if (ev.kind == VaultMove::deposit) unlock = ts(ev.unlock_ms);
+            vault_tx_rows.add({std::to_string(e.seq), ev.vault.to_string(), ev.user.value().to_string(),
+                               kTypes[static_cast<int>(ev.kind)], usdm_text(ev.amount), usdm_text(ev.fee),
+                               usdm_text(ev.paid), usdm_text(ev.shares), usdm_text(ev.fee_shares),
+                               usdm_text(ev.user_shares), usdm_text(ev.nav), usdm_text(ev.total_shares), unlock,
+                               ts(ev.ts_ms)});
           } else if constexpr (std::is_same_v<T, AccountLiquidated>) {
             liquidation_rows.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(ev.account_value),
                                   usdm_text(ev.maintenance_margin), std::string(liquidation_code(ev.stage)),
@@ -599,7 +725,8 @@ Result<void> EngineHost::write(const Batch& b) {
                             std::pair{&ledger, "ledger_insert"}, std::pair{&pos_rows, "positions_upsert"},
                             std::pair{&balance_rows, "balances_upsert"}, std::pair{&mark_rows, "marks_upsert"},
                             std::pair{&bar_rows, "klines_upsert"}, std::pair{&funding_rows, "funding_insert"},
-                            std::pair{&liquidation_rows, "liquidations_insert"}}) {
+                            std::pair{&liquidation_rows, "liquidations_insert"}, std::pair{&vault_rows, "vaults_insert"},
+                            std::pair{&vault_tx_rows, "vault_transactions_insert"}}) {
     if (auto r = run(*rows, name); !r) return r.error();
   }
   return tx.commit();

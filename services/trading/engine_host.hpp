@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -25,6 +26,7 @@ struct Outcome {
   std::uint64_t command_no = 0;
   std::vector<engine::Event> events;
   std::string idempotent_replay;  // set when an operator key was seen before: its first outcome
+  std::string outcome_text;       // commands with an operator key: the outcome stored for replays
 };
 
 struct Job {
@@ -36,6 +38,7 @@ struct Job {
   // Commands decided on the engine thread from the engine's state (the mark and funding clock):
   // each one is applied and journaled like a submitted command.
   std::function<std::vector<engine::Command>(const engine::Engine&)> produce;
+  std::string meta;  // CreateVault: {"name", "description"} for the vaults row
   std::function<void(Result<Outcome>)> done;
 };
 
@@ -59,6 +62,11 @@ class EngineHost {
   bool submit(Job job);
 
   engine::Price mark(std::uint32_t market) const { return marks_[market].load(); }
+  struct VaultRef {
+    UserId account;
+    UserId leader;
+  };
+  std::optional<VaultRef> vault_ref(const Uuid& vault) const;
   std::int64_t last_funding_ms(std::uint32_t market) const { return funding_ms_[market].load(); }
   std::uint64_t commands_applied() const { return command_no_.load(); }
   std::size_t queue_depth() const;
@@ -71,6 +79,7 @@ class EngineHost {
     std::function<void(Result<Outcome>)> done;
     std::string idempotency_key;
     std::string outcome_text;
+    std::string meta;
     std::function<void()> reply;  // reads
     bool journaled = true;
   };
@@ -95,6 +104,9 @@ class EngineHost {
   std::vector<std::atomic<std::int64_t>> funding_ms_;
   std::atomic<std::uint64_t> command_no_{0};
   std::map<std::string, std::string> operator_keys_;  // engine thread only (after recover)
+  mutable std::mutex vaults_mu_;
+  std::map<Uuid, VaultRef> vault_refs_;  // vault id → its account and leader (for order routing)
+  void note_vaults(const std::vector<engine::Event>& events);
 
   mutable std::mutex in_mu_;
   std::condition_variable in_cv_;

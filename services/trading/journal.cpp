@@ -29,7 +29,8 @@ std::string_view status_name(OrderStatus s) {
 }
 
 std::string command_kind(const Command& c) {
-  static constexpr const char* kNames[] = {"place", "cancel", "cancel_all", "deposit", "withdraw", "mark", "leverage", "funding"};
+  static constexpr const char* kNames[] = {"place", "cancel", "cancel_all", "deposit", "withdraw", "mark", "leverage", "funding",
+                                                "vault_create", "vault_deposit", "vault_withdraw"};
   return kNames[c.index()];
 }
 
@@ -62,6 +63,14 @@ std::string encode_command(const Command& command, const Catalog& catalog) {
         } else if constexpr (std::is_same_v<T, SettleFunding>) {
           w.field("market", catalog.at(c.market).id).field("interval", c.interval_ms);
           w.field("rate_ppb", c.rate_ppb).field("index", c.index);
+        } else if constexpr (std::is_same_v<T, CreateVault>) {
+          w.field("vault", c.vault.to_string()).field("leader", c.leader.value().to_string());
+          w.field("account", c.account.value().to_string()).field("initial", c.initial);
+          w.field("lock_ms", c.lock_ms).field("performance_fee_ppm", c.performance_fee_ppm);
+          w.field("management_fee_ppm", c.management_fee_ppm).field("min_deposit", c.min_deposit);
+          w.field("capacity", c.capacity).field("protocol", c.protocol);
+        } else if constexpr (std::is_same_v<T, VaultDeposit> || std::is_same_v<T, VaultWithdraw>) {
+          w.field("vault", c.vault.to_string()).field("user", c.user.value().to_string()).field("amount", c.amount);
         }
         w.field("ts", c.ts_ms);
       },
@@ -150,6 +159,25 @@ Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
   } else if (t == "funding") {
     out = SettleFunding{static_cast<std::uint32_t>(market("market")), r.num("interval"), r.num("rate_ppb"),
                         r.num("index"), r.num("ts")};
+  } else if (t == "vault_create") {
+    CreateVault c;
+    c.vault = r.uuid("vault");
+    c.leader = UserId{r.uuid("leader")};
+    c.account = UserId{r.uuid("account")};
+    c.initial = r.num("initial");
+    c.lock_ms = r.num("lock_ms");
+    c.performance_fee_ppm = static_cast<std::int32_t>(r.num("performance_fee_ppm"));
+    c.management_fee_ppm = static_cast<std::int32_t>(r.num("management_fee_ppm"));
+    c.min_deposit = r.num("min_deposit");
+    c.capacity = r.num("capacity");
+    const auto* p = doc->find("protocol");
+    c.protocol = p && p->is_bool() && p->as_bool();
+    c.ts_ms = r.num("ts");
+    out = c;
+  } else if (t == "vault_deposit") {
+    out = VaultDeposit{r.uuid("vault"), UserId{r.uuid("user")}, r.num("amount"), r.num("ts")};
+  } else if (t == "vault_withdraw") {
+    out = VaultWithdraw{r.uuid("vault"), UserId{r.uuid("user")}, r.num("amount"), r.num("ts")};
   } else {
     return fail(Code::internal, "unknown journal command kind " + t);
   }

@@ -12,11 +12,26 @@ Result<UserId> caller(const http::Request& req) {
   return UserId{*id};
 }
 
+Result<UserId> acting(const Services& s, const http::Request& req, std::optional<std::string> account) {
+  auto user = caller(req);
+  if (!user) return user;
+  if (!account) {
+    if (auto q = req.query_param("account")) account = std::string(*q);
+  }
+  if (!account || account->empty()) return user;
+  auto id = Uuid::parse(*account);
+  if (!id) return fail(Code::invalid_field, "account must be a vault id", "account");
+  auto ref = s.host->vault_ref(*id);
+  if (!ref) return fail(Code::not_found, "no such vault", "account");
+  if (ref->leader != *user) return fail(Code::forbidden, "only the vault's leader acts for its account", "account");
+  return ref->account;
+}
+
 Result<ListParams> list_params(const http::Request& req, const Catalog& catalog,
                                std::initializer_list<std::string_view> extra_allowed) {
   ListParams p;
   for (const auto& name : req.query_names()) {
-    bool ok = name == "limit" || name == "before" || name == "symbol";
+    bool ok = name == "limit" || name == "before" || name == "symbol" || name == "account";
     for (auto e : extra_allowed) ok = ok || name == e;
     if (!ok) return fail(Code::unknown_field, "unknown query parameter " + name, name);
   }

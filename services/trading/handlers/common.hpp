@@ -25,6 +25,10 @@ struct Services {
 
 // X-User-ID (set by the gateway after authentication): a UUID, else 401.
 Result<UserId> caller(const http::Request& req);
+// The account a request acts for: the caller's own, or with `account` (a vault id, from the body or
+// the query string) the vault's account, for its leader only: 404 for an unknown vault, 403 for
+// anyone else.
+Result<UserId> acting(const Services& s, const http::Request& req, std::optional<std::string> account = std::nullopt);
 
 struct ListParams {
   int limit = 50;

@@ -77,6 +77,47 @@ void money_outcome(http::Respond respond, const std::string& rid, Result<Outcome
   respond(http::Response::error(fail(Code::internal, "no outcome"), rid));
 }
 
+// Vault commands answer with their stored outcome (the same text a retry with the key gets).
+void vault_answer(http::Respond respond, const std::string& rid, Result<Outcome> o) {
+  if (!o) return respond(http::Response::error(o.error(), rid));
+  const bool replay = !o->idempotent_replay.empty();
+  const std::string& text = replay ? o->idempotent_replay : o->outcome_text;
+  auto doc = json::parse(text);
+  if (!doc || !doc->is_object()) return respond(http::Response::error(fail(Code::internal, "no outcome"), rid));
+  const json::Value* status = doc->find("status");
+  if (status && status->is_string() && status->as_string() == "rejected") {
+    const json::Value* reason = doc->find("reason");
+    json::Writer w;
+    w.begin_object().key("error").begin_object().field("code", reason && reason->is_string() ? reason->as_string() : "REJECTED");
+    w.field("message", "refused by the engine").field("request_id", rid).end_object().end_object();
+    auto r = http::Response::json(reason && reason->is_string() && reason->as_string() == "VAULT_NOT_FOUND" ? 404 : 422, w.take());
+    if (replay) r.set_header("Idempotent-Replay", "true");
+    return respond(std::move(r));
+  }
+  auto r = http::Response::json(200, text);
+  if (replay) r.set_header("Idempotent-Replay", "true");
+  respond(std::move(r));
+}
+
+void write_vault(json::Writer& w, const Engine& e, const Vault& v) {
+  const Usdm nav = e.vault_nav(v);
+  Usdm leader_shares = 0;
+  std::int64_t depositors = 0;
+  for (const auto& [ai, h] : v.holders) {
+    if (h.shares <= 0) continue;
+    if (ai == v.leader) leader_shares = h.shares; else ++depositors;
+  }
+  w.begin_object().field("id", v.id.to_string()).field("account_id", e.user_of(v.account).value().to_string());
+  w.field("leader_id", e.user_of(v.leader).value().to_string()).field("protocol", v.protocol);
+  w.key("nav").raw_number(usdm_text(nav)).key("total_shares").raw_number(usdm_text(v.total_shares));
+  w.key("leader_shares").raw_number(usdm_text(leader_shares)).field("depositors", depositors);
+  w.field("lock_period_ms", v.lock_ms);
+  w.key("performance_fee").raw_number(decimal::format(static_cast<std::int64_t>(v.performance_fee_ppm), 4));
+  w.key("management_fee").raw_number(decimal::format(static_cast<std::int64_t>(v.management_fee_ppm), 4));
+  w.key("min_deposit").raw_number(usdm_text(v.min_deposit)).key("capacity").raw_number(usdm_text(v.capacity));
+  w.end_object();
+}
+
 }  // namespace
 
 void register_internal_routes(Services& s, http::Router& r) {
@@ -211,6 +252,174 @@ void register_internal_routes(Services& s, http::Router& r) {
       json::Writer w;
       w.begin_object().field("asset", "USDM").field("account_id", defaults.insurance_account.value().to_string());
       w.key("balance").raw_number(usdm_text(e.collateral_of(defaults.insurance_account)));
+      w.end_object();
+      return [respond, body = w.take()]() { respond(http::Response::json(200, body)); };
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  // ---- vaults: the vault service's door to the engine (perp-rules "Vaults") -------------------
+  r.post("/internal/v1/vaults", [&s](http::Request& req, http::Respond respond) {
+    if (auto a = authorize(s, req); !a) return respond(error_response(a.error(), req));
+    auto doc = object_body(req, {"vault_id", "leader_id", "account_id", "name", "description", "initial_deposit",
+                                 "lock_period_ms", "performance_fee", "management_fee", "min_deposit", "capacity",
+                                 "idempotency_key"});
+    if (!doc) return respond(error_response(doc.error(), req));
+    auto uuid_of = [&](std::string_view k, bool required) -> Result<std::optional<Uuid>> {
+      const json::Value* v = doc->find(k);
+      if (!v || v->is_null()) {
+        if (required) return fail(Code::missing_field, std::string(k) + " is required", std::string(k));
+        return std::optional<Uuid>{};
+      }
+      auto u = v->is_string() ? Uuid::parse(v->as_string()) : std::nullopt;
+      if (!u) return fail(Code::invalid_field, std::string(k) + " must be a UUID", std::string(k));
+      return std::optional<Uuid>{*u};
+    };
+    auto money = [&](std::string_view k, Usdm dflt) -> Result<Usdm> {
+      const json::Value* v = doc->find(k);
+      if (!v || v->is_null()) return dflt;
+      auto d = v->as_decimal();
+      if (!d) return fail(Code::invalid_field, std::string(k) + " must be a decimal number", std::string(k));
+      auto units = decimal::to_units(*d, 6, decimal::Rounding::exact);
+      if (!units || *units < 0 || *units > 1'000'000'000'000LL * 1'000'000) {
+        return fail(Code::invalid_field, std::string(k) + " must be a non-negative USDM amount (6 decimals)", std::string(k));
+      }
+      return *units;
+    };
+    auto percent = [&](std::string_view k, std::int64_t dflt) -> Result<std::int32_t> {
+      const json::Value* v = doc->find(k);
+      if (!v || v->is_null()) return static_cast<std::int32_t>(dflt);
+      auto d = v->as_decimal();
+      auto units = d ? decimal::to_units(*d, 4, decimal::Rounding::exact) : Result<std::int64_t>(fail(Code::invalid_field, ""));
+      if (!units || *units < 0 || *units > 1'000'000) {
+        return fail(Code::invalid_field, std::string(k) + " must be a percent from 0 to 100 (4 decimals)", std::string(k));
+      }
+      return static_cast<std::int32_t>(*units);
+    };
+    auto vault_id = uuid_of("vault_id", true);
+    auto leader = uuid_of("leader_id", true);
+    auto account = uuid_of("account_id", true);
+    auto initial = money("initial_deposit", 0);
+    auto min_dep = money("min_deposit", 10'000'000);
+    auto cap = money("capacity", 10'000'000'000'000);
+    auto perf = percent("performance_fee", 100'000);
+    auto mgmt = percent("management_fee", 0);
+    if (!vault_id) return respond(error_response(vault_id.error(), req));
+    if (!leader) return respond(error_response(leader.error(), req));
+    if (!account) return respond(error_response(account.error(), req));
+    if (!initial) return respond(error_response(initial.error(), req));
+    if (!min_dep) return respond(error_response(min_dep.error(), req));
+    if (!cap) return respond(error_response(cap.error(), req));
+    if (!perf) return respond(error_response(perf.error(), req));
+    if (!mgmt) return respond(error_response(mgmt.error(), req));
+    std::int64_t lock_ms = 86'400'000;
+    if (const json::Value* l = doc->find("lock_period_ms"); l && !l->is_null()) {
+      auto v = l->as_int(0, 366LL * 86'400'000);
+      if (!v) return respond(error_response(fail(Code::invalid_field, "lock_period_ms must be 0..366 days", "lock_period_ms"), req));
+      lock_ms = *v;
+    }
+    const json::Value* key = doc->find("idempotency_key");
+    if (!key || !key->is_string() || key->as_string().empty() || key->as_string().size() > 160) {
+      return respond(error_response(fail(Code::invalid_field, "idempotency_key (1-160 characters) is required", "idempotency_key"), req));
+    }
+    json::Writer meta;
+    meta.begin_object();
+    if (const json::Value* n = doc->find("name"); n && n->is_string()) meta.field("name", n->as_string());
+    if (const json::Value* d = doc->find("description"); d && d->is_string()) meta.field("description", d->as_string());
+    meta.end_object();
+    CreateVault c;
+    c.vault = **vault_id;
+    c.leader = UserId{**leader};
+    c.account = UserId{**account};
+    c.initial = *initial;
+    c.lock_ms = lock_ms;
+    c.performance_fee_ppm = *perf;
+    c.management_fee_ppm = *mgmt;
+    c.min_deposit = *min_dep;
+    c.capacity = *cap;
+    c.ts_ms = SystemClock::instance().now_ms();
+    Job job;
+    job.command = c;
+    job.meta = meta.take();
+    job.idempotency_key = "vault-create:" + key->as_string();
+    job.done = [respond, rid = req.request_id](Result<Outcome> o) { vault_answer(respond, rid, std::move(o)); };
+    submit(s, req, respond, std::move(job));
+  });
+
+  auto vault_money = [&s](bool deposit) {
+    return [&s, deposit](http::Request& req, http::Respond respond) {
+      if (auto a = authorize(s, req); !a) return respond(error_response(a.error(), req));
+      auto vault = Uuid::parse(req.path_param("id"));
+      if (!vault) return respond(error_response(fail(Code::not_found, "no such vault"), req));
+      auto doc = object_body(req, {"user_id", "amount", "idempotency_key"});
+      if (!doc) return respond(error_response(doc.error(), req));
+      auto user = user_field(*doc);
+      if (!user) return respond(error_response(user.error(), req));
+      auto amount = amount_field(*doc);
+      if (!amount) return respond(error_response(amount.error(), req));
+      const json::Value* key = doc->find("idempotency_key");
+      if (!key || !key->is_string() || key->as_string().empty() || key->as_string().size() > 160) {
+        return respond(error_response(fail(Code::invalid_field, "idempotency_key (1-160 characters) is required", "idempotency_key"), req));
+      }
+      Job job;
+      const std::int64_t now = SystemClock::instance().now_ms();
+      if (deposit) job.command = VaultDeposit{*vault, *user, *amount, now};
+      else job.command = VaultWithdraw{*vault, *user, *amount, now};
+      job.idempotency_key = (deposit ? "vault-deposit:" : "vault-withdrawal:") + key->as_string();
+      job.done = [respond, rid = req.request_id](Result<Outcome> o) { vault_answer(respond, rid, std::move(o)); };
+      submit(s, req, respond, std::move(job));
+    };
+  };
+  r.post("/internal/v1/vaults/{id}/deposits", vault_money(true));
+  r.post("/internal/v1/vaults/{id}/withdrawals", vault_money(false));
+
+  // Every vault's live numbers (NAV at the marks, shares, depositors).
+  r.get("/internal/v1/vaults", [&s](http::Request& req, http::Respond respond) {
+    if (auto a = authorize(s, req); !a) return respond(error_response(a.error(), req));
+    Job job;
+    job.is_read = true;
+    job.read = [respond](const Engine& e) -> std::function<void()> {
+      json::Writer w;
+      w.begin_array();
+      for (const Vault& v : e.vaults()) write_vault(w, e, v);
+      w.end_array();
+      return [respond, body = w.take()]() { respond(http::Response::json(200, body)); };
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  // One holder's position in a vault.
+  r.get("/internal/v1/vaults/{id}/holders/{user}", [&s](http::Request& req, http::Respond respond) {
+    if (auto a = authorize(s, req); !a) return respond(error_response(a.error(), req));
+    auto vault = Uuid::parse(req.path_param("id"));
+    auto user = Uuid::parse(req.path_param("user"));
+    if (!vault || !user) return respond(error_response(fail(Code::not_found, "no such vault or user"), req));
+    Job job;
+    job.is_read = true;
+    const std::int64_t now = SystemClock::instance().now_ms();
+    job.read = [respond, rid = req.request_id, vault = *vault, user = UserId{*user}, now](const Engine& e) -> std::function<void()> {
+      const Vault* v = e.vault(vault);
+      if (!v) return [respond, rid]() { respond(http::Response::error(fail(Code::not_found, "no such vault"), rid)); };
+      const Usdm nav = e.vault_nav(*v);
+      Usdm shares = 0, cost = 0, unlocked = 0;
+      std::int64_t locked_until = 0;
+      for (const auto& [ai, h] : v->holders) {
+        if (e.user_of(ai) != user) continue;
+        shares = h.shares;
+        cost = h.cost;
+        for (const auto& lot : h.lots) {
+          if (lot.unlock_ms <= now) unlocked += lot.shares;
+          else locked_until = std::max(locked_until, lot.unlock_ms);
+        }
+      }
+      const Usdm value = v->total_shares > 0 && nav > 0
+                             ? static_cast<Usdm>(static_cast<__int128>(shares) * nav / v->total_shares) : 0;
+      json::Writer w;
+      w.begin_object().field("vault_id", v->id.to_string()).field("user_id", user.value().to_string());
+      w.key("shares").raw_number(usdm_text(shares)).key("unlocked_shares").raw_number(usdm_text(unlocked));
+      w.key("value").raw_number(usdm_text(value)).key("cost").raw_number(usdm_text(cost));
+      w.key("pnl").raw_number(usdm_text(value - cost)).field("locked_until_ms", locked_until);
+      w.key("total_shares").raw_number(usdm_text(v->total_shares)).key("nav").raw_number(usdm_text(nav));
       w.end_object();
       return [respond, body = w.take()]() { respond(http::Response::json(200, body)); };
     };

@@ -70,7 +70,7 @@ Result<PlaceOrder> parse_order(const Catalog& catalog, const http::Request& req,
   if (req.body.empty()) return fail(Code::malformed_json, "the body must be a JSON object");
   auto doc = json::parse_object(req.body, {"symbol", "side", "type", "price", "amount", "leverage", "time_in_force",
                                            "reduce_only", "client_order_id", "trigger_price", "margin_mode",
-                                           "max_slippage_bps"});
+                                           "max_slippage_bps", "account"});
   if (!doc) return doc.error();
   auto field = [&](std::string_view k) -> const json::Value* {
     const json::Value* v = doc->find(k);
@@ -208,7 +208,14 @@ http::Response rejection_response(Reject r, const http::Request& req) {
 
 void register_order_routes(Services& s, http::Router& router) {
   router.post("/api/v1/orders", [&s](http::Request& req, http::Respond respond) {
-    auto user = caller(req);
+    std::optional<std::string> account;
+    if (auto body = json::parse(req.body); body && body->is_object()) {
+      if (const json::Value* a = body->find("account"); a && !a->is_null()) {
+        if (!a->is_string()) return respond(error_response(fail(Code::invalid_field, "account must be a vault id", "account"), req));
+        account = a->as_string();
+      }
+    }
+    auto user = acting(s, req, account);
     if (!user) return respond(error_response(user.error(), req));
     auto order = parse_order(s.catalog, req, *user);
     if (!order) return respond(error_response(order.error(), req));
@@ -266,7 +273,7 @@ void register_order_routes(Services& s, http::Router& router) {
 
   auto list = [&s](std::string statuses) {
     return [&s, statuses](http::Request& req, http::Respond respond) {
-      auto user = caller(req);
+      auto user = acting(s, req);
       if (!user) return respond(error_response(user.error(), req));
       auto p = list_params(req, s.catalog);
       if (!p) return respond(error_response(p.error(), req));
@@ -295,7 +302,7 @@ void register_order_routes(Services& s, http::Router& router) {
   router.get("/api/v1/orders/history", list("{Filled,Cancelled,Rejected}"));
 
   router.del("/api/v1/orders/{id}", [&s](http::Request& req, http::Respond respond) {
-    auto user = caller(req);
+    auto user = acting(s, req);
     if (!user) return respond(error_response(user.error(), req));
     auto id = Uuid::parse(req.path_param("id"));
     if (!id) return respond(error_response(fail(Code::not_found, "no such order"), req));
@@ -316,10 +323,12 @@ void register_order_routes(Services& s, http::Router& router) {
   });
 
   router.del("/api/v1/orders", [&s](http::Request& req, http::Respond respond) {
-    auto user = caller(req);
+    auto user = acting(s, req);
     if (!user) return respond(error_response(user.error(), req));
     for (const auto& name : req.query_names()) {
-      if (name != "symbol") return respond(error_response(fail(Code::unknown_field, "unknown query parameter " + name, name), req));
+      if (name != "symbol" && name != "account") {
+        return respond(error_response(fail(Code::unknown_field, "unknown query parameter " + name, name), req));
+      }
     }
     std::int32_t market = -1;
     if (auto sym = req.query_param("symbol"); sym && !sym->empty()) {
@@ -341,7 +350,7 @@ void register_order_routes(Services& s, http::Router& router) {
   });
 
   router.get("/api/v1/fills", [&s](http::Request& req, http::Respond respond) {
-    auto user = caller(req);
+    auto user = acting(s, req);
     if (!user) return respond(error_response(user.error(), req));
     auto p = list_params(req, s.catalog);
     if (!p) return respond(error_response(p.error(), req));

@@ -74,10 +74,12 @@ std::string percent(Usdm part, Usdm whole) {
 
 void register_position_routes(Services& s, http::Router& r) {
   r.get("/api/v1/positions", [&s](http::Request& req, http::Respond respond) {
-    auto user = caller(req);
+    auto user = acting(s, req);
     if (!user) return respond(error_response(user.error(), req));
-    if (!req.query_names().empty() && !(req.query_names().size() == 1 && req.query_names()[0] == "symbol")) {
-      return respond(error_response(fail(Code::unknown_field, "unknown query parameter", req.query_names()[0]), req));
+    for (const auto& name : req.query_names()) {
+      if (name != "symbol" && name != "account") {
+        return respond(error_response(fail(Code::unknown_field, "unknown query parameter", name), req));
+      }
     }
     const MarketInfo* only = nullptr;
     if (auto sym = req.query_param("symbol"); sym && !sym->empty()) {
@@ -134,7 +136,7 @@ void register_position_routes(Services& s, http::Router& r) {
   });
 
   r.post("/api/v1/positions/{id}/close", [&s](http::Request& req, http::Respond respond) {
-    auto user = caller(req);
+    auto user = acting(s, req);
     if (!user) return respond(error_response(user.error(), req));
     auto id = Uuid::parse(req.path_param("id"));
     if (!id) return respond(error_response(fail(Code::not_found, "no such position"), req));
@@ -189,10 +191,10 @@ void register_position_routes(Services& s, http::Router& r) {
   });
 
   r.get("/api/v1/balances", [&s](http::Request& req, http::Respond respond) {
-    auto user = caller(req);
+    auto user = acting(s, req);
     if (!user) return respond(error_response(user.error(), req));
-    if (!req.query_names().empty()) {
-      return respond(error_response(fail(Code::unknown_field, "unknown query parameter", req.query_names()[0]), req));
+    for (const auto& name : req.query_names()) {
+      if (name != "account") return respond(error_response(fail(Code::unknown_field, "unknown query parameter", name), req));
     }
     Job job;
     job.is_read = true;
