@@ -640,3 +640,60 @@ TEST(EngineVaults, RandomDepositsWithdrawalsAndNavMovesKeepSharesExact) {
   EXPECT_EQ(copy.state_hash(), e.state_hash());
   EXPECT_EQ(copy.vault(kVault)->holders, v->holders);
 }
+
+TYPED_TEST(EngineTest, VaultWithdrawalNeedingMarginCancelsOrdersThenReducesPositionsProRata) {
+  auto& h = this->h;
+  h.deposit(21, 1'000 * kUsdm);
+  h.deposit(22, 9'000 * kUsdm);
+  CreateVault c = vault_spec(21, 1'000 * kUsdm);
+  c.lock_ms = 0;
+  h.run(c);
+  h.run(VaultDeposit{kVault, user(22), 9'000 * kUsdm, 1});
+  // The vault (10,000 USDM) buys 0.9 BTC at 97,000 at 10x: 8,730 of initial margin in use, and
+  // rests a bid that reserves more.
+  h.deposit(12, 100'000 * kUsdm);
+  h.deposit(13, 500'000 * kUsdm);
+  PlaceOrder sell = h.order(12, Side::sell, 970000, 900);
+  h.run(sell);
+  PlaceOrder buy = h.order(0, Side::buy, 970000, 900);
+  buy.user = kVaultAccount;
+  h.run(buy);
+  PlaceOrder bid = h.order(0, Side::buy, 960000, 10);
+  bid.user = kVaultAccount;
+  h.run(bid);
+  ASSERT_EQ(h.engine.account(kVaultAccount)->positions[0].size, 900);
+  ASSERT_EQ(h.engine.account(kVaultAccount)->open_orders, 1u);
+  // Bids to sell into.
+  h.place(13, Side::buy, 969000, 2000);
+  // D takes out half of the vault: its order goes first, then half of the position is sold.
+  auto ev = h.run(VaultWithdraw{kVault, user(22), 4'000 * kUsdm, 2});
+  auto w = only<VaultChanged>(ev);
+  EXPECT_GT(w.paid, 3'900 * kUsdm);
+  EXPECT_EQ(h.engine.account(kVaultAccount)->open_orders, 0u);
+  const Qty left = h.engine.account(kVaultAccount)->positions[0].size;
+  EXPECT_LT(left, 900);
+  EXPECT_GE(left, 900 - 900 * 4 / 9 - 1);  // reduced by about the withdrawn fraction, no more
+  auto v = h.engine.view(kVaultAccount);
+  EXPECT_GE(v->account_value, v->position_margin);
+}
+
+TEST(EngineVaults, ManagementFeeAccruesToTheLeaderAsShares) {
+  Engine e{two_market_config()};
+  std::vector<Event> out;
+  e.apply(SetMark{0, 970000, 0}, out);
+  e.apply(Deposit{user(1), 100'000 * kUsdm, 0}, out);
+  e.apply(Deposit{user(2), 100'000 * kUsdm, 0}, out);
+  CreateVault c = vault_spec(1, 10'000 * kUsdm);
+  c.management_fee_ppm = 20'000;  // 2 % a year
+  c.lock_ms = 0;
+  e.apply(c, out);
+  e.apply(VaultDeposit{kVault, user(2), 90'000 * kUsdm, 0}, out);
+  // Half a year later (any vault command accrues): 1 % of the shares minted to the leader.
+  out.clear();
+  e.apply(VaultDeposit{kVault, user(2), 10 * kUsdm, 31'557'600'000 / 2}, out);
+  auto fees = all_of<VaultChanged>(out);
+  ASSERT_EQ(fees.size(), 2u);
+  EXPECT_EQ(fees[0].kind, VaultMove::management_fee);
+  EXPECT_EQ(fees[0].shares, 1'000 * kUsdm);  // 1 % of 100,000 shares
+  EXPECT_EQ(e.check_invariants(), "");
+}
