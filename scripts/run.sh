@@ -148,9 +148,11 @@ HydroX is up.
 Live market: the market maker quotes every market for the protocol vault (API key in
   $run_dir/mm.env); its log is $run_dir/logs/market-maker.log.
   curl localhost:8080/api/v1/markets/BTC_USDM_PERP/orderbook
-Sign in with an Ethereum wallet (EIP-4361; Cardano CIP-30 is not built yet):
-  curl 'localhost:8080/api/v1/auth/nonce?wallet_address=0xYourAddress&chain=ethereum'
-  sign the returned "message" with personal_sign, then
+Sign in with a Cardano wallet (CIP-30) or an Ethereum wallet (EIP-4361):
+  curl 'localhost:8080/api/v1/auth/nonce?wallet_address=addr1…&chain=cardano'   (or 0x…&chain=ethereum)
+  Cardano: api.signData(address, hex(message)) → {signature, key}, then
+  curl -XPOST localhost:8080/api/v1/auth/connect -d '{"wallet_address":"addr1…","chain":"cardano","message":"…","signature":"<COSE_Sign1 hex>","key":"<COSE_Key hex>"}'
+  Ethereum: personal_sign(message), then
   curl -XPOST localhost:8080/api/v1/auth/connect -d '{"wallet_address":"0x…","chain":"ethereum","message":"…","signature":"0x…"}'
   → a session token (and 10,000 test-net USDM on the first sign-in); send it as Authorization: Bearer.
 Or, for bots: an API key from the operator CLI, then fund the account:

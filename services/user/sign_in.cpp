@@ -2,8 +2,14 @@
 // single-use nonce (5 min, in Redis) and the exact message to sign; POST /auth/connect checks the
 // message (domain, URI, chain, times), the signature, and only then consumes the nonce (GETDEL:
 // of concurrent submissions exactly one wins); a first sign-in creates the user and asks trading's
-// faucet; the answer carries a session token (random, stored hashed, 24 h). Cardano (CIP-30)
-// is not built yet: chain=cardano answers 400 UNSUPPORTED_CHAIN.
+// faucet; the answer carries a session token (random, stored hashed, 24 h).
+// Cardano (CIP-30): the same message format with "Cardano account", the bech32 address and the
+// network id as Chain ID; the signature is the wallet's signData result (COSE_Sign1 + COSE_Key):
+// Ed25519 over the exact message, by a key whose BLAKE2b-224 hash is the address's payment or
+// stake credential (and the COSE "address" header, when present, is that address).
+#include <algorithm>
+
+#include "hydrox/auth/cardano.hpp"
 #include "hydrox/auth/siwe.hpp"
 #include "hydrox/auth/tokens.hpp"
 #include "hydrox/core/clock.hpp"
@@ -65,29 +71,48 @@ Result<void> register_sign_in(State& st, http::Router& router) {
   st.auth_uri = *uri;
   st.auth_chain_id = *chain;
 
-  router.get("/api/v1/auth/nonce", [&st](http::Request& req, http::Respond respond) {
+  auto networks = st.ctx->env.string("AUTH_CARDANO_NETWORKS", "0,1");
+  if (!networks) return networks.error();
+  st.cardano_networks.clear();
+  for (char c : *networks) {
+    if (c == '0' || c == '1') st.cardano_networks.push_back(c - '0');
+    else if (c != ',' && c != ' ') return fail(Code::invalid_field, "AUTH_CARDANO_NETWORKS must list 0 and/or 1", "AUTH_CARDANO_NETWORKS");
+  }
+  auto network_ok = [&st](std::int64_t n) {
+    return std::find(st.cardano_networks.begin(), st.cardano_networks.end(), n) != st.cardano_networks.end();
+  };
+
+  router.get("/api/v1/auth/nonce", [&st, network_ok](http::Request& req, http::Respond respond) {
     const std::string address = req.query_param("wallet_address").value_or("");
     const std::string chain_name = req.query_param("chain").value_or("ethereum");
+    auth::SiweMessage m;
     if (chain_name == "cardano") {
-      return respond(refusal(400, "UNSUPPORTED_CHAIN", "Cardano sign-in is not available yet", req.request_id, "chain"));
+      auto a = auth::parse_cardano_address(address);
+      if (!a) return respond(refusal(400, "INVALID_FIELD", "wallet_address: " + a.error().message, req.request_id, "wallet_address"));
+      if (!network_ok(a->network)) {
+        return respond(refusal(400, "WRONG_CHAIN", "this exchange does not accept that Cardano network", req.request_id, "wallet_address"));
+      }
+      m.account = "Cardano";
+      m.chain_id = a->network;
+    } else if (chain_name == "ethereum") {
+      if (!eth_address(address)) {
+        return respond(refusal(400, "INVALID_FIELD", "wallet_address must be 0x and 40 hex digits", req.request_id, "wallet_address"));
+      }
+      m.chain_id = st.auth_chain_id;
+    } else {
+      return respond(refusal(400, "INVALID_FIELD", "chain must be cardano or ethereum", req.request_id, "chain"));
     }
-    if (chain_name != "ethereum") return respond(refusal(400, "INVALID_FIELD", "chain must be cardano or ethereum", req.request_id, "chain"));
-    if (!eth_address(address)) {
-      return respond(refusal(400, "INVALID_FIELD", "wallet_address must be 0x and 40 hex digits", req.request_id, "wallet_address"));
-    }
-    service::respond_blocking(*st.ctx, req, respond, [&st, address]() -> Result<http::Response> {
+    service::respond_blocking(*st.ctx, req, respond, [&st, address, chain_name, m]() mutable -> Result<http::Response> {
       const std::int64_t now = SystemClock::instance().now_ms();
-      auth::SiweMessage m;
       m.domain = st.auth_domain;
-      m.address = address;
+      m.address = chain_name == "cardano" ? lower(address) : address;
       m.statement = "Sign in to HydroX.";
       m.uri = st.auth_uri;
       m.version = "1";
-      m.chain_id = st.auth_chain_id;
       m.nonce = auth::hash_hex(auth::new_token(auth::Kind::session)).substr(0, 24);
       m.issued_at_ms = now;
       m.expiration_ms = now + kNonceTtlMs;
-      auto set = st.ctx->redis->set("hydrox:nonce:" + m.nonce, "ethereum|" + lower(address),
+      auto set = st.ctx->redis->set("hydrox:nonce:" + m.nonce, chain_name + "|" + lower(address),
                                     std::chrono::milliseconds(kNonceTtlMs));
       if (!set) return set.error();
       json::Writer w;
@@ -97,7 +122,7 @@ Result<void> register_sign_in(State& st, http::Router& router) {
     });
   });
 
-  router.post("/api/v1/auth/connect", [&st](http::Request& req, http::Respond respond) {
+  router.post("/api/v1/auth/connect", [&st, network_ok](http::Request& req, http::Respond respond) {
     auto doc = json::parse_object(req.body, {"wallet_address", "chain", "message", "signature", "key"});
     if (!doc) return respond(http::Response::error(doc.error(), req.request_id));
     auto str = [&](std::string_view k) -> std::string {
@@ -105,18 +130,31 @@ Result<void> register_sign_in(State& st, http::Router& router) {
       return v && v->is_string() ? v->as_string() : std::string();
     };
     const std::string address = str("wallet_address"), chain_name = str("chain"), text = str("message"), sig = str("signature");
-    if (chain_name == "cardano") {
-      return respond(refusal(400, "UNSUPPORTED_CHAIN", "Cardano sign-in is not available yet", req.request_id, "chain"));
+    const bool cardano = chain_name == "cardano";
+    if (!cardano && chain_name != "ethereum") {
+      return respond(refusal(400, "INVALID_FIELD", "chain must be cardano or ethereum", req.request_id, "chain"));
     }
-    if (chain_name != "ethereum") return respond(refusal(400, "INVALID_FIELD", "chain must be cardano or ethereum", req.request_id, "chain"));
-    if (!eth_address(address)) return respond(refusal(400, "INVALID_FIELD", "wallet_address must be 0x and 40 hex digits", req.request_id, "wallet_address"));
+    std::optional<auth::CardanoAddress> ada;
+    if (cardano) {
+      auto a = auth::parse_cardano_address(address);
+      if (!a) return respond(refusal(400, "INVALID_FIELD", "wallet_address: " + a.error().message, req.request_id, "wallet_address"));
+      ada = *a;
+      if (str("key").empty()) return respond(refusal(400, "MISSING_FIELD", "key (the COSE_Key of signData) is required", req.request_id, "key"));
+    } else if (!eth_address(address)) {
+      return respond(refusal(400, "INVALID_FIELD", "wallet_address must be 0x and 40 hex digits", req.request_id, "wallet_address"));
+    }
     auto m = auth::parse_siwe(text);
     if (!m) return respond(refusal(400, "MALFORMED_MESSAGE", m.error().message, req.request_id, "message"));
+    if (m->account != (cardano ? "Cardano" : "Ethereum")) {
+      return respond(refusal(400, "MALFORMED_MESSAGE", "the message is for another kind of wallet", req.request_id, "message"));
+    }
     const std::string rid = req.request_id;
     if (m->domain != st.auth_domain || m->uri != st.auth_uri) {
       return respond(refusal(401, "WRONG_DOMAIN", "the message is for another site", rid));
     }
-    if (m->chain_id != st.auth_chain_id) return respond(refusal(401, "WRONG_CHAIN", "the message is for another chain", rid));
+    if (cardano ? (!network_ok(m->chain_id) || m->chain_id != ada->network) : m->chain_id != st.auth_chain_id) {
+      return respond(refusal(401, "WRONG_CHAIN", "the message is for another chain", rid));
+    }
     const std::int64_t now = SystemClock::instance().now_ms();
     if ((m->expiration_ms && now >= *m->expiration_ms) || m->issued_at_ms < now - kNonceTtlMs) {
       return respond(refusal(401, "EXPIRED", "the message has expired", rid));
@@ -124,29 +162,49 @@ Result<void> register_sign_in(State& st, http::Router& router) {
     if (m->issued_at_ms > now + 60'000 || (m->not_before_ms && now < *m->not_before_ms)) {
       return respond(refusal(401, "NOT_YET_VALID", "the message is not valid yet", rid));
     }
-    auto signer = auth::recover_eth_address(text, sig);
-    if (!signer || *signer != lower(m->address)) return respond(refusal(401, "BAD_SIGNATURE", "the signature does not match the message", rid));
-    if (lower(m->address) != lower(address)) {
-      return respond(refusal(401, "KEY_ADDRESS_MISMATCH", "the signing key is not wallet_address's", rid));
+    if (cardano) {
+      auto v = auth::verify_cip30(sig, str("key"));
+      bool signed_message = false;
+      if (v) {
+        if (v->hashed) {
+          auto h = auth::blake2b_224(reinterpret_cast<const unsigned char*>(text.data()), text.size());
+          signed_message = v->payload == std::string(reinterpret_cast<const char*>(h.data()), h.size());
+        } else {
+          signed_message = v->payload == text;
+        }
+      }
+      if (!v || !signed_message) return respond(refusal(401, "BAD_SIGNATURE", "the signature does not match the message", rid));
+      const auto key_hash = auth::blake2b_224(v->public_key.data(), v->public_key.size());
+      const bool key_matches = (ada->payment_key && *ada->payment_key == key_hash) || (ada->stake_key && *ada->stake_key == key_hash);
+      const bool header_matches = !v->address || *v->address == ada->raw;
+      if (!key_matches || !header_matches || lower(m->address) != lower(address)) {
+        return respond(refusal(401, "KEY_ADDRESS_MISMATCH", "the signing key is not wallet_address's", rid));
+      }
+    } else {
+      auto signer = auth::recover_eth_address(text, sig);
+      if (!signer || *signer != lower(m->address)) return respond(refusal(401, "BAD_SIGNATURE", "the signature does not match the message", rid));
+      if (lower(m->address) != lower(address)) {
+        return respond(refusal(401, "KEY_ADDRESS_MISMATCH", "the signing key is not wallet_address's", rid));
+      }
     }
-    service::respond_blocking(*st.ctx, req, respond, [&st, m = *m, address = lower(address), rid]() -> Result<http::Response> {
+    service::respond_blocking(*st.ctx, req, respond, [&st, m = *m, address = lower(address), chain_name, rid]() -> Result<http::Response> {
       // Single use: of concurrent submissions of one signed message, exactly one gets the nonce.
       auto issued = st.ctx->redis->command({"GETDEL", "hydrox:nonce:" + m.nonce});
       if (!issued) return issued.error();
-      if (issued->type != redis::Reply::Type::string || issued->str != "ethereum|" + address) {
+      if (issued->type != redis::Reply::Type::string || issued->str != chain_name + "|" + address) {
         return refusal(401, "NONCE_REPLAYED", "the nonce is unknown, used, or was issued for another wallet", rid);
       }
       auto lease = st.ctx->db->acquire();
       if (!lease) return lease.error();
       const Uuid fresh = Uuid::random_v7(SystemClock::instance().now_ms());
-      auto created = (*lease)->exec(kCreateUser, {fresh.to_string(), address, "ethereum"});
+      auto created = (*lease)->exec(kCreateUser, {fresh.to_string(), address, chain_name});
       if (!created) return created.error();
       std::string user_id;
       const bool first = created->size() == 1;
       if (first) {
         user_id = std::string(created->get(0, 0));
       } else {
-        auto found = (*lease)->exec(kFindUser, {"ethereum", address});
+        auto found = (*lease)->exec(kFindUser, {chain_name, address});
         if (!found || found->size() == 0) return fail(Code::internal, "user vanished");
         user_id = std::string(found->get(0, 0));
       }

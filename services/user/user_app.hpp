@@ -1,4 +1,5 @@
 #pragma once
+#include <vector>
 #include "hydrox/http/client.hpp"
 #include "hydrox/service/service.hpp"
 
@@ -11,6 +12,7 @@ struct State {
   std::shared_ptr<http::Client> client;
   std::string auth_domain, auth_uri;
   std::int64_t auth_chain_id = 1;
+  std::vector<std::int64_t> cardano_networks{0, 1};  // accepted Cardano network ids
 };
 
 // /api/v1/auth/nonce, /auth/connect, /auth/disconnect (sign_in.cpp).

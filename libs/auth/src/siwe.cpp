@@ -127,11 +127,22 @@ Result<SiweMessage> parse_siwe(std::string_view text) {
     lines.push_back(text.substr(start, nl - start));
     start = nl + 1;
   }
-  constexpr std::string_view kSuffix = " wants you to sign in with your Ethereum account:";
-  if (lines.size() < 8 || !lines[0].ends_with(kSuffix)) return malformed("first line");
-  m.domain = std::string(lines[0].substr(0, lines[0].size() - kSuffix.size()));
+  constexpr std::string_view kEth = " wants you to sign in with your Ethereum account:";
+  constexpr std::string_view kAda = " wants you to sign in with your Cardano account:";
+  if (lines.size() < 8) return malformed("first line");
+  std::string_view suffix;
+  if (lines[0].ends_with(kEth)) {
+    suffix = kEth;
+  } else if (lines[0].ends_with(kAda)) {
+    suffix = kAda;
+    m.account = "Cardano";
+  } else {
+    return malformed("first line");
+  }
+  m.domain = std::string(lines[0].substr(0, lines[0].size() - suffix.size()));
   m.address = std::string(lines[1]);
-  if (m.address.size() != 42 || !m.address.starts_with("0x")) return malformed("address");
+  if (m.account == "Ethereum" && (m.address.size() != 42 || !m.address.starts_with("0x"))) return malformed("address");
+  if (m.account == "Cardano" && (m.address.size() < 20 || m.address.size() > 200)) return malformed("address");
   std::size_t i = 2;
   if (!lines[i].empty()) return malformed("blank line after the address");
   ++i;
@@ -187,7 +198,7 @@ Result<SiweMessage> parse_siwe(std::string_view text) {
 }
 
 std::string format_siwe(const SiweMessage& m) {
-  std::string s = m.domain + " wants you to sign in with your Ethereum account:\n" + m.address + "\n\n";
+  std::string s = m.domain + " wants you to sign in with your " + m.account + " account:\n" + m.address + "\n\n";
   if (!m.statement.empty()) s += m.statement + "\n\n";
   s += "URI: " + m.uri + "\nVersion: " + m.version + "\nChain ID: " + std::to_string(m.chain_id) +
        "\nNonce: " + m.nonce + "\nIssued At: " + format_rfc3339_ms(m.issued_at_ms);

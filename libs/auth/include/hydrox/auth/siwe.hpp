@@ -10,6 +10,7 @@
 namespace hydrox::auth {
 
 struct SiweMessage {
+  std::string account = "Ethereum";  // "Ethereum", or "Cardano" (the same format for CIP-30 wallets)
   std::string domain;
   std::string address;  // as written (EIP-55 checksummed by wallets)
   std::string statement;
@@ -22,7 +23,8 @@ struct SiweMessage {
   std::optional<std::int64_t> not_before_ms;
 };
 
-// Parses the EIP-4361 text; MALFORMED_MESSAGE-style errors (Code::invalid_field, field "message").
+// Parses the EIP-4361 text ("... sign in with your Ethereum account:", or "Cardano account:" with a
+// bech32 address and the network id as Chain ID: 0 test-nets, 1 mainnet); MALFORMED_MESSAGE-style errors (Code::invalid_field, field "message").
 Result<SiweMessage> parse_siwe(std::string_view text);
 
 // The text a wallet signs for these fields (what GET /auth/nonce hands out).
