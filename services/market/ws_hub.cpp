@@ -2,6 +2,7 @@
 
 #include <ctime>
 
+#include "hydrox/auth/tokens.hpp"
 #include "hydrox/core/clock.hpp"
 #include "hydrox/decimal/decimal.hpp"
 #include "hydrox/json/json.hpp"
@@ -148,8 +149,51 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
     c->send(reply_ok(id, "pong"));
     return;
   }
+  if (m == "AUTH") {
+    // For clients that cannot set headers on the upgrade (browsers): the token (a session or an
+    // API key) as the first message, {"method":"AUTH","params":{"token":"..."}} (or ["..."]).
+    // Looked up like the gateway does (Redis, hydrox:auth:<sha256>), off the IO thread.
+    const json::Value* params = doc->find("params");
+    const json::Value* token = nullptr;
+    if (params && params->is_object()) token = params->find("token");
+    if (params && params->is_array() && params->items().size() == 1) token = &params->items()[0];
+    if (!token || !token->is_string() || token->as_string().empty() || token->as_string().size() > 200) {
+      c->send(reply_error(id, "MALFORMED_REQUEST", "params must carry the token"));
+      return;
+    }
+    if (!session.user.empty()) {
+      c->send(reply_error(id, "ALREADY_AUTHENTICATED", "this connection is authenticated"));
+      return;
+    }
+    std::weak_ptr<Hub> weak = shared_from_this();
+    const std::string hash = auth::hash_hex(token->as_string());
+    const std::optional<json::Value> id_copy = id ? std::optional<json::Value>(*id) : std::nullopt;
+    const std::uint64_t sid = c->id();
+    const bool queued = s_.ctx->runtime->try_blocking([weak, hash, id_copy, sid] {
+      auto self = weak.lock();
+      if (!self) return;
+      std::optional<std::string> user;
+      if (auto v = self->s_.ctx->redis->get(auth::redis_key(hash)); v && *v) {
+        if (auto cred = auth::decode(**v); cred && (cred->expires_ms == 0 || cred->expires_ms > now_ms())) {
+          user = cred->user.value().to_string();
+        }
+      }
+      std::lock_guard lock(self->mu_);
+      auto it = self->sessions_.find(sid);
+      if (it == self->sessions_.end() || it->second.dropped) return;
+      const json::Value* rid = id_copy ? &*id_copy : nullptr;
+      if (!user) {
+        it->second.conn->send(reply_error(rid, "UNAUTHENTICATED", "invalid, expired or revoked token"));
+        return;
+      }
+      it->second.user = *user;
+      it->second.conn->send(reply_ok(rid, "ok"));
+    });
+    if (!queued) c->send(reply_error(id, "UNAVAILABLE", "try again"));
+    return;
+  }
   if (m != "SUBSCRIBE" && m != "UNSUBSCRIBE") {
-    c->send(reply_error(id, "UNKNOWN_METHOD", "method must be SUBSCRIBE, UNSUBSCRIBE or PING"));
+    c->send(reply_error(id, "UNKNOWN_METHOD", "method must be AUTH, SUBSCRIBE, UNSUBSCRIBE or PING"));
     return;
   }
   const json::Value* params = doc->find("params");

@@ -6,6 +6,7 @@
 #include "hydrox/auth/tokens.hpp"
 #include "hydrox/http/client.hpp"
 #include "hydrox/core/clock.hpp"
+#include "hydrox/decimal/decimal.hpp"
 #include "hydrox/json/json.hpp"
 #include "hydrox/log/log.hpp"
 
@@ -192,18 +193,21 @@ Result<void> setup(service::Context& ctx) {
     });
   });
 
-  // The user's balances across accounts: the trading account (vault holdings join with #8).
+  // The user's balances across accounts: the trading account, then one entry per vault holding
+  // (available = the value of its unlocked shares, locked = the rest, at the vault's NAV now).
   r.get("/api/v1/users/balances", [](http::Request& req, http::Respond respond) {
     auto user = caller(req);
     if (!user) return respond(http::Response::error(user.error(), req.request_id));
-    http::OutgoingRequest out{http::Method::get, "/api/v1/balances",
-                              {{"X-User-ID", user->value().to_string()}, {"X-Request-ID", req.request_id}}, {}};
-    st.client->request(st.trading, std::move(out), [respond, rid = req.request_id](Result<http::Response> answer) {
-      if (!answer || answer->status != 200) {
-        return respond(http::Response::error(fail(Code::upstream_unavailable, "trading balances unavailable"), rid));
-      }
-      auto doc = json::parse(answer->body);
-      if (!doc || !doc->is_array()) return respond(http::Response::error(fail(Code::internal, "bad balances"), rid));
+    service::respond_blocking(*st.ctx, req, respond, [u = *user, rid = req.request_id]() -> Result<http::Response> {
+      auto trading = st.client->request_sync(st.trading, {http::Method::get, "/api/v1/balances",
+                                                          {{"X-User-ID", u.value().to_string()}, {"X-Request-ID", rid}}, {}});
+      if (!trading || trading->status != 200) return fail(Code::upstream_unavailable, "trading balances unavailable");
+      auto vaults = st.client->request_sync(st.trading, {http::Method::get, "/internal/v1/users/" + u.value().to_string() + "/vaults",
+                                                         {{"Authorization", "Bearer " + st.operator_token}, {"X-Request-ID", rid}}, {}});
+      if (!vaults || vaults->status != 200) return fail(Code::upstream_unavailable, "vault holdings unavailable");
+      auto doc = json::parse(trading->body);
+      auto held = json::parse(vaults->body);
+      if (!doc || !doc->is_array() || !held || !held->is_array()) return fail(Code::internal, "bad balances");
       json::Writer w;
       w.begin_array();
       for (const auto& b : doc->items()) {
@@ -214,8 +218,21 @@ Result<void> setup(service::Context& ctx) {
         }
         w.end_object();
       }
+      for (const auto& h : held->items()) {
+        auto units = [&](std::string_view k) {
+          const json::Value* v = h.find(k);
+          auto d = v ? v->as_decimal() : Result<decimal::Decimal>(fail(Code::internal, ""));
+          auto u6 = d ? decimal::to_units(*d, 6, decimal::Rounding::down) : Result<std::int64_t>(fail(Code::internal, ""));
+          return u6 ? *u6 : std::int64_t{0};
+        };
+        const std::int64_t value = units("value"), free = units("unlocked_value");
+        w.begin_object().field("account", "vault").field("vault_id", h.find("vault_id")->as_string()).field("asset", "USDM");
+        w.key("available").raw_number(decimal::format(free, 6)).key("locked").raw_number(decimal::format(value - free, 6));
+        w.key("total").raw_number(decimal::format(value, 6)).key("shares").raw_number(h.find("shares")->number_text());
+        w.end_object();
+      }
       w.end_array();
-      respond(http::Response::json(200, w.take()));
+      return http::Response::json(200, w.take());
     });
   });
 

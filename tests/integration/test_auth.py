@@ -46,7 +46,15 @@ class GatewayAuthentication(unittest.TestCase):
         self.assertEqual([o["id"] for o in mine], [oid])
         self.assertEqual(mine[0]["user_id"], a)
         self.assertEqual(self.as_key(kb, "GET", "/api/v1/orders").json(), [])
-        self.assertEqual(self.as_key(kb, "GET", f"/api/v1/orders?user_id={a}").status, 400)  # never selects a user
+        # user_id in the query or the body is removed by the gateway: it never selects a user.
+        r = self.as_key(kb, "GET", f"/api/v1/orders?user_id={a}&symbol=BTC_USDM_PERP")
+        self.assertEqual((r.status, r.json()), (200, []), r.body)
+        r = self.as_key(kb, "POST", "/api/v1/orders", {"symbol": "BTC_USDM_PERP", "side": "Buy", "type": "Limit",
+                                                      "price": "96000", "amount": "0.001", "user_id": a})
+        self.assertEqual(r.status, 201, r.body)
+        self.assertEqual([o["id"] for o in self.as_key(kb, "GET", "/api/v1/orders").json()], [r.json()["id"]])
+        self.assertEqual(self.as_key(kb, "DELETE", f"/api/v1/orders/{r.json()['id']}").status, 200)
+        self.assertEqual([o["id"] for o in self.as_key(ka, "GET", "/api/v1/orders").json()], [oid])
         # B can neither see nor cancel A's order.
         self.assertEqual(self.as_key(kb, "DELETE", f"/api/v1/orders/{oid}").status, 404)
         self.assertEqual(self.as_key(ka, "DELETE", f"/api/v1/orders/{oid}").status, 200)

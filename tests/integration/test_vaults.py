@@ -59,10 +59,12 @@ class Vaults:
 
 def vault_stack(name, **vault_env):
     env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"},
-           "vault": {"OPERATOR_TOKEN": OPERATOR_TOKEN, "VAULT_SAMPLE_MS": "200", **vault_env}}
-    stack = Stack(name, extra_env=env, services=["trading", "vault"])
+           "vault": {"OPERATOR_TOKEN": OPERATOR_TOKEN, "VAULT_SAMPLE_MS": "200", **vault_env},
+           "user": {"OPERATOR_TOKEN": OPERATOR_TOKEN}}
+    stack = Stack(name, extra_env=env, services=["trading", "vault", "user"])
     stack.start("trading")
     stack.start("vault")
+    stack.start("user")
     return stack
 
 
@@ -101,6 +103,12 @@ class VaultRules(unittest.TestCase):
         self.assertEqual(v.get(vault)["nav_per_share"], D("1.2"))
         r = v.deposit(e, vault, "6000")
         self.assertEqual(loads_exact(r.body)["shares"], D("5000"))
+        # The user service's balances span the trading account and vault holdings.
+        r = request(self.stack.ports["user"], "GET", "/api/v1/users/balances", headers={"X-User-ID": e})
+        openapi_check("/api/v1/users/balances", "GET", r)
+        rows = loads_exact(r.body)
+        self.assertEqual([(x["account"], x["total"]) for x in rows], [("trading", D("0")), ("vault", D("6000"))])
+        self.assertEqual((rows[1]["vault_id"], rows[1]["locked"]), (vault, D("6000")))
         time.sleep(2.1)  # past the lockup
         before = loads_exact(t.call(d, "GET", "/api/v1/balances").body)[0]["total"]
         r = v.withdraw(d, vault, "10800")

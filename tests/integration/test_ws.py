@@ -228,6 +228,22 @@ class PrivateStreams(unittest.TestCase):
             self.assertEqual(len(col_b.on("orders")), 1, "B saw A's order")  # only its snapshot
             ca.close()
             cb.close()
+            # Browsers cannot set headers on the upgrade: the token as the first message instead.
+            cc = WsClient(stack.gateway_port)
+            cc.send_json({"method": "SUBSCRIBE", "params": ["orders"], "id": 1})
+            self.assertEqual(cc.recv_json()["error"]["code"], "AUTH_REQUIRED")
+            cc.send_json({"method": "AUTH", "params": {"token": "hxk_nope"}, "id": 2})
+            self.assertEqual(cc.recv_json(), {"id": 2, "error": {"code": "UNAUTHENTICATED",
+                                                                 "message": "invalid, expired or revoked token"}})
+            cc.send_json({"method": "AUTH", "params": {"token": ka}, "id": 3})
+            self.assertEqual(cc.recv_json(), {"id": 3, "result": "ok"})
+            cc.send_json({"method": "AUTH", "params": [kb], "id": 4})  # no switching users
+            self.assertEqual(cc.recv_json()["error"]["code"], "ALREADY_AUTHENTICATED")
+            cc.send_json({"method": "SUBSCRIBE", "params": ["orders"], "id": 5})
+            col_c = Collector(cc)
+            wait_until(lambda: col_c.on("orders"), 5, what="A's orders snapshot over message auth")
+            self.assertEqual([o["id"] for o in col_c.on("orders")[0]["data"]], [r.json()["id"]])
+            cc.close()
         finally:
             stack.close()
 

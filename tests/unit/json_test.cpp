@@ -126,3 +126,13 @@ TEST(JsonObjectBody, OnlyTheAllowedFields) {
   EXPECT_EQ(json::parse_object("[1]", {"a"}).error().code, Code::malformed_json);
   EXPECT_EQ(json::parse_object("{", {"a"}).error().code, Code::malformed_json);
 }
+
+TEST(JsonDump, RoundTripsWithExactNumberText) {
+  const std::string text = R"({"a":1.10,"b":[true,false,null,"x\"y"],"c":{"d":-0.000001,"e":12345678901234567890}})";
+  auto v = hydrox::json::parse(text);
+  ASSERT_TRUE(v);
+  EXPECT_EQ(hydrox::json::dump(*v), text);
+  auto again = hydrox::json::parse(hydrox::json::dump(*v));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(hydrox::json::dump(*again), text);
+}

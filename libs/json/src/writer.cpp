@@ -31,6 +31,41 @@ void append_quoted(std::string& out, std::string_view s) {
 
 }  // namespace
 
+namespace {
+void dump_into(std::string& out, const Value& v) {
+  switch (v.kind()) {
+    case Kind::null: out += "null"; break;
+    case Kind::boolean: out += v.as_bool() ? "true" : "false"; break;
+    case Kind::number: out += v.number_text(); break;
+    case Kind::string: append_quoted(out, v.as_string()); break;
+    case Kind::array:
+      out += '[';
+      for (std::size_t i = 0; i < v.items().size(); ++i) {
+        if (i) out += ',';
+        dump_into(out, v.items()[i]);
+      }
+      out += ']';
+      break;
+    case Kind::object:
+      out += '{';
+      for (std::size_t i = 0; i < v.members().size(); ++i) {
+        if (i) out += ',';
+        append_quoted(out, v.members()[i].key);
+        out += ':';
+        dump_into(out, v.members()[i].value);
+      }
+      out += '}';
+      break;
+  }
+}
+}  // namespace
+
+std::string dump(const Value& v) {
+  std::string out;
+  dump_into(out, v);
+  return out;
+}
+
 std::string quote(std::string_view s) {
   std::string out;
   append_quoted(out, s);

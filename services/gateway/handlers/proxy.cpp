@@ -2,6 +2,7 @@
 
 #include "handlers.hpp"
 #include "hydrox/auth/tokens.hpp"
+#include "hydrox/json/json.hpp"
 #include "hydrox/core/clock.hpp"
 
 namespace hydrox::gateway {
@@ -27,12 +28,39 @@ std::atomic<bool> g_legacy_client_auth{false};
 void set_legacy_client_auth(bool on) { g_legacy_client_auth.store(on); }
 
 void strip_identity(http::Request& req) {
-  // Identity is the gateway's to set (after authentication), never the client's.
+  // Identity is the gateway's to set (after authentication), never the client's: the identity
+  // headers, and a `user_id` in the query or at the top of a JSON body, are removed.
   http::remove_header(req.headers, "X-Auth-Kind");
   http::remove_header(req.headers, "X-Auth-Scope");
   http::remove_header(req.headers, "X-Auth-Credential");
   if (g_legacy_client_auth.load()) return;
   http::remove_header(req.headers, "X-User-ID");
+  if (req.query.find("user_id") != std::string::npos) {
+    std::string kept;
+    std::size_t start = 0;
+    while (start <= req.query.size()) {
+      std::size_t amp = req.query.find('&', start);
+      if (amp == std::string::npos) amp = req.query.size();
+      const std::string_view param = std::string_view(req.query).substr(start, amp - start);
+      const auto name = http::url_decode(param.substr(0, param.find('=')));
+      if (!param.empty() && !(name && *name == "user_id")) {
+        if (!kept.empty()) kept += '&';
+        kept += param;
+      }
+      start = amp + 1;
+    }
+    req.query = kept;
+    req.target = req.path + (kept.empty() ? "" : "?" + kept);
+  }
+  if (!req.body.empty() && req.body.find("user_id") != std::string::npos) {
+    if (auto doc = json::parse(req.body); doc && doc->is_object() && doc->find("user_id")) {
+      std::vector<json::Member> members;
+      for (const auto& m : doc->members()) {
+        if (m.key != "user_id") members.push_back(m);
+      }
+      req.body = json::dump(json::Value::make_object(std::move(members)));
+    }
+  }
 }
 
 void Authenticator::resolve(const http::Request& req, std::function<void(Result<std::optional<Identity>>)> done) {

@@ -425,6 +425,38 @@ void register_internal_routes(Services& s, http::Router& r) {
     };
     submit(s, req, respond, std::move(job));
   });
+
+  // Every vault holding of one user (for the user service's balances across accounts).
+  r.get("/internal/v1/users/{user}/vaults", [&s](http::Request& req, http::Respond respond) {
+    if (auto a = authorize(s, req); !a) return respond(error_response(a.error(), req));
+    auto user = Uuid::parse(req.path_param("user"));
+    if (!user) return respond(error_response(fail(Code::not_found, "no such user"), req));
+    Job job;
+    job.is_read = true;
+    const std::int64_t now = SystemClock::instance().now_ms();
+    job.read = [respond, user = UserId{*user}, now](const Engine& e) -> std::function<void()> {
+      json::Writer w;
+      w.begin_array();
+      for (const Vault& v : e.vaults()) {
+        for (const auto& [ai, h] : v.holders) {
+          if (e.user_of(ai) != user || h.shares <= 0) continue;
+          const Usdm nav = e.vault_nav(v);
+          auto value_of = [&](Usdm shares) {
+            return v.total_shares > 0 && nav > 0 ? static_cast<Usdm>(static_cast<__int128>(shares) * nav / v.total_shares) : 0;
+          };
+          Usdm unlocked = 0;
+          for (const auto& lot : h.lots) unlocked += lot.unlock_ms <= now ? lot.shares : 0;
+          const Usdm value = value_of(h.shares), free = value_of(unlocked);
+          w.begin_object().field("vault_id", v.id.to_string()).key("shares").raw_number(usdm_text(h.shares));
+          w.key("value").raw_number(usdm_text(value)).key("unlocked_value").raw_number(usdm_text(free));
+          w.key("cost").raw_number(usdm_text(h.cost)).end_object();
+        }
+      }
+      w.end_array();
+      return [respond, body = w.take()]() { respond(http::Response::json(200, body)); };
+    };
+    submit(s, req, respond, std::move(job));
+  });
 }
 
 }  // namespace hydrox::trading

@@ -120,4 +120,7 @@ class Writer {
 // s as a JSON string literal, quotes included.
 std::string quote(std::string_view s);
 
+// A parsed value back to compact JSON (numbers keep their exact literal text).
+std::string dump(const Value& v);
+
 }  // namespace hydrox::json
