@@ -178,16 +178,16 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
           user = cred->user.value().to_string();
         }
       }
-      std::lock_guard lock(self->mu_);
-      auto it = self->sessions_.find(sid);
-      if (it == self->sessions_.end() || it->second.dropped) return;
+      std::lock_guard guard(self->mu_);
+      auto found = self->sessions_.find(sid);
+      if (found == self->sessions_.end() || found->second.dropped) return;
       const json::Value* rid = id_copy ? &*id_copy : nullptr;
       if (!user) {
-        it->second.conn->send(reply_error(rid, "UNAUTHENTICATED", "invalid, expired or revoked token"));
+        found->second.conn->send(reply_error(rid, "UNAUTHENTICATED", "invalid, expired or revoked token"));
         return;
       }
-      it->second.user = *user;
-      it->second.conn->send(reply_ok(rid, "ok"));
+      found->second.user = *user;
+      found->second.conn->send(reply_ok(rid, "ok"));
     });
     if (!queued) c->send(reply_error(id, "UNAVAILABLE", "try again"));
     return;

@@ -199,13 +199,13 @@ Result<void> setup(service::Context& ctx) {
     auto user = caller(req);
     if (!user) return respond(http::Response::error(user.error(), req.request_id));
     service::respond_blocking(*st.ctx, req, respond, [u = *user, rid = req.request_id]() -> Result<http::Response> {
-      auto trading = st.client->request_sync(st.trading, {http::Method::get, "/api/v1/balances",
-                                                          {{"X-User-ID", u.value().to_string()}, {"X-Request-ID", rid}}, {}});
-      if (!trading || trading->status != 200) return fail(Code::upstream_unavailable, "trading balances unavailable");
+      auto own = st.client->request_sync(st.trading, {http::Method::get, "/api/v1/balances",
+                                                      {{"X-User-ID", u.value().to_string()}, {"X-Request-ID", rid}}, {}});
+      if (!own || own->status != 200) return fail(Code::upstream_unavailable, "trading balances unavailable");
       auto vaults = st.client->request_sync(st.trading, {http::Method::get, "/internal/v1/users/" + u.value().to_string() + "/vaults",
                                                          {{"Authorization", "Bearer " + st.operator_token}, {"X-Request-ID", rid}}, {}});
       if (!vaults || vaults->status != 200) return fail(Code::upstream_unavailable, "vault holdings unavailable");
-      auto doc = json::parse(trading->body);
+      auto doc = json::parse(own->body);
       auto held = json::parse(vaults->body);
       if (!doc || !doc->is_array() || !held || !held->is_array()) return fail(Code::internal, "bad balances");
       json::Writer w;

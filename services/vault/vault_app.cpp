@@ -419,8 +419,8 @@ Result<void> setup(service::Context& ctx) {
           if (!mine) return fail(Code::conflict, "a vault with this name exists", "name");
         }
       }
-      auto r = trading(st, http::Method::post, "/internal/v1/vaults", body);
-      if (!r || r->status != 200) return pass_through(r, rid);
+      auto answer = trading(st, http::Method::post, "/internal/v1/vaults", body);
+      if (!answer || answer->status != 200) return pass_through(answer, rid);
       auto v = vaults_json(st, vault_id);
       if (!v) return v.error();
       return http::Response::json(201, *v);
@@ -436,9 +436,9 @@ Result<void> setup(service::Context& ctx) {
     auto id = Uuid::parse(req.path_param("id"));
     if (!id) return respond(http::Response::error(fail(Code::not_found, "no such vault"), req.request_id));
     service::respond_blocking(*st.ctx, req, respond, [&st, id = *id, user = *user, rid = req.request_id]() -> Result<http::Response> {
-      auto r = trading(st, http::Method::get, "/internal/v1/vaults/" + id.to_string() + "/holders/" + user.value().to_string());
-      if (!r || r->status != 200) return pass_through(r, rid);
-      auto o = json::parse(r->body);
+      auto answer = trading(st, http::Method::get, "/internal/v1/vaults/" + id.to_string() + "/holders/" + user.value().to_string());
+      if (!answer || answer->status != 200) return pass_through(answer, rid);
+      auto o = json::parse(answer->body);
       if (!o || !o->is_object()) return fail(Code::upstream_unavailable, "trading answered nonsense");
       const std::int64_t locked = int_of(o->find("locked_until_ms"));
       json::Writer w;

@@ -275,7 +275,7 @@ void register_internal_routes(Services& s, http::Router& r) {
       if (!u) return fail(Code::invalid_field, std::string(k) + " must be a UUID", std::string(k));
       return std::optional<Uuid>{*u};
     };
-    auto money = [&](std::string_view k, Usdm dflt) -> Result<Usdm> {
+    auto usdm_of = [&](std::string_view k, Usdm dflt) -> Result<Usdm> {
       const json::Value* v = doc->find(k);
       if (!v || v->is_null()) return dflt;
       auto d = v->as_decimal();
@@ -299,9 +299,9 @@ void register_internal_routes(Services& s, http::Router& r) {
     auto vault_id = uuid_of("vault_id", true);
     auto leader = uuid_of("leader_id", true);
     auto account = uuid_of("account_id", true);
-    auto initial = money("initial_deposit", 0);
-    auto min_dep = money("min_deposit", 10'000'000);
-    auto cap = money("capacity", 10'000'000'000'000);
+    auto initial = usdm_of("initial_deposit", 0);
+    auto min_dep = usdm_of("min_deposit", 10'000'000);
+    auto cap = usdm_of("capacity", 10'000'000'000'000);
     auto perf = percent("performance_fee", 100'000);
     auto mgmt = percent("management_fee", 0);
     if (!vault_id) return respond(error_response(vault_id.error(), req));
