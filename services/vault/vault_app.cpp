@@ -264,7 +264,7 @@ void money_route(State& st, http::Router& router, bool deposit) {
       if (!o || !o->is_object()) return fail(Code::upstream_unavailable, "trading answered nonsense");
       const std::int64_t nav = units(text_of(*o, "nav")), total = units(text_of(*o, "total_shares"));
       json::Writer w;
-      w.begin_object().field("status", "completed");
+      w.begin_object().field("status", "COMPLETED");
       w.field("transaction_id", std::to_string(int_of(o->find("transaction_id"))));
       w.key("shares").raw_number(text_of(*o, "shares")).key("nav_per_share").raw_number(nav_per_share(nav, total));
       w.key("amount").raw_number(text_of(*o, deposit ? "amount" : "paid"));
@@ -482,11 +482,13 @@ Result<void> setup(service::Context& ctx) {
       w.begin_array();
       for (int i = 0; i < rows->size(); ++i) {
         const bool withdrawal = rows->get(i, 1) == std::string_view("withdrawal");
-        w.begin_object().field("id", rows->get(i, 0)).field("type", rows->get(i, 1));
+        std::string type(rows->get(i, 1));  // api-contract spelling: DEPOSIT, WITHDRAWAL (, MANAGEMENT_FEE)
+        for (auto& ch : type) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+        w.begin_object().field("id", rows->get(i, 0)).field("type", type);
         w.key("amount").raw_number(decimal::format(*decimal::parse(withdrawal ? rows->get(i, 4) : rows->get(i, 2))));
         w.key("fee").raw_number(decimal::format(*decimal::parse(rows->get(i, 3))));
         w.key("shares").raw_number(decimal::format(*decimal::parse(rows->get(i, 5))));
-        w.field("user_id", rows->get(i, 6)).field("address", rows->get(i, 7)).field("status", "completed");
+        w.field("user_id", rows->get(i, 6)).field("address", rows->get(i, 7)).field("status", "COMPLETED");
         w.field("created_at", rows->get(i, 8)).end_object();
       }
       w.end_array();

@@ -12,7 +12,7 @@ class GatewayAuthentication(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}, "user": {"OPERATOR_TOKEN": OPERATOR_TOKEN},
-               "market": {"INDEX_FEED": "none"}}
+               "market": {"INDEX_FEED": "none"}, "vault": {"OPERATOR_TOKEN": OPERATOR_TOKEN}}
         cls.stack = Stack("auth", extra_env=env).start_all()
         cls.t = Trading(cls.stack.ports["trading"])
         cls.t.mark("BTC_USDM_PERP", "97000")
@@ -63,6 +63,30 @@ class GatewayAuthentication(unittest.TestCase):
             self.assertEqual(r.status, 401, path)
             r = self.stack.call("GET", path, headers={"Authorization": "Bearer hxk_not-a-real-key"})
             self.assertEqual(r.status, 401, path)
+
+    def test_every_user_route_answers_with_the_tokens_user_whatever_else_is_sent(self):
+        a, b = new_user(), new_user()
+        for u in (a, b):
+            self.t.deposit(u, "10000")
+        ka, kb = self.issue(a)["key"], self.issue(b)["key"]
+        # Each has something of its own to show.
+        for key, price in ((ka, "96000"), (kb, "95000")):
+            r = self.as_key(key, "POST", "/api/v1/orders", {"symbol": "BTC_USDM_PERP", "side": "Buy", "type": "Limit",
+                                                           "price": price, "amount": "0.001"})
+            self.assertEqual(r.status, 201, r.body)
+        hlp = "00000000-0000-7000-8000-0000000000a1"
+        routes = ["/api/v1/orders", "/api/v1/orders/history", "/api/v1/fills", "/api/v1/positions", "/api/v1/balances",
+                  "/api/v1/users/balances", "/api/v1/users/api-keys", f"/api/v1/vaults/{hlp}/user"]
+        for path in routes:
+            own = self.as_key(ka, "GET", path)
+            self.assertEqual(own.status, 200, (path, own.body))
+            theirs = self.as_key(kb, "GET", path)
+            sep = "&" if "?" in path else "?"
+            forged = self.as_key(ka, "GET", f"{path}{sep}user_id={b}", extra={"X-User-ID": b})
+            self.assertEqual(forged.status, 200, (path, forged.body))
+            self.assertEqual(forged.json(), own.json(), path)
+            if path in ("/api/v1/orders", "/api/v1/users/api-keys"):
+                self.assertNotEqual(own.json(), theirs.json(), path)  # the comparison can tell users apart
 
     def test_read_keys_cannot_write(self):
         u = new_user()

@@ -126,10 +126,11 @@ class VaultRules(unittest.TestCase):
         r = v.call(None, "GET", f"/api/v1/vaults/{vault}/transactions?limit=2")
         openapi_check("/api/v1/vaults/{id}/transactions", "GET", r)
         txs = loads_exact(r.body)
-        self.assertEqual([x["type"] for x in txs], ["withdrawal", "deposit"])
+        self.assertEqual([x["type"] for x in txs], ["WITHDRAWAL", "DEPOSIT"])
         self.assertEqual(txs[0]["amount"], D("10620"))
         r2 = v.call(None, "GET", f"/api/v1/vaults/{vault}/transactions?before={r.header('X-Next-Cursor')}")
-        self.assertEqual([x["type"] for x in loads_exact(r2.body)], ["deposit", "deposit"])
+        self.assertEqual([x["type"] for x in loads_exact(r2.body)], ["DEPOSIT", "DEPOSIT"])
+        self.assertEqual({x["status"] for x in txs}, {"COMPLETED"})
         self.assertTrue(t.invariants()["ok"])
 
     def test_lockup_boundary_leader_minimum_capacity_minimum_and_errors(self):

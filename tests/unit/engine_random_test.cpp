@@ -35,6 +35,7 @@ class Generator {
     if (r < 420 && !crowded) return limit(u, m, e);
     if (r < 520) return market(u, m);
     if (r < 570) return reduce_only(u, m, e);
+    if (r < 600) return trigger(u, m);
     if (r < 800 || (crowded && r < 850)) {
       if (ids_.empty()) return limit(u, m, e);
       // Mostly the owner's own orders; sometimes someone else's (must be refused).
@@ -105,6 +106,22 @@ class Generator {
     return p;
   }
 
+  Command trigger(std::uint64_t u, std::uint32_t m) {
+    PlaceOrder p = base(u, m);
+    static constexpr OrderType kTypes[] = {OrderType::stop_limit, OrderType::stop_market, OrderType::take_profit_limit,
+                                           OrderType::take_profit_market};
+    p.type = kTypes[pick(0, 3)];
+    const Price mk = marks_[m];
+    p.trigger_price = mk + pick(-static_cast<int>(mk / 50), static_cast<int>(mk / 50));  // some already crossed
+    if (pick(0, 30) == 0) p.trigger_price = 0;
+    p.price = p.trigger_price + pick(-static_cast<int>(mk / 200), static_cast<int>(mk / 200));
+    p.qty = pick(1, 300);
+    p.reduce_only = pick(0, 3) == 0;
+    p.tif = pick(0, 1) ? TimeInForce::gtc : TimeInForce::ioc;
+    ids_.emplace_back(u, p.id);
+    return p;
+  }
+
   Command reduce_only(std::uint64_t u, std::uint32_t m, const Engine& e) {
     PlaceOrder p = base(u, m);
     p.reduce_only = true;
@@ -156,7 +173,7 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   setup(ref, re);
   Generator gen(GetParam());
   const std::size_t steps = ops_per_seed();
-  std::size_t trades = 0, rejects = 0, funding = 0;
+  std::size_t trades = 0, rejects = 0, funding = 0, triggered = 0;
   std::array<std::size_t, 4> liquidations{};
   for (std::size_t i = 0; i < steps; ++i) {
     Command c = gen.next(fast);
@@ -171,6 +188,7 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
       if (std::holds_alternative<Trade>(fe[k].body)) ++trades;
       if (std::holds_alternative<OrderRejected>(fe[k].body)) ++rejects;
       if (std::holds_alternative<FundingPaid>(fe[k].body)) ++funding;
+      if (auto* u = std::get_if<OrderUpdated>(&fe[k].body); u && u->status == OrderStatus::triggered) ++triggered;
       if (auto* l = std::get_if<AccountLiquidated>(&fe[k].body)) ++liquidations[static_cast<int>(l->stage)];
     }
     auto err = fast.check_invariants(true);
@@ -194,12 +212,13 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   EXPECT_GT(trades, steps / 20);
   EXPECT_GT(rejects, steps / 100);
   EXPECT_GT(funding, steps / 1000);
+  EXPECT_GT(triggered, steps / 1000);
   if (steps >= 100'000) {  // short runs may not reach every stage
     EXPECT_GT(liquidations[static_cast<int>(Liquidation::book)], 0u);
     EXPECT_GT(liquidations[static_cast<int>(Liquidation::backstop)] + liquidations[static_cast<int>(Liquidation::adl)], 0u);
   }
-  std::printf("liquidations: book %zu, backstop %zu, adl %zu; funding payments %zu\n",
-              liquidations[1], liquidations[2], liquidations[3], funding);
+  std::printf("liquidations: book %zu, backstop %zu, adl %zu; funding payments %zu; triggered %zu\n",
+              liquidations[1], liquidations[2], liquidations[3], funding, triggered);
 }
 
 TEST_P(EngineRandomized, ExportLoadKeepsTheHashAndTheBehaviour) {

@@ -697,3 +697,75 @@ TEST(EngineVaults, ManagementFeeAccruesToTheLeaderAsShares) {
   EXPECT_EQ(fees[0].shares, 1'000 * kUsdm);  // 1 % of 100,000 shares
   EXPECT_EQ(e.check_invariants(), "");
 }
+
+// ---- stop and take-profit orders ---------------------------------------------------------------
+
+TYPED_TEST(EngineTest, StopLossWaitsForTheMarkThenEntersAsAMarketOrder) {
+  auto& h = this->h;
+  h.place(2, Side::sell, 970000, 100);
+  h.place(1, Side::buy, 970000, 100);  // user 1 long 0.1
+  h.place(3, Side::buy, 940000, 500);  // bids below
+  PlaceOrder stop = h.order(1, Side::sell, 0, 100);
+  stop.type = OrderType::stop_market;
+  stop.trigger_price = 950000;
+  stop.reduce_only = true;
+  auto ev = h.run(stop);
+  EXPECT_EQ(only<OrderAccepted>(ev).trigger_price, 950000);
+  EXPECT_EQ(only<OrderUpdated>(ev).status, OrderStatus::untriggered);
+  EXPECT_NE(h.engine.order(stop.id), nullptr);
+  // Above the trigger nothing happens; at it the order enters and fills against the bid.
+  EXPECT_TRUE(all_of<Trade>(h.mark(951000)).empty());
+  ev = h.mark(950000);
+  auto updates = all_of<OrderUpdated>(ev);
+  ASSERT_GE(updates.size(), 2u);
+  EXPECT_EQ(updates[0].status, OrderStatus::triggered);
+  EXPECT_EQ(updates.back().status, OrderStatus::filled);
+  EXPECT_EQ(only<Trade>(ev).price, 940000);
+  EXPECT_EQ(h.engine.account(user(1))->positions[0].size, 0);
+}
+
+TYPED_TEST(EngineTest, TakeProfitAndStopLimitDirectionsAndRejections) {
+  auto& h = this->h;
+  // A take-profit sell fires when the mark rises to it; a stop-limit buy likewise.
+  PlaceOrder tp = h.order(1, Side::sell, 990000, 10);
+  tp.type = OrderType::take_profit_limit;
+  tp.trigger_price = 980000;
+  h.run(tp);
+  PlaceOrder sl = h.order(2, Side::buy, 985000, 10);
+  sl.type = OrderType::stop_limit;
+  sl.trigger_price = 980000;
+  h.run(sl);
+  // Already crossed: refused.
+  PlaceOrder late = h.order(3, Side::sell, 0, 10);
+  late.type = OrderType::stop_market;
+  late.trigger_price = 980000;  // a sell stop above the mark would fire at once
+  EXPECT_EQ(only<OrderRejected>(h.run(late)).reason, Reject::would_trigger_immediately);
+  PlaceOrder none = h.order(3, Side::sell, 0, 10);
+  none.type = OrderType::stop_market;
+  EXPECT_EQ(only<OrderRejected>(h.run(none)).reason, Reject::bad_trigger_price);
+  auto ev = h.mark(980000);
+  auto updates = all_of<OrderUpdated>(ev);
+  std::size_t triggered = 0;
+  for (const auto& u : updates) triggered += u.status == OrderStatus::triggered;
+  EXPECT_EQ(triggered, 2u);
+  // They rest at their limits now: the sell at 99,000, the buy at 98,500.
+  EXPECT_EQ(h.engine.best(0, Side::sell), 990000);
+  EXPECT_EQ(h.engine.best(0, Side::buy), 985000);
+}
+
+TYPED_TEST(EngineTest, HeldOrdersCancelAndCountAndTheirClientIdsStay) {
+  auto& h = this->h;
+  PlaceOrder stop = h.order(1, Side::buy, 0, 10);
+  stop.type = OrderType::stop_market;
+  stop.trigger_price = 1000000;
+  stop.client_order_id = ClientOrderId::from("sl-1");
+  h.run(stop);
+  EXPECT_EQ(h.engine.account(user(1))->open_orders, 1u);
+  PlaceOrder again = stop;
+  again.id = h.new_id();
+  EXPECT_EQ(only<OrderRejected>(h.run(again)).reason, Reject::duplicate_client_order_id);
+  auto ev = h.run(CancelOrder{user(1), stop.id, 0});
+  EXPECT_EQ(only<OrderUpdated>(ev).status, OrderStatus::cancelled);
+  EXPECT_EQ(h.engine.account(user(1))->open_orders, 0u);
+  EXPECT_TRUE(all_of<OrderUpdated>(h.mark(1000000)).empty());  // nothing left to fire
+}

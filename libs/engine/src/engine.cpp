@@ -55,6 +55,8 @@ std::string_view reject_code(Reject r) {
     case Reject::bad_amount: return "INVALID_AMOUNT";
     case Reject::too_many_open_orders: return "TOO_MANY_OPEN_ORDERS";
     case Reject::no_liquidity: return "NO_LIQUIDITY";
+    case Reject::bad_trigger_price: return "INVALID_TRIGGER_PRICE";
+    case Reject::would_trigger_immediately: return "WOULD_TRIGGER_IMMEDIATELY";
     case Reject::funding_already_settled: return "FUNDING_ALREADY_SETTLED";
     case Reject::unknown_vault: return "VAULT_NOT_FOUND";
     case Reject::vault_exists: return "VAULT_EXISTS";
@@ -282,6 +284,7 @@ void BasicEngine<Book>::reject(const PlaceOrder& c, Reject why, std::vector<Even
 template <class Book>
 void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   orders_index_.prefetch(c.id.value());  // the insert comes after the checks and matching
+  if (is_trigger(c.type)) return place_trigger(c, out);
   if (c.market >= markets_.size()) return reject(c, Reject::unknown_market, out);
   MarketState& ms = markets_[c.market];
   const MarketSpec& spec = ms.spec;
@@ -292,7 +295,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     return reject(c, Reject::bad_leverage, out);
   }
   const std::uint32_t ai = account_index(c.user);
-  if (!c.client_order_id.empty()) {
+  if (!c.client_order_id.empty() && !triggering_) {
     if (const OrderId* original = client_ids_.find(ClientKey{ai, c.client_order_id})) {
       return reject(c, Reject::duplicate_client_order_id, out, *original);
     }
@@ -444,6 +447,108 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   pool_.release(h);
 }
 
+// A stop / take-profit order: checked, then held (untriggered) until the mark crosses its trigger.
+// It reserves no margin while held; every pre-trade check runs when it enters the book.
+template <class Book>
+void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& out) {
+  if (c.market >= markets_.size()) return reject(c, Reject::unknown_market, out);
+  MarketState& ms = markets_[c.market];
+  if (c.qty <= 0) return reject(c, Reject::bad_quantity_lot, out);
+  if (c.trigger_price <= 0) return reject(c, Reject::bad_trigger_price, out);
+  if (is_limit_like(c.type) && c.price <= 0) return reject(c, Reject::bad_price_tick, out);
+  if (ms.mark <= 0) return reject(c, Reject::no_mark_price, out);
+  if (c.leverage != 0 && (c.leverage < 1 || c.leverage > ms.spec.max_leverage)) return reject(c, Reject::bad_leverage, out);
+  const std::uint32_t ai = account_index(c.user);
+  if (!c.client_order_id.empty()) {
+    if (const OrderId* original = client_ids_.find(ClientKey{ai, c.client_order_id})) {
+      return reject(c, Reject::duplicate_client_order_id, out, *original);
+    }
+  }
+  Account& acct = accounts_[ai];
+  if (acct.open_orders >= config_.max_open_orders_per_account) return reject(c, Reject::too_many_open_orders, out);
+  Handle h = pool_.alloc();
+  Order& o = pool_[h];
+  o.id = c.id;
+  o.account = ai;
+  o.market = c.market;
+  o.side = c.side;
+  o.type = c.type;
+  o.tif = is_limit_like(c.type) ? c.tif : TimeInForce::ioc;
+  o.reduce_only = c.reduce_only;
+  o.leverage = c.leverage;  // 0: the account's leverage when it fires
+  o.price = is_limit_like(c.type) ? c.price : 0;
+  o.qty = c.qty;
+  o.remaining = c.qty;
+  o.client_order_id = c.client_order_id;
+  o.ts_ms = c.ts_ms;
+  o.trigger_price = c.trigger_price;
+  o.status = OrderStatus::untriggered;
+  const bool up = fires_up(o);
+  if (up ? ms.mark >= c.trigger_price : ms.mark <= c.trigger_price) {
+    pool_.release(h);
+    return reject(c, Reject::would_trigger_immediately, out);
+  }
+  o.priority = seq_ + 1;
+  emit(out, OrderAccepted{o.id, c.user, c.market, o.side, o.type, o.tif, o.reduce_only, o.price, o.qty,
+                          c.leverage, o.client_order_id, o.ts_ms, o.trigger_price});
+  if (!c.client_order_id.empty()) client_ids_.put(ClientKey{ai, c.client_order_id}, c.id);
+  (up ? ms.up_triggers : ms.down_triggers).insert({o.trigger_price, o.priority, h});
+  orders_index_.put(o.id.value(), h);
+  link_account_order(acct, h);
+  emit_order(o, out);
+}
+
+// Held orders whose trigger the mark has reached enter the book, oldest trigger price first on
+// each side, in acceptance order among equals; each then goes through every check of place().
+template <class Book>
+void BasicEngine<Book>::fire_triggers(std::uint32_t m, std::int64_t ts, std::vector<Event>& out) {
+  MarketState& ms = markets_[m];
+  std::vector<std::tuple<Seq, Handle>> due;
+  for (auto it = ms.up_triggers.begin(); it != ms.up_triggers.end() && std::get<0>(*it) <= ms.mark; ++it) {
+    due.emplace_back(std::get<1>(*it), std::get<2>(*it));
+  }
+  for (auto it = ms.down_triggers.rbegin(); it != ms.down_triggers.rend() && std::get<0>(*it) >= ms.mark; ++it) {
+    due.emplace_back(std::get<1>(*it), std::get<2>(*it));
+  }
+  std::sort(due.begin(), due.end());
+  for (const auto& [priority, h] : due) {
+    Order& o = pool_[h];
+    if (o.status != OrderStatus::untriggered || o.priority != priority) continue;
+    (fires_up(o) ? ms.up_triggers : ms.down_triggers).erase({o.trigger_price, o.priority, h});
+    orders_index_.erase(o.id.value());
+    Account& a = accounts_[o.account];
+    unlink_account_order(a, h);
+    o.status = OrderStatus::triggered;
+    o.ts_ms = ts;
+    emit_order(o, out);
+    PlaceOrder p;
+    p.user = a.user;
+    p.id = o.id;
+    p.market = m;
+    p.side = o.side;
+    p.type = is_limit_like(o.type) ? OrderType::limit : OrderType::market;
+    p.tif = o.tif;
+    p.price = o.price;
+    p.qty = o.qty;
+    p.reduce_only = o.reduce_only;
+    p.leverage = o.leverage;
+    p.client_order_id = o.client_order_id;
+    p.ts_ms = ts;
+    pool_.release(h);
+    const std::size_t before = out.size();
+    triggering_ = true;
+    place(p, out);
+    triggering_ = false;
+    // Refused on entry (margin, band, reduce-only...): its record ends as rejected.
+    for (std::size_t i = before; i < out.size(); ++i) {
+      if (auto* r = std::get_if<OrderRejected>(&out[i].body); r && r->id == p.id) {
+        emit(out, OrderUpdated{p.id, p.user, m, OrderStatus::rejected, 0, 0, 0, CancelReason::user, ts});
+        break;
+      }
+    }
+  }
+}
+
 template <class Book>
 bool BasicEngine<Book>::keeps_account(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q,
                                       std::int32_t fee_ppm) const {
@@ -497,6 +602,18 @@ void BasicEngine<Book>::close_order(Handle h, OrderStatus status, CancelReason w
                                     std::int64_t ts, std::vector<Event>& out, bool in_book) {
   Order& o = pool_[h];
   Account& a = accounts_[o.account];
+  if (in_book && o.status == OrderStatus::untriggered) {  // a held trigger order: not in the book
+    MarketState& ms = markets_[o.market];
+    (fires_up(o) ? ms.up_triggers : ms.down_triggers).erase({o.trigger_price, o.priority, h});
+    orders_index_.erase(o.id.value());
+    unlink_account_order(a, h);
+    o.status = status;
+    o.remaining = 0;
+    o.ts_ms = ts;
+    emit_order(o, out, why);
+    pool_.release(h);
+    return;
+  }
   if (in_book) {
     markets_[o.market].book.remove(h);
     orders_index_.erase(o.id.value());
@@ -678,6 +795,7 @@ void BasicEngine<Book>::set_mark(const SetMark& c, std::vector<Event>& out) {
   for (std::uint32_t ai : multi_) {
     if (accounts_[ai].positions[c.market].size != 0) touch(accounts_[ai]);
   }
+  fire_triggers(c.market, c.ts_ms, out);  // stop-losses first: they may spare a liquidation
   check_liquidations(c.market, c.ts_ms, out);
 }
 
@@ -848,6 +966,20 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
       }
     }
   }
+  for (const auto& m : markets_) {
+    for (const auto* set : {&m.up_triggers, &m.down_triggers}) {
+      for (const auto& [price, priority, h] : *set) {
+        const Order& o = pool_[h];
+        hs.add(static_cast<std::uint64_t>(price));
+        hs.add(priority);
+        hs.add(o.id.value());
+        hs.add(o.account);
+        hs.add(static_cast<std::uint64_t>(o.qty));
+        hs.add(static_cast<std::uint64_t>(o.price));
+        hs.add(static_cast<std::uint64_t>(o.type));
+      }
+    }
+  }
   std::vector<std::pair<std::pair<std::uint32_t, std::string>, Uuid>> ids;
   client_ids_.for_each([&](const ClientKey& k, const OrderId& id) {
     ids.push_back({{k.account, std::string(k.id.view())}, id.value()});
@@ -879,6 +1011,9 @@ Snapshot BasicEngine<Book>::export_state() const {
         for (Handle h = m.book.front(side, p); h != kNil; h = m.book.next(h)) s.orders.push_back(pool_[h]);
         return true;
       });
+    }
+    for (const auto* set : {&m.up_triggers, &m.down_triggers}) {
+      for (const auto& [price, priority, h] : *set) s.orders.push_back(pool_[h]);
     }
   }
   std::sort(s.orders.begin(), s.orders.end(),
@@ -938,7 +1073,12 @@ void BasicEngine<Book>::load(const Snapshot& s) {
     o.prev = o.next = o.acct_prev = o.acct_next = kNil;
     Account& a = accounts_[o.account];
     a.order_margin += o.margin;
-    markets_[o.market].book.add(h);
+    if (o.status == OrderStatus::untriggered) {
+      MarketState& ms = markets_[o.market];
+      (fires_up(o) ? ms.up_triggers : ms.down_triggers).insert({o.trigger_price, o.priority, h});
+    } else {
+      markets_[o.market].book.add(h);
+    }
     orders_index_.put(o.id.value(), h);
     link_account_order(a, h);
   }
@@ -989,7 +1129,7 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
   }
   std::size_t in_books = 0;
   for (const auto& m : markets_) {
-    in_books += m.book.order_count();
+    in_books += m.book.order_count() + m.up_triggers.size() + m.down_triggers.size();
     auto bid = m.book.best(Side::buy);
     auto ask = m.book.best(Side::sell);
     if (bid && ask && *bid >= *ask) return "crossed book";

@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "hydrox/engine/book.hpp"
@@ -205,6 +206,8 @@ class BasicEngine {
     // reach maintenance (other marks fixed), rounded to be early, never late. A mark move checks
     // only the keys it crossed.
     std::set<std::pair<Price, std::uint32_t>> long_keys, short_keys;
+    // Held trigger orders: fire when the mark rises to (up) or falls to (down) the price.
+    std::set<std::tuple<Price, Seq, Handle>> up_triggers, down_triggers;
   };
 
   // Emission helpers.
@@ -217,6 +220,11 @@ class BasicEngine {
   const std::uint32_t* find_account(const UserId& user) const { return accounts_index_.find(user.value()); }
 
   void place(const PlaceOrder& c, std::vector<Event>& out);
+  void place_trigger(const PlaceOrder& c, std::vector<Event>& out);
+  void fire_triggers(std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
+  static bool fires_up(const Order& o) {
+    return (o.type == OrderType::stop_limit || o.type == OrderType::stop_market) == (o.side == Side::buy);
+  }
   void cancel(const CancelOrder& c, std::vector<Event>& out);
   void cancel_all(const CancelAll& c, std::vector<Event>& out);
   void deposit(const Deposit& c, std::vector<Event>& out);
@@ -283,6 +291,7 @@ class BasicEngine {
   std::vector<std::uint32_t> dirty_;
   std::set<std::uint32_t> multi_;                // accounts with positions in two or more markets
   Liquidation liquidating_ = Liquidation::none;  // set while a liquidation order is matched
+  bool triggering_ = false;  // a held order entering: its client id is already registered
   std::vector<Vault> vaults_;
   std::map<Uuid, std::uint32_t> vault_index_;
 };

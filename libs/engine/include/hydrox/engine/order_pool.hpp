@@ -30,6 +30,7 @@ struct Order {
   Usdm filled_notional = 0;
   Usdm margin = 0;    // initial margin reserved for the resting remainder
   Seq priority = 0;   // acceptance sequence: time priority, kept across export/load
+  Price trigger_price = 0;  // held trigger orders (status untriggered)
   std::int64_t ts_ms = 0;
   ClientOrderId client_order_id;
   Handle prev = kNil, next = kNil;            // within its book level

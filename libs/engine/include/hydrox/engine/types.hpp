@@ -22,13 +22,20 @@ enum class Side : std::uint8_t { buy, sell };
 inline constexpr Side opposite(Side s) { return s == Side::buy ? Side::sell : Side::buy; }
 inline constexpr int sign(Side s) { return s == Side::buy ? 1 : -1; }
 
-enum class OrderType : std::uint8_t { limit, market };
+// Stop and take-profit orders are held (untriggered) until the mark crosses trigger_price, then
+// enter as a limit (…_limit) or market (…_market) order: a stop buys when the mark rises to the
+// trigger and sells when it falls to it; a take-profit the other way round.
+enum class OrderType : std::uint8_t { limit, market, stop_limit, stop_market, take_profit_limit, take_profit_market };
+inline constexpr bool is_trigger(OrderType t) { return t >= OrderType::stop_limit; }
+inline constexpr bool is_limit_like(OrderType t) {
+  return t == OrderType::limit || t == OrderType::stop_limit || t == OrderType::take_profit_limit;
+}
 enum class TimeInForce : std::uint8_t { gtc, ioc, fok, post_only };
 // How a fill came about: a normal trade, or a stage of liquidation (perp-rules "Liquidation").
 enum class Liquidation : std::uint8_t { none, book, backstop, adl };
 std::string_view liquidation_code(Liquidation l);  // "BOOK", "BACKSTOP", "ADL"
 
-enum class OrderStatus : std::uint8_t { open, partially_filled, filled, cancelled, rejected };
+enum class OrderStatus : std::uint8_t { open, partially_filled, filled, cancelled, rejected, untriggered, triggered };
 
 // Stable reason codes: the public API shows them (422 for risk, 400/404 for others).
 enum class Reject : std::uint8_t {
@@ -51,6 +58,8 @@ enum class Reject : std::uint8_t {
   bad_amount,
   too_many_open_orders,
   no_liquidity,        // a market order found nothing to match
+  bad_trigger_price,   // a trigger order without a positive trigger price
+  would_trigger_immediately,  // the mark is already past the trigger
   funding_already_settled,  // a funding interval at or before the last settled one
   unknown_vault,
   vault_exists,
@@ -139,6 +148,7 @@ struct PlaceOrder {
   std::int32_t max_slippage_bps = 0;  // market orders; 0: the market's default
   ClientOrderId client_order_id;
   std::int64_t ts_ms = 0;
+  Price trigger_price = 0;    // stop / take-profit types only
 };
 
 struct CancelOrder {
@@ -242,6 +252,7 @@ struct OrderAccepted {  // the order passed checks (it may still fill at once)
   std::int32_t leverage;
   ClientOrderId client_order_id;
   std::int64_t ts_ms;
+  Price trigger_price = 0;
   friend bool operator==(const OrderAccepted&, const OrderAccepted&) = default;
 };
 
