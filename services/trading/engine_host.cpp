@@ -549,8 +549,10 @@ Result<void> EngineHost::write(const Batch& b) {
           if constexpr (std::is_same_v<T, OrderAccepted>) {
             auto& row = orders[ev.id.value()];
             if (!row.accepted && !row.last) order_ids.push_back(ev.id.value());
-            row.accepted = &ev;
-            row.seq = e.seq;
+            if (!row.accepted) {  // a trigger order accepted again when it fires keeps its first record
+              row.accepted = &ev;
+              row.seq = e.seq;
+            }
             batch_ts = ev.ts_ms;
           } else if constexpr (std::is_same_v<T, OrderUpdated>) {
             auto& row = orders[ev.id.value()];
@@ -637,8 +639,11 @@ Result<void> EngineHost::write(const Batch& b) {
 
   MultiRow new_orders(
       "INSERT INTO orders (id, user_id, market_id, side, type, time_in_force, price, amount, filled, filled_notional,"
-      " status, reduce_only, client_order_id, leverage, cancel_reason, created_seq, created_at, updated_at)",
-      18, "ON CONFLICT (id) DO NOTHING");
+      " status, reduce_only, client_order_id, leverage, cancel_reason, created_seq, created_at, updated_at, trigger_price)",
+      19,
+      // A held trigger order that fires is accepted again: its row takes the new state.
+      "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, filled = EXCLUDED.filled,"
+      " filled_notional = EXCLUDED.filled_notional, cancel_reason = EXCLUDED.cancel_reason, updated_at = EXCLUDED.updated_at");
   MultiRow updates(
       "UPDATE orders o SET status = v.status, filled = v.filled::numeric, filled_notional = v.fn::numeric,"
       " cancel_reason = v.reason, updated_at = v.at::timestamptz FROM (",
@@ -655,13 +660,14 @@ Result<void> EngineHost::write(const Batch& b) {
       if (row.last && row.last->status == OrderStatus::cancelled) reason = std::string(cancel_reason_code(row.last->cancel_reason));
       std::optional<std::string> coid;
       if (!a.client_order_id.empty()) coid = std::string(a.client_order_id.view());
-      std::optional<std::string> price;
-      if (a.type == OrderType::limit) price = Catalog::price_text(m, a.price);
+      std::optional<std::string> price, trigger;
+      if (is_limit_like(a.type)) price = Catalog::price_text(m, a.price);
+      if (a.trigger_price != 0) trigger = Catalog::price_text(m, a.trigger_price);
       new_orders.add({id.to_string(), a.user.value().to_string(), std::to_string(m.id), std::string(side_name(a.side)),
                       std::string(type_name(a.type)), std::string(tif_name(a.tif)), price, Catalog::amount_text(m, a.qty),
                       Catalog::amount_text(m, filled), usdm_text(fn), std::string(status_name(status)),
                       a.reduce_only ? "true" : "false", coid, std::to_string(a.leverage), reason,
-                      std::to_string(row.seq), ts(a.ts_ms), ts(row.last ? row.last->ts_ms : a.ts_ms)});
+                      std::to_string(row.seq), ts(a.ts_ms), ts(row.last ? row.last->ts_ms : a.ts_ms), trigger});
     } else if (row.last) {
       const OrderUpdated& u = *row.last;
       const MarketInfo& m = catalog_.at(u.market);

@@ -7,7 +7,17 @@ namespace hydrox::trading {
 using namespace engine;
 
 std::string_view side_name(Side s) { return s == Side::buy ? "Buy" : "Sell"; }
-std::string_view type_name(OrderType t) { return t == OrderType::limit ? "Limit" : "Market"; }
+std::string_view type_name(OrderType t) {
+  switch (t) {
+    case OrderType::limit: return "Limit";
+    case OrderType::market: return "Market";
+    case OrderType::stop_limit: return "StopLimit";
+    case OrderType::stop_market: return "StopMarket";
+    case OrderType::take_profit_limit: return "TakeProfitLimit";
+    case OrderType::take_profit_market: return "TakeProfitMarket";
+  }
+  return "Limit";
+}
 std::string_view tif_name(TimeInForce t) {
   switch (t) {
     case TimeInForce::gtc: return "GTC";
@@ -24,6 +34,8 @@ std::string_view status_name(OrderStatus s) {
     case OrderStatus::filled: return "Filled";
     case OrderStatus::cancelled: return "Cancelled";
     case OrderStatus::rejected: return "Rejected";
+    case OrderStatus::untriggered: return "Untriggered";
+    case OrderStatus::triggered: return "Triggered";
   }
   return "Open";
 }
@@ -48,6 +60,7 @@ std::string encode_command(const Command& command, const Catalog& catalog) {
           w.field("price", c.price).field("qty", c.qty).field("reduce_only", c.reduce_only);
           w.field("leverage", c.leverage).field("slippage_bps", c.max_slippage_bps);
           if (!c.client_order_id.empty()) w.field("client_order_id", c.client_order_id.view());
+          if (c.trigger_price != 0) w.field("trigger", c.trigger_price);
         } else if constexpr (std::is_same_v<T, CancelOrder>) {
           w.field("user", c.user.value().to_string()).field("id", c.id.value().to_string());
         } else if constexpr (std::is_same_v<T, CancelAll>) {
@@ -130,7 +143,11 @@ Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
     p.id = OrderId{r.uuid("id")};
     p.market = static_cast<std::uint32_t>(market("market"));
     p.side = r.str("side") == "Buy" ? Side::buy : Side::sell;
-    p.type = r.str("type") == "Market" ? OrderType::market : OrderType::limit;
+    const std::string type = r.str("type");
+    p.type = type == "Market" ? OrderType::market : type == "StopLimit" ? OrderType::stop_limit
+           : type == "StopMarket" ? OrderType::stop_market : type == "TakeProfitLimit" ? OrderType::take_profit_limit
+           : type == "TakeProfitMarket" ? OrderType::take_profit_market : OrderType::limit;
+    if (doc->find("trigger")) p.trigger_price = r.num("trigger");
     const std::string tif = r.str("tif");
     p.tif = tif == "IOC" ? TimeInForce::ioc : tif == "FOK" ? TimeInForce::fok
           : tif == "PostOnly" ? TimeInForce::post_only : TimeInForce::gtc;

@@ -201,3 +201,71 @@ class TradingEndToEnd(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TriggerOrders(unittest.TestCase):
+    """Stop and take-profit orders through the API: held as Untriggered, fired by the mark."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.stack = Stack("trg", extra_env={"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}}, services=["trading"])
+        cls.stack.start("trading")
+        cls.t = Trading(cls.stack.ports["trading"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def test_stop_loss_and_take_profit(self):
+        import os
+        import yaml
+        from harness import SOURCE_DIR
+        from test_openapi import check
+        with open(os.path.join(SOURCE_DIR, "docs", "openapi.yaml"), encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+        t = self.t
+        t.mark("BTC_USDM_PERP", "97000")
+        a, b, c = new_user(), new_user(), new_user()
+        for u in (a, b, c):
+            t.deposit(u, "100000")
+        t.place(b, side="Sell", price="97000", amount="0.1")
+        self.assertEqual(t.place(a, side="Buy", price="97000", amount="0.1").json()["status"], "Filled")
+        # A's stop-loss and take-profit, both reduce-only.
+        sl = t.place(a, side="Sell", type="StopMarket", trigger_price="95000", amount="0.1", reduce_only=True)
+        self.assertEqual(sl.status, 201, sl.body)
+        check(doc, "/api/v1/orders", "POST", sl)
+        self.assertEqual(sl.json()["status"], "Untriggered")
+        tp = t.place(a, side="Sell", type="TakeProfitLimit", trigger_price="99000", price="99000", amount="0.1",
+                     reduce_only=True)
+        self.assertEqual(tp.status, 201, tp.body)
+        r = t.call(a, "GET", "/api/v1/orders")
+        check(doc, "/api/v1/orders", "GET", r)
+        held = {o["id"]: o for o in loads_exact(r.body)}
+        self.assertEqual(held[sl.json()["id"]]["status"], "Untriggered")
+        self.assertEqual(held[sl.json()["id"]]["trigger_price"], D("95000"))
+        self.assertEqual(held[tp.json()["id"]]["type"], "TakeProfitLimit")
+        # Refusals: already past the trigger; trigger_price missing; trigger_price on a Limit order.
+        r = t.place(a, side="Sell", type="StopMarket", trigger_price="98000", amount="0.1")
+        self.assertEqual((r.status, r.json()["error"]["code"]), (422, "WOULD_TRIGGER_IMMEDIATELY"))
+        check(doc, "/api/v1/orders", "POST", r)
+        self.assertEqual(t.place(a, side="Sell", type="StopMarket", amount="0.1").json()["error"]["code"], "MISSING_FIELD")
+        self.assertEqual(t.place(a, side="Sell", price="97000", trigger_price="1", amount="0.1").status, 400)
+        # The mark falls through the stop: it fires into C's bid; the take-profit, left alone,
+        # can no longer reduce anything when it fires later.
+        t.place(c, side="Buy", price="94500", amount="0.2")
+        t.mark("BTC_USDM_PERP", "95000")
+        self.assertEqual(loads_exact(t.call(a, "GET", "/api/v1/positions").body), [])
+        hist = {o["id"]: o for o in loads_exact(t.call(a, "GET", "/api/v1/orders/history").body)}
+        self.assertEqual((hist[sl.json()["id"]]["status"], hist[sl.json()["id"]]["type"]), ("Filled", "StopMarket"))
+        self.assertEqual(hist[sl.json()["id"]]["average_price"], D("94500"))
+        self.assertEqual(t.call(a, "DELETE", f"/api/v1/orders/{tp.json()['id']}").status, 200)
+        self.assertTrue(t.invariants()["ok"])
+        # A stop survives a restart (journal replay) and still fires.
+        st = t.place(b, side="Buy", type="StopMarket", trigger_price="96000", amount="0.05", reduce_only=True)
+        self.assertEqual(st.status, 201, st.body)
+        self.stack.stop("trading")
+        self.stack.start("trading")
+        t.place(c, side="Sell", price="96100", amount="0.05")
+        t.mark("BTC_USDM_PERP", "96000")
+        hist = {o["id"]: o for o in loads_exact(t.call(b, "GET", "/api/v1/orders/history").body)}
+        self.assertEqual(hist[st.json()["id"]]["status"], "Filled")

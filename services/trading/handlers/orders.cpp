@@ -19,7 +19,7 @@ constexpr std::string_view kOrderColumns =
     " round(o.filled_notional / NULLIF(o.filled, 0), 8)::text,"
     " to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
     " to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-    " o.cancel_reason, o.leverage"
+    " o.cancel_reason, o.leverage, o.trigger_price::text"
     " FROM orders o JOIN markets m ON m.id = o.market_id";
 
 const std::string kListOrders = std::string(kOrderColumns) +
@@ -56,7 +56,8 @@ void write_order_row(json::Writer& w, const db::Rows& rows, int r) {
   w.field("reduce_only", rows.get(r, 10) == "t");
   w.key("client_order_id");
   if (rows.is_null(r, 11)) w.null(); else w.string(rows.get(r, 11));
-  w.key("trigger_price").null();
+  w.key("trigger_price");
+  if (rows.is_null(r, 17)) w.null(); else w.raw_number(plain(rows.get(r, 17)));
   w.key("average_price");
   if (rows.is_null(r, 12)) w.null(); else w.raw_number(plain(rows.get(r, 12)));
   w.field("leverage", std::stoi(std::string(rows.get(r, 16))));
@@ -105,11 +106,11 @@ Result<PlaceOrder> parse_order(const Catalog& catalog, const http::Request& req,
   if (!type) return type.error();
   if (*type == "Limit") p.type = OrderType::limit;
   else if (*type == "Market") p.type = OrderType::market;
-  else if (*type == "StopLimit" || *type == "StopMarket" || type->starts_with("TakeProfit")) {
-    return fail(Code::invalid_field, *type + " orders are not supported yet", "type");
-  } else {
-    return fail(Code::invalid_field, "type must be Limit or Market", "type");
-  }
+  else if (*type == "StopLimit") p.type = OrderType::stop_limit;
+  else if (*type == "StopMarket") p.type = OrderType::stop_market;
+  else if (*type == "TakeProfitLimit") p.type = OrderType::take_profit_limit;
+  else if (*type == "TakeProfitMarket") p.type = OrderType::take_profit_market;
+  else return fail(Code::invalid_field, "type must be Limit, Market, StopLimit, StopMarket, TakeProfitLimit or TakeProfitMarket", "type");
 
   const json::Value* amount = field("amount");
   if (!amount) return fail(Code::missing_field, "amount is required", "amount");
@@ -118,13 +119,22 @@ Result<PlaceOrder> parse_order(const Catalog& catalog, const http::Request& req,
   p.qty = *lots;
 
   const json::Value* price = field("price");
-  if (p.type == OrderType::limit) {
-    if (!price) return fail(Code::missing_field, "price is required for Limit orders", "price");
+  if (is_limit_like(p.type)) {
+    if (!price) return fail(Code::missing_field, "price is required for " + *type + " orders", "price");
     auto ticks = Catalog::to_ticks(*m, *price, "price");
     if (!ticks) return ticks.error();
     p.price = *ticks;
   } else if (price) {
-    return fail(Code::invalid_field, "price is not allowed on Market orders", "price");
+    return fail(Code::invalid_field, "price is not allowed on " + *type + " orders", "price");
+  }
+  const json::Value* trigger = field("trigger_price");
+  if (is_trigger(p.type)) {
+    if (!trigger) return fail(Code::missing_field, "trigger_price is required for " + *type + " orders", "trigger_price");
+    auto ticks = Catalog::to_ticks(*m, *trigger, "trigger_price");
+    if (!ticks) return ticks.error();
+    p.trigger_price = *ticks;
+  } else if (trigger) {
+    return fail(Code::invalid_field, "trigger_price is only for stop and take-profit orders", "trigger_price");
   }
 
   p.tif = TimeInForce::gtc;
@@ -136,8 +146,8 @@ Result<PlaceOrder> parse_order(const Catalog& catalog, const http::Request& req,
     else if (t == "FOK") p.tif = TimeInForce::fok;
     else if (t == "PostOnly") p.tif = TimeInForce::post_only;
     else return fail(Code::invalid_field, "time_in_force must be GTC, IOC, FOK or PostOnly", "time_in_force");
-    if (p.type == OrderType::market && p.tif != TimeInForce::ioc && p.tif != TimeInForce::gtc) {
-      return fail(Code::invalid_field, "Market orders are IOC", "time_in_force");
+    if (!is_limit_like(p.type) && p.tif != TimeInForce::ioc && p.tif != TimeInForce::gtc) {
+      return fail(Code::invalid_field, *type + " orders are IOC", "time_in_force");
     }
   }
   if (const json::Value* ro = field("reduce_only")) {
@@ -165,7 +175,6 @@ Result<PlaceOrder> parse_order(const Catalog& catalog, const http::Request& req,
     }
     p.client_order_id = ClientOrderId::from(coid->as_string());
   }
-  if (field("trigger_price")) return fail(Code::invalid_field, "trigger orders are not supported yet", "trigger_price");
   if (const json::Value* mm = field("margin_mode")) {
     if (!mm->is_string() || (mm->as_string() != "cross" && mm->as_string() != "isolated")) {
       return fail(Code::invalid_field, "margin_mode must be cross or isolated", "margin_mode");
@@ -187,6 +196,11 @@ Error reject_error(Reject r) {
     case Reject::price_out_of_band: e.message = "the price is too far from the mark price"; e.field = "price"; break;
     case Reject::too_many_open_orders: e.message = "too many open orders"; break;
     case Reject::no_mark_price: e.message = "the market has no mark price yet"; break;
+    case Reject::would_trigger_immediately:
+      e.message = "the mark price is already past trigger_price";
+      e.field = "trigger_price";
+      break;
+    case Reject::bad_trigger_price: e.message = "trigger_price must be positive"; e.field = "trigger_price"; break;
     default: e.message = "order rejected"; break;
   }
   return e;
@@ -298,7 +312,7 @@ void register_order_routes(Services& s, http::Router& router) {
       });
     };
   };
-  router.get("/api/v1/orders", list("{Open,PartiallyFilled}"));
+  router.get("/api/v1/orders", list("{Open,PartiallyFilled,Untriggered}"));
   router.get("/api/v1/orders/history", list("{Filled,Cancelled,Rejected}"));
 
   router.del("/api/v1/orders/{id}", [&s](http::Request& req, http::Respond respond) {
