@@ -1,5 +1,7 @@
 #include "ws_hub.hpp"
 
+#include "ws_protocol.hpp"
+
 #include <ctime>
 
 #include "hydrox/auth/tokens.hpp"
@@ -130,44 +132,29 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
     c->close(1008, "more than 50 messages per second");
     return;
   }
-  json::Limits limits;
-  limits.max_depth = 4;
-  limits.max_elements = 1000;
-  auto doc = json::parse(text, limits);
-  if (!doc || !doc->is_object()) {
-    c->send(reply_error(nullptr, "MALFORMED_REQUEST", "expected a JSON object with method"));
+  auto parsed = parse_ws_request(text);
+  if (auto* err = std::get_if<WsError>(&parsed)) {
+    c->send(reply_error(err->id ? &*err->id : nullptr, err->code, err->message));
     return;
   }
-  const json::Value* id = doc->find("id");
-  const json::Value* method = doc->find("method");
-  if (!method || !method->is_string()) {
-    c->send(reply_error(id, "MALFORMED_REQUEST", "method is required"));
-    return;
-  }
-  const std::string& m = method->as_string();
+  const WsRequest& request = std::get<WsRequest>(parsed);
+  const json::Value* id = request.id ? &*request.id : nullptr;
+  const std::string& m = request.method;
   if (m == "PING") {
     c->send(reply_ok(id, "pong"));
     return;
   }
   if (m == "AUTH") {
     // For clients that cannot set headers on the upgrade (browsers): the token (a session or an
-    // API key) as the first message, {"method":"AUTH","params":{"token":"..."}} (or ["..."]).
-    // Looked up like the gateway does (Redis, hydrox:auth:<sha256>), off the IO thread.
-    const json::Value* params = doc->find("params");
-    const json::Value* token = nullptr;
-    if (params && params->is_object()) token = params->find("token");
-    if (params && params->is_array() && params->items().size() == 1) token = &params->items()[0];
-    if (!token || !token->is_string() || token->as_string().empty() || token->as_string().size() > 200) {
-      c->send(reply_error(id, "MALFORMED_REQUEST", "params must carry the token"));
-      return;
-    }
+    // API key) as the first message. Looked up like the gateway does (Redis,
+    // hydrox:auth:<sha256>), off the IO thread.
     if (!session.user.empty()) {
       c->send(reply_error(id, "ALREADY_AUTHENTICATED", "this connection is authenticated"));
       return;
     }
     std::weak_ptr<Hub> weak = shared_from_this();
-    const std::string hash = auth::hash_hex(token->as_string());
-    const std::optional<json::Value> id_copy = id ? std::optional<json::Value>(*id) : std::nullopt;
+    const std::string hash = auth::hash_hex(request.token);
+    const std::optional<json::Value> id_copy = request.id;
     const std::uint64_t sid = c->id();
     const bool queued = s_.ctx->runtime->try_blocking([weak, hash, id_copy, sid] {
       auto self = weak.lock();
@@ -192,22 +179,8 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
     if (!queued) c->send(reply_error(id, "UNAVAILABLE", "try again"));
     return;
   }
-  if (m != "SUBSCRIBE" && m != "UNSUBSCRIBE") {
-    c->send(reply_error(id, "UNKNOWN_METHOD", "method must be AUTH, SUBSCRIBE, UNSUBSCRIBE or PING"));
-    return;
-  }
-  const json::Value* params = doc->find("params");
-  if (!params || !params->is_array()) {
-    c->send(reply_error(id, "MALFORMED_REQUEST", "params must be an array of stream names"));
-    return;
-  }
   std::vector<std::string> streams;
-  for (const auto& p : params->items()) {
-    if (!p.is_string()) {
-      c->send(reply_error(id, "MALFORMED_REQUEST", "params must be an array of stream names"));
-      return;
-    }
-    const std::string& name = p.as_string();
+  for (const auto& name : request.streams) {
     if (name == "orders" || name == "fills" || name == "positions" || name == "balances") {
       if (session.user.empty()) {
         c->send(reply_error(id, "AUTH_REQUIRED", "private streams need an authenticated connection", name));

@@ -2,6 +2,7 @@
 #include <regex>
 
 #include "common.hpp"
+#include "order_parse.hpp"
 #include "hydrox/core/clock.hpp"
 #include "hydrox/decimal/decimal.hpp"
 #include "hydrox/json/json.hpp"
@@ -67,123 +68,6 @@ void write_order_row(json::Writer& w, const db::Rows& rows, int r) {
   w.end_object();
 }
 
-Result<PlaceOrder> parse_order(const Catalog& catalog, const http::Request& req, const UserId& user) {
-  if (req.body.empty()) return fail(Code::malformed_json, "the body must be a JSON object");
-  auto doc = json::parse_object(req.body, {"symbol", "side", "type", "price", "amount", "leverage", "time_in_force",
-                                           "reduce_only", "client_order_id", "trigger_price", "margin_mode",
-                                           "max_slippage_bps", "account"});
-  if (!doc) return doc.error();
-  auto field = [&](std::string_view k) -> const json::Value* {
-    const json::Value* v = doc->find(k);
-    return (v && !v->is_null()) ? v : nullptr;
-  };
-  auto need_string = [&](std::string_view k) -> Result<std::string> {
-    const json::Value* v = field(k);
-    if (!v) return fail(Code::missing_field, std::string(k) + " is required", std::string(k));
-    if (!v->is_string()) return fail(Code::invalid_field, std::string(k) + " must be a string", std::string(k));
-    return v->as_string();
-  };
-
-  PlaceOrder p;
-  p.user = user;
-  const std::int64_t now = SystemClock::instance().now_ms();
-  p.id = OrderId{Uuid::random_v7(now)};
-  p.ts_ms = now;
-
-  auto symbol = need_string("symbol");
-  if (!symbol) return symbol.error();
-  const MarketInfo* m = catalog.find(*symbol);
-  if (!m) return fail(Code::invalid_field, "unknown symbol " + *symbol, "symbol");
-  p.market = m->index;
-
-  auto side = need_string("side");
-  if (!side) return side.error();
-  if (*side == "Buy") p.side = Side::buy;
-  else if (*side == "Sell") p.side = Side::sell;
-  else return fail(Code::invalid_field, "side must be Buy or Sell", "side");
-
-  auto type = need_string("type");
-  if (!type) return type.error();
-  if (*type == "Limit") p.type = OrderType::limit;
-  else if (*type == "Market") p.type = OrderType::market;
-  else if (*type == "StopLimit") p.type = OrderType::stop_limit;
-  else if (*type == "StopMarket") p.type = OrderType::stop_market;
-  else if (*type == "TakeProfitLimit") p.type = OrderType::take_profit_limit;
-  else if (*type == "TakeProfitMarket") p.type = OrderType::take_profit_market;
-  else return fail(Code::invalid_field, "type must be Limit, Market, StopLimit, StopMarket, TakeProfitLimit or TakeProfitMarket", "type");
-
-  const json::Value* amount = field("amount");
-  if (!amount) return fail(Code::missing_field, "amount is required", "amount");
-  auto lots = Catalog::to_lots(*m, *amount, "amount");
-  if (!lots) return lots.error();
-  p.qty = *lots;
-
-  const json::Value* price = field("price");
-  if (is_limit_like(p.type)) {
-    if (!price) return fail(Code::missing_field, "price is required for " + *type + " orders", "price");
-    auto ticks = Catalog::to_ticks(*m, *price, "price");
-    if (!ticks) return ticks.error();
-    p.price = *ticks;
-  } else if (price) {
-    return fail(Code::invalid_field, "price is not allowed on " + *type + " orders", "price");
-  }
-  const json::Value* trigger = field("trigger_price");
-  if (is_trigger(p.type)) {
-    if (!trigger) return fail(Code::missing_field, "trigger_price is required for " + *type + " orders", "trigger_price");
-    auto ticks = Catalog::to_ticks(*m, *trigger, "trigger_price");
-    if (!ticks) return ticks.error();
-    p.trigger_price = *ticks;
-  } else if (trigger) {
-    return fail(Code::invalid_field, "trigger_price is only for stop and take-profit orders", "trigger_price");
-  }
-
-  p.tif = TimeInForce::gtc;
-  if (const json::Value* tif = field("time_in_force")) {
-    if (!tif->is_string()) return fail(Code::invalid_field, "time_in_force must be a string", "time_in_force");
-    const std::string& t = tif->as_string();
-    if (t == "GTC") p.tif = TimeInForce::gtc;
-    else if (t == "IOC") p.tif = TimeInForce::ioc;
-    else if (t == "FOK") p.tif = TimeInForce::fok;
-    else if (t == "PostOnly") p.tif = TimeInForce::post_only;
-    else return fail(Code::invalid_field, "time_in_force must be GTC, IOC, FOK or PostOnly", "time_in_force");
-    if (!is_limit_like(p.type) && p.tif != TimeInForce::ioc && p.tif != TimeInForce::gtc) {
-      return fail(Code::invalid_field, *type + " orders are IOC", "time_in_force");
-    }
-  }
-  if (const json::Value* ro = field("reduce_only")) {
-    if (!ro->is_bool()) return fail(Code::invalid_field, "reduce_only must be true or false", "reduce_only");
-    p.reduce_only = ro->as_bool();
-  }
-  if (const json::Value* lev = field("leverage")) {
-    auto v = lev->as_int(1, m->spec.max_leverage);
-    if (!v) {
-      return fail(Code::invalid_field,
-                  "leverage must be an integer from 1 to " + std::to_string(m->spec.max_leverage), "leverage");
-    }
-    p.leverage = static_cast<std::int32_t>(*v);
-  }
-  if (const json::Value* slip = field("max_slippage_bps")) {
-    auto v = slip->as_int(1, 5000);
-    if (!v) return fail(Code::invalid_field, "max_slippage_bps must be an integer from 1 to 5000", "max_slippage_bps");
-    p.max_slippage_bps = static_cast<std::int32_t>(*v);
-  }
-  if (const json::Value* coid = field("client_order_id")) {
-    static const std::regex kPattern("^[A-Za-z0-9_.:-]{1,36}$");
-    if (!coid->is_string() || !std::regex_match(coid->as_string(), kPattern)) {
-      return fail(Code::invalid_field, "client_order_id must be 1-36 characters of A-Z a-z 0-9 _ . : -",
-                  "client_order_id");
-    }
-    p.client_order_id = ClientOrderId::from(coid->as_string());
-  }
-  if (const json::Value* mm = field("margin_mode")) {
-    if (!mm->is_string() || (mm->as_string() != "cross" && mm->as_string() != "isolated")) {
-      return fail(Code::invalid_field, "margin_mode must be cross or isolated", "margin_mode");
-    }
-    if (mm->as_string() == "isolated") return fail(Code::invalid_field, "isolated margin is not supported yet", "margin_mode");
-  }
-  return p;
-}
-
 // 422 for business rules; 404 for unknown orders.
 Error reject_error(Reject r) {
   Error e{Code::unprocessable, std::string(reject_code(r))};
@@ -231,7 +115,7 @@ void register_order_routes(Services& s, http::Router& router) {
     }
     auto user = acting(s, req, account);
     if (!user) return respond(error_response(user.error(), req));
-    auto order = parse_order(s.catalog, req, *user);
+    auto order = parse_order(s.catalog, req.body, *user, SystemClock::instance().now_ms());
     if (!order) return respond(error_response(order.error(), req));
     const PlaceOrder placed = *order;
     Job job;

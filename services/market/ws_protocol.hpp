@@ -1,0 +1,29 @@
+#pragma once
+// The WebSocket request grammar (api-contract "WebSocket"): a pure parser, shared by the hub and
+// its fuzz target. {"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [stream, ...], "id": any},
+// {"method": "PING"}, {"method": "AUTH", "params": {"token": "..."} | ["..."]}.
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "hydrox/json/json.hpp"
+
+namespace hydrox::market {
+
+struct WsRequest {
+  std::string method;                // PING, AUTH, SUBSCRIBE, UNSUBSCRIBE
+  std::optional<json::Value> id;     // echoed in the answer
+  std::vector<std::string> streams;  // SUBSCRIBE / UNSUBSCRIBE
+  std::string token;                 // AUTH
+};
+struct WsError {
+  std::optional<json::Value> id;
+  std::string code;  // MALFORMED_REQUEST, UNKNOWN_METHOD
+  std::string message;
+};
+
+std::variant<WsRequest, WsError> parse_ws_request(std::string_view text);
+
+}  // namespace hydrox::market

@@ -1,0 +1,16 @@
+#pragma once
+#include <cstdint>
+#include <string_view>
+
+#include "hydrox/core/error.hpp"
+#include "hydrox/engine/types.hpp"
+#include "markets.hpp"
+
+namespace hydrox::trading {
+
+// The order of a POST /api/v1/orders body for `user`, with a fresh id (UUIDv7 at `now`) and
+// timestamp `now`; a 400-class error naming the field otherwise. `account` is accepted (resolved
+// by the route) and otherwise ignored here.
+Result<engine::PlaceOrder> parse_order(const Catalog& catalog, std::string_view body, const UserId& user, std::int64_t now);
+
+}  // namespace hydrox::trading
