@@ -69,7 +69,10 @@ TEST(DecimalParse, RefusesValuesBeyondRange) {
   EXPECT_TRUE(parse("0.00000000000000000000000000000000000001"));  // scale 38
   EXPECT_EQ(parse("0.000000000000000000000000000000000000001").error().code,
             Code::number_out_of_range);
-  EXPECT_TRUE(parse("1e38"));
+  // Exponent forms obey the same 38-digit bound as plain text (so format → parse round-trips).
+  EXPECT_TRUE(parse("9e37"));
+  EXPECT_FALSE(parse("1e38"));
+  EXPECT_FALSE(parse("12347e34"));
   EXPECT_FALSE(parse("2e38"));
 }
 

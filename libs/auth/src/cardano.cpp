@@ -15,7 +15,7 @@ constexpr std::size_t kMaxHex = 16 * 1024;
 Error bad(std::string what) { return fail(Code::unauthenticated, "bad CIP-30 signature: " + what, "signature"); }
 
 std::optional<std::vector<unsigned char>> unhex(std::string_view h) {
-  if (h.size() % 2 != 0 || h.size() > kMaxHex) return std::nullopt;
+  if (h.empty() || h.size() % 2 != 0 || h.size() > kMaxHex) return std::nullopt;  // (empty: fuzz_cardano)
   std::vector<unsigned char> out(h.size() / 2);
   std::size_t len = 0;
   if (sodium_hex2bin(out.data(), out.size(), h.data(), h.size(), nullptr, &len, nullptr) != 0 || len != out.size()) {
@@ -91,7 +91,45 @@ struct CborDeleter {
 };
 using CborPtr = std::unique_ptr<cbor_item_t, CborDeleter>;
 
+// libcbor allocates what a header declares (an array of 2^32 items from 9 bytes of input): walk
+// the item first and refuse declared sizes the input cannot hold, indefinite lengths, and deep
+// nesting. Found by fuzz/fuzz_cardano.
+bool plausible(const unsigned char*& p, const unsigned char* end, int depth) {
+  if (p >= end || depth > 16) return false;
+  const unsigned major = *p >> 5, info = *p & 31;
+  ++p;
+  std::uint64_t arg = info;
+  if (info >= 24 && info <= 27) {
+    const int len = 1 << (info - 24);
+    if (end - p < len) return false;
+    arg = 0;
+    for (int i = 0; i < len; ++i) arg = (arg << 8) | *p++;
+  } else if (info > 27) {
+    return false;  // reserved values and indefinite lengths: not in a CIP-30 signature
+  }
+  const auto remaining = static_cast<std::uint64_t>(end - p);
+  switch (major) {
+    case 0: case 1: case 7: return true;
+    case 2: case 3:
+      if (arg > remaining) return false;
+      p += arg;
+      return true;
+    case 4: case 5: {
+      const std::uint64_t items = major == 5 ? arg * 2 : arg;
+      if (arg > remaining || items > remaining) return false;
+      for (std::uint64_t i = 0; i < items; ++i) {
+        if (!plausible(p, end, depth + 1)) return false;
+      }
+      return true;
+    }
+    case 6: return plausible(p, end, depth + 1);
+  }
+  return false;
+}
+
 CborPtr load(const std::vector<unsigned char>& bytes) {
+  const unsigned char* p = bytes.data();
+  if (!plausible(p, bytes.data() + bytes.size(), 0) || p != bytes.data() + bytes.size()) return nullptr;
   cbor_load_result res{};
   cbor_item_t* item = cbor_load(bytes.data(), bytes.size(), &res);
   if (res.error.code != CBOR_ERR_NONE || res.read != bytes.size()) {
@@ -157,7 +195,8 @@ KeyHash blake2b_224(const unsigned char* data, std::size_t n) {
 Result<CardanoAddress> parse_cardano_address(std::string_view text) {
   auto decoded = bech32_decode(text);
   if (!decoded) return decoded.error();
-  const auto& [hrp, bytes] = *decoded;
+  const std::string& hrp = decoded->first;
+  const std::vector<unsigned char>& bytes = decoded->second;
   if (bytes.empty()) return fail(Code::invalid_field, "empty address", "wallet_address");
   CardanoAddress a;
   a.raw = bytes;

@@ -29,6 +29,7 @@ struct MarketInfo {
 class Catalog {
  public:
   static Result<Catalog> load(db::Connection& c);
+  static Catalog from_markets(std::vector<MarketInfo> markets);  // tests and fuzz targets
   const MarketInfo* find(std::string_view symbol) const;
   const MarketInfo* by_id(int id) const;
   const MarketInfo& at(std::uint32_t index) const { return markets_[index]; }

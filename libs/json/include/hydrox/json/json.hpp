@@ -21,7 +21,14 @@ struct Member;
 
 class Value {
  public:
-  Value() = default;
+  // Special members are defined after Member (a vector of an incomplete type must not be
+  // destroyed or copied before the type is complete; clang enforces it).
+  Value();
+  ~Value();
+  Value(const Value&);
+  Value(Value&&) noexcept;
+  Value& operator=(const Value&);
+  Value& operator=(Value&&) noexcept;
   static Value make_null() { return Value(); }
   static Value make_bool(bool b);
   static Value make_number(std::string literal);  // caller guarantees a valid literal
@@ -61,6 +68,13 @@ struct Member {
   std::string key;
   Value value;
 };
+
+inline Value::Value() = default;
+inline Value::~Value() = default;
+inline Value::Value(const Value&) = default;
+inline Value::Value(Value&&) noexcept = default;
+inline Value& Value::operator=(const Value&) = default;
+inline Value& Value::operator=(Value&&) noexcept = default;
 
 struct Limits {
   std::size_t max_bytes = 1 << 20;     // same as the HTTP body limit
