@@ -2,7 +2,7 @@
 # Installs the Debian packages the project needs; idempotent (skips when all are present).
 set -euo pipefail
 PKGS=(
-  build-essential cmake ninja-build ccache mold pkg-config clang clang-format
+  build-essential cmake ninja-build ccache mold pkg-config clang clang-format libclang-rt-14-dev
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libpq-dev libhiredis-dev libgtest-dev libgmock-dev libbenchmark-dev
   libsodium-dev libsecp256k1-dev libcrypto++-dev libcbor-dev
