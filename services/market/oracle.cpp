@@ -4,8 +4,9 @@
 // ORACLE_PUBLIC_KEYS ("key_id:hex,key_id:hex"). Refused, each with its own code and a log line:
 // unknown key, bad signature, stale (older than 10 s) or from the future (> 2 s ahead), out of
 // order (not newer than the last accepted sample of the symbol), absurd (further from the last
-// accepted price than INDEX_MAX_JUMP_PPM, default 50 %, unless three samples in a row agree within
-// 1 % on the new level: a real crash is accepted on its third sample, a single wild one never).
+// accepted price than ORACLE_MAX_JUMP_PPM, default 10 %, unless three samples in a row agree within
+// 1 % on the new level: a real crash is accepted on its third sample, a single wild one never, and
+// a feed is never locked out for good by a move it refused).
 // Trading applies the same rules again to what it receives. Accepted samples go to Redis like the
 // simulated feed's.
 #include <sodium.h>
@@ -34,7 +35,7 @@ struct Oracle {
   std::map<std::string, std::array<unsigned char, crypto_sign_PUBLICKEYBYTES>> keys;
   std::mutex mu;
   std::map<std::string, Last> last;  // by symbol
-  std::int64_t max_jump_ppm = 500'000;
+  std::int64_t max_jump_ppm = 100'000;
 };
 
 Error refused(std::string code_text, std::string message) {
@@ -56,7 +57,7 @@ Result<void> start_oracle_feed(Services& s, http::Router& r) {
   if (!spec) return spec.error();
   if (sodium_init() < 0) return fail(Code::internal, "libsodium failed to initialize");
   auto oracle = std::make_shared<Oracle>();
-  auto jump = s.ctx->env.integer("INDEX_MAX_JUMP_PPM", 500'000, 1000, 10'000'000);
+  auto jump = s.ctx->env.integer("ORACLE_MAX_JUMP_PPM", 100'000, 1000, 10'000'000);
   if (!jump) return jump.error();
   oracle->max_jump_ppm = *jump;
   std::string_view rest = *spec;

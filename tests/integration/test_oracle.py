@@ -59,7 +59,7 @@ class OraclePush(unittest.TestCase):
             (self.push("97101", ts=now - 11_000), 422, "STALE_SAMPLE"),
             (self.push("97101", ts=now + 5_000), 422, "FUTURE_SAMPLE"),
             (self.push("97101", ts=now - 5_000), 422, "OUT_OF_ORDER"),
-            (self.push("150000"), 422, "ABSURD_SAMPLE"),
+            (self.push("120000"), 422, "ABSURD_SAMPLE"),  # +23 %: beyond the 10 % rule
             (self.push("97101", sk=self.other_sk), 401, "BAD_SIGNATURE"),
             (self.push("97101", tamper=True), 401, "BAD_SIGNATURE"),
             (self.push("97101", key_id="nope"), 401, "UNKNOWN_ORACLE_KEY"),
@@ -79,6 +79,8 @@ class OraclePush(unittest.TestCase):
         self.assertEqual(ok.status, 200)
         check(doc, "/api/v1/oracle/prices", "POST", ok)
         wait_until(lambda: str(self.mark()) == "97200", 5, what="the next good sample")
+        # A real move beyond 10 % is accepted once three samples in a row agree on it (within 1 %).
+        self.assertEqual([self.push(p).status for p in ("110000", "110100", "110200")], [422, 422, 200])
         # The refusals were logged.
         with open(f"{self.stack.log_dir}/market.log", encoding="utf-8") as f:
             log = f.read()
