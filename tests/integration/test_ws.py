@@ -184,6 +184,58 @@ class WebSocketThroughGateway(unittest.TestCase):
         self.assertEqual(codes, [1008])
 
 
+class WithTheNpmWsClient(unittest.TestCase):
+    """The same through-the-gateway checks with a client we did not write (npm `ws`)."""
+
+    def test_snapshot_and_deltas_rebuild_the_rest_book_and_seq_is_continuous(self):
+        stack = Stack("wsn", extra_env=stack_env(), services=["trading", "market", "gateway"])
+        try:
+            for s in ("trading", "market", "gateway"):
+                stack.start(s)
+            t = Trading(stack.ports["trading"])
+            t.mark(SYM, "97000")
+            a, b = new_user(), new_user()
+            t.deposit(a, "100000")
+            t.deposit(b, "100000")
+            t.place(a, side="Sell", price="97300", amount="0.05")
+            here = os.path.dirname(os.path.abspath(__file__))
+            node = subprocess.Popen(["node", os.path.join(here, "ws_npm_client.mjs"), f"ws://127.0.0.1:{stack.gateway_port}/ws",
+                                     f"depth.{SYM}", f"trade.{SYM}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            lines = []
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                line = node.stdout.readline()
+                if not line or line.strip() == "ready":
+                    break
+                lines.append(line)
+            t.place(a, side="Sell", price="97200", amount="0.02")
+            t.place(b, side="Buy", price="96900", amount="0.03")
+            t.place(b, side="Buy", price="97300", amount="0.03")   # trades at 97,200 and 97,300
+            t.call(b, "DELETE", "/api/v1/orders")
+            rest = loads_exact(request(stack.gateway_port, "GET", f"/api/v1/markets/{SYM}/orderbook?depth=1000").body)
+            time.sleep(1.0)
+            out, _ = node.communicate(timeout=10)
+            msgs = [json.loads(x, parse_float=D, parse_int=D) for x in lines + out.splitlines() if x.startswith("{")]
+            depth = [m for m in msgs if m.get("channel") == f"depth.{SYM}"]
+            trades = [m for m in msgs if m.get("channel") == f"trade.{SYM}"]
+            check_seq(self, depth)
+            check_seq(self, trades)
+            book = {"bids": {}, "asks": {}}
+            for m in depth:
+                for side in ("bids", "asks"):
+                    for price, size in m["data"][side]:
+                        if size == 0:
+                            book[side].pop(price, None)
+                        else:
+                            book[side][price] = size
+            self.assertEqual(sorted(book["bids"].items(), reverse=True), [tuple(x) for x in rest["bids"]])
+            self.assertEqual(sorted(book["asks"].items()), [tuple(x) for x in rest["asks"]])
+            self.assertEqual([(x["data"]["price"], x["data"]["amount"]) for x in trades if not x.get("snapshot")],
+                             [(D("97200"), D("0.02")), (D("97300"), D("0.01"))])
+        finally:
+            stack.close()
+
+
 class PrivateStreams(unittest.TestCase):
     """Authentication at the upgrade (issue #6): a bearer credential makes the user's own orders,
     fills, positions and balances available, each with a snapshot and seq; nobody else's."""
