@@ -39,12 +39,7 @@ constexpr db::Query kProfile{
 
 
 
-Result<UserId> caller(const http::Request& req) {
-  auto h = req.header("X-User-ID");
-  auto id = h ? Uuid::parse(*h) : std::nullopt;
-  if (!id) return fail(Code::unauthenticated, "authentication required");
-  return UserId{*id};
-}
+using service::caller;
 
 Result<json::Value> body_object(const http::Request& req, std::initializer_list<std::string_view> allowed) {
   return json::parse_object(req.body, allowed);

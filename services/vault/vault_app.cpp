@@ -76,12 +76,7 @@ constexpr db::Query kSample{
     "   WHEN 'deposit' THEN amount WHEN 'withdrawal' THEN -paid ELSE 0 END) FROM vault_transactions WHERE vault_id = $1::uuid), 0)"
     " ON CONFLICT DO NOTHING"};
 
-Result<UserId> caller(const http::Request& req) {
-  auto h = req.header("X-User-ID");
-  auto id = h ? Uuid::parse(*h) : std::nullopt;
-  if (!id) return fail(Code::unauthenticated, "authentication required");
-  return UserId{*id};
-}
+using service::caller;
 
 // USDM text → 1e-6 units (nav_per_share = nav / total_shares, rounded down; 1 before any share).
 std::int64_t units(std::string_view text) {
@@ -454,25 +449,10 @@ Result<void> setup(service::Context& ctx) {
   r.get("/api/v1/vaults/{id}/transactions", [&st](http::Request& req, http::Respond respond) {
     auto id = Uuid::parse(req.path_param("id"));
     if (!id) return respond(http::Response::error(fail(Code::not_found, "no such vault"), req.request_id));
-    std::int64_t limit = 50;
-    std::optional<std::string> before;
-    for (const auto& name : req.query_names()) {
-      if (name != "limit" && name != "before") {
-        return respond(http::Response::error(fail(Code::unknown_field, "unknown query parameter " + name, name), req.request_id));
-      }
-    }
-    if (auto v = req.query_param("limit"); v && !v->empty()) {
-      auto n = json::parse(*v);
-      auto i = n ? n->as_int(1, 1000) : Result<std::int64_t>(fail(Code::invalid_field, ""));
-      if (!i) return respond(http::Response::error(fail(Code::invalid_field, "limit must be from 1 to 1000", "limit"), req.request_id));
-      limit = *i;
-    }
-    if (auto v = req.query_param("before"); v && !v->empty()) {
-      if (v->size() > 18 || v->find_first_not_of("0123456789") != std::string_view::npos) {
-        return respond(http::Response::error(fail(Code::invalid_field, "before must be a transaction id", "before"), req.request_id));
-      }
-      before = std::string(*v);
-    }
+    auto page = service::page_params(req, 50, "a transaction id");
+    if (!page) return respond(http::Response::error(page.error(), req.request_id));
+    const std::int64_t limit = page->limit;
+    const std::optional<std::string> before = page->before;
     service::respond_blocking(*st.ctx, req, respond, [&st, id = *id, limit, before]() -> Result<http::Response> {
       auto lease = st.ctx->db->acquire();
       if (!lease) return lease.error();

@@ -168,4 +168,39 @@ int run(const Spec& spec) {
   return 0;
 }
 
+Result<UserId> caller(const http::Request& req) {
+  auto h = req.header("X-User-ID");
+  auto id = h ? Uuid::parse(*h) : std::nullopt;
+  if (!id) return fail(Code::unauthenticated, "authentication required");
+  return UserId{*id};
+}
+
+Result<Page> page_params(const http::Request& req, std::int64_t default_limit, std::string_view before_means,
+                         std::initializer_list<std::string_view> extra) {
+  Page p;
+  p.limit = default_limit;
+  for (const auto& name : req.query_names()) {
+    bool known = name == "limit" || name == "before";
+    for (auto e : extra) known = known || name == e;
+    if (!known) return fail(Code::unknown_field, "unknown query parameter " + name, name);
+  }
+  if (auto v = req.query_param("limit"); v && !v->empty()) {
+    std::int64_t n = 0;
+    bool ok = v->size() <= 4;
+    for (char c : *v) {
+      ok = ok && c >= '0' && c <= '9';
+      n = n * 10 + (c - '0');
+    }
+    if (!ok || n < 1 || n > 1000) return fail(Code::invalid_field, "limit must be from 1 to 1000", "limit");
+    p.limit = n;
+  }
+  if (auto v = req.query_param("before"); v && !v->empty()) {
+    if (v->size() > 18 || v->find_first_not_of("0123456789") != std::string::npos) {
+      return fail(Code::invalid_field, "before must be " + std::string(before_means), "before");
+    }
+    p.before = *v;
+  }
+  return p;
+}
+
 }  // namespace hydrox::service

@@ -305,24 +305,10 @@ void register_market_routes(Services& s, http::Router& r) {
   r.get("/api/v1/markets/{symbol}/trades", [&s](http::Request& req, http::Respond respond) {
     const MarketInfo* m = market_of(s, req, respond);
     if (!m) return;
-    std::int64_t limit = 50;
-    std::optional<std::string> before;
-    for (const auto& name : req.query_names()) {
-      if (name != "limit" && name != "before") {
-        return respond(http::Response::error(fail(Code::unknown_field, "unknown query parameter " + name, name), req.request_id));
-      }
-    }
-    if (auto v = req.query_param("limit"); v && !v->empty()) {
-      auto n = to_int(*v);
-      if (!n || *n < 1 || *n > 1000) {
-        return respond(http::Response::error(fail(Code::invalid_field, "limit must be from 1 to 1000", "limit"), req.request_id));
-      }
-      limit = *n;
-    }
-    if (auto v = req.query_param("before"); v && !v->empty()) {
-      if (!to_int(*v)) return respond(http::Response::error(fail(Code::invalid_field, "before must be a trade id", "before"), req.request_id));
-      before = *v;
-    }
+    auto page = service::page_params(req, 50, "a trade id");
+    if (!page) return respond(http::Response::error(page.error(), req.request_id));
+    const std::int64_t limit = page->limit;
+    const std::optional<std::string> before = page->before;
     service::respond_blocking(*s.ctx, req, respond, [&s, m, limit, before]() -> Result<http::Response> {
       auto lease = s.ctx->db->acquire();
       if (!lease) return lease.error();
@@ -370,25 +356,10 @@ void register_market_routes(Services& s, http::Router& r) {
   r.get("/api/v1/markets/{symbol}/funding", [&s](http::Request& req, http::Respond respond) {
     const MarketInfo* m = market_of(s, req, respond);
     if (!m) return;
-    std::int64_t limit = 100;
-    std::optional<std::string> before;
-    for (const auto& name : req.query_names()) {
-      if (name != "limit" && name != "before") {
-        return respond(http::Response::error(fail(Code::unknown_field, "unknown query parameter " + name, name), req.request_id));
-      }
-    }
-    if (auto v = req.query_param("limit"); v && !v->empty()) {
-      auto n = to_int(*v);
-      if (!n || *n < 1 || *n > 1000) {
-        return respond(http::Response::error(fail(Code::invalid_field, "limit must be from 1 to 1000", "limit"), req.request_id));
-      }
-      limit = *n;
-    }
-    if (auto v = req.query_param("before"); v && !v->empty()) {
-      auto n = to_int(*v);
-      if (!n || *n < 0) return respond(http::Response::error(fail(Code::invalid_field, "before must be Unix seconds", "before"), req.request_id));
-      before = std::to_string(*n);
-    }
+    auto page = service::page_params(req, 100, "Unix seconds");
+    if (!page) return respond(http::Response::error(page.error(), req.request_id));
+    const std::int64_t limit = page->limit;
+    const std::optional<std::string> before = page->before;
     service::respond_blocking(*s.ctx, req, respond, [&s, m, limit, before]() -> Result<http::Response> {
       auto lease = s.ctx->db->acquire();
       if (!lease) return lease.error();

@@ -4,13 +4,7 @@
 
 namespace hydrox::trading {
 
-Result<UserId> caller(const http::Request& req) {
-  auto h = req.header("X-User-ID");
-  if (!h || h->empty()) return fail(Code::unauthenticated, "authentication required");
-  auto id = Uuid::parse(*h);
-  if (!id) return fail(Code::unauthenticated, "authentication required");
-  return UserId{*id};
-}
+Result<UserId> caller(const http::Request& req) { return service::caller(req); }
 
 Result<UserId> acting(const Services& s, const http::Request& req, std::optional<std::string> account) {
   auto user = caller(req);

@@ -5,6 +5,7 @@
 // Every service gets GET /health (alive), GET /ready (PostgreSQL and Redis reachable) and
 // GET /metrics (Prometheus text).
 #include "hydrox/config/env.hpp"
+#include "hydrox/core/ids.hpp"
 #include "hydrox/db/db.hpp"
 #include "hydrox/http/router.hpp"
 #include "hydrox/http/runtime.hpp"
@@ -12,6 +13,8 @@
 #include "hydrox/redis/redis.hpp"
 
 #include <functional>
+#include <initializer_list>
+#include <optional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -52,6 +55,19 @@ struct Spec {
 };
 
 int run(const Spec& spec);
+
+// The user the gateway authenticated (X-User-ID), else 401. Services trust the header because
+// only the gateway reaches them (docs/ARCHITECTURE.md, "Identity and the trust boundary").
+Result<UserId> caller(const http::Request& req);
+
+// List parameters of the contract: `limit` (1..1000, default `default_limit`) and a numeric
+// `before` cursor (at most 18 digits); any query parameter not listed here or in `extra` is a 400.
+struct Page {
+  std::int64_t limit = 50;
+  std::optional<std::string> before;
+};
+Result<Page> page_params(const http::Request& req, std::int64_t default_limit, std::string_view before_means,
+                         std::initializer_list<std::string_view> extra = {});
 
 // Runs `work` on the blocking pool and answers with its result; a full pool answers 503.
 void respond_blocking(Context& ctx, http::Request& req, http::Respond respond,
