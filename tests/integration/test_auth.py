@@ -87,6 +87,17 @@ class GatewayAuthentication(unittest.TestCase):
             self.assertEqual(forged.json(), own.json(), path)
             if path in ("/api/v1/orders", "/api/v1/users/api-keys"):
                 self.assertNotEqual(own.json(), theirs.json(), path)  # the comparison can tell users apart
+        # Neither can A close B's position through the gateway, whatever it sends.
+        r = self.as_key(ka, "POST", "/api/v1/orders", {"symbol": "BTC_USDM_PERP", "side": "Sell", "type": "Limit",
+                                                       "price": "97000", "amount": "0.001"})
+        self.assertEqual(r.status, 201, r.body)
+        r = self.as_key(kb, "POST", "/api/v1/orders", {"symbol": "BTC_USDM_PERP", "side": "Buy", "type": "Limit",
+                                                       "price": "97000", "amount": "0.001"})
+        self.assertEqual(r.json()["status"], "Filled", r.body)
+        pid = self.as_key(kb, "GET", "/api/v1/positions").json()[0]["id"]
+        r = self.as_key(ka, "POST", f"/api/v1/positions/{pid}/close", {"user_id": b}, extra={"X-User-ID": b})
+        self.assertEqual(r.status, 404, r.body)
+        self.assertEqual(len(self.as_key(kb, "GET", "/api/v1/positions").json()), 1)
 
     def test_read_keys_cannot_write(self):
         u = new_user()
