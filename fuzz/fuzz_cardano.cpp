@@ -6,6 +6,8 @@
 #include <string>
 #include <string_view>
 
+#include <sodium.h>
+
 #include "hydrox/auth/cardano.hpp"
 
 namespace {
@@ -17,12 +19,9 @@ const std::string kSign1 =
 const std::string kKey = "a4010103272006215820d04ab232742bb4ab3a1368bd4615e4e6d0224ab71a016baf8520a332c9778737";
 
 std::string hex(const std::uint8_t* p, std::size_t n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string s;
-  for (std::size_t i = 0; i < n; ++i) {
-    s.push_back(kHex[p[i] >> 4]);
-    s.push_back(kHex[p[i] & 15]);
-  }
+  std::string s(n * 2 + 1, '\0');
+  sodium_bin2hex(s.data(), s.size(), p, n);
+  s.pop_back();
   return s;
 }
 }  // namespace

@@ -14,6 +14,7 @@
 #include <map>
 #include <mutex>
 
+#include "hydrox/catalog/jump_guard.hpp"
 #include "hydrox/core/clock.hpp"
 #include "hydrox/decimal/decimal.hpp"
 #include "hydrox/json/json.hpp"
@@ -27,8 +28,7 @@ namespace {
 struct Last {
   std::int64_t ts = 0;
   std::int64_t price_units = 0;  // 1e-8
-  std::int64_t pending_units = 0;  // a jump waiting for confirmation
-  int pending_count = 0;
+  catalog::JumpGuard jumps;
 };
 
 struct Oracle {
@@ -121,18 +121,8 @@ Result<void> start_oracle_feed(Services& s, http::Router& r) {
       if (*ts < now - 10'000) e = refused("STALE_SAMPLE", "older than 10 s");
       else if (*ts > now + 2'000) e = refused("FUTURE_SAMPLE", "more than 2 s ahead of this clock");
       else if (*ts <= last.ts) e = refused("OUT_OF_ORDER", "not newer than the last accepted sample");
-      else if (last.price_units > 0 &&
-               static_cast<__int128>(units > last.price_units ? units - last.price_units : last.price_units - units) * 1'000'000 >
-                   static_cast<__int128>(last.price_units) * oracle->max_jump_ppm) {
-        const std::int64_t pd = units > last.pending_units ? units - last.pending_units : last.pending_units - units;
-        if (last.pending_units > 0 && static_cast<__int128>(pd) * 100 <= last.pending_units) {
-          ++last.pending_count;
-        } else {
-          last.pending_units = units;
-          last.pending_count = 1;
-        }
-        if (last.pending_count >= 3) bad = false;
-        else e = refused("ABSURD_SAMPLE", "too far from the last accepted price (confirmed after three agreeing samples)");
+      else if (!last.jumps.admit(last.price_units, units, oracle->max_jump_ppm)) {
+        e = refused("ABSURD_SAMPLE", "too far from the last accepted price (confirmed after three agreeing samples)");
       } else {
         bad = false;
       }
@@ -140,7 +130,8 @@ Result<void> start_oracle_feed(Services& s, http::Router& r) {
         const std::string code = e.message.substr(0, e.message.find(':'));
         return respond(rejection(req, 422, code, e.message.substr(code.size() + 2)));
       }
-      last = Last{*ts, units, 0, 0};
+      last.ts = *ts;
+      last.price_units = units;
     }
     json::Writer w;
     w.begin_object().field("symbol", m->symbol).key("price");

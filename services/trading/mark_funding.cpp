@@ -142,22 +142,9 @@ void MarkFunding::on_index(std::string_view message, std::int64_t now_ms) {
   std::lock_guard lock(mu_);
   Feed& f = feeds_[m->index];
   if (*when <= f.accepted.time_ms) return;  // out of order or repeated: the newer one stands
-  if (f.accepted.price > 0) {
-    const i128 diff = *ticks > f.accepted.price ? *ticks - f.accepted.price : f.accepted.price - *ticks;
-    if (diff * 1'000'000 > static_cast<i128>(f.accepted.price) * options_.index_max_jump_ppm) {
-      // An absurd jump counts only once three samples in a row agree (within 1 %) on the level.
-      const i128 pdiff = f.pending > 0 ? (*ticks > f.pending ? *ticks - f.pending : f.pending - *ticks) : 0;
-      if (f.pending > 0 && pdiff * 100 <= f.pending) {
-        ++f.pending_count;
-      } else {
-        f.pending = *ticks;
-        f.pending_count = 1;
-      }
-      if (f.pending_count < 3) return refuse("jump beyond INDEX_MAX_JUMP_PPM");
-    }
+  if (!f.jumps.admit(f.accepted.price, *ticks, options_.index_max_jump_ppm)) {
+    return refuse("jump beyond INDEX_MAX_JUMP_PPM");
   }
-  f.pending = 0;
-  f.pending_count = 0;
   f.accepted = Index{*ticks, *when};
 }
 

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "engine_host.hpp"
+#include "hydrox/catalog/jump_guard.hpp"
 
 namespace hydrox::trading {
 
@@ -72,8 +73,7 @@ class MarkFunding {
  private:
   struct Feed {  // guarded by mu_
     Index accepted;
-    engine::Price pending = 0;  // a jump waiting for confirmation
-    int pending_count = 0;
+    catalog::JumpGuard jumps;
   };
   struct State {  // engine thread only
     IntegerEma basis{150'000};

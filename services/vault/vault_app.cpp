@@ -50,6 +50,7 @@ constexpr db::Query kVaults{
     " FROM vaults v LEFT JOIN users u ON u.id = v.leader_user_id"
     " WHERE ($1::uuid IS NULL OR v.id = $1::uuid) ORDER BY v.is_protocol DESC, v.created_at, v.id"};
 
+constexpr db::Query kVaultExists{"vault_exists", "SELECT 1 FROM vaults WHERE id = $1::uuid"};
 constexpr db::Query kNameTaken{"vault_name_taken", "SELECT 1 FROM vaults WHERE lower(name) = lower($1)"};
 
 constexpr db::Query kTransactions{
@@ -497,10 +498,11 @@ Result<void> setup(service::Context& ctx) {
       return respond(http::Response::error(fail(Code::invalid_field, "period must be day, week, month or all", "period"), req.request_id));
     }
     service::respond_blocking(*st.ctx, req, respond, [&st, id = *id, spec = it->second]() -> Result<http::Response> {
-      auto exists = vaults_json(st, id.to_string());
-      if (!exists) return exists.error();
       auto lease = st.ctx->db->acquire();
       if (!lease) return lease.error();
+      auto exists = (*lease)->exec(kVaultExists, {id.to_string()});  // (no call to trading for this)
+      if (!exists) return exists.error();
+      if (exists->size() == 0) return fail(Code::not_found, "no such vault");
       auto rows = (*lease)->exec(kPerformance, {id.to_string(), spec.first, spec.second});
       if (!rows) return rows.error();
       json::Writer w;

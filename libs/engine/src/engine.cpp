@@ -737,14 +737,20 @@ void BasicEngine<Book>::cancel_all(const CancelAll& c, std::vector<Event>& out) 
     emit(out, CommandRejected{c.user, Reject::unknown_market, c.ts_ms});
     return;
   }
+  cancel_account_orders(*ai, c.market, CancelReason::cancel_all, c.ts_ms, out);
+}
+
+template <class Book>
+void BasicEngine<Book>::cancel_account_orders(std::uint32_t ai, std::int32_t market, CancelReason why,
+                                              std::int64_t ts, std::vector<Event>& out) {
   // Oldest first, so that events come in time priority.
   std::vector<Handle> handles;
-  for (Handle h = accounts_[*ai].orders_head; h != kNil; h = pool_[h].acct_next) {
-    if (c.market < 0 || pool_[h].market == static_cast<std::uint32_t>(c.market)) handles.push_back(h);
+  for (Handle h = accounts_[ai].orders_head; h != kNil; h = pool_[h].acct_next) {
+    if (market < 0 || pool_[h].market == static_cast<std::uint32_t>(market)) handles.push_back(h);
   }
   std::sort(handles.begin(), handles.end(),
             [&](Handle a, Handle b) { return pool_[a].priority < pool_[b].priority; });
-  for (Handle h : handles) close_order(h, OrderStatus::cancelled, CancelReason::cancel_all, c.ts_ms, out, true);
+  for (Handle h : handles) close_order(h, OrderStatus::cancelled, why, ts, out, true);
 }
 
 template <class Book>

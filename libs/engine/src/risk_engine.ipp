@@ -235,10 +235,7 @@ void BasicEngine<Book>::liquidate(std::uint32_t ai, std::uint32_t first_market, 
                                   std::vector<Event>& out) {
   const AccountView v0 = view_of(accounts_[ai]);
   // 1. Its resting orders go first.
-  std::vector<Handle> handles;
-  for (Handle h = accounts_[ai].orders_head; h != kNil; h = pool_[h].acct_next) handles.push_back(h);
-  std::sort(handles.begin(), handles.end(), [&](Handle a, Handle b) { return pool_[a].priority < pool_[b].priority; });
-  for (Handle h : handles) close_order(h, OrderStatus::cancelled, CancelReason::liquidation, ts, out, true);
+  cancel_account_orders(ai, -1, CancelReason::liquidation, ts, out);
 
   // 2. Reduce-only IOC orders into the book, no worse than the bankruptcy price, in 20 % slices
   //    above the size limit, until the account is back above maintenance.

@@ -24,6 +24,13 @@ Usdm BasicEngine<Book>::vault_nav(const Vault& v) const {
 }
 
 template <class Book>
+Usdm BasicEngine<Book>::share_value(const Vault& v, Usdm shares) const {
+  const Usdm nav = vault_nav(v);
+  if (v.total_shares <= 0 || nav <= 0) return 0;
+  return clamp64(static_cast<i128>(shares) * nav / v.total_shares);
+}
+
+template <class Book>
 void BasicEngine<Book>::mint_to_leader_if_unowned(Vault& v, std::int64_t ts, std::vector<Event>& out) {
   if (v.total_shares != 0) return;
   const Usdm nav = vault_nav(v);
@@ -153,10 +160,7 @@ bool BasicEngine<Book>::free_vault_margin(Vault& v, Usdm paid, Usdm gross, Usdm 
   };
   if (enough()) return true;
   // First the vault's orders go...
-  std::vector<Handle> handles;
-  for (Handle h = accounts_[v.account].orders_head; h != kNil; h = pool_[h].acct_next) handles.push_back(h);
-  std::sort(handles.begin(), handles.end(), [&](Handle a, Handle b) { return pool_[a].priority < pool_[b].priority; });
-  for (Handle h : handles) close_order(h, OrderStatus::cancelled, CancelReason::insufficient_margin, ts, out, true);
+  cancel_account_orders(v.account, -1, CancelReason::insufficient_margin, ts, out);
   if (enough()) return true;
   // ...then every position shrinks by the withdrawn fraction (gross / NAV), at market.
   for (std::uint32_t m = 0; m < markets_.size(); ++m) {

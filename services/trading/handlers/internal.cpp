@@ -41,6 +41,15 @@ Result<UserId> user_field(const json::Value& doc) {
   return UserId{*u};
 }
 
+// The caller's idempotency key (1-160 characters), required on every money command.
+Result<std::string> key_field(const json::Value& doc) {
+  const json::Value* key = doc.find("idempotency_key");
+  if (!key || !key->is_string() || key->as_string().empty() || key->as_string().size() > 160) {
+    return fail(Code::invalid_field, "idempotency_key (1-160 characters) is required", "idempotency_key");
+  }
+  return key->as_string();
+}
+
 Result<Usdm> amount_field(const json::Value& doc) {
   const json::Value* v = doc.find("amount");
   if (!v) return fail(Code::missing_field, "amount is required", "amount");
@@ -130,15 +139,13 @@ void register_internal_routes(Services& s, http::Router& r) {
       if (!user) return respond(error_response(user.error(), req));
       auto amount = amount_field(*doc);
       if (!amount) return respond(error_response(amount.error(), req));
-      const json::Value* key = doc->find("idempotency_key");
-      if (!key || !key->is_string() || key->as_string().empty() || key->as_string().size() > 128) {
-        return respond(error_response(fail(Code::invalid_field, "idempotency_key (1-128 characters) is required", "idempotency_key"), req));
-      }
+      auto key = key_field(*doc);
+      if (!key) return respond(error_response(key.error(), req));
       Job job;
       const std::int64_t now = SystemClock::instance().now_ms();
       if (deposit) job.command = Deposit{*user, *amount, now};
       else job.command = Withdraw{*user, *amount, now};
-      job.idempotency_key = (deposit ? "deposit:" : "withdrawal:") + key->as_string();
+      job.idempotency_key = (deposit ? "deposit:" : "withdrawal:") + *key;
       job.done = [respond, rid = req.request_id](Result<Outcome> o) { money_outcome(respond, rid, std::move(o)); };
       submit(s, req, respond, std::move(job));
     };
@@ -318,10 +325,8 @@ void register_internal_routes(Services& s, http::Router& r) {
       if (!v) return respond(error_response(fail(Code::invalid_field, "lock_period_ms must be 0..366 days", "lock_period_ms"), req));
       lock_ms = *v;
     }
-    const json::Value* key = doc->find("idempotency_key");
-    if (!key || !key->is_string() || key->as_string().empty() || key->as_string().size() > 160) {
-      return respond(error_response(fail(Code::invalid_field, "idempotency_key (1-160 characters) is required", "idempotency_key"), req));
-    }
+    auto key = key_field(*doc);
+    if (!key) return respond(error_response(key.error(), req));
     json::Writer meta;
     meta.begin_object();
     if (const json::Value* n = doc->find("name"); n && n->is_string()) meta.field("name", n->as_string());
@@ -341,7 +346,7 @@ void register_internal_routes(Services& s, http::Router& r) {
     Job job;
     job.command = c;
     job.meta = meta.take();
-    job.idempotency_key = "vault-create:" + key->as_string();
+    job.idempotency_key = "vault-create:" + *key;
     job.done = [respond, rid = req.request_id](Result<Outcome> o) { vault_answer(respond, rid, std::move(o)); };
     submit(s, req, respond, std::move(job));
   });
@@ -357,15 +362,13 @@ void register_internal_routes(Services& s, http::Router& r) {
       if (!user) return respond(error_response(user.error(), req));
       auto amount = amount_field(*doc);
       if (!amount) return respond(error_response(amount.error(), req));
-      const json::Value* key = doc->find("idempotency_key");
-      if (!key || !key->is_string() || key->as_string().empty() || key->as_string().size() > 160) {
-        return respond(error_response(fail(Code::invalid_field, "idempotency_key (1-160 characters) is required", "idempotency_key"), req));
-      }
+      auto key = key_field(*doc);
+      if (!key) return respond(error_response(key.error(), req));
       Job job;
       const std::int64_t now = SystemClock::instance().now_ms();
       if (deposit) job.command = VaultDeposit{*vault, *user, *amount, now};
       else job.command = VaultWithdraw{*vault, *user, *amount, now};
-      job.idempotency_key = (deposit ? "vault-deposit:" : "vault-withdrawal:") + key->as_string();
+      job.idempotency_key = (deposit ? "vault-deposit:" : "vault-withdrawal:") + *key;
       job.done = [respond, rid = req.request_id](Result<Outcome> o) { vault_answer(respond, rid, std::move(o)); };
       submit(s, req, respond, std::move(job));
     };
@@ -412,8 +415,7 @@ void register_internal_routes(Services& s, http::Router& r) {
           else locked_until = std::max(locked_until, lot.unlock_ms);
         }
       }
-      const Usdm value = v->total_shares > 0 && nav > 0
-                             ? static_cast<Usdm>(static_cast<__int128>(shares) * nav / v->total_shares) : 0;
+      const Usdm value = e.share_value(*v, shares);
       json::Writer w;
       w.begin_object().field("vault_id", v->id.to_string()).field("user_id", user.value().to_string());
       w.key("shares").raw_number(usdm_text(shares)).key("unlocked_shares").raw_number(usdm_text(unlocked));
@@ -440,13 +442,9 @@ void register_internal_routes(Services& s, http::Router& r) {
       for (const Vault& v : e.vaults()) {
         for (const auto& [ai, h] : v.holders) {
           if (e.user_of(ai) != user || h.shares <= 0) continue;
-          const Usdm nav = e.vault_nav(v);
-          auto value_of = [&](Usdm shares) {
-            return v.total_shares > 0 && nav > 0 ? static_cast<Usdm>(static_cast<__int128>(shares) * nav / v.total_shares) : 0;
-          };
           Usdm unlocked = 0;
           for (const auto& lot : h.lots) unlocked += lot.unlock_ms <= now ? lot.shares : 0;
-          const Usdm value = value_of(h.shares), free = value_of(unlocked);
+          const Usdm value = e.share_value(v, h.shares), free = e.share_value(v, unlocked);
           w.begin_object().field("vault_id", v.id.to_string()).key("shares").raw_number(usdm_text(h.shares));
           w.key("value").raw_number(usdm_text(value)).key("unlocked_value").raw_number(usdm_text(free));
           w.key("cost").raw_number(usdm_text(h.cost)).end_object();

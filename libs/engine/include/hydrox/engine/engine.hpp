@@ -163,6 +163,7 @@ class BasicEngine {
   const Vault* vault(const Uuid& id) const;
   const std::vector<Vault>& vaults() const { return vaults_; }
   Usdm vault_nav(const Vault& v) const;  // the vault account's value at the marks
+  Usdm share_value(const Vault& v, Usdm shares) const;  // floor(shares × NAV / total), 0 when NAV ≤ 0
   const UserId& user_of(std::uint32_t account_index) const { return accounts_[account_index].user; }
   std::size_t liquidation_index_size(std::uint32_t m) const {
     return markets_[m].long_keys.size() + markets_[m].short_keys.size();
@@ -263,6 +264,9 @@ class BasicEngine {
   void reject(const PlaceOrder& c, Reject why, std::vector<Event>& out, OrderId original = {});
   Usdm order_margin_for(const Order& o, Qty qty, Price ref_mark) const;
   void rest(Handle h, std::vector<Event>& out);
+  // Cancels an account's open orders (one market, or all with market < 0), oldest first.
+  void cancel_account_orders(std::uint32_t ai, std::int32_t market, CancelReason why, std::int64_t ts,
+                             std::vector<Event>& out);
   void close_order(Handle h, OrderStatus status, CancelReason why, std::int64_t ts,
                    std::vector<Event>& out, bool in_book);
   void fill(Handle maker, Handle taker_order, Qty qty, std::int64_t ts, std::vector<Event>& out);
