@@ -66,13 +66,21 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 [supervisorctl]
 serverurl=unix://$run_dir/supervisor.sock
 CONF
-  for svc in market:8081 trading:8082 vault:8083 user:8084 gateway:8080; do
+  # TRADING_STANDBY=1: a second trading process on 8092 waits on the engine lock and takes over
+  # when the active one dies; every caller of trading knows both addresses.
+  services="market:8081 trading:8082 vault:8083 user:8084 gateway:8080"
+  trading_urls="http://127.0.0.1:8082"
+  if [ "${TRADING_STANDBY:-0}" = 1 ]; then
+    services="$services trading-standby:8092"
+    trading_urls="http://127.0.0.1:8082,http://127.0.0.1:8092"
+  fi
+  for svc in $services; do
     name=${svc%%:*}; port=${svc##*:}
     cat <<CONF
 
 [program:$name]
-command=$bin/hydrox-$name
-environment=PORT="$port",DATABASE_URL="$DATABASE_URL",REDIS_URL="$REDIS_URL",MARKET_SERVICE_URL="http://127.0.0.1:8081",TRADING_SERVICE_URL="http://127.0.0.1:8082",VAULT_SERVICE_URL="http://127.0.0.1:8083",USER_SERVICE_URL="http://127.0.0.1:8084",LOG_LEVEL="${LOG_LEVEL:-info}",OPERATOR_TOKEN="$OPERATOR_TOKEN",FAUCET_AMOUNT="$FAUCET_AMOUNT"
+command=$bin/hydrox-${name%-standby}
+environment=PORT="$port",DATABASE_URL="$DATABASE_URL",REDIS_URL="$REDIS_URL",MARKET_SERVICE_URL="http://127.0.0.1:8081",TRADING_SERVICE_URL="$trading_urls",VAULT_SERVICE_URL="http://127.0.0.1:8083",USER_SERVICE_URL="http://127.0.0.1:8084",LOG_LEVEL="${LOG_LEVEL:-info}",OPERATOR_TOKEN="$OPERATOR_TOKEN",FAUCET_AMOUNT="$FAUCET_AMOUNT"
 autostart=true
 autorestart=true
 startsecs=1
@@ -117,7 +125,7 @@ fi
 # through the gateway with an API key, and a demo taker trades against it now and then.
 HLP=00000000-0000-7000-8000-000000000003
 TAKER=00000000-0000-4000-8000-0000000000d1
-admin() { TRADING_SERVICE_URL=http://127.0.0.1:8082 USER_SERVICE_URL=http://127.0.0.1:8084 "$bin/hydrox-admin" "$@"; }
+admin() { TRADING_SERVICE_URL="$trading_urls" USER_SERVICE_URL=http://127.0.0.1:8084 "$bin/hydrox-admin" "$@"; }
 admin deposit $HLP 5000000 make-run-hlp-seed >/dev/null
 admin deposit $TAKER 1000000 make-run-taker-seed >/dev/null
 # The insurance fund starts with a float that pays liquidation shortfalls before any ADL.

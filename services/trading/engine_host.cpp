@@ -1,4 +1,5 @@
 #include "engine_host.hpp"
+#include "engine_lock.hpp"
 
 #include <cstdlib>
 #include <set>
@@ -96,10 +97,11 @@ Uuid position_id(const UserId& user, int market_id) {
   return out;
 }
 
-EngineHost::EngineHost(const Catalog& catalog, std::shared_ptr<db::Pool> db,
+EngineHost::EngineHost(const Catalog& catalog, std::shared_ptr<db::Pool> db, std::unique_ptr<db::Connection> writer,
                        std::shared_ptr<redis::Client> redis, HostOptions options)
     : catalog_(catalog),
       db_(std::move(db)),
+      writer_(std::move(writer)),
       redis_(std::move(redis)),
       options_(options),
       engine_([&] {
@@ -242,7 +244,7 @@ void EngineHost::stop() {
 bool EngineHost::submit(Job job) {
   {
     std::lock_guard lock(in_mu_);
-    if (in_.size() >= options_.queue_capacity || !running_.load()) return false;
+    if (in_.size() >= options_.queue_capacity || !running_.load() || degraded_.load()) return false;
     in_.push_back(std::move(job));
   }
   in_cv_.notify_one();
@@ -417,19 +419,7 @@ void EngineHost::persist_loop() {
     const bool has_writes = std::any_of(b.items.begin(), b.items.end(), [](const Item& i) { return i.journaled; });
     if (has_writes) {
       const auto started = std::chrono::steady_clock::now();
-      Result<void> w = fail(Code::internal, "not written");
-      for (int attempt = 0; attempt < 5; ++attempt) {
-        w = write(b);
-        if (w) break;
-        std::this_thread::sleep_for(std::chrono::milliseconds(200 * (attempt + 1)));
-      }
-      if (!w) {
-        // The engine is ahead of what is durable and cannot catch up: exit, and let the process
-        // manager restart us; recovery replays exactly what was committed. No answer was sent
-        // for this batch, so no client was told an uncommitted order exists.
-        log::error("batch commit failed; exiting to recover from the journal", {{"error", w.error().message}});
-        std::_Exit(70);
-      }
+      if (auto w = write(b); !w) write_through_outage(b, w.error());
       commit_latency().observe_us(static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count()));
     }
@@ -451,10 +441,61 @@ void EngineHost::persist_loop() {
   }
 }
 
+void EngineHost::write_through_outage(const Batch& b, Error first) {
+  // No answer has been sent for this batch, so no client was told an uncommitted order exists.
+  // A lost connection (PostgreSQL restarting): refuse new work with 503, reconnect, re-take the
+  // engine lock (a standby may have it by now: then exit and let it serve), find out whether the
+  // failed COMMIT landed after all, and write the batch if it did not. Anything else, or an outage
+  // longer than the limit: exit, and let recovery replay exactly what was committed.
+  degraded_.store(true);
+  log::error("batch commit failed; refusing new requests until it is written", {{"error", first.message}});
+  std::uint64_t first_command = 0;
+  for (const auto& it : b.items) {
+    if (it.journaled) {
+      first_command = it.command_no;
+      break;
+    }
+  }
+  static constexpr db::Query kJournalHas{"journal_has", "SELECT 1 FROM engine_journal WHERE command_no = $1"};
+  const auto deadline = std::chrono::steady_clock::now() + options_.outage_limit;
+  int other_failures = 0;
+  for (int attempt = 0;; ++attempt) {
+    if (std::chrono::steady_clock::now() > deadline || other_failures >= 5) {
+      log::error("cannot write the batch; exiting to recover from the journal",
+                 {{"attempts", attempt}, {"outage_limit_ms", static_cast<std::int64_t>(options_.outage_limit.count())}});
+      std::_Exit(70);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(50 << std::min(attempt, 4), 500)));
+    if (!writer_ || !writer_->healthy()) {
+      auto c = take_engine_lock(db_->url(), LockWait::no);
+      if (!c && c.error().code == Code::conflict) {
+        log::error("the engine lock was taken by another trading process; exiting");
+        std::_Exit(70);
+      }
+      if (!c) continue;  // PostgreSQL still away
+      writer_ = std::move(*c);
+    }
+    auto landed = writer_->exec(kJournalHas, {std::to_string(first_command)});
+    if (!landed) {
+      if (writer_->healthy()) ++other_failures;
+      continue;
+    }
+    if (landed->size() == 0) {
+      auto w = write(b);
+      if (!w) {
+        if (writer_->healthy()) ++other_failures;
+        continue;
+      }
+    }
+    log::info("database reachable again; batch written", {{"attempts", attempt + 1}});
+    degraded_.store(false);
+    return;
+  }
+}
+
 Result<void> EngineHost::write(const Batch& b) {
-  auto lease = db_->acquire();
-  if (!lease) return lease.error();
-  db::Transaction tx(**lease);
+  if (!writer_) return fail(Code::unavailable, "no writer connection");
+  db::Transaction tx(*writer_);
   if (auto s = tx.begin_status(); !s) return s.error();
 
   MultiRow journal("INSERT INTO engine_journal (command_no, kind, payload, first_seq, event_count)", 5,
@@ -723,7 +764,7 @@ Result<void> EngineHost::write(const Batch& b) {
 
   auto run = [&](const MultiRow& rows, std::string_view name) -> Result<void> {
     if (rows.empty()) return {};
-    return rows.run(**lease, name);
+    return rows.run(*writer_, name);
   };
   for (auto [rows, name] : {std::pair{&journal, "journal_insert"}, std::pair{&operators, "operator_insert"},
                             std::pair{&new_orders, "orders_insert"}, std::pair{&updates, "orders_update"},

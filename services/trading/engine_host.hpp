@@ -4,6 +4,7 @@
 // tables) to PostgreSQL in one transaction and only then completes the jobs (the HTTP answers);
 // the publisher sends the batch's events to Redis. On start, recover() replays the journal.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -46,12 +47,16 @@ struct HostOptions {
   std::size_t queue_capacity = 20'000;
   std::size_t max_batch = 4'000;
   std::size_t max_pending_batches = 8;
+  // How long the persister keeps retrying a batch while PostgreSQL is unreachable (answering 503
+  // to new requests meanwhile) before it exits so that recovery replays what was committed.
+  std::chrono::milliseconds outage_limit{60'000};
   UserId fee_account{Uuid{0x0000000000007000ull, 0x8000000000000001ull}};
 };
 
 class EngineHost {
  public:
-  EngineHost(const Catalog& catalog, std::shared_ptr<db::Pool> db,
+  // `writer` holds the engine lock (engine_lock.hpp); every journal write goes through it.
+  EngineHost(const Catalog& catalog, std::shared_ptr<db::Pool> db, std::unique_ptr<db::Connection> writer,
              std::shared_ptr<redis::Client> redis, HostOptions options = {});
   ~EngineHost();
 
@@ -70,6 +75,8 @@ class EngineHost {
   std::int64_t last_funding_ms(std::uint32_t market) const { return funding_ms_[market].load(); }
   std::uint64_t commands_applied() const { return command_no_.load(); }
   std::size_t queue_depth() const;
+  // True while the persister cannot reach PostgreSQL: submit() refuses everything until it can.
+  bool degraded() const { return degraded_.load(); }
 
  private:
   struct Item {
@@ -92,11 +99,14 @@ class EngineHost {
   void engine_loop();
   void persist_loop();
   Result<void> write(const Batch& b);
+  void write_through_outage(const Batch& b, Error first);
   void publish(const Batch& b);
   std::string operator_outcome(const Batch& b, const Item& item) const;
 
   const Catalog& catalog_;
   std::shared_ptr<db::Pool> db_;
+  std::unique_ptr<db::Connection> writer_;  // persister thread only (and recover() before it starts)
+  std::atomic<bool> degraded_{false};
   std::shared_ptr<redis::Client> redis_;
   HostOptions options_;
   engine::Engine engine_;

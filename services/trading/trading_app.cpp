@@ -1,5 +1,8 @@
 #include "trading_app.hpp"
 
+#include <csignal>
+
+#include "engine_lock.hpp"
 #include "handlers/common.hpp"
 #include "hydrox/core/clock.hpp"
 #include "hydrox/decimal/decimal.hpp"
@@ -12,6 +15,8 @@ Result<void> setup(service::Context& ctx) {
   auto token = ctx.env.string("OPERATOR_TOKEN", "");
   auto faucet = ctx.env.string("FAUCET_AMOUNT", "0");
   auto queue = ctx.env.integer("ENGINE_QUEUE_CAPACITY", 20'000, 100, 10'000'000);
+  auto outage = ctx.env.integer("DB_OUTAGE_LIMIT_MS", 60'000, 1000, 3'600'000);
+  if (!outage) return outage.error();
   if (!token) return token.error();
   if (!faucet) return faucet.error();
   if (!queue) return queue.error();
@@ -29,6 +34,19 @@ Result<void> setup(service::Context& ctx) {
   s.faucet_amount = *faucet_units;
   if (s.operator_token.empty()) log::warn("OPERATOR_TOKEN is unset: the operator API (deposits, faucet) is disabled");
 
+  // One active engine: a standby started next to it waits here (not listening) until the active
+  // process's session ends, then rebuilds from the journal like any start.
+  // A waiting standby holds nothing and serves nothing: SIGTERM/SIGINT simply end it (the runtime's
+  // handlers, which drain requests, are put back once the lock is held).
+  struct sigaction dfl{}, old_term{}, old_int{};
+  dfl.sa_handler = SIG_DFL;
+  sigaction(SIGTERM, &dfl, &old_term);
+  sigaction(SIGINT, &dfl, &old_int);
+  auto writer = take_engine_lock(ctx.db->url(), LockWait::yes);
+  sigaction(SIGTERM, &old_term, nullptr);
+  sigaction(SIGINT, &old_int, nullptr);
+  if (!writer) return writer.error();
+
   auto lease = ctx.db->acquire();
   if (!lease) return lease.error();
   auto catalog = Catalog::load(**lease);
@@ -38,7 +56,8 @@ Result<void> setup(service::Context& ctx) {
 
   HostOptions ho;
   ho.queue_capacity = static_cast<std::size_t>(*queue);
-  s.host = std::make_unique<EngineHost>(s.catalog, ctx.db, ctx.redis, ho);
+  ho.outage_limit = std::chrono::milliseconds(*outage);
+  s.host = std::make_unique<EngineHost>(s.catalog, ctx.db, std::move(*writer), ctx.redis, ho);
   if (auto r = s.host->recover(SystemClock::instance().now_ms()); !r) return r.error();
   s.host->start();
 

@@ -130,8 +130,17 @@ def raw_exchange(port, data: bytes, timeout=5.0):
 class Stack:
     """The five services on free ports against a fresh database."""
 
-    def __init__(self, name="t", extra_env=None, services=None, own_redis=False):
+    def __init__(self, name="t", extra_env=None, services=None, own_redis=False, own_pg=False):
         self.infra = read_infra()
+        # A private PostgreSQL server, for tests that stop and restart it.
+        self.pg_dir = None
+        if own_pg:
+            self.pg_dir = tempfile.mkdtemp(prefix="hx-pg-")
+            subprocess.run([os.path.join(SOURCE_DIR, "scripts", "infra.sh"), "start", self.pg_dir],
+                           env={**os.environ, "SKIP_REDIS": "1"}, check=True, stdout=subprocess.DEVNULL)
+            with open(os.path.join(self.pg_dir, "env"), encoding="utf-8") as f:
+                pg = dict(line.strip().split("=", 1) for line in f if "=" in line)
+            self.infra = {**self.infra, "PGPORT": pg["PGPORT"]}
         # Redis pub/sub is global to a server: a stack whose marks follow an index feed gets a
         # private Redis, so that no other stack's feed reaches it.
         self.redis_dir = None
@@ -161,6 +170,25 @@ class Stack:
         os.makedirs(self.log_dir, exist_ok=True)
         self.services = services or SERVICES
 
+    def pg_stop(self):
+        """Stops the private PostgreSQL server (fast shutdown: sessions are cut)."""
+        subprocess.run([os.path.join(SOURCE_DIR, "scripts", "infra.sh"), "stop", self.pg_dir],
+                       check=True, stdout=subprocess.DEVNULL)
+
+    def pg_start(self):
+        subprocess.run([os.path.join(SOURCE_DIR, "scripts", "infra.sh"), "start", self.pg_dir, self.infra["PGPORT"]],
+                       env={**os.environ, "SKIP_REDIS": "1"}, check=True, stdout=subprocess.DEVNULL)
+
+    def add_standby(self, service="trading"):
+        """A second process of `service` on its own port; every service (and the gateway) is told
+        both addresses, the active one first."""
+        name = f"{service}-standby"
+        self.ports[name] = free_port()
+        var = f"{service.upper()}_SERVICE_URL"
+        both = f"http://127.0.0.1:{self.ports[service]},http://127.0.0.1:{self.ports[name]}"
+        self.extra_env.setdefault("*", {})[var] = both
+        return name
+
     def env_for(self, service):
         env = dict(os.environ)
         env.update({
@@ -173,15 +201,17 @@ class Stack:
             "USER_SERVICE_URL": f"http://127.0.0.1:{self.ports['user']}",
             "LOG_LEVEL": "info",
         })
-        env.update(self.extra_env.get(service, {}))
+        env.update(self.extra_env.get(service.split("-")[0], {}))
         env.update(self.extra_env.get("*", {}))
+        env["PORT"] = str(self.ports[service])
         return env
 
     def start(self, service, wait=True):
         if service in self.logs:
             self.logs[service].close()
         log = open(os.path.join(self.log_dir, f"{service}.log"), "ab")
-        p = subprocess.Popen([os.path.join(BIN_DIR, f"hydrox-{service}")], env=self.env_for(service),
+        binary = service.split("-")[0]  # "trading-standby" runs hydrox-trading
+        p = subprocess.Popen([os.path.join(BIN_DIR, f"hydrox-{binary}")], env=self.env_for(service),
                              stdout=log, stderr=subprocess.STDOUT)
         self.procs[service] = p
         self.logs[service] = log
@@ -236,8 +266,12 @@ class Stack:
             except (OSError, ValueError):
                 pass
             shutil.rmtree(self.redis_dir, ignore_errors=True)
-        subprocess.run(["psql", "-h", "127.0.0.1", "-p", self.infra["PGPORT"], "-U", "postgres", "-qc",
-                        f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)"], check=False)
+        if self.pg_dir:
+            subprocess.run([os.path.join(SOURCE_DIR, "scripts", "infra.sh"), "stop-remove", self.pg_dir],
+                           check=False, stdout=subprocess.DEVNULL)
+        else:
+            subprocess.run(["psql", "-h", "127.0.0.1", "-p", self.infra["PGPORT"], "-U", "postgres", "-qc",
+                            f"DROP DATABASE IF EXISTS {self.db_name} WITH (FORCE)"], check=False)
         # Under the sanitizer preset a report in any service's log fails the test.
         for name in os.listdir(self.log_dir):
             with open(os.path.join(self.log_dir, name), encoding="utf-8", errors="replace") as f:

@@ -49,6 +49,24 @@ Result<Endpoint> parse_http_url(std::string_view url) {
   return ep;
 }
 
+Result<Endpoint> parse_http_urls(std::string_view urls) {
+  std::optional<Endpoint> first;
+  std::size_t start = 0;
+  while (start <= urls.size()) {
+    std::size_t comma = urls.find(',', start);
+    if (comma == std::string_view::npos) comma = urls.size();
+    std::string_view one = urls.substr(start, comma - start);
+    while (!one.empty() && one.front() == ' ') one.remove_prefix(1);
+    while (!one.empty() && one.back() == ' ') one.remove_suffix(1);
+    auto ep = parse_http_url(one);
+    if (!ep) return ep.error();
+    if (!first) first = std::move(*ep); else first->standbys.push_back(std::move(*ep));
+    start = comma + 1;
+  }
+  if (first->standbys.size() > 7) return fail(Code::invalid_field, "at most 8 URLs");
+  return std::move(*first);
+}
+
 Env::Env() = default;
 Env::Env(std::map<std::string, std::string> vars) : vars_(std::move(vars)) {}
 
@@ -107,8 +125,8 @@ Result<bool> Env::boolean(std::string_view name, bool fallback) const {
 Result<Endpoint> Env::endpoint(std::string_view name, std::string_view fallback) const {
   auto v = string(name, fallback);
   if (!v) return v.error();
-  auto ep = parse_http_url(*v);
-  if (!ep) return bad(name, "an http://host:port URL", *v);
+  auto ep = parse_http_urls(*v);
+  if (!ep) return bad(name, "an http://host:port URL (or several, comma-separated)", *v);
   return ep;
 }
 

@@ -84,10 +84,10 @@ Lease::~Lease() {
 Pool::Pool(std::string url, PoolOptions options) : url_(std::move(url)), options_(options) {}
 Pool::~Pool() = default;
 
-Result<std::unique_ptr<Connection>> Pool::connect() {
-  std::string timeout = std::to_string(options_.connect_timeout_s);
+Result<std::unique_ptr<Connection>> connect(const std::string& url, const PoolOptions& options) {
+  std::string timeout = std::to_string(options.connect_timeout_s);
   const char* keys[] = {"dbname", "connect_timeout", "application_name", nullptr};
-  const char* values[] = {url_.c_str(), timeout.c_str(), options_.application_name.c_str(), nullptr};
+  const char* values[] = {url.c_str(), timeout.c_str(), options.application_name.c_str(), nullptr};
   pg_conn* c = PQconnectdbParams(keys, values, 1);
   if (PQstatus(c) != CONNECTION_OK) {
     std::string msg = PQerrorMessage(c);
@@ -112,7 +112,7 @@ Result<Lease> Pool::acquire() {
     if (open_ < options_.max_connections) {
       ++open_;
       lock.unlock();
-      auto c = connect();
+      auto c = db::connect(url_, options_);
       if (!c) {
         std::lock_guard relock(mu_);
         --open_;

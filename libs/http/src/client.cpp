@@ -56,6 +56,12 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   ClientOptions options;
   std::mutex mu;
   std::map<std::string, Host> hosts;
+  std::map<std::string, std::size_t> serving;  // endpoint with standbys → the one that answered last
+
+  void drop_idle(const std::string& key) {
+    std::lock_guard lock(mu);
+    hosts[key].idle.clear();
+  }
 
   std::unique_ptr<beast::tcp_stream> take_idle(const std::string& key) {
     std::lock_guard lock(mu);
@@ -108,7 +114,40 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     co_return std::move(stream);
   }
 
-  awaitable<Result<Response>> exchange(config::Endpoint to, OutgoingRequest req) {
+  // Tries the endpoint that answered last, then the others in order, moving on only when a
+  // connection could not be made (nothing was sent, so any method may go elsewhere).
+  awaitable<Result<Response>> exchange_any(config::Endpoint to, OutgoingRequest req) {
+    if (to.standbys.empty()) {
+      bool not_sent = false;
+      co_return co_await exchange(to, std::move(req), not_sent);
+    }
+    std::vector<config::Endpoint> all{to};
+    all[0].standbys.clear();
+    for (auto& s : to.standbys) all.push_back(s);
+    const std::string group = to.to_string();
+    std::size_t start = 0;
+    {
+      std::lock_guard lock(mu);
+      start = serving[group] % all.size();
+    }
+    Result<Response> last = fail(Code::upstream_unavailable, group + " is unavailable");
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      const std::size_t at = (start + i) % all.size();
+      bool not_sent = false;
+      OutgoingRequest attempt = req;  // (no conditional expression inside co_await: GCC 12 miscompiles it)
+      last = co_await exchange(all[at], std::move(attempt), not_sent);
+      if (last || !not_sent) {
+        if (last && at != start) {
+          std::lock_guard lock(mu);
+          serving[group] = at;
+        }
+        co_return last;
+      }
+    }
+    co_return last;
+  }
+
+  awaitable<Result<Response>> exchange(config::Endpoint to, OutgoingRequest req, bool& not_sent) {
     const std::string key = to.host + ":" + std::to_string(to.port);
     bhttp::request<bhttp::string_body> breq{to_verb(req.method), to.base_path + req.target, 11};
     for (const auto& h : req.headers) breq.set(h.name, h.value);
@@ -123,7 +162,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       const bool reused = stream != nullptr;
       if (!stream) {
         auto fresh = co_await connect(to, key);
-        if (!fresh) co_return fresh.error();
+        if (!fresh) {
+          not_sent = true;
+          co_return fresh.error();
+        }
         stream = std::move(*fresh);
       }
       stream->expires_at(deadline);
@@ -134,6 +176,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       boost::system::error_code rec = wec;
       if (!wec) std::tie(rec, std::ignore) = co_await bhttp::async_read(*stream, buffer, parser, kTuple);
       if (rec) {
+        // The other pooled connections to this server are likely closed too (it restarted).
+        if (reused && rec != beast::error::timeout) drop_idle(key);
         // A pooled connection the server already closed: retry once on a fresh one when that
         // cannot apply the request twice.
         if (reused && rec != beast::error::timeout && (idempotent(req.method) || wec)) continue;
@@ -166,7 +210,7 @@ Client::~Client() = default;
 void Client::request(const config::Endpoint& to, OutgoingRequest req,
                      std::function<void(Result<Response>)> done) {
   auto impl = impl_;
-  asio::co_spawn(asio::make_strand(impl->io), impl->exchange(to, std::move(req)),
+  asio::co_spawn(asio::make_strand(impl->io), impl->exchange_any(to, std::move(req)),
                  [impl, done = std::move(done)](std::exception_ptr ep, Result<Response> r) {
                    if (ep) {
                      done(fail(Code::internal, "client request failed"));

@@ -53,6 +53,9 @@ http::Response json_response(int status, std::string body) { return http::Respon
 
 void submit(Services& s, http::Request& req, http::Respond respond, Job job) {
   if (!s.host->submit(std::move(job))) {
+    if (s.host->degraded()) {
+      return respond(error_response(fail(Code::unavailable, "the database is unavailable; nothing was done, retry shortly"), req));
+    }
     respond(error_response(fail(Code::overloaded, "the order queue is full, retry shortly"), req));
   }
 }

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace hydrox::config {
 
@@ -15,11 +16,17 @@ struct Endpoint {  // http://host:port[/base]
   std::string host;
   std::uint16_t port = 0;
   std::string base_path;  // "" or "/something"
+  // Other addresses of the same service, of which one serves at a time (trading's active and
+  // standby): "http://a:8082,http://b:8092". http::Client moves on to the next one when a
+  // connection is refused.
+  std::vector<Endpoint> standbys;
   std::string to_string() const;
 };
 
 // Parses http://host[:port][/path]; only the http scheme (services talk on internal addresses).
 Result<Endpoint> parse_http_url(std::string_view url);
+// A comma-separated list of such URLs: the first, with the others as its standbys.
+Result<Endpoint> parse_http_urls(std::string_view urls);
 
 class Env {
  public:

@@ -69,6 +69,10 @@ struct PoolOptions {
 
 class Pool;
 
+// One connection outside any pool (a session that must live as long as the process: the trading
+// engine's writer, which holds the engine's advisory lock).
+Result<std::unique_ptr<Connection>> connect(const std::string& url, const PoolOptions& options = {});
+
 // A connection borrowed from the pool; returned (or dropped if broken) on destruction.
 class Lease {
  public:
@@ -96,7 +100,6 @@ class Pool {
  private:
   friend class Lease;
   void give_back(std::unique_ptr<Connection> c);
-  Result<std::unique_ptr<Connection>> connect();
 
   std::string url_;
   PoolOptions options_;
