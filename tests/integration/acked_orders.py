@@ -31,7 +31,7 @@ class OrderLoad:
 
     def __init__(self, port, users, seed, clients=6, timeout=5.0):
         self.port, self.users, self.timeout = port, users, timeout
-        self.acked, self.statuses = [], {}
+        self.acked, self.statuses, self.answers = [], {}, []  # answers: (sent, answered, status)
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._client, args=(seed, n)) for n in range(clients)]
@@ -63,6 +63,7 @@ class OrderLoad:
             except OSError:
                 status = 0  # no answer: this request was never acknowledged
             with self.lock:
+                self.answers.append((sent, time.monotonic(), status))
                 self.statuses[status] = self.statuses.get(status, 0) + 1
                 if status == 201:
                     j = r.json()

@@ -69,5 +69,69 @@ class StandbyFailover(unittest.TestCase):
             stack.close()
 
 
+def timed(port, method, path, **kw):
+    t0 = time.monotonic()
+    try:
+        status = request(port, method, path, timeout=15, **kw).status
+    except OSError:
+        status = 0
+    return status, time.monotonic() - t0
+
+
+class PostgresRestart(unittest.TestCase):
+    def test_services_answer_503_quickly_and_recover_by_themselves(self):
+        env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}, "gateway": LEGACY, "market": {"INDEX_FEED": "none"},
+               "user": {"OPERATOR_TOKEN": TRADING_ENV["OPERATOR_TOKEN"]}, "vault": {"OPERATOR_TOKEN": TRADING_ENV["OPERATOR_TOKEN"]}}
+        stack = Stack("pgrestart", extra_env=env, own_pg=True).start_all()
+        try:
+            t = Trading(stack.ports["trading"])
+            t.mark("BTC_USDM_PERP", "97000")
+            users, deposited = fund(t, 12)
+            reads = [("GET", "/api/v1/orders/history"), ("GET", "/api/v1/fills"), ("GET", "/api/v1/users/profile"),
+                     ("GET", "/api/v1/vaults"), ("GET", "/api/v1/markets/BTC_USDM_PERP/trades")]
+            headers = {"X-User-ID": users[0]}
+            for method, path in reads:
+                self.assertIn(timed(stack.gateway_port, method, path, headers=headers)[0], (200, 404), path)
+            load = OrderLoad(stack.gateway_port, users, seed=11).start()
+            time.sleep(1.0)
+            stack.pg_stop()
+            down = time.monotonic()
+            during = []
+            while time.monotonic() - down < 4.0:
+                for method, path in reads:
+                    during.append((path, *timed(stack.gateway_port, method, path, headers=headers)))
+                time.sleep(0.1)
+            stack.pg_start()
+            up = time.monotonic()
+            wait_until(lambda: any(a[5] > up for a in list(load.acked)), 30, what="orders acknowledged after the restart")
+            recovered = min(a[6] for a in list(load.acked) if a[5] > up) - up
+            for method, path in reads:
+                wait_until(lambda: timed(stack.gateway_port, method, path, headers=headers)[0] in (200, 404), 15,
+                           what=f"{path} to answer again")
+            time.sleep(0.5)
+            load.stop()
+            # Nothing sent while the database was down was acknowledged (nothing could be durable).
+            sent_while_down = [a for a in load.acked if down + 0.05 < a[5] < up]
+            self.assertEqual(sent_while_down, [])
+            # Orders sent while it was down were refused at once (the batch in flight at the stop
+            # waits for the database instead: its outcome is decided only by the commit).
+            order_waits = [a for a in load.answers if down + 0.5 < a[0] < up - 0.5]
+            self.assertTrue(order_waits, "no order was sent during the outage")
+            self.assertTrue(all(status in (503,) for _, _, status in order_waits), {s for _, _, s in order_waits})
+            slowest_order = max(done - sent for sent, done, _ in order_waits)
+            slowest_read = max(d for _, _, d in during)
+            print(f"postgres down 4 s: {len(order_waits)} orders answered 503 (slowest {slowest_order * 1000:.0f} ms), "
+                  f"{len(during)} reads {sorted({s for _, s, _ in during})} (slowest {slowest_read * 1000:.0f} ms); "
+                  f"orders acknowledged again {recovered:.2f} s after the restart", flush=True)
+            self.assertLess(slowest_order, 2.0)
+            self.assertLess(slowest_read, 2.5)
+            self.assertNotIn(500, {s for _, s, _ in during})
+            for name, p in stack.procs.items():
+                self.assertIsNone(p.poll(), f"{name} exited")
+            check_acknowledged(self, stack, t, load.acked, deposited)
+        finally:
+            stack.close()
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -34,6 +34,12 @@ Connection::~Connection() { PQfinish(c_); }
 
 bool Connection::healthy() const { return PQstatus(c_) == CONNECTION_OK; }
 
+bool Connection::alive() {
+  // Reads whatever the server sent while idle (a shutdown notice, EOF) without blocking.
+  if (PQconsumeInput(c_) == 0) return false;
+  return PQstatus(c_) == CONNECTION_OK;
+}
+
 namespace {
 Error db_error(std::string_view what, pg_conn* c, pg_result* r) {
   // The SQL text and server detail go to the log only, never to a client.
@@ -107,6 +113,12 @@ Result<Lease> Pool::acquire() {
     if (!idle_.empty()) {
       auto c = std::move(idle_.back());
       idle_.pop_back();
+      // A server restart leaves idle connections closed: find out now (a non-blocking read)
+      // rather than fail the caller's query.
+      if (!c->alive()) {
+        --open_;
+        continue;
+      }
       return Lease(this, std::move(c));
     }
     if (open_ < options_.max_connections) {

@@ -55,6 +55,8 @@ class Connection {
   // Several statements without parameters (migrations).
   Result<void> exec_script(std::string_view sql);
   bool healthy() const;
+  // healthy(), after reading what the server may have sent while the connection was idle.
+  bool alive();
 
  private:
   pg_conn* c_;
