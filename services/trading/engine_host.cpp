@@ -380,6 +380,7 @@ void EngineHost::engine_loop() {
     {
       std::unique_lock lock(out_mu_);
       out_cv_.wait(lock, [&] { return out_.size() < options_.max_pending_batches || !running_.load(); });
+      if (degraded_.load()) answer_unknown(b);  // submitted just before the outage was noticed
       out_.push_back(std::move(b));
     }
     out_cv_.notify_all();
@@ -441,7 +442,16 @@ void EngineHost::persist_loop() {
   }
 }
 
-void EngineHost::write_through_outage(const Batch& b, Error first) {
+void EngineHost::answer_unknown(Batch& batch) {
+  for (auto& it : batch.items) {
+    if (!it.done || it.reply || !it.journaled) continue;
+    it.done(fail(Code::unavailable,
+                 "the database is unavailable: not acknowledged; retry with the same client_order_id or key to learn the outcome"));
+    it.done = nullptr;
+  }
+}
+
+void EngineHost::write_through_outage(Batch& b, Error first) {
   // No answer has been sent for this batch, so no client was told an uncommitted order exists.
   // A lost connection (PostgreSQL restarting): refuse new work with 503, reconnect, re-take the
   // engine lock (a standby may have it by now: then exit and let it serve), find out whether the
@@ -449,6 +459,14 @@ void EngineHost::write_through_outage(const Batch& b, Error first) {
   // longer than the limit: exit, and let recovery replay exactly what was committed.
   degraded_.store(true);
   log::error("batch commit failed; refusing new requests until it is written", {{"error", first.message}});
+  // The commands waiting for this write (this batch and those queued behind it) are answered now
+  // rather than left hanging: not acknowledged, outcome decided by whether the write lands when the
+  // database returns; a retry with the same client_order_id or idempotency key finds out.
+  answer_unknown(b);
+  {
+    std::lock_guard lock(out_mu_);
+    for (auto& waiting : out_) answer_unknown(waiting);
+  }
   std::uint64_t first_command = 0;
   for (const auto& it : b.items) {
     if (it.journaled) {

@@ -99,7 +99,8 @@ class EngineHost {
   void engine_loop();
   void persist_loop();
   Result<void> write(const Batch& b);
-  void write_through_outage(const Batch& b, Error first);
+  void write_through_outage(Batch& b, Error first);
+  static void answer_unknown(Batch& batch);
   void publish(const Batch& b);
   std::string operator_outcome(const Batch& b, const Item& item) const;
 
