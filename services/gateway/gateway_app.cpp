@@ -70,7 +70,9 @@ Result<void> setup(service::Context& ctx) {
 
   // Route table of the original README (markets and /ws → market; positions, orders, balances →
   // trading; vaults → vault; auth, users → user).
-  auto auth = std::make_shared<Authenticator>(ctx);
+  http::ClientOptions lookup_options;
+  lookup_options.request_timeout = std::chrono::milliseconds(2000);
+  auto auth = std::make_shared<Authenticator>(ctx, user.endpoint, std::make_shared<http::Client>(*ctx.runtime, lookup_options));
   RateLimiter::Limits limits;
   for (auto [bucket, name, cap, per_min] :
        {std::tuple{&limits.per_ip, "IP", 1200, 6000}, std::tuple{&limits.per_user, "USER", 600, 3000},

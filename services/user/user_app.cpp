@@ -32,6 +32,11 @@ constexpr db::Query kActiveSessions{
     "sessions_active",
     "SELECT encode(token_hash, 'hex'), user_id, (extract(epoch from expires_at) * 1000)::bigint FROM sessions"
     " WHERE revoked_at IS NULL AND expires_at > now()"};
+constexpr db::Query kCredential{
+    "credential_lookup",
+    "SELECT user_id::text, 'api_key', scope, 0::bigint FROM api_keys WHERE key_hash = decode($1, 'hex') AND revoked_at IS NULL"
+    " UNION ALL SELECT user_id::text, 'session', 'trade', (extract(epoch from expires_at) * 1000)::bigint FROM sessions"
+    " WHERE token_hash = decode($1, 'hex') AND revoked_at IS NULL AND expires_at > now() LIMIT 1"};
 constexpr db::Query kProfile{
     "profile",
     "SELECT id, wallet_address, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
@@ -75,6 +80,36 @@ Result<http::Response> issue_key(State& st, const UserId& user, const json::Valu
   return http::Response::json(201, w.take());
 }
 
+Result<void> load_credentials(service::Context& ctx) {
+  auto lease = ctx.db->acquire();
+  if (!lease) return lease.error();
+  auto keys = (*lease)->exec(kActiveKeys);
+  if (!keys) return keys.error();
+  for (int i = 0; i < keys->size(); ++i) {
+    auto scope = auth::parse_scope(keys->get(i, 2)).value_or(auth::Scope::read);
+    auto uid = Uuid::parse(keys->get(i, 1));
+    if (!uid) continue;
+    if (auto r = ctx.redis->set(auth::redis_key(keys->get(i, 0)), auth::encode({UserId{*uid}, auth::Kind::api_key, scope, 0}),
+                                std::chrono::hours(24 * 365 * 10));
+        !r) {
+      return r.error();
+    }
+  }
+  auto sessions = (*lease)->exec(kActiveSessions);
+  if (!sessions) return sessions.error();
+  for (int i = 0; i < sessions->size(); ++i) {
+    auto uid = Uuid::parse(sessions->get(i, 1));
+    const std::int64_t expires = std::stoll(std::string(sessions->get(i, 2)));
+    const std::int64_t ttl = expires - SystemClock::instance().now_ms();
+    if (!uid || ttl <= 0) continue;
+    (void)ctx.redis->set(auth::redis_key(sessions->get(i, 0)),
+                         auth::encode({UserId{*uid}, auth::Kind::session, auth::Scope::trade, expires}),
+                         std::chrono::milliseconds(ttl));
+  }
+  if (auto r = ctx.redis->set(std::string(auth::kLoadedMarker), "1", std::chrono::hours(24 * 365 * 10)); !r) return r.error();
+  return {};
+}
+
 }  // namespace
 
 Result<void> setup(service::Context& ctx) {
@@ -91,34 +126,18 @@ Result<void> setup(service::Context& ctx) {
   st.client = std::make_shared<http::Client>(*ctx.runtime, co);
   ctx.on_stop.push_back([] { st.client.reset(); });  // its sockets belong to the runtime
 
-  // Redis is never the source of truth: make it hold every live credential.
-  {
-    auto lease = ctx.db->acquire();
-    if (!lease) return lease.error();
-    auto keys = (*lease)->exec(kActiveKeys);
-    if (!keys) return keys.error();
-    for (int i = 0; i < keys->size(); ++i) {
-      auto scope = auth::parse_scope(keys->get(i, 2)).value_or(auth::Scope::read);
-      auto uid = Uuid::parse(keys->get(i, 1));
-      if (!uid) continue;
-      if (auto r = ctx.redis->set(auth::redis_key(keys->get(i, 0)), auth::encode({UserId{*uid}, auth::Kind::api_key, scope, 0}),
-                                  std::chrono::hours(24 * 365 * 10));
-          !r) {
-        return r.error();
+  // Redis is never the source of truth: make it hold every live credential, and again whenever
+  // it comes back empty (a restart without persistence): the marker key says it is loaded.
+  if (auto loaded = load_credentials(ctx); !loaded) return loaded.error();
+  ctx.runtime->every(std::chrono::seconds(2), [&ctx] {
+    (void)ctx.runtime->try_blocking([&ctx] {
+      auto marker = ctx.redis->get(std::string(auth::kLoadedMarker));
+      if (marker && !*marker) {
+        log::warn("Redis has lost the credentials (restarted empty?): loading them again");
+        if (auto r = load_credentials(ctx); !r) log::warn("loading credentials failed", {{"error", r.error().message}});
       }
-    }
-    auto sessions = (*lease)->exec(kActiveSessions);
-    if (!sessions) return sessions.error();
-    for (int i = 0; i < sessions->size(); ++i) {
-      auto uid = Uuid::parse(sessions->get(i, 1));
-      const std::int64_t expires = std::stoll(std::string(sessions->get(i, 2)));
-      const std::int64_t ttl = expires - SystemClock::instance().now_ms();
-      if (!uid || ttl <= 0) continue;
-      (void)ctx.redis->set(auth::redis_key(sessions->get(i, 0)),
-                           auth::encode({UserId{*uid}, auth::Kind::session, auth::Scope::trade, expires}),
-                           std::chrono::milliseconds(ttl));
-    }
-  }
+    });
+  });
 
   auto& r = *ctx.router;
   if (auto si = register_sign_in(st, r); !si) return si.error();
@@ -136,6 +155,29 @@ Result<void> setup(service::Context& ctx) {
       auto uid = u && u->is_string() ? Uuid::parse(u->as_string()) : std::nullopt;
       if (!uid) return fail(Code::invalid_field, "user_id must be a UUID", "user_id");
       return issue_key(st, UserId{*uid}, *doc);
+    });
+  });
+
+  // The gateway's way to a credential when Redis cannot answer (down, or restarted empty): by the
+  // SHA-256 of the secret, so it tells nothing to anyone who does not hold the secret already.
+  // Internal port only (the gateway does not route /internal).
+  r.get("/internal/v1/credentials/{hash}", [](http::Request& req, http::Respond respond) {
+    const std::string hash(req.path_param("hash"));
+    if (hash.size() != 64 || hash.find_first_not_of("0123456789abcdef") != std::string::npos) {
+      return respond(http::Response::error(fail(Code::invalid_field, "hash must be 64 lowercase hex digits", "hash"), req.request_id));
+    }
+    service::respond_blocking(*st.ctx, req, respond, [hash]() -> Result<http::Response> {
+      auto lease = st.ctx->db->acquire();
+      if (!lease) return lease.error();
+      auto rows = (*lease)->exec(kCredential, {hash});
+      if (!rows) return rows.error();
+      if (rows->size() == 0) return fail(Code::not_found, "no live credential with this hash");
+      auto uid = Uuid::parse(rows->get(0, 0));
+      if (!uid) return fail(Code::internal, "bad user id");
+      auth::Credential c{UserId{*uid}, rows->get(0, 1) == "api_key" ? auth::Kind::api_key : auth::Kind::session,
+                         auth::parse_scope(rows->get(0, 2)).value_or(auth::Scope::read),
+                         std::stoll(std::string(rows->get(0, 3)))};
+      return http::Response::json(200, auth::encode(c));
     });
   });
 

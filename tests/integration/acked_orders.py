@@ -29,8 +29,9 @@ class OrderLoad:
     holds (user, client_order_id, id, status, filled, sent, answered) of every 201 (monotonic times); `statuses` counts every
     answer's status (0: no answer)."""
 
-    def __init__(self, port, users, seed, clients=6, timeout=5.0):
+    def __init__(self, port, users, seed, clients=6, timeout=5.0, keys=None):
         self.port, self.users, self.timeout = port, users, timeout
+        self.keys = keys  # user → API key: authenticate with it instead of X-User-ID
         self.acked, self.statuses, self.answers = [], {}, []  # answers: (sent, answered, status)
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
@@ -57,8 +58,9 @@ class OrderLoad:
                     "client_order_id": coid, "time_in_force": rng.choice(["GTC", "GTC", "IOC"])}
             sent = time.monotonic()
             try:
+                who = {"Authorization": f"Bearer {self.keys[user]}"} if self.keys else {"X-User-ID": user}
                 r = request(self.port, "POST", "/api/v1/orders", body=body,
-                            headers={"X-User-ID": user, "Content-Type": "application/json"}, timeout=self.timeout)
+                            headers={**who, "Content-Type": "application/json"}, timeout=self.timeout)
                 status = r.status
             except OSError:
                 status = 0  # no answer: this request was never acknowledged

@@ -170,6 +170,21 @@ class Stack:
         os.makedirs(self.log_dir, exist_ok=True)
         self.services = services or SERVICES
 
+    def redis_stop(self):
+        """Stops the private Redis server."""
+        with open(f"{self.redis_dir}/r.pid") as f:
+            os.kill(int(f.read()), signal.SIGTERM)
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(self.redis_port), "ping"],
+                                          capture_output=True).returncode != 0, 5, what="redis to stop")
+
+    def redis_start(self):
+        """Starts the private Redis server again, empty, on the same port."""
+        subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port), "--save", "",
+                        "--appendonly", "no", "--daemonize", "yes", "--pidfile", f"{self.redis_dir}/r.pid"],
+                       check=True, stdout=subprocess.DEVNULL)
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(self.redis_port), "ping"],
+                                          capture_output=True).returncode == 0, 5, what="redis to start")
+
     def pg_stop(self):
         """Stops the private PostgreSQL server (fast shutdown: sessions are cut)."""
         subprocess.run([os.path.join(SOURCE_DIR, "scripts", "infra.sh"), "stop", self.pg_dir],

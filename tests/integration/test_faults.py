@@ -2,6 +2,7 @@
 engine lock; PostgreSQL stopped and started mid-load; Redis down for 30 s. In each, nothing
 acknowledged is lost, answers during the fault are quick 503s (never a hang), and the system comes
 back by itself."""
+import os
 import signal
 import time
 import unittest
@@ -128,6 +129,61 @@ class PostgresRestart(unittest.TestCase):
             self.assertNotIn(500, {s for _, s, _ in during})
             for name, p in stack.procs.items():
                 self.assertIsNone(p.poll(), f"{name} exited")
+            check_acknowledged(self, stack, t, load.acked, deposited)
+        finally:
+            stack.close()
+
+
+class RedisDown(unittest.TestCase):
+    def test_order_entry_keeps_working_and_streams_resync(self):
+        from test_ws import SYM, Collector, check_seq
+        from ws_client import WsClient
+        token = TRADING_ENV["OPERATOR_TOKEN"]
+        env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}, "market": {"INDEX_FEED": "none"},
+               "user": {"OPERATOR_TOKEN": token}, "vault": {"OPERATOR_TOKEN": token},
+               "gateway": {"RATE_LIMIT_USER_BURST": "1000000", "RATE_LIMIT_IP_BURST": "1000000"}}
+        stack = Stack("redisdown", extra_env=env, own_redis=True).start_all()
+        try:
+            t = Trading(stack.ports["trading"])
+            t.mark(SYM, "97000")
+            users, deposited = fund(t, 4)
+            keys = {}
+            for u in users:
+                r = request(stack.ports["user"], "POST", "/internal/v1/api-keys", body={"user_id": u, "scope": "trade"},
+                            headers={"Authorization": f"Bearer {token}"})
+                self.assertEqual(r.status, 201, r.body)
+                keys[u] = r.json()["key"]
+            ws = WsClient(stack.gateway_port, timeout=90)  # no message flows while Redis is away
+            ws.send_json({"method": "SUBSCRIBE", "params": [f"trade.{SYM}", f"depth.{SYM}"], "id": 1})
+            col = Collector(ws)
+            wait_until(lambda: col.on(f"depth.{SYM}"), 5, what="the first depth snapshot")
+            load = OrderLoad(stack.gateway_port, users, seed=5, clients=2, keys=keys).start()
+            time.sleep(2.0)
+            stack.redis_stop()
+            down = time.monotonic()
+            time.sleep(float(os.environ.get('REDIS_DOWN_S', '30')))
+            stack.redis_start()  # empty: no credentials, no rate-limit buckets
+            up = time.monotonic()
+            try:
+                wait_until(lambda: sum(1 for m in col.on(f"depth.{SYM}") if m.get("snapshot")) >= 2, 15,
+                           what="a fresh depth snapshot after Redis is back")
+            except AssertionError:
+                print("closed:", col.closed, [(m.get("channel"), m.get("type"), m.get("snapshot"), m.get("seq")) for m in col.messages][-10:], len(col.messages))
+                raise
+            time.sleep(3.0)
+            load.stop()
+            during = [a for a in load.answers if down < a[0] < up]
+            after = [a for a in load.answers if a[0] > up]
+            print(f"redis down 30 s: {len(during)} orders sent, statuses {sorted({s for *_, s in during})}, "
+                  f"slowest {max(d - s for s, d, _ in during) * 1000:.0f} ms; after: {len(after)} orders, "
+                  f"statuses {sorted({s for *_, s in after})}", flush=True)
+            self.assertGreater(len(during), 100)
+            self.assertEqual({s for *_, s in during}, {201})
+            self.assertEqual({s for *_, s in after}, {201})
+            wait_until(lambda: [m for m in col.on(f"trade.{SYM}") if not m.get("snapshot") and m["data"] and
+                                m.get("seq", 0) > 0], 10, what="trades on the stream")
+            check_seq(self, col.on(f"depth.{SYM}"))
+            ws.close()
             check_acknowledged(self, stack, t, load.acked, deposited)
         finally:
             stack.close()

@@ -29,10 +29,13 @@ http::Handler make_health(service::Context& ctx, std::vector<Upstream> upstreams
 enum class Access : std::uint8_t { open, optional_user, user };
 
 // Resolves `Authorization: Bearer <session token or API key>` to a user: a local cache of at
-// most 1 s (so a revocation takes effect within 1 s), then Redis on the blocking pool.
+// most 1 s (so a revocation takes effect within 1 s), then Redis on the blocking pool; when Redis
+// cannot answer (down, or restarted without the credentials), the user service, which reads
+// PostgreSQL.
 class Authenticator {
  public:
-  explicit Authenticator(service::Context& ctx) : ctx_(ctx) {}
+  Authenticator(service::Context& ctx, config::Endpoint user_service, std::shared_ptr<http::Client> client)
+      : ctx_(ctx), user_service_(std::move(user_service)), client_(std::move(client)) {}
   struct Identity {
     std::string user_id;
     std::string kind;   // session | api_key
@@ -49,7 +52,12 @@ class Authenticator {
     std::optional<Identity> identity;  // nullopt: known invalid
     std::chrono::steady_clock::time_point at;
   };
+  // Blocking: Redis, then the user service. nullopt: no live credential has this hash.
+  Result<std::optional<Identity>> lookup(const std::string& hash);
+
   service::Context& ctx_;
+  config::Endpoint user_service_;
+  std::shared_ptr<http::Client> client_;
   std::mutex mu_;
   std::unordered_map<std::string, Entry> cache_;
 };

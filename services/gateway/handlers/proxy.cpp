@@ -79,24 +79,37 @@ void Authenticator::resolve(const http::Request& req, std::function<void(Result<
     }
   }
   bool queued = ctx_.runtime->try_blocking([this, hash, done] {
-    auto v = ctx_.redis->get(auth::redis_key(hash));
-    if (!v) return done(fail(Code::unavailable, "authentication unavailable"));
-    std::optional<Identity> id;
-    if (*v) {
-      if (auto c = auth::decode(**v); c && (c->expires_ms == 0 || c->expires_ms > SystemClock::instance().now_ms())) {
-        id = Identity{c->user.value().to_string(), std::string(auth::kind_name(c->kind)),
-                      std::string(auth::scope_name(c->scope)), hash};
-      }
-    }
+    auto id = lookup(hash);
+    if (!id) return done(id.error());
     {
       std::lock_guard lock(mu_);
       if (cache_.size() > 100'000) cache_.clear();  // bounded
-      cache_[hash] = Entry{id, std::chrono::steady_clock::now()};
+      cache_[hash] = Entry{*id, std::chrono::steady_clock::now()};
     }
-    if (!id) return done(fail(Code::unauthenticated, "invalid or revoked credential"));
-    done(std::optional<Identity>(*id));
+    if (!*id) return done(fail(Code::unauthenticated, "invalid or revoked credential"));
+    done(std::optional<Identity>(**id));
   });
   if (!queued) done(fail(Code::overloaded, "gateway busy"));
+}
+
+Result<std::optional<Authenticator::Identity>> Authenticator::lookup(const std::string& hash) {
+  auto identity = [&](std::string_view encoded) -> std::optional<Identity> {
+    auto c = auth::decode(encoded);
+    if (!c || (c->expires_ms != 0 && c->expires_ms <= SystemClock::instance().now_ms())) return std::nullopt;
+    return Identity{c->user.value().to_string(), std::string(auth::kind_name(c->kind)),
+                    std::string(auth::scope_name(c->scope)), hash};
+  };
+  auto v = ctx_.redis->get(auth::redis_key(hash));
+  if (v && *v) return identity(**v);
+  if (v) {
+    // A miss is final only while Redis holds every credential (the user service's marker).
+    auto marker = ctx_.redis->get(std::string(auth::kLoadedMarker));
+    if (marker && *marker) return std::optional<Identity>();
+  }
+  auto r = client_->request_sync(user_service_, {http::Method::get, "/internal/v1/credentials/" + hash, {}, {}});
+  if (!r || (r->status != 200 && r->status != 404)) return fail(Code::unavailable, "authentication unavailable");
+  if (r->status == 404) return std::optional<Identity>();
+  return identity(r->body);
 }
 
 Result<std::optional<Authenticator::Identity>> Authenticator::resolve_now(const http::Request& req) {
@@ -104,16 +117,10 @@ Result<std::optional<Authenticator::Identity>> Authenticator::resolve_now(const 
   if (!h) return std::optional<Identity>();
   constexpr std::string_view kBearer = "Bearer ";
   if (!h->starts_with(kBearer) || h->size() > 200) return fail(Code::unauthenticated, "malformed Authorization header");
-  const std::string hash = auth::hash_hex(h->substr(kBearer.size()));
-  auto v = ctx_.redis->get(auth::redis_key(hash));
-  if (!v) return fail(Code::unavailable, "authentication unavailable");
-  if (*v) {
-    if (auto c = auth::decode(**v); c && (c->expires_ms == 0 || c->expires_ms > SystemClock::instance().now_ms())) {
-      return std::optional<Identity>(Identity{c->user.value().to_string(), std::string(auth::kind_name(c->kind)),
-                                              std::string(auth::scope_name(c->scope)), hash});
-    }
-  }
-  return fail(Code::unauthenticated, "invalid or revoked credential");
+  auto id = lookup(auth::hash_hex(h->substr(kBearer.size())));
+  if (!id) return id.error();
+  if (!*id) return fail(Code::unauthenticated, "invalid or revoked credential");
+  return id;
 }
 
 namespace {

@@ -27,6 +27,9 @@ std::string new_token(Kind kind);
 std::string hash_hex(std::string_view token);
 // Redis key of a credential: hydrox:auth:<hash>
 std::string redis_key(std::string_view hash);
+// Set in Redis by the user service once every live credential is there: a missing marker means
+// Redis lost them (restarted empty) and a miss proves nothing.
+inline constexpr std::string_view kLoadedMarker = "hydrox:auth:loaded";
 
 std::string encode(const Credential& c);
 std::optional<Credential> decode(std::string_view json);
