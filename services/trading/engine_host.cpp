@@ -131,28 +131,127 @@ void EngineHost::note_vaults(const std::vector<Event>& events) {
   }
 }
 
+namespace {
+// A queue of at most two items between two threads; close() ends it for both sides.
+template <typename T>
+class PageQueue {
+ public:
+  bool push(T item) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return items_.size() < 2 || closed_; });
+    if (closed_) return false;
+    items_.push_back(std::move(item));
+    cv_.notify_all();
+    return true;
+  }
+  std::optional<T> pop() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !items_.empty() || closed_; });
+    if (items_.empty()) return std::nullopt;
+    T item = std::move(items_.front());
+    items_.pop_front();
+    cv_.notify_all();
+    return item;
+  }
+  void close() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<T> items_;
+  bool closed_ = false;
+};
+}  // namespace
+
 Result<void> EngineHost::recover(std::int64_t now_ms) {
   auto lease = db_->acquire();
   if (!lease) return lease.error();
+  // Three stages, so that PostgreSQL, JSON decoding and the replay overlap: a thread reads pages
+  // (on its own connection), a thread decodes them, this thread applies them.
+  using Clock = std::chrono::steady_clock;
+  const auto started = Clock::now();
+  struct Entry {
+    std::int64_t command_no;
+    Command command;
+    Seq first_seq;
+    std::size_t count;
+  };
+  using Page = Result<std::vector<Entry>>;
+  // A queue of at most two items between two stages; close() ends it (from either side).
+  PageQueue<Result<db::Rows>> raw;
+  PageQueue<Page> decoded;
+  std::thread fetcher([&] {
+    auto own = db_->acquire();
+    std::string after = "0";
+    for (;;) {
+      Result<db::Rows> rows = own ? (*own)->exec(kJournalPage, {after}) : Result<db::Rows>(own.error());
+      const bool last_page = !rows || rows->size() == 0;
+      if (!last_page) after = std::string(rows->get(rows->size() - 1, 0));
+      if (!raw.push(std::move(rows)) || last_page) break;
+    }
+    raw.close();
+  });
+  std::thread decoder([&] {
+    while (auto rows = raw.pop()) {
+      Page page = std::vector<Entry>{};
+      if (!*rows) {
+        page = rows->error();
+      } else {
+        page->reserve(static_cast<std::size_t>((*rows)->size()));
+        for (int r = 0; r < (*rows)->size(); ++r) {
+          const std::int64_t no = std::stoll(std::string((*rows)->get(r, 0)));
+          auto cmd = decode_command((*rows)->get(r, 1), catalog_);
+          if (!cmd) {
+            page = fail(Code::internal, "journal entry " + std::to_string(no) + ": " + cmd.error().message);
+            break;
+          }
+          page->push_back(Entry{no, std::move(*cmd), static_cast<Seq>(std::stoull(std::string((*rows)->get(r, 2)))),
+                                static_cast<std::size_t>(std::stoull(std::string((*rows)->get(r, 3))))});
+        }
+      }
+      const bool last_page = !page || page->empty();
+      if (!decoded.push(std::move(page)) || last_page) break;
+    }
+    raw.close();
+    decoded.close();
+  });
+  auto stop_fetcher = [&] {
+    raw.close();
+    decoded.close();
+    fetcher.join();
+    decoder.join();
+  };
   std::vector<Event> events;
   std::int64_t last = 0;
+  Clock::duration waiting{};
   for (;;) {
-    auto rows = (*lease)->exec(kJournalPage, {std::to_string(last)});
-    if (!rows) return rows.error();
-    if (rows->size() == 0) break;
-    for (int r = 0; r < rows->size(); ++r) {
-      last = std::stoll(std::string(rows->get(r, 0)));
-      auto cmd = decode_command(rows->get(r, 1), catalog_);
-      if (!cmd) return fail(Code::internal, "journal entry " + std::to_string(last) + ": " + cmd.error().message);
+    const auto t0 = Clock::now();
+    auto next = decoded.pop();
+    waiting += Clock::now() - t0;
+    if (!next) break;
+    Page page = std::move(*next);
+    if (!page) {
+      stop_fetcher();
+      return page.error();
+    }
+    if (page->empty()) break;
+    for (const Entry& e : *page) {
+      last = e.command_no;
       events.clear();
-      engine_.apply(*cmd, events);
-      const auto first_seq = static_cast<Seq>(std::stoull(std::string(rows->get(r, 2))));
-      const auto count = static_cast<std::size_t>(std::stoull(std::string(rows->get(r, 3))));
-      if (events.size() != count || (count > 0 && events.front().seq != first_seq)) {
+      engine_.apply(e.command, events);
+      if (events.size() != e.count || (e.count > 0 && events.front().seq != e.first_seq)) {
+        stop_fetcher();
         return fail(Code::internal, "journal replay diverged at command " + std::to_string(last));
       }
     }
   }
+  stop_fetcher();
+  const auto ms = [](Clock::duration d) { return static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()); };
+  log::info("journal replayed", {{"commands", last}, {"ms", ms(Clock::now() - started)}, {"waiting_for_pages_ms", ms(waiting)}});
   command_no_.store(static_cast<std::uint64_t>(last));
   auto keys = (*lease)->exec(kOperatorKeys);
   if (!keys) return keys.error();

@@ -45,3 +45,17 @@ TEST(Endpoint, ParsesServiceUrls) {
   EXPECT_FALSE(config::parse_http_url("http://h:0"));
   EXPECT_FALSE(config::parse_http_url("https://h:1"));
 }
+
+TEST(Endpoint, ParsesAnActiveAndItsStandbys) {
+  auto e = config::parse_http_urls("http://a:8082, http://b:8092");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->to_string(), "http://a:8082");
+  ASSERT_EQ(e->standbys.size(), 1u);
+  EXPECT_EQ(e->standbys[0].host, "b");
+  EXPECT_EQ(e->standbys[0].port, 8092);
+  EXPECT_TRUE(config::parse_http_urls("http://a:1")->standbys.empty());
+  EXPECT_FALSE(config::parse_http_urls("http://a:1,"));
+  EXPECT_FALSE(config::parse_http_urls("http://a:1,https://b:2"));
+  config::Env env({{"U", "http://a:1,http://b:2,http://c:3"}});
+  EXPECT_EQ(env.endpoint("U", "")->standbys.size(), 2u);
+}

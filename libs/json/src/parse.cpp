@@ -270,8 +270,15 @@ class Parser {
         continue;
       }
       if (c < 0x80) {
-        out.push_back(static_cast<char>(c));
-        ++pos_;
+        // A run of plain ASCII in one append (most strings are nothing else).
+        std::size_t end = pos_ + 1;
+        while (end < s_.size()) {
+          const unsigned char d = static_cast<unsigned char>(s_[end]);
+          if (d == '"' || d == '\\' || d < 0x20 || d >= 0x80) break;
+          ++end;
+        }
+        out.append(s_.data() + pos_, end - pos_);
+        pos_ = end;
         continue;
       }
       std::size_t len = utf8_length();
@@ -314,6 +321,7 @@ class Parser {
     if (depth > limits_.max_depth) return error("nesting too deep");
     ++pos_;
     std::vector<Member> members;
+    members.reserve(8);
     skip_ws();
     if (pos_ < s_.size() && s_[pos_] == '}') {
       ++pos_;
