@@ -56,6 +56,6 @@ TEST(Endpoint, ParsesAnActiveAndItsStandbys) {
   EXPECT_TRUE(config::parse_http_urls("http://a:1")->standbys.empty());
   EXPECT_FALSE(config::parse_http_urls("http://a:1,"));
   EXPECT_FALSE(config::parse_http_urls("http://a:1,https://b:2"));
-  config::Env env({{"U", "http://a:1,http://b:2,http://c:3"}});
+  config::Env env(std::map<std::string, std::string>{{"U", "http://a:1,http://b:2,http://c:3"}});
   EXPECT_EQ(env.endpoint("U", "")->standbys.size(), 2u);
 }
