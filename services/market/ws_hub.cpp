@@ -386,7 +386,9 @@ void Hub::on_redis(std::string_view channel, std::string_view message) {
     w.begin_object().field("id", std::to_string(doc->find("id") ? *doc->find("id")->as_int(0, INT64_MAX) : 0));
     w.field("symbol", symbol).key("price").raw_number(doc->find("price")->number_text());
     w.key("amount").raw_number(doc->find("amount")->number_text()).field("side", doc->find("side")->as_string());
-    w.key("time").raw_number(doc->find("time")->number_text()).end_object();
+    w.key("time").raw_number(doc->find("time")->number_text());
+    if (const auto* ms = doc->find("time_ms")) w.key("time_ms").raw_number(ms->number_text());
+    w.end_object();
     const std::string trade = w.take();
     broadcast("trade." + symbol, "trade", trade);
     // Recent trades for snapshots, newest first, already rendered.
