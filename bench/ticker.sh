@@ -9,7 +9,7 @@ start_infra
 tp=$(port); mp=$(port); gp=$(port); np=$(port)
 PORT=$tp MARK_FROM_INDEX=0 LOG_LEVEL=warn "$bin/hydrox-trading" 2>"$work/trading.log" & pids+=($!)
 PORT=$mp TRADING_SERVICE_URL=http://127.0.0.1:$tp INDEX_FEED=none LOG_LEVEL=warn "$bin/hydrox-market" 2>"$work/market.log" & pids+=($!)
-PORT=$gp MARKET_SERVICE_URL=http://127.0.0.1:$mp RATE_LIMIT_IP_BURST=0 RATE_LIMIT_USER_BURST=0 LOG_LEVEL=error "$bin/hydrox-gateway" 2>"$work/gateway.log" & pids+=($!)
+PORT=$gp HTTP_THREADS=${GATEWAY_THREADS:-2} MARKET_SERVICE_URL=http://127.0.0.1:$mp RATE_LIMIT_IP_BURST=0 RATE_LIMIT_USER_BURST=0 LOG_LEVEL=error "$bin/hydrox-gateway" 2>"$work/gateway.log" & pids+=($!)
 url="http://127.0.0.1:$gp/api/v1/markets/BTC_USDM_PERP/ticker"
 for _ in $(seq 1 100); do curl -sf "$url" >/dev/null && break; sleep 0.1; done
 echo "== ticker through the gateway: wrk -t2 -c$conns -d${duration}s"

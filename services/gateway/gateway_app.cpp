@@ -60,6 +60,7 @@ Result<void> setup(service::Context& ctx) {
 
   auto& r = *ctx.router;
   auto& market = upstreams[0];
+  market.cache = std::make_shared<ResponseCache>();
   auto& trading = upstreams[1];
   auto& vault = upstreams[2];
   auto& user = upstreams[3];

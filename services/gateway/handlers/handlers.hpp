@@ -14,9 +14,27 @@
 
 namespace hydrox::gateway {
 
+// Answers an upstream marked fresh for a while (X-Fresh-For-Ms: market's ticker and market list,
+// whose age it knows): GETs of the same path and query are answered from memory until then, never
+// longer, so nothing is older than the upstream's TTL. At most 4,096 entries.
+class ResponseCache {
+ public:
+  std::optional<http::Response> get(const std::string& target);
+  void put(const std::string& target, const http::Response& res);
+
+ private:
+  struct Entry {
+    http::Response res;
+    std::chrono::steady_clock::time_point until;
+  };
+  std::mutex mu_;
+  std::unordered_map<std::string, Entry> entries_;
+};
+
 struct Upstream {
   std::string name;  // market, trading, vault, user
   config::Endpoint endpoint;
+  std::shared_ptr<ResponseCache> cache;  // set for market
 };
 
 // GET /health: 200 only when the gateway and all four services are ready, else 503 naming the

@@ -123,9 +123,41 @@ Result<std::optional<Authenticator::Identity>> Authenticator::resolve_now(const 
   return id;
 }
 
+std::optional<http::Response> ResponseCache::get(const std::string& target) {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(target);
+  if (it == entries_.end()) return std::nullopt;
+  if (std::chrono::steady_clock::now() >= it->second.until) {
+    entries_.erase(it);
+    return std::nullopt;
+  }
+  return it->second.res;
+}
+
+void ResponseCache::put(const std::string& target, const http::Response& res) {
+  auto fresh = http::find_header(res.headers, "X-Fresh-For-Ms");
+  if (res.status != 200 || !fresh || fresh->empty() || fresh->size() > 6 ||
+      fresh->find_first_not_of("0123456789") != std::string_view::npos) {
+    return;
+  }
+  // Transit made it older than it says: keep it a little less.
+  const auto ms = std::stoll(std::string(*fresh)) - 5;
+  if (ms <= 0) return;
+  std::lock_guard lock(mu_);
+  if (entries_.size() >= 4096) entries_.clear();
+  entries_[target] = Entry{res, std::chrono::steady_clock::now() + std::chrono::milliseconds(ms)};
+}
+
 namespace {
 
 void forward(const Upstream& to, const std::shared_ptr<http::Client>& client, http::Request& req, http::Respond respond) {
+  const bool cacheable = to.cache && req.method == http::Method::get;
+  if (cacheable) {
+    if (auto hit = to.cache->get(req.target)) {
+      http::set_header(hit->headers, "X-Cache", "gateway");
+      return respond(std::move(*hit));
+    }
+  }
   http::OutgoingRequest out;
   out.method = req.method;
   out.target = req.target;
@@ -135,8 +167,10 @@ void forward(const Upstream& to, const std::shared_ptr<http::Client>& client, ht
   http::set_header(out.headers, "X-Request-ID", req.request_id);
   http::set_header(out.headers, "X-Forwarded-For", req.remote_addr);
   out.body = std::move(req.body);
+  std::shared_ptr<ResponseCache> cache = cacheable ? to.cache : nullptr;
   client->request(to.endpoint, std::move(out),
-                  [respond, rid = req.request_id, name = to.name](Result<http::Response> r) {
+                  [respond, rid = req.request_id, name = to.name, cache, target = cacheable ? req.target : std::string()](
+                      Result<http::Response> r) {
                     if (!r) {
                       Error e = r.error();
                       e.message = name + " service unavailable";
@@ -149,6 +183,7 @@ void forward(const Upstream& to, const std::shared_ptr<http::Client>& client, ht
                       if (!hop_by_hop(h.name)) res.headers.push_back(std::move(h));
                     }
                     res.body = std::move(r->body);
+                    if (cache) cache->put(target, res);
                     respond(std::move(res));
                   });
 }

@@ -86,11 +86,13 @@ struct LocalCache {
   std::mutex mu;
   std::unordered_map<std::string, Entry> entries;
 
-  std::optional<std::string> get(const std::string& key) {
+  // The body and how much longer it stays fresh.
+  std::optional<std::pair<std::string, std::chrono::milliseconds>> get(const std::string& key) {
     std::lock_guard lock(mu);
     auto it = entries.find(key);
-    if (it == entries.end() || std::chrono::steady_clock::now() >= it->second.expires) return std::nullopt;
-    return it->second.body;
+    const auto now = std::chrono::steady_clock::now();
+    if (it == entries.end() || now >= it->second.expires) return std::nullopt;
+    return std::pair{it->second.body, std::chrono::duration_cast<std::chrono::milliseconds>(it->second.expires - now)};
   }
   void put(const std::string& key, std::string body, std::chrono::steady_clock::time_point expires) {
     std::lock_guard lock(mu);
@@ -104,12 +106,15 @@ LocalCache& local_cache() {
 }
 
 // Memory (computed here, younger than the TTL), else Redis (shared by every market instance),
-// else compute from PostgreSQL on the blocking pool and fill both.
+// else compute from PostgreSQL on the blocking pool and fill both. An answer whose age is known
+// says for how much longer it stays within the TTL (X-Fresh-For-Ms): the gateway may serve it
+// again until then, never longer.
 void cached(Services& s, http::Request& req, http::Respond respond, std::string key, std::chrono::milliseconds ttl,
             std::function<Result<std::string>()> compute) {
-  if (auto body = local_cache().get(key)) {
-    auto r = http::Response::json(200, std::move(*body));
+  if (auto hit = local_cache().get(key)) {
+    auto r = http::Response::json(200, std::move(hit->first));
     r.set_header("X-Cache", "hit");
+    r.set_header("X-Fresh-For-Ms", std::to_string(hit->second.count()));
     return respond(std::move(r));
   }
   service::respond_blocking(*s.ctx, req, respond, [&s, key, ttl, compute]() -> Result<http::Response> {
@@ -128,6 +133,10 @@ void cached(Services& s, http::Request& req, http::Respond respond, std::string 
     }
     auto r = http::Response::json(200, *body);
     r.set_header("X-Cache", hit ? "miss" : "bypass");
+    if (hit) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(computed_at + ttl - std::chrono::steady_clock::now());
+      if (left.count() > 0) r.set_header("X-Fresh-For-Ms", std::to_string(left.count()));
+    }
     return r;
   });
 }
