@@ -253,7 +253,7 @@ void Hub::broadcast_as(const std::string& key, const std::string& channel, std::
   json::Writer w;
   w.begin_object().field("type", type).field("channel", channel).field("seq", static_cast<std::int64_t>(seq));
   w.key("data").raw_value(data).end_object();
-  const std::string message = w.take();
+  const auto message = std::make_shared<const std::string>(w.take());
   for (std::uint64_t sid : subs->second) {
     auto it = sessions_.find(sid);
     if (it != sessions_.end()) deliver(it->second, message);
@@ -320,7 +320,7 @@ void Hub::send_snapshot(Session& session, const std::string& stream) {
   }
 }
 
-void Hub::deliver(Session& session, const std::string& message) {
+void Hub::deliver(Session& session, const std::shared_ptr<const std::string>& message) {
   if (session.dropped) return;
   const std::int64_t now = now_ms();
   auto drop = [&] {
@@ -340,7 +340,7 @@ void Hub::deliver(Session& session, const std::string& message) {
     session.missed = 0;
     for (const auto& stream : session.streams) send_snapshot(session, stream);
   }
-  if (session.conn->send(message)) return;
+  if (session.conn->send_shared(message)) return;
   if (session.last_resync_ms != 0 && now - session.last_resync_ms < kResyncWindowMs) {
     drop();  // a second overflow soon after a resync
     return;
@@ -358,7 +358,7 @@ void Hub::broadcast(const std::string& stream, std::string_view type, const std:
   json::Writer w;
   w.begin_object().field("type", type).field("channel", stream).field("seq", static_cast<std::int64_t>(seq));
   w.key("data").raw_value(data).end_object();
-  const std::string message = w.take();
+  const auto message = std::make_shared<const std::string>(w.take());
   for (std::uint64_t id : subs->second) {
     auto it = sessions_.find(id);
     if (it != sessions_.end()) deliver(it->second, message);

@@ -63,12 +63,14 @@ class WsSessionImpl final : public WsConnection, public std::enable_shared_from_
 
   websocket::stream<beast::tcp_stream>& ws() { return ws_; }
 
-  bool send(std::string text) override {
+  bool send(std::string text) override { return send_shared(std::make_shared<const std::string>(std::move(text))); }
+
+  bool send_shared(std::shared_ptr<const std::string> text) override {
     if (closed_.load()) return false;
     const std::size_t n = queued_.load();
-    if (n + 1 > options_.max_queued_messages || bytes_.load() + text.size() > options_.max_queued_bytes) return false;
+    if (n + 1 > options_.max_queued_messages || bytes_.load() + text->size() > options_.max_queued_bytes) return false;
     queued_.fetch_add(1);
-    bytes_.fetch_add(text.size());
+    bytes_.fetch_add(text->size());
     asio::post(ws_.get_executor(), [self = shared_from_this(), text = std::move(text)]() mutable {
       self->queue_.push_back(std::move(text));
       if (!self->writing_) self->write_next();
@@ -111,16 +113,16 @@ class WsSessionImpl final : public WsConnection, public std::enable_shared_from_
     }
     writing_ = true;
     ws_.text(true);
-    ws_.async_write(asio::buffer(queue_.front()),
+    ws_.async_write(asio::buffer(*queue_.front()),
                     [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
-                      self->bytes_.fetch_sub(self->queue_.front().size());
+                      self->bytes_.fetch_sub(self->queue_.front()->size());
                       self->queued_.fetch_sub(1);
                       self->queue_.pop_front();
                       if (ec) {
                         self->closed_.store(true);
                         self->writing_ = false;
                         while (!self->queue_.empty()) {
-                          self->bytes_.fetch_sub(self->queue_.front().size());
+                          self->bytes_.fetch_sub(self->queue_.front()->size());
                           self->queued_.fetch_sub(1);
                           self->queue_.pop_front();
                         }
@@ -139,7 +141,7 @@ class WsSessionImpl final : public WsConnection, public std::enable_shared_from_
   Request req_;
   WsOptions options_;
   std::uint64_t id_;
-  std::deque<std::string> queue_;  // strand only
+  std::deque<std::shared_ptr<const std::string>> queue_;  // strand only
   bool writing_ = false;           // strand only
   bool pending_close_ = false;     // strand only
   websocket::close_reason close_reason_;

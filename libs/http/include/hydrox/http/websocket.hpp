@@ -20,6 +20,8 @@ class WsConnection {
  public:
   virtual ~WsConnection() = default;
   virtual bool send(std::string text) = 0;
+  // The same for a message sent to many connections: one buffer, shared, never copied.
+  virtual bool send_shared(std::shared_ptr<const std::string> text) = 0;
   virtual void close(std::uint16_t code, std::string reason) = 0;
   // Drops the connection at once, without a close frame (for a peer that does not read).
   virtual void abort() = 0;
