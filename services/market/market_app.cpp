@@ -12,6 +12,9 @@ Result<void> setup(service::Context& ctx) {
   auto trading = ctx.env.endpoint("TRADING_SERVICE_URL", "http://localhost:8082");
   if (!trading) return trading.error();
   s.trading = *trading;
+  auto user_service = ctx.env.endpoint("USER_SERVICE_URL", "http://localhost:8084");
+  if (!user_service) return user_service.error();
+  s.user_service = *user_service;
   auto lease = ctx.db->acquire();
   if (!lease) return lease.error();
   auto cat = catalog::Catalog::load(**lease);

@@ -15,6 +15,7 @@ struct Services {
   service::Context* ctx = nullptr;
   catalog::Catalog catalog;
   config::Endpoint trading;
+  config::Endpoint user_service;  // credentials when Redis cannot answer (WebSocket AUTH)
   std::shared_ptr<http::Client> client;
   std::chrono::milliseconds ticker_ttl{1000};
   std::chrono::milliseconds klines_ttl{5000};

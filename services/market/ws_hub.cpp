@@ -1,5 +1,7 @@
 #include "ws_hub.hpp"
 
+#include "hydrox/service/credentials.hpp"
+
 #include "ws_protocol.hpp"
 
 #include <ctime>
@@ -147,7 +149,7 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
   if (m == "AUTH") {
     // For clients that cannot set headers on the upgrade (browsers): the token (a session or an
     // API key) as the first message. Looked up like the gateway does (Redis,
-    // hydrox:auth:<sha256>), off the IO thread.
+    // hydrox:auth:<sha256>, else the user service: service::resolve_credential), off the IO thread.
     if (!session.user.empty()) {
       c->send(reply_error(id, "ALREADY_AUTHENTICATED", "this connection is authenticated"));
       return;
@@ -159,16 +161,17 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
     const bool queued = s_.ctx->runtime->try_blocking([weak, hash, id_copy, sid] {
       auto self = weak.lock();
       if (!self) return;
-      std::optional<std::string> user;
-      if (auto v = self->s_.ctx->redis->get(auth::redis_key(hash)); v && *v) {
-        if (auto cred = auth::decode(**v); cred && (cred->expires_ms == 0 || cred->expires_ms > now_ms())) {
-          user = cred->user.value().to_string();
-        }
-      }
+      auto cred = service::resolve_credential(*self->s_.ctx, *self->s_.client, self->s_.user_service, hash);
       std::lock_guard guard(self->mu_);
       auto found = self->sessions_.find(sid);
       if (found == self->sessions_.end() || found->second.dropped) return;
       const json::Value* rid = id_copy ? &*id_copy : nullptr;
+      if (!cred) {
+        found->second.conn->send(reply_error(rid, "UNAVAILABLE", "authentication unavailable; try again"));
+        return;
+      }
+      std::optional<std::string> user;
+      if (*cred) user = (*cred)->user.value().to_string();
       if (!user) {
         found->second.conn->send(reply_error(rid, "UNAUTHENTICATED", "invalid, expired or revoked token"));
         return;

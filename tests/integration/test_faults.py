@@ -162,7 +162,19 @@ class RedisDown(unittest.TestCase):
             time.sleep(2.0)
             stack.redis_stop()
             down = time.monotonic()
-            time.sleep(float(os.environ.get('REDIS_DOWN_S', '30')))
+            # Signing a WebSocket in still works: the AUTH message, and a bearer at the upgrade.
+            time.sleep(1.5)
+            some_key = next(iter(keys.values()))
+            late = WsClient(stack.gateway_port)
+            late.send_json({"method": "AUTH", "params": {"token": some_key}, "id": 7})
+            self.assertEqual(late.recv_json(), {"id": 7, "result": "ok"})
+            late.close()
+            late = WsClient(stack.gateway_port, headers={"Authorization": f"Bearer {some_key}"})
+            late.send_json({"method": "SUBSCRIBE", "params": ["orders"], "id": 8})
+            answers = [late.recv_json() for _ in range(2)]
+            self.assertIn({"id": 8, "result": "ok"}, answers, answers)
+            late.close()
+            time.sleep(max(0.0, float(os.environ.get('REDIS_DOWN_S', '30')) - (time.monotonic() - down)))
             stack.redis_start()  # empty: no credentials, no rate-limit buckets
             up = time.monotonic()
             try:

@@ -2,6 +2,7 @@
 
 #include "handlers.hpp"
 #include "hydrox/auth/tokens.hpp"
+#include "hydrox/service/credentials.hpp"
 #include "hydrox/json/json.hpp"
 #include "hydrox/core/clock.hpp"
 
@@ -93,23 +94,11 @@ void Authenticator::resolve(const http::Request& req, std::function<void(Result<
 }
 
 Result<std::optional<Authenticator::Identity>> Authenticator::lookup(const std::string& hash) {
-  auto identity = [&](std::string_view encoded) -> std::optional<Identity> {
-    auto c = auth::decode(encoded);
-    if (!c || (c->expires_ms != 0 && c->expires_ms <= SystemClock::instance().now_ms())) return std::nullopt;
-    return Identity{c->user.value().to_string(), std::string(auth::kind_name(c->kind)),
-                    std::string(auth::scope_name(c->scope)), hash};
-  };
-  auto v = ctx_.redis->get(auth::redis_key(hash));
-  if (v && *v) return identity(**v);
-  if (v) {
-    // A miss is final only while Redis holds every credential (the user service's marker).
-    auto marker = ctx_.redis->get(std::string(auth::kLoadedMarker));
-    if (marker && *marker) return std::optional<Identity>();
-  }
-  auto r = client_->request_sync(user_service_, {http::Method::get, "/internal/v1/credentials/" + hash, {}, {}});
-  if (!r || (r->status != 200 && r->status != 404)) return fail(Code::unavailable, "authentication unavailable");
-  if (r->status == 404) return std::optional<Identity>();
-  return identity(r->body);
+  auto c = service::resolve_credential(ctx_, *client_, user_service_, hash);
+  if (!c) return c.error();
+  if (!*c) return std::optional<Identity>();
+  return std::optional<Identity>(Identity{(*c)->user.value().to_string(), std::string(auth::kind_name((*c)->kind)),
+                                          std::string(auth::scope_name((*c)->scope)), hash});
 }
 
 Result<std::optional<Authenticator::Identity>> Authenticator::resolve_now(const http::Request& req) {
