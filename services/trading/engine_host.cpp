@@ -171,7 +171,8 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
   auto lease = db_->acquire();
   if (!lease) return lease.error();
   // Three stages, so that PostgreSQL, JSON decoding and the replay overlap: a thread reads pages
-  // (on its own connection), a thread decodes them, this thread applies them.
+  // (on `lease`, which this thread leaves alone until the stages are joined), a thread decodes
+  // them, this thread applies them.
   using Clock = std::chrono::steady_clock;
   const auto started = Clock::now();
   struct Entry {
@@ -181,14 +182,12 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
     std::size_t count;
   };
   using Page = Result<std::vector<Entry>>;
-  // A queue of at most two items between two stages; close() ends it (from either side).
   PageQueue<Result<db::Rows>> raw;
   PageQueue<Page> decoded;
   std::thread fetcher([&] {
-    auto own = db_->acquire();
     std::string after = "0";
     for (;;) {
-      Result<db::Rows> rows = own ? (*own)->exec(kJournalPage, {after}) : Result<db::Rows>(own.error());
+      Result<db::Rows> rows = (*lease)->exec(kJournalPage, {after});
       const bool last_page = !rows || rows->size() == 0;
       if (!last_page) after = std::string(rows->get(rows->size() - 1, 0));
       if (!raw.push(std::move(rows)) || last_page) break;
@@ -219,7 +218,7 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
     raw.close();
     decoded.close();
   });
-  auto stop_fetcher = [&] {
+  auto stop_stages = [&] {
     raw.close();
     decoded.close();
     fetcher.join();
@@ -235,7 +234,7 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
     if (!next) break;
     Page page = std::move(*next);
     if (!page) {
-      stop_fetcher();
+      stop_stages();
       return page.error();
     }
     if (page->empty()) break;
@@ -244,12 +243,12 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
       events.clear();
       engine_.apply(e.command, events);
       if (events.size() != e.count || (e.count > 0 && events.front().seq != e.first_seq)) {
-        stop_fetcher();
+        stop_stages();
         return fail(Code::internal, "journal replay diverged at command " + std::to_string(last));
       }
     }
   }
-  stop_fetcher();
+  stop_stages();
   const auto ms = [](Clock::duration d) { return static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()); };
   log::info("journal replayed", {{"commands", last}, {"ms", ms(Clock::now() - started)}, {"waiting_for_pages_ms", ms(waiting)}});
   command_no_.store(static_cast<std::uint64_t>(last));
@@ -551,7 +550,6 @@ void EngineHost::answer_unknown(Batch& batch) {
 }
 
 void EngineHost::write_through_outage(Batch& b, Error first) {
-  // No answer has been sent for this batch, so no client was told an uncommitted order exists.
   // A lost connection (PostgreSQL restarting): refuse new work with 503, reconnect, re-take the
   // engine lock (a standby may have it by now: then exit and let it serve), find out whether the
   // failed COMMIT landed after all, and write the batch if it did not. Anything else, or an outage

@@ -25,11 +25,13 @@ Result<std::unique_ptr<db::Connection>> take_engine_lock(const std::string& url,
       continue;
     }
     auto got = (*c)->exec(kTryLock, {key});
-    if (got && got->size() == 1 && got->get(0, 0) == "t") return std::move(*c);
-    if (got && wait == LockWait::no) {
+    if (!got) {
+      if (wait == LockWait::no) return got.error();
+    } else if (got->size() == 1 && got->get(0, 0) == "t") {
+      return std::move(*c);
+    } else if (wait == LockWait::no) {
       return fail(Code::conflict, "another trading process holds the engine lock");
-    }
-    if (got) {
+    } else {
       if (!said_waiting) {
         log::info("standby: another trading process is active; waiting for the engine lock");
         said_waiting = true;
@@ -39,8 +41,6 @@ Result<std::unique_ptr<db::Connection>> take_engine_lock(const std::string& url,
         log::info("engine lock taken: this process is now the active trading engine");
         return std::move(*c);
       }
-    } else if (wait == LockWait::no) {
-      return got.error();
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }

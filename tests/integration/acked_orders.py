@@ -3,6 +3,7 @@ survived (crash, failover and database-restart tests share them)."""
 import random
 import subprocess
 import threading
+import time
 import uuid
 from decimal import Decimal as D
 
@@ -48,7 +49,6 @@ class OrderLoad:
             th.join()
 
     def _client(self, seed, n):
-        import time
         rng = random.Random(seed * 1000 + n)
         while not self.stop_event.is_set():
             user = rng.choice(self.users)
