@@ -66,6 +66,7 @@ std::string_view reject_code(Reject r) {
     case Reject::leader_minimum: return "LEADER_MINIMUM";
     case Reject::vault_insolvent: return "VAULT_INSOLVENT";
     case Reject::forbidden: return "FORBIDDEN";
+    case Reject::margin_mode_locked: return "MARGIN_MODE_LOCKED";
   }
   return "UNKNOWN";
 }
@@ -97,6 +98,7 @@ std::string_view balance_reason_code(BalanceReason r) {
     case BalanceReason::insurance_payout: return "INSURANCE_PAYOUT";
     case BalanceReason::vault_deposit: return "VAULT_DEPOSIT";
     case BalanceReason::vault_withdrawal: return "VAULT_WITHDRAWAL";
+    case BalanceReason::isolated_margin: return "ISOLATED_MARGIN";
   }
   return "UNKNOWN";
 }
@@ -166,6 +168,12 @@ std::int32_t BasicEngine<Book>::leverage_of(const Account& a, std::uint32_t m) c
 }
 
 template <class Book>
+Usdm BasicEngine<Book>::isolated_value(const Account& a, std::uint32_t m) const {
+  const Position& p = a.positions[m];
+  return p.margin + notional(m, markets_[m].mark, p.size) - p.cost;
+}
+
+template <class Book>
 AccountView BasicEngine<Book>::view_of(const Account& a) const {
   AccountView v;
   v.collateral = a.collateral;
@@ -175,13 +183,20 @@ AccountView BasicEngine<Book>::view_of(const Account& a) const {
     if (p.size == 0) continue;
     const Price mk = markets_[m].mark;
     const Qty abs = std::abs(p.size);
-    v.unrealized_pnl += notional(static_cast<std::uint32_t>(m), mk, p.size) - p.cost;
+    const Usdm upnl = notional(static_cast<std::uint32_t>(m), mk, p.size) - p.cost;
+    if (p.isolated) {
+      v.isolated_margin += p.margin;
+      v.isolated_unrealized_pnl += upnl;
+      continue;
+    }
+    v.unrealized_pnl += upnl;
     v.position_margin += initial_margin(static_cast<std::uint32_t>(m), mk, abs,
                                         leverage_of(a, static_cast<std::uint32_t>(m)));
     v.maintenance_margin += maintenance_margin(static_cast<std::uint32_t>(m), mk, abs);
   }
   v.account_value = v.collateral + v.unrealized_pnl;
   v.available = v.account_value - v.position_margin - v.order_margin;
+  v.equity = v.account_value + v.isolated_margin + v.isolated_unrealized_pnl;
   return v;
 }
 
@@ -225,6 +240,14 @@ void BasicEngine<Book>::link_account_order(Account& a, Handle h) {
 }
 
 template <class Book>
+bool BasicEngine<Book>::has_orders_in(const Account& a, std::uint32_t m) const {
+  for (Handle h = a.orders_head; h != kNil; h = pool_[h].acct_next) {
+    if (pool_[h].market == m) return true;
+  }
+  return false;
+}
+
+template <class Book>
 void BasicEngine<Book>::unlink_account_order(Account& a, Handle h) {
   Order& o = pool_[h];
   if (o.acct_prev != kNil) pool_[o.acct_prev].acct_next = o.acct_next; else a.orders_head = o.acct_next;
@@ -250,7 +273,24 @@ template <class Book>
 void BasicEngine<Book>::emit_position(const Account& a, std::uint32_t m, std::int64_t ts,
                                       std::vector<Event>& out) {
   const Position& p = a.positions[m];
-  emit(out, PositionChanged{a.user, m, p.size, p.cost, p.realized_pnl, leverage_of(a, m), ts, p.funding});
+  emit(out, PositionChanged{a.user, m, p.size, p.cost, p.realized_pnl, leverage_of(a, m), ts, p.funding,
+                            p.isolated, p.margin});
+}
+
+template <class Book>
+void BasicEngine<Book>::emit_margin(const Account& a, std::uint32_t m, Usdm delta, std::int64_t ts,
+                                    std::vector<Event>& out) {
+  emit(out, IsolatedMarginChanged{a.user, m, delta, a.positions[m].margin, a.collateral, ts});
+}
+
+template <class Book>
+void BasicEngine<Book>::move_margin(Account& a, std::uint32_t m, Usdm delta, std::int64_t ts,
+                                    std::vector<Event>& out) {
+  if (delta == 0) return;
+  a.positions[m].margin += delta;
+  a.collateral -= delta;
+  touch(a);
+  emit_margin(a, m, delta, ts, out);
 }
 
 // ---- apply ------------------------------------------------------------------------------------
@@ -340,7 +380,16 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     return reject(c, Reject::fok_not_fillable, out);
   }
 
-  // Leverage first (it is part of the order in the API), then pre-trade risk.
+  // Margin mode and leverage first (they are part of the order in the API), then pre-trade risk.
+  // The mode changes only while the market has neither a position nor open orders.
+  const bool prev_isolated = acct.positions[c.market].isolated;
+  if (c.margin_mode != MarginMode::unchanged && (c.margin_mode == MarginMode::isolated) != prev_isolated) {
+    // (System accounts stay cross: the backstop takes positions over in its cross margin.)
+    if (pos.size != 0 || has_orders_in(acct, c.market) || ai == 0 || ai == insurance_ || ai == backstop_) {
+      return reject(c, Reject::margin_mode_locked, out);
+    }
+    acct.positions[c.market].isolated = c.margin_mode == MarginMode::isolated;
+  }
   const std::int32_t prev_leverage = acct.positions[c.market].leverage;
   if (c.leverage != 0) acct.positions[c.market].leverage = c.leverage;
 
@@ -365,6 +414,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     Usdm need = order_margin_for(o, c.qty, ms.mark);
     if (v.account_value < v.position_margin + v.order_margin + need) {
       acct.positions[c.market].leverage = prev_leverage;
+      acct.positions[c.market].isolated = prev_isolated;
       pool_.release(h);
       return reject(c, Reject::insufficient_margin, out);
     }
@@ -466,6 +516,12 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
   }
   Account& acct = accounts_[ai];
   if (acct.open_orders >= config_.max_open_orders_per_account) return reject(c, Reject::too_many_open_orders, out);
+  const bool isolated = c.margin_mode == MarginMode::isolated;
+  const bool mode_change = c.margin_mode != MarginMode::unchanged && isolated != acct.positions[c.market].isolated;
+  if (mode_change && (acct.positions[c.market].size != 0 || has_orders_in(acct, c.market) || ai == 0 ||
+                      ai == insurance_ || ai == backstop_)) {
+    return reject(c, Reject::margin_mode_locked, out);
+  }
   Handle h = pool_.alloc();
   Order& o = pool_[h];
   o.id = c.id;
@@ -488,6 +544,7 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
     pool_.release(h);
     return reject(c, Reject::would_trigger_immediately, out);
   }
+  if (mode_change) acct.positions[c.market].isolated = isolated;  // held in that mode: it locks it
   o.priority = seq_ + 1;
   emit(out, OrderAccepted{o.id, c.user, c.market, o.side, o.type, o.tif, o.reduce_only, o.price, o.qty,
                           c.leverage, o.client_order_id, o.ts_ms, o.trigger_price});
@@ -554,12 +611,26 @@ bool BasicEngine<Book>::keeps_account(std::uint32_t ai, std::uint32_t m, Side si
                                       std::int32_t fee_ppm) const {
   const Price mark = markets_[m].mark;
   const Price adverse = side == Side::buy ? price - mark : mark - price;
-  if (adverse <= 0) return true;  // at or better than the mark: the margin checks already hold
   const Account& a = accounts_[ai];
-  const AccountView v = view_of(a);
-  const i128 loss = static_cast<i128>(notional(m, adverse, q)) + 1 + fee(notional(m, price, q), fee_ppm);
-  const Qty size = a.positions[m].size;
+  const Position& p = a.positions[m];
+  const Qty size = p.size;
   const bool reduces = (side == Side::buy ? size < 0 : size > 0) && q <= std::abs(size);
+  if (p.isolated && !reduces) {
+    // The cross part funds the new margin and the fee and must stay above its maintenance; at a
+    // price worse than the mark, the position itself must too.
+    const AccountView v = view_of(a);
+    const Usdm n = notional(m, price, q);
+    const i128 topup = ceil_div(n, leverage_of(a, m));
+    if (static_cast<i128>(v.account_value) - topup - fee(n, fee_ppm) < v.maintenance_margin) return false;
+    if (adverse <= 0) return true;
+    const i128 loss = static_cast<i128>(notional(m, adverse, q)) + 1;
+    return static_cast<i128>(isolated_value(a, m)) + topup - loss >=
+           static_cast<i128>(maintenance_margin(m, mark, std::abs(size))) + maintenance_margin(m, mark, q) + 2;
+  }
+  if (adverse <= 0) return true;  // at or better than the mark: the margin checks already hold
+  const i128 loss = static_cast<i128>(notional(m, adverse, q)) + 1 + fee(notional(m, price, q), fee_ppm);
+  if (p.isolated) return static_cast<i128>(isolated_value(a, m)) - loss >= 0;  // a reducing fill
+  const AccountView v = view_of(a);
   const i128 required = reduces ? 0 : static_cast<i128>(v.maintenance_margin) + maintenance_margin(m, mark, q) + 2;
   return static_cast<i128>(v.account_value) - loss >= required;
 }
@@ -633,16 +704,23 @@ void BasicEngine<Book>::close_order(Handle h, OrderStatus status, CancelReason w
 }
 
 template <class Book>
-Usdm BasicEngine<Book>::apply_fill(Account& a, std::uint32_t m, Side side, Qty qty, Usdm n) {
+typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a, std::uint32_t m, Side side,
+                                                                     Qty qty, Usdm n) {
   Position& p = a.positions[m];
   const int s = sign(side);
   const Qty dq = s * qty;
   touch(a);
+  FillEffect fx;
   if (p.size == 0 || (p.size > 0) == (dq > 0)) {  // open or increase
     if (p.size == 0 && ++a.open_positions == 2) multi_.insert(a.index);
     p.size += dq;
     p.cost += s * n;
-    return 0;
+    if (p.isolated) {  // its initial margin at the fill price, out of the collateral
+      fx.margin_delta = clamp64(ceil_div(n, leverage_of(a, m)));
+      p.margin += fx.margin_delta;
+      a.collateral -= fx.margin_delta;
+    }
+    return fx;
   }
   const Qty abs = std::abs(p.size);
   const Qty closing = std::min(qty, abs);
@@ -653,17 +731,23 @@ Usdm BasicEngine<Book>::apply_fill(Account& a, std::uint32_t m, Side side, Qty q
   const Usdm realized = (p.size > 0 ? n_close : -n_close) - cost_removed;
   p.cost -= cost_removed;
   p.size += dq;
+  if (p.isolated) {  // the closed part's margin goes back, all of it when nothing is left
+    fx.margin_delta = -(closing == abs ? p.margin : clamp64(static_cast<i128>(p.margin) * closing / abs));
+  }
   if (qty > closing) {  // flip: the rest opens at the fill price
     p.cost = s * (n - n_close);
     p.funding = 0;
+    if (p.isolated) fx.margin_delta += clamp64(ceil_div(n - n_close, leverage_of(a, m)));
   } else if (p.size == 0) {
     p.cost = 0;  // (cost_removed was the whole cost)
     p.funding = 0;
     if (a.open_positions-- == 2) multi_.erase(a.index);
   }
+  p.margin += fx.margin_delta;
   p.realized_pnl += realized;
-  a.collateral += realized;
-  return realized;
+  a.collateral += realized - fx.margin_delta;
+  fx.realized = realized;
+  return fx;
 }
 
 template <class Book>
@@ -680,8 +764,8 @@ void BasicEngine<Book>::fill(Handle maker_h, Handle taker_h, Qty qty, std::int64
   Account& maker = accounts_[mo.account];
   Account& taker = accounts_[to.account];
 
-  const Usdm maker_pnl = apply_fill(maker, m, mo.side, qty, n);
-  const Usdm taker_pnl = apply_fill(taker, m, to.side, qty, n);
+  const FillEffect maker_fx = apply_fill(maker, m, mo.side, qty, n);
+  const FillEffect taker_fx = apply_fill(taker, m, to.side, qty, n);
   maker.collateral -= maker_fee;
   taker.collateral -= taker_fee;
   accounts_[0].collateral += maker_fee + taker_fee;  // the fee account
@@ -700,9 +784,11 @@ void BasicEngine<Book>::fill(Handle maker_h, Handle taker_h, Qty qty, std::int64
 
   ms.last_trade = price;
   emit(out, Trade{m, price, qty, to.side, mo.id, to.id, maker.user, taker.user, n, maker_fee,
-                  taker_fee, maker_pnl, taker_pnl, ts, liquidating_});
+                  taker_fee, maker_fx.realized, taker_fx.realized, ts, liquidating_});
   emit_position(maker, m, ts, out);
   emit_position(taker, m, ts, out);
+  if (maker_fx.margin_delta != 0) emit_margin(maker, m, maker_fx.margin_delta, ts, out);
+  if (taker_fx.margin_delta != 0) emit_margin(taker, m, taker_fx.margin_delta, ts, out);
   if (mo.remaining == 0) {
     mo.status = OrderStatus::filled;
     ms.book.remove(maker_h);
@@ -931,6 +1017,8 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
       hs.add(static_cast<std::uint64_t>(p.realized_pnl));
       hs.add(static_cast<std::uint64_t>(p.leverage));
       hs.add(static_cast<std::uint64_t>(p.funding));
+      hs.add(static_cast<std::uint64_t>(p.isolated));
+      hs.add(static_cast<std::uint64_t>(p.margin));
     }
   }
   for (std::uint32_t m = 0; m < markets_.size(); ++m) {
@@ -1100,7 +1188,7 @@ void BasicEngine<Book>::load(const Snapshot& s) {
 template <class Book>
 std::string BasicEngine<Book>::check_invariants(bool check_values) const {
   std::vector<Qty> net(markets_.size(), 0);
-  i128 collateral = 0, cost = 0;
+  i128 collateral = 0, cost = 0, isolated = 0;
   std::size_t resting = 0;
   for (std::size_t ai = 0; ai < accounts_.size(); ++ai) {
     const Account& a = accounts_[ai];
@@ -1116,10 +1204,14 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
     if (count != a.open_orders) return "open order count out of sync";
     resting += count;
     for (std::size_t m = 0; m < markets_.size(); ++m) {
-      net[m] += a.positions[m].size;
-      cost += a.positions[m].cost;
-      if ((a.positions[m].size == 0) != (a.positions[m].cost == 0) && a.positions[m].size == 0) {
-        return "cost left on a closed position";
+      const Position& p = a.positions[m];
+      net[m] += p.size;
+      cost += p.cost;
+      isolated += p.margin;
+      if ((p.size == 0) != (p.cost == 0) && p.size == 0) return "cost left on a closed position";
+      if (p.margin != 0 && (p.size == 0 || !p.isolated)) return "margin left outside an open isolated position";
+      if (check_values && ai != 0 && p.isolated && p.size != 0 && isolated_value(a, static_cast<std::uint32_t>(m)) < 0) {
+        return "isolated position of account " + std::to_string(ai) + " below zero";
       }
     }
     if (check_values && ai != 0 && view_of(a).account_value < 0) {
@@ -1129,8 +1221,9 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
   for (std::size_t m = 0; m < markets_.size(); ++m) {
     if (net[m] != 0) return "positions of market " + std::to_string(m) + " sum to " + std::to_string(net[m]);
   }
-  if (collateral - cost != net_deposits_) {
-    return "USDM not conserved: collateral - cost = " + std::to_string(static_cast<long long>(collateral - cost)) +
+  if (collateral + isolated - cost != net_deposits_) {
+    return "USDM not conserved: collateral + isolated margin - cost = " +
+           std::to_string(static_cast<long long>(collateral + isolated - cost)) +
            ", net deposits = " + std::to_string(net_deposits_);
   }
   std::size_t in_books = 0;

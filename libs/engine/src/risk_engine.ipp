@@ -11,6 +11,10 @@
 // and re-keyed). A mark move then reads only the keys it crossed. Keys are rounded to be early
 // (slack of 2 units per position for the integer rounding of notional and maintenance), and every
 // candidate is confirmed with the exact account value before anything happens to it.
+//
+// An isolated position is its own account for all of this: its key comes from its margin + uPnL
+// against its own maintenance, other marks do not move it, and its liquidation (same ladder) never
+// touches the account's collateral beyond what the position gives back.
 
 namespace hydrox::engine {
 
@@ -40,13 +44,16 @@ void BasicEngine<Book>::reindex(Account& a) {
     return;
   }
   const AccountView v = view_of(a);
-  const i128 avail = static_cast<i128>(v.account_value) - v.maintenance_margin - 2 * static_cast<i128>(a.open_positions) - 2;
+  const i128 cross_avail = static_cast<i128>(v.account_value) - v.maintenance_margin - 2 * static_cast<i128>(a.open_positions) - 2;
   for (std::uint32_t m = 0; m < markets_.size(); ++m) {
     Position& p = a.positions[m];
     if (p.size == 0) {
       unindex(ai, m);
       continue;
     }
+    const i128 avail = !p.isolated ? cross_avail
+                                   : static_cast<i128>(isolated_value(a, m)) -
+                                         maintenance_margin(m, markets_[m].mark, std::abs(p.size)) - 4;
     const MarketSpec& s = markets_[m].spec;
     const int side = p.size > 0 ? 1 : -1;
     const i128 abs = p.size > 0 ? p.size : -p.size;
@@ -89,10 +96,16 @@ void BasicEngine<Book>::check_liquidations(std::uint32_t m, std::int64_t ts, std
     bool any = false;
     for (std::uint32_t ai : candidates) {
       const Account& a = accounts_[ai];
-      if (a.open_positions == 0) continue;
-      const AccountView v = view_of(a);
-      if (v.account_value >= v.maintenance_margin) continue;
-      liquidate(ai, m, ts, out);
+      const Position& p = a.positions[m];
+      if (p.size == 0) continue;
+      if (p.isolated) {
+        if (isolated_value(a, m) >= maintenance_margin(m, mark, std::abs(p.size))) continue;
+        liquidate_isolated(ai, m, ts, out);
+      } else {
+        const AccountView v = view_of(a);
+        if (v.account_value >= v.maintenance_margin) continue;
+        liquidate(ai, m, ts, out);
+      }
       any = true;
     }
     if (!any) break;
@@ -124,22 +137,27 @@ void BasicEngine<Book>::transfer_at(std::uint32_t from, std::uint32_t to, std::u
   const OrderId taker_order = synthetic_id(kind);
   // The receiving side's half of the transfer.
   const OrderId maker_order{Uuid{taker_order.value().hi, taker_order.value().lo ^ 0x4000000000000000ull}};
-  const Usdm f_pnl = apply_fill(f, m, closing, qty, n);
-  const Usdm t_pnl = apply_fill(t, m, opposite(closing), qty, n);
-  emit(out, Trade{m, price, qty, closing, maker_order, taker_order, t.user, f.user, n, 0, 0, t_pnl, f_pnl, ts, kind});
+  const FillEffect f_fx = apply_fill(f, m, closing, qty, n);
+  const FillEffect t_fx = apply_fill(t, m, opposite(closing), qty, n);
+  emit(out, Trade{m, price, qty, closing, maker_order, taker_order, t.user, f.user, n, 0, 0, t_fx.realized, f_fx.realized,
+                  ts, kind});
   emit_position(t, m, ts, out);
   emit_position(f, m, ts, out);
+  if (t_fx.margin_delta != 0) emit_margin(t, m, t_fx.margin_delta, ts, out);
+  if (f_fx.margin_delta != 0) emit_margin(f, m, f_fx.margin_delta, ts, out);
 }
 
 template <class Book>
-bool BasicEngine<Book>::backstop_can_take(std::uint32_t ai, Usdm value) const {
+bool BasicEngine<Book>::backstop_can_take(std::uint32_t ai, Usdm value, std::int32_t market) const {
   if (ai == backstop_) return false;
   const Account& a = accounts_[ai];
   const AccountView vb = view_of(accounts_[backstop_]);
   i128 extra = 0;
   for (std::uint32_t m = 0; m < markets_.size(); ++m) {
-    const Qty size = a.positions[m].size;
-    if (size != 0) extra += maintenance_margin(m, markets_[m].mark, std::abs(size)) + 2;
+    const Position& p = a.positions[m];
+    if (market >= 0 ? m != static_cast<std::uint32_t>(market) : p.isolated) continue;
+    // (an isolated position the backstop takes would open in its cross margin: counted the same)
+    if (p.size != 0) extra += maintenance_margin(m, markets_[m].mark, std::abs(p.size)) + 2;
   }
   return vb.account_value > 0 &&
          static_cast<i128>(vb.account_value) + std::max<Usdm>(value, 0) >= static_cast<i128>(vb.maintenance_margin) + extra;
@@ -159,7 +177,7 @@ void BasicEngine<Book>::adl(std::uint32_t ai, std::int64_t ts, std::vector<Event
   std::uint32_t largest_long = UINT32_MAX;
   for (std::uint32_t m = 0; m < nm; ++m) {
     const Qty size = accounts_[ai].positions[m].size;
-    if (size == 0) continue;
+    if (size == 0 || accounts_[ai].positions[m].isolated) continue;
     notionals[m] = notional(m, markets_[m].mark, std::abs(size));
     total += notionals[m];
     if (size > 0 && (largest_long == UINT32_MAX || notionals[m] > notionals[largest_long])) largest_long = m;
@@ -169,7 +187,7 @@ void BasicEngine<Book>::adl(std::uint32_t ai, std::int64_t ts, std::vector<Event
   i128 assigned = 0, overflow = 0;
   std::uint32_t first = UINT32_MAX;
   for (std::uint32_t m = 0; m < nm; ++m) {
-    if (notionals[m] == 0 && accounts_[ai].positions[m].size == 0) continue;
+    if ((notionals[m] == 0 && accounts_[ai].positions[m].size == 0) || accounts_[ai].positions[m].isolated) continue;
     if (first == UINT32_MAX) first = m;
     share[m] = floor_div(deficit * notionals[m], total);
     assigned += share[m];
@@ -177,7 +195,7 @@ void BasicEngine<Book>::adl(std::uint32_t ai, std::int64_t ts, std::vector<Event
   if (first != UINT32_MAX) share[largest_long != UINT32_MAX ? largest_long : first] += deficit - assigned;
   for (std::uint32_t m = 0; m < nm; ++m) {
     const Qty size = accounts_[ai].positions[m].size;
-    if (size == 0) continue;
+    if (size == 0 || accounts_[ai].positions[m].isolated) continue;
     // The price falls for a short's deficit and for a long's surplus: it stops at one tick.
     const bool falls = (size < 0) == (share[m] > 0);
     const i128 room = notionals[m] - notional(m, 1, std::abs(size));
@@ -189,14 +207,22 @@ void BasicEngine<Book>::adl(std::uint32_t ai, std::int64_t ts, std::vector<Event
   if (largest_long != UINT32_MAX) share[largest_long] += overflow;
 
   for (std::uint32_t m = 0; m < nm; ++m) {
-    Position& p = accounts_[ai].positions[m];
-    if (p.size == 0) continue;
+    const Position& p = accounts_[ai].positions[m];
+    if (p.size != 0 && !p.isolated) adl_close(ai, m, share[m], ts, out);
+  }
+}
+
+template <class Book>
+void BasicEngine<Book>::adl_close(std::uint32_t ai, std::uint32_t m, i128 share, std::int64_t ts,
+                                  std::vector<Event>& out) {
+  {
+    const Position& p = accounts_[ai].positions[m];
     const MarketSpec& s = markets_[m].spec;
     const Price mk = markets_[m].mark;
     const i128 per_tick = static_cast<i128>(std::abs(p.size)) * s.notional_num;  // / D: value per tick
     // Closing a long at p realizes (p - mark) * k * size more than the mark does: p = mark + share / (k size).
-    const i128 p128 = p.size > 0 ? ceil_div(mk * per_tick + share[m] * s.notional_den, per_tick)
-                                 : floor_div(mk * per_tick - share[m] * s.notional_den, per_tick);
+    const i128 p128 = p.size > 0 ? ceil_div(mk * per_tick + share * s.notional_den, per_tick)
+                                 : floor_div(mk * per_tick - share * s.notional_den, per_tick);
     const Price price = static_cast<Price>(std::clamp<i128>(p128, 1, INT64_MAX / 4));
     struct Ranked {
       i128 score;
@@ -208,13 +234,13 @@ void BasicEngine<Book>::adl(std::uint32_t ai, std::int64_t ts, std::vector<Event
       if (cai == ai) continue;
       const Account& c = accounts_[cai];
       const Position& cp = c.positions[m];
-      const AccountView cv = view_of(c);
+      // Effective leverage against what backs the position: its own margin when isolated.
+      const i128 value = cp.isolated ? isolated_value(c, m) : view_of(c).account_value;
       const Qty cabs = std::abs(cp.size);
       const i128 upnl = static_cast<i128>(notional(m, mk, cp.size)) - cp.cost;
-      const i128 im = std::max<i128>(1, initial_margin(m, mk, cabs, leverage_of(c, m)));
+      const i128 im = std::max<i128>(1, cp.isolated ? cp.margin : initial_margin(m, mk, cabs, leverage_of(c, m)));
       const i128 n = notional(m, mk, cabs);
-      const i128 score = cv.account_value > 0 ? (upnl * 1'000'000 / im) * (n * 1'000'000 / cv.account_value)
-                                               : -(static_cast<i128>(1) << 120);
+      const i128 score = value > 0 ? (upnl * 1'000'000 / im) * (n * 1'000'000 / value) : -(static_cast<i128>(1) << 120);
       ranked.push_back({score, cai});
     }
     std::sort(ranked.begin(), ranked.end(), [](const Ranked& a, const Ranked& b) {
@@ -231,6 +257,34 @@ void BasicEngine<Book>::adl(std::uint32_t ai, std::int64_t ts, std::vector<Event
 }
 
 template <class Book>
+Qty BasicEngine<Book>::liquidation_slice(std::uint32_t ai, std::uint32_t m, Usdm value, std::int64_t ts,
+                                         std::vector<Event>& out) {
+  const MarketSpec& s = markets_[m].spec;
+  const Qty size = accounts_[ai].positions[m].size;
+  const Qty abs = std::abs(size);
+  const Price mk = markets_[m].mark;
+  const Qty slice = notional(m, mk, abs) > s.liquidation_slice_notional ? std::max<Qty>(1, (abs + 4) / 5) : abs;
+  const i128 per_tick = static_cast<i128>(abs) * s.notional_num;
+  const i128 bound = size > 0 ? ceil_div(mk * per_tick - static_cast<i128>(value) * s.notional_den, per_tick)
+                              : floor_div(mk * per_tick + static_cast<i128>(value) * s.notional_den, per_tick);
+  PlaceOrder po;
+  po.user = accounts_[ai].user;
+  po.id = synthetic_id(Liquidation::book);
+  po.market = m;
+  po.side = size > 0 ? Side::sell : Side::buy;
+  po.type = OrderType::limit;
+  po.tif = TimeInForce::ioc;
+  po.price = static_cast<Price>(std::clamp<i128>(bound, 1, INT64_MAX / 4));
+  po.qty = slice;
+  po.reduce_only = true;
+  po.ts_ms = ts;
+  liquidating_ = Liquidation::book;
+  place(po, out);
+  liquidating_ = Liquidation::none;
+  return slice;
+}
+
+template <class Book>
 void BasicEngine<Book>::liquidate(std::uint32_t ai, std::uint32_t first_market, std::int64_t ts,
                                   std::vector<Event>& out) {
   const AccountView v0 = view_of(accounts_[ai]);
@@ -238,14 +292,21 @@ void BasicEngine<Book>::liquidate(std::uint32_t ai, std::uint32_t first_market, 
   cancel_account_orders(ai, -1, CancelReason::liquidation, ts, out);
 
   // 2. Reduce-only IOC orders into the book, no worse than the bankruptcy price, in 20 % slices
-  //    above the size limit, until the account is back above maintenance.
+  //    above the size limit, until the account is back above maintenance. Isolated positions are
+  //    not part of it.
   Liquidation stage = Liquidation::book;
   Usdm insurance_paid = 0;
   bool to_backstop = 3 * static_cast<i128>(v0.account_value) < 2 * static_cast<i128>(v0.maintenance_margin);
   bool healthy = false;
+  auto cross_positions = [&] {
+    for (const Position& p : accounts_[ai].positions) {
+      if (p.size != 0 && !p.isolated) return true;
+    }
+    return false;
+  };
   for (std::uint32_t k = 0; k < markets_.size() && !to_backstop && !healthy; ++k) {
     const std::uint32_t m = k == 0 ? first_market : (k <= first_market ? k - 1 : k);
-    const MarketSpec& s = markets_[m].spec;
+    if (accounts_[ai].positions[m].isolated) continue;
     while (accounts_[ai].positions[m].size != 0) {
       const AccountView v = view_of(accounts_[ai]);
       if (v.account_value >= v.maintenance_margin) {
@@ -256,30 +317,9 @@ void BasicEngine<Book>::liquidate(std::uint32_t ai, std::uint32_t first_market, 
         to_backstop = true;
         break;
       }
-      const Qty size = accounts_[ai].positions[m].size;
-      const Qty abs = std::abs(size);
-      const Price mk = markets_[m].mark;
-      const Qty slice = notional(m, mk, abs) > s.liquidation_slice_notional ? std::max<Qty>(1, (abs + 4) / 5) : abs;
-      const i128 per_tick = static_cast<i128>(abs) * s.notional_num;
-      const i128 value = v.account_value;
-      const i128 bound = size > 0 ? ceil_div(mk * per_tick - value * s.notional_den, per_tick)
-                                  : floor_div(mk * per_tick + value * s.notional_den, per_tick);
-      PlaceOrder po;
-      po.user = accounts_[ai].user;
-      po.id = synthetic_id(Liquidation::book);
-      po.market = m;
-      po.side = size > 0 ? Side::sell : Side::buy;
-      po.type = OrderType::limit;
-      po.tif = TimeInForce::ioc;
-      po.price = static_cast<Price>(std::clamp<i128>(bound, 1, INT64_MAX / 4));
-      po.qty = slice;
-      po.reduce_only = true;
-      po.ts_ms = ts;
-      liquidating_ = Liquidation::book;
-      place(po, out);
-      liquidating_ = Liquidation::none;
-      const Qty done = abs - std::abs(accounts_[ai].positions[m].size);
-      if (done < slice) {  // the book could not take the slice within the bankruptcy price
+      const Qty abs = std::abs(accounts_[ai].positions[m].size);
+      const Qty slice = liquidation_slice(ai, m, v.account_value, ts, out);
+      if (abs - std::abs(accounts_[ai].positions[m].size) < slice) {  // the book could not take it within the bankruptcy price
         to_backstop = true;
         break;
       }
@@ -289,15 +329,17 @@ void BasicEngine<Book>::liquidate(std::uint32_t ai, std::uint32_t first_market, 
   // 3. The backstop (protocol vault) takes what is left and the remaining margin over at the
   //    mark; a shortfall comes from the insurance fund. 4. When the fund cannot cover it (or the
   //    backstop cannot carry the positions), auto-deleveraging at the bankruptcy price.
-  if (to_backstop && accounts_[ai].open_positions > 0) {
+  if (to_backstop && cross_positions()) {
     const AccountView v = view_of(accounts_[ai]);
     const Usdm need = v.account_value < 0 ? -v.account_value : 0;
     if (accounts_[insurance_].collateral >= need + 2 * static_cast<Usdm>(markets_.size()) &&
         backstop_can_take(ai, v.account_value)) {
       stage = Liquidation::backstop;
       for (std::uint32_t m = 0; m < markets_.size(); ++m) {
-        const Qty size = accounts_[ai].positions[m].size;
-        if (size != 0) transfer_at(ai, backstop_, m, std::abs(size), markets_[m].mark, Liquidation::backstop, ts, out);
+        const Position& p = accounts_[ai].positions[m];
+        if (p.size != 0 && !p.isolated) {
+          transfer_at(ai, backstop_, m, std::abs(p.size), markets_[m].mark, Liquidation::backstop, ts, out);
+        }
       }
       const Usdm c = accounts_[ai].collateral;
       if (c > 0) move_collateral(ai, backstop_, c, BalanceReason::liquidation_margin, ts, out);
@@ -324,6 +366,70 @@ void BasicEngine<Book>::liquidate(std::uint32_t ai, std::uint32_t first_market, 
     }
   }
   emit(out, AccountLiquidated{accounts_[ai].user, v0.account_value, v0.maintenance_margin, stage, insurance_paid, ts});
+}
+
+// The same ladder for one isolated position: the margin it holds is all that is at risk. What the
+// position gives back when it goes to the backstop or is deleveraged (its margin and PnL land in
+// the collateral) is settled with the backstop or the insurance fund, so the account's collateral
+// ends where it was.
+template <class Book>
+void BasicEngine<Book>::liquidate_isolated(std::uint32_t ai, std::uint32_t m, std::int64_t ts,
+                                           std::vector<Event>& out) {
+  auto value = [&] { return isolated_value(accounts_[ai], m); };
+  auto maintenance = [&] { return maintenance_margin(m, markets_[m].mark, std::abs(accounts_[ai].positions[m].size)); };
+  const Usdm v0 = value(), mm0 = maintenance();
+  cancel_account_orders(ai, static_cast<std::int32_t>(m), CancelReason::liquidation, ts, out);
+
+  Liquidation stage = Liquidation::book;
+  Usdm insurance_paid = 0;
+  bool to_backstop = false;
+  while (accounts_[ai].positions[m].size != 0) {
+    const Usdm v = value(), mm = maintenance();
+    if (v >= mm) break;
+    if (3 * static_cast<i128>(v) < 2 * static_cast<i128>(mm)) {
+      to_backstop = true;
+      break;
+    }
+    const Qty abs = std::abs(accounts_[ai].positions[m].size);
+    const Qty slice = liquidation_slice(ai, m, v, ts, out);
+    if (abs - std::abs(accounts_[ai].positions[m].size) < slice) {
+      to_backstop = true;
+      break;
+    }
+  }
+
+  if (to_backstop && accounts_[ai].positions[m].size != 0) {
+    const Usdm v = value();
+    const Usdm need = v < 0 ? -v : 0;
+    auto settle = [&](Usdm collateral_before, std::uint32_t gainer) {
+      const Usdm given = accounts_[ai].collateral - collateral_before;
+      if (given > 0) move_collateral(ai, gainer, given, BalanceReason::liquidation_margin, ts, out);
+      if (given < 0) {
+        move_collateral(insurance_, ai, -given, BalanceReason::insurance_payout, ts, out);
+        insurance_paid += -given;
+      }
+    };
+    if (accounts_[insurance_].collateral >= need + 2 && backstop_can_take(ai, v, static_cast<std::int32_t>(m))) {
+      stage = Liquidation::backstop;
+      const Usdm before = accounts_[ai].collateral;
+      transfer_at(ai, backstop_, m, std::abs(accounts_[ai].positions[m].size), markets_[m].mark, Liquidation::backstop,
+                  ts, out);
+      settle(before, backstop_);
+    } else {
+      stage = Liquidation::adl;
+      const Usdm available = std::max<Usdm>(0, accounts_[insurance_].collateral);
+      if (need > 0 && available > 0) {  // the fund's part goes into the position's margin
+        insurance_paid = std::min(need, available);
+        move_collateral(insurance_, ai, insurance_paid, BalanceReason::insurance_payout, ts, out);
+        move_margin(accounts_[ai], m, insurance_paid, ts, out);
+      }
+      const Usdm before = accounts_[ai].collateral;
+      flush_dirty();
+      adl_close(ai, m, -static_cast<i128>(value()), ts, out);
+      settle(before, insurance_);
+    }
+  }
+  emit(out, AccountLiquidated{accounts_[ai].user, v0, mm0, stage, insurance_paid, ts, static_cast<std::int32_t>(m)});
 }
 
 template <class Book>
@@ -369,6 +475,8 @@ void BasicEngine<Book>::settle_funding(const SettleFunding& c, std::vector<Event
       (pays ? paid : received) += amount;
       ++count;
       emit(out, FundingPaid{a.user, m, delta, a.collateral, c.interval_ms});
+      // An isolated position pays (or is paid) out of its own margin.
+      if (p.isolated) move_margin(a, m, -delta, c.ts_ms, out);
       emit_position(a, m, c.ts_ms, out);
     }
     // Payers round up, receivers down: what is left over goes to the insurance fund.

@@ -20,7 +20,7 @@ const Vault* BasicEngine<Book>::vault(const Uuid& id) const {
 
 template <class Book>
 Usdm BasicEngine<Book>::vault_nav(const Vault& v) const {
-  return view_of(accounts_[v.account]).account_value;
+  return view_of(accounts_[v.account]).equity;
 }
 
 template <class Book>

@@ -7,7 +7,9 @@
 // notional of the open size); entry price = cost / size. A fill at notional n moves
 // -sign(side) * n into (collateral - cost) of each side, so Σ collateral - Σ cost is conserved
 // and equals net deposits exactly: that is the "Σ USDM = deposits - withdrawals" invariant with
-// unrealized PnL at any mark included (Σ size = 0 per market makes Σ uPnL = -Σ cost).
+// unrealized PnL at any mark included (Σ size = 0 per market makes Σ uPnL = -Σ cost). An isolated
+// position's margin is money moved out of the collateral, so the conserved sum is
+// Σ collateral + Σ isolated margin - Σ cost.
 #include <map>
 #include <optional>
 #include <set>
@@ -28,6 +30,8 @@ struct Position {
   Usdm realized_pnl = 0;
   std::int32_t leverage = 0;  // 0: the engine default for the market
   Usdm funding = 0;           // Σ funding paid while open (negative: received); 0 again once closed
+  bool isolated = false;      // the account's margin mode in this market (kept while flat, like leverage)
+  Usdm margin = 0;            // isolated: the margin the position holds; 0 while flat and for cross
   // Derived (rebuilt on load): the position's key in its market's liquidation index.
   bool indexed = false;
   Price liq_key = 0;
@@ -46,14 +50,19 @@ struct Account {
 };
 
 // What an account looks like at the current marks.
+// The cross part (collateral, cross positions, every open order's margin) decides orders,
+// withdrawals and cross liquidation; isolated positions count only in their own fields and equity.
 struct AccountView {
   Usdm collateral = 0;
-  Usdm unrealized_pnl = 0;
-  Usdm account_value = 0;    // collateral + uPnL
-  Usdm position_margin = 0;  // Σ IM of positions at mark
+  Usdm unrealized_pnl = 0;   // cross positions
+  Usdm account_value = 0;    // collateral + cross uPnL
+  Usdm position_margin = 0;  // Σ IM of cross positions at mark
   Usdm order_margin = 0;
-  Usdm maintenance_margin = 0;
+  Usdm maintenance_margin = 0;  // cross positions
   Usdm available = 0;        // account_value - position_margin - order_margin (may be < 0)
+  Usdm isolated_margin = 0;          // Σ margin held by isolated positions
+  Usdm isolated_unrealized_pnl = 0;  // Σ uPnL of isolated positions
+  Usdm equity = 0;           // account_value + isolated_margin + isolated_unrealized_pnl
 };
 
 // A vault (perp-rules "Vaults"): shares of its account's value. Holders are keyed by account
@@ -177,6 +186,8 @@ class BasicEngine {
   std::vector<std::pair<Price, Qty>> depth(std::uint32_t m, Side side, std::size_t levels) const;
   std::size_t resting_orders() const { return pool_.live(); }
   std::int32_t leverage_of(const Account& a, std::uint32_t m) const;
+  // An isolated position's margin + uPnL at the mark (its own account value).
+  Usdm isolated_value(const Account& a, std::uint32_t m) const;
   std::size_t memory_bytes() const;
 
   // Deterministic digest of everything that affects future behaviour.
@@ -253,10 +264,19 @@ class BasicEngine {
   void unindex(std::uint32_t ai, std::uint32_t m);
   void check_liquidations(std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
   void liquidate(std::uint32_t ai, std::uint32_t first_market, std::int64_t ts, std::vector<Event>& out);
-  bool backstop_can_take(std::uint32_t ai, Usdm value) const;
+  void liquidate_isolated(std::uint32_t ai, std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
+  // A reduce-only IOC order of the engine into the book for a liquidation slice, no worse than the
+  // price at which `value` would be lost; returns the slice's size.
+  Qty liquidation_slice(std::uint32_t ai, std::uint32_t m, Usdm value, std::int64_t ts, std::vector<Event>& out);
+  // Whether the backstop can carry ai's cross positions (market < 0) or its isolated position in
+  // `market`, taking `value` with them.
+  bool backstop_can_take(std::uint32_t ai, Usdm value, std::int32_t market = -1) const;
   void transfer_at(std::uint32_t from, std::uint32_t to, std::uint32_t m, Qty qty, Price price,
                    Liquidation kind, std::int64_t ts, std::vector<Event>& out);
   void adl(std::uint32_t ai, std::int64_t ts, std::vector<Event>& out);
+  // Closes ai's position in m at the price that moves `share` of its deficit to the opposite
+  // positions, ranked by PnL% x effective leverage.
+  void adl_close(std::uint32_t ai, std::uint32_t m, __int128 share, std::int64_t ts, std::vector<Event>& out);
   void move_collateral(std::uint32_t from, std::uint32_t to, Usdm amount, BalanceReason reason,
                        std::int64_t ts, std::vector<Event>& out);
   OrderId synthetic_id(Liquidation kind) const;
@@ -270,8 +290,17 @@ class BasicEngine {
   void close_order(Handle h, OrderStatus status, CancelReason why, std::int64_t ts,
                    std::vector<Event>& out, bool in_book);
   void fill(Handle maker, Handle taker_order, Qty qty, std::int64_t ts, std::vector<Event>& out);
-  // Applies a fill to one account's position; returns realized PnL.
-  Usdm apply_fill(Account& a, std::uint32_t m, Side side, Qty qty, Usdm notional);
+  // Applies a fill to one account's position: realized PnL goes to the collateral; an isolated
+  // position takes the initial margin of what it adds out of the collateral and gives back its
+  // margin in proportion to what it closes.
+  struct FillEffect {
+    Usdm realized = 0;
+    Usdm margin_delta = 0;  // isolated margin moved (+ from the collateral)
+  };
+  FillEffect apply_fill(Account& a, std::uint32_t m, Side side, Qty qty, Usdm notional);
+  void emit_margin(const Account& a, std::uint32_t m, Usdm delta, std::int64_t ts, std::vector<Event>& out);
+  // Moves `delta` from the collateral into an isolated position's margin (negative: back).
+  void move_margin(Account& a, std::uint32_t m, Usdm delta, std::int64_t ts, std::vector<Event>& out);
   void emit_order(const Order& o, std::vector<Event>& out, CancelReason why = CancelReason::user);
   void emit_level(std::uint32_t m, Side side, Price price, std::vector<Event>& out);
   void emit_position(const Account& a, std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
@@ -279,6 +308,7 @@ class BasicEngine {
   bool keeps_account(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q, std::int32_t fee_ppm) const;
   Qty fillable(std::uint32_t m, Side taker_side, Price limit, std::uint32_t account, Qty want) const;
   void link_account_order(Account& a, Handle h);
+  bool has_orders_in(const Account& a, std::uint32_t m) const;
   void unlink_account_order(Account& a, Handle h);
   AccountView view_of(const Account& a) const;
 

@@ -35,6 +35,11 @@ enum class TimeInForce : std::uint8_t { gtc, ioc, fok, post_only };
 enum class Liquidation : std::uint8_t { none, book, backstop, adl };
 std::string_view liquidation_code(Liquidation l);  // "BOOK", "BACKSTOP", "ADL"
 
+// Margin mode of an account's position in one market (perp-rules "Margin"): cross positions share
+// the account's collateral; an isolated position has its own margin, moved out of the collateral
+// when it opens or grows and back as it shrinks, and only that margin is at risk.
+enum class MarginMode : std::uint8_t { unchanged, cross, isolated };
+
 enum class OrderStatus : std::uint8_t { open, partially_filled, filled, cancelled, rejected, untriggered, triggered };
 
 // Stable reason codes: the public API shows them (422 for risk, 400/404 for others).
@@ -69,6 +74,7 @@ enum class Reject : std::uint8_t {
   leader_minimum,      // the leader must keep >= 5 % of the shares while others hold any
   vault_insolvent,     // the vault's value is not positive: no deposits
   forbidden,           // not the vault's leader
+  margin_mode_locked,  // a margin mode change while the market has a position or open orders
 };
 std::string_view reject_code(Reject r);  // UPPER_SNAKE, e.g. "INSUFFICIENT_MARGIN"
 
@@ -97,6 +103,7 @@ enum class BalanceReason : std::uint8_t {
   insurance_payout,    // the insurance fund covering a liquidated account's shortfall
   vault_deposit,       // a depositor's USDM into a vault's account (see VaultDeposited)
   vault_withdrawal,    // a vault's USDM back to a depositor (see VaultWithdrawn)
+  isolated_margin,     // between the collateral and an isolated position's margin (IsolatedMarginChanged)
 };
 std::string_view balance_reason_code(BalanceReason r);
 
@@ -149,6 +156,7 @@ struct PlaceOrder {
   ClientOrderId client_order_id;
   std::int64_t ts_ms = 0;
   Price trigger_price = 0;    // stop / take-profit types only
+  MarginMode margin_mode = MarginMode::unchanged;  // set: the market's mode for this account from now
 };
 
 struct CancelOrder {
@@ -307,6 +315,8 @@ struct PositionChanged {
   std::int32_t leverage;
   std::int64_t ts_ms;
   Usdm funding = 0;  // Σ funding paid by this position (negative: received)
+  bool isolated = false;
+  Usdm margin = 0;   // isolated margin held by the position (0 for cross)
   friend bool operator==(const PositionChanged&, const PositionChanged&) = default;
 };
 
@@ -378,7 +388,21 @@ struct AccountLiquidated {  // emitted after the account's liquidation steps
   Liquidation stage;        // the last stage used: book, backstop or adl
   Usdm insurance_paid;      // shortfall covered by the insurance fund
   std::int64_t ts_ms;
+  std::int32_t market = -1;  // an isolated position's market (only it was liquidated); -1: cross
   friend bool operator==(const AccountLiquidated&, const AccountLiquidated&) = default;
+};
+
+// An isolated position's margin moved: delta > 0 came out of the account's collateral, delta < 0
+// went back to it (so collateral changes by -delta). Funding and liquidation of an isolated
+// position are expressed as their collateral event (FundingPaid, BalanceChanged) followed by this.
+struct IsolatedMarginChanged {
+  UserId user;
+  std::uint32_t market;
+  Usdm delta;       // change of the position's margin
+  Usdm margin;      // the position's margin after
+  Usdm collateral;  // the account's collateral after
+  std::int64_t ts_ms;
+  friend bool operator==(const IsolatedMarginChanged&, const IsolatedMarginChanged&) = default;
 };
 
 struct VaultCreated {
@@ -411,7 +435,7 @@ struct VaultChanged {
 using EventBody = std::variant<OrderAccepted, OrderRejected, OrderUpdated, Trade, PositionChanged,
                                BalanceChanged, BookLevelChanged, MarkChanged, LeverageChanged,
                                CommandRejected, FundingPaid, FundingSettled, AccountLiquidated,
-                               VaultCreated, VaultChanged>;
+                               VaultCreated, VaultChanged, IsolatedMarginChanged>;
 
 struct Event {
   Event() = default;
