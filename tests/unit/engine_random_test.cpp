@@ -80,6 +80,12 @@ class Generator {
     p.side = pick(0, 1) ? Side::buy : Side::sell;
     if (pick(0, 9) == 0) p.leverage = pick(1, 30);  // sometimes beyond the 20x max of market 1
     if (pick(0, 9) == 0) p.client_order_id = ClientOrderId::from("c" + std::to_string(pick(0, 300)));
+    // Every third user trades mostly isolated, the others now and then; a change while the market
+    // has a position or orders must be refused.
+    if (pick(0, 4) == 0) {
+      const bool isolated = u % 3 == 0 ? pick(0, 9) != 0 : pick(0, 9) == 0;
+      p.margin_mode = isolated ? MarginMode::isolated : MarginMode::cross;
+    }
     return p;
   }
 
@@ -174,7 +180,9 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   Generator gen(GetParam());
   const std::size_t steps = ops_per_seed();
   std::size_t trades = 0, rejects = 0, funding = 0, triggered = 0;
-  std::array<std::size_t, 4> liquidations{};
+  std::array<std::size_t, 4> liquidations{}, isolated_liquidations{};
+  std::size_t isolated_fills = 0;
+  Usdm lowest_insurance = 0;
   for (std::size_t i = 0; i < steps; ++i) {
     Command c = gen.next(fast);
     fe.clear();
@@ -189,7 +197,10 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
       if (std::holds_alternative<OrderRejected>(fe[k].body)) ++rejects;
       if (std::holds_alternative<FundingPaid>(fe[k].body)) ++funding;
       if (auto* u = std::get_if<OrderUpdated>(&fe[k].body); u && u->status == OrderStatus::triggered) ++triggered;
-      if (auto* l = std::get_if<AccountLiquidated>(&fe[k].body)) ++liquidations[static_cast<int>(l->stage)];
+      if (auto* l = std::get_if<AccountLiquidated>(&fe[k].body)) {
+        ++(l->market >= 0 ? isolated_liquidations : liquidations)[static_cast<int>(l->stage)];
+      }
+      if (std::holds_alternative<IsolatedMarginChanged>(fe[k].body)) ++isolated_fills;
     }
     auto err = fast.check_invariants(true);
     if (!err.empty() && std::getenv("HYDROX_DEBUG")) {
@@ -199,10 +210,15 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
         if (auto* l = std::get_if<AccountLiquidated>(&e.body)) std::printf(" liq v=%lld mm=%lld stage %d ins %lld", (long long)l->account_value, (long long)l->maintenance_margin, (int)l->stage, (long long)l->insurance_paid);
         if (auto* t = std::get_if<Trade>(&e.body)) std::printf(" trade px %lld q %lld kind %d", (long long)t->price, (long long)t->qty, (int)t->liquidation);
         if (auto* f = std::get_if<FundingSettled>(&e.body)) std::printf(" fs paid %lld recv %lld", (long long)f->paid, (long long)f->received);
+        if (auto* im = std::get_if<IsolatedMarginChanged>(&e.body)) std::printf(" iso %s m%u %lld -> margin %lld coll %lld", im->user.value().to_string().c_str(), im->market, (long long)im->delta, (long long)im->margin, (long long)im->collateral);
+        if (auto* pc = std::get_if<PositionChanged>(&e.body)) std::printf(" pos %s m%u size %lld cost %lld iso %d margin %lld", pc->user.value().to_string().c_str(), pc->market, (long long)pc->size, (long long)pc->cost, (int)pc->isolated, (long long)pc->margin);
+        if (auto* mc = std::get_if<MarkChanged>(&e.body)) std::printf(" mark m%u %lld", mc->market, (long long)mc->mark);
+        if (auto* fp = std::get_if<FundingPaid>(&e.body)) std::printf(" funding %s %lld", fp->user.value().to_string().c_str(), (long long)fp->amount);
         std::printf("\n");
       }
     }
     ASSERT_EQ(err, "") << "step " << i;
+    lowest_insurance = std::min(lowest_insurance, fast.collateral_of(EngineConfig{}.insurance_account));
     if (i % 1000 == 999) {
       ASSERT_EQ(fast.state_hash(), ref.state_hash()) << "step " << i;
       ASSERT_EQ(ref.check_invariants(true), "") << "step " << i;
@@ -216,9 +232,15 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   if (steps >= 100'000) {  // short runs may not reach every stage
     EXPECT_GT(liquidations[static_cast<int>(Liquidation::book)], 0u);
     EXPECT_GT(liquidations[static_cast<int>(Liquidation::backstop)] + liquidations[static_cast<int>(Liquidation::adl)], 0u);
+    EXPECT_GT(isolated_liquidations[static_cast<int>(Liquidation::book)], 0u);
+    EXPECT_GT(isolated_liquidations[static_cast<int>(Liquidation::backstop)] +
+                  isolated_liquidations[static_cast<int>(Liquidation::adl)], 0u);
   }
-  std::printf("liquidations: book %zu, backstop %zu, adl %zu; funding payments %zu; triggered %zu\n",
-              liquidations[1], liquidations[2], liquidations[3], funding, triggered);
+  EXPECT_GT(isolated_fills, steps / 100);
+  std::printf("liquidations: book %zu, backstop %zu, adl %zu; isolated: book %zu, backstop %zu, adl %zu; "
+              "isolated margin moves %zu; funding payments %zu; triggered %zu; lowest insurance fund %lld\n",
+              liquidations[1], liquidations[2], liquidations[3], isolated_liquidations[1], isolated_liquidations[2],
+              isolated_liquidations[3], isolated_fills, funding, triggered, static_cast<long long>(lowest_insurance));
 }
 
 TEST_P(EngineRandomized, ExportLoadKeepsTheHashAndTheBehaviour) {
@@ -283,12 +305,19 @@ TEST(EngineLedger, BalancesCanBeRebuiltFromEventsAlone) {
     all.insert(all.end(), out.begin(), out.end());
   }
   std::map<Uuid, Usdm> ledger;
+  std::map<std::pair<Uuid, std::uint32_t>, Usdm> margins;
   const UserId fee_account = EngineConfig{}.fee_account;
   Seq last = 0;
   for (const auto& ev : all) {
     EXPECT_EQ(ev.seq, last + 1);  // one global sequence, no gaps
     last = ev.seq;
     if (auto* b = std::get_if<BalanceChanged>(&ev.body)) ledger[b->user.value()] += b->delta;
+    if (auto* im = std::get_if<IsolatedMarginChanged>(&ev.body)) {
+      ledger[im->user.value()] -= im->delta;
+      Usdm& margin = margins[{im->user.value(), im->market}];
+      margin += im->delta;
+      EXPECT_EQ(margin, im->margin);
+    }
     if (auto* f = std::get_if<FundingPaid>(&ev.body)) ledger[f->user.value()] -= f->amount;
     if (auto* t = std::get_if<Trade>(&ev.body)) {
       ledger[t->maker.value()] += t->maker_realized_pnl - t->maker_fee;
@@ -301,6 +330,12 @@ TEST(EngineLedger, BalancesCanBeRebuiltFromEventsAlone) {
     ASSERT_NE(a, nullptr);
     EXPECT_EQ(a->collateral, amount);
   }
+  for (const auto& [key, margin] : margins) {
+    const Account* a = e.account(UserId{key.first});
+    ASSERT_NE(a, nullptr);
+    EXPECT_EQ(a->positions[key.second].margin, margin);
+  }
+  EXPECT_GT(margins.size(), 0u);  // the stream did trade isolated positions
 }
 
 INSTANTIATE_TEST_SUITE_P(Seeds, EngineRandomized, ::testing::Values(1u, 2u, 3u, 4u, 5u));

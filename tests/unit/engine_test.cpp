@@ -769,3 +769,161 @@ TYPED_TEST(EngineTest, HeldOrdersCancelAndCountAndTheirClientIdsStay) {
   EXPECT_EQ(h.engine.account(user(1))->open_orders, 0u);
   EXPECT_TRUE(all_of<OrderUpdated>(h.mark(1000000)).empty());  // nothing left to fire
 }
+
+// ---- isolated margin (perp-rules "Margin", "Liquidation") ------------------------------------------
+
+namespace {
+// The worked example again, isolated: user 11 has 100,000 USDM but opens long 0.5 BTC at 97,000,
+// 10x isolated; the position holds 4,850 USDM of margin and only that is at risk.
+constexpr Usdm kIsolatedCollateral = 100'000 * kUsdm - 4'850 * kUsdm - 24'250'000;  // - margin - taker fee
+
+template <class H>
+void isolated_example_position(H& h) {
+  h.mark(970000);
+  h.deposit(11, 100'000 * kUsdm);
+  h.deposit(12, 100'000 * kUsdm);
+  h.place(12, Side::sell, 970000, 500);
+  PlaceOrder buy = h.order(11, Side::buy, 970000, 500);
+  buy.margin_mode = MarginMode::isolated;
+  auto ev = h.run(buy);
+  const Position& p = h.engine.account(user(11))->positions[0];
+  ASSERT_EQ(p.size, 500);
+  ASSERT_TRUE(p.isolated);
+  ASSERT_EQ(p.margin, 4'850 * kUsdm);
+  ASSERT_EQ(h.engine.account(user(11))->collateral, kIsolatedCollateral);
+  auto moved = only<IsolatedMarginChanged>(ev);
+  EXPECT_EQ(moved.delta, 4'850 * kUsdm);
+  EXPECT_EQ(moved.margin, 4'850 * kUsdm);
+}
+}  // namespace
+
+TYPED_TEST(EngineTest, IsolatedPositionHoldsItsOwnMarginAndLiquidatesAtItsOwnPrice) {
+  auto& h = this->h;
+  isolated_example_position(h);
+  auto v = h.engine.view(user(11));
+  EXPECT_EQ(v->account_value, kIsolatedCollateral);  // the cross part: the rest of the collateral
+  EXPECT_EQ(v->position_margin, 0);
+  EXPECT_EQ(v->maintenance_margin, 0);
+  EXPECT_EQ(v->isolated_margin, 4'850 * kUsdm);
+  EXPECT_EQ(v->equity, kIsolatedCollateral + 4'850 * kUsdm);
+  // perp-rules' example: liquidation price 88,405.06 from isolated margin - MM.
+  const Position& p = h.engine.account(user(11))->positions[0];
+  EXPECT_EQ(liquidation_price(btc_spec(), p.size, p.cost, p.margin - h.engine.maintenance_margin(0, 970000, 500)), 884051);
+  h.run(Deposit{kBackstop, 1'000'000 * kUsdm, 0});
+  h.run(Deposit{kInsurance, 10'000 * kUsdm, 0});
+  auto ev = h.mark(884051);
+  EXPECT_TRUE(all_of<AccountLiquidated>(ev).empty());
+  // Below it: liquidated although the account holds 95,000 USDM more; the backstop takes the
+  // position and its remaining margin; the collateral does not move.
+  ev = h.mark(884050);
+  auto liq = only<AccountLiquidated>(ev);
+  EXPECT_EQ(liq.market, 0);
+  EXPECT_EQ(liq.stage, Liquidation::backstop);
+  EXPECT_EQ(liq.insurance_paid, 0);
+  EXPECT_EQ(h.engine.account(user(11))->positions[0].size, 0);
+  EXPECT_EQ(h.engine.account(user(11))->positions[0].margin, 0);
+  EXPECT_EQ(h.engine.account(user(11))->collateral, kIsolatedCollateral);
+  EXPECT_EQ(h.engine.account(kBackstop)->positions[0].size, 500);
+  // What the position had left at 88,405.0: 4,850 - 4,297.5 = 552.5 USDM, to the backstop.
+  EXPECT_EQ(h.engine.account(kBackstop)->collateral, 1'000'000 * kUsdm + 552'500'000);
+}
+
+TYPED_TEST(EngineTest, IsolatedShortfallComesFromTheInsuranceFundNotTheCollateral) {
+  auto& h = this->h;
+  isolated_example_position(h);
+  h.run(Deposit{kBackstop, 1'000'000 * kUsdm, 0});
+  h.run(Deposit{kInsurance, 10'000 * kUsdm, 0});
+  auto ev = h.mark(800000);  // the position lost 8,500 on 4,850 of margin
+  auto liq = only<AccountLiquidated>(ev);
+  EXPECT_EQ(liq.stage, Liquidation::backstop);
+  EXPECT_EQ(liq.insurance_paid, 3'650 * kUsdm);
+  EXPECT_EQ(h.engine.account(user(11))->collateral, kIsolatedCollateral);
+  EXPECT_EQ(h.engine.account(kInsurance)->collateral, 6'350 * kUsdm);
+}
+
+TYPED_TEST(EngineTest, IsolatedAutoDeleveragingAtTheBankruptcyPrice) {
+  auto& h = this->h;
+  isolated_example_position(h);
+  h.run(Deposit{kInsurance, 1'000 * kUsdm, 0});
+  auto ev = h.mark(800000);
+  auto liq = only<AccountLiquidated>(ev);
+  EXPECT_EQ(liq.stage, Liquidation::adl);
+  EXPECT_EQ(liq.insurance_paid, 1'000 * kUsdm);
+  auto t = only<Trade>(ev);
+  EXPECT_EQ(t.maker, user(12));
+  EXPECT_EQ(t.price, 853000);  // 80,000 + 2,650 / 0.5, as for the cross account
+  EXPECT_EQ(h.engine.account(user(11))->collateral, kIsolatedCollateral);
+  EXPECT_EQ(h.engine.account(kInsurance)->collateral, 0);
+}
+
+TYPED_TEST(EngineTest, IsolatedReduceGivesBackMarginInProportionAndFundingComesFromTheMargin) {
+  auto& h = this->h;
+  isolated_example_position(h);
+  // Sell half at 98,000: realized +500 USDM to the collateral, half the margin back.
+  h.deposit(13, 100'000 * kUsdm);
+  h.place(13, Side::buy, 980000, 250);
+  PlaceOrder sell = h.order(11, Side::sell, 980000, 250);
+  auto ev = h.run(sell);
+  const Account* a = h.engine.account(user(11));
+  EXPECT_EQ(a->positions[0].size, 250);
+  EXPECT_EQ(a->positions[0].margin, 2'425 * kUsdm);
+  const Usdm fee = 24'500'000 / 2;  // 0.05 % of 24,500
+  EXPECT_EQ(a->collateral, kIsolatedCollateral + 2'425 * kUsdm + 250 * kUsdm - fee);
+  EXPECT_EQ(only<IsolatedMarginChanged>(ev).delta, -2'425 * kUsdm);
+  // Funding: an 8-hour rate of 1 % at an index of 97,000 on 0.25 BTC, one hour of it:
+  // 24,250 × 1 % / 8 = 30.3125 USDM, out of the margin.
+  const Usdm collateral = a->collateral;
+  ev = h.run(SettleFunding{0, 3'600'000, 10'000'000, 970000, 3'600'000});
+  EXPECT_EQ(h.engine.account(user(11))->collateral, collateral);
+  EXPECT_EQ(h.engine.account(user(11))->positions[0].margin, 2'425 * kUsdm - 30'312'500);
+  EXPECT_EQ(h.engine.account(user(11))->positions[0].funding, 30'312'500);
+  // Closing the rest gives all of the margin back.
+  h.place(13, Side::buy, 970000, 250);
+  h.run(h.order(11, Side::sell, 970000, 250));
+  EXPECT_EQ(h.engine.account(user(11))->positions[0].size, 0);
+  EXPECT_EQ(h.engine.account(user(11))->positions[0].margin, 0);
+}
+
+TYPED_TEST(EngineTest, MarginModeChangesOnlyWhileTheMarketIsFlatAndEmpty) {
+  auto& h = this->h;
+  isolated_example_position(h);
+  // With a position: a cross order in that market is refused, nothing changes.
+  PlaceOrder cross = h.order(11, Side::buy, 960000, 100);
+  cross.margin_mode = MarginMode::cross;
+  EXPECT_EQ(only<OrderRejected>(h.run(cross)).reason, Reject::margin_mode_locked);
+  EXPECT_EQ(reject_code(Reject::margin_mode_locked), "MARGIN_MODE_LOCKED");
+  EXPECT_TRUE(h.engine.account(user(11))->positions[0].isolated);
+  // An order without a mode keeps the market's mode (isolated), another market is free.
+  auto ev = h.run(h.order(11, Side::buy, 960000, 100));
+  EXPECT_TRUE(all_of<OrderRejected>(ev).empty());
+  PlaceOrder other = h.order(11, Side::buy, 299000, 1000);
+  other.market = 1;
+  other.margin_mode = MarginMode::cross;
+  EXPECT_TRUE(all_of<OrderRejected>(h.run(other)).empty());
+  // Flat but with an open order: still locked; flat and empty: the change is accepted.
+  h.deposit(13, 100'000 * kUsdm);
+  h.place(13, Side::buy, 970000, 500);
+  h.run(h.order(11, Side::sell, 970000, 500));
+  ASSERT_EQ(h.engine.account(user(11))->positions[0].size, 0);
+  EXPECT_EQ(only<OrderRejected>(h.run(cross)).reason, Reject::margin_mode_locked);
+  h.run(CancelAll{user(11), 0, 0});
+  ev = h.run(cross);
+  EXPECT_TRUE(all_of<OrderRejected>(ev).empty());
+  EXPECT_FALSE(h.engine.account(user(11))->positions[0].isolated);
+  // System accounts stay cross.
+  h.run(Deposit{kBackstop, 100'000 * kUsdm, 0});
+  PlaceOrder system = h.order(0, Side::buy, 960000, 100);
+  system.user = kBackstop;
+  system.margin_mode = MarginMode::isolated;
+  EXPECT_EQ(only<OrderRejected>(h.run(system)).reason, Reject::margin_mode_locked);
+}
+
+TYPED_TEST(EngineTest, ExportLoadKeepsIsolatedMargin) {
+  auto& h = this->h;
+  isolated_example_position(h);
+  TypeParam copy{two_market_config()};
+  copy.load(h.engine.export_state());
+  EXPECT_EQ(copy.state_hash(), h.engine.state_hash());
+  EXPECT_EQ(copy.account(user(11))->positions[0].margin, 4'850 * kUsdm);
+  EXPECT_EQ(copy.check_invariants(), "");
+}

@@ -615,21 +615,34 @@ bool BasicEngine<Book>::keeps_account(std::uint32_t ai, std::uint32_t m, Side si
   const Position& p = a.positions[m];
   const Qty size = p.size;
   const bool reduces = (side == Side::buy ? size < 0 : size > 0) && q <= std::abs(size);
-  if (p.isolated && !reduces) {
-    // The cross part funds the new margin and the fee and must stay above its maintenance; at a
-    // price worse than the mark, the position itself must too.
+  if (p.isolated) {
+    // The part that closes must not cost the position more than it holds (its fee included: the
+    // collateral pays it from what the position gives back); the part that opens is funded by the
+    // cross part, which must stay above its maintenance, and at a price worse than the mark must
+    // leave the new margin above the position's maintenance.
+    const Qty abs = std::abs(size);
+    const bool opposes = side == Side::buy ? size < 0 : size > 0;
+    const Qty closing = opposes ? std::min(q, abs) : 0;
+    const Qty opening = q - closing;
+    if (closing > 0 && adverse > 0) {
+      const i128 loss = static_cast<i128>(notional(m, adverse, closing)) + 1 + fee(notional(m, price, closing), fee_ppm);
+      if (static_cast<i128>(isolated_value(a, m)) - loss < 0) return false;
+    }
+    if (opening == 0) return true;
     const AccountView v = view_of(a);
-    const Usdm n = notional(m, price, q);
+    const Usdm n = notional(m, price, opening);
     const i128 topup = ceil_div(n, leverage_of(a, m));
-    if (static_cast<i128>(v.account_value) - topup - fee(n, fee_ppm) < v.maintenance_margin) return false;
+    if (static_cast<i128>(v.account_value) - topup - fee(notional(m, price, q), fee_ppm) < v.maintenance_margin) {
+      return false;
+    }
     if (adverse <= 0) return true;
-    const i128 loss = static_cast<i128>(notional(m, adverse, q)) + 1;
-    return static_cast<i128>(isolated_value(a, m)) + topup - loss >=
-           static_cast<i128>(maintenance_margin(m, mark, std::abs(size))) + maintenance_margin(m, mark, q) + 2;
+    // A flip leaves nothing of the old position behind: the new one stands on its own margin.
+    const i128 base = closing > 0 ? 0 : static_cast<i128>(isolated_value(a, m)) - maintenance_margin(m, mark, abs);
+    return base + topup - (static_cast<i128>(notional(m, adverse, opening)) + 1) >=
+           static_cast<i128>(maintenance_margin(m, mark, opening)) + 2;
   }
   if (adverse <= 0) return true;  // at or better than the mark: the margin checks already hold
   const i128 loss = static_cast<i128>(notional(m, adverse, q)) + 1 + fee(notional(m, price, q), fee_ppm);
-  if (p.isolated) return static_cast<i128>(isolated_value(a, m)) - loss >= 0;  // a reducing fill
   const AccountView v = view_of(a);
   const i128 required = reduces ? 0 : static_cast<i128>(v.maintenance_margin) + maintenance_margin(m, mark, q) + 2;
   return static_cast<i128>(v.account_value) - loss >= required;
@@ -1214,7 +1227,10 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
         return "isolated position of account " + std::to_string(ai) + " below zero";
       }
     }
-    if (check_values && ai != 0 && view_of(a).account_value < 0) {
+    // The fee account and the insurance fund are the protocol's: the fund goes below zero only
+    // when auto-deleveraging found no counterparty able to take a shortfall (all of them isolated
+    // and at their own bankruptcy price), and later inflows repay it.
+    if (check_values && ai != 0 && ai != insurance_ && view_of(a).account_value < 0) {
       return "account " + std::to_string(ai) + " below zero";
     }
   }

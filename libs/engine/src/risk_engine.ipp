@@ -215,44 +215,102 @@ void BasicEngine<Book>::adl(std::uint32_t ai, std::int64_t ts, std::vector<Event
 template <class Book>
 void BasicEngine<Book>::adl_close(std::uint32_t ai, std::uint32_t m, i128 share, std::int64_t ts,
                                   std::vector<Event>& out) {
-  {
-    const Position& p = accounts_[ai].positions[m];
-    const MarketSpec& s = markets_[m].spec;
-    const Price mk = markets_[m].mark;
-    const i128 per_tick = static_cast<i128>(std::abs(p.size)) * s.notional_num;  // / D: value per tick
-    // Closing a long at p realizes (p - mark) * k * size more than the mark does: p = mark + share / (k size).
-    const i128 p128 = p.size > 0 ? ceil_div(mk * per_tick + share * s.notional_den, per_tick)
-                                 : floor_div(mk * per_tick - share * s.notional_den, per_tick);
-    const Price price = static_cast<Price>(std::clamp<i128>(p128, 1, INT64_MAX / 4));
-    struct Ranked {
-      i128 score;
-      std::uint32_t account;
-    };
-    std::vector<Ranked> ranked;
-    const auto& opposite_keys = p.size > 0 ? markets_[m].short_keys : markets_[m].long_keys;
-    for (const auto& [key, cai] : opposite_keys) {
-      if (cai == ai) continue;
-      const Account& c = accounts_[cai];
-      const Position& cp = c.positions[m];
-      // Effective leverage against what backs the position: its own margin when isolated.
-      const i128 value = cp.isolated ? isolated_value(c, m) : view_of(c).account_value;
-      const Qty cabs = std::abs(cp.size);
-      const i128 upnl = static_cast<i128>(notional(m, mk, cp.size)) - cp.cost;
-      const i128 im = std::max<i128>(1, cp.isolated ? cp.margin : initial_margin(m, mk, cabs, leverage_of(c, m)));
-      const i128 n = notional(m, mk, cabs);
-      const i128 score = value > 0 ? (upnl * 1'000'000 / im) * (n * 1'000'000 / value) : -(static_cast<i128>(1) << 120);
-      ranked.push_back({score, cai});
+  const Position& p = accounts_[ai].positions[m];
+  const MarketSpec& s = markets_[m].spec;
+  const Price mk = markets_[m].mark;
+  const bool long_closed = p.size > 0;
+  struct Ranked {
+    i128 score;
+    std::uint32_t account;
+  };
+  std::vector<Ranked> ranked;
+  const auto& opposite_keys = long_closed ? markets_[m].short_keys : markets_[m].long_keys;
+  for (const auto& [key, cai] : opposite_keys) {
+    if (cai == ai) continue;
+    const Account& c = accounts_[cai];
+    const Position& cp = c.positions[m];
+    // Effective leverage against what backs the position: its own margin when isolated.
+    const i128 value = cp.isolated ? isolated_value(c, m) : view_of(c).account_value;
+    const Qty cabs = std::abs(cp.size);
+    const i128 upnl = static_cast<i128>(notional(m, mk, cp.size)) - cp.cost;
+    const i128 im = std::max<i128>(1, cp.isolated ? cp.margin : initial_margin(m, mk, cabs, leverage_of(c, m)));
+    const i128 n = notional(m, mk, cabs);
+    const i128 score = value > 0 ? (upnl * 1'000'000 / im) * (n * 1'000'000 / value) : -(static_cast<i128>(1) << 120);
+    ranked.push_back({score, cai});
+  }
+  std::sort(ranked.begin(), ranked.end(), [](const Ranked& a, const Ranked& b) {
+    return a.score != b.score ? a.score > b.score : a.account < b.account;
+  });
+  // Who takes how much follows the ranking. The price spreads the share evenly (closing a long at
+  // q realizes (q - mark) * k * size more than the mark does), except that an isolated
+  // counterparty can lose no more than its own margin and PnL: it closes at its bankruptcy price
+  // and the others take the rest. What nobody can take (every taker capped) stays with the
+  // liquidated account and so with the insurance fund.
+  struct Taker {
+    std::uint32_t account;
+    Qty qty;
+    bool capped = false;
+    Price cap = 0;
+    i128 moved = 0;  // at the cap
+  };
+  std::vector<Taker> takers;
+  Qty want = std::abs(p.size);
+  for (const Ranked& r : ranked) {
+    if (want == 0) break;
+    const Qty q = std::min<Qty>(want, std::abs(accounts_[r.account].positions[m].size));
+    takers.push_back({r.account, q});
+    want -= q;
+  }
+  auto moved_at = [&](Price px, Qty q) -> i128 {
+    return long_closed ? static_cast<i128>(notional(m, px, q)) - notional(m, mk, q)
+                       : static_cast<i128>(notional(m, mk, q)) - notional(m, px, q);
+  };
+  auto even_price = [&](i128 left, Qty qty) -> Price {
+    const i128 per_tick = static_cast<i128>(qty) * s.notional_num;  // / D: value per tick
+    const i128 price = long_closed ? ceil_div(mk * per_tick + left * s.notional_den, per_tick)
+                                   : floor_div(mk * per_tick - left * s.notional_den, per_tick);
+    return static_cast<Price>(std::clamp<i128>(price, 1, INT64_MAX / 4));
+  };
+  for (Taker& t : takers) {
+    const Account& c = accounts_[t.account];
+    const Position& cp = c.positions[m];
+    if (!cp.isolated) continue;
+    const i128 equity = std::max<i128>(0, floor_div(static_cast<i128>(isolated_value(c, m)) * t.qty, std::abs(cp.size)) - 2);
+    const i128 q_tick = static_cast<i128>(t.qty) * s.notional_num;
+    t.cap = static_cast<Price>(std::clamp<i128>(long_closed ? mk + floor_div(equity * s.notional_den, q_tick)
+                                                            : mk - floor_div(equity * s.notional_den, q_tick),
+                                                1, INT64_MAX / 4));
+    t.moved = moved_at(t.cap, t.qty);
+  }
+  // Cap whoever the even price of the others would take past their cap, until nobody new is.
+  for (bool changed = true; changed;) {
+    changed = false;
+    i128 left = share;
+    Qty free_qty = 0;
+    for (const Taker& t : takers) {
+      if (t.capped) left -= t.moved; else free_qty += t.qty;
     }
-    std::sort(ranked.begin(), ranked.end(), [](const Ranked& a, const Ranked& b) {
-      return a.score != b.score ? a.score > b.score : a.account < b.account;
-    });
-    Qty remaining = std::abs(p.size);
-    for (const Ranked& r : ranked) {
-      if (remaining == 0) break;
-      const Qty q = std::min<Qty>(remaining, std::abs(accounts_[r.account].positions[m].size));
-      transfer_at(ai, r.account, m, q, price, Liquidation::adl, ts, out);
-      remaining -= q;
+    if (free_qty == 0) break;
+    const Price even = even_price(left, free_qty);
+    for (Taker& t : takers) {
+      if (t.capped || t.cap == 0) continue;
+      if (long_closed ? even > t.cap : even < t.cap) t.capped = changed = true;
     }
+  }
+  i128 left = share;
+  Qty free_qty = 0;
+  for (const Taker& t : takers) {
+    if (t.capped) left -= t.moved; else free_qty += t.qty;
+  }
+  for (const Taker& t : takers) {
+    Price px = t.cap;
+    if (!t.capped) {  // the even price of what is left, so that rounding does not add up
+      px = even_price(left, free_qty);
+      if (t.cap != 0) px = long_closed ? std::min(px, t.cap) : std::max(px, t.cap);
+      left -= moved_at(px, t.qty);
+      free_qty -= t.qty;
+    }
+    transfer_at(ai, t.account, m, t.qty, px, Liquidation::adl, ts, out);
   }
 }
 

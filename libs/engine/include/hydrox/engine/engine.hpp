@@ -195,7 +195,8 @@ class BasicEngine {
   Snapshot export_state() const;
   void load(const Snapshot& snapshot);  // replaces all state
 
-  // Σ size per market = 0; Σ collateral - Σ cost = net deposits; every user account's value ≥ 0
+  // Σ size per market = 0; Σ collateral + Σ isolated margin - Σ cost = net deposits; every user
+  // account's cross value and every isolated position's value ≥ 0
   // (when check_values); book and account bookkeeping consistent. Empty string when all hold.
   std::string check_invariants(bool check_values = true) const;
   Usdm net_deposits() const { return net_deposits_; }
