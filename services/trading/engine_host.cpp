@@ -464,6 +464,8 @@ void EngineHost::engine_loop() {
         touch(bc->user);
       } else if (auto* fp = std::get_if<FundingPaid>(&e.body)) {
         touch(fp->user);
+      } else if (auto* im = std::get_if<IsolatedMarginChanged>(&e.body)) {
+        touch(im->user);
       } else if (auto* mc = std::get_if<MarkChanged>(&e.body)) {
         marks_[mc->market].store(mc->mark);
       } else if (auto* fs = std::get_if<FundingSettled>(&e.body)) {
@@ -763,6 +765,10 @@ Result<void> EngineHost::write(const Batch& b) {
           } else if constexpr (std::is_same_v<T, BalanceChanged>) {
             ledger.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(ev.delta),
                         std::string(balance_reason_code(ev.reason)), std::string(), ts(ev.ts_ms)});
+          } else if constexpr (std::is_same_v<T, IsolatedMarginChanged>) {
+            // The ledger follows the collateral: margin into an isolated position leaves it.
+            ledger.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(-ev.delta), "ISOLATED_MARGIN",
+                        catalog_.at(ev.market).symbol, ts(ev.ts_ms)});
           } else if constexpr (std::is_same_v<T, MarkChanged>) {
             marks[static_cast<int>(ev.market)] = &ev;
           } else if constexpr (std::is_same_v<T, FundingPaid>) {
@@ -837,16 +843,18 @@ Result<void> EngineHost::write(const Batch& b) {
   // between head and suffix.
   MultiRow pos_rows(
       "INSERT INTO positions (id, user_id, market_id, size, cost, realized_pnl, leverage, created_at, updated_at,"
-      " funding_paid)", 10,
+      " funding_paid, margin_mode, isolated_margin)", 12,
       "ON CONFLICT (user_id, market_id) DO UPDATE SET size = EXCLUDED.size, cost = EXCLUDED.cost,"
       " realized_pnl = EXCLUDED.realized_pnl, leverage = EXCLUDED.leverage, updated_at = EXCLUDED.updated_at,"
-      " funding_paid = EXCLUDED.funding_paid");
+      " funding_paid = EXCLUDED.funding_paid, margin_mode = EXCLUDED.margin_mode,"
+      " isolated_margin = EXCLUDED.isolated_margin");
   for (const auto& [user, per_market] : positions) {
     for (const auto& [market, p] : per_market) {
       const MarketInfo& m = catalog_.at(static_cast<std::uint32_t>(market));
       pos_rows.add({position_id(p->user, m.id).to_string(), user.to_string(), std::to_string(m.id),
                     Catalog::amount_text(m, p->size), usdm_text(p->cost), usdm_text(p->realized_pnl),
-                    std::to_string(p->leverage), ts(p->ts_ms), ts(p->ts_ms), usdm_text(p->funding)});
+                    std::to_string(p->leverage), ts(p->ts_ms), ts(p->ts_ms), usdm_text(p->funding),
+                    p->isolated ? "isolated" : "cross", usdm_text(p->margin)});
     }
   }
   MultiRow balance_rows("INSERT INTO balances (user_id, collateral, updated_at)", 3,
@@ -972,7 +980,9 @@ void EngineHost::publish(const Batch& b) {
             w.field("side", ev.size >= 0 ? "Long" : "Short").key("size");
             Catalog::write_amount(w, m, ev.size < 0 ? -ev.size : ev.size);
             w.key("realized_pnl").raw_number(usdm_text(ev.realized_pnl));
-            w.key("funding_paid").raw_number(usdm_text(ev.funding)).end_object();
+            w.key("funding_paid").raw_number(usdm_text(ev.funding));
+            w.field("margin_mode", ev.isolated ? "isolated" : "cross").key("isolated_margin").raw_number(usdm_text(ev.margin));
+            w.end_object();
             cmds.push_back({"PUBLISH", user_channel(ev.user, "positions"), w.take()});
           }
         },

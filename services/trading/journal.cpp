@@ -61,6 +61,7 @@ std::string encode_command(const Command& command, const Catalog& catalog) {
           w.field("leverage", c.leverage).field("slippage_bps", c.max_slippage_bps);
           if (!c.client_order_id.empty()) w.field("client_order_id", c.client_order_id.view());
           if (c.trigger_price != 0) w.field("trigger", c.trigger_price);
+          if (c.margin_mode != MarginMode::unchanged) w.field("margin_mode", c.margin_mode == MarginMode::isolated ? "isolated" : "cross");
         } else if constexpr (std::is_same_v<T, CancelOrder>) {
           w.field("user", c.user.value().to_string()).field("id", c.id.value().to_string());
         } else if constexpr (std::is_same_v<T, CancelAll>) {
@@ -158,6 +159,9 @@ Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
     p.leverage = static_cast<std::int32_t>(r.num("leverage"));
     p.max_slippage_bps = static_cast<std::int32_t>(r.num("slippage_bps"));
     p.client_order_id = ClientOrderId::from(r.str("client_order_id"));
+    if (const auto* mm = doc->find("margin_mode"); mm && mm->is_string()) {
+      p.margin_mode = mm->as_string() == "isolated" ? MarginMode::isolated : MarginMode::cross;
+    }
     p.ts_ms = r.num("ts");
     out = p;
   } else if (t == "cancel") {

@@ -121,7 +121,7 @@ Result<PlaceOrder> parse_order(const Catalog& catalog, std::string_view body, co
     if (!mm->is_string() || (mm->as_string() != "cross" && mm->as_string() != "isolated")) {
       return fail(Code::invalid_field, "margin_mode must be cross or isolated", "margin_mode");
     }
-    if (mm->as_string() == "isolated") return fail(Code::invalid_field, "isolated margin is not supported yet", "margin_mode");
+    p.margin_mode = mm->as_string() == "isolated" ? MarginMode::isolated : MarginMode::cross;
   }
   return p;
 }

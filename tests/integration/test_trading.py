@@ -199,8 +199,53 @@ class TradingEndToEnd(unittest.TestCase):
                 self.assertEqual(r.json()["error"]["code"], "UNAUTHENTICATED")
 
 
-if __name__ == "__main__":
-    unittest.main()
+    def test_isolated_margin_position_balances_restart_and_liquidation(self):
+        from acked_orders import sql
+        t = self.t
+        t.mark("BTC_USDM_PERP", "97000")
+        a, b = new_user(), new_user()
+        t.deposit(a, "10000")
+        t.deposit(b, "10000")
+        self.assertEqual(t.place(a, side="Sell", price="97000", amount="0.1").status, 201)
+        r = t.place(b, side="Buy", price="97000", amount="0.1", leverage=10, margin_mode="isolated")
+        self.assertEqual((r.status, r.json()["status"]), (201, "Filled"), r.body)
+
+        def position():
+            rows = loads_exact(t.call(b, "GET", "/api/v1/positions").body)
+            return rows[0] if rows else None
+
+        def balance():
+            return loads_exact(t.call(b, "GET", "/api/v1/balances").body)[0]
+
+        # The position holds 0.1 × 97,000 / 10 = 970 USDM out of the collateral; its liquidation
+        # price comes from that margin alone (perp-rules' example scaled: 88,405.06).
+        p = position()
+        self.assertEqual((p["margin_mode"], p["margin"], p["leverage"]), ("isolated", D("970"), 10))
+        self.assertLessEqual(abs(p["liquidation_price"] - D("88405.06")), D("0.1"))
+        bal = balance()
+        self.assertEqual(bal["collateral"], D("9025.15"))  # 10,000 - 970 - 4.85 taker fee
+        self.assertEqual((bal["isolated_margin"], bal["locked"], bal["available"]), (D("970"), D("970"), D("9025.15")))
+        self.assertEqual(bal["total"], D("9995.15"))
+        self.assertEqual(bal["equity"], D("9995.15"))
+        # The mode is locked while the market has the position.
+        r = t.place(b, side="Buy", price="96000", amount="0.01", margin_mode="cross")
+        self.assertEqual((r.status, r.json()["error"]["code"]), (422, "MARGIN_MODE_LOCKED"))
+        # Rebuilt from the journal after a restart: same mode, same margin.
+        self.stack.stop("trading")
+        self.stack.start("trading")
+        self.assertEqual((position()["margin_mode"], position()["margin"]), ("isolated", D("970")))
+        # The mark falls through the liquidation price: only the 970 is lost, the collateral stays.
+        t.mark("BTC_USDM_PERP", "88000")
+        self.assertIsNone(position())
+        bal = balance()
+        self.assertEqual((bal["collateral"], bal["locked"], bal["isolated_margin"]), (D("9025.15"), D("0"), D("0")))
+        # The ledger follows the collateral to the unit; the positions row keeps the mode.
+        ledger = sql(self.stack, f"SELECT sum(delta), count(*) FILTER (WHERE reason = 'ISOLATED_MARGIN') FROM ledger WHERE user_id = '{b}'")
+        self.assertEqual((D(ledger[0][0]), int(ledger[0][1]) >= 2), (D("9025.15"), True))
+        row = sql(self.stack, f"SELECT margin_mode, isolated_margin, size FROM positions WHERE user_id = '{b}'")
+        self.assertEqual((row[0][0], D(row[0][1]), D(row[0][2])), ("isolated", D("0"), D("0")))
+        self.assertTrue(t.invariants()["ok"])
+        t.mark("BTC_USDM_PERP", "97000")
 
 
 class TriggerOrders(unittest.TestCase):
@@ -269,3 +314,7 @@ class TriggerOrders(unittest.TestCase):
         t.mark("BTC_USDM_PERP", "96000")
         hist = {o["id"]: o for o in loads_exact(t.call(b, "GET", "/api/v1/orders/history").body)}
         self.assertEqual(hist[st.json()["id"]]["status"], "Filled")
+
+
+if __name__ == "__main__":
+    unittest.main()

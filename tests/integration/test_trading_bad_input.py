@@ -53,7 +53,8 @@ def corpus():
     for v in ["abc", "-1", 0, "91000.05", True]:
         cases.append((f"trigger_price={v!r}", json.dumps(dict(VALID, type="StopLimit", trigger_price=v)), 400, "trigger_price"))
     cases.append(("take-profit without a kind", json.dumps(dict(VALID, type="TakeProfit")), 400, "type"))
-    cases.append(("isolated", json.dumps(dict(VALID, margin_mode="isolated")), 400, "margin_mode"))
+    for v in ["ISOLATED", "Cross", "isolated ", "portfolio"]:
+        cases.append((f"margin_mode={v!r}", json.dumps(dict(VALID, margin_mode=v)), 400, "margin_mode"))
     cases.append(("market with price", json.dumps(dict(VALID, type="Market")), 400, "price"))
     cases.append(("market FOK", json.dumps({**VALID, "type": "Market", "price": None, "time_in_force": "FOK"}), 400, "time_in_force"))
     for extra in ["user_id", "id", "status", "filled", "__proto__", "Price", "account"]:

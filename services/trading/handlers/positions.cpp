@@ -22,7 +22,7 @@ struct PositionData {
   Position position;
   Price mark = 0;
   std::int32_t leverage = 1;
-  Usdm margin = 0;  // IM at the mark
+  Usdm margin = 0;  // cross: IM at the mark; isolated: the margin the position holds
   Usdm upnl = 0;
   Price liquidation = 0;
 };
@@ -47,10 +47,19 @@ std::vector<PositionData> positions_of(const Engine& e, const UserId& user) {
     d.mark = e.mark(m);
     d.leverage = e.leverage_of(*a, m);
     const Qty abs = p.size < 0 ? -p.size : p.size;
-    d.margin = e.initial_margin(m, d.mark, abs, d.leverage);
     d.upnl = e.notional(m, d.mark, p.size) - p.cost;
-    // Cross margin: the whole account's value above maintenance backs every position.
-    d.liquidation = liquidation_price(e.market(m), p.size, p.cost, view->account_value - view->maintenance_margin);
+    if (p.isolated) {
+      // Isolated: its own margin above maintenance, with the entry as the mark (perp-rules).
+      d.margin = p.margin;
+      const Usdm entry_notional = p.cost < 0 ? -p.cost : p.cost;
+      const Usdm mm = static_cast<Usdm>((static_cast<i128>(entry_notional) + 2 * e.market(m).max_leverage - 1) /
+                                        (2 * e.market(m).max_leverage));
+      d.liquidation = liquidation_price(e.market(m), p.size, p.cost, p.margin - mm);
+    } else {
+      // Cross margin: the whole account's value above maintenance backs every position.
+      d.margin = e.initial_margin(m, d.mark, abs, d.leverage);
+      d.liquidation = liquidation_price(e.market(m), p.size, p.cost, view->account_value - view->maintenance_margin);
+    }
     out.push_back(d);
   }
   return out;
@@ -118,7 +127,7 @@ void register_position_routes(Services& s, http::Router& r) {
             w.key("margin").raw_number(usdm_text(d.margin));
             w.key("unrealized_pnl").raw_number(usdm_text(d.upnl));
             w.key("pnl_percent").raw_number(percent(d.upnl, d.margin));
-            w.field("margin_mode", "cross");
+            w.field("margin_mode", d.position.isolated ? "isolated" : "cross");
             w.key("realized_pnl").raw_number(usdm_text(d.position.realized_pnl));
             auto it = row_of.find(m.id);
             w.key("funding_paid").raw_number(usdm_text(d.position.funding));
@@ -201,17 +210,19 @@ void register_position_routes(Services& s, http::Router& r) {
     job.read = [u = *user, respond](const Engine& e) -> std::function<void()> {
       AccountView v = e.view(u).value_or(AccountView{});
       return [v, respond]() {
-        const Usdm locked = v.position_margin + v.order_margin;
-        const Usdm available = std::max<Usdm>(0, v.account_value - locked);
+        // Locked: cross positions' and open orders' margin, and what isolated positions hold.
+        const Usdm available = std::max<Usdm>(0, v.account_value - v.position_margin - v.order_margin);
+        const Usdm locked = v.position_margin + v.order_margin + v.isolated_margin;
         json::Writer w;
         w.begin_array().begin_object().field("asset", "USDM");
         w.key("available").raw_number(usdm_text(available));
         w.key("locked").raw_number(usdm_text(locked));
         w.key("total").raw_number(usdm_text(available + locked));
-        w.key("equity").raw_number(usdm_text(v.account_value));
+        w.key("equity").raw_number(usdm_text(v.equity));
         w.key("collateral").raw_number(usdm_text(v.collateral));
-        w.key("unrealized_pnl").raw_number(usdm_text(v.unrealized_pnl));
+        w.key("unrealized_pnl").raw_number(usdm_text(v.unrealized_pnl + v.isolated_unrealized_pnl));
         w.key("position_margin").raw_number(usdm_text(v.position_margin));
+        w.key("isolated_margin").raw_number(usdm_text(v.isolated_margin));
         w.key("order_margin").raw_number(usdm_text(v.order_margin));
         w.key("maintenance_margin").raw_number(usdm_text(v.maintenance_margin));
         w.end_object().end_array();
