@@ -17,6 +17,10 @@ using namespace hydrox::engine;
 
 namespace {
 
+// The engine's host prefetches the commands it holds this far ahead (Engine::prefetch), as the
+// trading service's engine loop does.
+constexpr std::size_t kPrefetchAhead = 2;
+
 long status_kib(const char* field) {
   std::ifstream f("/proc/self/status");
   std::string line;
@@ -84,7 +88,9 @@ void BM_AddOnlyStream(benchmark::State& state) {
     std::vector<Event> out;
     out.reserve(4096);
     const auto t0 = std::chrono::steady_clock::now();
-    for (const auto& c : commands) {
+    for (std::size_t i = 0; i < commands.size(); ++i) {
+      const Command& c = commands[i];
+      if (i + kPrefetchAhead < commands.size()) e.prefetch(commands[i + kPrefetchAhead]);
       out.clear();
       e.apply(c, out);
       for (const auto& ev : out) {

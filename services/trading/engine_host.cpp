@@ -18,6 +18,9 @@ using namespace engine;
 
 namespace {
 
+// How far ahead of the command being applied the engine loop prefetches (Engine::prefetch).
+constexpr std::size_t kPrefetchAhead = 2;
+
 constexpr db::Query kJournalPage{
     "journal_page",
     "SELECT command_no, payload::text, first_seq, event_count FROM engine_journal"
@@ -238,7 +241,9 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
       return page.error();
     }
     if (page->empty()) break;
-    for (const Entry& e : *page) {
+    for (std::size_t i = 0; i < page->size(); ++i) {
+      const Entry& e = (*page)[i];
+      if (i + kPrefetchAhead < page->size()) engine_.prefetch((*page)[i + kPrefetchAhead].command);
       last = e.command_no;
       events.clear();
       engine_.apply(e.command, events);
@@ -405,7 +410,11 @@ void EngineHost::engine_loop() {
     }
     Batch b;
     std::set<std::pair<std::uint64_t, std::uint64_t>> touched;
-    for (auto& job : jobs) {
+    for (std::size_t k = 0; k < jobs.size(); ++k) {
+      Job& job = jobs[k];
+      if (k + kPrefetchAhead < jobs.size() && !jobs[k + kPrefetchAhead].is_read) {
+        engine_.prefetch(jobs[k + kPrefetchAhead].command);
+      }
       Item it;
       it.done = std::move(job.done);
       if (job.is_read) {

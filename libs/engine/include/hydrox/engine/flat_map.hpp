@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "hydrox/engine/prefetch.hpp"
+
 namespace hydrox::engine {
 
 template <class K, class V, class Hash>
@@ -66,7 +68,7 @@ class FlatMap {
   }
 
   // Starts loading the key's home slot into cache; call it well before put/find on a large map.
-  void prefetch(const K& key) const { __builtin_prefetch(&slots_[slot_of(key)]); }
+  void prefetch(const K& key) const { prefetch_line(&slots_[slot_of(key)]); }
 
   std::size_t size() const { return size_; }
   std::size_t memory_bytes() const { return slots_.capacity() * sizeof(Slot); }

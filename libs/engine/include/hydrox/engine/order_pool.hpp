@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "hydrox/engine/huge_pages.hpp"
 #include "hydrox/engine/types.hpp"
 
 namespace hydrox::engine {
@@ -39,9 +40,12 @@ struct Order {
 
 class OrderPool {
  public:
+  // All `reserve` slots are allocated and touched here, so that taking one later costs no page
+  // fault; beyond them the pool grows.
   explicit OrderPool(std::size_t reserve = 1 << 16) {
-    slots_.reserve(reserve);
+    slots_.resize(reserve);
     free_.reserve(reserve);
+    for (std::size_t i = reserve; i > 0; --i) free_.push_back(static_cast<Handle>(i - 1));  // lowest first
   }
   Handle alloc() {
     if (!free_.empty()) {
@@ -62,8 +66,8 @@ class OrderPool {
   }
 
  private:
-  std::vector<Order> slots_;
-  std::vector<Handle> free_;
+  std::vector<Order, HugePageAllocator<Order>> slots_;
+  std::vector<Handle, HugePageAllocator<Handle>> free_;
 };
 
 }  // namespace hydrox::engine
