@@ -137,7 +137,8 @@ BasicEngine<Book>::BasicEngine(EngineConfig config)
 template <class Book>
 Usdm BasicEngine<Book>::notional(std::uint32_t m, Price price, Qty qty) const {
   const auto& s = markets_[m].spec;
-  return clamp64(floor_div(static_cast<i128>(price) * qty * s.notional_num, s.notional_den));
+  const i128 n = static_cast<i128>(price) * qty * s.notional_num;
+  return clamp64(s.notional_den == 1 ? n : floor_div(n, s.notional_den));  // most markets: no division
 }
 
 template <class Book>
@@ -198,6 +199,19 @@ AccountView BasicEngine<Book>::view_of(const Account& a) const {
   v.available = v.account_value - v.position_margin - v.order_margin;
   v.equity = v.account_value + v.isolated_margin + v.isolated_unrealized_pnl;
   return v;
+}
+
+// view_of(a).available without the maintenance sums: the pre-trade check of every order.
+template <class Book>
+Usdm BasicEngine<Book>::free_margin(const Account& a) const {
+  i128 free = static_cast<i128>(a.collateral) - a.order_margin;
+  for (std::uint32_t m = 0; m < markets_.size(); ++m) {
+    const Position& p = a.positions[m];
+    if (p.size == 0 || p.isolated) continue;
+    const Price mk = markets_[m].mark;
+    free += static_cast<i128>(notional(m, mk, p.size)) - p.cost - initial_margin(m, mk, std::abs(p.size), leverage_of(a, m));
+  }
+  return clamp64(free);
 }
 
 // Margin reserved for `qty` of a resting order: IM at the order price, the loss implied by a
@@ -410,9 +424,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   o.ts_ms = c.ts_ms;
 
   if (!c.reduce_only) {
-    AccountView v = view_of(acct);
-    Usdm need = order_margin_for(o, c.qty, ms.mark);
-    if (v.account_value < v.position_margin + v.order_margin + need) {
+    if (free_margin(acct) < order_margin_for(o, c.qty, ms.mark)) {
       acct.positions[c.market].leverage = prev_leverage;
       acct.positions[c.market].isolated = prev_isolated;
       pool_.release(h);

@@ -323,6 +323,7 @@ class BasicEngine {
   bool has_orders_in(const Account& a, std::uint32_t m) const;
   void unlink_account_order(Account& a, Handle h);
   AccountView view_of(const Account& a) const;
+  Usdm free_margin(const Account& a) const;  // view_of(a).available, computed alone
 
   std::vector<MarketState> markets_;
   EngineConfig config_;
