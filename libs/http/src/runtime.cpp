@@ -67,10 +67,13 @@ void Runtime::run() {
       stop();
     }
   });
-  if (!impl_->stopping.load()) impl_->guard.emplace(asio::make_work_guard(impl_->io));
+  if (!impl_->stopping.load()) {
+    impl_->guard.emplace(asio::make_work_guard(impl_->io));
+    for (auto& c : impl_->conn_ios) impl_->conn_guards.push_back(asio::make_work_guard(*c));
+  }
   std::vector<std::thread> threads;
-  for (int i = 1; i < impl_->options.io_threads; ++i) {
-    threads.emplace_back([this] { impl_->io.run(); });
+  for (auto& c : impl_->conn_ios) {
+    threads.emplace_back([ctx = c.get()] { ctx->run(); });
   }
   impl_->io.run();
   for (auto& t : threads) t.join();
@@ -87,6 +90,7 @@ void Runtime::stop() {
     std::unique_lock lock(impl->watchdog_mu);
     if (!impl->watchdog_cv.wait_for(lock, std::chrono::seconds(8), [impl] { return impl->finished; })) {
       impl->io.stop();
+      for (auto& c : impl->conn_ios) c->stop();
     }
   });
   asio::post(impl_->io, [this] {
@@ -98,6 +102,7 @@ void Runtime::stop() {
       impl_->timers.clear();
     }
     impl_->guard.reset();
+    for (auto& g : impl_->conn_guards) g.reset();
   });
 }
 

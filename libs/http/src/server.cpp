@@ -191,7 +191,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   awaitable<void> accept_loop() {
     for (;;) {
-      auto strand = asio::make_strand(io);
+      auto strand = asio::make_strand(runtime.impl().connection_io());
       auto [ec, socket] = co_await acceptor.async_accept(strand, kTuple);
       if (ec) {
         if (stopping.load() || ec == asio::error::operation_aborted) co_return;
