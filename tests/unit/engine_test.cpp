@@ -2,6 +2,7 @@
 // step also checks the invariants (Harness::run).
 #include "engine_fixture.hpp"
 #include "hydrox/engine/risk.hpp"
+#include <map>
 #include <random>
 
 using namespace hydrox;
@@ -926,4 +927,48 @@ TYPED_TEST(EngineTest, ExportLoadKeepsIsolatedMargin) {
   EXPECT_EQ(copy.state_hash(), h.engine.state_hash());
   EXPECT_EQ(copy.account(user(11))->positions[0].margin, 4'850 * kUsdm);
   EXPECT_EQ(copy.check_invariants(), "");
+}
+
+// ---- the order index (8-byte slots: hash + handle, ids compared in the pool) -----------------------
+
+namespace {
+struct FewBuckets {  // every id in one of 4 hashes: long probe runs, equal hashes for different ids
+  std::size_t operator()(const Uuid& u) const noexcept { return u.lo % 4; }
+};
+}  // namespace
+
+TEST(OrderIndex, EqualHashesProbeRunsErasesAndGrowthAgreeWithAMap) {
+  OrderPool pool(16);
+  OrderIndex<FewBuckets> index(4);  // grows several times below
+  std::map<Uuid, Handle> expected;
+  std::mt19937_64 rng(11);
+  std::vector<Uuid> ids;
+  for (int step = 0; step < 20'000; ++step) {
+    if (ids.empty() || rng() % 3 != 0) {
+      const Handle h = pool.alloc();
+      const Uuid id{rng(), rng()};
+      pool[h].id = OrderId{id};
+      index.put(id, h, pool);
+      expected[id] = h;
+      ids.push_back(id);
+    } else {
+      const std::size_t k = rng() % ids.size();
+      const Uuid id = ids[k];
+      ids[k] = ids.back();
+      ids.pop_back();
+      ASSERT_TRUE(index.erase(id, pool));
+      EXPECT_FALSE(index.erase(id, pool));
+      pool.release(expected[id]);
+      expected.erase(id);
+    }
+    if (step % 997 == 0) {
+      ASSERT_EQ(index.size(), expected.size());
+      for (const auto& [id, h] : expected) {
+        const Handle* found = index.find(id, pool);
+        ASSERT_NE(found, nullptr);
+        EXPECT_EQ(*found, h);
+      }
+      EXPECT_EQ(index.find(Uuid{rng(), rng()}, pool), nullptr);
+    }
+  }
 }

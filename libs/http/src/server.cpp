@@ -478,7 +478,29 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   awaitable<bool> run_tunnel(beast::tcp_stream& stream, beast::flat_buffer& buffer,
                              bhttp::request<bhttp::string_body>& breq, Request& req,
                              TunnelResolver& resolver) {
-    auto target = resolver(req);
+    // The resolver may block (the gateway checks a credential in Redis or the user service): it
+    // runs on the blocking pool, never on this IO thread, which may be the one its own network
+    // calls need.
+    struct Pending {
+      explicit Pending(asio::any_io_executor ex) : timer(ex) {}
+      asio::steady_timer timer;
+      std::optional<Result<config::Endpoint>> target;
+    };
+    auto pending = std::make_shared<Pending>(stream.get_executor());
+    pending->timer.expires_at(asio::steady_timer::time_point::max());
+    const bool queued = runtime.try_blocking([pending, ex = stream.get_executor(), &resolver, &req] {
+      auto result = resolver(req);
+      asio::post(ex, [pending, result = std::move(result)]() mutable {
+        pending->target = std::move(result);
+        pending->timer.cancel();
+      });
+    });
+    if (!queued) {
+      co_await write_error(stream, fail(Code::overloaded, "server busy, retry shortly"), breq.version(), req.request_id);
+      co_return false;
+    }
+    while (!pending->target) co_await pending->timer.async_wait(kTuple);  // the resolver always answers
+    auto target = std::move(*pending->target);
     if (!target) {
       co_await write_error(stream, target.error(), breq.version(), req.request_id);
       co_return false;
