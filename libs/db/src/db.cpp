@@ -70,6 +70,50 @@ Result<Rows> Connection::exec(const Query& q, const std::vector<Param>& params) 
   return Rows(r);
 }
 
+Result<void> Connection::exec_pipeline(const std::vector<Statement>& statements) {
+  if (PQenterPipelineMode(c_) == 0) return db_error("pipeline", c_, nullptr);
+  std::optional<Error> first;
+  std::size_t sent = 0;
+  for (const auto& s : statements) {
+    std::vector<const char*> values;
+    values.reserve(s.params.size());
+    for (const auto& p : s.params) values.push_back(p ? p->c_str() : nullptr);
+    if (PQsendQueryParams(c_, s.sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
+                          nullptr, 0) == 0) {
+      first = db_error(s.name, c_, nullptr);
+      break;
+    }
+    ++sent;
+  }
+  if (PQpipelineSync(c_) == 0 && !first) first = db_error("pipeline sync", c_, nullptr);
+  // Each statement's results end with a null; the sync's own result ends the pipeline.
+  for (std::size_t i = 0; i < sent && PQstatus(c_) == CONNECTION_OK; ++i) {
+    while (pg_result* r = PQgetResult(c_)) {
+      const auto status = PQresultStatus(r);
+      if (!first && status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+        first = status == PGRES_PIPELINE_ABORTED ? fail(Code::unavailable, "pipeline aborted")
+                                                 : db_error(statements[i].name, c_, r);
+      }
+      PQclear(r);
+    }
+  }
+  for (int nulls = 0; PQstatus(c_) == CONNECTION_OK && nulls < 4;) {
+    pg_result* r = PQgetResult(c_);
+    if (r == nullptr) {  // (between results)
+      ++nulls;
+      continue;
+    }
+    const bool sync = PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+    PQclear(r);
+    if (sync) break;
+  }
+  PQexitPipelineMode(c_);
+  if (PQstatus(c_) != CONNECTION_OK) return first ? *first : db_error("pipeline", c_, nullptr);
+  if (first && PQtransactionStatus(c_) != PQTRANS_IDLE) (void)exec_script("ROLLBACK");
+  if (first) return *first;
+  return {};
+}
+
 Result<void> Connection::exec_script(std::string_view sql) {
   std::string text(sql);
   pg_result* r = PQexec(c_, text.c_str());

@@ -27,6 +27,13 @@ struct Query {
 
 using Param = std::optional<std::string>;  // nullopt is SQL NULL
 
+// One statement of a pipeline (Connection::exec_pipeline): SQL built at run time.
+struct Statement {
+  std::string name;
+  std::string sql;
+  std::vector<Param> params;
+};
+
 class Rows {
  public:
   Rows() = default;
@@ -52,6 +59,10 @@ class Connection {
   Connection& operator=(const Connection&) = delete;
 
   Result<Rows> exec(const Query& q, const std::vector<Param>& params = {});
+  // Sends every statement before reading any answer (libpq pipeline mode): one round trip for
+  // the lot instead of one each. Statements after a failed one are not run; the first error is
+  // returned, and a transaction the statements opened is rolled back.
+  Result<void> exec_pipeline(const std::vector<Statement>& statements);
   // Several statements without parameters (migrations).
   Result<void> exec_script(std::string_view sql);
   bool healthy() const;
