@@ -894,6 +894,13 @@ TYPED_TEST(EngineTest, MarginModeChangesOnlyWhileTheMarketIsFlatAndEmpty) {
   EXPECT_EQ(only<OrderRejected>(h.run(cross)).reason, Reject::margin_mode_locked);
   EXPECT_EQ(reject_code(Reject::margin_mode_locked), "MARGIN_MODE_LOCKED");
   EXPECT_TRUE(h.engine.account(user(11))->positions[0].isolated);
+  // A reduce-only order's margin_mode asks for nothing: accepted, the mode stays.
+  PlaceOrder reduce = h.order(11, Side::sell, 980000, 100);
+  reduce.reduce_only = true;
+  reduce.margin_mode = MarginMode::cross;
+  EXPECT_TRUE(all_of<OrderRejected>(h.run(reduce)).empty());
+  EXPECT_TRUE(h.engine.account(user(11))->positions[0].isolated);
+  h.run(CancelAll{user(11), 0, 0});
   // An order without a mode keeps the market's mode (isolated), another market is free.
   auto ev = h.run(h.order(11, Side::buy, 960000, 100));
   EXPECT_TRUE(all_of<OrderRejected>(ev).empty());

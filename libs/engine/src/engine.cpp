@@ -395,9 +395,11 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   }
 
   // Margin mode and leverage first (they are part of the order in the API), then pre-trade risk.
-  // The mode changes only while the market has neither a position nor open orders.
+  // The mode changes only while the market has neither a position nor open orders; a reduce-only
+  // order never opens margin, so its margin_mode is not a request to change anything.
   const bool prev_isolated = acct.positions[c.market].isolated;
-  if (c.margin_mode != MarginMode::unchanged && (c.margin_mode == MarginMode::isolated) != prev_isolated) {
+  if (c.margin_mode != MarginMode::unchanged && !c.reduce_only &&
+      (c.margin_mode == MarginMode::isolated) != prev_isolated) {
     // (System accounts stay cross: the backstop takes positions over in its cross margin.)
     if (pos.size != 0 || has_orders_in(acct, c.market) || ai == 0 || ai == insurance_ || ai == backstop_) {
       return reject(c, Reject::margin_mode_locked, out);
@@ -529,7 +531,8 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
   Account& acct = accounts_[ai];
   if (acct.open_orders >= config_.max_open_orders_per_account) return reject(c, Reject::too_many_open_orders, out);
   const bool isolated = c.margin_mode == MarginMode::isolated;
-  const bool mode_change = c.margin_mode != MarginMode::unchanged && isolated != acct.positions[c.market].isolated;
+  const bool mode_change =
+      c.margin_mode != MarginMode::unchanged && !c.reduce_only && isolated != acct.positions[c.market].isolated;
   if (mode_change && (acct.positions[c.market].size != 0 || has_orders_in(acct, c.market) || ai == 0 ||
                       ai == insurance_ || ai == backstop_)) {
     return reject(c, Reject::margin_mode_locked, out);
