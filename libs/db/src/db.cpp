@@ -2,6 +2,8 @@
 
 #include <libpq-fe.h>
 
+#include <algorithm>
+
 #include "hydrox/log/log.hpp"
 
 namespace hydrox::db {
@@ -73,26 +75,41 @@ Result<Rows> Connection::exec(const Query& q, const std::vector<Param>& params) 
 Result<void> Connection::exec_pipeline(const std::vector<Statement>& statements) {
   if (PQenterPipelineMode(c_) == 0) return db_error("pipeline", c_, nullptr);
   std::optional<Error> first;
-  std::size_t sent = 0;
+  std::vector<const Statement*> sent;  // one per query sent (a prepare counts), for error names
+  std::vector<std::string_view> newly_prepared;
   for (const auto& s : statements) {
     std::vector<const char*> values;
     values.reserve(s.params.size());
     for (const auto& p : s.params) values.push_back(p ? p->c_str() : nullptr);
-    if (PQsendQueryParams(c_, s.sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
-                          nullptr, 0) == 0) {
+    const int n = static_cast<int>(values.size());
+    int ok = 1;
+    if (s.prepare) {
+      if (!prepared_.contains(s.name) &&
+          std::find(newly_prepared.begin(), newly_prepared.end(), s.name) == newly_prepared.end()) {
+        ok = PQsendPrepare(c_, s.name.c_str(), s.sql.c_str(), n, nullptr);
+        if (ok) {
+          sent.push_back(&s);
+          newly_prepared.push_back(s.name);
+        }
+      }
+      if (ok) ok = PQsendQueryPrepared(c_, s.name.c_str(), n, values.data(), nullptr, nullptr, 0);
+    } else {
+      ok = PQsendQueryParams(c_, s.sql.c_str(), n, nullptr, values.data(), nullptr, nullptr, 0);
+    }
+    if (!ok) {
       first = db_error(s.name, c_, nullptr);
       break;
     }
-    ++sent;
+    sent.push_back(&s);
   }
   if (PQpipelineSync(c_) == 0 && !first) first = db_error("pipeline sync", c_, nullptr);
-  // Each statement's results end with a null; the sync's own result ends the pipeline.
-  for (std::size_t i = 0; i < sent && PQstatus(c_) == CONNECTION_OK; ++i) {
+  // Each query's results end with a null; the sync's own result ends the pipeline.
+  for (std::size_t i = 0; i < sent.size() && PQstatus(c_) == CONNECTION_OK; ++i) {
     while (pg_result* r = PQgetResult(c_)) {
       const auto status = PQresultStatus(r);
       if (!first && status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
         first = status == PGRES_PIPELINE_ABORTED ? fail(Code::unavailable, "pipeline aborted")
-                                                 : db_error(statements[i].name, c_, r);
+                                                 : db_error(sent[i]->name, c_, r);
       }
       PQclear(r);
     }
@@ -109,8 +126,14 @@ Result<void> Connection::exec_pipeline(const std::vector<Statement>& statements)
   }
   PQexitPipelineMode(c_);
   if (PQstatus(c_) != CONNECTION_OK) return first ? *first : db_error("pipeline", c_, nullptr);
-  if (first && PQtransactionStatus(c_) != PQTRANS_IDLE) (void)exec_script("ROLLBACK");
-  if (first) return *first;
+  if (first) {
+    // What was prepared before the failure is unknown: start the session's set afresh.
+    if (PQtransactionStatus(c_) != PQTRANS_IDLE) (void)exec_script("ROLLBACK");
+    (void)exec_script("DEALLOCATE ALL");
+    prepared_.clear();
+    return *first;
+  }
+  for (auto name : newly_prepared) prepared_.emplace(name);
   return {};
 }
 

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -27,11 +28,14 @@ struct Query {
 
 using Param = std::optional<std::string>;  // nullopt is SQL NULL
 
-// One statement of a pipeline (Connection::exec_pipeline): SQL built at run time.
+// One statement of a pipeline (Connection::exec_pipeline). With `prepare`, the SQL is prepared
+// under `name` the first time the connection sees it (a name must always carry the same SQL) and
+// executed by name after that: parsed and planned once, not on every batch.
 struct Statement {
   std::string name;
   std::string sql;
   std::vector<Param> params;
+  bool prepare = false;
 };
 
 class Rows {
@@ -71,6 +75,7 @@ class Connection {
 
  private:
   pg_conn* c_;
+  std::set<std::string, std::less<>> prepared_;  // statement names prepared on this session
 };
 
 struct PoolOptions {
