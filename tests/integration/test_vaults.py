@@ -89,10 +89,14 @@ class VaultRules(unittest.TestCase):
         leader, d, e = new_user(), new_user(), new_user()
         for u, amount in ((leader, "1000"), (d, "9000"), (e, "6000")):
             t.deposit(u, amount)
-        r = v.create(leader, "Worked example", "1000", lock_period_seconds=2)
+        # The name goes through the persister's array parameters: quotes, a backslash, braces,
+        # a comma and the word NULL must come back as written.
+        name = 'Worked "example" \\ {1,2} NULL'
+        r = v.create(leader, name, "1000", lock_period_seconds=2)
         self.assertEqual(r.status, 201, r.body)
         openapi_check("/api/v1/vaults", "POST", r)
         vault = r.json()["id"]
+        self.assertEqual(v.get(vault)["name"], name)
         self.assertEqual(loads_exact(r.body)["nav_per_share"], 1)
         r = v.deposit(d, vault, "9000")
         self.assertEqual(r.status, 200, r.body)
