@@ -24,6 +24,24 @@ def stack_env(extra_market=None):
             "market": {"INDEX_FEED": "none", **(extra_market or {})}}
 
 
+def market_stack(name, env, deposit):
+    """Trading, market and the gateway started, the mark at 97,000, two users funded with
+    `deposit`: (stack, trading client, user a, user b). The stack is closed if any of it fails."""
+    stack = Stack(name, extra_env=env, services=["trading", "market", "gateway"])
+    try:
+        for s in ("trading", "market", "gateway"):
+            stack.start(s)
+        t = Trading(stack.ports["trading"])
+        t.mark(SYM, "97000")
+        a, b = new_user(), new_user()
+        t.deposit(a, deposit)
+        t.deposit(b, deposit)
+        return stack, t, a, b
+    except BaseException:
+        stack.close()
+        raise
+
+
 class Collector:
     """Reads one client in a thread; keeps every message per channel."""
 
@@ -66,14 +84,7 @@ def check_seq(test, msgs):
 class WebSocketThroughGateway(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.stack = Stack("ws", extra_env=stack_env(), services=["trading", "market", "gateway"])
-        for s in ["trading", "market", "gateway"]:
-            cls.stack.start(s)
-        cls.t = Trading(cls.stack.ports["trading"])
-        cls.t.mark(SYM, "97000")
-        cls.a, cls.b = new_user(), new_user()
-        cls.t.deposit(cls.a, "1000000")
-        cls.t.deposit(cls.b, "1000000")
+        cls.stack, cls.t, cls.a, cls.b = market_stack("ws", stack_env(), "1000000")
 
     @classmethod
     def tearDownClass(cls):
@@ -188,15 +199,8 @@ class WithTheNpmWsClient(unittest.TestCase):
     """The same through-the-gateway checks with a client we did not write (npm `ws`)."""
 
     def test_snapshot_and_deltas_rebuild_the_rest_book_and_seq_is_continuous(self):
-        stack = Stack("wsn", extra_env=stack_env(), services=["trading", "market", "gateway"])
+        stack, t, a, b = market_stack("wsn", stack_env(), "100000")
         try:
-            for s in ("trading", "market", "gateway"):
-                stack.start(s)
-            t = Trading(stack.ports["trading"])
-            t.mark(SYM, "97000")
-            a, b = new_user(), new_user()
-            t.deposit(a, "100000")
-            t.deposit(b, "100000")
             t.place(a, side="Sell", price="97300", amount="0.05")
             here = os.path.dirname(os.path.abspath(__file__))
             node = subprocess.Popen(["node", os.path.join(here, "ws_npm_client.mjs"), f"ws://127.0.0.1:{stack.gateway_port}/ws",
@@ -302,16 +306,9 @@ class PrivateStreams(unittest.TestCase):
 
 class SlowConsumer(unittest.TestCase):
     def test_a_client_that_never_reads_is_dropped_and_100_others_miss_nothing(self):
-        stack = Stack("slow", extra_env=stack_env({"WS_MAX_QUEUED_MESSAGES": "512", "WS_SOCKET_SEND_BUFFER": "8192"}),
-                      services=["trading", "market", "gateway"])
+        stack, t, a, b = market_stack(
+            "slow", stack_env({"WS_MAX_QUEUED_MESSAGES": "512", "WS_SOCKET_SEND_BUFFER": "8192"}), "10000000")
         try:
-            for s in ["trading", "market", "gateway"]:
-                stack.start(s)
-            t = Trading(stack.ports["trading"])
-            t.mark(SYM, "97000")
-            a, b = new_user(), new_user()
-            t.deposit(a, "10000000")
-            t.deposit(b, "10000000")
             # The slow client takes trades and depth (about four messages a trade); the readers
             # take trades (one a trade), so that 100 Python readers on two busy cores keep up.
             slow_streams = [f"trade.{SYM}", f"depth.{SYM}"]
@@ -367,17 +364,12 @@ class RedisRestart(unittest.TestCase):
             wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0, 5)
 
         start_redis()
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        self.addCleanup(subprocess.run, ["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
         env = stack_env()
         env["*"] = {"REDIS_URL": f"127.0.0.1:{port}"}
-        stack = Stack("wsr", extra_env=env, services=["trading", "market", "gateway"])
+        stack, t, a, b = market_stack("wsr", env, "100000")
         try:
-            for s in ["trading", "market", "gateway"]:
-                stack.start(s)
-            t = Trading(stack.ports["trading"])
-            t.mark(SYM, "97000")
-            a, b = new_user(), new_user()
-            t.deposit(a, "100000")
-            t.deposit(b, "100000")
             c = WsClient(stack.gateway_port)
             c.send_json({"method": "SUBSCRIBE", "params": [f"trade.{SYM}", f"depth.{SYM}"], "id": 1})
             col = Collector(c)
@@ -395,8 +387,6 @@ class RedisRestart(unittest.TestCase):
             c.close()
         finally:
             stack.close()
-            subprocess.run(["redis-cli", "-p", str(port), "shutdown", "nosave"], capture_output=True)
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
