@@ -38,6 +38,11 @@ struct Runtime::Impl {
   asio::thread_pool blocking_pool;
   asio::signal_set signals;
   std::atomic<std::size_t> blocking_queued{0};
+  std::atomic<int> blocking_running{0};
+  // Connection threads still running. `io` (which runs the clients that blocking jobs call
+  // synchronously) is let go only when these are done and no blocking job runs: otherwise a
+  // job still waiting on a client would wait for a loop that has ended.
+  std::atomic<int> conn_threads_running{0};
   std::atomic<bool> stopping{false};
   std::function<void()> signal_handler;
   std::vector<std::shared_ptr<asio::steady_timer>> timers;

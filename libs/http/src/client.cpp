@@ -221,9 +221,16 @@ void Client::request(const config::Endpoint& to, OutgoingRequest req,
 }
 
 Result<Response> Client::request_sync(const config::Endpoint& to, OutgoingRequest req) {
-  std::promise<Result<Response>> p;
-  auto f = p.get_future();
-  request(to, std::move(req), [&p](Result<Response> r) { p.set_value(std::move(r)); });
+  auto p = std::make_shared<std::promise<Result<Response>>>();
+  auto f = p->get_future();
+  request(to, std::move(req), [p](Result<Response> r) { p->set_value(std::move(r)); });
+  // The client's own timeouts answer first; this bound only matters when the loop that runs the
+  // client has ended (a shutdown), where waiting forever would hold the process.
+  const auto bound = (impl_->options.connect_timeout + impl_->options.request_timeout) * (1 + to.standbys.size()) +
+                     std::chrono::seconds(1);
+  if (f.wait_for(bound) != std::future_status::ready) {
+    return fail(Code::upstream_timeout, "no answer from " + to.host + ":" + std::to_string(to.port));
+  }
   return f.get();
 }
 

@@ -21,8 +21,10 @@ bool Runtime::try_blocking(std::function<void()> fn) {
   if (impl_->blocking_queued.load() >= impl_->options.max_blocking_queue) return false;
   impl_->blocking_queued.fetch_add(1);
   asio::post(impl_->blocking_pool, [this, fn = std::move(fn)] {
+    impl_->blocking_running.fetch_add(1);
     impl_->blocking_queued.fetch_sub(1);
     fn();
+    impl_->blocking_running.fetch_sub(1);
   });
   return true;
 }
@@ -72,8 +74,12 @@ void Runtime::run() {
     for (auto& c : impl_->conn_ios) impl_->conn_guards.push_back(asio::make_work_guard(*c));
   }
   std::vector<std::thread> threads;
+  impl_->conn_threads_running.store(static_cast<int>(impl_->conn_ios.size()));
   for (auto& c : impl_->conn_ios) {
-    threads.emplace_back([ctx = c.get()] { ctx->run(); });
+    threads.emplace_back([impl = impl_.get(), ctx = c.get()] {
+      ctx->run();
+      impl->conn_threads_running.fetch_sub(1);
+    });
   }
   impl_->io.run();
   for (auto& t : threads) t.join();
@@ -101,8 +107,20 @@ void Runtime::stop() {
       for (auto& t : impl_->timers) t->cancel();
       impl_->timers.clear();
     }
-    impl_->guard.reset();
     for (auto& g : impl_->conn_guards) g.reset();
+    // `io` ends once the connection threads and the blocking jobs are done (the watchdog bounds it).
+    asio::co_spawn(
+        impl_->io,
+        [impl = impl_.get()]() -> asio::awaitable<void> {
+          asio::steady_timer t(co_await asio::this_coro::executor);
+          while (impl->conn_threads_running.load() > 0 || impl->blocking_running.load() > 0 ||
+                 impl->blocking_queued.load() > 0) {
+            t.expires_after(std::chrono::milliseconds(10));
+            co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+          }
+          impl->guard.reset();
+        },
+        asio::detached);
   });
 }
 
