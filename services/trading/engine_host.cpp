@@ -797,7 +797,8 @@ Result<void> EngineHost::write(const Batch& b) {
                         std::string(balance_reason_code(ev.reason)), std::string(), ts(ev.ts_ms)});
           } else if constexpr (std::is_same_v<T, IsolatedMarginChanged>) {
             // The ledger follows the collateral: margin into an isolated position leaves it.
-            ledger.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(-ev.delta), "ISOLATED_MARGIN",
+            ledger.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(-ev.delta),
+                        std::string(balance_reason_code(BalanceReason::isolated_margin)),
                         catalog_.at(ev.market).symbol, ts(ev.ts_ms)});
           } else if constexpr (std::is_same_v<T, MarkChanged>) {
             marks[static_cast<int>(ev.market)] = &ev;

@@ -253,8 +253,12 @@ void BasicEngine<Book>::link_account_order(Account& a, Handle h) {
   ++a.open_orders;
 }
 
+// The mode changes only while the market has neither a position nor open orders (held trigger
+// orders included); system accounts stay cross (the backstop takes positions over in its cross
+// margin).
 template <class Book>
-bool BasicEngine<Book>::has_orders_in(const Account& a, std::uint32_t m) const {
+bool BasicEngine<Book>::mode_locked(const Account& a, std::uint32_t m) const {
+  if (a.positions[m].size != 0 || a.index == 0 || a.index == insurance_ || a.index == backstop_) return true;
   for (Handle h = a.orders_head; h != kNil; h = pool_[h].acct_next) {
     if (pool_[h].market == m) return true;
   }
@@ -395,16 +399,10 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   }
 
   // Margin mode and leverage first (they are part of the order in the API), then pre-trade risk.
-  // The mode changes only while the market has neither a position nor open orders; a reduce-only
-  // order never opens margin, so its margin_mode is not a request to change anything.
   const bool prev_isolated = acct.positions[c.market].isolated;
-  if (c.margin_mode != MarginMode::unchanged && !c.reduce_only &&
-      (c.margin_mode == MarginMode::isolated) != prev_isolated) {
-    // (System accounts stay cross: the backstop takes positions over in its cross margin.)
-    if (pos.size != 0 || has_orders_in(acct, c.market) || ai == 0 || ai == insurance_ || ai == backstop_) {
-      return reject(c, Reject::margin_mode_locked, out);
-    }
-    acct.positions[c.market].isolated = c.margin_mode == MarginMode::isolated;
+  if (mode_change(c, prev_isolated)) {
+    if (mode_locked(acct, c.market)) return reject(c, Reject::margin_mode_locked, out);
+    acct.positions[c.market].isolated = !prev_isolated;
   }
   const std::int32_t prev_leverage = acct.positions[c.market].leverage;
   if (c.leverage != 0) acct.positions[c.market].leverage = c.leverage;
@@ -530,13 +528,8 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
   }
   Account& acct = accounts_[ai];
   if (acct.open_orders >= config_.max_open_orders_per_account) return reject(c, Reject::too_many_open_orders, out);
-  const bool isolated = c.margin_mode == MarginMode::isolated;
-  const bool mode_change =
-      c.margin_mode != MarginMode::unchanged && !c.reduce_only && isolated != acct.positions[c.market].isolated;
-  if (mode_change && (acct.positions[c.market].size != 0 || has_orders_in(acct, c.market) || ai == 0 ||
-                      ai == insurance_ || ai == backstop_)) {
-    return reject(c, Reject::margin_mode_locked, out);
-  }
+  const bool switch_mode = mode_change(c, acct.positions[c.market].isolated);
+  if (switch_mode && mode_locked(acct, c.market)) return reject(c, Reject::margin_mode_locked, out);
   Handle h = pool_.alloc();
   Order& o = pool_[h];
   o.id = c.id;
@@ -559,7 +552,7 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
     pool_.release(h);
     return reject(c, Reject::would_trigger_immediately, out);
   }
-  if (mode_change) acct.positions[c.market].isolated = isolated;  // held in that mode: it locks it
+  if (switch_mode) acct.positions[c.market].isolated = !acct.positions[c.market].isolated;  // held: it locks the mode
   o.priority = seq_ + 1;
   emit(out, OrderAccepted{o.id, c.user, c.market, o.side, o.type, o.tif, o.reduce_only, o.price, o.qty,
                           c.leverage, o.client_order_id, o.ts_ms, o.trigger_price});

@@ -96,8 +96,11 @@ class RateLimiter {
   };
   RateLimiter(service::Context& ctx, Limits limits) : ctx_(ctx), limits_(limits) {}
   const Limits& limits() const { return limits_; }
-  bool enabled() const {
-    return limits_.per_ip.capacity > 0 || limits_.per_user.capacity > 0 || limits_.auth_per_ip.capacity > 0;
+  // Whether an enabled bucket applies to a request (auth routes: the auth bucket; others: per IP,
+  // and per user when there is one). Requests no bucket applies to skip the Redis trip.
+  bool applies(bool auth_route, bool has_user) const {
+    return auth_route ? limits_.auth_per_ip.capacity > 0
+                      : limits_.per_ip.capacity > 0 || (has_user && limits_.per_user.capacity > 0);
   }
   bool run_blocking(std::function<void()> fn) { return ctx_.runtime->try_blocking(std::move(fn)); }
   // Blocking (one Redis round trip): call it on the blocking pool.

@@ -191,12 +191,7 @@ http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Acce
     // Rate limits, then forwarding; the limits' headers go on whatever answer follows.
     auto limited_forward = [to, client, limiter, auth_route, respond](std::shared_ptr<http::Request> r,
                                                                      std::string user_id) {
-      // Only the buckets that apply to this request: no Redis trip (and no hop to the blocking
-      // pool) when none of them is enabled.
-      const auto& lim = limiter->limits();
-      const bool limited = auth_route ? lim.auth_per_ip.capacity > 0
-                                      : lim.per_ip.capacity > 0 || (!user_id.empty() && lim.per_user.capacity > 0);
-      if (!limited) return forward(to, client, *r, respond);
+      if (!limiter->applies(auth_route, !user_id.empty())) return forward(to, client, *r, respond);
       bool queued = limiter->run_blocking([to, client, limiter, auth_route, respond, r, user_id] {
         const auto& l = limiter->limits();
         RateLimiter::Decision ip = limiter->take((auth_route ? "auth:" : "ip:") + r->remote_addr,

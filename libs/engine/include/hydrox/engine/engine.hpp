@@ -320,7 +320,13 @@ class BasicEngine {
   bool keeps_account(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q, std::int32_t fee_ppm) const;
   Qty fillable(std::uint32_t m, Side taker_side, Price limit, std::uint32_t account, Qty want) const;
   void link_account_order(Account& a, Handle h);
-  bool has_orders_in(const Account& a, std::uint32_t m) const;
+  // Whether the order asks to switch its market's margin mode (a reduce-only order opens no margin:
+  // its margin_mode asks nothing), and whether the account may not switch it now.
+  static bool mode_change(const PlaceOrder& c, bool isolated_now) {
+    return c.margin_mode != MarginMode::unchanged && !c.reduce_only &&
+           (c.margin_mode == MarginMode::isolated) != isolated_now;
+  }
+  bool mode_locked(const Account& a, std::uint32_t m) const;
   void unlink_account_order(Account& a, Handle h);
   AccountView view_of(const Account& a) const;
   Usdm free_margin(const Account& a) const;  // view_of(a).available, computed alone

@@ -7,10 +7,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "hydrox/engine/prefetch.hpp"
-
 #include "hydrox/engine/huge_pages.hpp"
 #include "hydrox/engine/order_pool.hpp"
+#include "hydrox/engine/prefetch.hpp"
 
 namespace hydrox::engine {
 
