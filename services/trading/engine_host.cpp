@@ -411,6 +411,37 @@ std::string EngineHost::operator_outcome(const Batch& b, const Item& item) const
   return w.take();
 }
 
+void EngineHost::set_clock_hook(std::int64_t period_ms, std::int64_t retry_ms, ClockHook hook) {
+  clock_period_ms_ = period_ms;
+  clock_retry_ms_ = retry_ms;
+  clock_hook_ = std::move(hook);
+}
+
+void EngineHost::apply_item(Item& it, std::vector<Event>& events) {
+  it.first_event = events.size();
+  engine_.apply(it.command, events);
+  it.end_event = events.size();
+  it.command_no = command_no_.fetch_add(1) + 1;
+}
+
+void EngineHost::stamp(Command& c, std::vector<Item>& items, std::vector<Event>& events, bool run_clock) {
+  std::int64_t& ts = std::visit([](auto& cmd) -> std::int64_t& { return cmd.ts_ms; }, c);
+  ts = std::max(ts, clock_ms_);
+  clock_ms_ = ts;
+  if (!run_clock || !clock_hook_ || ts < clock_next_ms_) return;
+  const std::int64_t boundary = ts / clock_period_ms_ * clock_period_ms_;
+  clock_next_ms_ = boundary + clock_period_ms_;  // the next moment, unless this one stays unsettled
+  ClockStep step = clock_hook_(engine_, ts);
+  for (auto& made : step.commands) {
+    std::visit([&](auto& cmd) { cmd.ts_ms = ts; }, made);
+    Item p;
+    p.command = std::move(made);
+    apply_item(p, events);
+    items.push_back(std::move(p));
+  }
+  if (step.again) clock_next_ms_ = std::min(clock_next_ms_, ts + clock_retry_ms_);
+}
+
 void EngineHost::engine_loop() {
   std::deque<Job> jobs;
   while (running_.load()) {
@@ -451,12 +482,10 @@ void EngineHost::engine_loop() {
       if (job.produce) {
         std::vector<Command> made = job.produce(engine_);
         for (auto& c : made) {
+          stamp(c, b.items, b.events, /*run_clock=*/false);  // the clock's own commands
           Item p;
           p.command = std::move(c);
-          p.first_event = b.events.size();
-          engine_.apply(p.command, b.events);
-          p.end_event = b.events.size();
-          p.command_no = command_no_.fetch_add(1) + 1;
+          apply_item(p, b.events);
           b.items.push_back(std::move(p));
         }
         if (it.done) {
@@ -466,11 +495,9 @@ void EngineHost::engine_loop() {
         continue;
       }
       it.command = job.command;
+      stamp(it.command, b.items, b.events);
       it.idempotency_key = job.idempotency_key;
-      it.first_event = b.events.size();
-      engine_.apply(it.command, b.events);
-      it.end_event = b.events.size();
-      it.command_no = command_no_.fetch_add(1) + 1;
+      apply_item(it, b.events);
       if (!it.idempotency_key.empty()) {
         it.outcome_text = operator_outcome(b, it);
         operator_keys_[it.idempotency_key] = it.outcome_text;

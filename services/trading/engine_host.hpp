@@ -62,6 +62,17 @@ class EngineHost {
 
   // Rebuilds the engine from the journal; sets a first mark for markets that never had one.
   Result<void> recover(std::int64_t now_ms);
+  // A clock that must not be overtaken (the funding settlement, perp-rules "Funding"): before the
+  // first command stamped at or after the next multiple of `period_ms`, the engine thread runs
+  // `hook` and applies what it returns, so a position opened after an interval's end never pays
+  // for it and one open at the end always does. While the hook cannot settle (no fresh index) it
+  // is asked again every `retry_ms` of command time. Set before start().
+  struct ClockStep {
+    std::vector<engine::Command> commands;  // applied (stamped at the moment) before the command
+    bool again = false;                     // this moment is not done yet
+  };
+  using ClockHook = std::function<ClockStep(const engine::Engine&, std::int64_t now_ms)>;
+  void set_clock_hook(std::int64_t period_ms, std::int64_t retry_ms, ClockHook hook);
   void start();
   void stop();
   bool submit(Job job);
@@ -97,6 +108,10 @@ class EngineHost {
   };
 
   void engine_loop();
+  // Engine thread: stamps `c` no earlier than the last applied command (the journal's times rise
+  // in apply order) and runs the clock hook first when `c` reaches its next moment.
+  void stamp(engine::Command& c, std::vector<Item>& items, std::vector<engine::Event>& events, bool run_clock = true);
+  void apply_item(Item& it, std::vector<engine::Event>& events);
   void persist_loop();
   Result<void> write(const Batch& b);
   void write_through_outage(Batch& b, Error first);
@@ -115,6 +130,9 @@ class EngineHost {
   std::vector<std::atomic<std::int64_t>> funding_ms_;
   std::atomic<std::uint64_t> command_no_{0};
   std::map<std::string, std::string> operator_keys_;  // engine thread only (after recover)
+  std::int64_t clock_ms_ = 0;                          // engine thread: time of the last applied command
+  std::int64_t clock_period_ms_ = 0, clock_retry_ms_ = 0, clock_next_ms_ = 0;
+  ClockHook clock_hook_;
   mutable std::mutex vaults_mu_;
   std::map<Uuid, VaultRef> vault_refs_;  // vault id → its account and leader (for order routing)
   void note_vaults(const std::vector<engine::Event>& events);

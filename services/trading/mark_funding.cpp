@@ -98,7 +98,14 @@ MarkFunding::MarkFunding(const Catalog& catalog, EngineHost& host, std::shared_p
       options_(options),
       feeds_(catalog.all().size()),
       states_(catalog.all().size()),
-      predicted_ppb_(catalog.all().size()) {}
+      predicted_ppb_(catalog.all().size()) {
+  host_.set_clock_hook(options_.funding_interval_ms, /*retry_ms=*/100,
+                       [this](const Engine& e, std::int64_t now) {
+                         EngineHost::ClockStep step;
+                         step.commands = tick(e, now, &step.again);
+                         return step;
+                       });
+}
 
 MarkFunding::~MarkFunding() { stop(); }
 
@@ -148,16 +155,20 @@ void MarkFunding::on_index(std::string_view message, std::int64_t now_ms) {
   f.accepted = Index{*ticks, *when};
 }
 
-std::vector<Command> MarkFunding::tick(const Engine& e, std::int64_t now) {
+std::vector<Command> MarkFunding::tick(const Engine& e, std::int64_t now, bool* waiting) {
   std::vector<Command> out;
   for (const auto& m : catalog_.all()) {
     const Index idx = index(m.index);
     State& st = states_[m.index];
     if (idx.price <= 0 || now - idx.time_ms > options_.index_max_age_ms) {
+      if (waiting && e.last_funding_ms(m.index) < now / options_.funding_interval_ms * options_.funding_interval_ms) {
+        *waiting = true;
+      }
       continue;  // no fresh index: the mark holds, settlement waits
     }
-    const std::int64_t dt = st.last_ms == 0 ? 0 : now - st.last_ms;
-    st.last_ms = now;
+    // The clock hook and the periodic job interleave: time only moves forward here.
+    const std::int64_t dt = st.last_ms == 0 ? 0 : std::max<std::int64_t>(0, now - st.last_ms);
+    st.last_ms = std::max(st.last_ms, now);
     const auto bid = e.best(m.index, Side::buy);
     const auto ask = e.best(m.index, Side::sell);
     Price mark = idx.price;

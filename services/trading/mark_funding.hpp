@@ -11,6 +11,8 @@
 // every FUNDING_SAMPLE_MS it samples the premium from the impact bid/ask; at each multiple of
 // FUNDING_INTERVAL_MS it journals a SettleFunding for every interval not yet settled (the engine
 // refuses an interval twice, so a restart around the settlement moment charges exactly once).
+// The same job is the host's clock hook: it also runs before the first command stamped at or
+// after an interval's end, so settlement sees exactly the positions open at that moment.
 // Without a fresh index the mark stays where it is and settlement waits: a stale, absurd or
 // missing index can never move the mark, so it cannot cause a liquidation by itself.
 #include <atomic>
@@ -83,7 +85,8 @@ class MarkFunding {
     std::vector<std::pair<std::int64_t, std::int64_t>> premiums;  // (time, P)
   };
 
-  std::vector<engine::Command> tick(const engine::Engine& e, std::int64_t now_ms);
+  // `waiting`: set when a market's settlement had to wait for a fresh index.
+  std::vector<engine::Command> tick(const engine::Engine& e, std::int64_t now_ms, bool* waiting = nullptr);
   void loop();
   void publish_predictions(std::int64_t now_ms);
 

@@ -59,7 +59,6 @@ Result<void> setup(service::Context& ctx) {
   ho.outage_limit = std::chrono::milliseconds(*outage);
   s.host = std::make_unique<EngineHost>(s.catalog, ctx.db, std::move(*writer), ctx.redis, ho);
   if (auto r = s.host->recover(SystemClock::instance().now_ms()); !r) return r.error();
-  s.host->start();
 
   // The mark follows perp-rules from market's index feed and the book; funding settles on the
   // clock. MARK_FROM_INDEX=0 leaves marks to the operator route (tests that pin prices).
@@ -80,7 +79,10 @@ Result<void> setup(service::Context& ctx) {
     mo.funding_interval_ms = *interval_ms;
     mo.index_max_age_ms = *max_age;
     mo.index_max_jump_ppm = *max_jump;
-    s.marks = std::make_unique<MarkFunding>(s.catalog, *s.host, ctx.redis, mo);
+    s.marks = std::make_unique<MarkFunding>(s.catalog, *s.host, ctx.redis, mo);  // before the host starts
+  }
+  s.host->start();
+  if (s.marks) {
     s.index_feed = std::make_unique<redis::Subscriber>(
         ctx.redis_address, std::vector<std::string>{}, std::vector<std::string>{"hydrox:index:*"},
         [&s](std::string_view, std::string_view message) {

@@ -313,6 +313,61 @@ class Funding(unittest.TestCase):
             stack.close()
 
 
+    def test_settlement_sees_the_positions_open_at_the_interval_end(self):
+        # The periodic job runs once a minute here, so only the clock hook can settle on time: the
+        # first command stamped after an interval's end settles that interval before it applies.
+        stack = risk_stack("fundedge", FUNDING_INTERVAL_MS="3000", FUNDING_SAMPLE_MS="200",
+                           MARK_INTERVAL_MS="60000")
+        feed = IndexFeed(stack.redis_port)
+        try:
+            t = Trading(stack.ports["trading"])
+            feed.price = "10000"
+            poker = new_user()
+
+            def poked_mark():
+                t.deposit(poker, "1")  # any command runs the clock once its moment has come
+                return book_mark(t) == D("10000")
+
+            wait_until(poked_mark, 10, interval=0.2, what="the mark to follow the index")
+            maker, trader = new_user(), new_user()
+            t.deposit(maker, "1000000")
+            t.deposit(trader, "100000")
+            self.assertEqual(t.place(maker, side="Buy", price="9990", amount="20").status, 201)
+            self.assertEqual(t.place(maker, side="Sell", price="10000", amount="20").status, 201)
+
+            def just_after_boundary():
+                now = time.time() * 1000
+                boundary = (now // 3000 + 1) * 3000
+                time.sleep((boundary + 40 - now) / 1000)
+                return int(boundary // 1000)
+
+            opened_after = just_after_boundary()
+            r = t.place(trader, side="Buy", price="10000", amount="10", time_in_force="IOC")
+            self.assertEqual(r.json()["status"], "Filled", r.body)
+            closed_after = just_after_boundary()
+            r = t.place(trader, side="Sell", price="9990", amount="10", time_in_force="IOC", reduce_only=True)
+            self.assertEqual(r.json()["status"], "Filled", r.body)
+            fills = loads_exact(t.call(trader, "GET", "/api/v1/fills").body)
+            self.assertTrue(all(f["time_ms"] % 3000 >= 40 for f in fills), fills)
+            just_after_boundary()
+            t.deposit(poker, "1")
+
+            settled = [int(x) for x in psql(stack, "SELECT extract(epoch FROM time)::bigint FROM funding_rates"
+                                                   " WHERE market_id = 1 ORDER BY time").split()]
+            self.assertIn(opened_after, settled)
+            self.assertIn(closed_after, settled)
+            charged = psql(stack, f"SELECT extract(epoch FROM time)::bigint, delta FROM ledger WHERE user_id = '{trader}'"
+                                  " AND reason = 'FUNDING' ORDER BY time").splitlines()
+            # Open from just after `opened_after` to just after `closed_after`: one interval ended
+            # while it was open, and it pays for that one only (F = 0.01 %: 10 x 10,000 x 0.01 % / 8).
+            self.assertEqual([line.split("|") for line in charged], [[str(closed_after), "-1.25"]])
+            inv = t.invariants()
+            self.assertTrue(inv["ok"], inv)
+        finally:
+            feed.close()
+            stack.close()
+
+
 class OracleFaults(unittest.TestCase):
     def test_stale_absurd_or_missing_index_never_liquidates(self):
         stack = risk_stack("orf", INDEX_MAX_AGE_MS="1000")
