@@ -282,14 +282,18 @@ void BasicEngine<Book>::adl_close(std::uint32_t ai, std::uint32_t m, i128 share,
                                                 1, INT64_MAX / 4));
     t.moved = moved_at(t.cap, t.qty);
   }
+  // What the uncapped takers still have to take, and their size.
+  auto uncapped = [&] {
+    std::pair<i128, Qty> r{share, 0};
+    for (const Taker& t : takers) {
+      if (t.capped) r.first -= t.moved; else r.second += t.qty;
+    }
+    return r;
+  };
   // Cap whoever the even price of the others would take past their cap, until nobody new is.
   for (bool changed = true; changed;) {
     changed = false;
-    i128 left = share;
-    Qty free_qty = 0;
-    for (const Taker& t : takers) {
-      if (t.capped) left -= t.moved; else free_qty += t.qty;
-    }
+    const auto [left, free_qty] = uncapped();
     if (free_qty == 0) break;
     const Price even = even_price(left, free_qty);
     for (Taker& t : takers) {
@@ -297,11 +301,7 @@ void BasicEngine<Book>::adl_close(std::uint32_t ai, std::uint32_t m, i128 share,
       if (long_closed ? even > t.cap : even < t.cap) t.capped = changed = true;
     }
   }
-  i128 left = share;
-  Qty free_qty = 0;
-  for (const Taker& t : takers) {
-    if (t.capped) left -= t.moved; else free_qty += t.qty;
-  }
+  auto [left, free_qty] = uncapped();
   for (const Taker& t : takers) {
     Price px = t.cap;
     if (!t.capped) {  // the even price of what is left, so that rounding does not add up
@@ -343,6 +343,23 @@ Qty BasicEngine<Book>::liquidation_slice(std::uint32_t ai, std::uint32_t m, Usdm
 }
 
 template <class Book>
+template <class Health>
+auto BasicEngine<Book>::slice_into_book(std::uint32_t ai, std::uint32_t m, std::int64_t ts, std::vector<Event>& out,
+                                        Health health) -> Slicing {
+  while (accounts_[ai].positions[m].size != 0) {
+    const auto [value, maintenance] = health();
+    if (value >= maintenance) return Slicing::healthy;
+    if (3 * static_cast<i128>(value) < 2 * static_cast<i128>(maintenance)) return Slicing::to_backstop;
+    const Qty abs = std::abs(accounts_[ai].positions[m].size);
+    const Qty slice = liquidation_slice(ai, m, value, ts, out);
+    if (abs - std::abs(accounts_[ai].positions[m].size) < slice) {
+      return Slicing::to_backstop;  // the book could not take it within the bankruptcy price
+    }
+  }
+  return Slicing::flat;
+}
+
+template <class Book>
 void BasicEngine<Book>::liquidate(std::uint32_t ai, std::uint32_t first_market, std::int64_t ts,
                                   std::vector<Event>& out) {
   const AccountView v0 = view_of(accounts_[ai]);
@@ -362,26 +379,16 @@ void BasicEngine<Book>::liquidate(std::uint32_t ai, std::uint32_t first_market, 
     }
     return false;
   };
+  auto health = [&] {
+    const AccountView v = view_of(accounts_[ai]);
+    return std::pair{v.account_value, v.maintenance_margin};
+  };
   for (std::uint32_t k = 0; k < markets_.size() && !to_backstop && !healthy; ++k) {
     const std::uint32_t m = k == 0 ? first_market : (k <= first_market ? k - 1 : k);
     if (accounts_[ai].positions[m].isolated) continue;
-    while (accounts_[ai].positions[m].size != 0) {
-      const AccountView v = view_of(accounts_[ai]);
-      if (v.account_value >= v.maintenance_margin) {
-        healthy = true;
-        break;
-      }
-      if (3 * static_cast<i128>(v.account_value) < 2 * static_cast<i128>(v.maintenance_margin)) {
-        to_backstop = true;
-        break;
-      }
-      const Qty abs = std::abs(accounts_[ai].positions[m].size);
-      const Qty slice = liquidation_slice(ai, m, v.account_value, ts, out);
-      if (abs - std::abs(accounts_[ai].positions[m].size) < slice) {  // the book could not take it within the bankruptcy price
-        to_backstop = true;
-        break;
-      }
-    }
+    const Slicing r = slice_into_book(ai, m, ts, out, health);
+    healthy = r == Slicing::healthy;
+    to_backstop = r == Slicing::to_backstop;
   }
 
   // 3. The backstop (protocol vault) takes what is left and the remaining margin over at the
@@ -440,21 +447,8 @@ void BasicEngine<Book>::liquidate_isolated(std::uint32_t ai, std::uint32_t m, st
 
   Liquidation stage = Liquidation::book;
   Usdm insurance_paid = 0;
-  bool to_backstop = false;
-  while (accounts_[ai].positions[m].size != 0) {
-    const Usdm v = value(), mm = maintenance();
-    if (v >= mm) break;
-    if (3 * static_cast<i128>(v) < 2 * static_cast<i128>(mm)) {
-      to_backstop = true;
-      break;
-    }
-    const Qty abs = std::abs(accounts_[ai].positions[m].size);
-    const Qty slice = liquidation_slice(ai, m, v, ts, out);
-    if (abs - std::abs(accounts_[ai].positions[m].size) < slice) {
-      to_backstop = true;
-      break;
-    }
-  }
+  const bool to_backstop =
+      slice_into_book(ai, m, ts, out, [&] { return std::pair{value(), maintenance()}; }) == Slicing::to_backstop;
 
   if (to_backstop && accounts_[ai].positions[m].size != 0) {
     const Usdm v = value();

@@ -280,6 +280,12 @@ class BasicEngine {
   // A reduce-only IOC order of the engine into the book for a liquidation slice, no worse than the
   // price at which `value` would be lost; returns the slice's size.
   Qty liquidation_slice(std::uint32_t ai, std::uint32_t m, Usdm value, std::int64_t ts, std::vector<Event>& out);
+  // Liquidation step 2 for ai's position in m: slices into the book while `health()` (a pair of
+  // value and maintenance margin: the account's cross ones or the isolated position's) is below
+  // maintenance and above two thirds of it, and the book takes each slice whole.
+  enum class Slicing { flat, healthy, to_backstop };
+  template <class Health>
+  Slicing slice_into_book(std::uint32_t ai, std::uint32_t m, std::int64_t ts, std::vector<Event>& out, Health health);
   // Whether the backstop can carry ai's cross positions (market < 0) or its isolated position in
   // `market`, taking `value` with them.
   bool backstop_can_take(std::uint32_t ai, Usdm value, std::int32_t market = -1) const;
