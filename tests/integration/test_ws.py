@@ -159,6 +159,63 @@ class WebSocketThroughGateway(unittest.TestCase):
             check_seq(self, col.on(ch))
         c.close()
 
+    def test_frames_fragments_control_frames_and_protocol_errors(self):
+        import struct as _struct
+
+        def raw_frame(c):
+            """The next frame as (opcode, payload), without answering anything."""
+            b1, b2 = c._read(2)
+            n = b2 & 0x7F
+            if n == 126:
+                n = _struct.unpack("!H", c._read(2))[0]
+            elif n == 127:
+                n = _struct.unpack("!Q", c._read(8))[0]
+            self.assertEqual(b2 & 0x80, 0)  # server frames are not masked
+            return b1 & 0x0F, c._read(n)
+
+        def masked(fin, opcode, data):
+            mask = os.urandom(4)
+            return (bytes([(0x80 if fin else 0) | opcode, 0x80 | len(data)]) + mask
+                    + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+        # A text message in three fragments with a ping between them: the ping is answered with
+        # its payload at once, the message is handled as one.
+        c = self.client()
+        text = json.dumps({"method": "PING", "id": "frag"}).encode()
+        c.sock.sendall(masked(False, 0x1, text[:5]) + masked(False, 0x0, text[5:9]) + masked(True, 0x9, b"hello")
+                       + masked(True, 0x0, text[9:]))
+        self.assertEqual(raw_frame(c), (0xA, b"hello"))
+        self.assertEqual(raw_frame(c), (0x1, b'{"id":"frag","result":"pong"}'))
+        # The client closes: the server answers with the same code and ends the connection.
+        c.sock.sendall(masked(True, 0x8, _struct.pack("!H", 1000)))
+        self.assertEqual(raw_frame(c), (0x8, _struct.pack("!H", 1000)))
+        self.assertEqual(c.sock.recv(10), b"")
+        c.sock.close()
+
+        def closed_with(data):
+            c = self.client()
+            c.sock.sendall(data)
+            with self.assertRaises(Closed) as e:
+                c.recv()
+            c.sock.close()
+            return e.exception.code
+
+        self.assertEqual(closed_with(bytes([0x81, 0x02]) + b"{}"), 1002)  # not masked
+        self.assertEqual(closed_with(masked(True, 0x1, b"\xff\xfe")), 1007)  # not UTF-8
+        self.assertEqual(closed_with(masked(True, 0x1, "\ud800".encode("utf-8", "surrogatepass"))), 1007)
+        self.assertEqual(closed_with(masked(True, 0x0, b"x")), 1002)  # a continuation of nothing
+        self.assertEqual(closed_with(masked(False, 0x9, b"x")), 1002)  # a fragmented ping
+        self.assertEqual(closed_with(masked(True, 0x3, b"x")), 1002)  # a reserved opcode
+        # Two fragments that together pass 64 KiB: refused from the second one's length.
+        c = self.client()
+        head = bytes([0x01, 0x80 | 127]) + _struct.pack("!Q", 40_000) + b"\0\0\0\0"
+        c.sock.sendall(head + b"a" * 40_000)
+        c.sock.sendall(bytes([0x80, 0x80 | 127]) + _struct.pack("!Q", 30_000) + b"\0\0\0\0")
+        with self.assertRaises(Closed) as e:
+            c.recv()
+        self.assertEqual(e.exception.code, 1009)
+        c.sock.close()
+
     def test_limits_frame_size_subscriptions_rate(self):
         c = self.client()
         # Only the header of a 64 KiB + 1 frame: the server refuses it from the length alone. (With

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "asio.hpp"
+#include "ws_session.hpp"
 #include "hydrox/core/ids.hpp"
 #include "hydrox/log/log.hpp"
 #include "hydrox/metrics/metrics.hpp"
@@ -56,100 +57,6 @@ bhttp::response<bhttp::string_body> to_beast(Response&& r, unsigned version, boo
 
 namespace websocket = boost::beast::websocket;
 
-class WsSessionImpl final : public WsConnection, public std::enable_shared_from_this<WsSessionImpl> {
- public:
-  WsSessionImpl(beast::tcp_stream&& stream, Request req, const WsOptions& options, std::uint64_t id)
-      : ws_(std::move(stream)), req_(std::move(req)), options_(options), id_(id) {}
-
-  websocket::stream<beast::tcp_stream>& ws() { return ws_; }
-
-  bool send(std::string text) override { return send_shared(std::make_shared<const std::string>(std::move(text))); }
-
-  bool send_shared(std::shared_ptr<const std::string> text) override {
-    if (closed_.load()) return false;
-    const std::size_t n = queued_.load();
-    if (n + 1 > options_.max_queued_messages || bytes_.load() + text->size() > options_.max_queued_bytes) return false;
-    queued_.fetch_add(1);
-    bytes_.fetch_add(text->size());
-    asio::post(ws_.get_executor(), [self = shared_from_this(), text = std::move(text)]() mutable {
-      self->queue_.push_back(std::move(text));
-      if (!self->writing_) self->write_next();
-    });
-    return true;
-  }
-
-  void close(std::uint16_t code, std::string reason) override {
-    if (closed_.exchange(true)) return;
-    asio::post(ws_.get_executor(), [self = shared_from_this(), code, reason = std::move(reason)]() {
-      self->close_reason_.code = code;
-      self->close_reason_.reason = reason;
-      self->pending_close_ = true;
-      if (!self->writing_) self->do_close();
-    });
-  }
-
-  std::uint64_t id() const override { return id_; }
-  std::size_t queued_messages() const override { return queued_.load(); }
-  const Request& request() const override { return req_; }
-  void mark_closed() { closed_.store(true); }
-  void abort() override {
-    closed_.store(true);
-    force_close();
-  }
-  // Ends the connection without a close handshake (a peer that did not answer in time).
-  void force_close() {
-    asio::post(ws_.get_executor(), [self = shared_from_this()] {
-      boost::system::error_code ignored;
-      beast::get_lowest_layer(self->ws_).socket().close(ignored);
-    });
-  }
-
- private:
-  void write_next() {
-    if (queue_.empty()) {
-      writing_ = false;
-      if (pending_close_) do_close();
-      return;
-    }
-    writing_ = true;
-    ws_.text(true);
-    ws_.async_write(asio::buffer(*queue_.front()),
-                    [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
-                      self->bytes_.fetch_sub(self->queue_.front()->size());
-                      self->queued_.fetch_sub(1);
-                      self->queue_.pop_front();
-                      if (ec) {
-                        self->closed_.store(true);
-                        self->writing_ = false;
-                        while (!self->queue_.empty()) {
-                          self->bytes_.fetch_sub(self->queue_.front()->size());
-                          self->queued_.fetch_sub(1);
-                          self->queue_.pop_front();
-                        }
-                        return;
-                      }
-                      self->write_next();
-                    });
-  }
-
-  void do_close() {
-    pending_close_ = false;
-    ws_.async_close(close_reason_, [self = shared_from_this()](boost::system::error_code) {});
-  }
-
-  websocket::stream<beast::tcp_stream> ws_;
-  Request req_;
-  WsOptions options_;
-  std::uint64_t id_;
-  std::deque<std::shared_ptr<const std::string>> queue_;  // strand only
-  bool writing_ = false;           // strand only
-  bool pending_close_ = false;     // strand only
-  websocket::close_reason close_reason_;
-  std::atomic<std::size_t> queued_{0};
-  std::atomic<std::size_t> bytes_{0};
-  std::atomic<bool> closed_{false};
-};
-
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Impl(Runtime& rt, ServerOptions o, Router r)
       : runtime(rt), io(rt.impl().io), options(std::move(o)), router(std::move(r)), acceptor(io) {}
@@ -167,7 +74,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   };
   std::vector<WsRoute> ws_routes;
   std::mutex ws_mu;
-  std::map<std::uint64_t, std::weak_ptr<WsSessionImpl>> ws_sessions;
+  std::map<std::uint64_t, std::weak_ptr<WsSession>> ws_sessions;
   std::atomic<std::uint64_t> ws_next_id{1};
   tcp::acceptor acceptor;
   std::atomic<bool> stopping{false};
@@ -423,30 +330,29 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   awaitable<bool> run_websocket(beast::tcp_stream& stream, beast::flat_buffer& buffer,
                                 bhttp::request<bhttp::string_body>& breq, Request req, WsRoute& route) {
+    // Beast answers the upgrade (validation, the 101); the session then speaks the frames itself
+    // (ws_session.hpp: one gather write for everything queued).
+    {
+      websocket::stream<beast::tcp_stream&> handshake(stream);
+      handshake.set_option(websocket::stream_base::decorator(
+          [](websocket::response_type& res) { res.set(bhttp::field::server, "hydrox"); }));
+      // Bytes that arrived after the upgrade request belong to the WebSocket.
+      if (buffer.size() > 0) {
+        // Clients wait for the 101 before sending frames, so leftover bytes are extremely rare;
+        // they are dropped with a log line rather than mis-parsed.
+        log::warn("websocket: bytes after the upgrade request dropped", {{"bytes", static_cast<std::int64_t>(buffer.size())}});
+      }
+      stream.expires_after(std::chrono::seconds(10));
+      auto [aec] = co_await handshake.async_accept(breq, kTuple);
+      if (aec) co_return true;
+    }
     stream.expires_never();
     {
       boost::system::error_code ignored;
       stream.socket().set_option(asio::socket_base::send_buffer_size(route.options.socket_send_buffer), ignored);
     }
     const std::uint64_t id = ws_next_id.fetch_add(1);
-    auto session = std::make_shared<WsSessionImpl>(std::move(stream), std::move(req), route.options, id);
-    auto& ws = session->ws();
-    websocket::stream_base::timeout t{};
-    t.handshake_timeout = std::chrono::seconds(10);
-    t.idle_timeout = std::chrono::seconds(route.options.idle_timeout_s);
-    t.keep_alive_pings = true;
-    ws.set_option(t);
-    ws.read_message_max(route.options.max_message_bytes);
-    ws.set_option(websocket::stream_base::decorator(
-        [](websocket::response_type& res) { res.set(bhttp::field::server, "hydrox"); }));
-    // Bytes that arrived after the upgrade request belong to the WebSocket.
-    if (buffer.size() > 0) {
-      // Beast's accept(request) does not read; leftover bytes are extremely rare from clients
-      // that wait for the 101, so they are dropped with a log line rather than mis-parsed.
-      log::warn("websocket: bytes after the upgrade request dropped", {{"bytes", static_cast<std::int64_t>(buffer.size())}});
-    }
-    auto [aec] = co_await ws.async_accept(breq, kTuple);
-    if (aec) co_return true;
+    auto session = std::make_shared<WsSession>(stream.release_socket(), std::move(req), route.options, id);
     {
       std::lock_guard lock(ws_mu);
       ws_sessions[id] = session;
@@ -454,16 +360,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     static auto& open_gauge = metrics::Registry::global().gauge("ws_sessions_open", "Open WebSocket sessions");
     open_gauge.add(1);
     if (route.handlers.on_open) route.handlers.on_open(session);
-    beast::flat_buffer in;
-    for (;;) {
-      auto [ec, n] = co_await ws.async_read(in, kTuple);
-      if (ec) break;  // closed, too big (Beast answers 1009), idle timeout, or reset
-      if (route.handlers.on_message) {
-        auto data = in.data();
-        route.handlers.on_message(session, std::string_view(static_cast<const char*>(data.data()), data.size()));
-      }
-      in.consume(in.size());
-    }
+    co_await session->run([&route, &session](std::string_view message) {
+      if (route.handlers.on_message) route.handlers.on_message(session, message);
+    });
     session->mark_closed();
     if (route.handlers.on_close) route.handlers.on_close(session);
     {

@@ -163,6 +163,17 @@ class BasicEngine {
   void prefetch(const Command& command) const {
     if (const auto* p = std::get_if<PlaceOrder>(&command)) {
       orders_index_.prefetch(p->id.value());
+      if (p->market < markets_.size()) {  // and the resting order it would meet first
+        const Book& book = markets_[p->market].book;
+        const Side opp = opposite(p->side);
+        const auto best = book.best(opp);
+        if (best && (p->type != OrderType::limit || (p->side == Side::buy ? *best <= p->price : *best >= p->price))) {
+          if (const Handle h = book.front(opp, *best); h != kNil) {
+            prefetch_line(&pool_[h]);
+            prefetch_line(&pool_[h].next);
+          }
+        }
+      }
     } else if (const auto* c = std::get_if<CancelOrder>(&command)) {
       orders_index_.prefetch(c->id.value());
     }
