@@ -257,9 +257,10 @@ void Hub::broadcast_as(const std::string& key, const std::string& channel, std::
   w.begin_object().field("type", type).field("channel", channel).field("seq", static_cast<std::int64_t>(seq));
   w.key("data").raw_value(data).end_object();
   const auto message = std::make_shared<const std::string>(w.take());
+  const std::int64_t now = now_ms();
   for (std::uint64_t sid : subs->second) {
     auto it = sessions_.find(sid);
-    if (it != sessions_.end()) deliver(it->second, message);
+    if (it != sessions_.end()) deliver(it->second, message, now);
   }
 }
 
@@ -323,9 +324,8 @@ void Hub::send_snapshot(Session& session, const std::string& stream) {
   }
 }
 
-void Hub::deliver(Session& session, const std::shared_ptr<const std::string>& message) {
+void Hub::deliver(Session& session, const std::shared_ptr<const std::string>& message, std::int64_t now) {
   if (session.dropped) return;
-  const std::int64_t now = now_ms();
   auto drop = [&] {
     dropped_sessions().inc();
     session.dropped = true;
@@ -362,9 +362,10 @@ void Hub::broadcast(const std::string& stream, std::string_view type, const std:
   w.begin_object().field("type", type).field("channel", stream).field("seq", static_cast<std::int64_t>(seq));
   w.key("data").raw_value(data).end_object();
   const auto message = std::make_shared<const std::string>(w.take());
+  const std::int64_t now = now_ms();
   for (std::uint64_t id : subs->second) {
     auto it = sessions_.find(id);
-    if (it != sessions_.end()) deliver(it->second, message);
+    if (it != sessions_.end()) deliver(it->second, message, now);
   }
 }
 

@@ -64,7 +64,7 @@ class Hub : public std::enable_shared_from_this<Hub> {
   // For private streams: `key` is the per-user stream ("u:<user>:orders"), `channel` the public name.
   void broadcast_as(const std::string& key, const std::string& channel, std::string_view type, const std::string& data);
   void subscribe_private(std::uint64_t session, const std::string& user, const std::string& stream, const json::Value* id);
-  void deliver(Session& session, const std::shared_ptr<const std::string>& message);
+  void deliver(Session& session, const std::shared_ptr<const std::string>& message, std::int64_t now);
   void send_snapshot(Session& session, const std::string& stream);  // lock held
   void fetch_book(const std::string& symbol);
   void tick();

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -70,25 +71,75 @@ asio::awaitable<void> session(std::string host, std::string port, std::string su
     co_return;
   }
   st.opened.fetch_add(1);
-  beast::flat_buffer buffer;
-  try {
-    for (;;) {
-      co_await ws.async_read(buffer, asio::use_awaitable);
-      if (st.measuring.load(std::memory_order_relaxed)) {
-        st.messages.fetch_add(1, std::memory_order_relaxed);
-        const auto data = buffer.cdata();
-        const std::string_view m(static_cast<const char*>(data.data()), data.size());
-        if (const auto t = trade_time(m); t > 0) {
-          st.trades.fetch_add(1, std::memory_order_relaxed);
-          std::lock_guard lock(st.mu);
-          st.latencies.push_back(static_cast<std::int32_t>(now_ms() - t));
-        }
-      }
-      buffer.consume(buffer.size());
+  // From here the frames are read straight off the socket (a server's frames are not masked), many
+  // per read: the client must cost far less per message than what it measures.
+  tcp::socket sock = ws.next_layer().release_socket();
+  std::vector<char> in(1 << 16);
+  std::size_t begin = 0, end = 0;
+  std::vector<std::int32_t> lat;
+  for (;;) {
+    if (begin > 0) {
+      std::memmove(in.data(), in.data() + begin, end - begin);
+      end -= begin;
+      begin = 0;
     }
-  } catch (const std::exception&) {
-    if (st.measuring.load()) st.lost.fetch_add(1);
+    if (end == in.size()) in.resize(in.size() * 2);
+    auto [ec, n] = co_await sock.async_read_some(asio::buffer(in.data() + end, in.size() - end),
+                                                 asio::as_tuple(asio::use_awaitable));
+    if (ec) break;
+    end += n;
+    const bool measuring = st.measuring.load(std::memory_order_relaxed);
+    const std::int64_t now = measuring ? now_ms() : 0;
+    std::int64_t messages = 0, trades = 0;
+    bool closed = false;
+    for (;;) {
+      const auto* p = reinterpret_cast<const unsigned char*>(in.data() + begin);
+      const std::size_t avail = end - begin;
+      if (avail < 2) break;
+      std::uint64_t len = p[1] & 0x7F;
+      std::size_t head = 2;
+      if (len == 126) {
+        if (avail < 4) break;
+        len = (static_cast<std::uint64_t>(p[2]) << 8) | p[3];
+        head = 4;
+      } else if (len == 127) {
+        if (avail < 10) break;
+        len = 0;
+        for (int i = 0; i < 8; ++i) len = (len << 8) | p[2 + i];
+        head = 10;
+      }
+      if (avail < head + len) break;
+      const int op = p[0] & 0x0F;
+      const std::string_view m(in.data() + begin + head, len);
+      begin += head + len;
+      if (op == 0x8) {
+        closed = true;
+        break;
+      }
+      if (op == 0x9) {  // a ping: the pong carries its payload, masked (a client's frames are)
+        std::string pong{static_cast<char>(0x8A), static_cast<char>(0x80 | m.size()), 0, 0, 0, 0};
+        pong += m;
+        co_await asio::async_write(sock, asio::buffer(pong), asio::as_tuple(asio::use_awaitable));
+        continue;
+      }
+      if (op != 0x1 && op != 0x0) continue;
+      if (!measuring) continue;
+      ++messages;
+      if (const auto t = trade_time(m); t > 0) {
+        ++trades;
+        lat.push_back(static_cast<std::int32_t>(now - t));
+      }
+    }
+    if (messages > 0) st.messages.fetch_add(messages, std::memory_order_relaxed);
+    if (trades > 0) {
+      st.trades.fetch_add(trades, std::memory_order_relaxed);
+      std::lock_guard lock(st.mu);
+      st.latencies.insert(st.latencies.end(), lat.begin(), lat.end());
+    }
+    lat.clear();
+    if (closed) break;
   }
+  if (st.measuring.load()) st.lost.fetch_add(1);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "ws_session.hpp"
 
 #include <cstring>
+#include <map>
 
 #include "hydrox/metrics/metrics.hpp"
 
@@ -22,6 +23,48 @@ metrics::Counter& frames_metric() {
 }
 
 }  // namespace
+
+// Sessions with frames to write, per IO thread: a burst that reaches thousands of sessions posts
+// one job to each thread instead of one per session (each post from another thread costs a lock
+// and a wakeup).
+class WsSession::FlushQueue {
+ public:
+  explicit FlushQueue(asio::any_io_executor ex) : ex_(std::move(ex)) {}
+  static FlushQueue& of(const asio::any_io_executor& ex) {
+    static std::mutex mu;
+    static std::map<const void*, std::unique_ptr<FlushQueue>> queues;  // per io_context, for the process
+    const void* key = &asio::query(ex, asio::execution::context);
+    std::lock_guard lock(mu);
+    auto& q = queues[key];
+    if (!q) q = std::make_unique<FlushQueue>(ex);
+    return *q;
+  }
+  void schedule(std::shared_ptr<WsSession> session) {
+    bool post = false;
+    {
+      std::lock_guard lock(mu_);
+      dirty_.push_back(std::move(session));
+      if (!posted_) post = posted_ = true;
+    }
+    if (post) asio::post(ex_, [this] { drain(); });
+  }
+
+ private:
+  void drain() {
+    {
+      std::lock_guard lock(mu_);
+      batch_.swap(dirty_);
+      posted_ = false;
+    }
+    for (auto& s : batch_) s->flush();
+    batch_.clear();
+  }
+  asio::any_io_executor ex_;
+  std::mutex mu_;
+  std::vector<std::shared_ptr<WsSession>> dirty_;  // mu_
+  bool posted_ = false;                            // mu_
+  std::vector<std::shared_ptr<WsSession>> batch_;  // the IO thread only
+};
 
 bool valid_utf8(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
@@ -56,6 +99,7 @@ bool valid_utf8(std::string_view s) {
 
 WsSession::WsSession(asio::ip::tcp::socket socket, Request req, const WsOptions& options, std::uint64_t id)
     : socket_(std::move(socket)),
+      flush_queue_(&FlushQueue::of(socket_.get_executor())),
       req_(std::move(req)),
       options_(options),
       id_(id),
@@ -116,7 +160,7 @@ bool WsSession::enqueue(unsigned char opcode, std::shared_ptr<const std::string>
     pending_.push_back(std::move(f));
     if (!scheduled_) post = scheduled_ = true;
   }
-  if (post) asio::post(socket_.get_executor(), [self = shared_from_this()] { self->flush(); });
+  if (post) flush_queue_->schedule(shared_from_this());
   return true;
 }
 

@@ -60,7 +60,9 @@ class WsSession final : public WsConnection, public std::enable_shared_from_this
   asio::awaitable<bool> fill(std::size_t need);
   asio::awaitable<void> watch_idle();
 
+  class FlushQueue;
   asio::ip::tcp::socket socket_;
+  FlushQueue* flush_queue_;
   Request req_;
   WsOptions options_;
   std::uint64_t id_;
