@@ -117,7 +117,7 @@ void Hub::on_close(const std::shared_ptr<http::WsConnection>& c) {
     subscribers_[stream].erase(c->id());
     if (!it->second.user.empty()) subscribers_["u:" + it->second.user + ":" + stream].erase(c->id());
   }
-  sessions_.erase(it);
+  sessions_.erase(it);  // in no subscriber set any more
 }
 
 void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_view text) {
@@ -202,6 +202,7 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
     for (const auto& name : streams) {
       session.streams.erase(name);
       subscribers_[name].erase(c->id());
+      if (!session.user.empty()) subscribers_["u:" + session.user + ":" + name].erase(c->id());  // private streams
     }
     c->send(reply_ok(id, "ok"));
     return;
@@ -219,7 +220,7 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
       subscribe_private(c->id(), session.user, name, id);
       continue;
     }
-    subscribers_[name].insert(c->id());
+    subscribers_[name].insert(c->id(), &session);
     send_snapshot(session, name);
   }
 }
@@ -239,7 +240,7 @@ void Hub::subscribe_private(std::uint64_t session_id, const std::string& user, c
     auto it = self->sessions_.find(session_id);
     if (it == self->sessions_.end() || !it->second.streams.count(stream)) return;
     const std::string key = "u:" + user + ":" + stream;
-    self->subscribers_[key].insert(session_id);
+    self->subscribers_[key].insert(session_id, &it->second);
     const std::string data = r && r->status == 200 ? r->body : std::string("null");
     json::Writer w;
     w.begin_object().field("type", stream).field("channel", stream).field("seq", static_cast<std::int64_t>(self->seq_[key]));
@@ -258,10 +259,7 @@ void Hub::broadcast_as(const std::string& key, const std::string& channel, std::
   w.key("data").raw_value(data).end_object();
   const auto message = std::make_shared<const std::string>(w.take());
   const std::int64_t now = now_ms();
-  for (std::uint64_t sid : subs->second) {
-    auto it = sessions_.find(sid);
-    if (it != sessions_.end()) deliver(it->second, message, now);
-  }
+  for (Session* session : subs->second) deliver(*session, message, now);
 }
 
 void Hub::send_snapshot(Session& session, const std::string& stream) {
@@ -363,10 +361,7 @@ void Hub::broadcast(const std::string& stream, std::string_view type, const std:
   w.key("data").raw_value(data).end_object();
   const auto message = std::make_shared<const std::string>(w.take());
   const std::int64_t now = now_ms();
-  for (std::uint64_t id : subs->second) {
-    auto it = sessions_.find(id);
-    if (it != sessions_.end()) deliver(it->second, message, now);
-  }
+  for (Session* session : subs->second) deliver(*session, message, now);
 }
 
 void Hub::on_redis(std::string_view channel, std::string_view message) {
@@ -488,10 +483,7 @@ void Hub::fetch_book(const std::string& symbol) {
     }
     // Everyone watching this book gets it whole: a first snapshot, or a resync after a reconnect.
     const std::string stream = "depth." + symbol;
-    for (std::uint64_t id : self->subscribers_[stream]) {
-      auto it = self->sessions_.find(id);
-      if (it != self->sessions_.end()) self->send_snapshot(it->second, stream);
-    }
+    for (Session* session : self->subscribers_[stream]) self->send_snapshot(*session, stream);
   });
 }
 

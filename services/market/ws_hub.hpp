@@ -44,6 +44,33 @@ class Hub : public std::enable_shared_from_this<Hub> {
     bool dropped = false;    // aborted; on_close removes it
     std::string user;        // X-User-ID set by the gateway at the upgrade; empty: anonymous
   };
+  // The sessions of one stream: a vector to walk per message (no tree, no lookup per session),
+  // with an index for removal. A Session lives in sessions_ (its node never moves) and leaves
+  // every set it is in before it is erased (on_close, UNSUBSCRIBE).
+  class Subscribers {
+   public:
+    void insert(std::uint64_t id, Session* s) {
+      if (index_.emplace(id, items_.size()).second) items_.push_back(s);
+    }
+    void erase(std::uint64_t id) {
+      auto it = index_.find(id);
+      if (it == index_.end()) return;
+      const std::size_t at = it->second;
+      index_.erase(it);
+      if (at + 1 != items_.size()) {
+        items_[at] = items_.back();
+        index_[items_[at]->conn->id()] = at;
+      }
+      items_.pop_back();
+    }
+    bool empty() const { return items_.empty(); }
+    auto begin() const { return items_.begin(); }
+    auto end() const { return items_.end(); }
+
+   private:
+    std::vector<Session*> items_;
+    std::unordered_map<std::uint64_t, std::size_t> index_;
+  };
   struct Book {
     bool ready = false;
     std::uint64_t engine_seq = 0;
@@ -76,7 +103,7 @@ class Hub : public std::enable_shared_from_this<Hub> {
   std::size_t max_behind_;
   std::mutex mu_;
   std::unordered_map<std::uint64_t, Session> sessions_;
-  std::unordered_map<std::string, std::set<std::uint64_t>> subscribers_;
+  std::unordered_map<std::string, Subscribers> subscribers_;
   std::unordered_map<std::string, std::uint64_t> seq_;
   std::unordered_map<std::string, Book> books_;                 // by symbol
   std::unordered_map<std::string, Bar> bars_;                   // by kline stream name

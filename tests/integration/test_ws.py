@@ -339,6 +339,21 @@ class PrivateStreams(unittest.TestCase):
             check_seq(self, col_a.on("orders"))
             time.sleep(0.3)
             self.assertEqual(len(col_b.on("orders")), 1, "B saw A's order")  # only its snapshot
+            # UNSUBSCRIBE ends a private stream too.
+            ca.send_json({"method": "UNSUBSCRIBE", "params": ["orders"], "id": 2})
+
+            def acked():
+                with col_a.lock:
+                    return any(m.get("id") == 2 and m.get("result") == "ok" for m in col_a.messages)
+
+            wait_until(acked, 5, what="the unsubscribe acknowledged")
+            seen = len(col_a.on("orders"))
+            r2 = stack.call("POST", "/api/v1/orders", body={"symbol": SYM, "side": "Buy", "type": "Limit",
+                                                            "price": "95000", "amount": "0.001"},
+                            headers={"Authorization": f"Bearer {ka}"})
+            self.assertEqual(r2.status, 201, r2.body)
+            time.sleep(0.5)  # the order event would have arrived by now (it took ms above)
+            self.assertEqual(len(col_a.on("orders")), seen, "orders kept coming after UNSUBSCRIBE")
             ca.close()
             cb.close()
             # Browsers cannot set headers on the upgrade: the token as the first message instead.
@@ -355,7 +370,7 @@ class PrivateStreams(unittest.TestCase):
             cc.send_json({"method": "SUBSCRIBE", "params": ["orders"], "id": 5})
             col_c = Collector(cc)
             wait_until(lambda: col_c.on("orders"), 5, what="A's orders snapshot over message auth")
-            self.assertEqual([o["id"] for o in col_c.on("orders")[0]["data"]], [r.json()["id"]])
+            self.assertEqual(sorted(o["id"] for o in col_c.on("orders")[0]["data"]), sorted([r.json()["id"], r2.json()["id"]]))
             cc.close()
         finally:
             stack.close()
