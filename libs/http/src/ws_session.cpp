@@ -1,7 +1,6 @@
 #include "ws_session.hpp"
 
 #include <cstring>
-#include <map>
 
 #include "hydrox/metrics/metrics.hpp"
 
@@ -26,18 +25,15 @@ metrics::Counter& frames_metric() {
 
 // Sessions with frames to write, per IO thread: a burst that reaches thousands of sessions posts
 // one job to each thread instead of one per session (each post from another thread costs a lock
-// and a wakeup).
-class WsSession::FlushQueue {
+// and a wakeup). An Asio service of the thread's io_context, so it lives and dies with it.
+class WsSession::FlushQueue : public asio::execution_context::service {
  public:
-  explicit FlushQueue(asio::any_io_executor ex) : ex_(std::move(ex)) {}
+  using key_type = FlushQueue;
+  static inline asio::execution_context::id id;
+  explicit FlushQueue(asio::execution_context& ctx)
+      : service(ctx), ex_(static_cast<asio::io_context&>(ctx).get_executor()) {}  // Runtime's contexts
   static FlushQueue& of(const asio::any_io_executor& ex) {
-    static std::mutex mu;
-    static std::map<const void*, std::unique_ptr<FlushQueue>> queues;  // per io_context, for the process
-    const void* key = &asio::query(ex, asio::execution::context);
-    std::lock_guard lock(mu);
-    auto& q = queues[key];
-    if (!q) q = std::make_unique<FlushQueue>(ex);
-    return *q;
+    return asio::use_service<FlushQueue>(asio::query(ex, asio::execution::context));
   }
   void schedule(std::shared_ptr<WsSession> session) {
     bool post = false;
@@ -50,6 +46,10 @@ class WsSession::FlushQueue {
   }
 
  private:
+  void shutdown() override {
+    std::lock_guard lock(mu_);
+    dirty_.clear();
+  }
   void drain() {
     {
       std::lock_guard lock(mu_);
@@ -59,7 +59,7 @@ class WsSession::FlushQueue {
     for (auto& s : batch_) s->flush();
     batch_.clear();
   }
-  asio::any_io_executor ex_;
+  asio::io_context::executor_type ex_;
   std::mutex mu_;
   std::vector<std::shared_ptr<WsSession>> dirty_;  // mu_
   bool posted_ = false;                            // mu_
