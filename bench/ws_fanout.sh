@@ -6,6 +6,8 @@
 # GATEWAYS (default 2) gateway processes share the clients, one load client each: a tunnelled
 # client costs the gateway two sockets, and this VM's hard limit of 20,000 open files per process
 # caps one gateway at about 9,990 clients.
+# DIRECT=1 connects the load clients to market's hub instead (no gateway tunnel): how much of
+# the figure is the tunnel.
 #   bench/ws_fanout.sh [CONNECTIONS] [DURATION_S] [TRADES_PER_S]
 . "$(dirname "$0")/lib.sh"
 conns=${1:-10000}
@@ -46,10 +48,12 @@ while time.monotonic() - start < seconds:
     time.sleep(max(0.0, start + n / rate - time.monotonic()))
 PY
 pids+=($!)
-echo "== fan-out: $conns WebSocket clients through $gateways gateway process(es) (ticker.BTC_USDM_PERP, trade.BTC_USDM_PERP), $rate trades/s, ${duration}s"
+echo "== fan-out: $conns WebSocket clients through $gateways gateway process(es) (DIRECT=${DIRECT:-0}) (ticker.BTC_USDM_PERP, trade.BTC_USDM_PERP), $rate trades/s, ${duration}s"
 loads=()
 for gp in "${gps[@]}"; do
-  READY_FILE="$work/ready-$gp" "$bin/hydrox-ws-load" 127.0.0.1 "$gp" "$((conns / gateways))" "$duration" "ticker.BTC_USDM_PERP,trade.BTC_USDM_PERP" "${LOAD_THREADS:-1}" >"$work/load-$gp.txt" &
+  target=$gp
+  [ "${DIRECT:-0}" = 1 ] && target=$mp
+  READY_FILE="$work/ready-$gp" "$bin/hydrox-ws-load" 127.0.0.1 "$target" "$((conns / gateways))" "$duration" "ticker.BTC_USDM_PERP,trade.BTC_USDM_PERP" "${LOAD_THREADS:-1}" >"$work/load-$gp.txt" &
   loads+=($!)
 done
 for l in "${loads[@]}"; do wait "$l" || true; done
