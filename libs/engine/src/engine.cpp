@@ -423,8 +423,11 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   o.client_order_id = c.client_order_id;
   o.ts_ms = c.ts_ms;
 
+  // The reserve for the whole order: what rest() needs too when nothing of it fills (the mark
+  // cannot move within this command).
+  const Usdm full_margin = order_margin_for(o, c.qty, ms.mark);
   if (!c.reduce_only) {
-    if (free_margin(acct) < order_margin_for(o, c.qty, ms.mark)) {
+    if (free_margin(acct) < full_margin) {
       acct.positions[c.market].leverage = prev_leverage;
       acct.positions[c.market].isolated = prev_isolated;
       pool_.release(h);
@@ -496,7 +499,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   }
   if (t.tif == TimeInForce::gtc || t.tif == TimeInForce::post_only) {
     if (!stopped_by_reduce_only && !stopped_by_margin) {
-      rest(h, out);
+      rest(h, out, pool_[h].remaining == c.qty ? full_margin : -1);
       return;
     }
   }
@@ -675,12 +678,12 @@ Qty BasicEngine<Book>::fillable(std::uint32_t m, Side taker_side, Price limit,
 }
 
 template <class Book>
-void BasicEngine<Book>::rest(Handle h, std::vector<Event>& out) {
+void BasicEngine<Book>::rest(Handle h, std::vector<Event>& out, Usdm margin) {
   Order& o = pool_[h];
   MarketState& ms = markets_[o.market];
   Account& a = accounts_[o.account];
   o.status = o.filled > 0 ? OrderStatus::partially_filled : OrderStatus::open;
-  o.margin = order_margin_for(o, o.remaining, ms.mark);
+  o.margin = margin >= 0 ? margin : order_margin_for(o, o.remaining, ms.mark);
   a.order_margin += o.margin;
   ms.book.add(h);
   orders_index_.put(o.id.value(), h, pool_);

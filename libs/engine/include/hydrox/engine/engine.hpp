@@ -312,7 +312,9 @@ class BasicEngine {
 
   void reject(const PlaceOrder& c, Reject why, std::vector<Event>& out, OrderId original = {});
   Usdm order_margin_for(const Order& o, Qty qty, Price ref_mark) const;
-  void rest(Handle h, std::vector<Event>& out);
+  // Puts an order in the book, reserving its margin (`margin`: that reserve when the caller has
+  // already computed it for the order's remaining size at the current mark; < 0: computed here).
+  void rest(Handle h, std::vector<Event>& out, Usdm margin = -1);
   // Cancels an account's open orders (one market, or all with market < 0), oldest first.
   void cancel_account_orders(std::uint32_t ai, std::int32_t market, CancelReason why, std::int64_t ts,
                              std::vector<Event>& out);
