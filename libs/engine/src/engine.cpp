@@ -26,6 +26,10 @@ namespace {
   }
   return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
+[[gnu::always_inline]] inline i128 trunc_div(i128 a, i128 b) {  // toward zero, like `/`
+  if (fits64(a) && fits64(b)) return static_cast<std::int64_t>(a) / static_cast<std::int64_t>(b);
+  return a / b;
+}
 Usdm clamp64(i128 v) {
   // Amounts are bounded far below int64 by order and deposit limits; a breach is a bug.
   if (v > INT64_MAX || v < INT64_MIN) std::abort();
@@ -372,7 +376,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     limit = static_cast<Price>(c.side == Side::buy ? scaled / 10'000 : ceil_div(scaled, 10'000));
     if (limit <= 0) limit = 1;
   } else if (!liquidation) {
-    i128 band = static_cast<i128>(ms.mark) * spec.price_band_bps / 10'000;
+    const i128 band = trunc_div(static_cast<i128>(ms.mark) * spec.price_band_bps, 10'000);
     if (c.price > ms.mark + band || c.price < ms.mark - band) {
       return reject(c, Reject::price_out_of_band, out);
     }
@@ -750,13 +754,13 @@ typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a,
   const Qty closing = std::min(qty, abs);
   // Cost leaving with the closed part, truncated toward zero; the same integer leaves both the
   // cost and the realized PnL, so no unit is created or lost.
-  const Usdm cost_removed = clamp64(static_cast<i128>(p.cost) * closing / abs);
-  const Usdm n_close = qty == closing ? n : clamp64(static_cast<i128>(n) * closing / qty);
+  const Usdm cost_removed = clamp64(trunc_div(static_cast<i128>(p.cost) * closing, abs));
+  const Usdm n_close = qty == closing ? n : clamp64(trunc_div(static_cast<i128>(n) * closing, qty));
   const Usdm realized = (p.size > 0 ? n_close : -n_close) - cost_removed;
   p.cost -= cost_removed;
   p.size += dq;
   if (p.isolated) {  // the closed part's margin goes back, all of it when nothing is left
-    fx.margin_delta = -(closing == abs ? p.margin : clamp64(static_cast<i128>(p.margin) * closing / abs));
+    fx.margin_delta = -(closing == abs ? p.margin : clamp64(trunc_div(static_cast<i128>(p.margin) * closing, abs)));
   }
   if (qty > closing) {  // flip: the rest opens at the fill price
     p.cost = s * (n - n_close);
