@@ -26,6 +26,13 @@ namespace {
   }
   return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
+// price × qty × notional_num: three 64-bit multiplies with overflow checks when they fit (they
+// do for any real order), 128-bit ones otherwise.
+[[gnu::always_inline]] inline i128 mul3(std::int64_t a, std::int64_t b, std::int64_t c) {
+  std::int64_t ab = 0, abc = 0;
+  if (!__builtin_mul_overflow(a, b, &ab) && !__builtin_mul_overflow(ab, c, &abc)) return abc;
+  return static_cast<i128>(a) * b * c;
+}
 [[gnu::always_inline]] inline i128 trunc_div(i128 a, i128 b) {  // toward zero, like `/`
   if (fits64(a) && fits64(b)) return static_cast<std::int64_t>(a) / static_cast<std::int64_t>(b);
   return a / b;
@@ -141,7 +148,7 @@ BasicEngine<Book>::BasicEngine(EngineConfig config)
 template <class Book>
 Usdm BasicEngine<Book>::notional(std::uint32_t m, Price price, Qty qty) const {
   const auto& s = markets_[m].spec;
-  const i128 n = static_cast<i128>(price) * qty * s.notional_num;
+  const i128 n = mul3(price, qty, s.notional_num);
   return clamp64(s.notional_den == 1 ? n : floor_div(n, s.notional_den));  // most markets: no division
 }
 
@@ -149,14 +156,14 @@ template <class Book>
 Usdm BasicEngine<Book>::initial_margin(std::uint32_t m, Price price, Qty qty,
                                        std::int32_t leverage) const {
   const auto& s = markets_[m].spec;
-  return clamp64(ceil_div(static_cast<i128>(price) * qty * s.notional_num,
+  return clamp64(ceil_div(mul3(price, qty, s.notional_num),
                           static_cast<i128>(s.notional_den) * leverage));
 }
 
 template <class Book>
 Usdm BasicEngine<Book>::maintenance_margin(std::uint32_t m, Price price, Qty qty) const {
   const auto& s = markets_[m].spec;
-  return clamp64(ceil_div(static_cast<i128>(price) * qty * s.notional_num,
+  return clamp64(ceil_div(mul3(price, qty, s.notional_num),
                           static_cast<i128>(s.notional_den) * 2 * s.max_leverage));
 }
 
