@@ -113,11 +113,14 @@ void Hub::on_close(const std::shared_ptr<http::WsConnection>& c) {
   std::lock_guard lock(mu_);
   auto it = sessions_.find(c->id());
   if (it == sessions_.end()) return;
-  for (const auto& stream : it->second.streams) {
-    subscribers_[stream].erase(c->id());
-    if (!it->second.user.empty()) subscribers_["u:" + it->second.user + ":" + stream].erase(c->id());
-  }
+  for (const auto& stream : it->second.streams) leave(it->second, stream);
   sessions_.erase(it);  // in no subscriber set any more
+}
+
+void Hub::leave(const Session& session, const std::string& stream) {
+  const std::uint64_t id = session.conn->id();
+  subscribers_[stream].erase(id);
+  if (!session.user.empty()) subscribers_[private_key(session.user, stream)].erase(id);  // a private stream
 }
 
 void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_view text) {
@@ -201,8 +204,7 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
   if (m == "UNSUBSCRIBE") {
     for (const auto& name : streams) {
       session.streams.erase(name);
-      subscribers_[name].erase(c->id());
-      if (!session.user.empty()) subscribers_["u:" + session.user + ":" + name].erase(c->id());  // private streams
+      leave(session, name);
     }
     c->send(reply_ok(id, "ok"));
     return;
@@ -220,7 +222,7 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
       subscribe_private(c->id(), session.user, name, id);
       continue;
     }
-    subscribers_[name].insert(c->id(), &session);
+    subscribers_[name].insert(&session);
     send_snapshot(session, name);
   }
 }
@@ -239,8 +241,8 @@ void Hub::subscribe_private(std::uint64_t session_id, const std::string& user, c
     std::lock_guard lock(self->mu_);
     auto it = self->sessions_.find(session_id);
     if (it == self->sessions_.end() || !it->second.streams.count(stream)) return;
-    const std::string key = "u:" + user + ":" + stream;
-    self->subscribers_[key].insert(session_id, &it->second);
+    const std::string key = private_key(user, stream);
+    self->subscribers_[key].insert(&it->second);
     const std::string data = r && r->status == 200 ? r->body : std::string("null");
     json::Writer w;
     w.begin_object().field("type", stream).field("channel", stream).field("seq", static_cast<std::int64_t>(self->seq_[key]));
@@ -373,7 +375,7 @@ void Hub::on_redis(std::string_view channel, std::string_view message) {
     if (colon == std::string_view::npos) return;
     const std::string user(rest.substr(0, colon)), kind(rest.substr(colon + 1));
     std::lock_guard lock(mu_);
-    broadcast_as("u:" + user + ":" + kind, kind, kind, std::string(message));
+    broadcast_as(private_key(user, kind), kind, kind, std::string(message));
     return;
   }
   auto doc = json::parse(message);

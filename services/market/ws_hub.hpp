@@ -49,8 +49,8 @@ class Hub : public std::enable_shared_from_this<Hub> {
   // every set it is in before it is erased (on_close, UNSUBSCRIBE).
   class Subscribers {
    public:
-    void insert(std::uint64_t id, Session* s) {
-      if (index_.emplace(id, items_.size()).second) items_.push_back(s);
+    void insert(Session* s) {
+      if (index_.emplace(s->conn->id(), items_.size()).second) items_.push_back(s);
     }
     void erase(std::uint64_t id) {
       auto it = index_.find(id);
@@ -91,6 +91,12 @@ class Hub : public std::enable_shared_from_this<Hub> {
   // For private streams: `key` is the per-user stream ("u:<user>:orders"), `channel` the public name.
   void broadcast_as(const std::string& key, const std::string& channel, std::string_view type, const std::string& data);
   void subscribe_private(std::uint64_t session, const std::string& user, const std::string& stream, const json::Value* id);
+  // Takes the session out of the stream's subscribers (and the user's own stream of that name).
+  void leave(const Session& session, const std::string& stream);
+  // The per-user stream behind a private one: "u:<user>:orders".
+  static std::string private_key(const std::string& user, std::string_view stream) {
+    return "u:" + user + ":" + std::string(stream);
+  }
   void deliver(Session& session, const std::shared_ptr<const std::string>& message, std::int64_t now);
   void send_snapshot(Session& session, const std::string& stream);  // lock held
   void fetch_book(const std::string& symbol);

@@ -39,8 +39,6 @@ std::string rate_text(std::int64_t ppb, int divisor) {
   return decimal::format(static_cast<std::int64_t>(scaled), 12);
 }
 
-// Multi-row statements: "INSERT ... VALUES ($1,$2),($3,$4) <suffix>", chunked below the
-// 65,535-parameter limit.
 // The rows of one table for one statement: `head` (an INSERT's column list, or an UPDATE up to
 // its FROM) then unnest($1::type[], $2::type[], ...) — one array parameter per column — then
 // `suffix`. The SQL text is the same for every batch, so the persister's connection prepares it
@@ -424,6 +422,13 @@ void EngineHost::apply_item(Item& it, std::vector<Event>& events) {
   it.command_no = command_no_.fetch_add(1) + 1;
 }
 
+void EngineHost::apply_made(Command c, std::vector<Item>& items, std::vector<Event>& events) {
+  Item p;
+  p.command = std::move(c);
+  apply_item(p, events);
+  items.push_back(std::move(p));
+}
+
 void EngineHost::stamp(Command& c, std::vector<Item>& items, std::vector<Event>& events, bool run_clock) {
   std::int64_t& ts = std::visit([](auto& cmd) -> std::int64_t& { return cmd.ts_ms; }, c);
   ts = std::max(ts, clock_ms_);
@@ -434,10 +439,7 @@ void EngineHost::stamp(Command& c, std::vector<Item>& items, std::vector<Event>&
   ClockStep step = clock_hook_(engine_, ts);
   for (auto& made : step.commands) {
     std::visit([&](auto& cmd) { cmd.ts_ms = ts; }, made);
-    Item p;
-    p.command = std::move(made);
-    apply_item(p, events);
-    items.push_back(std::move(p));
+    apply_made(std::move(made), items, events);
   }
   if (step.again) clock_next_ms_ = std::min(clock_next_ms_, ts + clock_retry_ms_);
 }
@@ -483,10 +485,7 @@ void EngineHost::engine_loop() {
         std::vector<Command> made = job.produce(engine_);
         for (auto& c : made) {
           stamp(c, b.items, b.events, /*run_clock=*/false);  // the clock's own commands
-          Item p;
-          p.command = std::move(c);
-          apply_item(p, b.events);
-          b.items.push_back(std::move(p));
+          apply_made(std::move(c), b.items, b.events);
         }
         if (it.done) {
           it.journaled = false;

@@ -112,6 +112,8 @@ class EngineHost {
   // in apply order) and runs the clock hook first when `c` reaches its next moment.
   void stamp(engine::Command& c, std::vector<Item>& items, std::vector<engine::Event>& events, bool run_clock = true);
   void apply_item(Item& it, std::vector<engine::Event>& events);
+  // A command the engine thread made itself (the clock's): applied and journaled like a submitted one.
+  void apply_made(engine::Command c, std::vector<Item>& items, std::vector<engine::Event>& events);
   void persist_loop();
   Result<void> write(const Batch& b);
   void write_through_outage(Batch& b, Error first);

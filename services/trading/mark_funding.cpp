@@ -157,13 +157,13 @@ void MarkFunding::on_index(std::string_view message, std::int64_t now_ms) {
 
 std::vector<Command> MarkFunding::tick(const Engine& e, std::int64_t now, bool* waiting) {
   std::vector<Command> out;
+  const std::int64_t interval = options_.funding_interval_ms;
+  const std::int64_t boundary = now / interval * interval;  // the latest interval end
   for (const auto& m : catalog_.all()) {
     const Index idx = index(m.index);
     State& st = states_[m.index];
     if (idx.price <= 0 || now - idx.time_ms > options_.index_max_age_ms) {
-      if (waiting && e.last_funding_ms(m.index) < now / options_.funding_interval_ms * options_.funding_interval_ms) {
-        *waiting = true;
-      }
+      if (waiting && e.last_funding_ms(m.index) < boundary) *waiting = true;
       continue;  // no fresh index: the mark holds, settlement waits
     }
     // The clock hook and the periodic job interleave: time only moves forward here.
@@ -192,8 +192,6 @@ std::vector<Command> MarkFunding::tick(const Engine& e, std::int64_t now, bool* 
     }
 
     // Settlement of every interval that ended and is not settled yet.
-    const std::int64_t interval = options_.funding_interval_ms;
-    const std::int64_t boundary = now / interval * interval;
     const std::int64_t last = e.last_funding_ms(m.index);
     if (last == 0) {
       // A fresh exchange: the current interval is the first; nothing before it is owed.

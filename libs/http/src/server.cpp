@@ -363,7 +363,6 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     co_await session->run([&route, &session](std::string_view message) {
       if (route.handlers.on_message) route.handlers.on_message(session, message);
     });
-    session->mark_closed();
     if (route.handlers.on_close) route.handlers.on_close(session);
     {
       std::lock_guard lock(ws_mu);
@@ -527,7 +526,7 @@ void Server::stop(std::chrono::milliseconds drain) {
           close_conns(false);
           std::lock_guard lock(impl->ws_mu);
           for (auto& [id, weak] : impl->ws_sessions) {
-            if (auto session = weak.lock()) session->force_close();
+            if (auto session = weak.lock()) session->abort();
           }
         }
       },

@@ -39,9 +39,8 @@ class WsSession final : public WsConnection, public std::enable_shared_from_this
   std::size_t queued_messages() const override { return queued_.load(); }
   const Request& request() const override { return req_; }
 
-  void mark_closed() { closed_.store(true); }
-  void force_close() { abort(); }
-  // Reads until the socket is closed; `on_message` gets each complete data message.
+  // Reads until the socket is closed (the session then accepts nothing more); `on_message` gets
+  // each complete data message.
   asio::awaitable<void> run(std::function<void(std::string_view)> on_message);
 
  private:
