@@ -4,6 +4,7 @@
 #                                             write DIR/env (PGPORT, REDIS_PORT, DATABASE_URL, REDIS_URL)
 #   infra.sh stop DIR                         stop both (by their pid files, never by name)
 #   infra.sh stop-remove DIR                  stop both and delete DIR
+# Environment: PG_FSYNC (on), PG_OPTS (more server options, e.g. "-c shared_preload_libraries=pg_stat_statements").
 set -euo pipefail
 
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
@@ -60,7 +61,7 @@ start_pg() {
       || { cat "$dir/initdb.log" >&2; exit 1; }
   fi
   as_pg "$PG_BIN/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 30 \
-    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pgdata -c max_connections=400 -c fsync=${PG_FSYNC:-on}" \
+    -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pgdata -c max_connections=400 -c fsync=${PG_FSYNC:-on} ${PG_OPTS:-}" \
     start >/dev/null || { tail -20 "$pgdata/server.log" >&2; exit 1; }
   psql -h 127.0.0.1 -p "$pg_port" -U postgres -qtAc "SELECT 1 FROM pg_roles WHERE rolname='hydrox'" | grep -q 1 \
     || psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE ROLE hydrox LOGIN PASSWORD 'hydrox' CREATEDB"

@@ -98,6 +98,11 @@ metrics::Histogram& commit_latency() {
   static auto& h = metrics::Registry::global().histogram("trading_batch_commit_seconds", "Group commit latency");
   return h;
 }
+metrics::Counter& unpublished_batches() {
+  static auto& c = metrics::Registry::global().counter("trading_unpublished_batches_total",
+                                                         "Committed batches not sent to Redis because the publisher was behind");
+  return c;
+}
 metrics::Counter& committed_commands() {
   static auto& c = metrics::Registry::global().counter("trading_commands_committed_total", "Commands durably committed");
   return c;
@@ -329,7 +334,7 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
     b.items.push_back(std::move(it));
   }
   if (!b.items.empty()) {
-    if (auto w = write(b); !w) return w.error();
+    if (auto w = write(statements_for(b)); !w) return w.error();
   }
   {
     std::lock_guard lock(vaults_mu_);
@@ -348,6 +353,8 @@ void EngineHost::start() {
   running_.store(true);
   engine_thread_ = std::thread([this] { engine_loop(); });
   persist_thread_ = std::thread([this] { persist_loop(); });
+  commit_thread_ = std::thread([this] { commit_loop(); });
+  publish_thread_ = std::thread([this] { publish_loop(); });
 }
 
 void EngineHost::stop() {
@@ -355,7 +362,10 @@ void EngineHost::stop() {
   in_cv_.notify_all();
   out_cv_.notify_all();
   if (engine_thread_.joinable()) engine_thread_.join();
+  // Each stage drains what reached it, then closes the next one's hand-off.
   if (persist_thread_.joinable()) persist_thread_.join();
+  if (commit_thread_.joinable()) commit_thread_.join();
+  if (publish_thread_.joinable()) publish_thread_.join();
 }
 
 bool EngineHost::submit(Job job) {
@@ -540,12 +550,17 @@ void EngineHost::engine_loop() {
 
 void EngineHost::persist_loop() {
   for (;;) {
-    // Group commit: every batch waiting now goes into one transaction.
+    // Group commit: every batch waiting when the committer can take the next transaction goes
+    // into it (gathered any earlier, the transactions would be smaller and more of them).
+    to_commit_.wait_for_room();
     Batch b;
     {
       std::unique_lock lock(out_mu_);
       out_cv_.wait(lock, [&] { return !out_.empty() || !running_.load(); });
-      if (out_.empty()) return;
+      if (out_.empty()) {
+        to_commit_.close();
+        return;
+      }
       b = std::move(out_.front());
       out_.pop_front();
       while (!out_.empty()) {
@@ -569,9 +584,19 @@ void EngineHost::persist_loop() {
     }
     out_cv_.notify_all();
     const bool has_writes = std::any_of(b.items.begin(), b.items.end(), [](const Item& i) { return i.journaled; });
-    if (has_writes) {
+    Formatted f;
+    if (has_writes) f.statements = statements_for(b);
+    f.batch = std::move(b);
+    to_commit_.push(std::move(f));
+  }
+}
+
+void EngineHost::commit_loop() {
+  while (auto f = to_commit_.pop()) {
+    Batch& b = f->batch;
+    if (!f->statements.empty()) {
       const auto started = std::chrono::steady_clock::now();
-      if (auto w = write(b); !w) write_through_outage(b, w.error());
+      if (auto w = write(f->statements); !w) write_through_outage(*f, w.error());
       commit_latency().observe_us(static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count()));
     }
@@ -589,8 +614,23 @@ void EngineHost::persist_loop() {
       }
       if (it.journaled) committed_commands().inc();
     }
-    publish(b);
+    for (auto& it : b.items) {  // the answers hold what they need; the publisher needs the events
+      it.done = nullptr;
+      it.reply = nullptr;
+    }
+    // Publishing is best effort (subscribers resync from snapshots; PostgreSQL has everything): a
+    // Redis that stalls must not hold up the next commit, so a full publisher queue drops it.
+    if (!to_publish_.try_push(std::move(b))) {
+      unpublished_batches().inc();
+      static std::atomic<int> drops{0};
+      if (drops.fetch_add(1) % 100 == 0) log::warn("publisher behind (Redis slow?): a committed batch not published");
+    }
   }
+  to_publish_.close();
+}
+
+void EngineHost::publish_loop() {
+  while (auto b = to_publish_.pop()) publish(*b);
 }
 
 void EngineHost::answer_unknown(Batch& batch) {
@@ -602,7 +642,8 @@ void EngineHost::answer_unknown(Batch& batch) {
   }
 }
 
-void EngineHost::write_through_outage(Batch& b, Error first) {
+void EngineHost::write_through_outage(Formatted& f, Error first) {
+  Batch& b = f.batch;
   // A lost connection (PostgreSQL restarting): refuse new work with 503, reconnect, re-take the
   // engine lock (a standby may have it by now: then exit and let it serve), find out whether the
   // failed COMMIT landed after all, and write the batch if it did not. Anything else, or an outage
@@ -613,6 +654,7 @@ void EngineHost::write_through_outage(Batch& b, Error first) {
   // rather than left hanging: not acknowledged, outcome decided by whether the write lands when the
   // database returns; a retry with the same client_order_id or idempotency key finds out.
   answer_unknown(b);
+  to_commit_.for_each([](Formatted& waiting) { answer_unknown(waiting.batch); });
   {
     std::lock_guard lock(out_mu_);
     for (auto& waiting : out_) answer_unknown(waiting);
@@ -649,7 +691,7 @@ void EngineHost::write_through_outage(Batch& b, Error first) {
       continue;
     }
     if (landed->size() == 0) {
-      auto w = write(b);
+      auto w = write(f.statements);
       if (!w) {
         if (writer_->healthy()) ++other_failures;
         continue;
@@ -661,8 +703,12 @@ void EngineHost::write_through_outage(Batch& b, Error first) {
   }
 }
 
-Result<void> EngineHost::write(const Batch& b) {
+Result<void> EngineHost::write(const std::vector<db::Statement>& statements) {
   if (!writer_) return fail(Code::unavailable, "no writer connection");
+  return writer_->exec_pipeline(statements);
+}
+
+std::vector<db::Statement> EngineHost::statements_for(const Batch& b) const {
 
   MultiRow journal("INSERT INTO engine_journal (command_no, kind, payload, first_seq, event_count)",
                    {"bigint", "text", "json", "bigint", "integer"},
@@ -956,7 +1002,7 @@ Result<void> EngineHost::write(const Batch& b) {
     if (!rows->empty()) rows->append_to(statements, name);
   }
   statements.push_back({"commit", "COMMIT", {}});
-  return writer_->exec_pipeline(statements);
+  return statements;
 }
 
 void EngineHost::publish(const Batch& b) {

@@ -1,8 +1,11 @@
 #pragma once
 // Hosts the engine: IO threads submit jobs into a bounded queue (full → the caller answers 503);
-// the engine thread applies a batch of commands; the persister writes the batch (journal + read
-// tables) to PostgreSQL in one transaction and only then completes the jobs (the HTTP answers);
-// the publisher sends the batch's events to Redis. On start, recover() replays the journal.
+// the engine thread applies a batch of commands; the persister merges the batches waiting for it
+// and turns them into SQL (journal + read tables); the committer writes that to PostgreSQL in one
+// transaction and only then completes the jobs (the HTTP answers); the publisher sends the
+// batch's events to Redis. The four stages are threads, so the next batch is applied and
+// formatted while one commits, and the commit never waits for Redis. On start, recover() replays
+// the journal.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -16,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "hydrox/core/handoff.hpp"
 #include "hydrox/db/db.hpp"
 #include "hydrox/engine/engine.hpp"
 #include "hydrox/redis/redis.hpp"
@@ -114,9 +118,17 @@ class EngineHost {
   void apply_item(Item& it, std::vector<engine::Event>& events);
   // A command the engine thread made itself (the clock's): applied and journaled like a submitted one.
   void apply_made(engine::Command c, std::vector<Item>& items, std::vector<engine::Event>& events);
+  // A merged batch and its transaction, from the persister to the committer.
+  struct Formatted {
+    Batch batch;
+    std::vector<db::Statement> statements;  // empty: nothing to journal (reads only)
+  };
   void persist_loop();
-  Result<void> write(const Batch& b);
-  void write_through_outage(Batch& b, Error first);
+  void commit_loop();
+  void publish_loop();
+  std::vector<db::Statement> statements_for(const Batch& b) const;
+  Result<void> write(const std::vector<db::Statement>& statements);
+  void write_through_outage(Formatted& f, Error first);
   static void answer_unknown(Batch& batch);
   void publish(const Batch& b);
   std::string operator_outcome(const Batch& b, const Item& item) const;
@@ -145,8 +157,10 @@ class EngineHost {
   std::mutex out_mu_;
   std::condition_variable out_cv_;
   std::deque<Batch> out_;
+  Handoff<Formatted> to_commit_{1};
+  Handoff<Batch> to_publish_{64};
   std::atomic<bool> running_{false};
-  std::thread engine_thread_, persist_thread_;
+  std::thread engine_thread_, persist_thread_, commit_thread_, publish_thread_;
 };
 
 // A position's id: stable for (user, market), so the API can address it without a lookup table.

@@ -138,6 +138,43 @@ class PostgresRestart(unittest.TestCase):
             stack.close()
 
 
+class RedisStalled(unittest.TestCase):
+    def test_a_stalled_redis_does_not_hold_up_acknowledgements(self):
+        # SIGSTOP: connections stay open and every PUBLISH waits for the client's 500 ms timeout.
+        # Commits and answers must not wait for the publisher; what it cannot keep up with is
+        # dropped (counted), since subscribers resync from snapshots.
+        stack = Stack("redisstall", extra_env={"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}},
+                      services=["trading"], own_redis=True).start_all()
+        try:
+            t = Trading(stack.ports["trading"])
+            t.mark(SYM, "97000")
+            users, deposited = fund(t, 2)
+            with open(f"{stack.redis_dir}/r.pid") as f:
+                redis_pid = int(f.read())
+            os.kill(redis_pid, signal.SIGSTOP)
+            try:
+                slowest, n, end = 0.0, 0, time.monotonic() + 3.0
+                while time.monotonic() < end:
+                    side = "Buy" if n % 2 == 0 else "Sell"
+                    started = time.monotonic()
+                    r = t.place(users[n % 2], symbol=SYM, side=side, type="Limit", price="97000", amount="0.001")
+                    slowest = max(slowest, time.monotonic() - started)
+                    self.assertEqual(r.status, 201, r.body)
+                    n += 1
+            finally:
+                os.kill(redis_pid, signal.SIGCONT)
+            metrics = request(stack.ports["trading"], "GET", "/metrics").body
+            dropped = [line for line in metrics.splitlines() if line.startswith("trading_unpublished_batches_total")]
+            print(f"redis stopped 3 s: {n} orders, slowest answer {slowest * 1000:.0f} ms; {dropped}", flush=True)
+            self.assertGreater(n, 100)
+            self.assertLess(slowest, 0.4)
+            self.assertTrue(dropped and float(dropped[0].split()[-1]) > 0, dropped)
+            inv = t.invariants()
+            self.assertTrue(inv["ok"], inv)
+        finally:
+            stack.close()
+
+
 class RedisDown(unittest.TestCase):
     def test_order_entry_keeps_working_and_streams_resync(self):
         token = TRADING_ENV["OPERATOR_TOKEN"]

@@ -1,9 +1,13 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <set>
+#include <thread>
+#include <vector>
 
 #include "hydrox/core/clock.hpp"
 #include "hydrox/core/error.hpp"
+#include "hydrox/core/handoff.hpp"
 #include "hydrox/core/ids.hpp"
 
 using namespace hydrox;
@@ -82,4 +86,43 @@ TEST(Clock, ManualClockMovesOnlyByHandAndFormatsRfc3339) {
   EXPECT_EQ(c.now_s(), 1'764'157'121);
   EXPECT_EQ(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
   EXPECT_EQ(format_rfc3339_ms(1'764'157'120'123), "2025-11-26T11:38:40.123Z");
+}
+
+TEST(Handoff, KeepsOrderRefusesWhenFullAndDrainsAfterClose) {
+  Handoff<int> h(2);
+  EXPECT_TRUE(h.push(1));
+  EXPECT_TRUE(h.try_push(2));
+  EXPECT_FALSE(h.try_push(3));  // full
+  std::vector<int> seen;
+  h.for_each([&](int v) { seen.push_back(v); });
+  EXPECT_EQ(seen, (std::vector<int>{1, 2}));
+  EXPECT_EQ(h.pop(), 1);
+  EXPECT_TRUE(h.try_push(4));
+  h.close();
+  EXPECT_FALSE(h.push(5));
+  EXPECT_FALSE(h.try_push(6));
+  EXPECT_EQ(h.pop(), 2);  // what was waiting is still delivered after close
+  EXPECT_EQ(h.pop(), 4);
+  EXPECT_EQ(h.pop(), std::nullopt);
+}
+
+TEST(Handoff, PushWaitsForRoomAndPopForAnItem) {
+  Handoff<int> h(1);
+  ASSERT_TRUE(h.push(0));
+  std::atomic<int> pushed{0};
+  std::thread producer([&] {
+    for (int i = 1; i <= 1000; ++i) {
+      h.wait_for_room();
+      ASSERT_TRUE(h.push(i));
+      pushed.store(i);
+    }
+    h.close();
+  });
+  int expected = 0;
+  while (auto v = h.pop()) {
+    EXPECT_EQ(*v, expected++);
+    EXPECT_LE(pushed.load(), expected);  // never more than one item ahead of the consumer
+  }
+  producer.join();
+  EXPECT_EQ(expected, 1001);
 }
