@@ -14,7 +14,7 @@ from decimal import Decimal as D
 
 from harness import Stack, free_port, request, wait_until
 from trading_client import TRADING_ENV, Trading, loads_exact, new_user
-from ws_client import Closed, WsClient
+from ws_client import Closed, WsClient, frame
 
 SYM = "BTC_USDM_PERP"
 
@@ -159,6 +159,16 @@ class WebSocketThroughGateway(unittest.TestCase):
             check_seq(self, col.on(ch))
         c.close()
 
+    def test_frames_sent_with_the_upgrade_request_are_read(self):
+        # A client that does not wait for the 101: its first frames arrive in the same segment as
+        # the upgrade request, directly at market and through the gateway's tunnel.
+        for port in (self.stack.ports["market"], self.stack.gateway_port):
+            early = frame(0x1, json.dumps({"method": "PING", "id": "early"}).encode())
+            c = WsClient(port, early=early + frame(0x1, json.dumps({"method": "PING", "id": "second"}).encode()))
+            self.assertEqual(c.recv_json(), {"id": "early", "result": "pong"})
+            self.assertEqual(c.recv_json(), {"id": "second", "result": "pong"})
+            c.close()
+
     def test_frames_fragments_control_frames_and_protocol_errors(self):
         import struct as _struct
 
@@ -173,21 +183,16 @@ class WebSocketThroughGateway(unittest.TestCase):
             self.assertEqual(b2 & 0x80, 0)  # server frames are not masked
             return b1 & 0x0F, c._read(n)
 
-        def masked(fin, opcode, data):
-            mask = os.urandom(4)
-            return (bytes([(0x80 if fin else 0) | opcode, 0x80 | len(data)]) + mask
-                    + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
-
         # A text message in three fragments with a ping between them: the ping is answered with
         # its payload at once, the message is handled as one.
         c = self.client()
         text = json.dumps({"method": "PING", "id": "frag"}).encode()
-        c.sock.sendall(masked(False, 0x1, text[:5]) + masked(False, 0x0, text[5:9]) + masked(True, 0x9, b"hello")
-                       + masked(True, 0x0, text[9:]))
+        c.sock.sendall(frame(0x1, fin=False, data=text[:5]) + frame(0x0, fin=False, data=text[5:9]) + frame(0x9, fin=True, data=b"hello")
+                       + frame(0x0, fin=True, data=text[9:]))
         self.assertEqual(raw_frame(c), (0xA, b"hello"))
         self.assertEqual(raw_frame(c), (0x1, b'{"id":"frag","result":"pong"}'))
         # The client closes: the server answers with the same code and ends the connection.
-        c.sock.sendall(masked(True, 0x8, _struct.pack("!H", 1000)))
+        c.sock.sendall(frame(0x8, fin=True, data=_struct.pack("!H", 1000)))
         self.assertEqual(raw_frame(c), (0x8, _struct.pack("!H", 1000)))
         self.assertEqual(c.sock.recv(10), b"")
         c.sock.close()
@@ -201,11 +206,11 @@ class WebSocketThroughGateway(unittest.TestCase):
             return e.exception.code
 
         self.assertEqual(closed_with(bytes([0x81, 0x02]) + b"{}"), 1002)  # not masked
-        self.assertEqual(closed_with(masked(True, 0x1, b"\xff\xfe")), 1007)  # not UTF-8
-        self.assertEqual(closed_with(masked(True, 0x1, "\ud800".encode("utf-8", "surrogatepass"))), 1007)
-        self.assertEqual(closed_with(masked(True, 0x0, b"x")), 1002)  # a continuation of nothing
-        self.assertEqual(closed_with(masked(False, 0x9, b"x")), 1002)  # a fragmented ping
-        self.assertEqual(closed_with(masked(True, 0x3, b"x")), 1002)  # a reserved opcode
+        self.assertEqual(closed_with(frame(0x1, fin=True, data=b"\xff\xfe")), 1007)  # not UTF-8
+        self.assertEqual(closed_with(frame(0x1, fin=True, data="\ud800".encode("utf-8", "surrogatepass"))), 1007)
+        self.assertEqual(closed_with(frame(0x0, fin=True, data=b"x")), 1002)  # a continuation of nothing
+        self.assertEqual(closed_with(frame(0x9, fin=False, data=b"x")), 1002)  # a fragmented ping
+        self.assertEqual(closed_with(frame(0x3, fin=True, data=b"x")), 1002)  # a reserved opcode
         # Two fragments that together pass 64 KiB: refused from the second one's length.
         c = self.client()
         head = bytes([0x01, 0x80 | 127]) + _struct.pack("!Q", 40_000) + b"\0\0\0\0"

@@ -7,6 +7,20 @@ import socket
 import struct
 
 
+def frame(opcode, data, fin=True):
+    """One masked client frame."""
+    header = bytes([(0x80 if fin else 0) | opcode])
+    n = len(data)
+    if n < 126:
+        header += bytes([0x80 | n])
+    elif n < 65536:
+        header += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        header += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    mask = os.urandom(4)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
 class Closed(Exception):
     def __init__(self, code, reason=""):
         super().__init__(f"closed {code} {reason}")
@@ -14,7 +28,9 @@ class Closed(Exception):
 
 
 class WsClient:
-    def __init__(self, port, path="/ws", headers=None, timeout=10.0, rcvbuf=None):
+    def __init__(self, port, path="/ws", headers=None, timeout=10.0, rcvbuf=None, early=b""):
+        """`early`: bytes sent in the same write as the upgrade request (frames that do not wait
+        for the 101)."""
         self.sock = socket.socket()
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -23,7 +39,7 @@ class WsClient:
         key = base64.b64encode(os.urandom(16)).decode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self.sock.sendall((f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").encode())
+                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").encode() + early)
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = self.sock.recv(4096)
@@ -44,17 +60,7 @@ class WsClient:
         self.send_text(json.dumps(obj))
 
     def _send_frame(self, opcode, data):
-        header = bytes([0x80 | opcode])
-        n = len(data)
-        if n < 126:
-            header += bytes([0x80 | n])
-        elif n < 65536:
-            header += bytes([0x80 | 126]) + struct.pack("!H", n)
-        else:
-            header += bytes([0x80 | 127]) + struct.pack("!Q", n)
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-        self.sock.sendall(header + mask + masked)
+        self.sock.sendall(frame(opcode, data))
 
     def _read(self, n):
         while len(self.buf) < n:

@@ -336,12 +336,6 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       websocket::stream<beast::tcp_stream&> handshake(stream);
       handshake.set_option(websocket::stream_base::decorator(
           [](websocket::response_type& res) { res.set(bhttp::field::server, "hydrox"); }));
-      // Bytes that arrived after the upgrade request belong to the WebSocket.
-      if (buffer.size() > 0) {
-        // Clients wait for the 101 before sending frames, so leftover bytes are extremely rare;
-        // they are dropped with a log line rather than mis-parsed.
-        log::warn("websocket: bytes after the upgrade request dropped", {{"bytes", static_cast<std::int64_t>(buffer.size())}});
-      }
       stream.expires_after(std::chrono::seconds(10));
       auto [aec] = co_await handshake.async_accept(breq, kTuple);
       if (aec) co_return true;
@@ -352,7 +346,13 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       stream.socket().set_option(asio::socket_base::send_buffer_size(route.options.socket_send_buffer), ignored);
     }
     const std::uint64_t id = ws_next_id.fetch_add(1);
-    auto session = std::make_shared<WsSession>(stream.release_socket(), std::move(req), route.options, id);
+    // Bytes read behind the upgrade request (a client that did not wait for the 101) are the
+    // session's first input.
+    const auto early = buffer.data();
+    auto session = std::make_shared<WsSession>(
+        stream.release_socket(), std::move(req), route.options, id,
+        std::string_view(static_cast<const char*>(early.data()), early.size()));
+    buffer.consume(buffer.size());
     {
       std::lock_guard lock(ws_mu);
       ws_sessions[id] = session;

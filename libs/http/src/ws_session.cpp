@@ -97,14 +97,18 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
-WsSession::WsSession(asio::ip::tcp::socket socket, Request req, const WsOptions& options, std::uint64_t id)
+WsSession::WsSession(asio::ip::tcp::socket socket, Request req, const WsOptions& options, std::uint64_t id,
+                     std::string_view early)
     : socket_(std::move(socket)),
       flush_queue_(&FlushQueue::of(socket_.get_executor())),
       req_(std::move(req)),
       options_(options),
       id_(id),
       idle_timer_(socket_.get_executor()),
-      close_timer_(socket_.get_executor()) {}
+      close_timer_(socket_.get_executor()) {
+  in_.assign(early.begin(), early.end());
+  in_end_ = in_.size();
+}
 
 bool WsSession::send(std::string text) { return send_shared(std::make_shared<const std::string>(std::move(text))); }
 

@@ -29,7 +29,9 @@ namespace hydrox::http {
 
 class WsSession final : public WsConnection, public std::enable_shared_from_this<WsSession> {
  public:
-  WsSession(asio::ip::tcp::socket socket, Request req, const WsOptions& options, std::uint64_t id);
+  // `early`: bytes the client sent right behind its upgrade request (read with it): the first input.
+  WsSession(asio::ip::tcp::socket socket, Request req, const WsOptions& options, std::uint64_t id,
+            std::string_view early = {});
 
   bool send(std::string text) override;
   bool send_shared(std::shared_ptr<const std::string> text) override;
