@@ -153,42 +153,6 @@ void EngineHost::note_vaults(const std::vector<Event>& events) {
   }
 }
 
-namespace {
-// A queue of at most two items between two threads; close() ends it for both sides.
-template <typename T>
-class PageQueue {
- public:
-  bool push(T item) {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return items_.size() < 2 || closed_; });
-    if (closed_) return false;
-    items_.push_back(std::move(item));
-    cv_.notify_all();
-    return true;
-  }
-  std::optional<T> pop() {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [&] { return !items_.empty() || closed_; });
-    if (items_.empty()) return std::nullopt;
-    T item = std::move(items_.front());
-    items_.pop_front();
-    cv_.notify_all();
-    return item;
-  }
-  void close() {
-    std::lock_guard lock(mu_);
-    closed_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<T> items_;
-  bool closed_ = false;
-};
-}  // namespace
-
 Result<void> EngineHost::recover(std::int64_t now_ms) {
   auto lease = db_->acquire();
   if (!lease) return lease.error();
@@ -204,8 +168,8 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
     std::size_t count;
   };
   using Page = Result<std::vector<Entry>>;
-  PageQueue<Result<db::Rows>> raw;
-  PageQueue<Page> decoded;
+  Handoff<Result<db::Rows>> raw{2};  // pages of at most two ahead of the stage after
+  Handoff<Page> decoded{2};
   std::thread fetcher([&] {
     std::string after = "0";
     for (;;) {
