@@ -74,13 +74,22 @@ CONF
     services="$services trading-standby:8092"
     trading_urls="http://127.0.0.1:8082,http://127.0.0.1:8092"
   fi
+  # The gateway hands each WebSocket client's socket to market (no byte tunnel): the path market
+  # takes them on (a Unix socket path is limited to 107 bytes).
+  ws_sock=$run_dir/market-ws.sock
+  [ ${#ws_sock} -lt 100 ] || ws_sock=/tmp/hydrox-market-ws-$UID.sock
   for svc in $services; do
     name=${svc%%:*}; port=${svc##*:}
+    extra=
+    case $name in
+      market) extra=",HANDOFF_SOCKET=\"$ws_sock\"" ;;
+      gateway) extra=",MARKET_WS_HANDOFF_SOCKET=\"$ws_sock\"" ;;
+    esac
     cat <<CONF
 
 [program:$name]
 command=$bin/hydrox-${name%-standby}
-environment=PORT="$port",DATABASE_URL="$DATABASE_URL",REDIS_URL="$REDIS_URL",MARKET_SERVICE_URL="http://127.0.0.1:8081",TRADING_SERVICE_URL="$trading_urls",VAULT_SERVICE_URL="http://127.0.0.1:8083",USER_SERVICE_URL="http://127.0.0.1:8084",LOG_LEVEL="${LOG_LEVEL:-info}",OPERATOR_TOKEN="$OPERATOR_TOKEN",FAUCET_AMOUNT="$FAUCET_AMOUNT"
+environment=PORT="$port",DATABASE_URL="$DATABASE_URL",REDIS_URL="$REDIS_URL",MARKET_SERVICE_URL="http://127.0.0.1:8081",TRADING_SERVICE_URL="$trading_urls",VAULT_SERVICE_URL="http://127.0.0.1:8083",USER_SERVICE_URL="http://127.0.0.1:8084",LOG_LEVEL="${LOG_LEVEL:-info}",OPERATOR_TOKEN="$OPERATOR_TOKEN",FAUCET_AMOUNT="$FAUCET_AMOUNT"$extra
 autostart=true
 autorestart=true
 startsecs=1

@@ -101,8 +101,12 @@ Result<void> setup(service::Context& ctx) {
   }
 
   ctx.middleware.push_back(make_cors(split_list(*origins)));
-  // /ws: after the upgrade, bytes flow both ways between the client and market's hub.
-  ctx.tunnels.emplace_back("/ws", [market_ep = market.endpoint, auth](http::Request& req)
+  // /ws: after the upgrade the client speaks to market's hub: its socket is handed to market when
+  // market runs on this host (MARKET_WS_HANDOFF_SOCKET = market's HANDOFF_SOCKET), otherwise bytes
+  // flow both ways through this process.
+  auto handoff = ctx.env.string("MARKET_WS_HANDOFF_SOCKET", "");
+  if (!handoff) return handoff.error();
+  ctx.tunnels.push_back(http::Tunnel{"/ws", [market_ep = market.endpoint, auth](http::Request& req)
                                       -> Result<config::Endpoint> {
     strip_identity(req);
     // Authentication at the upgrade: a valid bearer makes private streams available.
@@ -111,7 +115,7 @@ Result<void> setup(service::Context& ctx) {
     if (*id) http::set_header(req.headers, "X-User-ID", (*id)->user_id);
     http::remove_header(req.headers, "Authorization");
     return market_ep;
-  });
+  }, *handoff});
   return {};
 }
 

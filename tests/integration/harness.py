@@ -169,6 +169,7 @@ class Stack:
         self.log_dir = os.path.join(os.path.dirname(INFRA_ENV), "test-logs", self.db_name)
         os.makedirs(self.log_dir, exist_ok=True)
         self.services = services or SERVICES
+        self.handoff_socket = os.path.join(tempfile.mkdtemp(prefix="hx-ws-"), "market.sock")
 
     def redis_stop(self):
         """Stops the private Redis server."""
@@ -216,6 +217,11 @@ class Stack:
             "USER_SERVICE_URL": f"http://127.0.0.1:{self.ports['user']}",
             "LOG_LEVEL": "info",
         })
+        # The gateway hands WebSocket clients' sockets to market, as `make run` does.
+        if service == "market":
+            env["HANDOFF_SOCKET"] = self.handoff_socket
+        elif service == "gateway":
+            env["MARKET_WS_HANDOFF_SOCKET"] = self.handoff_socket
         env.update(self.extra_env.get(service.split("-")[0], {}))
         env.update(self.extra_env.get("*", {}))
         env["PORT"] = str(self.ports[service])
@@ -281,6 +287,7 @@ class Stack:
             except (OSError, ValueError):
                 pass
             shutil.rmtree(self.redis_dir, ignore_errors=True)
+        shutil.rmtree(os.path.dirname(self.handoff_socket), ignore_errors=True)
         if self.pg_dir:
             subprocess.run([os.path.join(SOURCE_DIR, "scripts", "infra.sh"), "stop-remove", self.pg_dir],
                            check=False, stdout=subprocess.DEVNULL)

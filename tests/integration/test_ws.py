@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -427,6 +428,113 @@ class SlowConsumer(unittest.TestCase):
             for r in readers:
                 r.client.close()
             slow.sock.close()
+        finally:
+            stack.close()
+
+
+def metric(port, name, labels=""):
+    """The value of one sample of a service's /metrics (0 when absent)."""
+    for line in request(port, "GET", "/metrics").body.splitlines():
+        if line.startswith(name + labels + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def ping(c, tag):
+    c.send_json({"method": "PING", "id": tag})
+    return c.recv_json() == {"id": tag, "result": "pong"}
+
+
+class HandOff(unittest.TestCase):
+    """The gateway passes a WebSocket client's socket to market (HANDOFF_SOCKET on the same host)
+    instead of copying its bytes: market speaks to the client directly."""
+
+    def test_market_takes_the_socket_and_the_client_outlives_the_gateway(self):
+        stack, t, a, b = market_stack("hoff", stack_env(), "1000")
+        try:
+            g, m = stack.ports["gateway"], stack.ports["market"]
+            c = WsClient(g)
+            self.assertTrue(ping(c, "1"))
+            self.assertEqual(metric(g, "http_tunnel_handoffs_total", '{result="sent"}'), 1)
+            self.assertEqual(metric(g, "http_tunnel_handoffs_total", '{result="failed"}'), 0)
+            self.assertEqual(metric(m, "http_handoffs_received_total"), 1)
+            self.assertEqual(metric(m, "ws_sessions_open"), 1)
+            # The gateway stops: a tunnelled client would lose its stream; this one is market's.
+            self.assertEqual(stack.stop("gateway"), 0)
+            self.assertTrue(ping(c, "2"))
+            c.send_json({"method": "SUBSCRIBE", "params": [f"trade.{SYM}"], "id": 3})
+            self.assertEqual(c.recv_json(), {"id": 3, "result": "ok"})
+            self.assertTrue(c.recv_json()["snapshot"])
+            t.place(a, side="Sell", price="97000", amount="0.001")
+            t.place(b, side="Buy", price="97000", amount="0.001")
+            trade = c.recv_json()
+            self.assertEqual((trade["channel"], D(str(trade["data"]["price"]))), (f"trade.{SYM}", D("97000")))
+            c.close()
+        finally:
+            stack.close()
+
+    def test_without_market_socket_the_gateway_tunnels(self):
+        stack, t, a, b = market_stack("hofb", stack_env({"HANDOFF_SOCKET": ""}), "1000")
+        try:
+            g = stack.ports["gateway"]
+            for i in range(3):
+                c = WsClient(g)
+                self.assertTrue(ping(c, str(i)))
+                c.close()
+            self.assertEqual(metric(g, "http_tunnel_handoffs_total", '{result="sent"}'), 0)
+            self.assertEqual(metric(g, "http_tunnel_handoffs_total", '{result="failed"}'), 3)
+            self.assertEqual(metric(stack.ports["market"], "http_handoffs_received_total"), 0)
+        finally:
+            stack.close()
+
+    def test_foreign_and_malformed_hand_offs_are_refused(self):
+        stack, t, a, b = market_stack("hofr", stack_env(), "1000")
+        try:
+            m, path = stack.ports["market"], stack.handoff_socket
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+            upgrade = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            if os.geteuid() == 0:
+                # Another user cannot even send (the socket is the owner's only).
+                foreign = ("import os, socket, sys\nos.setgid(65534); os.setuid(65534)\n"
+                           "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
+                           "try:\n s.connect(sys.argv[1]); socket.send_fds(s, [b'GET /ws HTTP/1.1\\r\\n\\r\\n'], [int(sys.argv[2])]); print('sent')\n"
+                           "except PermissionError: print('refused')")
+                conn = socket.create_connection(("127.0.0.1", m))  # the socket the foreign process sends
+                self.addCleanup(conn.close)
+                out = subprocess.run(["python3", "-c", foreign, path, str(conn.fileno())], capture_output=True,
+                                     text=True, pass_fds=[conn.fileno()])
+                self.assertEqual(out.stdout.strip(), "refused", out.stderr)
+                # Opened up by mistake, it still takes nothing from another user (SO_PASSCRED).
+                os.chmod(os.path.dirname(path), 0o755)
+                os.chmod(path, 0o666)
+                conn = socket.create_connection(("127.0.0.1", m))  # the socket the foreign process sends
+                self.addCleanup(conn.close)
+                out = subprocess.run(["python3", "-c", foreign, path, str(conn.fileno())], capture_output=True,
+                                     text=True, pass_fds=[conn.fileno()])
+                self.assertEqual(out.stdout.strip(), "sent", out.stderr)
+                wait_until(lambda: metric(m, "http_handoffs_refused_total") == 1, 5, what="a refusal")
+                os.chmod(path, 0o600)
+                os.chmod(os.path.dirname(path), 0o700)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.addCleanup(s.close)
+            s.connect(path)
+            r, w = os.pipe()
+            self.addCleanup(os.close, r)
+            self.addCleanup(os.close, w)
+            victim = socket.create_connection(("127.0.0.1", m))
+            self.addCleanup(victim.close)
+            refused = metric(m, "http_handoffs_refused_total")
+            s.send(upgrade)                                                 # no socket
+            socket.send_fds(s, [upgrade], [r])                              # not a TCP socket
+            socket.send_fds(s, [upgrade], [victim.fileno(), victim.fileno()])  # two
+            wait_until(lambda: metric(m, "http_handoffs_refused_total") == refused + 3, 5, what="three refusals")
+            self.assertEqual(metric(m, "http_handoffs_received_total"), 0)
+            # Market goes on serving, hand-offs included.
+            c = WsClient(stack.gateway_port)
+            self.assertTrue(ping(c, "after"))
+            self.assertEqual(metric(m, "http_handoffs_received_total"), 1)
+            c.close()
         finally:
             stack.close()
 

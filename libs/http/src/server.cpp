@@ -5,10 +5,20 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <deque>
 #include <list>
 #include <map>
 #include <mutex>
+#include <sstream>
 
 #include "asio.hpp"
 #include "ws_session.hpp"
@@ -38,6 +48,40 @@ bool acceptable_request_id(std::string_view id) {
   return true;
 }
 
+// A hand-off datagram: the forwarded request head plus any bytes read behind it. Larger ones go
+// through the tunnel instead.
+constexpr std::size_t kMaxHandoffBytes = 64 << 10;
+
+std::optional<sockaddr_un> unix_address(const std::string& path) {
+  sockaddr_un a{};
+  if (path.empty() || path.size() >= sizeof(a.sun_path)) return std::nullopt;
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), path.size());
+  return a;
+}
+
+// Sends `fd` and `payload` in one datagram to the Unix socket at `to`; 0 or an errno value.
+int send_fd(int via, const sockaddr_un& to, int fd, std::string_view payload) {
+  iovec iov{const_cast<char*>(payload.data()), payload.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_name = const_cast<sockaddr_un*>(&to);
+  msg.msg_namelen = sizeof(to);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof(int));
+  for (;;) {
+    if (::sendmsg(via, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return 0;
+    if (errno != EINTR) return errno;
+  }
+}
+
 bhttp::response<bhttp::string_body> to_beast(Response&& r, unsigned version, bool keep_alive,
                                               bool head) {
   bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), version};
@@ -60,13 +104,30 @@ namespace websocket = boost::beast::websocket;
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Impl(Runtime& rt, ServerOptions o, Router r)
       : runtime(rt), io(rt.impl().io), options(std::move(o)), router(std::move(r)), acceptor(io) {}
+  ~Impl() {
+    if (handoff_out >= 0) ::close(handoff_out);
+  }
 
   Runtime& runtime;
   asio::io_context& io;
   ServerOptions options;
   Router router;
   std::vector<Middleware> middleware;
-  std::vector<std::pair<std::string, TunnelResolver>> tunnels;
+  std::vector<Tunnel> tunnels;
+  // Hand-offs: the socket this server receives connections on, and the one it sends them from.
+  int handoff_in = -1;
+  ino_t handoff_inode = 0;  // of the path as bound: stop() removes it only if it is still ours
+  std::unique_ptr<asio::posix::stream_descriptor> handoff_wait;
+  int handoff_out = -1;
+  std::atomic<bool> handoff_failing{false};  // to log a failing hand-off once, not per client
+  metrics::Counter& handoffs_received = metrics::Registry::global().counter(
+      "http_handoffs_received_total", "Connections received from a gateway on this host");
+  metrics::Counter& handoffs_refused = metrics::Registry::global().counter(
+      "http_handoffs_refused_total", "Hand-off datagrams refused (foreign sender, malformed, over limits)");
+  metrics::Counter& handoffs_sent = metrics::Registry::global().counter(
+      "http_tunnel_handoffs_total", "Tunnel connections handed to the upstream's process", {{"result", "sent"}});
+  metrics::Counter& handoffs_failed = metrics::Registry::global().counter(
+      "http_tunnel_handoffs_total", "Tunnel connections handed to the upstream's process", {{"result", "failed"}});
   struct WsRoute {
     std::string path;
     WsHandlers handlers;
@@ -111,8 +172,131 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         socket.close(ignored);
         continue;
       }
-      asio::co_spawn(strand, session(std::move(socket), strand), asio::detached);
+      asio::co_spawn(strand, session(std::move(socket), strand, {}), asio::detached);
     }
+  }
+
+  Result<void> start_handoff() {
+    auto address = unix_address(options.handoff_socket);
+    if (!address) return fail(Code::internal, "bad hand-off socket path " + options.handoff_socket);
+    int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return fail(Code::internal, std::string("hand-off socket: ") + std::strerror(errno));
+    ::unlink(options.handoff_socket.c_str());  // left behind by a process that was killed
+    // Bound with no permission for anyone, then opened to the owner only: no other user can ever
+    // send to it (and a sender of another user is refused below all the same).
+    const mode_t old_mask = ::umask(0777);
+    const int bound = ::bind(fd, reinterpret_cast<const sockaddr*>(&*address), sizeof(*address));
+    ::umask(old_mask);
+    const int one = 1;
+    if (bound != 0 || ::chmod(options.handoff_socket.c_str(), 0600) != 0 ||
+        ::setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) != 0) {
+      std::string why = std::strerror(errno);
+      ::close(fd);
+      return fail(Code::internal, "cannot bind hand-off socket " + options.handoff_socket + ": " + why);
+    }
+    struct stat st{};
+    if (::stat(options.handoff_socket.c_str(), &st) == 0) handoff_inode = st.st_ino;
+    const int rcvbuf = 4 << 20;  // bursts of connections (10,000 in a second) wait here
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    handoff_in = fd;
+    handoff_wait = std::make_unique<asio::posix::stream_descriptor>(io, fd);
+    asio::co_spawn(io, handoff_loop(), asio::detached);
+    log::info("taking hand-offs", {{"socket", options.handoff_socket}});
+    return {};
+  }
+
+  // Receives handed-off connections until stop() closes the socket.
+  awaitable<void> handoff_loop() {
+    std::vector<char> data(kMaxHandoffBytes + 1);
+    for (;;) {
+      auto [ec] = co_await handoff_wait->async_wait(asio::posix::descriptor_base::wait_read, kTuple);
+      if (ec || stopping.load()) co_return;
+      for (;;) {
+        iovec iov{data.data(), data.size()};
+        alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int)) + CMSG_SPACE(sizeof(ucred))];
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof(control);
+        const ssize_t n = ::recvmsg(handoff_in, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          if (errno != EAGAIN && errno != EWOULDBLOCK) log::warn("hand-off receive failed", {{"error", std::strerror(errno)}});
+          break;
+        }
+        std::vector<int> fds;
+        std::optional<ucred> sender;
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+          if (c->cmsg_level != SOL_SOCKET) continue;
+          if (c->cmsg_type == SCM_RIGHTS) {
+            const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (std::size_t i = 0; i < count; ++i) {
+              int f;
+              std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+              fds.push_back(f);
+            }
+          } else if (c->cmsg_type == SCM_CREDENTIALS) {
+            ucred u;
+            std::memcpy(&u, CMSG_DATA(c), sizeof(u));
+            sender = u;
+          }
+        }
+        const bool ok = sender && sender->uid == ::geteuid() && fds.size() == 1 && n > 0 &&
+                        static_cast<std::size_t>(n) <= kMaxHandoffBytes &&
+                        (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) == 0;
+        if (!ok) {
+          for (int f : fds) ::close(f);
+          handoffs_refused.inc();
+          log::warn("hand-off refused", {{"sender_uid", sender ? static_cast<std::int64_t>(sender->uid) : -1},
+                                         {"fds", static_cast<std::int64_t>(fds.size())}, {"bytes", static_cast<std::int64_t>(n)}});
+          continue;
+        }
+        adopt(fds[0], std::string(data.data(), static_cast<std::size_t>(n)));
+      }
+    }
+  }
+
+  // A handed-off connection: served like an accepted one whose first bytes are `initial`.
+  void adopt(int fd, std::string initial) {
+    sockaddr_storage local{};
+    socklen_t len = sizeof(local);
+    const bool tcp_socket = ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0 &&
+                            (local.ss_family == AF_INET || local.ss_family == AF_INET6);
+    if (!tcp_socket || stopping.load() || connections.load() >= options.max_connections) {
+      (tcp_socket ? rejected_conns : handoffs_refused).inc();
+      ::close(fd);
+      return;
+    }
+    auto strand = asio::make_strand(runtime.impl().connection_io());
+    tcp::socket socket(strand);
+    boost::system::error_code ec;
+    socket.assign(local.ss_family == AF_INET6 ? tcp::v6() : tcp::v4(), fd, ec);
+    if (ec) {
+      ::close(fd);
+      handoffs_refused.inc();
+      return;
+    }
+    handoffs_received.inc();
+    asio::co_spawn(strand, session(std::move(socket), strand, std::move(initial)), asio::detached);
+  }
+
+  // Passes the client's socket and the request to the upstream's process; false: not done (the
+  // caller tunnels instead).
+  bool hand_off(beast::tcp_stream& stream, const Tunnel& tunnel, std::string_view payload) {
+    auto address = unix_address(tunnel.handoff_socket);
+    if (!address || payload.size() > kMaxHandoffBytes || handoff_out < 0) return false;
+    const int err = send_fd(handoff_out, *address, stream.socket().native_handle(), payload);
+    if (err != 0) {
+      handoffs_failed.inc();
+      if (!handoff_failing.exchange(true)) {
+        log::warn("hand-off failed; tunnelling", {{"socket", tunnel.handoff_socket}, {"error", std::strerror(err)}});
+      }
+      return false;
+    }
+    if (handoff_failing.exchange(false)) log::info("hand-off works again", {{"socket", tunnel.handoff_socket}});
+    handoffs_sent.inc();
+    return true;
   }
 
   awaitable<void> write_error(beast::tcp_stream& stream, const Error& e, unsigned version,
@@ -124,7 +308,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     co_await bhttp::async_write(stream, res, kTuple);
   }
 
-  awaitable<void> session(tcp::socket socket, asio::strand<asio::io_context::executor_type> strand) {
+  awaitable<void> session(tcp::socket socket, asio::strand<asio::io_context::executor_type> strand,
+                          std::string initial) {
     connections.fetch_add(1);
     open_total.inc();
     open_now.add(1);
@@ -142,6 +327,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       if (!ec) remote = ep.address().to_string();
     }
     beast::flat_buffer buffer;
+    if (!initial.empty()) {
+      asio::buffer_copy(buffer.prepare(initial.size()), asio::buffer(initial));
+      buffer.commit(initial.size());
+      std::string().swap(initial);
+    }
     bool tunneled = false;
     try {
       tunneled = co_await serve(stream, buffer, *conn, remote);
@@ -219,9 +409,9 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       const bool keep_alive = breq.keep_alive();
 
       if (beast::websocket::is_upgrade(breq)) {
-        for (auto& [path, resolver] : tunnels) {
-          if (req.path == path) {
-            co_return co_await run_tunnel(stream, buffer, breq, req, resolver);
+        for (auto& tunnel : tunnels) {
+          if (req.path == tunnel.path) {
+            co_return co_await run_tunnel(stream, buffer, breq, req, tunnel);
           }
         }
         for (auto& route : ws_routes) {
@@ -375,7 +565,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   // Forwards an upgrade request to the resolved upstream and then copies bytes both ways.
   awaitable<bool> run_tunnel(beast::tcp_stream& stream, beast::flat_buffer& buffer,
                              bhttp::request<bhttp::string_body>& breq, Request& req,
-                             TunnelResolver& resolver) {
+                             Tunnel& tunnel) {
+    auto& resolver = tunnel.resolver;
     // The resolver may block (the gateway checks a credential in Redis or the user service): it
     // runs on the blocking pool, never on this IO thread, which may be the one its own network
     // calls need.
@@ -403,6 +594,25 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       co_await write_error(stream, target.error(), breq.version(), req.request_id);
       co_return false;
     }
+    // The request as edited by the resolver (identity headers), then any bytes already read.
+    bhttp::request<bhttp::empty_body> fwd{breq.method(), breq.target(), breq.version()};
+    for (const auto& h : req.headers) fwd.set(h.name, h.value);
+    fwd.set("X-Request-ID", req.request_id);
+    fwd.set("X-Forwarded-For", req.remote_addr);
+    if (!tunnel.handoff_socket.empty()) {
+      std::ostringstream head;
+      head << fwd;
+      std::string payload = std::move(head).str();
+      const auto early = buffer.data();
+      payload.append(static_cast<const char*>(early.data()), early.size());
+      if (hand_off(stream, tunnel, payload)) {
+        // The connection lives on in the upstream's process: this copy of the socket is closed
+        // (never shut down, which would end the connection there too).
+        boost::system::error_code ignored;
+        stream.socket().close(ignored);
+        co_return true;
+      }
+    }
     tcp::resolver dns(stream.get_executor());
     auto [rec, results] =
         co_await dns.async_resolve(target->host, std::to_string(target->port), kTuple);
@@ -415,11 +625,6 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                            breq.version(), req.request_id);
       co_return false;
     }
-    // The request as edited by the resolver (identity headers), then any bytes already read.
-    bhttp::request<bhttp::empty_body> fwd{breq.method(), breq.target(), breq.version()};
-    for (const auto& h : req.headers) fwd.set(h.name, h.value);
-    fwd.set("X-Request-ID", req.request_id);
-    fwd.set("X-Forwarded-For", req.remote_addr);
     auto [wec, wn] = co_await bhttp::async_write(upstream, fwd, kTuple);
     if (!wec && buffer.size() > 0) {
       std::tie(wec, wn) = co_await asio::async_write(upstream, buffer.data(), kTuple);
@@ -457,9 +662,7 @@ Server::~Server() = default;
 
 void Server::use(Middleware mw) { impl_->middleware.push_back(std::move(mw)); }
 
-void Server::tunnel(std::string path, TunnelResolver resolver) {
-  impl_->tunnels.emplace_back(std::move(path), std::move(resolver));
-}
+void Server::tunnel(Tunnel t) { impl_->tunnels.push_back(std::move(t)); }
 
 void Server::websocket(std::string path, WsHandlers handlers, WsOptions options) {
   impl_->ws_routes.push_back(Impl::WsRoute{std::move(path), std::move(handlers), options});
@@ -480,6 +683,14 @@ Result<std::uint16_t> Server::start() {
                                     std::to_string(impl_->options.port) + ": " + ec.message());
   }
   auto port = acc.local_endpoint().port();
+  if (!impl_->options.handoff_socket.empty()) {
+    if (auto r = impl_->start_handoff(); !r) return r.error();
+  }
+  for (const auto& t : impl_->tunnels) {
+    if (t.handoff_socket.empty()) continue;
+    if (!unix_address(t.handoff_socket)) return fail(Code::internal, "bad hand-off socket path " + t.handoff_socket);
+    if (impl_->handoff_out < 0) impl_->handoff_out = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  }
   asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
   log::info("listening", {{"address", impl_->options.address}, {"port", static_cast<int>(port)}});
   return port;
@@ -491,6 +702,13 @@ void Server::stop(std::chrono::milliseconds drain) {
   asio::post(impl->io, [impl] {
     boost::system::error_code ignored;
     impl->acceptor.close(ignored);
+    if (impl->handoff_wait) {
+      impl->handoff_wait->close(ignored);
+      // A successor that already bound the path (a restart) keeps it.
+      struct stat st{};
+      const char* path = impl->options.handoff_socket.c_str();
+      if (::stat(path, &st) == 0 && st.st_ino == impl->handoff_inode) ::unlink(path);
+    }
   });
   // Close idle keep-alive connections now; busy ones finish their request (they see `stopping`
   // and close after answering) or are closed when the drain window ends.

@@ -91,7 +91,8 @@ int run(const Spec& spec) {
   auto db_max = ctx.env.integer("DB_POOL_MAX", 50, 1, 1000);
   auto redis_url = ctx.env.string("REDIS_URL", "localhost:6379");
   auto redis_max = ctx.env.integer("REDIS_POOL_MAX", 100, 1, 10000);
-  for (const auto* r : {&level, &address, &db_url, &redis_url}) {
+  auto handoff = ctx.env.string("HANDOFF_SOCKET", "");
+  for (const auto* r : {&level, &address, &db_url, &redis_url, &handoff}) {
     if (!*r) return init_failed("config", r->error().message);
   }
   for (const auto* r : {&io_threads, &blocking_threads, &db_max, &redis_max}) {
@@ -145,11 +146,12 @@ int run(const Spec& spec) {
   so.service = spec.name;
   so.address = *address;
   so.port = *port;
+  so.handoff_socket = *handoff;
   http::Server server(runtime, so, std::move(router));
   ctx.router = nullptr;  // moved into the server
   ctx.server = &server;
   for (auto& mw : ctx.middleware) server.use(std::move(mw));
-  for (auto& [path, resolver] : ctx.tunnels) server.tunnel(path, std::move(resolver));
+  for (auto& t : ctx.tunnels) server.tunnel(std::move(t));
   for (auto& [path, handlers] : ctx.websockets) server.websocket(path, std::move(handlers), ctx.websocket_options);
   auto bound = server.start();
   if (!bound) return init_failed("listen", bound.error().message);

@@ -34,7 +34,7 @@ struct Context {
   std::uint16_t port = 0;  // the bound port, set before on_started
   // Applied to the server when it is created (after setup).
   std::vector<http::Middleware> middleware;
-  std::vector<std::pair<std::string, http::TunnelResolver>> tunnels;
+  std::vector<http::Tunnel> tunnels;
   std::vector<std::pair<std::string, http::WsHandlers>> websockets;
   http::WsOptions websocket_options;
   // Run after the event loop stopped, before the runtime is destroyed: release anything that
