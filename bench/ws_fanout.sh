@@ -6,8 +6,9 @@
 # GATEWAYS (default 2) gateway processes share the clients, one load client each: a tunnelled
 # client costs the gateway two sockets, and this VM's hard limit of 20,000 open files per process
 # caps one gateway at about 9,990 clients.
-# DIRECT=1 connects the load clients to market's hub instead (no gateway tunnel): how much of
-# the figure is the tunnel.
+# The gateway hands each client's socket to market (HANDOFF_SOCKET, as `make run` does); HANDOFF=0
+# makes it copy the bytes both ways instead (the tunnel, used when market runs on another host).
+# DIRECT=1 connects the load clients to market's hub instead (no gateway at all).
 #   bench/ws_fanout.sh [CONNECTIONS] [DURATION_S] [TRADES_PER_S]
 . "$(dirname "$0")/lib.sh"
 conns=${1:-10000}
@@ -18,11 +19,13 @@ start_infra
 gateways=${GATEWAYS:-2}
 tp=$(port); mp=$(port)
 PORT=$tp OPERATOR_TOKEN=bench MARK_FROM_INDEX=0 LOG_LEVEL=warn "$bin/hydrox-trading" 2>"$work/trading.log" & pids+=($!)
-PORT=$mp TRADING_SERVICE_URL=http://127.0.0.1:$tp INDEX_FEED=none LOG_LEVEL=warn "$bin/hydrox-market" 2>"$work/market.log" & pids+=($!)
+handoff=
+[ "${HANDOFF:-1}" = 1 ] && handoff=$work/market-ws.sock
+PORT=$mp TRADING_SERVICE_URL=http://127.0.0.1:$tp INDEX_FEED=none HANDOFF_SOCKET=$handoff LOG_LEVEL=warn "$bin/hydrox-market" 2>"$work/market.log" & pids+=($!)
 gps=()
 for g in $(seq 1 "$gateways"); do
   gp=$(port); gps+=("$gp")
-  PORT=$gp MARKET_SERVICE_URL=http://127.0.0.1:$mp TRADING_SERVICE_URL=http://127.0.0.1:$tp RATE_LIMIT_IP_BURST=0 RATE_LIMIT_USER_BURST=0 LOG_LEVEL=error "$bin/hydrox-gateway" 2>"$work/gateway-$g.log" & pids+=($!)
+  PORT=$gp MARKET_SERVICE_URL=http://127.0.0.1:$mp MARKET_WS_HANDOFF_SOCKET=$handoff TRADING_SERVICE_URL=http://127.0.0.1:$tp RATE_LIMIT_IP_BURST=0 RATE_LIMIT_USER_BURST=0 LOG_LEVEL=error "$bin/hydrox-gateway" 2>"$work/gateway-$g.log" & pids+=($!)
 done
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$mp/health" >/dev/null && curl -sf "http://127.0.0.1:$tp/health" >/dev/null && break; sleep 0.1; done
 curl -sf -XPOST "http://127.0.0.1:$tp/internal/v1/marks" -H 'Authorization: Bearer bench' -d '{"symbol":"BTC_USDM_PERP","mark_price":"97000"}' >/dev/null
@@ -48,7 +51,7 @@ while time.monotonic() - start < seconds:
     time.sleep(max(0.0, start + n / rate - time.monotonic()))
 PY
 pids+=($!)
-echo "== fan-out: $conns WebSocket clients through $gateways gateway process(es) (DIRECT=${DIRECT:-0}) (ticker.BTC_USDM_PERP, trade.BTC_USDM_PERP), $rate trades/s, ${duration}s"
+echo "== fan-out: $conns WebSocket clients through $gateways gateway process(es) (HANDOFF=${HANDOFF:-1} DIRECT=${DIRECT:-0}) (ticker.BTC_USDM_PERP, trade.BTC_USDM_PERP), $rate trades/s, ${duration}s"
 loads=()
 for gp in "${gps[@]}"; do
   target=$gp
@@ -69,3 +72,6 @@ print(f"total: opened {total('opened'):.0f} of {total('connections'):.0f}, lost 
       f"p99 {max(int(r['p99']) for r in rows)} ms (worst client)")
 PY
 echo "trades made: $(curl -s "http://127.0.0.1:$mp/api/v1/markets/BTC_USDM_PERP/trades?limit=1" | head -c 200)"
+for gp in "${gps[@]}"; do
+  echo "gateway $gp: $(curl -s "http://127.0.0.1:$gp/metrics" | grep '^http_tunnel_handoffs_total' | tr '\n' ' ')"
+done

@@ -282,21 +282,33 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   }
 
   // Passes the client's socket and the request to the upstream's process; false: not done (the
-  // caller tunnels instead).
-  bool hand_off(beast::tcp_stream& stream, const Tunnel& tunnel, std::string_view payload) {
+  // caller tunnels instead). The upstream's queue is short (net.unix.max_dgram_qlen, 10 by
+  // default): a burst of connections waits for room, up to half a second.
+  awaitable<bool> hand_off(beast::tcp_stream& stream, const Tunnel& tunnel, std::string_view payload) {
     auto address = unix_address(tunnel.handoff_socket);
-    if (!address || payload.size() > kMaxHandoffBytes || handoff_out < 0) return false;
-    const int err = send_fd(handoff_out, *address, stream.socket().native_handle(), payload);
+    if (!address || payload.size() > kMaxHandoffBytes || handoff_out < 0) co_return false;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+    auto pause = std::chrono::microseconds(200);
+    asio::steady_timer timer(stream.get_executor());
+    int err = 0;
+    for (;;) {
+      err = send_fd(handoff_out, *address, stream.socket().native_handle(), payload);
+      if (err != EAGAIN && err != EWOULDBLOCK) break;
+      if (std::chrono::steady_clock::now() + pause > deadline) break;
+      timer.expires_after(pause);
+      co_await timer.async_wait(kTuple);
+      pause = std::min(pause * 2, std::chrono::microseconds(20'000));
+    }
     if (err != 0) {
       handoffs_failed.inc();
       if (!handoff_failing.exchange(true)) {
         log::warn("hand-off failed; tunnelling", {{"socket", tunnel.handoff_socket}, {"error", std::strerror(err)}});
       }
-      return false;
+      co_return false;
     }
     if (handoff_failing.exchange(false)) log::info("hand-off works again", {{"socket", tunnel.handoff_socket}});
     handoffs_sent.inc();
-    return true;
+    co_return true;
   }
 
   awaitable<void> write_error(beast::tcp_stream& stream, const Error& e, unsigned version,
@@ -605,7 +617,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       std::string payload = std::move(head).str();
       const auto early = buffer.data();
       payload.append(static_cast<const char*>(early.data()), early.size());
-      if (hand_off(stream, tunnel, payload)) {
+      if (co_await hand_off(stream, tunnel, payload)) {
         // The connection lives on in the upstream's process: this copy of the socket is closed
         // (never shut down, which would end the connection there too).
         boost::system::error_code ignored;
