@@ -10,6 +10,7 @@
 #include <random>
 
 #include "engine_fixture.hpp"
+#include "hydrox/engine/snapshot_codec.hpp"
 
 using namespace hydrox;
 using namespace hydrox::engine;
@@ -253,9 +254,14 @@ TEST_P(EngineRandomized, ExportLoadKeepsTheHashAndTheBehaviour) {
     ea.clear();
     a.apply(gen.next(a), ea);
   }
+  // Through the stored form (snapshot_codec): what the trading service loads on a restart.
+  const std::string stored = encode_snapshot(a.export_state());
+  auto decoded = decode_snapshot(stored);
+  ASSERT_TRUE(decoded) << decoded.error().message;
   Engine b{two_market_config()};
-  b.load(a.export_state());
+  b.load(*decoded);
   ASSERT_EQ(a.state_hash(), b.state_hash());
+  ASSERT_EQ(encode_snapshot(b.export_state()), stored);
   ASSERT_EQ(b.check_invariants(true), "");
   // Loading into a reference-book engine gives the same state too.
   ReferenceEngine r{two_market_config()};
@@ -271,6 +277,36 @@ TEST_P(EngineRandomized, ExportLoadKeepsTheHashAndTheBehaviour) {
     ASSERT_TRUE(ea == eb) << "step " << i << " after load";
   }
   EXPECT_EQ(a.state_hash(), b.state_hash());
+}
+
+TEST(EngineSnapshotCodec, TruncatedAlteredOrForeignBytesAreErrorsNeverAnotherState) {
+  Engine a{two_market_config()};
+  std::vector<Event> ea;
+  setup(a, ea);
+  Generator gen(4242);
+  for (int i = 0; i < 5'000; ++i) {
+    ea.clear();
+    a.apply(gen.next(a), ea);
+  }
+  const Snapshot exported = a.export_state();
+  ASSERT_GT(exported.orders.size(), 10u);
+  ASSERT_GT(exported.client_ids.size(), 0u);
+  const std::string stored = encode_snapshot(exported);
+  ASSERT_TRUE(decode_snapshot(stored));
+  // Every truncation.
+  for (std::size_t n = 0; n < stored.size(); n += (n < 200 ? 1 : 97)) {
+    EXPECT_FALSE(decode_snapshot(std::string_view(stored).substr(0, n))) << "truncated to " << n;
+  }
+  // One changed byte anywhere (header or body), and a trailing byte.
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 2'000; ++i) {
+    std::string changed = stored;
+    changed[rng() % changed.size()] ^= static_cast<char>(1 + rng() % 255);
+    EXPECT_FALSE(decode_snapshot(changed)) << "change " << i;
+  }
+  EXPECT_FALSE(decode_snapshot(stored + "x"));
+  EXPECT_FALSE(decode_snapshot("HXSNAP"));
+  EXPECT_FALSE(decode_snapshot(std::string(64, '\0')));
 }
 
 TEST(EngineDeterminism, SameCommandsSameEventsSameHash) {
