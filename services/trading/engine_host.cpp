@@ -6,6 +6,8 @@
 #include <unordered_map>
 
 #include "hydrox/core/clock.hpp"
+#include "hydrox/core/hex.hpp"
+#include "hydrox/engine/snapshot_codec.hpp"
 #include "hydrox/decimal/decimal.hpp"
 #include "hydrox/json/json.hpp"
 #include "hydrox/log/log.hpp"
@@ -30,6 +32,21 @@ constexpr db::Query kProtocolVaults{
     "SELECT id, account_user_id, leader_user_id, lock_period_ms, performance_fee::text, management_fee::text,"
     " min_deposit::text, capacity::text FROM vaults WHERE is_protocol AND status = 'active' ORDER BY id"};
 constexpr db::Query kOperatorKeys{"operator_keys", "SELECT idempotency_key, outcome FROM operator_requests"};
+constexpr db::Query kLatestSnapshot{
+    "latest_snapshot", "SELECT command_no, state_hash, markets, state FROM engine_snapshots ORDER BY command_no DESC LIMIT 1"};
+constexpr db::Query kInsertSnapshot{
+    "insert_snapshot",
+    "INSERT INTO engine_snapshots (command_no, last_seq, state_hash, markets, state) VALUES ($1, $2, $3, $4, $5::bytea)"
+    " ON CONFLICT (command_no) DO NOTHING"};
+constexpr db::Query kPruneSnapshots{
+    "prune_snapshots",
+    "DELETE FROM engine_snapshots WHERE command_no < (SELECT min(command_no) FROM"
+    " (SELECT command_no FROM engine_snapshots ORDER BY command_no DESC LIMIT 2) newest)"};
+
+metrics::Counter& snapshots_written() {
+  static auto& c = metrics::Registry::global().counter("trading_snapshots_written_total", "Engine snapshots stored");
+  return c;
+}
 
 std::string ts(std::int64_t ms) { return format_rfc3339_ms(ms); }
 
@@ -161,6 +178,7 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
   // them, this thread applies them.
   using Clock = std::chrono::steady_clock;
   const auto started = Clock::now();
+  const std::uint64_t from = load_snapshot(**lease);
   struct Entry {
     std::int64_t command_no;
     Command command;
@@ -171,7 +189,7 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
   Handoff<Result<db::Rows>> raw{2};  // pages of at most two ahead of the stage after
   Handoff<Page> decoded{2};
   std::thread fetcher([&] {
-    std::string after = "0";
+    std::string after = std::to_string(from);
     for (;;) {
       Result<db::Rows> rows = (*lease)->exec(kJournalPage, {after});
       const bool last_page = !rows || rows->size() == 0;
@@ -211,7 +229,7 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
     decoder.join();
   };
   std::vector<Event> events;
-  std::int64_t last = 0;
+  std::int64_t last = static_cast<std::int64_t>(from);
   Clock::duration waiting{};
   for (;;) {
     const auto t0 = Clock::now();
@@ -238,7 +256,8 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
   }
   stop_stages();
   const auto ms = [](Clock::duration d) { return static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()); };
-  log::info("journal replayed", {{"commands", last}, {"ms", ms(Clock::now() - started)}, {"waiting_for_pages_ms", ms(waiting)}});
+  log::info("journal replayed", {{"commands", last - static_cast<std::int64_t>(from)}, {"after_snapshot", static_cast<std::int64_t>(from)},
+                                 {"ms", ms(Clock::now() - started)}, {"waiting_for_pages_ms", ms(waiting)}});
   command_no_.store(static_cast<std::uint64_t>(last));
   auto keys = (*lease)->exec(kOperatorKeys);
   if (!keys) return keys.error();
@@ -310,7 +329,101 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
     marks_[m.index].store(engine_.mark(m.index));
     funding_ms_[m.index].store(engine_.last_funding_ms(m.index));
   }
+  // Everything so far is committed; a long replay is worth a snapshot at once (stored when the
+  // threads start).
+  committed_no_ = command_no_.load();
+  offer_snapshot();
   return {};
+}
+
+std::string EngineHost::market_list() const {
+  std::string out;
+  for (const auto& m : catalog_.all()) {
+    if (!out.empty()) out += ',';
+    out += m.symbol;
+  }
+  return out;
+}
+
+std::uint64_t EngineHost::load_snapshot(db::Connection& c) {
+  auto rows = c.exec(kLatestSnapshot);
+  if (!rows) {
+    log::warn("cannot read engine snapshots; replaying the whole journal", {{"error", rows.error().message}});
+    return 0;
+  }
+  if (rows->size() == 0) return 0;
+  const auto started = std::chrono::steady_clock::now();
+  const std::uint64_t command_no = std::stoull(std::string(rows->get(0, 0)));
+  const std::string_view stored = rows->get(0, 3);
+  auto unusable = [&](const std::string& why) {
+    log::warn("engine snapshot unusable; replaying the whole journal",
+              {{"command_no", static_cast<std::int64_t>(command_no)}, {"reason", why}});
+    return std::uint64_t{0};
+  };
+  if (rows->get(0, 2) != market_list()) return unusable("the market list changed since");
+  if (!stored.starts_with("\\x")) return unusable("not hex bytea");
+  auto bytes = from_hex(stored.substr(2));
+  if (!bytes) return unusable("not hex bytea");
+  auto snapshot = decode_snapshot(*bytes);
+  if (!snapshot) return unusable(snapshot.error().message);
+  if (snapshot->marks.size() > catalog_.all().size()) return unusable("more markets than listed");
+  const Snapshot empty = engine_.export_state();  // the state before: to go back to
+  engine_.load(*snapshot);
+  if (std::to_string(engine_.state_hash()) != rows->get(0, 1)) {
+    engine_.load(empty);
+    return unusable("state hash differs after loading");
+  }
+  snapshot_no_ = command_no;
+  log::info("engine snapshot loaded",
+            {{"command_no", static_cast<std::int64_t>(command_no)}, {"bytes", static_cast<std::int64_t>(bytes->size())},
+             {"resting_orders", static_cast<std::int64_t>(engine_.resting_orders())},
+             {"ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - started).count())}});
+  return command_no;
+}
+
+void EngineHost::offer_snapshot() {
+  if (options_.snapshot_every == 0 || snapshot_busy_.load()) return;
+  const std::uint64_t no = command_no_.load();
+  const std::uint64_t since = no - snapshot_no_;
+  if (since < options_.snapshot_every || since < engine_.resting_orders()) return;
+  snapshot_busy_.store(true);
+  snapshot_no_ = no;
+  PendingSnapshot p{no, engine_.state_hash(), engine_.export_state()};
+  if (!to_snapshot_.try_push(std::move(p))) snapshot_busy_.store(false);
+}
+
+void EngineHost::snapshot_loop() {
+  while (auto p = to_snapshot_.pop()) {
+    bool committed;
+    {
+      std::unique_lock lock(committed_mu_);
+      committed_cv_.wait(lock, [&] { return committed_no_ >= p->command_no || !running_.load(); });
+      committed = committed_no_ >= p->command_no;
+    }
+    if (committed) write_snapshot(*p);  // else stopping before its commands committed: dropped
+    snapshot_busy_.store(false);
+  }
+}
+
+void EngineHost::write_snapshot(const PendingSnapshot& p) {
+  const auto started = std::chrono::steady_clock::now();
+  const std::string bytes = encode_snapshot(p.state);
+  auto lease = db_->acquire();
+  Result<db::Rows> r = lease ? (*lease)->exec(kInsertSnapshot, {std::to_string(p.command_no), std::to_string(p.state.seq),
+                                                                std::to_string(p.hash), market_list(), "\\x" + to_hex(bytes)})
+                             : Result<db::Rows>(lease.error());
+  if (r) r = (*lease)->exec(kPruneSnapshots);
+  if (!r) {
+    log::warn("engine snapshot not stored (the next one will be)", {{"command_no", static_cast<std::int64_t>(p.command_no)},
+                                                                    {"error", r.error().message}});
+    return;
+  }
+  snapshots_written().inc();
+  log::info("engine snapshot stored",
+            {{"command_no", static_cast<std::int64_t>(p.command_no)}, {"bytes", static_cast<std::int64_t>(bytes.size())},
+             {"ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - started).count())}});
 }
 
 void EngineHost::start() {
@@ -319,6 +432,7 @@ void EngineHost::start() {
   persist_thread_ = std::thread([this] { persist_loop(); });
   commit_thread_ = std::thread([this] { commit_loop(); });
   publish_thread_ = std::thread([this] { publish_loop(); });
+  snapshot_thread_ = std::thread([this] { snapshot_loop(); });
 }
 
 void EngineHost::stop() {
@@ -330,6 +444,10 @@ void EngineHost::stop() {
   if (persist_thread_.joinable()) persist_thread_.join();
   if (commit_thread_.joinable()) commit_thread_.join();
   if (publish_thread_.joinable()) publish_thread_.join();
+  // Every commit is done: a snapshot waiting for one that never came is dropped.
+  to_snapshot_.close();
+  committed_cv_.notify_all();
+  if (snapshot_thread_.joinable()) snapshot_thread_.join();
 }
 
 bool EngineHost::submit(Job job) {
@@ -509,6 +627,7 @@ void EngineHost::engine_loop() {
       out_.push_back(std::move(b));
     }
     out_cv_.notify_all();
+    offer_snapshot();
   }
 }
 
@@ -563,6 +682,13 @@ void EngineHost::commit_loop() {
       if (auto w = write(f->statements); !w) write_through_outage(*f, w.error());
       commit_latency().observe_us(static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count()));
+      std::uint64_t highest = 0;
+      for (const auto& it : b.items) highest = std::max(highest, it.command_no);
+      {
+        std::lock_guard lock(committed_mu_);
+        committed_no_ = std::max(committed_no_, highest);
+      }
+      committed_cv_.notify_all();
     }
     for (auto& it : b.items) {
       if (it.reply) {

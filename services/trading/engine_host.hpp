@@ -4,8 +4,9 @@
 // and turns them into SQL (journal + read tables); the committer writes that to PostgreSQL in one
 // transaction and only then completes the jobs (the HTTP answers); the publisher sends the
 // batch's events to Redis. The four stages are threads, so the next batch is applied and
-// formatted while one commits, and the commit never waits for Redis. On start, recover() replays
-// the journal.
+// formatted while one commits, and the commit never waits for Redis. On start, recover() loads the
+// newest engine snapshot and replays the journal after it; every `snapshot_every` commands the
+// engine thread exports its state and a fifth thread stores it once those commands committed.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -54,6 +55,11 @@ struct HostOptions {
   // How long the persister keeps retrying a batch while PostgreSQL is unreachable (answering 503
   // to new requests meanwhile) before it exits so that recovery replays what was committed.
   std::chrono::milliseconds outage_limit{60'000};
+  // An engine snapshot after at least this many commands (0: never), and never before the commands
+  // since the last one outnumber the resting orders: the export is a copy of the state on the
+  // engine thread, so its cost follows the state and a snapshot is taken only when the replay it
+  // saves is larger. Encoding and storing run on their own thread.
+  std::uint64_t snapshot_every = 100'000;
   UserId fee_account{Uuid{0x0000000000007000ull, 0x8000000000000001ull}};
 };
 
@@ -125,6 +131,18 @@ class EngineHost {
   };
   void persist_loop();
   void commit_loop();
+  // Snapshots: the engine's state after command `command_no`, stored once that command committed.
+  struct PendingSnapshot {
+    std::uint64_t command_no = 0;
+    std::uint64_t hash = 0;
+    engine::Snapshot state;
+  };
+  void offer_snapshot();  // engine thread (or recover(), before the threads start)
+  void snapshot_loop();
+  void write_snapshot(const PendingSnapshot& p);
+  // Loads the newest usable snapshot into the engine: the command number to replay after (0: none).
+  std::uint64_t load_snapshot(db::Connection& c);
+  std::string market_list() const;  // the catalog's symbols in index order: a snapshot's market indices
   void publish_loop();
   std::vector<db::Statement> statements_for(const Batch& b) const;
   Result<void> write(const std::vector<db::Statement>& statements);
@@ -159,8 +177,14 @@ class EngineHost {
   std::deque<Batch> out_;
   Handoff<Formatted> to_commit_{1};
   Handoff<Batch> to_publish_{64};
+  Handoff<PendingSnapshot> to_snapshot_{1};
+  std::atomic<bool> snapshot_busy_{false};  // one snapshot in flight at a time
+  std::uint64_t snapshot_no_ = 0;            // engine thread: the last snapshot taken or loaded
+  std::mutex committed_mu_;
+  std::condition_variable committed_cv_;
+  std::uint64_t committed_no_ = 0;  // the highest command number committed (under committed_mu_)
   std::atomic<bool> running_{false};
-  std::thread engine_thread_, persist_thread_, commit_thread_, publish_thread_;
+  std::thread engine_thread_, persist_thread_, commit_thread_, publish_thread_, snapshot_thread_;
 };
 
 // A position's id: stable for (user, market), so the API can address it without a lookup table.

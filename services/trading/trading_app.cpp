@@ -17,6 +17,8 @@ Result<void> setup(service::Context& ctx) {
   auto queue = ctx.env.integer("ENGINE_QUEUE_CAPACITY", 20'000, 100, 10'000'000);
   auto outage = ctx.env.integer("DB_OUTAGE_LIMIT_MS", 60'000, 1000, 3'600'000);
   if (!outage) return outage.error();
+  auto snapshot_every = ctx.env.integer("SNAPSHOT_EVERY_COMMANDS", 100'000, 0, 1'000'000'000'000);
+  if (!snapshot_every) return snapshot_every.error();
   if (!token) return token.error();
   if (!faucet) return faucet.error();
   if (!queue) return queue.error();
@@ -57,6 +59,7 @@ Result<void> setup(service::Context& ctx) {
   HostOptions ho;
   ho.queue_capacity = static_cast<std::size_t>(*queue);
   ho.outage_limit = std::chrono::milliseconds(*outage);
+  ho.snapshot_every = static_cast<std::uint64_t>(*snapshot_every);
   s.host = std::make_unique<EngineHost>(s.catalog, ctx.db, std::move(*writer), ctx.redis, ho);
   if (auto r = s.host->recover(SystemClock::instance().now_ms()); !r) return r.error();
 

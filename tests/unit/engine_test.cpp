@@ -2,6 +2,7 @@
 // step also checks the invariants (Harness::run).
 #include "engine_fixture.hpp"
 #include "hydrox/engine/risk.hpp"
+#include "hydrox/engine/snapshot_codec.hpp"
 #include <map>
 #include <random>
 
@@ -640,6 +641,13 @@ TEST(EngineVaults, RandomDepositsWithdrawalsAndNavMovesKeepSharesExact) {
   copy.load(e.export_state());
   EXPECT_EQ(copy.state_hash(), e.state_hash());
   EXPECT_EQ(copy.vault(kVault)->holders, v->holders);
+  // And through the stored form (snapshot_codec): holders, lots, fees and all.
+  auto decoded = decode_snapshot(encode_snapshot(e.export_state()));
+  ASSERT_TRUE(decoded) << decoded.error().message;
+  Engine restored{two_market_config()};
+  restored.load(*decoded);
+  EXPECT_EQ(restored.state_hash(), e.state_hash());
+  EXPECT_TRUE(*restored.vault(kVault) == *v);
 }
 
 TYPED_TEST(EngineTest, VaultWithdrawalNeedingMarginCancelsOrdersThenReducesPositionsProRata) {
@@ -930,7 +938,9 @@ TYPED_TEST(EngineTest, ExportLoadKeepsIsolatedMargin) {
   auto& h = this->h;
   isolated_example_position(h);
   TypeParam copy{two_market_config()};
-  copy.load(h.engine.export_state());
+  auto decoded = decode_snapshot(encode_snapshot(h.engine.export_state()));  // the stored form
+  ASSERT_TRUE(decoded) << decoded.error().message;
+  copy.load(*decoded);
   EXPECT_EQ(copy.state_hash(), h.engine.state_hash());
   EXPECT_EQ(copy.account(user(11))->positions[0].margin, 4'850 * kUsdm);
   EXPECT_EQ(copy.check_invariants(), "");

@@ -1,0 +1,13 @@
+#pragma once
+// Lower-case hexadecimal text of bytes, and back.
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace hydrox {
+
+std::string to_hex(std::string_view bytes);
+// nullopt unless `text` is an even number of hex digits (either case).
+std::optional<std::string> from_hex(std::string_view text);
+
+}  // namespace hydrox
