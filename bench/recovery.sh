@@ -4,14 +4,16 @@
 # engine_journal, in exactly the form trading's persister writes it (SQL generate_series, so the
 # set-up takes seconds, not the hours of placing them through HTTP); then trading is started and
 # timed from exec to answering /health (it rebuilds the engine by replaying the journal before it
-# listens), three times. The invariants route then confirms the 1,000,000 resting orders.
+# listens), three times with snapshots off. Then the same with snapshots on: the first start
+# replays and stores a snapshot, the next two load it (and replay nothing after it). The
+# invariants route confirms the 1,000,000 resting orders and the same state hash each way.
 #   bench/recovery.sh [ORDERS]
 . "$(dirname "$0")/lib.sh"
 orders=${1:-1000000}
 start_infra
 tp=$(port)
 start_trading() {
-  PORT=$tp OPERATOR_TOKEN=bench MARK_FROM_INDEX=0 LOG_LEVEL=info ${RECOVERY_WRAP:-} "$bin/hydrox-trading" 2>>"$work/trading.log" >>"$work/trading.log" &
+  PORT=$tp OPERATOR_TOKEN=bench MARK_FROM_INDEX=0 LOG_LEVEL=info SNAPSHOT_EVERY_COMMANDS=${SNAPSHOTS:-0} ${RECOVERY_WRAP:-} "$bin/hydrox-trading" 2>>"$work/trading.log" >>"$work/trading.log" &
   trading=$!
 }
 wait_health() { for _ in $(seq 1 2000); do curl -sf -o /dev/null "http://127.0.0.1:$tp/health" && return 0; sleep 0.01; done; return 1; }
@@ -47,13 +49,26 @@ FROM generate_series(0, $orders - 1) i;
 SQL
 t1=$(date +%s.%N)
 echo "journal written in $(python3 -c "print(f'{$t1 - $t0:.1f}')") s; $(psql "$DATABASE_URL" -qtAc "SELECT count(*) FROM engine_journal") commands"
-for run in 1 2 3; do
+timed_start() {
   s=$(date +%s.%N)
   start_trading
   wait_health || { echo "trading did not come up"; tail -5 "$work/trading.log"; exit 1; }
   e=$(date +%s.%N)
-  echo "run $run: exec to /health answering: $(python3 -c "print(f'{$e - $s:.2f}')") s"
-  grep -E '"(journal replayed|engine recovered)"' "$work/trading.log" | tail -2
+  echo "run $1: exec to /health answering: $(python3 -c "print(f'{$e - $s:.2f}')") s"
+  grep -E '"(engine snapshot loaded|journal replayed|engine recovered)"' "$work/trading.log" | tail -3
+}
+for run in 1 2 3; do
+  timed_start "$run (snapshots off)"
   [ $run = 3 ] && curl -s "http://127.0.0.1:$tp/internal/v1/invariants" -H 'Authorization: Bearer bench' && echo
+  kill -TERM $trading; wait $trading || true
+done
+SNAPSHOTS=100000
+for run in 4 5 6; do
+  timed_start "$run (snapshots on)"
+  if [ $run = 4 ]; then
+    for _ in $(seq 1 600); do grep -q '"engine snapshot stored"' "$work/trading.log" && break; sleep 0.1; done
+    grep '"engine snapshot stored"' "$work/trading.log" | tail -1
+  fi
+  [ $run = 6 ] && curl -s "http://127.0.0.1:$tp/internal/v1/invariants" -H 'Authorization: Bearer bench' && echo
   kill -TERM $trading; wait $trading || true
 done

@@ -170,15 +170,12 @@ void EngineHost::note_vaults(const std::vector<Event>& events) {
   }
 }
 
-Result<void> EngineHost::recover(std::int64_t now_ms) {
-  auto lease = db_->acquire();
-  if (!lease) return lease.error();
+Result<std::uint64_t> EngineHost::replay_journal(Engine& e, db::Connection& conn, std::uint64_t from, const char* role) {
   // Three stages, so that PostgreSQL, JSON decoding and the replay overlap: a thread reads pages
-  // (on `lease`, which this thread leaves alone until the stages are joined), a thread decodes
+  // (on `conn`, which this thread leaves alone until the stages are joined), a thread decodes
   // them, this thread applies them.
   using Clock = std::chrono::steady_clock;
   const auto started = Clock::now();
-  const std::uint64_t from = load_snapshot(**lease);
   struct Entry {
     std::int64_t command_no;
     Command command;
@@ -191,7 +188,7 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
   std::thread fetcher([&] {
     std::string after = std::to_string(from);
     for (;;) {
-      Result<db::Rows> rows = (*lease)->exec(kJournalPage, {after});
+      Result<db::Rows> rows = conn.exec(kJournalPage, {after});
       const bool last_page = !rows || rows->size() == 0;
       if (!last_page) after = std::string(rows->get(rows->size() - 1, 0));
       if (!raw.push(std::move(rows)) || last_page) break;
@@ -243,12 +240,12 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
     }
     if (page->empty()) break;
     for (std::size_t i = 0; i < page->size(); ++i) {
-      const Entry& e = (*page)[i];
-      if (i + kPrefetchAhead < page->size()) engine_.prefetch((*page)[i + kPrefetchAhead].command);
-      last = e.command_no;
+      const Entry& en = (*page)[i];
+      if (i + kPrefetchAhead < page->size()) e.prefetch((*page)[i + kPrefetchAhead].command);
+      last = en.command_no;
       events.clear();
-      engine_.apply(e.command, events);
-      if (events.size() != e.count || (e.count > 0 && events.front().seq != e.first_seq)) {
+      e.apply(en.command, events);
+      if (events.size() != en.count || (en.count > 0 && events.front().seq != en.first_seq)) {
         stop_stages();
         return fail(Code::internal, "journal replay diverged at command " + std::to_string(last));
       }
@@ -256,8 +253,18 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
   }
   stop_stages();
   const auto ms = [](Clock::duration d) { return static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(d).count()); };
-  log::info("journal replayed", {{"commands", last - static_cast<std::int64_t>(from)}, {"after_snapshot", static_cast<std::int64_t>(from)},
+  log::info("journal replayed", {{"engine", role}, {"commands", last - static_cast<std::int64_t>(from)}, {"after_snapshot", static_cast<std::int64_t>(from)},
                                  {"ms", ms(Clock::now() - started)}, {"waiting_for_pages_ms", ms(waiting)}});
+  return static_cast<std::uint64_t>(last);
+}
+
+Result<void> EngineHost::recover(std::int64_t now_ms) {
+  auto lease = db_->acquire();
+  if (!lease) return lease.error();
+  const std::uint64_t from = load_snapshot(engine_, **lease, "primary");
+  auto replayed = replay_journal(engine_, **lease, from, "primary");
+  if (!replayed) return replayed.error();
+  const auto last = static_cast<std::int64_t>(*replayed);
   command_no_.store(static_cast<std::uint64_t>(last));
   auto keys = (*lease)->exec(kOperatorKeys);
   if (!keys) return keys.error();
@@ -329,10 +336,6 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
     marks_[m.index].store(engine_.mark(m.index));
     funding_ms_[m.index].store(engine_.last_funding_ms(m.index));
   }
-  // Everything so far is committed; a long replay is worth a snapshot at once (stored when the
-  // threads start).
-  committed_no_ = command_no_.load();
-  offer_snapshot();
   return {};
 }
 
@@ -345,10 +348,17 @@ std::string EngineHost::market_list() const {
   return out;
 }
 
-std::uint64_t EngineHost::load_snapshot(db::Connection& c) {
+engine::EngineConfig EngineHost::engine_config() const {
+  EngineConfig c;
+  c.markets = catalog_.specs();
+  c.fee_account = options_.fee_account;
+  return c;
+}
+
+std::uint64_t EngineHost::load_snapshot(Engine& e, db::Connection& c, const char* role) {
   auto rows = c.exec(kLatestSnapshot);
   if (!rows) {
-    log::warn("cannot read engine snapshots; replaying the whole journal", {{"error", rows.error().message}});
+    log::warn("cannot read engine snapshots; replaying the whole journal", {{"engine", role}, {"error", rows.error().message}});
     return 0;
   }
   if (rows->size() == 0) return 0;
@@ -357,7 +367,7 @@ std::uint64_t EngineHost::load_snapshot(db::Connection& c) {
   const std::string_view stored = rows->get(0, 3);
   auto unusable = [&](const std::string& why) {
     log::warn("engine snapshot unusable; replaying the whole journal",
-              {{"command_no", static_cast<std::int64_t>(command_no)}, {"reason", why}});
+              {{"engine", role}, {"command_no", static_cast<std::int64_t>(command_no)}, {"reason", why}});
     return std::uint64_t{0};
   };
   if (rows->get(0, 2) != market_list()) return unusable("the market list changed since");
@@ -367,61 +377,91 @@ std::uint64_t EngineHost::load_snapshot(db::Connection& c) {
   auto snapshot = decode_snapshot(*bytes);
   if (!snapshot) return unusable(snapshot.error().message);
   if (snapshot->marks.size() > catalog_.all().size()) return unusable("more markets than listed");
-  const Snapshot empty = engine_.export_state();  // the state before: to go back to
-  engine_.load(*snapshot);
-  if (std::to_string(engine_.state_hash()) != rows->get(0, 1)) {
-    engine_.load(empty);
+  const Snapshot before = e.export_state();  // to go back to
+  e.load(*snapshot);
+  if (std::to_string(e.state_hash()) != rows->get(0, 1)) {
+    e.load(before);
     return unusable("state hash differs after loading");
   }
-  snapshot_no_ = command_no;
   log::info("engine snapshot loaded",
-            {{"command_no", static_cast<std::int64_t>(command_no)}, {"bytes", static_cast<std::int64_t>(bytes->size())},
-             {"resting_orders", static_cast<std::int64_t>(engine_.resting_orders())},
+            {{"engine", role}, {"command_no", static_cast<std::int64_t>(command_no)}, {"bytes", static_cast<std::int64_t>(bytes->size())},
+             {"resting_orders", static_cast<std::int64_t>(e.resting_orders())},
              {"ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - started).count())}});
   return command_no;
 }
 
-void EngineHost::offer_snapshot() {
-  if (options_.snapshot_every == 0 || snapshot_busy_.load()) return;
-  const std::uint64_t no = command_no_.load();
-  const std::uint64_t since = no - snapshot_no_;
-  if (since < options_.snapshot_every || since < engine_.resting_orders()) return;
-  snapshot_busy_.store(true);
-  snapshot_no_ = no;
-  PendingSnapshot p{no, engine_.state_hash(), engine_.export_state()};
-  if (!to_snapshot_.try_push(std::move(p))) snapshot_busy_.store(false);
-}
-
-void EngineHost::snapshot_loop() {
-  while (auto p = to_snapshot_.pop()) {
-    bool committed;
-    {
-      std::unique_lock lock(committed_mu_);
-      committed_cv_.wait(lock, [&] { return committed_no_ >= p->command_no || !running_.load(); });
-      committed = committed_no_ >= p->command_no;
+void EngineHost::follower_loop() {
+  // Its own recovery, like a restart's, while the primary serves: then it holds exactly the
+  // committed commands up to `last`, and follow_ has every command committed since start().
+  auto f = std::make_unique<Engine>(engine_config());
+  std::uint64_t last = 0, snapshot_no = 0;
+  {
+    auto lease = db_->acquire();
+    Result<std::uint64_t> replayed = lease ? Result<std::uint64_t>(0) : Result<std::uint64_t>(lease.error());
+    if (lease) {
+      snapshot_no = load_snapshot(*f, **lease, "follower");
+      replayed = replay_journal(*f, **lease, snapshot_no, "follower");
     }
-    if (committed) write_snapshot(*p);  // else stopping before its commands committed: dropped
-    snapshot_busy_.store(false);
+    if (!replayed) {
+      log::error("follower engine cannot recover; no snapshots until the next start", {{"error", replayed.error().message}});
+      std::lock_guard lock(follow_mu_);
+      follow_open_ = false;
+      follow_.clear();
+      return;
+    }
+    last = *replayed;
+  }
+  std::vector<Event> events;
+  for (;;) {
+    std::deque<Committed> batch;
+    {
+      std::unique_lock lock(follow_mu_);
+      follow_cv_.wait(lock, [&] { return !follow_.empty() || !follow_open_; });
+      if (follow_.empty()) return;  // stopped
+      batch.swap(follow_);
+    }
+    for (auto& c : batch) {
+      if (c.command_no <= last) continue;  // read from the journal already
+      if (c.command_no != last + 1) {
+        log::error("follower engine missed commands; no snapshots until the next start",
+                   {{"expected", static_cast<std::int64_t>(last + 1)}, {"got", static_cast<std::int64_t>(c.command_no)}});
+        std::lock_guard lock(follow_mu_);
+        follow_open_ = false;
+        follow_.clear();
+        return;
+      }
+      events.clear();
+      f->apply(c.command, events);
+      last = c.command_no;
+    }
+    const std::uint64_t since = last - snapshot_no;
+    if (since >= options_.snapshot_every && since >= f->resting_orders()) {
+      write_snapshot(*f, last);
+      snapshot_no = last;  // stored or not: the next try after as many commands again
+    }
   }
 }
 
-void EngineHost::write_snapshot(const PendingSnapshot& p) {
+void EngineHost::write_snapshot(Engine& f, std::uint64_t command_no) {
   const auto started = std::chrono::steady_clock::now();
-  const std::string bytes = encode_snapshot(p.state);
+  const Snapshot state = f.export_state();
+  const std::string bytes = encode_snapshot(state);
   auto lease = db_->acquire();
-  Result<db::Rows> r = lease ? (*lease)->exec(kInsertSnapshot, {std::to_string(p.command_no), std::to_string(p.state.seq),
-                                                                std::to_string(p.hash), market_list(), "\\x" + to_hex(bytes)})
+  Result<db::Rows> r = lease ? (*lease)->exec(kInsertSnapshot, {std::to_string(command_no), std::to_string(state.seq),
+                                                                std::to_string(f.state_hash()), market_list(),
+                                                                "\\x" + to_hex(bytes)})
                              : Result<db::Rows>(lease.error());
   if (r) r = (*lease)->exec(kPruneSnapshots);
   if (!r) {
-    log::warn("engine snapshot not stored (the next one will be)", {{"command_no", static_cast<std::int64_t>(p.command_no)},
-                                                                    {"error", r.error().message}});
+    log::warn("engine snapshot not stored (the next one will be)",
+              {{"command_no", static_cast<std::int64_t>(command_no)}, {"error", r.error().message}});
     return;
   }
   snapshots_written().inc();
   log::info("engine snapshot stored",
-            {{"command_no", static_cast<std::int64_t>(p.command_no)}, {"bytes", static_cast<std::int64_t>(bytes.size())},
+            {{"command_no", static_cast<std::int64_t>(command_no)}, {"bytes", static_cast<std::int64_t>(bytes.size())},
+             {"resting_orders", static_cast<std::int64_t>(state.orders.size())},
              {"ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - started).count())}});
 }
@@ -432,7 +472,13 @@ void EngineHost::start() {
   persist_thread_ = std::thread([this] { persist_loop(); });
   commit_thread_ = std::thread([this] { commit_loop(); });
   publish_thread_ = std::thread([this] { publish_loop(); });
-  snapshot_thread_ = std::thread([this] { snapshot_loop(); });
+  if (options_.snapshot_every > 0) {
+    {
+      std::lock_guard lock(follow_mu_);
+      follow_open_ = true;
+    }
+    follower_thread_ = std::thread([this] { follower_loop(); });
+  }
 }
 
 void EngineHost::stop() {
@@ -444,10 +490,13 @@ void EngineHost::stop() {
   if (persist_thread_.joinable()) persist_thread_.join();
   if (commit_thread_.joinable()) commit_thread_.join();
   if (publish_thread_.joinable()) publish_thread_.join();
-  // Every commit is done: a snapshot waiting for one that never came is dropped.
-  to_snapshot_.close();
-  committed_cv_.notify_all();
-  if (snapshot_thread_.joinable()) snapshot_thread_.join();
+  {
+    std::lock_guard lock(follow_mu_);
+    follow_open_ = false;
+    follow_.clear();  // a snapshot now would only delay the stop; the next start takes one
+  }
+  follow_cv_.notify_all();
+  if (follower_thread_.joinable()) follower_thread_.join();
 }
 
 bool EngineHost::submit(Job job) {
@@ -627,7 +676,6 @@ void EngineHost::engine_loop() {
       out_.push_back(std::move(b));
     }
     out_cv_.notify_all();
-    offer_snapshot();
   }
 }
 
@@ -682,13 +730,24 @@ void EngineHost::commit_loop() {
       if (auto w = write(f->statements); !w) write_through_outage(*f, w.error());
       commit_latency().observe_us(static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count()));
-      std::uint64_t highest = 0;
-      for (const auto& it : b.items) highest = std::max(highest, it.command_no);
+      // Committed: the follower may apply these now.
+      bool notify = false;
       {
-        std::lock_guard lock(committed_mu_);
-        committed_no_ = std::max(committed_no_, highest);
+        std::lock_guard lock(follow_mu_);
+        if (follow_open_) {
+          for (const auto& it : b.items) {
+            if (it.journaled && it.command_no > 0) follow_.push_back(Committed{it.command_no, it.command});
+          }
+          notify = true;
+          if (follow_.size() > options_.follower_backlog) {
+            log::error("follower engine too far behind; no snapshots until the next start",
+                       {{"backlog", static_cast<std::int64_t>(follow_.size())}});
+            follow_open_ = false;
+            follow_.clear();
+          }
+        }
       }
-      committed_cv_.notify_all();
+      if (notify) follow_cv_.notify_one();
     }
     for (auto& it : b.items) {
       if (it.reply) {

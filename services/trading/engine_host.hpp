@@ -5,8 +5,9 @@
 // transaction and only then completes the jobs (the HTTP answers); the publisher sends the
 // batch's events to Redis. The four stages are threads, so the next batch is applied and
 // formatted while one commits, and the commit never waits for Redis. On start, recover() loads the
-// newest engine snapshot and replays the journal after it; every `snapshot_every` commands the
-// engine thread exports its state and a fifth thread stores it once those commands committed.
+// newest engine snapshot and replays the journal after it. A fifth thread keeps a follower engine:
+// rebuilt the same way, then fed every committed command in journal order; it exports and stores
+// the snapshots, so the engine thread never stops for one.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -55,11 +56,13 @@ struct HostOptions {
   // How long the persister keeps retrying a batch while PostgreSQL is unreachable (answering 503
   // to new requests meanwhile) before it exits so that recovery replays what was committed.
   std::chrono::milliseconds outage_limit{60'000};
-  // An engine snapshot after at least this many commands (0: never), and never before the commands
-  // since the last one outnumber the resting orders: the export is a copy of the state on the
-  // engine thread, so its cost follows the state and a snapshot is taken only when the replay it
-  // saves is larger. Encoding and storing run on their own thread.
+  // An engine snapshot after at least this many commands (0: never, and no follower engine), and
+  // never before the commands since the last one outnumber the resting orders (a snapshot's cost
+  // follows the state: one is taken only when the replay it saves is larger).
   std::uint64_t snapshot_every = 100'000;
+  // Committed commands the follower may fall behind by before it gives up (and with it snapshots
+  // until the next start; the journal is complete regardless).
+  std::size_t follower_backlog = 2'000'000;
   UserId fee_account{Uuid{0x0000000000007000ull, 0x8000000000000001ull}};
 };
 
@@ -131,18 +134,15 @@ class EngineHost {
   };
   void persist_loop();
   void commit_loop();
-  // Snapshots: the engine's state after command `command_no`, stored once that command committed.
-  struct PendingSnapshot {
-    std::uint64_t command_no = 0;
-    std::uint64_t hash = 0;
-    engine::Snapshot state;
-  };
-  void offer_snapshot();  // engine thread (or recover(), before the threads start)
-  void snapshot_loop();
-  void write_snapshot(const PendingSnapshot& p);
-  // Loads the newest usable snapshot into the engine: the command number to replay after (0: none).
-  std::uint64_t load_snapshot(db::Connection& c);
+  // Recovery of `e` ("primary": engine_, or "follower"): the newest usable snapshot (the command
+  // number it holds, 0: none), then the journal after it (the last command number applied).
+  std::uint64_t load_snapshot(engine::Engine& e, db::Connection& c, const char* role);
+  Result<std::uint64_t> replay_journal(engine::Engine& e, db::Connection& c, std::uint64_t after, const char* role);
   std::string market_list() const;  // the catalog's symbols in index order: a snapshot's market indices
+  // The follower: its own recovery, then the committed commands from follow_, snapshots from it.
+  void follower_loop();
+  void write_snapshot(engine::Engine& f, std::uint64_t command_no);
+  engine::EngineConfig engine_config() const;
   void publish_loop();
   std::vector<db::Statement> statements_for(const Batch& b) const;
   Result<void> write(const std::vector<db::Statement>& statements);
@@ -177,14 +177,17 @@ class EngineHost {
   std::deque<Batch> out_;
   Handoff<Formatted> to_commit_{1};
   Handoff<Batch> to_publish_{64};
-  Handoff<PendingSnapshot> to_snapshot_{1};
-  std::atomic<bool> snapshot_busy_{false};  // one snapshot in flight at a time
-  std::uint64_t snapshot_no_ = 0;            // engine thread: the last snapshot taken or loaded
-  std::mutex committed_mu_;
-  std::condition_variable committed_cv_;
-  std::uint64_t committed_no_ = 0;  // the highest command number committed (under committed_mu_)
+  // Committed commands for the follower, in journal order (the committer appends, the follower takes).
+  struct Committed {
+    std::uint64_t command_no = 0;
+    engine::Command command;
+  };
+  std::mutex follow_mu_;
+  std::condition_variable follow_cv_;
+  std::deque<Committed> follow_;
+  bool follow_open_ = false;  // the follower runs and wants commands (under follow_mu_)
   std::atomic<bool> running_{false};
-  std::thread engine_thread_, persist_thread_, commit_thread_, publish_thread_, snapshot_thread_;
+  std::thread engine_thread_, persist_thread_, commit_thread_, publish_thread_, follower_thread_;
 };
 
 // A position's id: stable for (user, market), so the API can address it without a lookup table.

@@ -1132,28 +1132,40 @@ Snapshot BasicEngine<Book>::export_state() const {
     s.last_funding_ms.push_back(m.last_funding_ms);
     s.last_trade.push_back(m.last_trade);
   }
+  s.accounts.reserve(accounts_.size());
   for (const auto& a : accounts_) s.accounts.push_back({a.user, a.collateral, a.positions});
   s.vaults = vaults_;
+  // Orders in time priority (what load() needs to rebuild every level's FIFO): the 16-byte
+  // (priority, handle) pairs are sorted, not the orders, then each order is copied once. The
+  // trading service exports on its engine thread, so this is kept cheap.
+  std::vector<std::pair<Seq, Handle>> live;
+  live.reserve(pool_.live());
   for (const auto& m : markets_) {
     for (Side side : {Side::buy, Side::sell}) {
       m.book.for_each_level(side, [&](Price p, Qty) {
-        for (Handle h = m.book.front(side, p); h != kNil; h = m.book.next(h)) s.orders.push_back(pool_[h]);
+        for (Handle h = m.book.front(side, p); h != kNil; h = m.book.next(h)) live.emplace_back(pool_[h].priority, h);
         return true;
       });
     }
     for (const auto* set : {&m.up_triggers, &m.down_triggers}) {
-      for (const auto& [price, priority, h] : *set) s.orders.push_back(pool_[h]);
+      for (const auto& [price, priority, h] : *set) live.emplace_back(pool_[h].priority, h);
     }
   }
-  std::sort(s.orders.begin(), s.orders.end(),
-            [](const Order& a, const Order& b) { return a.priority < b.priority; });
-  client_ids_.for_each([&](const ClientKey& k, const OrderId& id) {
-    s.client_ids.push_back({accounts_[k.account].user, k.id, id});
+  std::sort(live.begin(), live.end());
+  s.orders.reserve(live.size());
+  for (const auto& [priority, h] : live) s.orders.push_back(pool_[h]);
+  // Client ids in (account, id) order: canonical, whatever the map's history.
+  std::vector<std::pair<ClientKey, OrderId>> ids;
+  ids.reserve(client_ids_.size());
+  client_ids_.for_each([&](const ClientKey& k, const OrderId& id) { ids.emplace_back(k, id); });
+  std::sort(ids.begin(), ids.end(), [&](const auto& a, const auto& b) {
+    const Uuid& ua = accounts_[a.first.account].user.value();
+    const Uuid& ub = accounts_[b.first.account].user.value();
+    if (ua != ub) return ua < ub;
+    return a.first.id.view() < b.first.id.view();
   });
-  std::sort(s.client_ids.begin(), s.client_ids.end(), [](const auto& a, const auto& b) {
-    return std::pair(a.user.value(), a.client_order_id.view()) <
-           std::pair(b.user.value(), b.client_order_id.view());
-  });
+  s.client_ids.reserve(ids.size());
+  for (const auto& [k, id] : ids) s.client_ids.push_back({accounts_[k.account].user, k.id, id});
   return s;
 }
 
