@@ -170,7 +170,8 @@ void EngineHost::note_vaults(const std::vector<Event>& events) {
   }
 }
 
-Result<std::uint64_t> EngineHost::replay_journal(Engine& e, db::Connection& conn, std::uint64_t from, const char* role) {
+Result<std::uint64_t> EngineHost::replay_journal(Engine& e, db::Connection& conn, std::uint64_t from, const char* role,
+                                                  const std::atomic<bool>* cancel) {
   // Three stages, so that PostgreSQL, JSON decoding and the replay overlap: a thread reads pages
   // (on `conn`, which this thread leaves alone until the stages are joined), a thread decodes
   // them, this thread applies them.
@@ -239,6 +240,10 @@ Result<std::uint64_t> EngineHost::replay_journal(Engine& e, db::Connection& conn
       return page.error();
     }
     if (page->empty()) break;
+    if (cancel != nullptr && cancel->load()) {
+      stop_stages();
+      return fail(Code::unavailable, "stopping");
+    }
     for (std::size_t i = 0; i < page->size(); ++i) {
       const Entry& en = (*page)[i];
       if (i + kPrefetchAhead < page->size()) e.prefetch((*page)[i + kPrefetchAhead].command);
@@ -401,10 +406,12 @@ void EngineHost::follower_loop() {
     Result<std::uint64_t> replayed = lease ? Result<std::uint64_t>(0) : Result<std::uint64_t>(lease.error());
     if (lease) {
       snapshot_no = load_snapshot(*f, **lease, "follower");
-      replayed = replay_journal(*f, **lease, snapshot_no, "follower");
+      replayed = replay_journal(*f, **lease, snapshot_no, "follower", &follower_stop_);
     }
     if (!replayed) {
-      log::error("follower engine cannot recover; no snapshots until the next start", {{"error", replayed.error().message}});
+      if (!follower_stop_.load()) {
+        log::error("follower engine cannot recover; no snapshots until the next start", {{"error", replayed.error().message}});
+      }
       std::lock_guard lock(follow_mu_);
       follow_open_ = false;
       follow_.clear();
@@ -414,6 +421,11 @@ void EngineHost::follower_loop() {
   }
   std::vector<Event> events;
   for (;;) {
+    const std::uint64_t since = last - snapshot_no;
+    if (since >= options_.snapshot_every && since >= f->resting_orders()) {
+      write_snapshot(*f, last);
+      snapshot_no = last;  // stored or not: the next try after as many commands again
+    }
     std::deque<Committed> batch;
     {
       std::unique_lock lock(follow_mu_);
@@ -434,11 +446,6 @@ void EngineHost::follower_loop() {
       events.clear();
       f->apply(c.command, events);
       last = c.command_no;
-    }
-    const std::uint64_t since = last - snapshot_no;
-    if (since >= options_.snapshot_every && since >= f->resting_orders()) {
-      write_snapshot(*f, last);
-      snapshot_no = last;  // stored or not: the next try after as many commands again
     }
   }
 }
@@ -490,6 +497,7 @@ void EngineHost::stop() {
   if (persist_thread_.joinable()) persist_thread_.join();
   if (commit_thread_.joinable()) commit_thread_.join();
   if (publish_thread_.joinable()) publish_thread_.join();
+  follower_stop_.store(true);  // a follower still recovering gives up at its next page
   {
     std::lock_guard lock(follow_mu_);
     follow_open_ = false;

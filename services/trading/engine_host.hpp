@@ -137,7 +137,8 @@ class EngineHost {
   // Recovery of `e` ("primary": engine_, or "follower"): the newest usable snapshot (the command
   // number it holds, 0: none), then the journal after it (the last command number applied).
   std::uint64_t load_snapshot(engine::Engine& e, db::Connection& c, const char* role);
-  Result<std::uint64_t> replay_journal(engine::Engine& e, db::Connection& c, std::uint64_t after, const char* role);
+  Result<std::uint64_t> replay_journal(engine::Engine& e, db::Connection& c, std::uint64_t after, const char* role,
+                                       const std::atomic<bool>* cancel = nullptr);
   std::string market_list() const;  // the catalog's symbols in index order: a snapshot's market indices
   // The follower: its own recovery, then the committed commands from follow_, snapshots from it.
   void follower_loop();
@@ -186,6 +187,7 @@ class EngineHost {
   std::condition_variable follow_cv_;
   std::deque<Committed> follow_;
   bool follow_open_ = false;  // the follower runs and wants commands (under follow_mu_)
+  std::atomic<bool> follower_stop_{false};
   std::atomic<bool> running_{false};
   std::thread engine_thread_, persist_thread_, commit_thread_, publish_thread_, follower_thread_;
 };
