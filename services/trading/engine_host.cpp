@@ -32,12 +32,16 @@ constexpr db::Query kProtocolVaults{
     "SELECT id, account_user_id, leader_user_id, lock_period_ms, performance_fee::text, management_fee::text,"
     " min_deposit::text, capacity::text FROM vaults WHERE is_protocol AND status = 'active' ORDER BY id"};
 constexpr db::Query kOperatorKeys{"operator_keys", "SELECT idempotency_key, outcome FROM operator_requests"};
-constexpr db::Query kLatestSnapshot{
-    "latest_snapshot", "SELECT command_no, state_hash, markets, state FROM engine_snapshots ORDER BY command_no DESC LIMIT 1"};
+constexpr db::Query kLatestSnapshots{
+    "latest_snapshots", "SELECT command_no, state_hash, markets, parts FROM engine_snapshots ORDER BY command_no DESC LIMIT 2"};
+constexpr db::Query kSnapshotPart{
+    "snapshot_part", "SELECT bytes FROM engine_snapshot_parts WHERE command_no = $1 AND part = $2"};
 constexpr db::Query kInsertSnapshot{
     "insert_snapshot",
-    "INSERT INTO engine_snapshots (command_no, last_seq, state_hash, markets, state) VALUES ($1, $2, $3, $4, $5::bytea)"
+    "INSERT INTO engine_snapshots (command_no, last_seq, state_hash, markets, parts) VALUES ($1, $2, $3, $4, $5)"
     " ON CONFLICT (command_no) DO NOTHING"};
+constexpr db::Query kInsertSnapshotPart{
+    "insert_snapshot_part", "INSERT INTO engine_snapshot_parts (command_no, part, bytes) VALUES ($1, $2, $3::bytea)"};
 constexpr db::Query kPruneSnapshots{
     "prune_snapshots",
     "DELETE FROM engine_snapshots WHERE command_no < (SELECT min(command_no) FROM"
@@ -361,39 +365,75 @@ engine::EngineConfig EngineHost::engine_config() const {
 }
 
 std::uint64_t EngineHost::load_snapshot(Engine& e, db::Connection& c, const char* role) {
-  auto rows = c.exec(kLatestSnapshot);
+  auto rows = c.exec(kLatestSnapshots);
   if (!rows) {
     log::warn("cannot read engine snapshots; replaying the whole journal", {{"engine", role}, {"error", rows.error().message}});
     return 0;
   }
-  if (rows->size() == 0) return 0;
-  const auto started = std::chrono::steady_clock::now();
-  const std::uint64_t command_no = std::stoull(std::string(rows->get(0, 0)));
-  const std::string_view stored = rows->get(0, 3);
-  auto unusable = [&](const std::string& why) {
-    log::warn("engine snapshot unusable; replaying the whole journal",
-              {{"engine", role}, {"command_no", static_cast<std::int64_t>(command_no)}, {"reason", why}});
-    return std::uint64_t{0};
-  };
-  if (rows->get(0, 2) != market_list()) return unusable("the market list changed since");
-  if (!stored.starts_with("\\x")) return unusable("not hex bytea");
-  auto bytes = from_hex(stored.substr(2));
-  if (!bytes) return unusable("not hex bytea");
-  auto snapshot = decode_snapshot(*bytes);
-  if (!snapshot) return unusable(snapshot.error().message);
-  if (snapshot->marks.size() > catalog_.all().size()) return unusable("more markets than listed");
-  const Snapshot before = e.export_state();  // to go back to
-  e.load(*snapshot);
-  if (std::to_string(e.state_hash()) != rows->get(0, 1)) {
-    e.load(before);
-    return unusable("state hash differs after loading");
+  // Newest first; one that cannot be used is skipped for the one before it.
+  for (int r = 0; r < rows->size(); ++r) {
+    const auto started = std::chrono::steady_clock::now();
+    const std::uint64_t command_no = std::stoull(std::string(rows->get(r, 0)));
+    const int parts = std::stoi(std::string(rows->get(r, 3)));
+    const bool older_left = r + 1 < rows->size();
+    auto unusable = [&](const std::string& why) {
+      log::warn(older_left ? "engine snapshot unusable; trying the one before" : "engine snapshot unusable; replaying the whole journal",
+                {{"engine", role}, {"command_no", static_cast<std::int64_t>(command_no)}, {"reason", why}});
+    };
+    if (rows->get(r, 2) != market_list()) {
+      unusable("the market list changed since");
+      continue;
+    }
+    if (parts < 1) {
+      unusable("no parts");
+      continue;
+    }
+    std::string bytes;
+    std::string missing;
+    for (int k = 0; k < parts && missing.empty(); ++k) {
+      auto part = c.exec(kSnapshotPart, {std::to_string(command_no), std::to_string(k)});
+      if (!part) {
+        missing = part.error().message;
+      } else if (part->size() != 1) {
+        missing = "part " + std::to_string(k) + " of " + std::to_string(parts) + " missing";
+      } else {
+        const std::string_view hex = part->get(0, 0);
+        auto raw = hex.starts_with("\\x") ? from_hex(hex.substr(2)) : std::nullopt;
+        if (raw) {
+          bytes.append(*raw);
+        } else {
+          missing = "not hex bytea";
+        }
+      }
+    }
+    if (!missing.empty()) {
+      unusable(missing);
+      continue;
+    }
+    auto snapshot = decode_snapshot(bytes);
+    if (!snapshot) {
+      unusable(snapshot.error().message);
+      continue;
+    }
+    if (snapshot->marks.size() > catalog_.all().size()) {
+      unusable("more markets than listed");
+      continue;
+    }
+    const Snapshot before = e.export_state();  // to go back to
+    e.load(*snapshot);
+    if (std::to_string(e.state_hash()) != rows->get(r, 1)) {
+      e.load(before);
+      unusable("state hash differs after loading");
+      continue;
+    }
+    log::info("engine snapshot loaded",
+              {{"engine", role}, {"command_no", static_cast<std::int64_t>(command_no)}, {"bytes", static_cast<std::int64_t>(bytes.size())},
+               {"resting_orders", static_cast<std::int64_t>(e.resting_orders())},
+               {"ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - started).count())}});
+    return command_no;
   }
-  log::info("engine snapshot loaded",
-            {{"engine", role}, {"command_no", static_cast<std::int64_t>(command_no)}, {"bytes", static_cast<std::int64_t>(bytes->size())},
-             {"resting_orders", static_cast<std::int64_t>(e.resting_orders())},
-             {"ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                        std::chrono::steady_clock::now() - started).count())}});
-  return command_no;
+  return 0;
 }
 
 void EngineHost::follower_loop() {
@@ -454,12 +494,28 @@ void EngineHost::write_snapshot(Engine& f, std::uint64_t command_no) {
   const auto started = std::chrono::steady_clock::now();
   const Snapshot state = f.export_state();
   const std::string bytes = encode_snapshot(state);
-  auto lease = db_->acquire();
-  Result<db::Rows> r = lease ? (*lease)->exec(kInsertSnapshot, {std::to_string(command_no), std::to_string(state.seq),
-                                                                std::to_string(f.state_hash()), market_list(),
-                                                                "\\x" + to_hex(bytes)})
-                             : Result<db::Rows>(lease.error());
-  if (r) r = (*lease)->exec(kPruneSnapshots);
+  const std::size_t part_bytes = std::max<std::size_t>(options_.snapshot_part_bytes, 1);
+  const std::size_t parts = (bytes.size() + part_bytes - 1) / part_bytes;
+  // One transaction: the row, its parts, and the pruning of older snapshots (their parts cascade).
+  auto store = [&]() -> Result<void> {
+    auto lease = db_->acquire();
+    if (!lease) return lease.error();
+    db::Transaction tx(**lease);
+    if (auto b = tx.begin_status(); !b) return b.error();
+    auto head = tx.exec(kInsertSnapshot, {std::to_string(command_no), std::to_string(state.seq), std::to_string(f.state_hash()),
+                                          market_list(), std::to_string(parts)});
+    if (!head) return head.error();
+    if (head->affected() == 1) {  // else stored already (by a process that ran before this one)
+      for (std::size_t k = 0; k < parts; ++k) {
+        const std::string_view chunk = std::string_view(bytes).substr(k * part_bytes, part_bytes);
+        auto row = tx.exec(kInsertSnapshotPart, {std::to_string(command_no), std::to_string(k), "\\x" + to_hex(chunk)});
+        if (!row) return row.error();
+      }
+    }
+    if (auto pruned = tx.exec(kPruneSnapshots); !pruned) return pruned.error();
+    return tx.commit();
+  };
+  auto r = store();
   if (!r) {
     log::warn("engine snapshot not stored (the next one will be)",
               {{"command_no", static_cast<std::int64_t>(command_no)}, {"error", r.error().message}});
@@ -468,7 +524,7 @@ void EngineHost::write_snapshot(Engine& f, std::uint64_t command_no) {
   snapshots_written().inc();
   log::info("engine snapshot stored",
             {{"command_no", static_cast<std::int64_t>(command_no)}, {"bytes", static_cast<std::int64_t>(bytes.size())},
-             {"resting_orders", static_cast<std::int64_t>(state.orders.size())},
+             {"parts", static_cast<std::int64_t>(parts)}, {"resting_orders", static_cast<std::int64_t>(state.orders.size())},
              {"ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
                         std::chrono::steady_clock::now() - started).count())}});
 }

@@ -63,6 +63,8 @@ struct HostOptions {
   // Committed commands the follower may fall behind by before it gives up (and with it snapshots
   // until the next start; the journal is complete regardless).
   std::size_t follower_backlog = 2'000'000;
+  // A snapshot is stored in rows of at most this many bytes (one bytea value is capped at 1 GB).
+  std::size_t snapshot_part_bytes = 32u << 20;
   UserId fee_account{Uuid{0x0000000000007000ull, 0x8000000000000001ull}};
 };
 

@@ -19,6 +19,8 @@ Result<void> setup(service::Context& ctx) {
   if (!outage) return outage.error();
   auto snapshot_every = ctx.env.integer("SNAPSHOT_EVERY_COMMANDS", 100'000, 0, 1'000'000'000'000);
   if (!snapshot_every) return snapshot_every.error();
+  auto snapshot_part = ctx.env.integer("SNAPSHOT_PART_BYTES", 32 << 20, 1024, 512 << 20);
+  if (!snapshot_part) return snapshot_part.error();
   if (!token) return token.error();
   if (!faucet) return faucet.error();
   if (!queue) return queue.error();
@@ -60,6 +62,7 @@ Result<void> setup(service::Context& ctx) {
   ho.queue_capacity = static_cast<std::size_t>(*queue);
   ho.outage_limit = std::chrono::milliseconds(*outage);
   ho.snapshot_every = static_cast<std::uint64_t>(*snapshot_every);
+  ho.snapshot_part_bytes = static_cast<std::size_t>(*snapshot_part);
   s.host = std::make_unique<EngineHost>(s.catalog, ctx.db, std::move(*writer), ctx.redis, ho);
   if (auto r = s.host->recover(SystemClock::instance().now_ms()); !r) return r.error();
 

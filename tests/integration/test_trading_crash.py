@@ -79,8 +79,9 @@ class Snapshots(unittest.TestCase):
 
     def test_restart_from_snapshot_then_from_the_whole_journal_gives_the_same_state(self):
         # Marks pinned (no index feed): nothing but this test's commands changes the state.
+        # Parts of 4 KiB: every snapshot is stored in several rows.
         stack = Stack("snap", extra_env={"trading": {**TRADING_ENV, "SNAPSHOT_EVERY_COMMANDS": "100",
-                                                     "MARK_FROM_INDEX": "0"}},
+                                                     "SNAPSHOT_PART_BYTES": "4096", "MARK_FROM_INDEX": "0"}},
                       services=["trading"])
         self.addCleanup(stack.close)
         stack.start("trading")
@@ -103,6 +104,7 @@ class Snapshots(unittest.TestCase):
             time.sleep(0.1)
         stored = log_lines(stack, "trading", "engine snapshot stored")
         self.assertTrue(stored, "no snapshot stored")
+        self.assertGreater(int(stored[-1]["parts"]), 2)
         for i in range(260, 300):  # commands after the snapshot: the tail a restart replays
             r = t.place(users[i % len(users)], side="Buy", price="96000", amount="0.001", client_order_id=f"snap-{i}")
             self.assertEqual(r.status, 201, r.body)
@@ -133,16 +135,35 @@ class Snapshots(unittest.TestCase):
         self.assertLess(int(replayed["commands"]), 100 + 50)  # only the tail, not the ~310 commands in all
         self.assertGreater(int(replayed["commands"]), 0)
 
-        # An altered snapshot (one byte) is skipped: the whole journal is replayed, same state.
         db = ["psql", "-h", "127.0.0.1", "-p", stack.infra["PGPORT"], "-U", "postgres", "-d", stack.db_name, "-qAtc"]
-        subprocess.run(db + ["UPDATE engine_snapshots SET state = set_byte(state, length(state) - 1,"
-                             " (get_byte(state, length(state) - 1) + 1) % 256)"], check=True)
-        restart()
-        unusable = log_lines(stack, "trading", "engine snapshot unusable; replaying the whole journal", engine="primary")
-        self.assertEqual(len(unusable), 1)
-        self.assertIn("altered", unusable[0]["reason"])
-        self.assertEqual(log_lines(stack, "trading", "journal replayed", engine="primary")[-1]["after_snapshot"], "0")
+        sql = lambda q: subprocess.run(db + [q], check=True, capture_output=True, text=True).stdout.split()
+        kept = sql("SELECT command_no FROM engine_snapshots ORDER BY command_no")
+        self.assertEqual(len(kept), 2, "the newest two are kept")
+        older, newest = kept
 
+        # The newest snapshot with a part missing: the one before it is loaded, and the journal after it.
+        sql(f"DELETE FROM engine_snapshot_parts WHERE command_no = {newest} AND part = 1")
+        restart()
+        skipped = log_lines(stack, "trading", "engine snapshot unusable; trying the one before", engine="primary")
+        self.assertEqual([(r["command_no"], r["reason"][:10]) for r in skipped], [(newest, "part 1 of ")])
+        loaded = log_lines(stack, "trading", "engine snapshot loaded", engine="primary")
+        self.assertEqual(loaded[-1]["command_no"], older)
+        self.assertEqual(log_lines(stack, "trading", "journal replayed", engine="primary")[-1]["after_snapshot"], older)
+
+        # Both altered (one byte of their last part): the whole journal is replayed, same state.
+        wait = time.monotonic() + 10  # first the follower stores one after its own recovery
+        while sql("SELECT max(command_no) FROM engine_snapshots") == [newest] and time.monotonic() < wait:
+            time.sleep(0.1)
+        sql("UPDATE engine_snapshot_parts p SET bytes = set_byte(bytes, length(bytes) - 1, (get_byte(bytes, length(bytes) - 1) + 1) % 256)"
+            " WHERE part = (SELECT max(part) FROM engine_snapshot_parts q WHERE q.command_no = p.command_no)")
+        restart()
+        # The newest (the follower's, after the previous start) is altered; the one before it is
+        # the one still missing a part.
+        skipped = log_lines(stack, "trading", "engine snapshot unusable; trying the one before", engine="primary")
+        self.assertIn("altered", skipped[-1]["reason"])
+        unusable = log_lines(stack, "trading", "engine snapshot unusable; replaying the whole journal", engine="primary")
+        self.assertEqual([r["command_no"] for r in unusable], [newest])
+        self.assertEqual(log_lines(stack, "trading", "journal replayed", engine="primary")[-1]["after_snapshot"], "0")
 
 if __name__ == "__main__":
     unittest.main()
