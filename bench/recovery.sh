@@ -7,6 +7,8 @@
 # listens), three times with snapshots off. Then the same with snapshots on: the first start
 # replays and stores a snapshot, the next two load it (and replay nothing after it). The
 # invariants route confirms the 1,000,000 resting orders and the same state hash each way.
+# CANCELLED=1: each order is cancelled right after it is placed (2 × ORDERS commands of history,
+# no resting order): what a snapshot saves when the history is much longer than the state.
 #   bench/recovery.sh [ORDERS]
 . "$(dirname "$0")/lib.sh"
 orders=${1:-1000000}
@@ -33,6 +35,27 @@ SELECT $base + a, 'deposit',
                           'user', '00000000-0000-4000-8000-' || lpad(to_hex(a), 12, '0')),
        $seq0 + a - 1, 1
 FROM generate_series(1, 1000) a;
+$(if [ "${CANCELLED:-0}" = 1 ]; then cat <<CANCELSQL
+-- History without state: order i is placed (3 events) and cancelled (2 events) right after.
+INSERT INTO engine_journal (command_no, kind, payload, first_seq, event_count)
+SELECT $base + 1000 + 2 * i + 1 + k, CASE k WHEN 0 THEN 'place' ELSE 'cancel' END,
+       CASE k WHEN 0 THEN
+         jsonb_build_object('t', 'place', 'ts', 1795000100000 + i,
+                            'id', '10000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'),
+                            'user', '00000000-0000-4000-8000-' || lpad(to_hex(1 + i % 1000), 12, '0'),
+                            'market', 1, 'type', 'Limit', 'tif', 'GTC', 'qty', 1 + i % 3,
+                            'side', CASE WHEN i % 2 = 0 THEN 'Sell' ELSE 'Buy' END,
+                            'price', CASE WHEN i % 2 = 0 THEN 975000 + (i / 2) % 2000 ELSE 965000 - (i / 2) % 2000 END,
+                            'leverage', 0, 'reduce_only', false, 'slippage_bps', 0, 'client_order_id', 'r' || i)
+       ELSE
+         jsonb_build_object('t', 'cancel', 'ts', 1795000100000 + i,
+                            'id', '10000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'),
+                            'user', '00000000-0000-4000-8000-' || lpad(to_hex(1 + i % 1000), 12, '0'))
+       END,
+       $seq0 + 1000 + 5 * i + 3 * k, 3 - k
+FROM generate_series(0, $orders - 1) i, generate_series(0, 1) k;
+CANCELSQL
+else cat <<RESTSQL
 -- Order i belongs to account 1 + i % 1000; even i sell above the mark, odd i buy below it, on
 -- 2,000 price levels a side (tick 0.1); each resting order makes 3 events.
 INSERT INTO engine_journal (command_no, kind, payload, first_seq, event_count)
@@ -46,6 +69,8 @@ SELECT $base + 1000 + i + 1, 'place',
                           'leverage', 0, 'reduce_only', false, 'slippage_bps', 0, 'client_order_id', 'r' || i),
        $seq0 + 1000 + 3 * i, 3
 FROM generate_series(0, $orders - 1) i;
+RESTSQL
+fi)
 SQL
 t1=$(date +%s.%N)
 echo "journal written in $(python3 -c "print(f'{$t1 - $t0:.1f}')") s; $(psql "$DATABASE_URL" -qtAc "SELECT count(*) FROM engine_journal") commands"

@@ -410,6 +410,7 @@ std::uint64_t EngineHost::load_snapshot(Engine& e, db::Connection& c, const char
       unusable(missing);
       continue;
     }
+    const auto fetched = std::chrono::steady_clock::now();
     auto snapshot = decode_snapshot(bytes);
     if (!snapshot) {
       unusable(snapshot.error().message);
@@ -426,11 +427,13 @@ std::uint64_t EngineHost::load_snapshot(Engine& e, db::Connection& c, const char
       unusable("state hash differs after loading");
       continue;
     }
+    const auto ms_since = [](std::chrono::steady_clock::time_point t) {
+      return static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t).count());
+    };
     log::info("engine snapshot loaded",
               {{"engine", role}, {"command_no", static_cast<std::int64_t>(command_no)}, {"bytes", static_cast<std::int64_t>(bytes.size())},
                {"resting_orders", static_cast<std::int64_t>(e.resting_orders())},
-               {"ms", static_cast<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::steady_clock::now() - started).count())}});
+               {"fetch_ms", ms_since(started) - ms_since(fetched)}, {"ms", ms_since(started)}});
     return command_no;
   }
   return 0;
