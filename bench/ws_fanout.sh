@@ -3,9 +3,9 @@
 # ticker and the trades of BTC_USDM_PERP, while a generator makes TRADES_PER_S trades (two crossing
 # orders each, straight to trading). hydrox-ws-load counts deliveries over DURATION_S and the delay
 # from each trade's engine time to its receipt. Everything on this machine.
-# GATEWAYS (default 2) gateway processes share the clients, one load client each: a tunnelled
-# client costs the gateway two sockets, and this VM's hard limit of 20,000 open files per process
-# caps one gateway at about 9,990 clients.
+# GATEWAYS (default 2) gateway processes share the clients, one load client (one thread) each. A
+# handed-off client costs a gateway no socket once handed off; a tunnelled one (HANDOFF=0) costs it
+# two, and this VM's hard limit of 20,000 open files per process caps one gateway at about 9,990.
 # The gateway hands each client's socket to market (HANDOFF_SOCKET, as `make run` does); HANDOFF=0
 # makes it copy the bytes both ways instead (the tunnel, used when market runs on another host).
 # DIRECT=1 connects the load clients to market's hub instead (no gateway at all).
@@ -14,7 +14,7 @@
 conns=${1:-10000}
 duration=${2:-20}
 rate=${3:-100}
-ulimit -n "$(ulimit -Hn)"  # the gateway holds two sockets per client, market and the load client one
+ulimit -n "$(ulimit -Hn)"  # market and the load client hold a socket per client (a tunnelling gateway two)
 start_infra
 gateways=${GATEWAYS:-2}
 tp=$(port); mp=$(port)
