@@ -35,7 +35,7 @@ constexpr db::Query kOperatorKeys{"operator_keys", "SELECT idempotency_key, outc
 constexpr db::Query kLatestSnapshots{
     "latest_snapshots", "SELECT command_no, state_hash, markets, parts FROM engine_snapshots ORDER BY command_no DESC LIMIT 2"};
 constexpr db::Query kSnapshotPart{
-    "snapshot_part", "SELECT bytes FROM engine_snapshot_parts WHERE command_no = $1 AND part = $2"};
+    "snapshot_part", "SELECT bytes FROM engine_snapshot_parts WHERE command_no = $1 AND part = $2", true};  // binary: the bytes
 constexpr db::Query kInsertSnapshot{
     "insert_snapshot",
     "INSERT INTO engine_snapshots (command_no, last_seq, state_hash, markets, parts) VALUES ($1, $2, $3, $4, $5)"
@@ -397,13 +397,7 @@ std::uint64_t EngineHost::load_snapshot(Engine& e, db::Connection& c, const char
       } else if (part->size() != 1) {
         missing = "part " + std::to_string(k) + " of " + std::to_string(parts) + " missing";
       } else {
-        const std::string_view hex = part->get(0, 0);
-        auto raw = hex.starts_with("\\x") ? from_hex(hex.substr(2)) : std::nullopt;
-        if (raw) {
-          bytes.append(*raw);
-        } else {
-          missing = "not hex bytea";
-        }
+        bytes.append(part->get(0, 0));
       }
     }
     if (!missing.empty()) {

@@ -62,7 +62,7 @@ Result<Rows> Connection::exec(const Query& q, const std::vector<Param>& params) 
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
   std::string sql(q.sql);
   pg_result* r = PQexecParams(c_, sql.c_str(), static_cast<int>(values.size()), nullptr,
-                              values.data(), nullptr, nullptr, 0);
+                              values.data(), nullptr, nullptr, q.binary_result ? 1 : 0);
   auto status = PQresultStatus(r);
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
     Error e = db_error(q.name, c_, r);

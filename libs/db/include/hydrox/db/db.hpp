@@ -24,6 +24,10 @@ namespace hydrox::db {
 struct Query {
   std::string_view name;
   std::string_view sql;
+  // Rows in PostgreSQL's binary format instead of text: for a `bytea` column the bytes themselves
+  // (half the size of its hex text, no decoding). Every column is binary then: only for queries
+  // whose columns are all `bytea` (or read as such).
+  bool binary_result = false;
 };
 
 using Param = std::optional<std::string>;  // nullopt is SQL NULL
