@@ -147,12 +147,7 @@ EngineHost::EngineHost(const Catalog& catalog, std::shared_ptr<db::Pool> db, std
       writer_(std::move(writer)),
       redis_(std::move(redis)),
       options_(options),
-      engine_([&] {
-        EngineConfig c;
-        c.markets = catalog.specs();
-        c.fee_account = options.fee_account;
-        return c;
-      }()),
+      engine_(engine_config()),  // catalog_ and options_ are set by now
       marks_(catalog.all().size()),
       funding_ms_(catalog.all().size()) {}
 
@@ -433,6 +428,15 @@ std::uint64_t EngineHost::load_snapshot(Engine& e, db::Connection& c, const char
   return 0;
 }
 
+void EngineHost::close_follow() {
+  {
+    std::lock_guard lock(follow_mu_);
+    follow_open_ = false;
+    follow_.clear();
+  }
+  follow_cv_.notify_all();
+}
+
 void EngineHost::follower_loop() {
   // Its own recovery, like a restart's, while the primary serves: then it holds exactly the
   // committed commands up to `last`, and follow_ has every command committed since start().
@@ -449,9 +453,7 @@ void EngineHost::follower_loop() {
       if (!follower_stop_.load()) {
         log::error("follower engine cannot recover; no snapshots until the next start", {{"error", replayed.error().message}});
       }
-      std::lock_guard lock(follow_mu_);
-      follow_open_ = false;
-      follow_.clear();
+      close_follow();
       return;
     }
     last = *replayed;
@@ -475,9 +477,7 @@ void EngineHost::follower_loop() {
       if (c.command_no != last + 1) {
         log::error("follower engine missed commands; no snapshots until the next start",
                    {{"expected", static_cast<std::int64_t>(last + 1)}, {"got", static_cast<std::int64_t>(c.command_no)}});
-        std::lock_guard lock(follow_mu_);
-        follow_open_ = false;
-        follow_.clear();
+        close_follow();
         return;
       }
       events.clear();
@@ -551,12 +551,7 @@ void EngineHost::stop() {
   if (commit_thread_.joinable()) commit_thread_.join();
   if (publish_thread_.joinable()) publish_thread_.join();
   follower_stop_.store(true);  // a follower still recovering gives up at its next page
-  {
-    std::lock_guard lock(follow_mu_);
-    follow_open_ = false;
-    follow_.clear();  // a snapshot now would only delay the stop; the next start takes one
-  }
-  follow_cv_.notify_all();
+  close_follow();  // what it has not applied yet is dropped: the next start takes a snapshot
   if (follower_thread_.joinable()) follower_thread_.join();
 }
 

@@ -144,6 +144,7 @@ class EngineHost {
   std::string market_list() const;  // the catalog's symbols in index order: a snapshot's market indices
   // The follower: its own recovery, then the committed commands from follow_, snapshots from it.
   void follower_loop();
+  void close_follow();  // no more commands for the follower (stopping, or it gave up)
   void write_snapshot(engine::Engine& f, std::uint64_t command_no);
   engine::EngineConfig engine_config() const;
   void publish_loop();

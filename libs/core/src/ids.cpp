@@ -1,4 +1,5 @@
 #include "hydrox/core/ids.hpp"
+#include "hydrox/core/hex.hpp"
 
 #include <array>
 #include <random>
@@ -15,13 +16,6 @@ std::uint64_t random_u64() {
     return std::mt19937_64(seq);
   }()};
   return gen();
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
 }
 
 }  // namespace
@@ -49,7 +43,7 @@ std::optional<Uuid> Uuid::parse(std::string_view text) {
       if (text[i] != '-') return std::nullopt;
       continue;
     }
-    int v = hex_value(text[i]);
+    int v = hex_digit(text[i]);
     if (v < 0) return std::nullopt;
     if (nibbles < 16) {
       u.hi = (u.hi << 4) | static_cast<std::uint64_t>(v);
