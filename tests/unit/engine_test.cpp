@@ -989,3 +989,51 @@ TEST(OrderIndex, EqualHashesProbeRunsErasesAndGrowthAgreeWithAMap) {
     }
   }
 }
+
+// The inline 64-bit money paths (money.hpp) against the same formulas in 128-bit arithmetic, for
+// both signs, divisors that are and are not 1, and products that overflow 64 bits (the wide path).
+TEST(Money, SixtyFourBitPathsAgreeWithWideArithmetic) {
+  using money::i128;
+  std::mt19937_64 rng(7);
+  // A value of 1 to 62 random bits, negative half of the time when `signed_`.
+  const auto value = [&rng](bool signed_) {
+    const int bits = static_cast<int>(rng() % 62) + 1;
+    std::int64_t v = static_cast<std::int64_t>(rng() & ((std::uint64_t{1} << bits) - 1));
+    if (signed_ && (rng() & 1)) v = -v;
+    return v;
+  };
+  const auto ceil128 = [](i128 a, i128 b) -> i128 { return a >= 0 ? (a + b - 1) / b : a / b; };
+  const auto floor128 = [](i128 a, i128 b) -> i128 { return a >= 0 ? a / b : -((-a + b - 1) / b); };
+  const auto fits = [](i128 v) { return v >= INT64_MIN && v <= INT64_MAX; };
+  std::size_t wide = 0;
+  for (int i = 0; i < 200'000; ++i) {
+    const std::int64_t a = value(true);
+    const std::int64_t b = static_cast<std::int64_t>(rng() % 1'000'000) + 1;
+    ASSERT_EQ(money::ceil_div64(a, b), ceil128(a, b)) << a << " / " << b;
+    ASSERT_EQ(money::floor_div64(a, b), floor128(a, b)) << a << " / " << b;
+
+    MarketSpec s;
+    s.notional_num = static_cast<std::int64_t>(rng() % 1000) + 1;
+    s.notional_den = (rng() & 1) ? 1 : static_cast<std::int64_t>(rng() % 100'000) + 1;
+    s.max_leverage = static_cast<std::int32_t>(rng() % 100) + 1;
+    const Price p = value(false);
+    const Qty q = value(true);
+    const i128 n = static_cast<i128>(p) * static_cast<i128>(q) * static_cast<i128>(s.notional_num);
+    if (!fits(n)) ++wide;
+    if (const i128 want = floor128(n, s.notional_den); fits(want)) {
+      ASSERT_EQ(money::notional(s, p, q), want) << p << " x " << q;
+    }
+    const std::int32_t lev = static_cast<std::int32_t>(rng() % 100) + 1;
+    if (const i128 want = ceil128(n, static_cast<i128>(s.notional_den) * lev); fits(want)) {
+      ASSERT_EQ(money::initial_margin(s, p, q, lev), want) << p << " x " << q << " / " << lev;
+    }
+    if (const i128 want = ceil128(n, static_cast<i128>(s.notional_den) * 2 * s.max_leverage); fits(want)) {
+      ASSERT_EQ(money::maintenance_margin(s, p, q), want) << p << " x " << q;
+    }
+    const std::int32_t ppm = static_cast<std::int32_t>(rng() % 1'000'000);
+    if (const i128 want = ceil128(static_cast<i128>(a) * ppm, 1'000'000); fits(want)) {
+      ASSERT_EQ(money::fee(a, ppm), want) << a << " ppm " << ppm;
+    }
+  }
+  EXPECT_GT(wide, 10'000u);  // the 128-bit paths were taken too
+}

@@ -7,43 +7,21 @@ namespace hydrox::engine {
 
 using i128 = __int128;
 
-namespace {
+using money::ceil_div;
+using money::clamp64;
+using money::floor_div;
+using money::mul3;
+using money::trunc_div;
 
-// Divisions take a 64-bit path when both operands fit (the common case); 128-bit division is a
-// library call and showed up at 6 % of the add-only benchmark.
-[[gnu::always_inline]] inline bool fits64(i128 v) { return v >= INT64_MIN && v <= INT64_MAX; }
-[[gnu::always_inline]] inline i128 ceil_div(i128 a, i128 b) {  // b > 0
-  if (fits64(a) && fits64(b)) {
-    const auto x = static_cast<std::int64_t>(a), y = static_cast<std::int64_t>(b);
-    return x >= 0 ? (x + y - 1) / y : x / y;
-  }
-  return a >= 0 ? (a + b - 1) / b : a / b;
+namespace money {
+void overflow() { std::abort(); }
+Usdm notional_wide(const MarketSpec& s, Price price, Qty qty) {
+  return clamp64(floor_div(static_cast<i128>(price) * qty * s.notional_num, s.notional_den));
 }
-[[gnu::always_inline]] inline i128 floor_div(i128 a, i128 b) {  // b > 0
-  if (fits64(a) && fits64(b)) {
-    const auto x = static_cast<std::int64_t>(a), y = static_cast<std::int64_t>(b);
-    return x >= 0 ? x / y : -((-x + y - 1) / y);
-  }
-  return a >= 0 ? a / b : -((-a + b - 1) / b);
+Usdm margin_wide(const MarketSpec& s, Price price, Qty qty, std::int64_t divisor) {
+  return clamp64(ceil_div(static_cast<i128>(price) * qty * s.notional_num, static_cast<i128>(s.notional_den) * divisor));
 }
-// price × qty × notional_num: three 64-bit multiplies with overflow checks when they fit (they
-// do for any real order), 128-bit ones otherwise.
-[[gnu::always_inline]] inline i128 mul3(std::int64_t a, std::int64_t b, std::int64_t c) {
-  std::int64_t ab = 0, abc = 0;
-  if (!__builtin_mul_overflow(a, b, &ab) && !__builtin_mul_overflow(ab, c, &abc)) return abc;
-  return static_cast<i128>(a) * b * c;
-}
-[[gnu::always_inline]] inline i128 trunc_div(i128 a, i128 b) {  // toward zero, like `/`
-  if (fits64(a) && fits64(b)) return static_cast<std::int64_t>(a) / static_cast<std::int64_t>(b);
-  return a / b;
-}
-Usdm clamp64(i128 v) {
-  // Amounts are bounded far below int64 by order and deposit limits; a breach is a bug.
-  if (v > INT64_MAX || v < INT64_MIN) std::abort();
-  return static_cast<Usdm>(v);
-}
-
-}  // namespace
+}  // namespace money
 
 std::string_view reject_code(Reject r) {
   switch (r) {
@@ -144,40 +122,6 @@ BasicEngine<Book>::BasicEngine(EngineConfig config)
 }
 
 // ---- money ------------------------------------------------------------------------------------
-
-template <class Book>
-Usdm BasicEngine<Book>::notional(std::uint32_t m, Price price, Qty qty) const {
-  const auto& s = markets_[m].spec;
-  const i128 n = mul3(price, qty, s.notional_num);
-  return clamp64(s.notional_den == 1 ? n : floor_div(n, s.notional_den));  // most markets: no division
-}
-
-template <class Book>
-Usdm BasicEngine<Book>::initial_margin(std::uint32_t m, Price price, Qty qty,
-                                       std::int32_t leverage) const {
-  const auto& s = markets_[m].spec;
-  return clamp64(ceil_div(mul3(price, qty, s.notional_num),
-                          static_cast<i128>(s.notional_den) * leverage));
-}
-
-template <class Book>
-Usdm BasicEngine<Book>::maintenance_margin(std::uint32_t m, Price price, Qty qty) const {
-  const auto& s = markets_[m].spec;
-  return clamp64(ceil_div(mul3(price, qty, s.notional_num),
-                          static_cast<i128>(s.notional_den) * 2 * s.max_leverage));
-}
-
-template <class Book>
-Usdm BasicEngine<Book>::fee(Usdm n, std::int32_t ppm) const {
-  return clamp64(ceil_div(static_cast<i128>(n) * ppm, 1'000'000));
-}
-
-template <class Book>
-std::int32_t BasicEngine<Book>::leverage_of(const Account& a, std::uint32_t m) const {
-  std::int32_t lev = a.positions[m].leverage;
-  if (lev > 0) return lev;
-  return std::min(config_.default_leverage, markets_[m].spec.max_leverage);
-}
 
 template <class Book>
 Usdm BasicEngine<Book>::isolated_value(const Account& a, std::uint32_t m) const {
@@ -418,21 +362,20 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   const std::int32_t prev_leverage = acct.positions[c.market].leverage;
   if (c.leverage != 0) acct.positions[c.market].leverage = c.leverage;
 
-  Handle h = pool_.alloc();
+  const Handle h = pool_.alloc(Order{.id = c.id,
+                                     .account = ai,
+                                     .market = c.market,
+                                     .side = c.side,
+                                     .type = c.type,
+                                     .tif = c.type == OrderType::market ? TimeInForce::ioc : c.tif,
+                                     .reduce_only = c.reduce_only,
+                                     .leverage = leverage_of(acct, c.market),
+                                     .price = limit,
+                                     .qty = c.qty,
+                                     .remaining = c.qty,
+                                     .ts_ms = c.ts_ms,
+                                     .client_order_id = c.client_order_id});
   Order& o = pool_[h];
-  o.id = c.id;
-  o.account = ai;
-  o.market = c.market;
-  o.side = c.side;
-  o.type = c.type;
-  o.tif = c.type == OrderType::market ? TimeInForce::ioc : c.tif;
-  o.reduce_only = c.reduce_only;
-  o.leverage = leverage_of(acct, c.market);
-  o.price = limit;
-  o.qty = c.qty;
-  o.remaining = c.qty;
-  o.client_order_id = c.client_order_id;
-  o.ts_ms = c.ts_ms;
 
   // The reserve for the whole order: what rest() needs too when nothing of it fills (the mark
   // cannot move within this command).
@@ -1208,9 +1151,8 @@ void BasicEngine<Book>::load(const Snapshot& s) {
   insurance_ = account_index(config_.insurance_account);
   backstop_ = account_index(config_.backstop_account);
   for (const Order& src : s.orders) {
-    Handle h = pool_.alloc();
+    const Handle h = pool_.alloc(src);
     Order& o = pool_[h];
-    o = src;
     o.prev = o.next = o.acct_prev = o.acct_next = kNil;
     Account& a = accounts_[o.account];
     a.order_margin += o.margin;

@@ -10,6 +10,7 @@
 // unrealized PnL at any mark included (Σ size = 0 per market makes Σ uPnL = -Σ cost). An isolated
 // position's margin is money moved out of the collateral, so the conserved sum is
 // Σ collateral + Σ isolated margin - Σ cost.
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -19,6 +20,7 @@
 
 #include "hydrox/engine/book.hpp"
 #include "hydrox/engine/flat_map.hpp"
+#include "hydrox/engine/money.hpp"
 #include "hydrox/engine/order_index.hpp"
 #include "hydrox/engine/order_pool.hpp"
 #include "hydrox/engine/types.hpp"
@@ -207,7 +209,10 @@ class BasicEngine {
   // Up to `levels` price levels from the best outward.
   std::vector<std::pair<Price, Qty>> depth(std::uint32_t m, Side side, std::size_t levels) const;
   std::size_t resting_orders() const { return pool_.live(); }
-  std::int32_t leverage_of(const Account& a, std::uint32_t m) const;
+  std::int32_t leverage_of(const Account& a, std::uint32_t m) const {
+    const std::int32_t lev = a.positions[m].leverage;
+    return lev > 0 ? lev : std::min(config_.default_leverage, markets_[m].spec.max_leverage);
+  }
   // An isolated position's margin + uPnL at the mark (its own account value).
   Usdm isolated_value(const Account& a, std::uint32_t m) const;
   std::size_t memory_bytes() const;
@@ -224,10 +229,16 @@ class BasicEngine {
   Usdm net_deposits() const { return net_deposits_; }
 
   // Money helpers (exposed for tests and the host's views).
-  Usdm notional(std::uint32_t m, Price price, Qty qty) const;       // floor
-  Usdm initial_margin(std::uint32_t m, Price price, Qty qty, std::int32_t leverage) const;  // ceil
-  Usdm maintenance_margin(std::uint32_t m, Price price, Qty qty) const;  // ceil, mmr = 1/(2 max lev)
-  Usdm fee(Usdm notional, std::int32_t ppm) const;  // ceil
+  Usdm notional(std::uint32_t m, Price price, Qty qty) const {  // floor
+    return money::notional(markets_[m].spec, price, qty);
+  }
+  Usdm initial_margin(std::uint32_t m, Price price, Qty qty, std::int32_t leverage) const {  // ceil
+    return money::initial_margin(markets_[m].spec, price, qty, leverage);
+  }
+  Usdm maintenance_margin(std::uint32_t m, Price price, Qty qty) const {  // ceil, mmr = 1/(2 max lev)
+    return money::maintenance_margin(markets_[m].spec, price, qty);
+  }
+  Usdm fee(Usdm notional, std::int32_t ppm) const { return money::fee(notional, ppm); }  // ceil
 
  private:
   struct MarketState {

@@ -47,14 +47,15 @@ class OrderPool {
     free_.reserve(reserve);
     for (std::size_t i = reserve; i > 0; --i) free_.push_back(static_cast<Handle>(i - 1));  // lowest first
   }
-  Handle alloc() {
-    if (!free_.empty()) {
+  // Takes a slot and writes `init` into it (one write of the whole order: no zeroing first).
+  Handle alloc(const Order& init = Order{}) {
+    if (!free_.empty()) [[likely]] {
       Handle h = free_.back();
       free_.pop_back();
-      slots_[h] = Order{};
+      slots_[h] = init;
       return h;
     }
-    slots_.emplace_back();
+    slots_.push_back(init);
     return static_cast<Handle>(slots_.size() - 1);
   }
   void release(Handle h) { free_.push_back(h); }
