@@ -9,6 +9,8 @@
 # The gateway hands each client's socket to market (HANDOFF_SOCKET, as `make run` does); HANDOFF=0
 # makes it copy the bytes both ways instead (the tunnel, used when market runs on another host).
 # DIRECT=1 connects the load clients to market's hub instead (no gateway at all).
+# SWEEP=k (default 1): each taker order meets k resting orders, so trades come k at a time (one
+# engine batch, one write per client for the k messages) at the same TRADES_PER_S.
 #   bench/ws_fanout.sh [CONNECTIONS] [DURATION_S] [TRADES_PER_S]
 . "$(dirname "$0")/lib.sh"
 conns=${1:-10000}
@@ -29,9 +31,10 @@ for g in $(seq 1 "$gateways"); do
 done
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$mp/health" >/dev/null && curl -sf "http://127.0.0.1:$tp/health" >/dev/null && break; sleep 0.1; done
 curl -sf -XPOST "http://127.0.0.1:$tp/internal/v1/marks" -H 'Authorization: Bearer bench' -d '{"symbol":"BTC_USDM_PERP","mark_price":"97000"}' >/dev/null
-python3 - "$tp" "$rate" "$((duration + 10))" "$work" "$gateways" >"$work/trades.log" 2>&1 <<'PY' &
+python3 - "$tp" "$rate" "$((duration + 10))" "$work" "$gateways" "${SWEEP:-1}" >"$work/trades.log" 2>&1 <<'PY' &
 import glob, http.client, json, sys, time
 port, rate, seconds, work, gateways = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+sweep = int(sys.argv[6])
 c = http.client.HTTPConnection("127.0.0.1", port)
 def call(method, path, body, headers):
     c.request(method, path, body=json.dumps(body), headers={"Content-Type": "application/json", **headers})
@@ -45,13 +48,14 @@ while len(glob.glob(f"{work}/ready-*")) < gateways:  # every client connected
 start, n = time.monotonic(), 0
 while time.monotonic() - start < seconds:
     maker, taker = (users[0], users[1]) if n % 2 == 0 else (users[1], users[0])
-    call("POST", "/api/v1/orders", {"symbol": "BTC_USDM_PERP", "type": "Limit", "side": "Sell", "price": "97000", "amount": "0.001"}, {"X-User-ID": maker})
-    call("POST", "/api/v1/orders", {"symbol": "BTC_USDM_PERP", "type": "Limit", "side": "Buy", "price": "97000", "amount": "0.001"}, {"X-User-ID": taker})
+    for _ in range(sweep):
+        call("POST", "/api/v1/orders", {"symbol": "BTC_USDM_PERP", "type": "Limit", "side": "Sell", "price": "97000", "amount": "0.001"}, {"X-User-ID": maker})
+    call("POST", "/api/v1/orders", {"symbol": "BTC_USDM_PERP", "type": "Limit", "side": "Buy", "price": "97000", "amount": f"{0.001 * sweep:.3f}"}, {"X-User-ID": taker})
     n += 1
-    time.sleep(max(0.0, start + n / rate - time.monotonic()))
+    time.sleep(max(0.0, start + n * sweep / rate - time.monotonic()))
 PY
 pids+=($!)
-echo "== fan-out: $conns WebSocket clients through $gateways gateway process(es) (HANDOFF=${HANDOFF:-1} DIRECT=${DIRECT:-0}) (ticker.BTC_USDM_PERP, trade.BTC_USDM_PERP), $rate trades/s, ${duration}s"
+echo "== fan-out: $conns WebSocket clients through $gateways gateway process(es) (HANDOFF=${HANDOFF:-1} DIRECT=${DIRECT:-0} SWEEP=${SWEEP:-1}) (ticker.BTC_USDM_PERP, trade.BTC_USDM_PERP), $rate trades/s, ${duration}s"
 loads=()
 for gp in "${gps[@]}"; do
   target=$gp
@@ -75,3 +79,5 @@ echo "trades made: $(curl -s "http://127.0.0.1:$mp/api/v1/markets/BTC_USDM_PERP/
 for gp in "${gps[@]}"; do
   echo "gateway $gp: $(curl -s "http://127.0.0.1:$gp/metrics" | grep '^http_tunnel_handoffs_total' | tr '\n' ' ')"
 done
+# Frames per write in market: how many messages each send to a client carried on average.
+curl -s "http://127.0.0.1:$mp/metrics" | awk '/^ws_frames_sent_total/ {f=$2} /^ws_writes_total/ {w=$2} END {if (w > 0) printf "market: %d frames in %d writes (%.2f frames per write)\n", f, w, f / w}'
