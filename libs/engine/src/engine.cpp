@@ -233,21 +233,21 @@ void BasicEngine<Book>::unlink_account_order(Account& a, Handle h) {
 
 template <class Book>
 void BasicEngine<Book>::emit_order(const Order& o, std::vector<Event>& out, CancelReason why) {
-  emit(out, OrderUpdated{o.id, accounts_[o.account].user, o.market, o.status, o.filled, o.remaining,
-                         o.filled_notional, why, o.ts_ms});
+  emit_as<OrderUpdated>(out, o.id, accounts_[o.account].user, o.market, o.status, o.filled, o.remaining,
+                         o.filled_notional, why, o.ts_ms);
 }
 
 template <class Book>
 void BasicEngine<Book>::emit_level(std::uint32_t m, Side side, Price price, std::vector<Event>& out) {
-  emit(out, BookLevelChanged{m, side, price, markets_[m].book.level_size(side, price)});
+  emit_as<BookLevelChanged>(out, m, side, price, markets_[m].book.level_size(side, price));
 }
 
 template <class Book>
 void BasicEngine<Book>::emit_position(const Account& a, std::uint32_t m, std::int64_t ts,
                                       std::vector<Event>& out) {
   const Position& p = a.positions[m];
-  emit(out, PositionChanged{a.user, m, p.size, p.cost, p.realized_pnl, leverage_of(a, m), ts, p.funding,
-                            p.isolated, p.margin});
+  emit_as<PositionChanged>(out, a.user, m, p.size, p.cost, p.realized_pnl, leverage_of(a, m), ts, p.funding,
+                            p.isolated, p.margin);
 }
 
 template <class Book>
@@ -393,8 +393,8 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   }
 
   o.priority = seq_ + 1;
-  emit(out, OrderAccepted{o.id, c.user, c.market, o.side, o.type, o.tif, o.reduce_only, o.price,
-                          o.qty, o.leverage, o.client_order_id, o.ts_ms});
+  emit_as<OrderAccepted>(out, o.id, c.user, c.market, o.side, o.type, o.tif, o.reduce_only, o.price,
+                          o.qty, o.leverage, o.client_order_id, o.ts_ms);
   if (!c.client_order_id.empty()) client_ids_.put(ClientKey{ai, c.client_order_id}, c.id);
 
   // Match against the opposite side while it crosses.
@@ -511,8 +511,8 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
   }
   if (switch_mode) acct.positions[c.market].isolated = !acct.positions[c.market].isolated;  // held: it locks the mode
   o.priority = seq_ + 1;
-  emit(out, OrderAccepted{o.id, c.user, c.market, o.side, o.type, o.tif, o.reduce_only, o.price, o.qty,
-                          c.leverage, o.client_order_id, o.ts_ms, o.trigger_price});
+  emit_as<OrderAccepted>(out, o.id, c.user, c.market, o.side, o.type, o.tif, o.reduce_only, o.price, o.qty,
+                          c.leverage, o.client_order_id, o.ts_ms, o.trigger_price);
   if (!c.client_order_id.empty()) client_ids_.put(ClientKey{ai, c.client_order_id}, c.id);
   (up ? ms.up_triggers : ms.down_triggers).insert({o.trigger_price, o.priority, h});
   orders_index_.put(o.id.value(), h, pool_);
@@ -564,7 +564,7 @@ void BasicEngine<Book>::fire_triggers(std::uint32_t m, std::int64_t ts, std::vec
     // Refused on entry (margin, band, reduce-only...): its record ends as rejected.
     for (std::size_t i = before; i < out.size(); ++i) {
       if (auto* r = std::get_if<OrderRejected>(&out[i].body); r && r->id == p.id) {
-        emit(out, OrderUpdated{p.id, p.user, m, OrderStatus::rejected, 0, 0, 0, CancelReason::user, ts});
+        emit_as<OrderUpdated>(out, p.id, p.user, m, OrderStatus::rejected, 0, 0, 0, CancelReason::user, ts);
         break;
       }
     }
@@ -761,8 +761,8 @@ void BasicEngine<Book>::fill(Handle maker_h, Handle taker_h, Qty qty, std::int64
   maker.order_margin += mo.margin - old_margin;
 
   ms.last_trade = price;
-  emit(out, Trade{m, price, qty, to.side, mo.id, to.id, maker.user, taker.user, n, maker_fee,
-                  taker_fee, maker_fx.realized, taker_fx.realized, ts, liquidating_});
+  emit_as<Trade>(out, m, price, qty, to.side, mo.id, to.id, maker.user, taker.user, n, maker_fee,
+                  taker_fee, maker_fx.realized, taker_fx.realized, ts, liquidating_);
   emit_position(maker, m, ts, out);
   emit_position(taker, m, ts, out);
   if (maker_fx.margin_delta != 0) emit_margin(maker, m, maker_fx.margin_delta, ts, out);

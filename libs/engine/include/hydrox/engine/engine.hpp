@@ -259,7 +259,13 @@ class BasicEngine {
   // Emission helpers.
   template <class T>
   void emit(std::vector<Event>& out, T&& body) {
-    out.emplace_back(++seq_, std::forward<T>(body));  // built in place: events are ~160 bytes
+    out.emplace_back(++seq_, std::forward<T>(body));
+  }
+  // The same, the event built in place from its fields: events are ~160 bytes, and the hot ones
+  // (every order, fill and level change) are not worth a temporary and a copy.
+  template <class T, class... A>
+  void emit_as(std::vector<Event>& out, A&&... fields) {
+    out.emplace_back(++seq_, std::in_place_type<T>, std::forward<A>(fields)...);
   }
 
   std::uint32_t account_index(const UserId& user);  // creates on first use

@@ -441,6 +441,9 @@ struct Event {
   Event() = default;
   template <class T>
   Event(Seq s, T&& b) : seq(s), body(std::in_place_type<std::decay_t<T>>, std::forward<T>(b)) {}
+  // Built in place from the alternative's fields (no temporary to copy).
+  template <class T, class... A>
+  Event(Seq s, std::in_place_type_t<T> t, A&&... a) : seq(s), body(t, std::forward<A>(a)...) {}
   Seq seq = 0;
   EventBody body;
   friend bool operator==(const Event&, const Event&) = default;
