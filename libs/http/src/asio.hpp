@@ -20,6 +20,11 @@ namespace asio = boost::asio;
 // connection stays on one thread for its life, so its work never hops threads and no thread
 // wakes another for it; a single io_context shared by several threads spent a fifth of the
 // gateway's time in condition-variable wakeups and context switches.
+// The io_context the calling thread runs (set by Runtime::run for each IO thread), or null on
+// any other thread (the blocking pool, an engine thread, a Redis reader).
+asio::io_context* current_io_context();
+void set_current_io_context(asio::io_context* io);
+
 struct Runtime::Impl {
   explicit Impl(const Runtime::Options& o)
       : options(o), io(1), blocking_pool(static_cast<std::size_t>(o.blocking_threads)),

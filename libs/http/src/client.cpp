@@ -47,39 +47,39 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     std::unique_ptr<beast::tcp_stream> stream;
     std::chrono::steady_clock::time_point since;
   };
-  struct Host {
-    std::vector<Idle> idle;
-    std::optional<tcp::resolver::results_type> resolved;
-  };
+  // Pooled connections belong to the io_context (thread) that made them: a request is run on the
+  // caller's IO thread when it has one, so it never hops threads and no thread wakes another for it.
+  using PoolKey = std::pair<const asio::io_context*, std::string>;
 
-  asio::io_context& io;
+  asio::io_context& io;  // requests from threads that run no io_context (and request_sync)
   ClientOptions options;
   std::mutex mu;
-  std::map<std::string, Host> hosts;
+  std::map<PoolKey, std::vector<Idle>> idle;
+  std::map<std::string, tcp::resolver::results_type> resolved_hosts;
   std::map<std::string, std::size_t> serving;  // endpoint with standbys → the one that answered last
 
-  void drop_idle(const std::string& key) {
+  void drop_idle(const PoolKey& key) {
     std::lock_guard lock(mu);
-    hosts[key].idle.clear();
+    idle[key].clear();
   }
 
-  std::unique_ptr<beast::tcp_stream> take_idle(const std::string& key) {
+  std::unique_ptr<beast::tcp_stream> take_idle(const PoolKey& key) {
     std::lock_guard lock(mu);
-    auto& idle = hosts[key].idle;
+    auto& pool = idle[key];
     auto now = std::chrono::steady_clock::now();
-    while (!idle.empty()) {
-      Idle it = std::move(idle.back());
-      idle.pop_back();
+    while (!pool.empty()) {
+      Idle it = std::move(pool.back());
+      pool.pop_back();
       if (now - it.since < options.idle_keepalive) return std::move(it.stream);
     }
     return nullptr;
   }
 
-  void give_back(const std::string& key, std::unique_ptr<beast::tcp_stream> s) {
+  void give_back(const PoolKey& key, std::unique_ptr<beast::tcp_stream> s) {
     std::lock_guard lock(mu);
-    auto& idle = hosts[key].idle;
-    if (idle.size() < options.max_idle_per_host) {
-      idle.push_back(Idle{std::move(s), std::chrono::steady_clock::now()});
+    auto& pool = idle[key];
+    if (pool.size() < options.max_idle_per_host) {
+      pool.push_back(Idle{std::move(s), std::chrono::steady_clock::now()});
     }
   }
 
@@ -89,7 +89,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     std::optional<tcp::resolver::results_type> resolved;
     {
       std::lock_guard lock(mu);
-      resolved = hosts[key].resolved;
+      if (auto it = resolved_hosts.find(key); it != resolved_hosts.end()) resolved = it->second;
     }
     if (!resolved) {
       tcp::resolver dns(ex);
@@ -97,7 +97,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       if (ec) co_return fail(Code::upstream_unavailable, "cannot resolve " + to.host);
       resolved = results;
       std::lock_guard lock(mu);
-      hosts[key].resolved = results;
+      resolved_hosts[key] = results;
     }
     auto stream = std::make_unique<beast::tcp_stream>(ex);
     stream->expires_after(options.connect_timeout);
@@ -116,10 +116,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 
   // Tries the endpoint that answered last, then the others in order, moving on only when a
   // connection could not be made (nothing was sent, so any method may go elsewhere).
-  awaitable<Result<Response>> exchange_any(config::Endpoint to, OutgoingRequest req) {
+  awaitable<Result<Response>> exchange_any(const asio::io_context* ctx, config::Endpoint to, OutgoingRequest req) {
     if (to.standbys.empty()) {
       bool not_sent = false;
-      co_return co_await exchange(to, std::move(req), not_sent);
+      co_return co_await exchange(ctx, to, std::move(req), not_sent);
     }
     std::vector<config::Endpoint> all{to};
     all[0].standbys.clear();
@@ -135,7 +135,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       const std::size_t at = (start + i) % all.size();
       bool not_sent = false;
       OutgoingRequest attempt = req;  // (no conditional expression inside co_await: GCC 12 miscompiles it)
-      last = co_await exchange(all[at], std::move(attempt), not_sent);
+      last = co_await exchange(ctx, all[at], std::move(attempt), not_sent);
       if (last || !not_sent) {
         if (last && at != start) {
           std::lock_guard lock(mu);
@@ -147,8 +147,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     co_return last;
   }
 
-  awaitable<Result<Response>> exchange(config::Endpoint to, OutgoingRequest req, bool& not_sent) {
+  awaitable<Result<Response>> exchange(const asio::io_context* ctx, config::Endpoint to, OutgoingRequest req,
+                                       bool& not_sent) {
     const std::string key = to.host + ":" + std::to_string(to.port);
+    const PoolKey pool_key{ctx, key};
     bhttp::request<bhttp::string_body> breq{to_verb(req.method), to.base_path + req.target, 11};
     for (const auto& h : req.headers) breq.set(h.name, h.value);
     breq.set(bhttp::field::host, key);
@@ -158,7 +160,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
 
     const auto deadline = std::chrono::steady_clock::now() + options.request_timeout;
     for (int attempt = 0; attempt < 2; ++attempt) {
-      auto stream = take_idle(key);
+      auto stream = take_idle(pool_key);
       const bool reused = stream != nullptr;
       if (!stream) {
         auto fresh = co_await connect(to, key);
@@ -177,7 +179,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       if (!wec) std::tie(rec, std::ignore) = co_await bhttp::async_read(*stream, buffer, parser, kTuple);
       if (rec) {
         // The other pooled connections to this server are likely closed too (it restarted).
-        if (reused && rec != beast::error::timeout) drop_idle(key);
+        if (reused && rec != beast::error::timeout) drop_idle(pool_key);
         // A pooled connection the server already closed: retry once on a fresh one when that
         // cannot apply the request twice.
         if (reused && rec != beast::error::timeout && (idempotent(req.method) || wec)) continue;
@@ -195,7 +197,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       res.body = std::move(bres.body());
       if (bres.keep_alive()) {
         stream->expires_never();
-        give_back(key, std::move(stream));
+        give_back(pool_key, std::move(stream));
       }
       co_return res;
     }
@@ -207,10 +209,11 @@ Client::Client(Runtime& runtime, ClientOptions options)
     : impl_(std::make_shared<Impl>(runtime, options)) {}
 Client::~Client() = default;
 
-void Client::request(const config::Endpoint& to, OutgoingRequest req,
-                     std::function<void(Result<Response>)> done) {
-  auto impl = impl_;
-  asio::co_spawn(asio::make_strand(impl->io), impl->exchange_any(to, std::move(req)),
+namespace {
+// Runs the exchange as a coroutine on `ctx` (run by exactly one thread, so no strand is needed).
+void spawn(std::shared_ptr<Client::Impl> impl, asio::io_context& ctx, const config::Endpoint& to, OutgoingRequest req,
+           std::function<void(Result<Response>)> done) {
+  asio::co_spawn(ctx, impl->exchange_any(&ctx, to, std::move(req)),
                  [impl, done = std::move(done)](std::exception_ptr ep, Result<Response> r) {
                    if (ep) {
                      done(fail(Code::internal, "client request failed"));
@@ -219,11 +222,19 @@ void Client::request(const config::Endpoint& to, OutgoingRequest req,
                    done(std::move(r));
                  });
 }
+}  // namespace
+
+void Client::request(const config::Endpoint& to, OutgoingRequest req,
+                     std::function<void(Result<Response>)> done) {
+  asio::io_context* here = current_io_context();
+  spawn(impl_, here ? *here : impl_->io, to, std::move(req), std::move(done));
+}
 
 Result<Response> Client::request_sync(const config::Endpoint& to, OutgoingRequest req) {
   auto p = std::make_shared<std::promise<Result<Response>>>();
   auto f = p->get_future();
-  request(to, std::move(req), [p](Result<Response> r) { p->set_value(std::move(r)); });
+  // Always on the runtime's own loop: the caller blocks, so it must not be the loop that runs it.
+  spawn(impl_, impl_->io, to, std::move(req), [p](Result<Response> r) { p->set_value(std::move(r)); });
   // The client's own timeouts answer first; this bound only matters when the loop that runs the
   // client has ended (a shutdown), where waiting forever would hold the process.
   const auto bound = (impl_->options.connect_timeout + impl_->options.request_timeout) * (1 + to.standbys.size()) +

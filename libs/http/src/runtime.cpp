@@ -2,6 +2,12 @@
 
 namespace hydrox::http {
 
+namespace {
+thread_local asio::io_context* t_current_io = nullptr;
+}  // namespace
+asio::io_context* current_io_context() { return t_current_io; }
+void set_current_io_context(asio::io_context* io) { t_current_io = io; }
+
 Runtime::Runtime() : Runtime(Options{}) {}
 Runtime::Runtime(Options options) : impl_(std::make_unique<Impl>(options)) {}
 Runtime::~Runtime() {
@@ -77,11 +83,14 @@ void Runtime::run() {
   impl_->conn_threads_running.store(static_cast<int>(impl_->conn_ios.size()));
   for (auto& c : impl_->conn_ios) {
     threads.emplace_back([impl = impl_.get(), ctx = c.get()] {
+      set_current_io_context(ctx);
       ctx->run();
       impl->conn_threads_running.fetch_sub(1);
     });
   }
+  set_current_io_context(&impl_->io);
   impl_->io.run();
+  set_current_io_context(nullptr);
   for (auto& t : threads) t.join();
   {
     std::lock_guard lock(impl_->watchdog_mu);

@@ -31,7 +31,8 @@ class Client {
  public:
   Client(Runtime& runtime, ClientOptions options = {});
   ~Client();
-  // `done` runs on an IO thread.
+  // Runs on the calling thread's io_context when it is an IO thread of the runtime (so `done` runs
+  // there too and the connection it serves never changes threads), else on the runtime's main loop.
   void request(const config::Endpoint& to, OutgoingRequest req,
                std::function<void(Result<Response>)> done);
   // Blocking convenience for tools and tests (not for IO threads).
