@@ -75,6 +75,9 @@ constexpr db::Query kSample{
     "INSERT INTO vault_performance (vault_id, time, nav, total_shares, nav_per_share, pnl)"
     " SELECT $1::uuid, now(), $2::numeric, $3::numeric, $4::numeric, $2::numeric - coalesce((SELECT sum(CASE type"
     "   WHEN 'deposit' THEN amount WHEN 'withdrawal' THEN -paid ELSE 0 END) FROM vault_transactions WHERE vault_id = $1::uuid), 0)"
+    // Operator deposits into (withdrawals from) the vault's account are capital too.
+    "   - coalesce((SELECT sum(l.delta) FROM ledger l JOIN vaults v ON v.account_user_id = l.user_id"
+    "      WHERE v.id = $1::uuid AND l.reason IN ('DEPOSIT', 'WITHDRAWAL')), 0)"
     " ON CONFLICT DO NOTHING"};
 
 using service::caller;

@@ -236,6 +236,13 @@ class VaultRules(unittest.TestCase):
             r = v.call(None, "GET", f"/api/v1/vaults/{vault}/performance?period={period}")
             openapi_check("/api/v1/vaults/{id}/performance", "GET", r)
             self.assertEqual(loads_exact(r.body)[-1]["value"], detail["nav_per_share"], period)
+        # The vault never traded: its pnl is zero, although operator deposits into its account
+        # (`moved`) raised its NAV: they are capital, like the vault's own deposits.
+        self.assertNotEqual(moved, 0)
+        def settled_pnl():
+            points = loads_exact(v.call(None, "GET", f"/api/v1/vaults/{vault}/performance?period=all").body)
+            return points and points[-1]["pnl"] == 0
+        wait_until(settled_pnl, 5, what="a sample with the vault's pnl at zero")
         r = v.call(None, "GET", f"/api/v1/vaults/{vault}/performance?period=year")
         self.assertEqual(r.status, 400)
         openapi_check("/api/v1/vaults/{id}/performance", "GET", r)

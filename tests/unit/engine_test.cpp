@@ -995,9 +995,9 @@ TEST(OrderIndex, EqualHashesProbeRunsErasesAndGrowthAgreeWithAMap) {
 TEST(Money, SixtyFourBitPathsAgreeWithWideArithmetic) {
   using money::i128;
   std::mt19937_64 rng(7);
-  // A value of 1 to 62 random bits, negative half of the time when `signed_`.
-  const auto value = [&rng](bool signed_) {
-    const int bits = static_cast<int>(rng() % 62) + 1;
+  // A value of 1 to `max_bits` random bits, negative half of the time when `signed_`.
+  const auto value = [&rng](bool signed_, int max_bits = 62) {
+    const int bits = static_cast<int>(rng() % static_cast<std::uint64_t>(max_bits)) + 1;
     std::int64_t v = static_cast<std::int64_t>(rng() & ((std::uint64_t{1} << bits) - 1));
     if (signed_ && (rng() & 1)) v = -v;
     return v;
@@ -1016,7 +1016,8 @@ TEST(Money, SixtyFourBitPathsAgreeWithWideArithmetic) {
     s.notional_num = static_cast<std::int64_t>(rng() % 1000) + 1;
     s.notional_den = (rng() & 1) ? 1 : static_cast<std::int64_t>(rng() % 100'000) + 1;
     s.max_leverage = static_cast<std::int32_t>(rng() % 100) + 1;
-    const Price p = value(false);
+    // price × qty × num stays below 2^113: the 128-bit reference itself must not overflow.
+    const Price p = value(false, 40);
     const Qty q = value(true);
     const i128 n = static_cast<i128>(p) * static_cast<i128>(q) * static_cast<i128>(s.notional_num);
     if (!fits(n)) ++wide;
