@@ -6,7 +6,6 @@
 #include <unordered_map>
 
 #include "hydrox/core/clock.hpp"
-#include "hydrox/core/hex.hpp"
 #include "hydrox/engine/snapshot_codec.hpp"
 #include "hydrox/decimal/decimal.hpp"
 #include "hydrox/json/json.hpp"
@@ -41,7 +40,8 @@ constexpr db::Query kInsertSnapshot{
     "INSERT INTO engine_snapshots (command_no, last_seq, state_hash, markets, parts) VALUES ($1, $2, $3, $4, $5)"
     " ON CONFLICT (command_no) DO NOTHING"};
 constexpr db::Query kInsertSnapshotPart{
-    "insert_snapshot_part", "INSERT INTO engine_snapshot_parts (command_no, part, bytes) VALUES ($1, $2, $3::bytea)"};
+    "insert_snapshot_part", "INSERT INTO engine_snapshot_parts (command_no, part, bytes) VALUES ($1, $2, $3::bytea)",
+    false, 0b100};  // the part's bytes in binary
 constexpr db::Query kPruneSnapshots{
     "prune_snapshots",
     "DELETE FROM engine_snapshots WHERE command_no < (SELECT min(command_no) FROM"
@@ -505,7 +505,7 @@ void EngineHost::write_snapshot(Engine& f, std::uint64_t command_no) {
     if (head->affected() == 1) {  // else stored already (by a process that ran before this one)
       for (std::size_t k = 0; k < parts; ++k) {
         const std::string_view chunk = std::string_view(bytes).substr(k * part_bytes, part_bytes);
-        auto row = tx.exec(kInsertSnapshotPart, {std::to_string(command_no), std::to_string(k), "\\x" + to_hex(chunk)});
+        auto row = tx.exec(kInsertSnapshotPart, {std::to_string(command_no), std::to_string(k), std::string(chunk)});
         if (!row) return row.error();
       }
     }

@@ -60,9 +60,18 @@ Result<Rows> Connection::exec(const Query& q, const std::vector<Param>& params) 
   std::vector<const char*> values;
   values.reserve(params.size());
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  std::vector<int> lengths, formats;
+  if (q.binary_params != 0) {  // binary values may hold NULs: their lengths are passed
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const bool binary = i < 32 && (q.binary_params >> i & 1u) != 0;
+      formats.push_back(binary ? 1 : 0);
+      lengths.push_back(binary && params[i] ? static_cast<int>(params[i]->size()) : 0);
+    }
+  }
   std::string sql(q.sql);
-  pg_result* r = PQexecParams(c_, sql.c_str(), static_cast<int>(values.size()), nullptr,
-                              values.data(), nullptr, nullptr, q.binary_result ? 1 : 0);
+  pg_result* r = PQexecParams(c_, sql.c_str(), static_cast<int>(values.size()), nullptr, values.data(),
+                              lengths.empty() ? nullptr : lengths.data(), formats.empty() ? nullptr : formats.data(),
+                              q.binary_result ? 1 : 0);
   auto status = PQresultStatus(r);
   if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
     Error e = db_error(q.name, c_, r);

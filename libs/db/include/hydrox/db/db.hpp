@@ -28,6 +28,10 @@ struct Query {
   // (half the size of its hex text, no decoding). Every column is binary then: only for queries
   // whose columns are all `bytea` (or read as such).
   bool binary_result = false;
+  // Parameters sent in binary format, by position (bit i: $i+1): for a `bytea` parameter the bytes
+  // themselves, not their hex text (half the size, no encoding). The statement must give such a
+  // parameter its type (a column it goes into, or a cast).
+  std::uint32_t binary_params = 0;
 };
 
 using Param = std::optional<std::string>;  // nullopt is SQL NULL
