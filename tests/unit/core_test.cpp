@@ -8,7 +8,6 @@
 #include "hydrox/core/clock.hpp"
 #include "hydrox/core/error.hpp"
 #include "hydrox/core/handoff.hpp"
-#include "hydrox/core/hex.hpp"
 #include "hydrox/core/ids.hpp"
 
 using namespace hydrox;
@@ -52,20 +51,6 @@ TEST(Result, ValueThrowsTheErrorAsException) {
   } catch (const ErrorException& e) {
     EXPECT_EQ(e.error().code, Code::not_found);
   }
-}
-
-TEST(Hex, RoundTripsEveryByteAndRejectsNonHex) {
-  std::string all;
-  for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
-  const std::string text = to_hex(all);
-  EXPECT_EQ(text.substr(0, 8), "00010203");
-  EXPECT_EQ(text.substr(text.size() - 4), "feff");
-  EXPECT_EQ(from_hex(text), all);
-  EXPECT_EQ(from_hex("ABcd"), std::string("\xab\xcd"));
-  EXPECT_EQ(from_hex(""), std::string());
-  EXPECT_FALSE(from_hex("abc"));
-  EXPECT_FALSE(from_hex("zz"));
-  EXPECT_FALSE(from_hex("0x00"));
 }
 
 TEST(Uuid, RoundTripsAndIsVersioned) {

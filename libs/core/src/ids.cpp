@@ -1,5 +1,4 @@
 #include "hydrox/core/ids.hpp"
-#include "hydrox/core/hex.hpp"
 
 #include <array>
 #include <random>
@@ -16,6 +15,13 @@ std::uint64_t random_u64() {
     return std::mt19937_64(seq);
   }()};
   return gen();
+}
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
 }
 
 }  // namespace

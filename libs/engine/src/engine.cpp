@@ -11,7 +11,6 @@ using i128 = __int128;
 using money::ceil_div;
 using money::clamp64;
 using money::floor_div;
-using money::mul3;
 using money::trunc_div;
 
 namespace money {

@@ -15,16 +15,16 @@ namespace hydrox::http {
 
 namespace asio = boost::asio;
 
-// One io_context per IO thread, each run by exactly that thread: `io` (timers, clients, the
-// acceptor, and a share of the connections) and `conn_ios` (the other threads' connections). A
-// connection stays on one thread for its life, so its work never hops threads and no thread
-// wakes another for it; a single io_context shared by several threads spent a fifth of the
-// gateway's time in condition-variable wakeups and context switches.
 // The io_context the calling thread runs (set by Runtime::run for each IO thread), or null on
 // any other thread (the blocking pool, an engine thread, a Redis reader).
 asio::io_context* current_io_context();
 void set_current_io_context(asio::io_context* io);
 
+// One io_context per IO thread, each run by exactly that thread: `io` (timers, the acceptor,
+// client requests made off the IO threads, and a share of the connections) and `conn_ios` (the other threads' connections). A
+// connection stays on one thread for its life, so its work never hops threads and no thread
+// wakes another for it; a single io_context shared by several threads spent a fifth of the
+// gateway's time in condition-variable wakeups and context switches.
 struct Runtime::Impl {
   explicit Impl(const Runtime::Options& o)
       : options(o), io(1), blocking_pool(static_cast<std::size_t>(o.blocking_threads)),

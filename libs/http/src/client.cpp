@@ -46,6 +46,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   struct Idle {
     std::unique_ptr<beast::tcp_stream> stream;
     std::chrono::steady_clock::time_point since;
+    std::uint64_t generation = 0;  // of its host when pooled (see drop_idle)
   };
   // Pooled connections belong to the io_context (thread) that made them: a request is run on the
   // caller's IO thread when it has one, so it never hops threads and no thread wakes another for it.
@@ -55,22 +56,27 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   ClientOptions options;
   std::mutex mu;
   std::map<PoolKey, std::vector<Idle>> idle;
+  std::map<std::string, std::uint64_t> generation;  // per host: raised when its pooled connections go stale
   std::map<std::string, tcp::resolver::results_type> resolved_hosts;
   std::map<std::string, std::size_t> serving;  // endpoint with standbys → the one that answered last
 
+  // Every thread's pooled connections to the host are stale (it restarted): each thread discards
+  // its own as it meets them (a connection is only touched by the thread that owns it).
   void drop_idle(const PoolKey& key) {
     std::lock_guard lock(mu);
+    ++generation[key.second];
     idle[key].clear();
   }
 
   std::unique_ptr<beast::tcp_stream> take_idle(const PoolKey& key) {
     std::lock_guard lock(mu);
     auto& pool = idle[key];
+    const std::uint64_t current = generation[key.second];
     auto now = std::chrono::steady_clock::now();
     while (!pool.empty()) {
       Idle it = std::move(pool.back());
       pool.pop_back();
-      if (now - it.since < options.idle_keepalive) return std::move(it.stream);
+      if (it.generation == current && now - it.since < options.idle_keepalive) return std::move(it.stream);
     }
     return nullptr;
   }
@@ -79,7 +85,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     std::lock_guard lock(mu);
     auto& pool = idle[key];
     if (pool.size() < options.max_idle_per_host) {
-      pool.push_back(Idle{std::move(s), std::chrono::steady_clock::now()});
+      pool.push_back(Idle{std::move(s), std::chrono::steady_clock::now(), generation[key.second]});
     }
   }
 

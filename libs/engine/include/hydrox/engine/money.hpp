@@ -45,13 +45,6 @@ using i128 = __int128;
   if (fits64(a) && fits64(b)) return static_cast<std::int64_t>(a) / static_cast<std::int64_t>(b);
   return a / b;
 }
-// a × b × c: 64-bit multiplies with overflow checks when they fit (they do for any real order),
-// 128-bit ones otherwise.
-[[gnu::always_inline]] inline i128 mul3(std::int64_t a, std::int64_t b, std::int64_t c) {
-  std::int64_t ab = 0, abc = 0;
-  if (!__builtin_mul_overflow(a, b, &ab) && !__builtin_mul_overflow(ab, c, &abc)) [[likely]] return abc;
-  return static_cast<i128>(a) * b * c;
-}
 // The 64-bit product a × b × c, or false when it does not fit.
 [[gnu::always_inline]] inline bool mul3_64(std::int64_t a, std::int64_t b, std::int64_t c, std::int64_t& out) {
   std::int64_t ab = 0;
