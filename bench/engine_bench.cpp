@@ -115,6 +115,61 @@ BENCHMARK(BM_AddOnlyStream)->Arg(4'500'000)->Iterations(1)->UseManualTime()->Uni
 // The first 300,000 orders of the same stream: what bench/engine_instructions.sh counts.
 BENCHMARK(BM_AddOnlyStream)->Arg(300'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
 
+// The floor under BM_AddOnlyStream: the same 4.5 M orders through the engine's own FastBook and
+// OrderPool alone (price-time matching, nothing else: no order ids, accounts, risk or events).
+// Not an engine figure: it shows what the data structures cost on this machine, so that the
+// engine's figure can be read against it.
+void BM_AddOnlyBookFloor(benchmark::State& state) {
+  const std::size_t n = static_cast<std::size_t>(state.range(0));
+  struct Spec { Side side; Price price; Qty qty; };
+  std::vector<Spec> stream;
+  stream.reserve(n);
+  std::srand(42);
+  for (std::size_t i = 0; i < n; ++i) {
+    const bool buy = i % 2 == 0;
+    const Price price = buy ? 1880 + std::rand() % 10 : 1884 + std::rand() % 10;
+    const Qty qty = 100 * (1 + std::rand() % 10);
+    (void)std::rand();  // the account draw of BM_AddOnlyStream, kept so the streams are equal
+    stream.push_back({buy ? Side::buy : Side::sell, price, qty});
+  }
+  std::size_t trades = 0;
+  for (auto _ : state) {
+    OrderPool pool(1 << 22);
+    FastBook book(pool);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const Spec& s : stream) {
+      const Handle h = pool.alloc(Order{.side = s.side, .price = s.price, .qty = s.qty, .remaining = s.qty});
+      const Side opp = opposite(s.side);
+      while (pool[h].remaining > 0) {
+        const auto best = book.best(opp);
+        if (!best || (s.side == Side::buy ? *best > s.price : *best < s.price)) break;
+        const Handle mh = book.front(opp, *best);
+        Order& mo = pool[mh];
+        const Qty q = std::min(pool[h].remaining, mo.remaining);
+        book.reduce(mh, q);
+        mo.remaining -= q;
+        pool[h].remaining -= q;
+        ++trades;
+        if (mo.remaining == 0) {
+          book.remove(mh);
+          pool.release(mh);
+        }
+      }
+      if (pool[h].remaining > 0) {
+        book.add(h);
+      } else {
+        pool.release(h);
+      }
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    state.SetIterationTime(std::chrono::duration<double>(t1 - t0).count());
+    state.counters["resting_orders"] = static_cast<double>(book.order_count());
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(n * state.iterations()));
+  state.counters["trades"] = static_cast<double>(trades);
+}
+BENCHMARK(BM_AddOnlyBookFloor)->Arg(4'500'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+
 // A steady book (~1,000 resting orders on ~750 levels) under a mixed stream: 60 % limit places
 // near the touch, 30 % cancels, 7 % crossing IOC, 3 % market orders. The stream is generated
 // before timing by running it through a simulation engine, so cancels always name a live order
