@@ -156,9 +156,42 @@ AccountView BasicEngine<Book>::view_of(const Account& a) const {
   return v;
 }
 
+// view_of(a)'s account value and maintenance margin alone: the fill-time check of a cross account.
+template <class Book>
+typename BasicEngine<Book>::CrossHealth BasicEngine<Book>::cross_health(const Account& a) const {
+  CrossHealth h{a.collateral, 0};
+  for (std::uint32_t m = 0; m < markets_.size(); ++m) {
+    const Position& p = a.positions[m];
+    if (p.size == 0 || p.isolated) continue;
+    const Price mk = markets_[m].mark;
+    h.account_value += notional(m, mk, p.size) - p.cost;
+    h.maintenance_margin += maintenance_margin(m, mk, std::abs(p.size));
+  }
+  return h;
+}
+
 // view_of(a).available without the maintenance sums: the pre-trade check of every order.
 template <class Book>
 Usdm BasicEngine<Book>::free_margin(const Account& a) const {
+  // In 64 bits with overflow flags (GCC keeps 128-bit sums on the stack); the 128-bit sum below
+  // only when a step overflows.
+  std::int64_t free = 0;
+  bool overflowed = __builtin_sub_overflow(a.collateral, a.order_margin, &free);
+  for (std::uint32_t m = 0; m < markets_.size(); ++m) {
+    const Position& p = a.positions[m];
+    if (p.size == 0 || p.isolated) continue;
+    const Price mk = markets_[m].mark;
+    std::int64_t upnl = 0;
+    overflowed |= __builtin_sub_overflow(notional(m, mk, p.size), p.cost, &upnl);
+    overflowed |= __builtin_add_overflow(free, upnl, &free);
+    overflowed |= __builtin_sub_overflow(free, initial_margin(m, mk, std::abs(p.size), leverage_of(a, m)), &free);
+  }
+  if (!overflowed) [[likely]] return free;
+  return free_margin_wide(a);
+}
+
+template <class Book>
+Usdm BasicEngine<Book>::free_margin_wide(const Account& a) const {
   i128 free = static_cast<i128>(a.collateral) - a.order_margin;
   for (std::uint32_t m = 0; m < markets_.size(); ++m) {
     const Position& p = a.positions[m];
@@ -362,7 +395,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   const std::int32_t prev_leverage = acct.positions[c.market].leverage;
   if (c.leverage != 0) acct.positions[c.market].leverage = c.leverage;
 
-  const Handle h = pool_.alloc(Order{.id = c.id,
+  const Handle h = pool_.alloc_with([&] { return Order{.id = c.id,
                                      .account = ai,
                                      .market = c.market,
                                      .side = c.side,
@@ -374,7 +407,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
                                      .qty = c.qty,
                                      .remaining = c.qty,
                                      .ts_ms = c.ts_ms,
-                                     .client_order_id = c.client_order_id});
+                                     .client_order_id = c.client_order_id}; });
   Order& o = pool_[h];
 
   // The reserve for the whole order: what rest() needs too when nothing of it fills (the mark
@@ -608,7 +641,7 @@ bool BasicEngine<Book>::keeps_account(std::uint32_t ai, std::uint32_t m, Side si
   }
   if (adverse <= 0) return true;  // at or better than the mark: the margin checks already hold
   const i128 loss = static_cast<i128>(notional(m, adverse, q)) + 1 + fee(notional(m, price, q), fee_ppm);
-  const AccountView v = view_of(a);
+  const CrossHealth v = cross_health(a);
   const i128 required = reduces ? 0 : static_cast<i128>(v.maintenance_margin) + maintenance_margin(m, mark, q) + 2;
   return static_cast<i128>(v.account_value) - loss >= required;
 }
@@ -639,11 +672,11 @@ void BasicEngine<Book>::rest(Handle h, std::vector<Event>& out, Usdm margin) {
   o.status = o.filled > 0 ? OrderStatus::partially_filled : OrderStatus::open;
   o.margin = margin >= 0 ? margin : order_margin_for(o, o.remaining, ms.mark);
   a.order_margin += o.margin;
-  ms.book.add(h);
+  const Qty level_size = ms.book.add(h);
   orders_index_.put(o.id.value(), h, pool_);
   link_account_order(a, h);
   emit_order(o, out);
-  emit_level(o.market, o.side, o.price, out);
+  emit_as<BookLevelChanged>(out, o.market, o.side, o.price, level_size);
 }
 
 template <class Book>
@@ -749,7 +782,7 @@ void BasicEngine<Book>::fill(Handle maker_h, Handle taker_h, Qty qty, std::int64
   accounts_[0].collateral += maker_fee + taker_fee;  // the fee account
 
   // Book and order bookkeeping.
-  ms.book.reduce(maker_h, qty);
+  const Qty level_size = ms.book.reduce(maker_h, qty);
   mo.remaining -= qty;
   mo.filled += qty;
   mo.filled_notional += n;
@@ -778,7 +811,7 @@ void BasicEngine<Book>::fill(Handle maker_h, Handle taker_h, Qty qty, std::int64
     mo.status = OrderStatus::partially_filled;
     emit_order(mo, out);
   }
-  emit_level(m, opposite(to.side), price, out);
+  emit_as<BookLevelChanged>(out, m, opposite(to.side), price, level_size);
 }
 
 template <class Book>

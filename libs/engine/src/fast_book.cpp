@@ -85,7 +85,7 @@ std::optional<std::size_t> FastBook::Ladder::scan_down(std::size_t from) const {
   return std::nullopt;
 }
 
-void FastBook::add(Handle h) {
+Qty FastBook::add(Handle h) {
   Order& o = (*pool_)[h];
   Ladder& l = ladder(o.side);
   l.ensure(o.price);
@@ -103,6 +103,7 @@ void FastBook::add(Handle h) {
   lv.size += o.remaining;
   ++count_;
   if (!l.best || (l.is_bid ? o.price > *l.best : o.price < *l.best)) l.best = o.price;
+  return lv.size;
 }
 
 void FastBook::level_emptied(Ladder& l, std::size_t index) {
@@ -127,10 +128,10 @@ void FastBook::remove(Handle h) {
   if (lv.head == kNil) level_emptied(l, i);
 }
 
-void FastBook::reduce(Handle h, Qty by) {
+Qty FastBook::reduce(Handle h, Qty by) {
   const Order& o = (*pool_)[h];
   Ladder& l = ladder(o.side);
-  l.levels[static_cast<std::size_t>(o.price - l.base)].size -= by;
+  return l.levels[static_cast<std::size_t>(o.price - l.base)].size -= by;
 }
 
 std::optional<Price> FastBook::best(Side side) const { return ladder(side).best; }
@@ -171,11 +172,12 @@ std::size_t FastBook::memory_bytes() const {
 
 // ---- ReferenceBook ----------------------------------------------------------------------------
 
-void ReferenceBook::add(Handle h) {
+Qty ReferenceBook::add(Handle h) {
   const Order& o = (*pool_)[h];
   auto& q = side_map(o.side)[o.price];
   q.push_back(h);
   where_[h] = std::prev(q.end());
+  return level_size(o.side, o.price);
 }
 
 void ReferenceBook::remove(Handle h) {
@@ -187,7 +189,11 @@ void ReferenceBook::remove(Handle h) {
   if (level->second.empty()) m.erase(level);
 }
 
-void ReferenceBook::reduce(Handle, Qty) {}  // sizes are summed from the orders on demand
+// Sizes are summed from the orders on demand; the order's remaining drops after this call.
+Qty ReferenceBook::reduce(Handle h, Qty by) {
+  const Order& o = (*pool_)[h];
+  return level_size(o.side, o.price) - by;
+}
 
 std::optional<Price> ReferenceBook::best(Side side) const {
   const auto& m = side_map(side);

@@ -19,9 +19,9 @@ namespace hydrox::engine {
 class FastBook {
  public:
   explicit FastBook(OrderPool& pool) : pool_(&pool) {}
-  void add(Handle h);
+  Qty add(Handle h);               // returns the level's size after
   void remove(Handle h);           // unlink a resting order (its remaining leaves the level)
-  void reduce(Handle h, Qty by);   // the resting order's remaining dropped by `by`
+  Qty reduce(Handle h, Qty by);    // the resting order's remaining dropped by `by`; the level's size after
   std::optional<Price> best(Side side) const;
   Handle front(Side side, Price price) const;
   Handle next(Handle h) const { return (*pool_)[h].next; }
@@ -67,9 +67,9 @@ class FastBook {
 class ReferenceBook {
  public:
   explicit ReferenceBook(OrderPool& pool) : pool_(&pool) {}
-  void add(Handle h);
+  Qty add(Handle h);
   void remove(Handle h);
-  void reduce(Handle h, Qty by);
+  Qty reduce(Handle h, Qty by);
   std::optional<Price> best(Side side) const;
   Handle front(Side side, Price price) const;
   Handle next(Handle h) const;

@@ -229,16 +229,16 @@ class BasicEngine {
   Usdm net_deposits() const { return net_deposits_; }
 
   // Money helpers (exposed for tests and the host's views).
-  Usdm notional(std::uint32_t m, Price price, Qty qty) const {  // floor
+  [[gnu::always_inline]] Usdm notional(std::uint32_t m, Price price, Qty qty) const {  // floor
     return money::notional(markets_[m].spec, price, qty);
   }
-  Usdm initial_margin(std::uint32_t m, Price price, Qty qty, std::int32_t leverage) const {  // ceil
+  [[gnu::always_inline]] Usdm initial_margin(std::uint32_t m, Price price, Qty qty, std::int32_t leverage) const {  // ceil
     return money::initial_margin(markets_[m].spec, price, qty, leverage);
   }
-  Usdm maintenance_margin(std::uint32_t m, Price price, Qty qty) const {  // ceil, mmr = 1/(2 max lev)
+  [[gnu::always_inline]] Usdm maintenance_margin(std::uint32_t m, Price price, Qty qty) const {  // ceil, mmr = 1/(2 max lev)
     return money::maintenance_margin(markets_[m].spec, price, qty);
   }
-  Usdm fee(Usdm notional, std::int32_t ppm) const { return money::fee(notional, ppm); }  // ceil
+  [[gnu::always_inline]] Usdm fee(Usdm notional, std::int32_t ppm) const { return money::fee(notional, ppm); }  // ceil
 
  private:
   struct MarketState {
@@ -366,6 +366,12 @@ class BasicEngine {
   void unlink_account_order(Account& a, Handle h);
   AccountView view_of(const Account& a) const;
   Usdm free_margin(const Account& a) const;  // view_of(a).available, computed alone
+  [[gnu::cold]] Usdm free_margin_wide(const Account& a) const;  // the same in 128 bits (a 64-bit step overflowed)
+  struct CrossHealth {
+    Usdm account_value = 0;
+    Usdm maintenance_margin = 0;
+  };
+  CrossHealth cross_health(const Account& a) const;  // view_of(a)'s two fields, computed alone
 
   std::vector<MarketState> markets_;
   EngineConfig config_;

@@ -4,6 +4,7 @@
 #include <cassert>
 #include <cstdint>
 #include <limits>
+#include <new>
 #include <vector>
 
 #include "hydrox/engine/huge_pages.hpp"
@@ -56,6 +57,19 @@ class OrderPool {
       return h;
     }
     slots_.push_back(init);
+    return static_cast<Handle>(slots_.size() - 1);
+  }
+  // The same, the order built by `make()` directly in its slot (no temporary and no copy: the
+  // hot path's orders are ~180 bytes).
+  template <class Make>
+  Handle alloc_with(Make&& make) {
+    if (!free_.empty()) [[likely]] {
+      Handle h = free_.back();
+      free_.pop_back();
+      ::new (static_cast<void*>(&slots_[h])) Order(make());
+      return h;
+    }
+    slots_.push_back(make());
     return static_cast<Handle>(slots_.size() - 1);
   }
   void release(Handle h) { free_.push_back(h); }
