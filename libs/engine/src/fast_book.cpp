@@ -5,8 +5,7 @@
 
 namespace hydrox::engine {
 
-void FastBook::Ladder::ensure(Price p) {
-  if (contains(p)) return;
+void FastBook::Ladder::grow(Price p) {
   // Grow to cover the old window and p, with slack on both sides, keeping 64-level alignment.
   Price lo = levels.empty() ? p : std::min(base, p);
   Price hi = levels.empty() ? p : std::max(base + static_cast<Price>(levels.size()) - 1, p);

@@ -47,7 +47,10 @@ class FastBook {
     bool contains(Price p) const {
       return p >= base && p < base + static_cast<Price>(levels.size());
     }
-    void ensure(Price p);
+    void ensure(Price p) {
+      if (!contains(p)) [[unlikely]] grow(p);
+    }
+    void grow(Price p);  // the window widened to cover p
     void set_bit(std::size_t i);
     void clear_bit(std::size_t i);
     // Index of the nearest non-empty level at or beyond `from` (toward worse prices), if any.
