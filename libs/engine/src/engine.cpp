@@ -395,14 +395,18 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   const std::int32_t prev_leverage = acct.positions[c.market].leverage;
   if (c.leverage != 0) acct.positions[c.market].leverage = c.leverage;
 
+  // The accepted order's fields come from the command and these locals, not read back from the
+  // pool slot just written (often a cold line: the read would wait for it).
+  const TimeInForce tif = c.type == OrderType::market ? TimeInForce::ioc : c.tif;
+  const std::int32_t leverage = leverage_of(acct, c.market);
   const Handle h = pool_.alloc_with([&] { return Order{.id = c.id,
                                      .account = ai,
                                      .market = c.market,
                                      .side = c.side,
                                      .type = c.type,
-                                     .tif = c.type == OrderType::market ? TimeInForce::ioc : c.tif,
+                                     .tif = tif,
                                      .reduce_only = c.reduce_only,
-                                     .leverage = leverage_of(acct, c.market),
+                                     .leverage = leverage,
                                      .price = limit,
                                      .qty = c.qty,
                                      .remaining = c.qty,
@@ -426,8 +430,8 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   }
 
   o.priority = seq_ + 1;
-  emit_as<OrderAccepted>(out, o.id, c.user, c.market, o.side, o.type, o.tif, o.reduce_only, o.price,
-                          o.qty, o.leverage, o.client_order_id, o.ts_ms);
+  emit_as<OrderAccepted>(out, c.id, c.user, c.market, c.side, c.type, tif, c.reduce_only, limit,
+                          c.qty, leverage, c.client_order_id, c.ts_ms);
   if (!c.client_order_id.empty()) client_ids_.put(ClientKey{ai, c.client_order_id}, c.id);
 
   // Match against the opposite side while it crosses.
