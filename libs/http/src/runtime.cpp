@@ -35,6 +35,15 @@ bool Runtime::try_blocking(std::function<void()> fn) {
   return true;
 }
 
+bool Runtime::try_blocking(std::function<void()> work, std::function<void()> then) {
+  asio::io_context* back = current_io_context();
+  if (back == nullptr) back = &impl_->io;
+  return try_blocking([back, work = std::move(work), then = std::move(then)]() mutable {
+    work();
+    asio::post(*back, std::move(then));
+  });
+}
+
 namespace {
 void arm(std::shared_ptr<asio::steady_timer> timer, std::chrono::milliseconds period,
          std::shared_ptr<std::function<void()>> fn, std::atomic<bool>* stopping) {

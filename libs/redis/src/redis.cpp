@@ -183,7 +183,7 @@ void Client::give_back(std::unique_ptr<Conn> c, bool healthy) {
   cv_.notify_one();
 }
 
-Result<Reply> Client::command(const std::vector<std::string>& args) {
+Result<Reply> Client::exec(const std::vector<std::string>& args, std::string* error_reply) {
   auto conn = acquire();
   if (!conn) return conn.error();
   redisReply* r = run_command((*conn)->ctx, args);
@@ -194,14 +194,60 @@ Result<Reply> Client::command(const std::vector<std::string>& args) {
   }
   give_back(std::move(*conn), true);
   if (r->type == REDIS_REPLY_ERROR) {
-    std::string err(r->str, r->len);
+    error_reply->assign(r->str, r->len);
     freeReplyObject(r);
-    log::error("redis command failed", {{"command", args.empty() ? "" : args[0]}, {"error", err}});
     return fail(Code::internal, "redis command failed");
   }
   Reply out = convert(r);
   freeReplyObject(r);
   return out;
+}
+
+Result<Reply> Client::command(const std::vector<std::string>& args) {
+  std::string error_reply;
+  auto r = exec(args, &error_reply);
+  if (!r && !error_reply.empty()) {
+    log::error("redis command failed", {{"command", args.empty() ? "" : args[0]}, {"error", error_reply}});
+  }
+  return r;
+}
+
+Result<Reply> Client::eval(Script& script, const std::vector<std::string>& keys,
+                           const std::vector<std::string>& args) {
+  const auto load = [&]() -> Result<std::string> {
+    auto r = command({"SCRIPT", "LOAD", script.body_});
+    if (!r) return r.error();
+    if (r->type != Reply::Type::string) return fail(Code::internal, "redis: SCRIPT LOAD gave no SHA1");
+    std::lock_guard lock(script.mu_);
+    script.sha_ = r->str;
+    return r->str;
+  };
+  std::string sha;
+  {
+    std::lock_guard lock(script.mu_);
+    sha = script.sha_;
+  }
+  if (sha.empty()) {
+    auto loaded = load();
+    if (!loaded) return loaded.error();
+    sha = std::move(*loaded);
+  }
+  std::vector<std::string> call;
+  call.reserve(3 + keys.size() + args.size());
+  call.insert(call.end(), {"EVALSHA", sha, std::to_string(keys.size())});
+  call.insert(call.end(), keys.begin(), keys.end());
+  call.insert(call.end(), args.begin(), args.end());
+  std::string error_reply;
+  auto r = exec(call, &error_reply);
+  if (r || !error_reply.starts_with("NOSCRIPT")) {
+    if (!r && !error_reply.empty()) log::error("redis script failed", {{"error", error_reply}});
+    return r;
+  }
+  // Redis lost its script cache (restarted, or SCRIPT FLUSH): load the script again, once.
+  auto loaded = load();
+  if (!loaded) return loaded.error();
+  call[1] = std::move(*loaded);
+  return command(call);
 }
 
 Result<void> Client::ping() {

@@ -12,6 +12,10 @@
 #include "hydrox/http/server.hpp"
 #include "hydrox/service/service.hpp"
 
+namespace hydrox::redis {
+class Script;
+}
+
 namespace hydrox::gateway {
 
 // Answers an upstream marked fresh for a while (X-Fresh-For-Ms: market's ticker and market list,
@@ -94,7 +98,12 @@ class RateLimiter {
     bool allowed = true;
     std::int64_t limit = 0, remaining = 0, reset_s = 0, retry_after_s = 0;
   };
-  RateLimiter(service::Context& ctx, Limits limits) : ctx_(ctx), limits_(limits) {}
+  struct Ask {
+    std::string key;  // "ip:1.2.3.4", "user:<id>", ...
+    Bucket bucket;
+  };
+  RateLimiter(service::Context& ctx, Limits limits);
+  ~RateLimiter();
   const Limits& limits() const { return limits_; }
   // Whether an enabled bucket applies to a request (auth routes: the auth bucket; others: per IP,
   // and per user when there is one). Requests no bucket applies to skip the Redis trip.
@@ -102,15 +111,21 @@ class RateLimiter {
     return auth_route ? limits_.auth_per_ip.capacity > 0
                       : limits_.per_ip.capacity > 0 || (has_user && limits_.per_user.capacity > 0);
   }
-  bool run_blocking(std::function<void()> fn) { return ctx_.runtime->try_blocking(std::move(fn)); }
-  // Blocking (one Redis round trip): call it on the blocking pool.
-  Decision take(const std::string& key, const Bucket& bucket);
+  // `work` on the blocking pool, then `then` back on the calling IO thread; false when the pool is full.
+  bool run_blocking(std::function<void()> work, std::function<void()> then) {
+    return ctx_.runtime->try_blocking(std::move(work), std::move(then));
+  }
+  // Takes a token from `first` and, when it allowed, from `second`: one Redis round trip
+  // (blocking: call it on the blocking pool). A disabled bucket (capacity 0) allows without a trip;
+  // a bucket not reached keeps its default (allowed).
+  std::pair<Decision, Decision> take(const Ask& first, const Ask& second);
   // RateLimit-Limit / -Remaining / -Reset, and Retry-After when refused.
   static void apply(const Decision& d, http::Response& res);
 
  private:
   service::Context& ctx_;
   Limits limits_;
+  std::unique_ptr<redis::Script> script_;
 };
 
 // Forwards the request to `to` over the pooled keep-alive client, with the caller's identity

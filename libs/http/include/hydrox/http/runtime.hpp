@@ -24,6 +24,9 @@ class Runtime {
   void post(std::function<void()> fn);
   // Runs fn on the blocking pool; false when the pool's queue is full.
   bool try_blocking(std::function<void()> fn);
+  // Runs `work` on the blocking pool, then `then` on the IO thread that called this (the main loop
+  // when called from another thread); false when the pool's queue is full (neither runs).
+  bool try_blocking(std::function<void()> work, std::function<void()> then);
   // fn every period on an IO thread, first after one period, until stop().
   void every(std::chrono::milliseconds period, std::function<void()> fn);
   void after(std::chrono::milliseconds delay, std::function<void()> fn);

@@ -47,11 +47,27 @@ struct Reply {
   std::vector<Reply> elements;
 };
 
+// A Lua script run through Redis's script cache (EVALSHA): its SHA1 is learnt from SCRIPT LOAD on
+// first use and kept; when Redis no longer has it (restart, SCRIPT FLUSH) it is loaded again.
+class Script {
+ public:
+  explicit Script(std::string body) : body_(std::move(body)) {}
+  const std::string& body() const { return body_; }
+
+ private:
+  friend class Client;
+  std::string body_;
+  std::mutex mu_;
+  std::string sha_;  // empty until loaded
+};
+
 class Client {
  public:
   Client(Address address, Options options = {});
   ~Client();
   Result<Reply> command(const std::vector<std::string>& args);
+  // EVALSHA of the script with its keys and arguments (one round trip once the script is known).
+  Result<Reply> eval(Script& script, const std::vector<std::string>& keys, const std::vector<std::string>& args);
   Result<void> ping();
   Result<std::optional<std::string>> get(std::string_view key);
   Result<void> set(std::string_view key, std::string_view value, std::chrono::milliseconds ttl);
@@ -62,6 +78,8 @@ class Client {
 
  private:
   struct Conn;
+  // command(), with an error reply's text in *error_reply (and Code::internal) instead of logged.
+  Result<Reply> exec(const std::vector<std::string>& args, std::string* error_reply);
   Result<std::unique_ptr<Conn>> connect();
   Result<std::unique_ptr<Conn>> acquire();
   void give_back(std::unique_ptr<Conn> c, bool healthy);
