@@ -219,8 +219,7 @@ Usdm BasicEngine<Book>::order_margin_for(const Order& o, Qty qty, Price ref_mark
 // ---- accounts -----------------------------------------------------------------------------------
 
 template <class Book>
-std::uint32_t BasicEngine<Book>::account_index(const UserId& user) {
-  if (const auto* i = accounts_index_.find(user.value())) return *i;
+std::uint32_t BasicEngine<Book>::add_account(const UserId& user) {
   auto index = static_cast<std::uint32_t>(accounts_.size());
   Account a;
   a.user = user;

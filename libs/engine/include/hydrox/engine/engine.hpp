@@ -268,7 +268,11 @@ class BasicEngine {
     out.emplace_back(++seq_, std::in_place_type<T>, std::forward<A>(fields)...);
   }
 
-  std::uint32_t account_index(const UserId& user);  // creates on first use
+  std::uint32_t account_index(const UserId& user) {  // creates on first use
+    if (const auto* i = accounts_index_.find(user.value())) [[likely]] return *i;
+    return add_account(user);
+  }
+  std::uint32_t add_account(const UserId& user);
   const std::uint32_t* find_account(const UserId& user) const { return accounts_index_.find(user.value()); }
 
   void place(const PlaceOrder& c, std::vector<Event>& out);
