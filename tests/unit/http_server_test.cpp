@@ -62,6 +62,18 @@ class HttpServerTest : public ::testing::Test {
         respond(Response::json(200, "{\"late\":true}"));
       });
     });
+    router.get("/hop", [this](Request&, Respond respond) {
+      // Blocking work on the pool, then the answer from the handler's own IO thread.
+      const auto handler_thread = std::this_thread::get_id();
+      auto work_thread = std::make_shared<std::thread::id>();
+      runtime_.try_blocking([work_thread] { *work_thread = std::this_thread::get_id(); },
+                            [respond, handler_thread, work_thread] {
+                              const bool back_home = std::this_thread::get_id() == handler_thread;
+                              const bool worked_away = *work_thread != handler_thread && *work_thread != std::thread::id();
+                              respond(Response::json(200, std::string("{\"back_home\":") + (back_home ? "true" : "false") +
+                                                              ",\"worked_away\":" + (worked_away ? "true" : "false") + "}"));
+                            });
+    });
     router.get("/never", [](Request&, Respond) {});
     router.get("/throws", [](Request&, Respond) -> void { throw std::runtime_error("boom"); });
     ServerOptions options;
@@ -125,6 +137,11 @@ TEST_F(HttpServerTest, KeepAliveServesManyRequestsAndAsyncAnswers) {
   EXPECT_EQ(late->body, "{\"late\":true}");
   auto echo = client_.request_sync(endpoint_, {Method::post, "/echo", {}, "{\"a\":1}"});
   EXPECT_EQ(echo->body, "{\"a\":1}");
+  for (int i = 0; i < 20; ++i) {  // connections land on either IO thread
+    auto hop = get("/hop");
+    ASSERT_TRUE(hop);
+    EXPECT_EQ(hop->body, "{\"back_home\":true,\"worked_away\":true}");
+  }
 }
 
 TEST_F(HttpServerTest, UnknownRouteAndWrongMethodAreJsonErrors) {
