@@ -359,8 +359,13 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     limit = static_cast<Price>(c.side == Side::buy ? scaled / 10'000 : ceil_div(scaled, 10'000));
     if (limit <= 0) limit = 1;
   } else if (!liquidation) {
-    const i128 band = trunc_div(static_cast<i128>(ms.mark) * spec.price_band_bps, 10'000);
-    if (c.price > ms.mark + band || c.price < ms.mark - band) {
+    if (ms.band_mark != ms.mark) [[unlikely]] {  // the mark moved since the band was computed
+      const i128 band = trunc_div(static_cast<i128>(ms.mark) * spec.price_band_bps, 10'000);
+      ms.band = money::fits64(band) ? static_cast<Price>(band) : std::numeric_limits<Price>::max();
+      ms.band_mark = ms.mark;
+    }
+    // (price and mark are positive here: their differences cannot overflow)
+    if (c.price - ms.mark > ms.band || ms.mark - c.price > ms.band) {
       return reject(c, Reject::price_out_of_band, out);
     }
   }
@@ -608,8 +613,8 @@ void BasicEngine<Book>::fire_triggers(std::uint32_t m, std::int64_t ts, std::vec
 }
 
 template <class Book>
-bool BasicEngine<Book>::keeps_account(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q,
-                                      std::int32_t fee_ppm) const {
+bool BasicEngine<Book>::keeps_account_checked(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q,
+                                              std::int32_t fee_ppm) const {
   const Price mark = markets_[m].mark;
   const Price adverse = side == Side::buy ? price - mark : mark - price;
   const Account& a = accounts_[ai];

@@ -246,6 +246,7 @@ class BasicEngine {
     Book book;
     Price mark = 0;
     Qty total_long = 0;  // open interest bookkeeping for invariants
+    Price band_mark = 0, band = 0;  // a cache: the limit-price band (± band) around band_mark
     Price last_trade = 0;
     std::int64_t last_funding_ms = 0;
     // The liquidation index: every open position keyed by the mark at which its account would
@@ -357,7 +358,14 @@ class BasicEngine {
   void emit_level(std::uint32_t m, Side side, Price price, std::vector<Event>& out);
   void emit_position(const Account& a, std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
   // Whether a fill of q at `price` leaves the account at maintenance (zero for a reducing fill).
-  bool keeps_account(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q, std::int32_t fee_ppm) const;
+  bool keeps_account(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q, std::int32_t fee_ppm) const {
+    // A cross account filling at or better than the mark: the margin checks already hold.
+    const Price mark = markets_[m].mark;
+    const Price adverse = side == Side::buy ? price - mark : mark - price;
+    if (adverse <= 0 && !accounts_[ai].positions[m].isolated) return true;
+    return keeps_account_checked(ai, m, side, price, q, fee_ppm);
+  }
+  bool keeps_account_checked(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q, std::int32_t fee_ppm) const;
   Qty fillable(std::uint32_t m, Side taker_side, Price limit, std::uint32_t account, Qty want) const;
   void link_account_order(Account& a, Handle h);
   // Whether the order asks to switch its market's margin mode (a reduce-only order opens no margin:
