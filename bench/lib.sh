@@ -1,6 +1,7 @@
 # Shared set-up of the load scripts in bench/: sourced, not run.
-# Provides: root, bin, work (a temporary folder), port(), start_infra, start_nginx FILE_DIR PORT,
-# and a cleanup trap that stops every process in `pids`, nginx and the databases.
+# Provides: root, bin ($HYDROX_BIN_DIR, else build/default/bin: set it to compare two builds),
+# work (a temporary folder), port(), start_infra, start_nginx FILE_DIR PORT, and a cleanup trap
+# that stops every process in `pids`, nginx and the databases.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
