@@ -69,19 +69,27 @@ PlaceOrder limit(std::uint64_t n, std::uint64_t acct, Side side, Price price, Qt
   return p;
 }
 
-// Alternating buys and sells from a seeded rand(): buys 1880-1889, sells 1884-1893, quantities
-// 100..1000 in steps of 100, from 1,000 accounts.
-void BM_AddOnlyStream(benchmark::State& state) {
-  const std::size_t n = static_cast<std::size_t>(state.range(0));
-  std::vector<Command> commands;
-  commands.reserve(n);
+// The add-only stream: alternating buys and sells from a seeded rand(): buys 1880-1889, sells
+// 1884-1893, quantities 100..1000 in steps of 100, from 1,000 accounts. f(i, account, side,
+// price, qty) for each of the n orders.
+template <class F>
+void add_only_stream(std::size_t n, F&& f) {
   std::srand(42);
   for (std::size_t i = 0; i < n; ++i) {
     const bool buy = i % 2 == 0;
     const Price price = buy ? 1880 + std::rand() % 10 : 1884 + std::rand() % 10;
     const Qty qty = 100 * (1 + std::rand() % 10);
-    commands.emplace_back(limit(i, static_cast<std::uint64_t>(std::rand() % 1000), buy ? Side::buy : Side::sell, price, qty));
+    f(i, static_cast<std::uint64_t>(std::rand() % 1000), buy ? Side::buy : Side::sell, price, qty);
   }
+}
+
+void BM_AddOnlyStream(benchmark::State& state) {
+  const std::size_t n = static_cast<std::size_t>(state.range(0));
+  std::vector<Command> commands;
+  commands.reserve(n);
+  add_only_stream(n, [&](std::size_t i, std::uint64_t acct, Side side, Price price, Qty qty) {
+    commands.emplace_back(limit(i, acct, side, price, qty));
+  });
   const long rss_before = peak_rss_kib();
   std::size_t trades = 0, rejected = 0;
   for (auto _ : state) {
@@ -124,14 +132,9 @@ void BM_AddOnlyBookFloor(benchmark::State& state) {
   struct Spec { Side side; Price price; Qty qty; };
   std::vector<Spec> stream;
   stream.reserve(n);
-  std::srand(42);
-  for (std::size_t i = 0; i < n; ++i) {
-    const bool buy = i % 2 == 0;
-    const Price price = buy ? 1880 + std::rand() % 10 : 1884 + std::rand() % 10;
-    const Qty qty = 100 * (1 + std::rand() % 10);
-    (void)std::rand();  // the account draw of BM_AddOnlyStream, kept so the streams are equal
-    stream.push_back({buy ? Side::buy : Side::sell, price, qty});
-  }
+  add_only_stream(n, [&](std::size_t, std::uint64_t, Side side, Price price, Qty qty) {
+    stream.push_back({side, price, qty});
+  });
   std::size_t trades = 0;
   for (auto _ : state) {
     OrderPool pool(1 << 22);
