@@ -129,7 +129,11 @@ BENCHMARK(BM_AddOnlyStream)->Arg(300'000)->Iterations(1)->UseManualTime()->Unit(
 // engine's figure can be read against it.
 void BM_AddOnlyBookFloor(benchmark::State& state) {
   const std::size_t n = static_cast<std::size_t>(state.range(0));
-  struct Spec { Side side; Price price; Qty qty; };
+  struct Spec {
+    Side side;
+    Price price;
+    Qty qty;
+  };
   std::vector<Spec> stream;
   stream.reserve(n);
   add_only_stream(n, [&](std::size_t, std::uint64_t, Side side, Price price, Qty qty) {
@@ -141,7 +145,8 @@ void BM_AddOnlyBookFloor(benchmark::State& state) {
     FastBook book(pool);
     const auto t0 = std::chrono::steady_clock::now();
     for (const Spec& s : stream) {
-      const Handle h = pool.alloc(Order{.side = s.side, .price = s.price, .qty = s.qty, .remaining = s.qty});
+      const Handle h =
+          pool.alloc(Order{.side = s.side, .price = s.price, .qty = s.qty, .remaining = s.qty});
       const Side opp = opposite(s.side);
       while (pool[h].remaining > 0) {
         const auto best = book.best(opp);
@@ -171,7 +176,11 @@ void BM_AddOnlyBookFloor(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(n * state.iterations()));
   state.counters["trades"] = static_cast<double>(trades);
 }
-BENCHMARK(BM_AddOnlyBookFloor)->Arg(4'500'000)->Iterations(1)->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_AddOnlyBookFloor)
+    ->Arg(4'500'000)
+    ->Iterations(1)
+    ->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
 // A steady book (~1,000 resting orders on ~750 levels) under a mixed stream: 60 % limit places
 // near the touch, 30 % cancels, 7 % crossing IOC, 3 % market orders. The stream is generated

@@ -66,13 +66,16 @@ class HttpServerTest : public ::testing::Test {
       // Blocking work on the pool, then the answer from the handler's own IO thread.
       const auto handler_thread = std::this_thread::get_id();
       auto work_thread = std::make_shared<std::thread::id>();
-      runtime_.try_blocking([work_thread] { *work_thread = std::this_thread::get_id(); },
-                            [respond, handler_thread, work_thread] {
-                              const bool back_home = std::this_thread::get_id() == handler_thread;
-                              const bool worked_away = *work_thread != handler_thread && *work_thread != std::thread::id();
-                              respond(Response::json(200, std::string("{\"back_home\":") + (back_home ? "true" : "false") +
-                                                              ",\"worked_away\":" + (worked_away ? "true" : "false") + "}"));
-                            });
+      runtime_.try_blocking(
+          [work_thread] { *work_thread = std::this_thread::get_id(); },
+          [respond, handler_thread, work_thread] {
+            const bool back_home = std::this_thread::get_id() == handler_thread;
+            const bool worked_away =
+                *work_thread != handler_thread && *work_thread != std::thread::id();
+            respond(Response::json(
+                200, std::string("{\"back_home\":") + (back_home ? "true" : "false") +
+                         ",\"worked_away\":" + (worked_away ? "true" : "false") + "}"));
+          });
     });
     router.get("/never", [](Request&, Respond) {});
     router.get("/throws", [](Request&, Respond) -> void { throw std::runtime_error("boom"); });

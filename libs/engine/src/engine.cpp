@@ -184,9 +184,11 @@ Usdm BasicEngine<Book>::free_margin(const Account& a) const {
     std::int64_t upnl = 0;
     overflowed |= __builtin_sub_overflow(notional(m, mk, p.size), p.cost, &upnl);
     overflowed |= __builtin_add_overflow(free, upnl, &free);
-    overflowed |= __builtin_sub_overflow(free, initial_margin(m, mk, std::abs(p.size), leverage_of(a, m)), &free);
+    overflowed |= __builtin_sub_overflow(
+        free, initial_margin(m, mk, std::abs(p.size), leverage_of(a, m)), &free);
   }
-  if (!overflowed) [[likely]] return free;
+  if (!overflowed) [[likely]]
+    return free;
   return free_margin_wide(a);
 }
 
@@ -403,19 +405,21 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   // pool slot just written (often a cold line: the read would wait for it).
   const TimeInForce tif = c.type == OrderType::market ? TimeInForce::ioc : c.tif;
   const std::int32_t leverage = leverage_of(acct, c.market);
-  const Handle h = pool_.alloc_with([&] { return Order{.id = c.id,
-                                     .account = ai,
-                                     .market = c.market,
-                                     .side = c.side,
-                                     .type = c.type,
-                                     .tif = tif,
-                                     .reduce_only = c.reduce_only,
-                                     .leverage = leverage,
-                                     .price = limit,
-                                     .qty = c.qty,
-                                     .remaining = c.qty,
-                                     .ts_ms = c.ts_ms,
-                                     .client_order_id = c.client_order_id}; });
+  const Handle h = pool_.alloc_with([&] {
+    return Order{.id = c.id,
+                 .account = ai,
+                 .market = c.market,
+                 .side = c.side,
+                 .type = c.type,
+                 .tif = tif,
+                 .reduce_only = c.reduce_only,
+                 .leverage = leverage,
+                 .price = limit,
+                 .qty = c.qty,
+                 .remaining = c.qty,
+                 .ts_ms = c.ts_ms,
+                 .client_order_id = c.client_order_id};
+  });
   Order& o = pool_[h];
 
   // The reserve for the whole order: what rest() needs too when nothing of it fills (the mark
@@ -435,7 +439,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
 
   o.priority = seq_ + 1;
   emit_as<OrderAccepted>(out, c.id, c.user, c.market, c.side, c.type, tif, c.reduce_only, limit,
-                          c.qty, leverage, c.client_order_id, c.ts_ms);
+                         c.qty, leverage, c.client_order_id, c.ts_ms);
   if (!c.client_order_id.empty()) client_ids_.put(ClientKey{ai, c.client_order_id}, c.id);
 
   // Match against the opposite side while it crosses.
@@ -613,8 +617,8 @@ void BasicEngine<Book>::fire_triggers(std::uint32_t m, std::int64_t ts, std::vec
 }
 
 template <class Book>
-bool BasicEngine<Book>::keeps_account_checked(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q,
-                                              std::int32_t fee_ppm) const {
+bool BasicEngine<Book>::keeps_account_checked(std::uint32_t ai, std::uint32_t m, Side side,
+                                              Price price, Qty q, std::int32_t fee_ppm) const {
   const Price mark = markets_[m].mark;
   const Price adverse = side == Side::buy ? price - mark : mark - price;
   const Account& a = accounts_[ai];

@@ -207,7 +207,8 @@ Result<Reply> Client::command(const std::vector<std::string>& args) {
   std::string error_reply;
   auto r = exec(args, &error_reply);
   if (!r && !error_reply.empty()) {
-    log::error("redis command failed", {{"command", args.empty() ? "" : args[0]}, {"error", error_reply}});
+    log::error("redis command failed",
+               {{"command", args.empty() ? "" : args[0]}, {"error", error_reply}});
   }
   return r;
 }
@@ -217,7 +218,8 @@ Result<Reply> Client::eval(Script& script, const std::vector<std::string>& keys,
   const auto load = [&]() -> Result<std::string> {
     auto r = command({"SCRIPT", "LOAD", script.body_});
     if (!r) return r.error();
-    if (r->type != Reply::Type::string) return fail(Code::internal, "redis: SCRIPT LOAD gave no SHA1");
+    if (r->type != Reply::Type::string)
+      return fail(Code::internal, "redis: SCRIPT LOAD gave no SHA1");
     std::lock_guard lock(script.mu_);
     script.sha_ = r->str;
     return r->str;

@@ -111,7 +111,7 @@ class RateLimiter {
     return auth_route ? limits_.auth_per_ip.capacity > 0
                       : limits_.per_ip.capacity > 0 || (has_user && limits_.per_user.capacity > 0);
   }
-  // `work` on the blocking pool, then `then` back on the calling IO thread; false when the pool is full.
+  // `work` on the blocking pool, then `then` back on the calling IO thread; false: pool full.
   bool run_blocking(std::function<void()> work, std::function<void()> then) {
     return ctx_.runtime->try_blocking(std::move(work), std::move(then));
   }

@@ -198,15 +198,18 @@ http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Acce
       bool queued = limiter->run_blocking(
           [limiter, auth_route, r, user_id, decided] {
             const auto& l = limiter->limits();
-            *decided = limiter->take({(auth_route ? "auth:" : "ip:") + r->remote_addr, auth_route ? l.auth_per_ip : l.per_ip},
-                                     {"user:" + user_id, user_id.empty() ? RateLimiter::Bucket{0, 60} : l.per_user});
+            *decided = limiter->take(
+                {(auth_route ? "auth:" : "ip:") + r->remote_addr,
+                 auth_route ? l.auth_per_ip : l.per_ip},
+                {"user:" + user_id, user_id.empty() ? RateLimiter::Bucket{0, 60} : l.per_user});
           },
           [to, client, respond, r, user_id, decided] {
             const auto& [ip, user] = *decided;
             RateLimiter::Decision shown = ip;
             if (ip.allowed && !user_id.empty() && (!user.allowed || user.limit > 0)) shown = user;
             if (!shown.allowed || !ip.allowed) {
-              auto res = http::Response::error(fail(Code::rate_limited, "too many requests; retry later"), r->request_id);
+              auto res = http::Response::error(
+                  fail(Code::rate_limited, "too many requests; retry later"), r->request_id);
               RateLimiter::apply(shown.allowed ? ip : shown, res);
               return respond(std::move(res));
             }

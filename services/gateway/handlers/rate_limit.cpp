@@ -1,7 +1,7 @@
 // Token buckets kept in Redis, so that several gateways share one budget per IP and per user.
 // One EVALSHA per request for all its buckets (the script refills, takes a token from each and
-// answers in one round trip, using Redis's clock). If Redis is unreachable the request is let through: availability of order
-// entry outranks strict limiting, and the outage is logged.
+// answers in one round trip, using Redis's clock). If Redis is unreachable the request is let
+// through: availability of order entry outranks strict limiting, and the outage is logged.
 #include <atomic>
 
 #include "handlers.hpp"
@@ -46,7 +46,8 @@ RateLimiter::RateLimiter(service::Context& ctx, Limits limits)
     : ctx_(ctx), limits_(limits), script_(std::make_unique<redis::Script>(kScript)) {}
 RateLimiter::~RateLimiter() = default;
 
-std::pair<RateLimiter::Decision, RateLimiter::Decision> RateLimiter::take(const Ask& first, const Ask& second) {
+std::pair<RateLimiter::Decision, RateLimiter::Decision> RateLimiter::take(const Ask& first,
+                                                                          const Ask& second) {
   std::pair<Decision, Decision> out;
   Decision* decisions[2] = {&out.first, &out.second};
   const Ask* asks[2] = {&first, &second};
@@ -59,8 +60,8 @@ std::pair<RateLimiter::Decision, RateLimiter::Decision> RateLimiter::take(const 
     if (b.capacity <= 0) continue;  // disabled
     // The bucket's shape is part of its key: a changed limit starts from a full bucket instead of
     // inheriting a state measured against another capacity.
-    keys.push_back("hydrox:rl:" + std::to_string(b.capacity) + "/" + std::to_string(b.per_minute) + ":" +
-                   asks[i]->key);
+    keys.push_back("hydrox:rl:" + std::to_string(b.capacity) + "/" + std::to_string(b.per_minute) +
+                   ":" + asks[i]->key);
     args.push_back(std::to_string(b.capacity));
     args.push_back(std::to_string(b.per_minute));
     taken.push_back(decisions[i]);

@@ -21,7 +21,8 @@ class FastBook {
   explicit FastBook(OrderPool& pool) : pool_(&pool) {}
   Qty add(Handle h);               // returns the level's size after
   void remove(Handle h);           // unlink a resting order (its remaining leaves the level)
-  Qty reduce(Handle h, Qty by);    // the resting order's remaining dropped by `by`; the level's size after
+  // The resting order's remaining dropped by `by`; returns the level's size after.
+  Qty reduce(Handle h, Qty by);
   std::optional<Price> best(Side side) const;
   Handle front(Side side, Price price) const;
   Handle next(Handle h) const { return (*pool_)[h].next; }
@@ -48,7 +49,8 @@ class FastBook {
       return p >= base && p < base + static_cast<Price>(levels.size());
     }
     void ensure(Price p) {
-      if (!contains(p)) [[unlikely]] grow(p);
+      if (!contains(p)) [[unlikely]]
+        grow(p);
     }
     void grow(Price p);  // the window widened to cover p
     void set_bit(std::size_t i);

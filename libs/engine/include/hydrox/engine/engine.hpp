@@ -228,17 +228,21 @@ class BasicEngine {
   std::string check_invariants(bool check_values = true) const;
   Usdm net_deposits() const { return net_deposits_; }
 
-  // Money helpers (exposed for tests and the host's views).
-  [[gnu::always_inline]] Usdm notional(std::uint32_t m, Price price, Qty qty) const {  // floor
+  // Money helpers (exposed for tests and the host's views): notional rounds down, margins and
+  // fees up; maintenance margin rate = 1 / (2 × max leverage).
+  [[gnu::always_inline]] Usdm notional(std::uint32_t m, Price price, Qty qty) const {
     return money::notional(markets_[m].spec, price, qty);
   }
-  [[gnu::always_inline]] Usdm initial_margin(std::uint32_t m, Price price, Qty qty, std::int32_t leverage) const {  // ceil
+  [[gnu::always_inline]] Usdm initial_margin(std::uint32_t m, Price price, Qty qty,
+                                             std::int32_t leverage) const {
     return money::initial_margin(markets_[m].spec, price, qty, leverage);
   }
-  [[gnu::always_inline]] Usdm maintenance_margin(std::uint32_t m, Price price, Qty qty) const {  // ceil, mmr = 1/(2 max lev)
+  [[gnu::always_inline]] Usdm maintenance_margin(std::uint32_t m, Price price, Qty qty) const {
     return money::maintenance_margin(markets_[m].spec, price, qty);
   }
-  [[gnu::always_inline]] Usdm fee(Usdm notional, std::int32_t ppm) const { return money::fee(notional, ppm); }  // ceil
+  [[gnu::always_inline]] Usdm fee(Usdm notional, std::int32_t ppm) const {
+    return money::fee(notional, ppm);
+  }
 
  private:
   struct MarketState {
@@ -270,7 +274,8 @@ class BasicEngine {
   }
 
   std::uint32_t account_index(const UserId& user) {  // creates on first use
-    if (const auto* i = accounts_index_.find(user.value())) [[likely]] return *i;
+    if (const auto* i = accounts_index_.find(user.value())) [[likely]]
+      return *i;
     return add_account(user);
   }
   std::uint32_t add_account(const UserId& user);
@@ -358,14 +363,16 @@ class BasicEngine {
   void emit_level(std::uint32_t m, Side side, Price price, std::vector<Event>& out);
   void emit_position(const Account& a, std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
   // Whether a fill of q at `price` leaves the account at maintenance (zero for a reducing fill).
-  bool keeps_account(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q, std::int32_t fee_ppm) const {
+  bool keeps_account(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q,
+                     std::int32_t fee_ppm) const {
     // A cross account filling at or better than the mark: the margin checks already hold.
     const Price mark = markets_[m].mark;
     const Price adverse = side == Side::buy ? price - mark : mark - price;
     if (adverse <= 0 && !accounts_[ai].positions[m].isolated) return true;
     return keeps_account_checked(ai, m, side, price, q, fee_ppm);
   }
-  bool keeps_account_checked(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q, std::int32_t fee_ppm) const;
+  bool keeps_account_checked(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q,
+                             std::int32_t fee_ppm) const;
   Qty fillable(std::uint32_t m, Side taker_side, Price limit, std::uint32_t account, Qty want) const;
   void link_account_order(Account& a, Handle h);
   // Whether the order asks to switch its market's margin mode (a reduce-only order opens no margin:
@@ -378,7 +385,8 @@ class BasicEngine {
   void unlink_account_order(Account& a, Handle h);
   AccountView view_of(const Account& a) const;
   Usdm free_margin(const Account& a) const;  // view_of(a).available, computed alone
-  [[gnu::cold]] Usdm free_margin_wide(const Account& a) const;  // the same in 128 bits (a 64-bit step overflowed)
+  // The same in 128 bits (a 64-bit step overflowed).
+  [[gnu::cold]] Usdm free_margin_wide(const Account& a) const;
   struct CrossHealth {
     Usdm account_value = 0;
     Usdm maintenance_margin = 0;

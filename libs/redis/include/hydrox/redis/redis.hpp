@@ -67,7 +67,8 @@ class Client {
   ~Client();
   Result<Reply> command(const std::vector<std::string>& args);
   // EVALSHA of the script with its keys and arguments (one round trip once the script is known).
-  Result<Reply> eval(Script& script, const std::vector<std::string>& keys, const std::vector<std::string>& args);
+  Result<Reply> eval(Script& script, const std::vector<std::string>& keys,
+                     const std::vector<std::string>& args);
   Result<void> ping();
   Result<std::optional<std::string>> get(std::string_view key);
   Result<void> set(std::string_view key, std::string_view value, std::chrono::milliseconds ttl);
