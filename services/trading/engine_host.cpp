@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <set>
+#include <stdexcept>
 #include <unordered_map>
 
 #include "hydrox/core/clock.hpp"
@@ -71,12 +72,33 @@ class MultiRow {
       : head_(std::move(head)), types_(std::move(types)), suffix_(std::move(suffix)) {
     if (head_.rfind("INSERT", 0) == 0) head_ += " SELECT * FROM";
   }
-  void add(std::vector<db::Param> row) {
-    for (auto& p : row) params_.push_back(std::move(p));
+  // Appends each value to its column's array text at once (no per-row vectors kept).
+  void add(std::initializer_list<db::Param> row) {
+    if (row.size() != types_.size()) throw std::logic_error("MultiRow: a row of the wrong width");
+    if (columns_.empty()) columns_.resize(types_.size());
+    std::size_t k = 0;
+    for (const db::Param& v : row) {
+      std::string& col = columns_[k++];
+      if (rows_ > 0) col += ',';
+      if (!v) {
+        col += "NULL";
+        continue;
+      }
+      col += '"';
+      if (v->find_first_of("\"\\") == std::string::npos) {
+        col += *v;
+      } else {
+        for (char c : *v) {
+          if (c == '"' || c == '\\') col += '\\';
+          col += c;
+        }
+      }
+      col += '"';
+    }
+    ++rows_;
   }
   void append_to(std::vector<db::Statement>& out, std::string_view name) const {
     const std::size_t columns = types_.size();
-    const std::size_t rows = params_.size() / columns;
     std::string sql = head_ + " unnest(";
     for (std::size_t k = 0; k < columns; ++k) {
       if (k) sql += ", ";
@@ -86,33 +108,23 @@ class MultiRow {
     std::vector<db::Param> params;
     params.reserve(columns);
     for (std::size_t k = 0; k < columns; ++k) {
-      std::string array = "{";
-      for (std::size_t r = 0; r < rows; ++r) {
-        if (r) array += ',';
-        const db::Param& v = params_[r * columns + k];
-        if (!v) {
-          array += "NULL";
-          continue;
-        }
-        array += '"';
-        for (char c : *v) {
-          if (c == '"' || c == '\\') array += '\\';
-          array += c;
-        }
-        array += '"';
-      }
+      std::string array;
+      array.reserve(columns_[k].size() + 2);
+      array += '{';
+      array += columns_[k];
       array += '}';
       params.push_back(std::move(array));
     }
     out.push_back(db::Statement{std::string(name), std::move(sql), std::move(params), true});
   }
-  bool empty() const { return params_.empty(); }
+  bool empty() const { return rows_ == 0; }
 
  private:
   std::string head_;
   std::vector<const char*> types_;
   std::string suffix_;
-  std::vector<db::Param> params_;
+  std::vector<std::string> columns_;  // each column's array elements, comma-separated
+  std::size_t rows_ = 0;
 };
 
 metrics::Histogram& commit_latency() {
