@@ -160,12 +160,12 @@ AccountView BasicEngine<Book>::view_of(const Account& a) const {
 template <class Book>
 typename BasicEngine<Book>::CrossHealth BasicEngine<Book>::cross_health(const Account& a) const {
   CrossHealth h{a.collateral, 0};
-  for (std::uint32_t m = 0; m < markets_.size(); ++m) {
-    const Position& p = a.positions[m];
+  const MarketState* ms = markets_.data();  // walked with the positions (one per market)
+  for (const Position& p : a.positions) {
+    const MarketState& market = *ms++;
     if (p.size == 0 || p.isolated) continue;
-    const Price mk = markets_[m].mark;
-    h.account_value += notional(m, mk, p.size) - p.cost;
-    h.maintenance_margin += maintenance_margin(m, mk, std::abs(p.size));
+    h.account_value += money::notional(market.spec, market.mark, p.size) - p.cost;
+    h.maintenance_margin += money::maintenance_margin(market.spec, market.mark, std::abs(p.size));
   }
   return h;
 }
@@ -177,15 +177,17 @@ Usdm BasicEngine<Book>::free_margin(const Account& a) const {
   // only when a step overflows.
   std::int64_t free = 0;
   bool overflowed = __builtin_sub_overflow(a.collateral, a.order_margin, &free);
-  for (std::uint32_t m = 0; m < markets_.size(); ++m) {
-    const Position& p = a.positions[m];
+  const MarketState* ms = markets_.data();  // walked with the positions (one per market)
+  for (const Position& p : a.positions) {
+    const MarketState& market = *ms++;
     if (p.size == 0 || p.isolated) continue;
-    const Price mk = markets_[m].mark;
+    const std::int32_t leverage =
+        p.leverage > 0 ? p.leverage : std::min(config_.default_leverage, market.spec.max_leverage);
     std::int64_t upnl = 0;
-    overflowed |= __builtin_sub_overflow(notional(m, mk, p.size), p.cost, &upnl);
+    overflowed |= __builtin_sub_overflow(money::notional(market.spec, market.mark, p.size), p.cost, &upnl);
     overflowed |= __builtin_add_overflow(free, upnl, &free);
     overflowed |= __builtin_sub_overflow(
-        free, initial_margin(m, mk, std::abs(p.size), leverage_of(a, m)), &free);
+        free, money::initial_margin(market.spec, market.mark, std::abs(p.size), leverage), &free);
   }
   if (!overflowed) [[likely]]
     return free;
