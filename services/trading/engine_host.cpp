@@ -69,13 +69,15 @@ std::string rate_text(std::int64_t ppb, int divisor) {
 class MultiRow {
  public:
   MultiRow(std::string head, std::vector<const char*> types, std::string suffix)
-      : head_(std::move(head)), types_(std::move(types)), suffix_(std::move(suffix)) {
+      : head_(std::move(head)),
+        types_(std::move(types)),
+        suffix_(std::move(suffix)),
+        columns_(types_.size()) {
     if (head_.rfind("INSERT", 0) == 0) head_ += " SELECT * FROM";
   }
   // Appends each value to its column's array text at once (no per-row vectors kept).
   void add(std::initializer_list<db::Param> row) {
     if (row.size() != types_.size()) throw std::logic_error("MultiRow: a row of the wrong width");
-    if (columns_.empty()) columns_.resize(types_.size());
     std::size_t k = 0;
     for (const db::Param& v : row) {
       std::string& col = columns_[k++];

@@ -181,8 +181,7 @@ Usdm BasicEngine<Book>::free_margin(const Account& a) const {
   for (const Position& p : a.positions) {
     const MarketState& market = *ms++;
     if (p.size == 0 || p.isolated) continue;
-    const std::int32_t leverage =
-        p.leverage > 0 ? p.leverage : std::min(config_.default_leverage, market.spec.max_leverage);
+    const std::int32_t leverage = leverage_for(p, market.spec);
     std::int64_t upnl = 0;
     overflowed |= __builtin_sub_overflow(money::notional(market.spec, market.mark, p.size), p.cost, &upnl);
     overflowed |= __builtin_add_overflow(free, upnl, &free);

@@ -210,8 +210,11 @@ class BasicEngine {
   std::vector<std::pair<Price, Qty>> depth(std::uint32_t m, Side side, std::size_t levels) const;
   std::size_t resting_orders() const { return pool_.live(); }
   std::int32_t leverage_of(const Account& a, std::uint32_t m) const {
-    const std::int32_t lev = a.positions[m].leverage;
-    return lev > 0 ? lev : std::min(config_.default_leverage, markets_[m].spec.max_leverage);
+    return leverage_for(a.positions[m], markets_[m].spec);
+  }
+  // A position's leverage: its own, else the engine default capped by the market's maximum.
+  std::int32_t leverage_for(const Position& p, const MarketSpec& spec) const {
+    return p.leverage > 0 ? p.leverage : std::min(config_.default_leverage, spec.max_leverage);
   }
   // An isolated position's margin + uPnL at the mark (its own account value).
   Usdm isolated_value(const Account& a, std::uint32_t m) const;

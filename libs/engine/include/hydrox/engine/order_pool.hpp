@@ -48,19 +48,8 @@ class OrderPool {
     free_.reserve(reserve);
     for (std::size_t i = reserve; i > 0; --i) free_.push_back(static_cast<Handle>(i - 1));  // lowest first
   }
-  // Takes a slot and writes `init` into it (one write of the whole order: no zeroing first).
-  Handle alloc(const Order& init = Order{}) {
-    if (!free_.empty()) [[likely]] {
-      Handle h = free_.back();
-      free_.pop_back();
-      slots_[h] = init;
-      return h;
-    }
-    slots_.push_back(init);
-    return static_cast<Handle>(slots_.size() - 1);
-  }
-  // The same, the order built by `make()` directly in its slot (no temporary and no copy: the
-  // hot path's orders are ~180 bytes).
+  // Takes a slot and builds the order `make()` returns directly in it (no temporary and no copy:
+  // the hot path's orders are ~180 bytes); beyond the reserve the pool grows.
   template <class Make>
   Handle alloc_with(Make&& make) {
     if (!free_.empty()) [[likely]] {
@@ -71,6 +60,9 @@ class OrderPool {
     }
     slots_.push_back(make());
     return static_cast<Handle>(slots_.size() - 1);
+  }
+  Handle alloc(const Order& init = Order{}) {
+    return alloc_with([&] { return init; });
   }
   void release(Handle h) { free_.push_back(h); }
   Order& operator[](Handle h) { return slots_[h]; }
