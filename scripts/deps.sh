@@ -2,11 +2,11 @@
 # Installs the Debian packages the project needs; idempotent (skips when all are present).
 set -euo pipefail
 PKGS=(
-  build-essential cmake ninja-build ccache mold pkg-config clang clang-format libclang-rt-14-dev
+  build-essential cmake ninja-build ccache mold pkg-config clang clang-format libclang-rt-14-dev clang-16 libclang-rt-16-dev
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libpq-dev libhiredis-dev libgtest-dev libgmock-dev libbenchmark-dev
   libsodium-dev libsecp256k1-dev libcrypto++-dev libcbor-dev
-  postgresql redis-server supervisor curl python3 python3-yaml
+  postgresql redis-server supervisor curl python3 python3-yaml python3-hypothesis
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 seconds=${1:-15}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(decimal json order ws siwe cardano)
+[ ${#targets[@]} -eq 0 ] && targets=(decimal json order ws siwe cardano engine)
 build=build/fuzz
-if [ ! -f "$build/build.ninja" ]; then
-  CCACHE_SLOPPINESS=time_macros cmake -S fuzz -B "$build" -G Ninja -DCMAKE_CXX_COMPILER=clang++ \
+# clang 16: the engine uses C++20 parenthesized aggregate initialization, which clang 14 lacks.
+if [ ! -f "$build/build.ninja" ] || ! grep -q 'clang++-16' "$build/CMakeCache.txt" 2>/dev/null; then
+  rm -rf "$build"
+  CCACHE_SLOPPINESS=time_macros cmake -S fuzz -B "$build" -G Ninja -DCMAKE_CXX_COMPILER=clang++-16 \
     -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
 fi
 cmake --build "$build" -j2 >/dev/null

@@ -1,4 +1,6 @@
 #include "engine_host.hpp"
+
+#include "hydrox/core/text.hpp"
 #include "engine_lock.hpp"
 
 #include <cstdlib>
@@ -66,6 +68,56 @@ std::string rate_text(std::int64_t ppb, int divisor) {
 // `suffix`. The SQL text is the same for every batch, so the persister's connection prepares it
 // once (the VALUES lists this replaced were parsed and planned anew each time: about 1 ms of
 // planning for 30 rows of fills).
+// Whether s is valid UTF-8 (control characters allowed: a journal payload may hold \n).
+bool valid_utf8(std::string_view s) {
+  // text_problem() reports control characters first; those are fine here, so test each byte run
+  // between them.
+  std::size_t start = 0;
+  for (std::size_t i = 0; i <= s.size(); ++i) {
+    if (i == s.size() || static_cast<unsigned char>(s[i]) < 0x20 || s[i] == 0x7F) {
+      if (auto p = text_problem(s.substr(start, i - start)); p && *p == "invalid UTF-8") return false;
+      start = i + 1;
+    }
+  }
+  return true;
+}
+
+// NUL bytes and bytes that are not part of valid UTF-8 as U+FFFD.
+std::string replace_bad_bytes(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 8);
+  for (std::size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c == 0) {
+      out += "\xEF\xBF\xBD";
+      ++i;
+      continue;
+    }
+    std::size_t len = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
+    if (len > 0 && i + len <= s.size() && (len == 1 || valid_utf8(s.substr(i, len)))) {
+      out.append(s.substr(i, len));
+      i += len;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
+void append_escaped(std::string& col, std::string_view v) {
+  for (char c : v) {
+    if (c == '"' || c == '\\') col += '\\';
+    col += c;
+  }
+}
+
+metrics::Counter& sanitized_values() {
+  static auto& c = metrics::Registry::global().counter(
+      "trading_persister_sanitized_values_total", "Values with NUL or invalid UTF-8 replaced before a batch was written");
+  return c;
+}
+
 class MultiRow {
  public:
   MultiRow(std::string head, std::vector<const char*> types, std::string suffix)
@@ -87,13 +139,25 @@ class MultiRow {
         continue;
       }
       col += '"';
-      if (v->find_first_of("\"\\") == std::string::npos) {
+      // Binary-safe: libpq sends text parameters as C strings and PostgreSQL text holds neither
+      // NUL nor invalid UTF-8, so one such byte would refuse the whole batch (every user's
+      // commands in it). The edge refuses such strings (hydrox/core/text.hpp); should one get
+      // here anyway, each bad byte becomes U+FFFD and the batch commits.
+      bool plain_ascii = true;  // the common case (numbers, ids, codes): one pass, no decoding
+      for (const char c : *v) {
+        if (c == '\0' || static_cast<unsigned char>(c) >= 0x80) {
+          plain_ascii = false;
+          break;
+        }
+      }
+      const bool clean = plain_ascii || (v->find('\0') == std::string::npos && valid_utf8(*v));
+      if (!clean) [[unlikely]] {
+        sanitized_values().inc();
+        append_escaped(col, replace_bad_bytes(*v));
+      } else if (v->find_first_of("\"\\") == std::string::npos) {
         col += *v;
       } else {
-        for (char c : *v) {
-          if (c == '"' || c == '\\') col += '\\';
-          col += c;
-        }
+        append_escaped(col, *v);
       }
       col += '"';
     }

@@ -6,6 +6,7 @@
 #include "hydrox/auth/tokens.hpp"
 #include "hydrox/http/client.hpp"
 #include "hydrox/core/clock.hpp"
+#include "hydrox/core/text.hpp"
 #include "hydrox/decimal/decimal.hpp"
 #include "hydrox/json/json.hpp"
 #include "hydrox/log/log.hpp"
@@ -60,7 +61,8 @@ Result<http::Response> issue_key(State& st, const UserId& user, const json::Valu
   }
   std::string label;
   if (const auto* l = doc.find("label")) {
-    if (!l->is_string() || l->as_string().size() > 64) return fail(Code::invalid_field, "label must be a string of at most 64 characters", "label");
+    if (!l->is_string() || l->as_string().size() > 64) return fail(Code::invalid_field, "label must be a string of at most 64 bytes", "label");
+    if (auto ok = check_text(l->as_string(), "label", 64, true); !ok) return ok.error();
     label = l->as_string();
   }
   const std::string key = auth::new_token(auth::Kind::api_key);

@@ -8,6 +8,8 @@
 // `vault_performance`) and the derived figures (TVL, APY, daily/weekly/monthly change).
 #include "vault_app.hpp"
 
+#include "hydrox/core/text.hpp"
+
 #include <cstdlib>
 
 #include "hydrox/auth/tokens.hpp"
@@ -202,10 +204,19 @@ Result<std::string> vaults_json(State& st, std::optional<std::string> only) {
 }
 
 // The idempotency key of a request, namespaced by its user: header first, then the body field.
-std::string idempotency_key(const http::Request& req, const json::Value* body, const UserId& user) {
+// At most kMaxIdempotencyKeyBytes of text (hydrox/core/text.hpp), or 400 naming idempotency_key.
+constexpr std::size_t kMaxIdempotencyKeyBytes = 120;  // with the user's id: within trading's 160
+Result<std::string> idempotency_key(const http::Request& req, const json::Value* body, const UserId& user) {
   std::string key;
-  if (auto h = req.header("Idempotency-Key"); h && !h->empty()) key = std::string(*h);
-  else if (const json::Value* k = body ? body->find("idempotency_key") : nullptr; k && k->is_string()) key = k->as_string();
+  if (auto h = req.header("Idempotency-Key"); h && !h->empty()) {
+    key = std::string(*h);
+  } else if (const json::Value* k = body ? body->find("idempotency_key") : nullptr; k && !k->is_null()) {
+    if (!k->is_string()) return fail(Code::invalid_field, "idempotency_key must be a string", "idempotency_key");
+    key = k->as_string();
+  }
+  if (!key.empty()) {
+    if (auto ok = check_text(key, "idempotency_key", kMaxIdempotencyKeyBytes); !ok) return ok.error();
+  }
   if (key.empty()) key = Uuid::random_v4().to_string();  // no retry protection asked for
   return user.value().to_string() + ":" + key;
 }
@@ -246,7 +257,9 @@ void money_route(State& st, http::Router& router, bool deposit) {
     if (!doc) return respond(http::Response::error(doc.error(), req.request_id));
     auto amount = amount_units(*doc, "amount", true);
     if (!amount) return respond(http::Response::error(amount.error(), req.request_id));
-    const std::string key = idempotency_key(req, &*doc, *user);
+    auto key_or = idempotency_key(req, &*doc, *user);
+    if (!key_or) return respond(http::Response::error(key_or.error(), req.request_id));
+    const std::string key = *key_or;
     service::respond_blocking(*st.ctx, req, respond, [&st, deposit, id = *id, user = *user, amount = *amount, key,
                                                       rid = req.request_id]() -> Result<http::Response> {
       json::Writer b;
@@ -352,11 +365,15 @@ Result<void> setup(service::Context& ctx) {
     const json::Value* name = doc->find("name");
     if (!name || !name->is_string()) return bad(Code::missing_field, "name is required", "name");
     const std::string n = name->as_string();
-    if (n.size() < 3 || n.size() > 64) return bad(Code::invalid_field, "name must be 3 to 64 characters", "name");
+    if (n.size() < 3 || n.size() > 64) return bad(Code::invalid_field, "name must be 3 to 64 bytes", "name");
+    if (auto ok = check_text(n, "name", 64); !ok) return respond(http::Response::error(ok.error(), req.request_id));
     std::string description;
     if (const json::Value* d = doc->find("description"); d && !d->is_null()) {
-      if (!d->is_string() || d->as_string().size() > 1000) return bad(Code::invalid_field, "description: at most 1000 characters", "description");
+      if (!d->is_string() || d->as_string().size() > 1000) return bad(Code::invalid_field, "description: at most 1000 bytes", "description");
       description = d->as_string();
+      if (auto ok = check_text(description, "description", 1000, true); !ok) {
+        return respond(http::Response::error(ok.error(), req.request_id));
+      }
     }
     auto initial = amount_units(*doc, "initial_deposit", true);
     if (!initial) return respond(http::Response::error(initial.error(), req.request_id));
@@ -390,7 +407,9 @@ Result<void> setup(service::Context& ctx) {
     auto mgmt = fee_text("management_fee", "0");
     if (!mgmt) return respond(http::Response::error(mgmt.error(), req.request_id));
     // The vault's id and account come from the idempotency key: a retried create is the same vault.
-    const std::string key = idempotency_key(req, &*doc, *user);
+    auto key_or = idempotency_key(req, &*doc, *user);
+    if (!key_or) return respond(http::Response::error(key_or.error(), req.request_id));
+    const std::string key = *key_or;
     const std::string h = auth::hash_hex("vault:" + key);
     auto as_uuid = [](std::string hex, char version) {
       hex[12] = version;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hydrox/engine/engine.hpp"
@@ -37,6 +38,8 @@ inline UserId user(std::uint64_t n) { return UserId{Uuid{0x1000 + n, 0x800000000
 
 template <class E>
 struct Harness {
+  Harness() = default;
+  explicit Harness(EngineConfig c) : engine(std::move(c)) {}
   E engine{two_market_config()};
   std::vector<Event> events;
   std::uint64_t next_order = 1;

@@ -3,6 +3,7 @@
 #include "engine_fixture.hpp"
 #include "hydrox/engine/risk.hpp"
 #include "hydrox/engine/snapshot_codec.hpp"
+#include <limits>
 #include <map>
 #include <random>
 
@@ -1037,4 +1038,140 @@ TEST(Money, SixtyFourBitPathsAgreeWithWideArithmetic) {
     }
   }
   EXPECT_GT(wide, 10'000u);  // the 128-bit paths were taken too
+}
+
+// ---- hostile sizes and values (issue 20): refused with a code, never an abort ------------------
+
+namespace {
+// What a refused command must leave as it was: balances, positions, orders and the book (the
+// state hash also covers the event sequence number, which every answer advances).
+template <class E>
+std::string visible_state(const E& e) {
+  std::string s;
+  for (std::uint64_t u = 1; u <= 4; ++u) {
+    const Account* a = e.account(user(u));
+    if (!a) continue;
+    s += std::to_string(a->collateral) + "/" + std::to_string(a->open_orders) + "/" + std::to_string(a->order_margin);
+    for (const auto& p : a->positions) s += ":" + std::to_string(p.size) + "," + std::to_string(p.cost);
+    s += ";";
+  }
+  for (std::uint32_t m = 0; m < 2; ++m) {
+    s += std::to_string(e.best(m, Side::buy).value_or(0)) + "-" + std::to_string(e.best(m, Side::sell).value_or(0)) + ";";
+  }
+  return s + std::to_string(e.resting_orders());
+}
+}  // namespace
+
+TYPED_TEST(EngineTest, AHugeMarketOrderIsRefusedWithACodeNotAnAbort) {
+  auto& h = this->h;
+  // The attack: 100,000,000 BTC at market (1e11 lots): price x size does not fit 64 bits.
+  h.place(2, Side::sell, 970000, 100);
+  PlaceOrder p = h.order(1, Side::buy, 0, 100'000'000'000);
+  p.type = OrderType::market;
+  const std::string before = visible_state(h.engine);
+  EXPECT_EQ(only<OrderRejected>(h.run(p)).reason, Reject::order_notional_too_large);
+  EXPECT_EQ(visible_state(h.engine), before);  // nothing changed
+  // Beyond the size limit itself: the size code.
+  p.id = h.new_id();
+  p.qty = std::numeric_limits<Qty>::max();
+  EXPECT_EQ(only<OrderRejected>(h.run(p)).reason, Reject::order_size_too_large);
+  EXPECT_EQ(visible_state(h.engine), before);
+}
+
+TYPED_TEST(EngineTest, MarketLimitsRefuseSizeNotionalAndPosition) {
+  EngineConfig c = two_market_config();
+  c.markets[0].max_order_qty = 2'000;            // 2 BTC
+  c.markets[0].max_market_order_qty = 500;       // 0.5 BTC
+  c.markets[0].max_order_notional = 150'000 * kUsdm;
+  c.markets[0].max_position_notional = 250'000 * kUsdm;
+  Harness<TypeParam> e(c);
+  e.mark(970000);
+  for (std::uint64_t u = 1; u <= 3; ++u) e.deposit(u, 1'000'000 * kUsdm);
+  EXPECT_EQ(only<OrderRejected>(e.place(1, Side::buy, 970000, 2'001)).reason, Reject::order_size_too_large);
+  PlaceOrder m = e.order(1, Side::buy, 0, 501);
+  m.type = OrderType::market;
+  EXPECT_EQ(only<OrderRejected>(e.run(m)).reason, Reject::order_size_too_large);
+  // 1.6 BTC at 97,000 = 155,200 USDM > 150,000.
+  EXPECT_EQ(only<OrderRejected>(e.place(1, Side::buy, 970000, 1'600)).reason, Reject::order_notional_too_large);
+  // Two fills of 1.5 BTC would make a 3 BTC position (291,000 USDM > 250,000): the second order
+  // is refused at placement...
+  e.place(2, Side::sell, 970000, 1'500);
+  e.place(1, Side::buy, 970000, 1'500);
+  ASSERT_EQ(e.engine.account(user(1))->positions[0].size, 1'500);
+  EXPECT_EQ(only<OrderRejected>(e.place(1, Side::buy, 970000, 1'500)).reason, Reject::position_notional_too_large);
+  // ...and orders that each passed cannot build it together: the resting bid that would cross
+  // the limit is cancelled with POSITION_LIMIT when it is hit.
+  e.place(1, Side::buy, 960000, 1'000);  // 1.5 + 1.0 = 2.5 BTC x 96,000 = 240,000: passes
+  e.place(1, Side::buy, 960000, 400);    // 1.5 + 0.4 at placement: passes
+  auto ev = e.place(3, Side::sell, 960000, 1'400);
+  ASSERT_EQ(all_of<Trade>(ev).size(), 1u);  // the first bid fills; the second would exceed
+  bool limit_cancel = false;
+  for (const auto& u : all_of<OrderUpdated>(ev)) limit_cancel |= u.cancel_reason == CancelReason::position_limit;
+  EXPECT_TRUE(limit_cancel);
+  EXPECT_EQ(e.engine.account(user(1))->positions[0].size, 2'500);
+  // Reducing is always allowed.
+  PlaceOrder r = e.order(1, Side::sell, 960000, 1'000);
+  r.reduce_only = true;
+  EXPECT_TRUE(all_of<OrderRejected>(e.run(r)).empty());
+}
+
+TYPED_TEST(EngineTest, AHugeStopOrderIsRefusedAtPlacementAndNeverFires) {
+  auto& h = this->h;
+  // The attack's size: 100,000,000 BTC (1e11 lots) at the trigger does not fit 64 bits.
+  PlaceOrder stop = h.order(1, Side::buy, 0, 100'000'000'000);
+  stop.type = OrderType::stop_market;
+  stop.trigger_price = 1'000'000;
+  EXPECT_EQ(only<OrderRejected>(h.run(stop)).reason, Reject::order_notional_too_large);
+  stop.id = h.new_id();
+  stop.qty = 20'000'000;  // 20,000 BTC x 100,000 = 2e9 USDM > the 1e9 ceiling
+  EXPECT_EQ(only<OrderRejected>(h.run(stop)).reason, Reject::order_notional_too_large);
+  stop.id = h.new_id();
+  stop.qty = std::numeric_limits<Qty>::max();
+  EXPECT_EQ(only<OrderRejected>(h.run(stop)).reason, Reject::order_size_too_large);
+  EXPECT_EQ(h.engine.account(user(1))->open_orders, 0u);
+  EXPECT_TRUE(all_of<Trade>(h.mark(1'000'000)).empty());
+}
+
+TYPED_TEST(EngineTest, ATriggerRefusedWhenItFiresIsCancelledWithAReasonAndNeverFiresAgain) {
+  auto& h = this->h;
+  // A stop buy of 5 BTC held while user 1 has 100,000 USDM: at 40x that is enough for the order
+  // at placement, but a withdrawal leaves too little by the time it fires.
+  PlaceOrder stop = h.order(1, Side::buy, 0, 5'000);
+  stop.type = OrderType::stop_market;
+  stop.trigger_price = 980000;
+  stop.leverage = 1;
+  ASSERT_TRUE(all_of<OrderRejected>(h.run(stop)).empty());
+  h.place(2, Side::sell, 985000, 5'000);
+  h.run(Withdraw{user(1), 99'000 * kUsdm, 0});
+  auto ev = h.mark(980000);
+  EXPECT_EQ(only<OrderRejected>(ev).reason, Reject::insufficient_margin);
+  auto updates = all_of<OrderUpdated>(ev);
+  ASSERT_EQ(updates.size(), 2u);
+  EXPECT_EQ(updates[0].status, OrderStatus::triggered);
+  EXPECT_EQ(updates[1].status, OrderStatus::cancelled);
+  EXPECT_EQ(updates[1].cancel_reason, CancelReason::trigger_rejected);
+  EXPECT_EQ(h.engine.order(stop.id), nullptr);
+  h.mark(975000);
+  EXPECT_TRUE(all_of<OrderUpdated>(h.mark(990000)).empty());  // gone for good
+}
+
+TYPED_TEST(EngineTest, AMarkOrIndexBeyondTheBoundsIsRefusedAndChangesNothing) {
+  auto& h = this->h;
+  h.place(2, Side::sell, 970000, 1'000);
+  h.place(1, Side::buy, 970000, 1'000);  // open interest 1 BTC
+  const std::string before = visible_state(h.engine);
+  EXPECT_EQ(only<CommandRejected>(h.mark(std::numeric_limits<Price>::max())).reason, Reject::amount_too_large);
+  EXPECT_EQ(only<CommandRejected>(h.mark(kMaxMarketNotional)).reason, Reject::amount_too_large);
+  auto ev = h.run(SettleFunding{0, 3'600'000, kMaxFundingRatePpb, std::numeric_limits<Price>::max() / 2, 0});
+  EXPECT_EQ(only<CommandRejected>(ev).reason, Reject::amount_too_large);
+  EXPECT_EQ(visible_state(h.engine), before);
+  // A big but representable move still goes through.
+  EXPECT_EQ(only<MarkChanged>(h.mark(970000 * 100)).mark, 970000 * 100);
+}
+
+TYPED_TEST(EngineTest, DepositsBeyondTheTotalBoundAreRefused) {
+  auto& h = this->h;
+  EXPECT_EQ(only<CommandRejected>(h.deposit(9, std::numeric_limits<Usdm>::max())).reason, Reject::amount_too_large);
+  EXPECT_EQ(only<CommandRejected>(h.deposit(9, kMaxTotalUsdm)).reason, Reject::amount_too_large);
+  EXPECT_TRUE(all_of<CommandRejected>(h.deposit(9, 1'000'000 * kUsdm)).empty());
 }

@@ -2,6 +2,9 @@
 // catalog.cpp, which the fuzz targets build without a database library).
 #include "hydrox/catalog/catalog.hpp"
 
+#include <algorithm>
+#include <optional>
+
 #include "hydrox/decimal/decimal.hpp"
 
 namespace hydrox::catalog {
@@ -12,7 +15,9 @@ constexpr db::Query kMarkets{
     "trading_markets",
     "SELECT id, symbol, tick_size::text, lot_size::text, min_notional::text, max_leverage,"
     " maker_fee_rate::text, taker_fee_rate::text, index_start_price::text, index_volatility::text,"
-    " impact_notional::text FROM markets WHERE status <> 'delisted' ORDER BY id"};
+    " impact_notional::text, max_order_size::text, max_market_order_size::text,"
+    " max_order_notional::text, max_position_notional::text"
+    " FROM markets WHERE status <> 'delisted' ORDER BY id"};
 
 // "0.100" → units 1, scale 1 (trailing zeros dropped).
 Result<std::pair<std::int64_t, int>> split(std::string_view text) {
@@ -76,6 +81,29 @@ Result<Catalog> Catalog::load(db::Connection& c) {
     auto impact = decimal::parse_units(rows->get(r, 10), 6, decimal::Rounding::up);
     if (!impact || *impact <= 0) return fail(Code::internal, "bad impact notional for " + m.symbol);
     m.impact_notional = *impact;
+    // Limits: sizes in whole lots (rounded down), notionals in 1e-6 USDM, each at most the
+    // engine's ceiling (the MarketSpec defaults).
+    auto lots_of = [&](std::string_view text) -> std::optional<engine::Qty> {
+      auto units = decimal::parse_units(text, m.lot_scale, decimal::Rounding::down);
+      if (!units || *units <= 0) return std::nullopt;
+      return std::min<engine::Qty>(*units / m.lot_units, engine::MarketSpec{}.max_order_qty);
+    };
+    auto max_order = lots_of(rows->get(r, 11));
+    auto max_market = lots_of(rows->get(r, 12));
+    auto max_order_notional = decimal::parse_units(rows->get(r, 13), 6, decimal::Rounding::down);
+    auto max_position_notional = decimal::parse_units(rows->get(r, 14), 6, decimal::Rounding::down);
+    if (!max_order || !max_market || !max_order_notional || !max_position_notional || *max_order_notional <= 0 ||
+        *max_position_notional <= 0) {
+      return fail(Code::internal, "bad limits for " + m.symbol);
+    }
+    m.spec.max_order_qty = *max_order;
+    m.spec.max_market_order_qty = std::min(*max_market, *max_order);
+    m.spec.max_order_notional = std::min(*max_order_notional, engine::MarketSpec{}.max_order_notional);
+    m.spec.max_position_notional = std::min(*max_position_notional, engine::MarketSpec{}.max_position_notional);
+    m.max_order_size = decimal::format(*decimal::parse(rows->get(r, 11)));
+    m.max_market_order_size = decimal::format(*decimal::parse(rows->get(r, 12)));
+    m.max_order_notional = decimal::format(*decimal::parse(rows->get(r, 13)));
+    m.max_position_notional = decimal::format(*decimal::parse(rows->get(r, 14)));
     cat.markets_.push_back(std::move(m));
   }
   return cat;

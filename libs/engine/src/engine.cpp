@@ -56,6 +56,10 @@ std::string_view reject_code(Reject r) {
     case Reject::vault_insolvent: return "VAULT_INSOLVENT";
     case Reject::forbidden: return "FORBIDDEN";
     case Reject::margin_mode_locked: return "MARGIN_MODE_LOCKED";
+    case Reject::order_size_too_large: return "ORDER_SIZE_TOO_LARGE";
+    case Reject::order_notional_too_large: return "ORDER_NOTIONAL_TOO_LARGE";
+    case Reject::position_notional_too_large: return "POSITION_NOTIONAL_TOO_LARGE";
+    case Reject::amount_too_large: return "AMOUNT_TOO_LARGE";
   }
   return "UNKNOWN";
 }
@@ -69,6 +73,8 @@ std::string_view cancel_reason_code(CancelReason r) {
     case CancelReason::cancel_all: return "CANCEL_ALL";
     case CancelReason::liquidation: return "LIQUIDATION";
     case CancelReason::insufficient_margin: return "INSUFFICIENT_MARGIN";
+    case CancelReason::position_limit: return "POSITION_LIMIT";
+    case CancelReason::trigger_rejected: return "TRIGGER_REJECTED";
   }
   return "UNKNOWN";
 }
@@ -342,6 +348,11 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   if (c.leverage != 0 && (c.leverage < 1 || c.leverage > spec.max_leverage)) {
     return reject(c, Reject::bad_leverage, out);
   }
+  const bool liquidation = liquidating_ != Liquidation::none;  // engine-made: limits do not apply
+  if (!liquidation && (c.qty > spec.max_order_qty ||
+                       (c.type == OrderType::market && c.qty > spec.max_market_order_qty))) {
+    return reject(c, Reject::order_size_too_large, out);
+  }
   const std::uint32_t ai = account_index(c.user);
   if (!c.client_order_id.empty() && !triggering_) {
     if (const OrderId* original = client_ids_.find(ClientKey{ai, c.client_order_id})) {
@@ -349,7 +360,6 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     }
   }
   Account& acct = accounts_[ai];
-  const bool liquidation = liquidating_ != Liquidation::none;  // engine-made: limits do not apply
   if (!liquidation && acct.open_orders >= config_.max_open_orders_per_account) {
     return reject(c, Reject::too_many_open_orders, out);
   }
@@ -358,8 +368,11 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   Price limit = c.price;
   if (c.type == OrderType::market) {
     std::int32_t bps = c.max_slippage_bps > 0 ? c.max_slippage_bps : spec.default_slippage_bps;
+    bps = std::clamp(bps, 0, 9'999);
     i128 scaled = static_cast<i128>(ms.mark) * (c.side == Side::buy ? 10'000 + bps : 10'000 - bps);
-    limit = static_cast<Price>(c.side == Side::buy ? scaled / 10'000 : ceil_div(scaled, 10'000));
+    const i128 capped = c.side == Side::buy ? scaled / 10'000 : ceil_div(scaled, 10'000);
+    if (!money::fits64(capped)) return reject(c, Reject::amount_too_large, out);
+    limit = static_cast<Price>(capped);
     if (limit <= 0) limit = 1;
   } else if (!liquidation) {
     if (ms.band_mark != ms.mark) [[unlikely]] {  // the mark moved since the band was computed
@@ -373,14 +386,26 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     }
   }
 
+  // Size and value limits before any product of the order is used (none of them can overflow
+  // after this: qty, limit and the position they build are bounded by the market's limits).
+  Usdm order_notional = 0;
+  if (!money::notional_checked(spec, limit, c.qty, order_notional)) {
+    return reject(c, liquidation ? Reject::amount_too_large : Reject::order_notional_too_large, out);
+  }
+  if (!liquidation && order_notional > spec.max_order_notional) {
+    return reject(c, Reject::order_notional_too_large, out);
+  }
   const Position& pos = acct.positions[c.market];
   if (c.reduce_only) {
     const bool opposes = (c.side == Side::buy && pos.size < 0) || (c.side == Side::sell && pos.size > 0);
     if (!opposes || c.qty > std::abs(pos.size)) {
       return reject(c, Reject::reduce_only_would_increase, out);
     }
-  } else if (notional(c.market, limit, c.qty) < spec.min_notional) {
-    return reject(c, Reject::below_min_notional, out);
+  } else {
+    if (order_notional < spec.min_notional) return reject(c, Reject::below_min_notional, out);
+    if (!liquidation && !within_position_limit(pos.size, c.market, c.side, limit, c.qty)) {
+      return reject(c, Reject::position_notional_too_large, out);
+    }
   }
 
   if (c.tif == TimeInForce::post_only) {
@@ -446,7 +471,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   // Match against the opposite side while it crosses.
   Book& book = ms.book;
   const Side opp = opposite(c.side);
-  bool stopped_by_reduce_only = false, stopped_by_margin = false;
+  bool stopped_by_reduce_only = false, stopped_by_margin = false, stopped_by_limit = false;
   while (pool_[h].remaining > 0) {
     auto best = book.best(opp);
     if (!best || (c.side == Side::buy ? *best > limit : *best < limit)) break;
@@ -487,6 +512,18 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
       stopped_by_margin = true;
       break;
     }
+    // No fill builds a position above the market's limit (resting orders of one account could
+    // together; a liquidation's transfers are exempt: they only move existing positions).
+    if (!liquidation) [[likely]] {
+      if (!within_position_limit(accounts_[mo.account].positions[c.market].size, c.market, mo.side, *best, q)) {
+        close_order(maker, OrderStatus::cancelled, CancelReason::position_limit, c.ts_ms, out, true);
+        continue;
+      }
+      if (!within_position_limit(accounts_[ai].positions[c.market].size, c.market, c.side, *best, q)) {
+        stopped_by_limit = true;
+        break;
+      }
+    }
     fill(maker, h, q, c.ts_ms, out);
   }
 
@@ -498,7 +535,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     return;
   }
   if (t.tif == TimeInForce::gtc || t.tif == TimeInForce::post_only) {
-    if (!stopped_by_reduce_only && !stopped_by_margin) {
+    if (!stopped_by_reduce_only && !stopped_by_margin && !stopped_by_limit) {
       rest(h, out, pool_[h].remaining == c.qty ? full_margin : -1);
       return;
     }
@@ -506,6 +543,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   // IOC / FOK / market remainder, or a reduce-only order with nothing left to reduce.
   t.status = OrderStatus::cancelled;
   const CancelReason why = stopped_by_margin ? CancelReason::insufficient_margin
+                          : stopped_by_limit ? CancelReason::position_limit
                           : stopped_by_reduce_only ? CancelReason::reduce_only : CancelReason::ioc_remainder;
   t.remaining = 0;
   emit_order(t, out, why);
@@ -523,6 +561,23 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
   if (is_limit_like(c.type) && c.price <= 0) return reject(c, Reject::bad_price_tick, out);
   if (ms.mark <= 0) return reject(c, Reject::no_mark_price, out);
   if (c.leverage != 0 && (c.leverage < 1 || c.leverage > ms.spec.max_leverage)) return reject(c, Reject::bad_leverage, out);
+  // Every check that does not depend on the mark at firing time, now: the size limits, the value
+  // at the limit price (limit types) or at the trigger price (market types), the minimum notional.
+  const MarketSpec& spec = ms.spec;
+  const bool market_like = !is_limit_like(c.type);
+  if (c.qty > spec.max_order_qty || (market_like && c.qty > spec.max_market_order_qty)) {
+    return reject(c, Reject::order_size_too_large, out);
+  }
+  Usdm at_trigger = 0, at_price = 0;
+  if (!money::notional_checked(spec, c.trigger_price, c.qty, at_trigger) ||
+      (!market_like && !money::notional_checked(spec, c.price, c.qty, at_price))) {
+    return reject(c, Reject::order_notional_too_large, out);
+  }
+  const Usdm value = market_like ? at_trigger : at_price;
+  if (value > spec.max_order_notional || at_trigger > spec.max_order_notional) {
+    return reject(c, Reject::order_notional_too_large, out);
+  }
+  if (!c.reduce_only && value < spec.min_notional) return reject(c, Reject::below_min_notional, out);
   const std::uint32_t ai = account_index(c.user);
   if (!c.client_order_id.empty()) {
     if (const OrderId* original = client_ids_.find(ClientKey{ai, c.client_order_id})) {
@@ -607,14 +662,27 @@ void BasicEngine<Book>::fire_triggers(std::uint32_t m, std::int64_t ts, std::vec
     triggering_ = true;
     place(p, out);
     triggering_ = false;
-    // Refused on entry (margin, band, reduce-only...): its record ends as rejected.
+    // Refused on entry (margin, band, limits, reduce-only...): the order ends cancelled, with
+    // the reason in the OrderRejected event before it; it is out of the trigger index for good.
     for (std::size_t i = before; i < out.size(); ++i) {
       if (auto* r = std::get_if<OrderRejected>(&out[i].body); r && r->id == p.id) {
-        emit_as<OrderUpdated>(out, p.id, p.user, m, OrderStatus::rejected, 0, 0, 0, CancelReason::user, ts);
+        emit_as<OrderUpdated>(out, p.id, p.user, m, OrderStatus::cancelled, 0, 0, 0, CancelReason::trigger_rejected, ts);
         break;
       }
     }
   }
+}
+
+// Whether a fill of q at price on side keeps the position's notional (at that price) within the
+// market's max_position_notional; a fill that does not grow the position always does.
+template <class Book>
+bool BasicEngine<Book>::within_position_limit(Qty size, std::uint32_t m, Side side, Price price, Qty q) const {
+  Qty after = 0;
+  if (__builtin_add_overflow(size, side == Side::buy ? q : -q, &after)) return false;
+  const Qty abs_after = after < 0 ? -after : after;
+  if (abs_after <= (size < 0 ? -size : size)) return true;
+  Usdm n = 0;
+  return money::notional_checked(markets_[m].spec, price, abs_after, n) && n <= markets_[m].spec.max_position_notional;
 }
 
 template <class Book>
@@ -735,9 +803,12 @@ typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a,
   const Qty dq = s * qty;
   touch(a);
   FillEffect fx;
+  MarketState& ms = markets_[m];
+  ms.open_interest -= std::max<Qty>(p.size, 0);  // (added back below with the new size)
   if (p.size == 0 || (p.size > 0) == (dq > 0)) {  // open or increase
     if (p.size == 0 && ++a.open_positions == 2) multi_.insert(a.index);
     p.size += dq;
+    ms.open_interest += std::max<Qty>(p.size, 0);
     p.cost += s * n;
     if (p.isolated) {  // its initial margin at the fill price, out of the collateral
       fx.margin_delta = clamp64(ceil_div(n, leverage_of(a, m)));
@@ -755,6 +826,7 @@ typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a,
   const Usdm realized = (p.size > 0 ? n_close : -n_close) - cost_removed;
   p.cost -= cost_removed;
   p.size += dq;
+  ms.open_interest += std::max<Qty>(p.size, 0);
   if (p.isolated) {  // the closed part's margin goes back, all of it when nothing is left
     fx.margin_delta = -(closing == abs ? p.margin : clamp64(trunc_div(static_cast<i128>(p.margin) * closing, abs)));
   }
@@ -869,6 +941,10 @@ void BasicEngine<Book>::deposit(const Deposit& c, std::vector<Event>& out) {
     emit(out, CommandRejected{c.user, Reject::bad_amount, c.ts_ms});
     return;
   }
+  if (c.amount > kMaxTotalUsdm - std::max<Usdm>(net_deposits_, 0)) {  // all USDM stays within the bound
+    emit(out, CommandRejected{c.user, Reject::amount_too_large, c.ts_ms});
+    return;
+  }
   Account& a = accounts_[account_index(c.user)];
   a.collateral += c.amount;
   net_deposits_ += c.amount;
@@ -903,6 +979,13 @@ template <class Book>
 void BasicEngine<Book>::set_mark(const SetMark& c, std::vector<Event>& out) {
   if (c.market >= markets_.size() || c.mark <= 0) {
     emit(out, CommandRejected{UserId{}, c.market >= markets_.size() ? Reject::unknown_market : Reject::bad_price_tick, c.ts_ms});
+    return;
+  }
+  // The open interest at the new mark stays within the bound that keeps every account's value
+  // (and each position's notional, margin and PnL) far inside 64 bits.
+  if (Usdm oi = 0; !money::notional_checked(markets_[c.market].spec, c.mark, markets_[c.market].open_interest, oi) ||
+                   oi > kMaxMarketNotional || c.mark > kMaxMarketNotional) {
+    emit(out, CommandRejected{UserId{}, Reject::amount_too_large, c.ts_ms});
     return;
   }
   markets_[c.market].mark = c.mark;
@@ -1190,10 +1273,12 @@ void BasicEngine<Book>::load(const Snapshot& s) {
     a.positions = as.positions;
     a.positions.resize(markets_.size());
     a.open_positions = 0;
-    for (auto& p : a.positions) {
+    for (std::size_t m = 0; m < a.positions.size(); ++m) {
+      Position& p = a.positions[m];
       p.indexed = false;
       p.liq_key = 0;
       if (p.size != 0) ++a.open_positions;
+      markets_[m].open_interest += std::max<Qty>(p.size, 0);
     }
     if (a.open_positions >= 2) multi_.insert(ai);
     touch(a);
@@ -1227,7 +1312,7 @@ void BasicEngine<Book>::load(const Snapshot& s) {
 
 template <class Book>
 std::string BasicEngine<Book>::check_invariants(bool check_values) const {
-  std::vector<Qty> net(markets_.size(), 0);
+  std::vector<Qty> net(markets_.size(), 0), longs(markets_.size(), 0);
   i128 collateral = 0, cost = 0, isolated = 0;
   std::size_t resting = 0;
   for (std::size_t ai = 0; ai < accounts_.size(); ++ai) {
@@ -1246,6 +1331,7 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
     for (std::size_t m = 0; m < markets_.size(); ++m) {
       const Position& p = a.positions[m];
       net[m] += p.size;
+      longs[m] += std::max<Qty>(p.size, 0);
       cost += p.cost;
       isolated += p.margin;
       if ((p.size == 0) != (p.cost == 0) && p.size == 0) return "cost left on a closed position";
@@ -1263,6 +1349,7 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
   }
   for (std::size_t m = 0; m < markets_.size(); ++m) {
     if (net[m] != 0) return "positions of market " + std::to_string(m) + " sum to " + std::to_string(net[m]);
+    if (longs[m] != markets_[m].open_interest) return "open interest of market " + std::to_string(m) + " is off";
   }
   if (collateral + isolated - cost != net_deposits_) {
     return "USDM not conserved: collateral + isolated margin - cost = " +

@@ -499,6 +499,12 @@ void BasicEngine<Book>::settle_funding(const SettleFunding& c, std::vector<Event
     emit(out, CommandRejected{UserId{}, Reject::bad_price_tick, c.ts_ms});
     return;
   }
+  // Bounded like a mark: every payment is at most 4 % of a position's notional at the index.
+  if (Usdm oi = 0; !money::notional_checked(ms.spec, c.index, ms.open_interest, oi) || oi > kMaxMarketNotional ||
+                   c.index > kMaxMarketNotional) {
+    emit(out, CommandRejected{UserId{}, Reject::amount_too_large, c.ts_ms});
+    return;
+  }
   ms.last_funding_ms = c.interval_ms;
   const std::int64_t rate = std::clamp(c.rate_ppb, -kMaxFundingRatePpb, kMaxFundingRatePpb);
   const std::uint32_t m = c.market;

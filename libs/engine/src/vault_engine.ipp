@@ -51,8 +51,11 @@ void BasicEngine<Book>::accrue_management_fee(Vault& v, std::int64_t ts, std::ve
     return;
   }
   constexpr i128 kYearMs = 31'557'600'000;  // 365.25 days
-  const i128 mint = static_cast<i128>(v.total_shares) * v.management_fee_ppm * (ts - v.last_fee_ms) /
-                    (static_cast<i128>(1'000'000) * kYearMs);
+  // (the elapsed time is capped at a year per accrual: shares, ppm and time stay inside 128 bits,
+  // and the total inside kMaxShares, whatever the clock did)
+  const i128 elapsed = std::min<i128>(static_cast<i128>(ts) - v.last_fee_ms, kYearMs);
+  i128 mint = static_cast<i128>(v.total_shares) * v.management_fee_ppm * elapsed / (static_cast<i128>(1'000'000) * kYearMs);
+  mint = std::min<i128>(mint, kMaxShares - std::min<Usdm>(v.total_shares, kMaxShares));
   if (mint <= 0) return;  // not a whole unit yet: the time keeps accumulating
   VaultHolding& h = v.holders[v.leader];
   h.shares += clamp64(mint);
@@ -67,7 +70,8 @@ template <class Book>
 void BasicEngine<Book>::create_vault(const CreateVault& c, std::vector<Event>& out) {
   auto refuse = [&](Reject r) { emit(out, CommandRejected{c.leader, r, c.ts_ms}); };
   if (vault_index_.count(c.vault)) return refuse(Reject::vault_exists);
-  if (c.initial < 0 || c.lock_ms < 0 || c.performance_fee_ppm < 0 || c.performance_fee_ppm > 1'000'000 ||
+  constexpr std::int64_t kMaxLockMs = 10LL * 366 * 86'400'000;  // lockups up to ten years
+  if (c.initial < 0 || c.lock_ms < 0 || c.lock_ms > kMaxLockMs || c.performance_fee_ppm < 0 || c.performance_fee_ppm > 1'000'000 ||
       c.management_fee_ppm < 0 || c.management_fee_ppm > 1'000'000 || c.min_deposit < 0 || c.capacity <= 0) {
     return refuse(Reject::bad_amount);
   }
@@ -124,7 +128,12 @@ void BasicEngine<Book>::vault_deposit(const VaultDeposit& c, std::vector<Event>&
   if (view_of(accounts_[ui]).available < c.amount) return refuse(Reject::insufficient_margin);
   // Shares at the NAV before the deposit (value nobody owns goes to the leader first).
   const Usdm s_before = v.total_shares > 0 ? v.total_shares : (nav_before > 0 ? nav_before : 0);
-  const Usdm shares = s_before == 0 ? c.amount : clamp64(static_cast<i128>(c.amount) * s_before / nav_before);
+  // A vault near zero value mints very many shares per USDM: beyond kMaxShares it is refused.
+  const i128 minted = s_before == 0 ? c.amount : static_cast<i128>(c.amount) * s_before / nav_before;
+  if (minted > kMaxShares - static_cast<i128>(std::max<Usdm>(v.total_shares, s_before))) {
+    return refuse(Reject::amount_too_large);
+  }
+  const Usdm shares = static_cast<Usdm>(minted);
   if (shares <= 0) return refuse(Reject::bad_amount);
   if (!v.protocol && ui != v.leader) {
     const i128 leader_shares = (v.holders.count(v.leader) ? v.holders[v.leader].shares : 0) +
@@ -167,7 +176,7 @@ bool BasicEngine<Book>::free_vault_margin(Vault& v, Usdm paid, Usdm gross, Usdm 
     const Qty size = accounts_[v.account].positions[m].size;
     if (size == 0 || nav <= 0) continue;
     const Qty abs = std::abs(size);
-    const Qty q = std::min<Qty>(abs, clamp64(ceil_div(static_cast<i128>(abs) * gross, nav)));
+    const Qty q = static_cast<Qty>(std::min<i128>(abs, ceil_div(static_cast<i128>(abs) * gross, nav)));
     if (q <= 0) continue;
     PlaceOrder po;
     po.user = accounts_[v.account].user;
@@ -203,7 +212,7 @@ void BasicEngine<Book>::vault_withdraw(const VaultWithdraw& c, std::vector<Event
     const Usdm value = clamp64(static_cast<i128>(h.shares) * nav / s);
     const Usdm shares_w = c.amount >= value
                               ? h.shares
-                              : std::min<Usdm>(h.shares, clamp64(ceil_div(static_cast<i128>(c.amount) * s, nav)));
+                              : static_cast<Usdm>(std::min<i128>(h.shares, ceil_div(static_cast<i128>(c.amount) * s, nav)));
     Usdm unlocked = 0;
     for (const auto& lot : h.lots) {
       if (lot.unlock_ms <= c.ts_ms) unlocked += lot.shares;

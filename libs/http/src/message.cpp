@@ -1,5 +1,7 @@
 #include "hydrox/http/message.hpp"
 
+#include "hydrox/core/text.hpp"
+
 #include "hydrox/json/json.hpp"
 
 namespace hydrox::http {
@@ -99,6 +101,27 @@ std::optional<std::string> Request::query_param(std::string_view name) const {
     if (decoded_key && *decoded_key == name) {
       if (eq == std::string_view::npos) return std::string();
       return url_decode(pair.substr(eq + 1));
+    }
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
+std::optional<Error> check_query(const Request& req) {
+  std::string_view q = req.query;
+  while (!q.empty()) {
+    const std::size_t amp = q.find('&');
+    const std::string_view pair = q.substr(0, amp);
+    const std::size_t eq = pair.find('=');
+    const auto key = url_decode(pair.substr(0, eq));
+    if (!key || text_problem(*key) || key->size() > 64) {
+      return fail(Code::invalid_field, "a query parameter name is not short text", "query");
+    }
+    if (eq != std::string_view::npos) {
+      const auto value = url_decode(pair.substr(eq + 1));
+      if (!value) return fail(Code::invalid_field, *key + ": bad percent-encoding", *key);
+      if (auto bad = check_text(*value, *key, kMaxQueryValueBytes, true); !bad) return bad.error();
     }
     if (amp == std::string_view::npos) break;
     q.remove_prefix(amp + 1);

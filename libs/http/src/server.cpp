@@ -437,7 +437,13 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
       const auto started = std::chrono::steady_clock::now();
       std::string route;
-      Response res = co_await dispatch(req, route, stream.get_executor());
+      // Query values are user strings like any other: text, bounded, or 400 before any handler.
+      Response res;
+      if (auto bad = check_query(req)) {
+        res = Response::error(*bad, req.request_id);
+      } else {
+        res = co_await dispatch(req, route, stream.get_executor());
+      }
       res.set_header("X-Request-ID", req.request_id);
       observe(req, route, res.status, started);
 

@@ -2,6 +2,8 @@
 
 #include "hydrox/json/json.hpp"
 
+#include <unordered_set>
+
 namespace hydrox::json {
 
 std::string_view kind_name(Kind k) {
@@ -260,6 +262,9 @@ class Parser {
               cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
               return error("lone surrogate");
+            } else if (cp == 0) {
+              // No text the system keeps can hold a NUL (PostgreSQL text, C strings in libpq).
+              return error("\\u0000 (NUL) in string");
             }
             append_utf8(out, static_cast<unsigned>(cp));
             break;
@@ -322,6 +327,10 @@ class Parser {
     ++pos_;
     std::vector<Member> members;
     members.reserve(8);
+    // Duplicate keys: a scan while the object is small, a hash set beyond (linear overall: an
+    // object of 10^5 keys must not cost 10^10 comparisons).
+    constexpr std::size_t kScanUpTo = 16;
+    std::unordered_set<std::string> seen;
     skip_ws();
     if (pos_ < s_.size() && s_[pos_] == '}') {
       ++pos_;
@@ -332,15 +341,30 @@ class Parser {
       if (pos_ >= s_.size() || s_[pos_] != '"') return error("expected a key");
       auto key = string();
       if (!key) return key.error();
-      for (const auto& m : members) {
-        if (m.key == *key) return error("duplicate key \"" + *key + "\"");
+      bool duplicate = false;
+      if (members.size() < kScanUpTo) {
+        for (const auto& m : members) duplicate |= m.key == *key;
+      } else {
+        if (seen.empty()) {
+          for (const auto& m : members) seen.insert(m.key);
+        }
+        duplicate = !seen.insert(*key).second;
+      }
+      if (duplicate) {
+        Error e = error("duplicate key \"" + *key + "\"");
+        e.field = *key;
+        return e;
       }
       skip_ws();
       if (pos_ >= s_.size() || s_[pos_] != ':') return error("expected ':'");
       ++pos_;
       skip_ws();
       auto v = value(depth);
-      if (!v) return v;
+      if (!v) {  // the innermost key names the field at fault
+        Error e = v.error();
+        if (e.field.empty()) e.field = *key;
+        return e;
+      }
       if (members.size() >= limits_.max_elements) return error("too many object members");
       members.push_back(Member{std::move(*key), std::move(*v)});
       skip_ws();

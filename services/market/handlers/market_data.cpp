@@ -210,6 +210,10 @@ Result<std::string> ticker_json(Services& s, const MarketInfo& m, bool with_rule
     w.key("min_notional").raw_number(m.min_notional).field("max_leverage", m.spec.max_leverage);
     w.key("maker_fee_rate").raw_number(decimal::format(static_cast<std::int64_t>(m.spec.maker_fee_ppm), 6));
     w.key("taker_fee_rate").raw_number(decimal::format(static_cast<std::int64_t>(m.spec.taker_fee_ppm), 6));
+    w.key("max_order_size").raw_number(m.max_order_size);
+    w.key("max_market_order_size").raw_number(m.max_market_order_size);
+    w.key("max_order_notional").raw_number(m.max_order_notional);
+    w.key("max_position_notional").raw_number(m.max_position_notional);
   }
   w.end_object();
   return w.take();

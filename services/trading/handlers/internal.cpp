@@ -3,6 +3,7 @@
 // sign-in; tests and the price feed set marks.
 #include "common.hpp"
 #include "hydrox/core/clock.hpp"
+#include "hydrox/core/text.hpp"
 #include "hydrox/decimal/decimal.hpp"
 #include "hydrox/json/json.hpp"
 
@@ -45,8 +46,9 @@ Result<UserId> user_field(const json::Value& doc) {
 Result<std::string> key_field(const json::Value& doc) {
   const json::Value* key = doc.find("idempotency_key");
   if (!key || !key->is_string() || key->as_string().empty() || key->as_string().size() > 160) {
-    return fail(Code::invalid_field, "idempotency_key (1-160 characters) is required", "idempotency_key");
+    return fail(Code::invalid_field, "idempotency_key (1-160 bytes) is required", "idempotency_key");
   }
+  if (auto ok = check_text(key->as_string(), "idempotency_key", 160); !ok) return ok.error();
   return key->as_string();
 }
 
@@ -329,8 +331,15 @@ void register_internal_routes(Services& s, http::Router& r) {
     if (!key) return respond(error_response(key.error(), req));
     json::Writer meta;
     meta.begin_object();
-    if (const json::Value* n = doc->find("name"); n && n->is_string()) meta.field("name", n->as_string());
-    if (const json::Value* d = doc->find("description"); d && d->is_string()) meta.field("description", d->as_string());
+    // The vault's texts end in the vaults row: text or 400, whoever calls (vault checks them too).
+    if (const json::Value* n = doc->find("name"); n && n->is_string()) {
+      if (auto ok = check_text(n->as_string(), "name", 64); !ok) return respond(error_response(ok.error(), req));
+      meta.field("name", n->as_string());
+    }
+    if (const json::Value* d = doc->find("description"); d && d->is_string()) {
+      if (auto ok = check_text(d->as_string(), "description", 1000, true); !ok) return respond(error_response(ok.error(), req));
+      meta.field("description", d->as_string());
+    }
     meta.end_object();
     CreateVault c;
     c.vault = **vault_id;

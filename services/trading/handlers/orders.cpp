@@ -85,6 +85,24 @@ Error reject_error(Reject r) {
       e.field = "trigger_price";
       break;
     case Reject::bad_trigger_price: e.message = "trigger_price must be positive"; e.field = "trigger_price"; break;
+    case Reject::order_size_too_large:
+      e.code = Code::invalid_field;
+      e.message = "amount is above the market's max_order_size (max_market_order_size for market orders)";
+      e.field = "amount";
+      break;
+    case Reject::order_notional_too_large:
+      e.code = Code::invalid_field;
+      e.message = "price x amount is above the market's max_order_notional";
+      e.field = "amount";
+      break;
+    case Reject::position_notional_too_large:
+      e.message = "the position this order could build is above the market's max_position_notional";
+      e.field = "amount";
+      break;
+    case Reject::amount_too_large:
+      e.code = Code::invalid_field;
+      e.message = "a value is beyond the exchange's bounds";
+      break;
     default: e.message = "order rejected"; break;
   }
   return e;
@@ -101,7 +119,7 @@ http::Response rejection_response(Reject r, const http::Request& req) {
   w.field("code", reject_code(r)).field("message", e.message);
   if (!e.field.empty()) w.field("field", e.field);
   w.field("request_id", req.request_id).end_object().end_object();
-  return http::Response::json(422, w.take());
+  return http::Response::json(e.code == Code::invalid_field ? 400 : 422, w.take());
 }
 
 void register_order_routes(Services& s, http::Router& router) {

@@ -21,6 +21,8 @@ struct MarketInfo {
   std::int64_t lot_units = 1;
   int lot_scale = 0;
   std::string tick_size, lot_size, min_notional;  // as in the database, for the API
+  // The limits (spec.max_order_qty ... max_position_notional) as in the database, for the API.
+  std::string max_order_size, max_market_order_size, max_order_notional, max_position_notional;
   engine::Price start_price = 0;  // ticks; the first mark when none was ever set
   std::int64_t index_volatility_ppm = 0;  // development feed: per-second volatility, 1e-6 units
   engine::Usdm impact_notional = 10'000'000'000;  // funding: the impact order's size (1e-6 USDM)

@@ -252,7 +252,7 @@ class BasicEngine {
     MarketSpec spec;
     Book book;
     Price mark = 0;
-    Qty total_long = 0;  // open interest bookkeeping for invariants
+    Qty open_interest = 0;  // Σ long sizes (= Σ short sizes): bounds a mark (set_mark); rebuilt on load
     Price band_mark = 0, band = 0;  // a cache: the limit-price band (± band) around band_mark
     Price last_trade = 0;
     std::int64_t last_funding_ms = 0;
@@ -376,6 +376,7 @@ class BasicEngine {
   }
   bool keeps_account_checked(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q,
                              std::int32_t fee_ppm) const;
+  bool within_position_limit(Qty size, std::uint32_t m, Side side, Price price, Qty q) const;
   Qty fillable(std::uint32_t m, Side taker_side, Price limit, std::uint32_t account, Qty want) const;
   void link_account_order(Account& a, Handle h);
   // Whether the order asks to switch its market's margin mode (a reduce-only order opens no margin:

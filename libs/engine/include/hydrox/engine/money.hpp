@@ -51,6 +51,26 @@ using i128 = __int128;
   return !__builtin_mul_overflow(a, b, &ab) && !__builtin_mul_overflow(ab, c, &out);
 }
 
+// price × qty in USDM units (floor), or false when it does not fit 64 bits: for values that come
+// from outside (an order's size and price, a mark, a funding index) before anything uses them.
+[[gnu::always_inline]] inline bool notional_checked(const MarketSpec& s, Price price, Qty qty, Usdm& out) {
+  if (price < 0 || qty < 0) return false;
+  std::int64_t n = 0;
+  if (mul3_64(price, qty, s.notional_num, n)) [[likely]] {
+    out = s.notional_den == 1 ? n : floor_div64(n, s.notional_den);
+    return true;
+  }
+  i128 pq = 0, w = 0;
+  if (__builtin_mul_overflow(static_cast<i128>(price), static_cast<i128>(qty), &pq) ||
+      __builtin_mul_overflow(pq, static_cast<i128>(s.notional_num), &w)) {
+    return false;
+  }
+  const i128 r = w / s.notional_den;
+  if (!fits64(r)) return false;
+  out = static_cast<Usdm>(r);
+  return true;
+}
+
 // The slow halves (128-bit), out of line.
 Usdm notional_wide(const MarketSpec& s, Price price, Qty qty);
 Usdm margin_wide(const MarketSpec& s, Price price, Qty qty, std::int64_t divisor);

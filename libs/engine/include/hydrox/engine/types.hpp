@@ -75,6 +75,12 @@ enum class Reject : std::uint8_t {
   vault_insolvent,     // the vault's value is not positive: no deposits
   forbidden,           // not the vault's leader
   margin_mode_locked,  // a margin mode change while the market has a position or open orders
+  // Per-market limits (MarketSpec) and the engine's bounds on amounts: every money product the
+  // engine computes stays far inside 64 bits, so no input can reach an overflow.
+  order_size_too_large,         // qty above max_order_qty (max_market_order_qty for market orders)
+  order_notional_too_large,     // price x qty above max_order_notional
+  position_notional_too_large,  // the position the order could build above max_position_notional
+  amount_too_large,             // an amount, price or share count beyond the engine's bounds
 };
 std::string_view reject_code(Reject r);  // UPPER_SNAKE, e.g. "INSUFFICIENT_MARGIN"
 
@@ -87,6 +93,8 @@ enum class CancelReason : std::uint8_t {
   liquidation,         // the account was liquidated: its orders go first
   insufficient_margin, // a resting order met a price so far from the mark that filling it would
                        // take its account below maintenance: it is cancelled instead
+  position_limit,      // filling it would take its account's position above max_position_notional
+  trigger_rejected,    // a stop / take-profit refused when it fired (the OrderRejected event says why)
 };
 std::string_view cancel_reason_code(CancelReason r);
 
@@ -137,7 +145,20 @@ struct MarketSpec {
   std::int32_t default_slippage_bps = 500;  // market orders: 5 % cap against the mark
   // A liquidation closes positions above this notional (at the mark) in 20 % slices.
   Usdm liquidation_slice_notional = 100'000'000'000;  // 100,000 USDM
+  // Limits (published in GET /markets, like Binance's LOT_SIZE / MARKET_LOT_SIZE and Hyperliquid's
+  // max order value). The defaults are the engine's ceilings; the catalog sets each market's own.
+  Qty max_order_qty = 1'000'000'000'000;         // lots, any order
+  Qty max_market_order_qty = 1'000'000'000'000;  // lots, market orders (and market triggers)
+  Usdm max_order_notional = 1'000'000'000'000'000;      // 1e9 USDM: price x qty of one order
+  Usdm max_position_notional = 10'000'000'000'000'000;  // 1e10 USDM: a position at its fill price
 };
+
+// The engine's bounds (1e-6 USDM units). With them every product it computes fits 64 bits with
+// room to spare: a position is at most 1e16 at its fill price, a market's open interest at most
+// 1e17 at the mark (a mark or funding index beyond that is refused), all USDM at most 1e17.
+inline constexpr Usdm kMaxMarketNotional = 100'000'000'000'000'000;  // open interest x mark
+inline constexpr Usdm kMaxTotalUsdm = 100'000'000'000'000'000;       // Σ net deposits (1e11 USDM)
+inline constexpr Usdm kMaxShares = 100'000'000'000'000'000;          // a vault's total shares
 
 // ---- commands -------------------------------------------------------------------------------
 

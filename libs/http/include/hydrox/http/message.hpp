@@ -52,6 +52,11 @@ struct Request {
   std::string_view path_param(std::string_view name) const;
 };
 
+// Every query parameter's name and value percent-decoded as text (hydrox/core/text.hpp) of at
+// most kMaxQueryValueBytes: otherwise the 400 naming the parameter (the server answers it).
+inline constexpr std::size_t kMaxQueryValueBytes = 1024;
+std::optional<Error> check_query(const Request& req);
+
 struct Response {
   int status = 200;
   std::vector<Header> headers;

@@ -1,0 +1,127 @@
+"""The attacks of issue 20, each as a regression test against the running services: a fresh wallet
+with only the faucet's money must not be able to stop trading for everyone. Each one answers a
+clear 4xx naming the field, trading keeps its pid, and another user's order placed right after
+(or in the same moment) is served."""
+import json
+import threading
+import unittest
+
+from harness import request
+from test_vaults import HLP, Vaults, vault_stack
+from trading_client import Trading, new_user
+
+
+class HostileInputs(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.stack = vault_stack("hostile")
+        cls.t = Trading(cls.stack.ports["trading"])
+        cls.v = Vaults(cls.stack)
+        cls.t.mark("BTC_USDM_PERP", "97000")
+        cls.maker = new_user()
+        cls.t.deposit(cls.maker, "1000000")
+        r = cls.t.place(cls.maker, side="Sell", price="97000", amount="1")
+        assert r.status == 201, r.body
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def setUp(self):
+        self.pid = self.stack.procs["trading"].pid
+
+    def assert_still_trading(self):
+        self.assertIsNone(self.stack.procs["trading"].poll(), "trading exited")
+        self.assertEqual(self.stack.procs["trading"].pid, self.pid)
+        other = new_user()
+        self.t.deposit(other, "1000")
+        r = self.t.place(other, side="Buy", price="90000", amount="0.001")
+        self.assertEqual(r.status, 201, r.body)
+        inv = self.t.invariants()
+        self.assertTrue(inv["ok"], inv)
+
+    def test_market_order_beyond_64_bits_is_a_400_and_trading_keeps_running(self):
+        user = new_user()
+        self.t.deposit(user, "10000")
+        r = self.t.place(user, side="Buy", type="Market", amount="100000000")
+        self.assertEqual(r.status, 400, r.body)
+        err = r.json()["error"]
+        self.assertIn(err["code"], ("ORDER_SIZE_TOO_LARGE", "ORDER_NOTIONAL_TOO_LARGE"))
+        self.assertEqual(err["field"], "amount")
+        self.assert_still_trading()
+
+    def test_limits_are_published_and_enforced_at_the_edge_of_each(self):
+        user = new_user()
+        self.t.deposit(user, "10000")
+        # max_market_order_size of BTC is 100: 100.001 is refused, whatever the margin.
+        r = self.t.place(user, side="Buy", type="Market", amount="100.001")
+        self.assertEqual(r.status, 400, r.body)
+        self.assertEqual(r.json()["error"]["code"], "ORDER_SIZE_TOO_LARGE")
+        # 100 is within the size limit: refused for margin instead (422), not for size.
+        r = self.t.place(user, side="Buy", type="Market", amount="100")
+        self.assertEqual(r.status, 422, r.body)
+        self.assertEqual(r.json()["error"]["code"], "INSUFFICIENT_MARGIN")
+        # 600 BTC at 97,000 = 58.2M USDM > max_order_notional 50M.
+        r = self.t.place(user, side="Buy", price="97000", amount="600")
+        self.assertEqual(r.status, 400, r.body)
+        self.assertEqual(r.json()["error"]["code"], "ORDER_NOTIONAL_TOO_LARGE")
+        self.assert_still_trading()
+
+    def test_a_huge_stop_order_is_refused_at_placement_and_cannot_fire_later(self):
+        user = new_user()
+        self.t.deposit(user, "10000")
+        r = self.t.place(user, side="Buy", type="StopMarket", trigger_price="98000", amount="100000000")
+        self.assertEqual(r.status, 400, r.body)
+        self.assertEqual(r.json()["error"]["field"], "amount")
+        self.t.mark("BTC_USDM_PERP", "98500")  # would have fired it
+        self.t.mark("BTC_USDM_PERP", "97000")
+        self.assert_still_trading()
+
+    def test_nul_in_an_idempotency_key_is_a_400_and_nobody_elses_command_fails(self):
+        user = new_user()
+        self.t.deposit(user, "10000")
+        results = {}
+
+        def honest():
+            results["honest"] = self.t.place(self.maker, side="Buy", price="90000", amount="0.001")
+
+        thread = threading.Thread(target=honest)
+        thread.start()
+        raw = json.dumps({"amount": "1", "idempotency_key": "x\u0000y"}).encode()
+        r = request(self.v.port, "POST", f"/api/v1/vaults/{HLP}/deposit", body=raw,
+                    headers={"Content-Type": "application/json", "X-User-ID": user})
+        thread.join()
+        self.assertEqual(r.status, 400, r.body)
+        self.assertEqual(r.json()["error"]["field"], "idempotency_key")
+        self.assertEqual(results["honest"].status, 201, results["honest"].body)
+        # Control characters other than NUL, C1 controls, over-long: refused the same way.
+        for key in ["a\u0001b", "tab\there", "\u0085", "k" * 121]:
+            r = request(self.v.port, "POST", f"/api/v1/vaults/{HLP}/deposit",
+                        body=json.dumps({"amount": "1", "idempotency_key": key}).encode(),
+                        headers={"Content-Type": "application/json", "X-User-ID": user})
+            self.assertEqual(r.status, 400, (key, r.body))
+            self.assertEqual(r.json()["error"]["field"], "idempotency_key", (key, r.body))
+        self.assert_still_trading()
+
+    def test_nul_and_control_characters_in_vault_texts_are_refused_with_the_field(self):
+        user = new_user()
+        self.t.deposit(user, "10000")
+        for field, value in [("name", "bad\u0000name"), ("name", "line\nbreak"), ("description", "x\u0000"),
+                             ("description", "bell\u0007"), ("name", "\u009bcsi")]:
+            body = {"name": "Fine name", "initial_deposit": "100", field: value}
+            r = self.v.call(user, "POST", "/api/v1/vaults", body)
+            self.assertEqual(r.status, 400, (field, value, r.body))
+            self.assertEqual(r.json()["error"]["field"], field, (field, value, r.body))
+        self.assert_still_trading()
+
+    def test_query_values_must_be_text(self):
+        for q in ["symbol=%00", "symbol=%FF", "limit=1%0A", "x%00=1"]:
+            r = request(self.stack.ports["trading"], "GET", f"/api/v1/orders?{q}",
+                        headers={"X-User-ID": self.maker})
+            self.assertEqual(r.status, 400, (q, r.body))
+            self.assertEqual(r.json()["error"]["code"], "INVALID_FIELD", (q, r.body))
+        self.assert_still_trading()
+
+
+if __name__ == "__main__":
+    unittest.main()
