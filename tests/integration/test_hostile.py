@@ -125,3 +125,39 @@ class HostileInputs(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HostileThroughTheGateway(unittest.TestCase):
+    """Findings of the generated API fuzzer (test_api_fuzz.py), each pinned here."""
+
+    @classmethod
+    def setUpClass(cls):
+        from harness import Stack
+        from trading_client import OPERATOR_TOKEN, TRADING_ENV
+        env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}, "user": {"OPERATOR_TOKEN": OPERATOR_TOKEN},
+               "market": {"INDEX_FEED": "none"}, "vault": {"OPERATOR_TOKEN": OPERATOR_TOKEN}}
+        cls.stack = Stack("hostilegw", extra_env=env).start_all()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def test_head_through_the_gateway_answers_like_get_without_a_body(self):
+        # The proxy's client waited for the body a HEAD answer never has: 503 after the timeout.
+        for path in ["/api/v1/markets", "/api/v1/vaults", "/api/v1/markets/BTC_USDM_PERP/trades"]:
+            get = self.stack.call("GET", path)
+            head = self.stack.call("HEAD", path)
+            self.assertEqual(get.status, 200, (path, get.body))
+            self.assertEqual(head.status, 200, (path, head.status))
+            self.assertEqual(head.body, "", path)
+
+    def test_disconnect_with_a_malformed_user_header_is_401_not_a_database_error(self):
+        # On the user service's own port (the gateway sets these headers itself): a junk user id
+        # reached the session query as a uuid parameter (22P02) and answered 503.
+        for uid in ["\x85", "not-a-uuid", ""]:
+            r = request(self.stack.ports["user"], "POST", "/api/v1/auth/disconnect",
+                        headers={"X-User-ID": uid, "X-Auth-Kind": "session", "X-Auth-Credential": "f" * 64})
+            self.assertEqual(r.status, 401, (uid, r.body))
+        pid = self.stack.procs["user"].pid
+        self.assertIsNone(self.stack.procs["user"].poll())
+        self.assertEqual(self.stack.procs["user"].pid, pid)

@@ -797,7 +797,7 @@ void BasicEngine<Book>::close_order(Handle h, OrderStatus status, CancelReason w
 
 template <class Book>
 typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a, std::uint32_t m, Side side,
-                                                                     Qty qty, Usdm n) {
+                                                                     Qty qty, Usdm n, Usdm fee_paid) {
   Position& p = a.positions[m];
   const int s = sign(side);
   const Qty dq = s * qty;
@@ -829,6 +829,14 @@ typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a,
   ms.open_interest += std::max<Qty>(p.size, 0);
   if (p.isolated) {  // the closed part's margin goes back, all of it when nothing is left
     fx.margin_delta = -(closing == abs ? p.margin : clamp64(trunc_div(static_cast<i128>(p.margin) * closing, abs)));
+    // A partial close whose loss (and fee) exceeds the closed part's margin: the rest of the
+    // position's margin pays the difference. Only an isolated position's margin is at risk; the
+    // cross collateral never pays for it (keeps_account checked the whole margin covers it).
+    if (closing < abs && realized - fee_paid < fx.margin_delta) {
+      const Usdm shortfall = fx.margin_delta - (realized - fee_paid);
+      const Usdm kept = p.margin + fx.margin_delta;
+      fx.margin_delta -= std::min(shortfall, std::max<Usdm>(kept, 0));
+    }
   }
   if (qty > closing) {  // flip: the rest opens at the fill price
     p.cost = s * (n - n_close);
@@ -860,8 +868,8 @@ void BasicEngine<Book>::fill(Handle maker_h, Handle taker_h, Qty qty, std::int64
   Account& maker = accounts_[mo.account];
   Account& taker = accounts_[to.account];
 
-  const FillEffect maker_fx = apply_fill(maker, m, mo.side, qty, n);
-  const FillEffect taker_fx = apply_fill(taker, m, to.side, qty, n);
+  const FillEffect maker_fx = apply_fill(maker, m, mo.side, qty, n, maker_fee);
+  const FillEffect taker_fx = apply_fill(taker, m, to.side, qty, n, taker_fee);
   maker.collateral -= maker_fee;
   taker.collateral -= taker_fee;
   accounts_[0].collateral += maker_fee + taker_fee;  // the fee account

@@ -181,6 +181,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       beast::flat_buffer buffer;
       bhttp::response_parser<bhttp::string_body> parser;
       parser.body_limit(options.max_response_bytes);
+      // An answer to HEAD has the headers of a GET (Content-Length included) and no body: told so,
+      // the parser does not wait for one (it would time out, and the gateway answer 503).
+      if (req.method == Method::head) parser.skip(true);
       boost::system::error_code rec = wec;
       if (!wec) std::tie(rec, std::ignore) = co_await bhttp::async_read(*stream, buffer, parser, kTuple);
       if (rec) {

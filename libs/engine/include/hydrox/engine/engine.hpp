@@ -358,7 +358,7 @@ class BasicEngine {
     Usdm realized = 0;
     Usdm margin_delta = 0;  // isolated margin moved (+ from the collateral)
   };
-  FillEffect apply_fill(Account& a, std::uint32_t m, Side side, Qty qty, Usdm notional);
+  FillEffect apply_fill(Account& a, std::uint32_t m, Side side, Qty qty, Usdm notional, Usdm fee_paid = 0);
   void emit_margin(const Account& a, std::uint32_t m, Usdm delta, std::int64_t ts, std::vector<Event>& out);
   // Moves `delta` from the collateral into an isolated position's margin (negative: back).
   void move_margin(Account& a, std::uint32_t m, Usdm delta, std::int64_t ts, std::vector<Event>& out);
