@@ -7,7 +7,10 @@
 // So a run with no finding is the evidence that no input reaches an abort.
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <limits>
 #include <vector>
 
@@ -161,16 +164,58 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   Engine fast(config());
   ReferenceEngine ref(config());
   std::vector<Event> fe, re;
+  static const bool trace = std::getenv("FUZZ_TRACE") != nullptr;
   auto both = [&](const Command& c) {
     fe.clear();
     re.clear();
     fast.apply(c, fe);
     ref.apply(c, re);
+    if (trace) {  // FUZZ_TRACE=1: what each command did (for reading a finding)
+      std::fprintf(stderr, "cmd %zu", c.index());
+      if (auto* p = std::get_if<PlaceOrder>(&c)) {
+        std::fprintf(stderr, " place u%llx m%u side %d type %d tif %d px %lld q %lld ro %d lev %d mm %d trig %lld",
+                     (unsigned long long)p->user.value().hi, p->market, (int)p->side, (int)p->type, (int)p->tif,
+                     (long long)p->price, (long long)p->qty, p->reduce_only, p->leverage, (int)p->margin_mode,
+                     (long long)p->trigger_price);
+      }
+      if (auto* m = std::get_if<SetMark>(&c)) std::fprintf(stderr, " mark m%u %lld", m->market, (long long)m->mark);
+      std::fprintf(stderr, "\n");
+      for (const auto& e : fe) {
+        std::fprintf(stderr, "   ev %zu", e.body.index());
+        if (auto* t = std::get_if<Trade>(&e.body)) {
+          std::fprintf(stderr, " trade m%u px %lld q %lld maker %llx taker %llx liq %d", t->market, (long long)t->price,
+                       (long long)t->qty, (unsigned long long)t->maker.value().hi, (unsigned long long)t->taker.value().hi,
+                       (int)t->liquidation);
+        } else if (auto* b = std::get_if<BalanceChanged>(&e.body)) {
+          std::fprintf(stderr, " bal %llx %lld -> %lld r%d", (unsigned long long)b->user.value().hi, (long long)b->delta,
+                       (long long)b->balance, (int)b->reason);
+        } else if (auto* pc = std::get_if<PositionChanged>(&e.body)) {
+          std::fprintf(stderr, " pos %llx m%u size %lld cost %lld iso %d margin %lld", (unsigned long long)pc->user.value().hi,
+                       pc->market, (long long)pc->size, (long long)pc->cost, pc->isolated, (long long)pc->margin);
+        } else if (auto* im = std::get_if<IsolatedMarginChanged>(&e.body)) {
+          std::fprintf(stderr, " iso %llx m%u %lld -> margin %lld coll %lld", (unsigned long long)im->user.value().hi,
+                       im->market, (long long)im->delta, (long long)im->margin, (long long)im->collateral);
+        } else if (auto* l = std::get_if<AccountLiquidated>(&e.body)) {
+          std::fprintf(stderr, " liquidated %llx value %lld mm %lld stage %d ins %lld m%d", (unsigned long long)l->user.value().hi,
+                       (long long)l->account_value, (long long)l->maintenance_margin, (int)l->stage,
+                       (long long)l->insurance_paid, l->market);
+        } else if (auto* r = std::get_if<OrderRejected>(&e.body)) {
+          std::fprintf(stderr, " rejected %s", std::string(reject_code(r->reason)).c_str());
+        } else if (auto* u = std::get_if<OrderUpdated>(&e.body)) {
+          std::fprintf(stderr, " order %llx status %d filled %lld", (unsigned long long)u->user.value().hi, (int)u->status,
+                       (long long)u->filled);
+        }
+        std::fprintf(stderr, "\n");
+      }
+    }
     if (fe.size() != re.size()) __builtin_trap();
     for (std::size_t k = 0; k < fe.size(); ++k) {
       if (!(fe[k] == re[k])) __builtin_trap();
     }
-    if (!fast.check_invariants(true).empty()) __builtin_trap();
+    if (const std::string err = fast.check_invariants(true); !err.empty()) {
+      std::fprintf(stderr, "invariant broken after command %zu: %s\n", c.index(), err.c_str());
+      __builtin_trap();
+    }
   };
   // A live market to start from: marks, funded accounts, resting liquidity on both sides.
   for (std::uint32_t m = 0; m < 3; ++m) both(SetMark{m, kStart[m], 0});

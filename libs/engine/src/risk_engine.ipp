@@ -242,9 +242,9 @@ void BasicEngine<Book>::adl_close(std::uint32_t ai, std::uint32_t m, i128 share,
     return a.score != b.score ? a.score > b.score : a.account < b.account;
   });
   // Who takes how much follows the ranking. The price spreads the share evenly (closing a long at
-  // q realizes (q - mark) * k * size more than the mark does), except that an isolated
-  // counterparty can lose no more than its own margin and PnL: it closes at its bankruptcy price
-  // and the others take the rest. What nobody can take (every taker capped) stays with the
+  // q realizes (q - mark) * k * size more than the mark does), except that no counterparty can
+  // lose more than backs it (an isolated one its margin and PnL, a cross one its account value):
+  // it closes at its bankruptcy price and the others take the rest. What nobody can take (every taker capped) stays with the
   // liquidated account and so with the insurance fund.
   struct Taker {
     std::uint32_t account;
@@ -274,8 +274,12 @@ void BasicEngine<Book>::adl_close(std::uint32_t ai, std::uint32_t m, i128 share,
   for (Taker& t : takers) {
     const Account& c = accounts_[t.account];
     const Position& cp = c.positions[m];
-    if (!cp.isolated) continue;
-    const i128 equity = std::max<i128>(0, floor_div(static_cast<i128>(isolated_value(c, m)) * t.qty, std::abs(cp.size)) - 2);
+    // Nobody is taken below zero: an isolated counterparty loses at most its position's share of
+    // its margin and PnL, a cross one at most its account's value (a losing cross position could
+    // otherwise be closed at a price far past the mark: found by fuzz_engine with a 200x mark).
+    const i128 equity = cp.isolated
+                            ? std::max<i128>(0, floor_div(static_cast<i128>(isolated_value(c, m)) * t.qty, std::abs(cp.size)) - 2)
+                            : std::max<i128>(0, static_cast<i128>(view_of(c).account_value) - 2);
     const i128 q_tick = static_cast<i128>(t.qty) * s.notional_num;
     t.cap = static_cast<Price>(std::clamp<i128>(long_closed ? mk + floor_div(equity * s.notional_den, q_tick)
                                                             : mk - floor_div(equity * s.notional_den, q_tick),
