@@ -1175,3 +1175,23 @@ TYPED_TEST(EngineTest, DepositsBeyondTheTotalBoundAreRefused) {
   EXPECT_EQ(only<CommandRejected>(h.deposit(9, kMaxTotalUsdm)).reason, Reject::amount_too_large);
   EXPECT_TRUE(all_of<CommandRejected>(h.deposit(9, 1'000'000 * kUsdm)).empty());
 }
+
+TYPED_TEST(EngineTest, AnIsolatedPartialCloseAtALossPaysFromThePositionsMarginNotTheCollateral) {
+  // Found by the randomized test once trigger orders were checked at placement (issue 20): the
+  // closed part's loss beyond its share of the margin came out of the cross collateral.
+  auto& h = this->h;
+  isolated_example_position(h);  // user 11: long 0.5 BTC at 97,000, 10x isolated, margin 4,850
+  h.mark(930000);                // uPnL -2,000: the position is worth 2,850, above maintenance
+  const Usdm collateral = h.engine.account(user(11))->collateral;
+  h.place(12, Side::buy, 870000, 250);
+  PlaceOrder sell = h.order(11, Side::sell, 870000, 250);
+  sell.tif = TimeInForce::ioc;
+  auto ev = h.run(sell);
+  ASSERT_EQ(only<Trade>(ev).qty, 250);
+  // Realized -2,500 on 0.25 BTC, its share of the margin 2,425, the taker fee 10.875: the 85.875
+  // beyond the share comes out of the 2,425 left with the position, the collateral is untouched.
+  EXPECT_EQ(h.engine.account(user(11))->collateral, collateral);
+  const Position& p = h.engine.account(user(11))->positions[0];
+  EXPECT_EQ(p.size, 250);
+  EXPECT_EQ(p.margin, 4'850 * kUsdm - 2'425 * kUsdm - 85'875'000);
+}
