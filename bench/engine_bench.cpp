@@ -54,7 +54,7 @@ EngineConfig config(std::size_t order_reserve) {
 void fund(Engine& e, int accounts, Price mark) {
   std::vector<Event> out;
   e.apply(SetMark{0, mark, 0}, out);
-  for (int a = 0; a < accounts; ++a) e.apply(Deposit{account(static_cast<std::uint64_t>(a)), 1'000'000'000'000'000, 0}, out);
+  for (int a = 0; a < accounts; ++a) e.apply(Deposit{account(static_cast<std::uint64_t>(a)), 10'000'000'000'000, 0}, out);
 }
 
 PlaceOrder limit(std::uint64_t n, std::uint64_t acct, Side side, Price price, Qty qty,
@@ -384,10 +384,10 @@ void BM_LiquidationCheck(benchmark::State& state) {
   std::vector<Event> out;
   base.apply(SetMark{0, 100'000, 0}, out);
   const EngineConfig defaults;
-  base.apply(Deposit{defaults.backstop_account, 1'000'000'000'000'000, 0}, out);
+  base.apply(Deposit{defaults.backstop_account, 10'000'000'000'000'000, 0}, out);
   base.apply(Deposit{defaults.insurance_account, 1'000'000'000'000, 0}, out);
   const UserId whale = account(999'999);
-  base.apply(Deposit{whale, 1'000'000'000'000'000, 0}, out);
+  base.apply(Deposit{whale, 10'000'000'000'000'000, 0}, out);
   base.apply(limit(1'000'000'000, 999'999, Side::sell, 100'000, 100LL * kAccounts), out);
   for (int i = 0; i < kAccounts; ++i) {
     // value(M) = c + 100 (M - 100,000), MM(M) = M (mmr 1/100): liquidation below (1e7 - c) / 99.

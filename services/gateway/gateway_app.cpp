@@ -2,6 +2,7 @@
 
 #include "handlers/handlers.hpp"
 #include "hydrox/log/log.hpp"
+#include "hydrox/metrics/metrics.hpp"
 
 namespace hydrox::gateway {
 
@@ -49,6 +50,37 @@ Result<void> setup(service::Context& ctx) {
     log::warn("HYDROX_LEGACY_CLIENT_AUTH=1: client-sent X-User-ID is trusted; any caller can act as any user");
   }
   set_legacy_client_auth(*legacy);
+  set_internal_token(ctx.internal_token);
+  // /metrics and /ready of the gateway on a loopback listener of their own (OPS_PORT, 0: none):
+  // the public listener serves neither.
+  auto ops_port = ctx.env.integer("OPS_PORT", 0, 0, 65535);
+  if (!ops_port) return ops_port.error();
+  if (*ops_port > 0) {
+    http::Router ops;
+    ops.get("/metrics", [](http::Request&, http::Respond respond) {
+      http::Response r;
+      r.body = metrics::Registry::global().render();
+      r.set_header("Content-Type", "text/plain; version=0.0.4");
+      respond(std::move(r));
+    });
+    ops.get("/ready", [](http::Request&, http::Respond respond) {
+      respond(http::Response::json(200, R"({"service":"gateway","checks":{},"status":"ready"})"));
+    });
+    http::ServerOptions so;
+    so.service = "gateway-ops";
+    so.address = "127.0.0.1";
+    so.port = static_cast<std::uint16_t>(*ops_port);
+    static std::unique_ptr<http::Server> ops_server;
+    ops_server = std::make_unique<http::Server>(*ctx.runtime, so, std::move(ops));
+    if (auto bound = ops_server->start(); !bound) return fail(Code::internal, "OPS_PORT: " + bound.error().message);
+    ctx.on_stop.push_back([] {
+      ops_server->stop(std::chrono::milliseconds(0));
+      ops_server.reset();
+    });
+  }
+  if (ctx.internal_token.empty()) {
+    log::warn("INTERNAL_TOKEN is unset: the services believe X-User-ID from anyone who reaches their ports (loopback only)");
+  }
 
   http::ClientOptions proxy_options;
   proxy_options.request_timeout = std::chrono::milliseconds(*upstream_timeout);
@@ -74,6 +106,9 @@ Result<void> setup(service::Context& ctx) {
   http::ClientOptions lookup_options;
   lookup_options.request_timeout = std::chrono::milliseconds(2000);
   auto auth = std::make_shared<Authenticator>(ctx, user.endpoint, std::make_shared<http::Client>(*ctx.runtime, lookup_options));
+  auto auth_failures = ctx.env.integer("RATE_LIMIT_AUTH_FAIL_PER_MIN", 60, 0, 1'000'000);
+  if (!auth_failures) return auth_failures.error();
+  auth->set_max_failures_per_min(static_cast<int>(*auth_failures));
   RateLimiter::Limits limits;
   for (auto [bucket, name, cap, per_min] :
        {std::tuple{&limits.per_ip, "IP", 1200, 6000}, std::tuple{&limits.per_user, "USER", 600, 3000},
@@ -112,7 +147,12 @@ Result<void> setup(service::Context& ctx) {
     // Authentication at the upgrade: a valid bearer makes private streams available.
     auto id = auth->resolve_now(req);
     if (!id) return id.error();
-    if (*id) http::set_header(req.headers, "X-User-ID", (*id)->user_id);
+    if (*id) {
+      http::set_header(req.headers, "X-User-ID", (*id)->user_id);
+      // The hub re-checks the credential while the connection lives (revocation, expiry).
+      http::set_header(req.headers, "X-Auth-Credential", (*id)->hash);
+    }
+    if (!internal_token().empty()) http::set_header(req.headers, service::kInternalTokenHeader, internal_token());
     http::remove_header(req.headers, "Authorization");
     return market_ep;
   }, *handoff});

@@ -101,7 +101,16 @@ http::WsHandlers Hub::handlers() {
   h.on_open = [self](const std::shared_ptr<http::WsConnection>& c) {
     std::lock_guard lock(self->mu_);
     Session session{c, {}, now_ms(), 0, false, 0};
-    if (auto u = c->request().header("X-User-ID"); u && Uuid::parse(*u)) session.user = std::string(*u);
+    // The identity the gateway set at the upgrade (with the internal token; never a client's).
+    if (service::from_gateway(*self->s_.ctx, c->request())) {
+      if (auto u = c->request().header("X-User-ID"); u && Uuid::parse(*u)) {
+        session.user = std::string(*u);
+        if (auto cred = c->request().header("X-Auth-Credential"); cred && cred->size() == 64) {
+          session.credential = std::string(*cred);
+          session.checked_ms = now_ms();
+        }
+      }
+    }
     self->sessions_[c->id()] = std::move(session);
   };
   h.on_message = [self](const std::shared_ptr<http::WsConnection>& c, std::string_view text) { self->on_message(c, text); };
@@ -117,10 +126,13 @@ void Hub::on_close(const std::shared_ptr<http::WsConnection>& c) {
   sessions_.erase(it);  // in no subscriber set any more
 }
 
-void Hub::leave(const Session& session, const std::string& stream) {
+void Hub::leave(Session& session, const std::string& stream) {
   const std::uint64_t id = session.conn->id();
-  subscribers_[stream].erase(id);
-  if (!session.user.empty()) subscribers_[private_key(session.user, stream)].erase(id);  // a private stream
+  if (auto s = subscribers_.find(stream); s != subscribers_.end()) s->second.erase(id);
+  if (auto p = session.private_as.find(stream); p != session.private_as.end()) {  // a private stream
+    if (auto s = subscribers_.find(p->second); s != subscribers_.end()) s->second.erase(id);
+    session.private_as.erase(p);
+  }
 }
 
 void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_view text) {
@@ -157,6 +169,11 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
       c->send(reply_error(id, "ALREADY_AUTHENTICATED", "this connection is authenticated"));
       return;
     }
+    if (session.auth_pending) {
+      c->send(reply_error(id, "AUTH_PENDING", "an AUTH on this connection is being checked"));
+      return;
+    }
+    session.auth_pending = true;
     std::weak_ptr<Hub> weak = shared_from_this();
     const std::string hash = auth::hash_hex(request.token);
     const std::optional<json::Value> id_copy = request.id;
@@ -168,6 +185,7 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
       std::lock_guard guard(self->mu_);
       auto found = self->sessions_.find(sid);
       if (found == self->sessions_.end() || found->second.dropped) return;
+      found->second.auth_pending = false;
       const json::Value* rid = id_copy ? &*id_copy : nullptr;
       if (!cred) {
         found->second.conn->send(reply_error(rid, "UNAVAILABLE", "authentication unavailable; try again"));
@@ -180,9 +198,14 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
         return;
       }
       found->second.user = *user;
+      found->second.credential = hash;
+      found->second.checked_ms = now_ms();
       found->second.conn->send(reply_ok(rid, "ok"));
     });
-    if (!queued) c->send(reply_error(id, "UNAVAILABLE", "try again"));
+    if (!queued) {
+      session.auth_pending = false;
+      c->send(reply_error(id, "UNAVAILABLE", "try again"));
+    }
     return;
   }
   std::vector<std::string> streams;
@@ -237,11 +260,17 @@ void Hub::subscribe_private(std::uint64_t session_id, const std::string& user, c
                                                         {"balances", "/api/v1/balances"}};
   auto self = shared_from_this();
   http::OutgoingRequest req{http::Method::get, kPaths.at(stream), {{"X-User-ID", user}}, {}};
+  for (auto& h : service::internal_headers(*s_.ctx)) req.headers.push_back(std::move(h));
   s_.client->request(s_.trading, std::move(req), [self, session_id, user, stream](Result<http::Response> r) {
     std::lock_guard lock(self->mu_);
     auto it = self->sessions_.find(session_id);
-    if (it == self->sessions_.end() || !it->second.streams.count(stream)) return;
+    // Still subscribed, still as the same user (its credential may have ended meanwhile).
+    if (it == self->sessions_.end() || !it->second.streams.count(stream) || it->second.user != user) return;
     const std::string key = private_key(user, stream);
+    if (auto old = it->second.private_as.find(stream); old != it->second.private_as.end() && old->second != key) {
+      if (auto s = self->subscribers_.find(old->second); s != self->subscribers_.end()) s->second.erase(session_id);
+    }
+    it->second.private_as[stream] = key;
     self->subscribers_[key].insert(&it->second);
     const std::string data = r && r->status == 200 ? r->body : std::string("null");
     json::Writer w;
@@ -489,7 +518,56 @@ void Hub::fetch_book(const std::string& symbol) {
   });
 }
 
+void Hub::recheck_credentials() {
+  std::vector<std::pair<std::uint64_t, std::string>> due;  // session, credential hash
+  {
+    std::lock_guard lock(mu_);
+    const std::int64_t now = now_ms();
+    if (now - last_recheck_ms_ < kRecheckMs) return;
+    last_recheck_ms_ = now;
+    for (const auto& [sid, session] : sessions_) {
+      if (!session.credential.empty() && !session.dropped) due.emplace_back(sid, session.credential);
+    }
+  }
+  if (due.empty()) return;
+  std::weak_ptr<Hub> weak = shared_from_this();
+  (void)s_.ctx->runtime->try_blocking([weak, due = std::move(due)] {
+    auto self = weak.lock();
+    if (!self) return;
+    std::map<std::string, bool> live;  // hash → still live (each looked up once)
+    for (const auto& [sid, hash] : due) {
+      if (live.count(hash)) continue;
+      auto cred = service::resolve_credential(*self->s_.ctx, *self->s_.client, self->s_.user_service, hash);
+      live[hash] = !cred || cred->has_value();  // unavailable: keep (checked again next round)
+    }
+    std::lock_guard guard(self->mu_);
+    for (const auto& [sid, hash] : due) {
+      auto it = self->sessions_.find(sid);
+      if (it == self->sessions_.end() || it->second.credential != hash) continue;
+      Session& session = it->second;
+      if (live[hash]) {
+        session.checked_ms = now_ms();
+        continue;
+      }
+      // Revoked or expired: its private streams end; public ones go on, anonymously.
+      std::vector<std::string> ended;
+      for (const auto& [stream, key] : session.private_as) ended.push_back(stream);
+      for (const auto& stream : {"orders", "fills", "positions", "balances"}) {
+        if (session.streams.count(stream)) ended.push_back(stream);
+      }
+      for (const auto& stream : ended) {
+        self->leave(session, stream);
+        session.streams.erase(stream);
+      }
+      session.user.clear();
+      session.credential.clear();
+      session.conn->send(reply_error(nullptr, "AUTH_EXPIRED", "the session or API key ended: private streams stopped"));
+    }
+  });
+}
+
 void Hub::tick() {
+  recheck_credentials();
   bool all = false;
   std::vector<const catalog::MarketInfo*> wanted;
   {

@@ -43,6 +43,12 @@ class Hub : public std::enable_shared_from_this<Hub> {
     std::size_t missed = 0;  // messages dropped while resyncing
     bool dropped = false;    // aborted; on_close removes it
     std::string user;        // X-User-ID set by the gateway at the upgrade; empty: anonymous
+    std::string credential;  // its SHA-256 (the upgrade's X-Auth-Credential, or AUTH's token)
+    bool auth_pending = false;  // an AUTH is being looked up: no second one meanwhile
+    // Each private stream joined, and the per-user key it was joined under: leaving uses this,
+    // not `user` (which an AUTH may set later), so no session is ever left behind in a key.
+    std::map<std::string, std::string> private_as;
+    std::int64_t checked_ms = 0;  // when the credential was last found live
   };
   // The sessions of one stream: a vector to walk per message (no tree, no lookup per session),
   // with an index for removal. A Session lives in sessions_ (its node never moves) and leaves
@@ -92,7 +98,7 @@ class Hub : public std::enable_shared_from_this<Hub> {
   void broadcast_as(const std::string& key, const std::string& channel, std::string_view type, const std::string& data);
   void subscribe_private(std::uint64_t session, const std::string& user, const std::string& stream, const json::Value* id);
   // Takes the session out of the stream's subscribers (and the user's own stream of that name).
-  void leave(const Session& session, const std::string& stream);
+  void leave(Session& session, const std::string& stream);
   // The per-user stream behind a private one: "u:<user>:orders".
   static std::string private_key(const std::string& user, std::string_view stream) {
     return "u:" + user + ":" + std::string(stream);
@@ -101,6 +107,11 @@ class Hub : public std::enable_shared_from_this<Hub> {
   void send_snapshot(Session& session, const std::string& stream);  // lock held
   void fetch_book(const std::string& symbol);
   void tick();
+  // Every kRecheckMs: each authenticated session's credential is looked up again; a revoked or
+  // expired one ends its private subscriptions (the connection stays, public streams go on).
+  void recheck_credentials();
+  static constexpr std::int64_t kRecheckMs = 30'000;
+  std::int64_t last_recheck_ms_ = 0;
   std::string stream_type(const std::string& stream) const;
   bool valid_stream(const std::string& stream) const;
   static std::int64_t bar_open(const std::string& interval, std::int64_t t_seconds);

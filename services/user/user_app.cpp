@@ -6,6 +6,7 @@
 #include "hydrox/auth/tokens.hpp"
 #include "hydrox/http/client.hpp"
 #include "hydrox/core/clock.hpp"
+#include "hydrox/core/secret.hpp"
 #include "hydrox/core/text.hpp"
 #include "hydrox/decimal/decimal.hpp"
 #include "hydrox/json/json.hpp"
@@ -24,6 +25,9 @@ constexpr db::Query kListKeys{
     " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
     " to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
     " FROM api_keys WHERE user_id = $1::uuid ORDER BY created_at DESC LIMIT 1000"};
+constexpr db::Query kFindKey{"api_key_find",
+                             "SELECT encode(key_hash, 'hex') FROM api_keys WHERE id = $1::uuid AND user_id = $2::uuid"
+                             " AND revoked_at IS NULL"};
 constexpr db::Query kRevokeKey{"api_key_revoke",
                                "UPDATE api_keys SET revoked_at = now() WHERE id = $1::uuid AND user_id = $2::uuid"
                                " AND revoked_at IS NULL RETURNING encode(key_hash, 'hex')"};
@@ -80,6 +84,13 @@ Result<http::Response> issue_key(State& st, const UserId& user, const json::Valu
   w.begin_object().field("id", id.to_string()).field("key", key).field("prefix", key.substr(0, 8));
   w.field("scope", auth::scope_name(scope)).field("label", label).field("user_id", user.value().to_string()).end_object();
   return http::Response::json(201, w.take());
+}
+
+// Authorization: Bearer <OPERATOR_TOKEN>, compared in constant time.
+bool operator_call(const http::Request& req, const std::string& token) {
+  auto h = req.header("Authorization");
+  constexpr std::string_view kBearer = "Bearer ";
+  return !token.empty() && h && h->starts_with(kBearer) && constant_time_equal(h->substr(kBearer.size()), token);
 }
 
 Result<void> load_credentials(service::Context& ctx) {
@@ -144,8 +155,7 @@ Result<void> setup(service::Context& ctx) {
   auto& r = *ctx.router;
   if (auto si = register_sign_in(st, r); !si) return si.error();
   r.post("/internal/v1/api-keys", [](http::Request& req, http::Respond respond) {
-    auto h = req.header("Authorization");
-    if (st.operator_token.empty() || !h || *h != "Bearer " + st.operator_token) {
+    if (!operator_call(req, st.operator_token)) {
       return respond(http::Response::error(fail(Code::unauthenticated, "operator token required"), req.request_id));
     }
     service::respond_blocking(*st.ctx, req, respond, [body = req.body]() -> Result<http::Response> {
@@ -164,6 +174,10 @@ Result<void> setup(service::Context& ctx) {
   // SHA-256 of the secret, so it tells nothing to anyone who does not hold the secret already.
   // Internal port only (the gateway does not route /internal).
   r.get("/internal/v1/credentials/{hash}", [](http::Request& req, http::Respond respond) {
+    // The gateway's (and market's) own call: the internal token, or the operator's.
+    if (st.ctx->internal_token.empty() ? false : !service::from_gateway(*st.ctx, req) && !operator_call(req, st.operator_token)) {
+      return respond(http::Response::error(fail(Code::unauthenticated, "internal or operator token required"), req.request_id));
+    }
     const std::string hash(req.path_param("hash"));
     if (hash.size() != 64 || hash.find_first_not_of("0123456789abcdef") != std::string::npos) {
       return respond(http::Response::error(fail(Code::invalid_field, "hash must be 64 lowercase hex digits", "hash"), req.request_id));
@@ -224,10 +238,18 @@ Result<void> setup(service::Context& ctx) {
     service::respond_blocking(*st.ctx, req, respond, [u = *user, id = *id]() -> Result<http::Response> {
       auto lease = st.ctx->db->acquire();
       if (!lease) return lease.error();
+      auto found = (*lease)->exec(kFindKey, {id.to_string(), u.value().to_string()});
+      if (!found) return found.error();
+      if (found->size() == 0) return fail(Code::not_found, "no such active key");
+      // Out of Redis first: if Redis cannot answer, nothing is revoked yet and the caller retries
+      // (a key revoked in PostgreSQL but still in Redis would keep working). With the credentials
+      // marked loaded, a key missing from Redis is a key that does not exist.
+      const std::string hash(found->get(0, 0));
+      if (auto d = st.ctx->redis->del(auth::redis_key(hash)); !d) return d.error();
       auto rows = (*lease)->exec(kRevokeKey, {id.to_string(), u.value().to_string()});
       if (!rows) return rows.error();
       if (rows->size() == 0) return fail(Code::not_found, "no such active key");
-      if (auto d = st.ctx->redis->del(auth::redis_key(rows->get(0, 0))); !d) return d.error();
+      (void)st.ctx->redis->del(auth::redis_key(hash));  // again: a reload in between put it back
       return http::Response::json(200, "{\"status\":\"revoked\"}");
     });
   });
@@ -238,8 +260,9 @@ Result<void> setup(service::Context& ctx) {
     auto user = caller(req);
     if (!user) return respond(http::Response::error(user.error(), req.request_id));
     service::respond_blocking(*st.ctx, req, respond, [u = *user, rid = req.request_id]() -> Result<http::Response> {
-      auto own = st.client->request_sync(st.trading, {http::Method::get, "/api/v1/balances",
-                                                      {{"X-User-ID", u.value().to_string()}, {"X-Request-ID", rid}}, {}});
+      std::vector<http::Header> as_user{{"X-User-ID", u.value().to_string()}, {"X-Request-ID", rid}};
+      for (auto& h : service::internal_headers(*st.ctx)) as_user.push_back(std::move(h));
+      auto own = st.client->request_sync(st.trading, {http::Method::get, "/api/v1/balances", std::move(as_user), {}});
       if (!own || own->status != 200) return fail(Code::upstream_unavailable, "trading balances unavailable");
       auto vaults = st.client->request_sync(st.trading, {http::Method::get, "/internal/v1/users/" + u.value().to_string() + "/vaults",
                                                          {{"Authorization", "Bearer " + st.operator_token}, {"X-Request-ID", rid}}, {}});

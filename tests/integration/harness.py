@@ -21,6 +21,12 @@ BIN_DIR = os.environ.get("HYDROX_BIN_DIR", os.path.join(SOURCE_DIR, "build", "de
 INFRA_ENV = os.environ.get("HYDROX_INFRA_ENV", os.path.join(SOURCE_DIR, "build", "default", "infra.env"))
 
 SERVICES = ["market", "trading", "vault", "user", "gateway"]
+# Every stack runs with an internal token, as `make run` and compose do: services believe
+# X-User-ID only next to it. request() adds it when a test calls a service directly with
+# X-User-ID (standing in for the gateway); pass X-Internal-Token yourself (even "") to send
+# something else.
+INTERNAL_TOKEN = "test-internal-token-0123456789"
+INTERNAL_HEADER = "X-Internal-Token"
 _live = []
 
 
@@ -98,6 +104,10 @@ def request(port, method, path, body=None, headers=None, timeout=10.0):
     try:
         data = body
         hdrs = dict(headers or {})
+        names = {k.lower() for k in hdrs}
+        if "x-user-id" in names and INTERNAL_HEADER.lower() not in names:
+            hdrs[INTERNAL_HEADER] = INTERNAL_TOKEN
+        hdrs = {k: v for k, v in hdrs.items() if not (k == INTERNAL_HEADER and v is None)}
         if isinstance(body, (dict, list)):
             data = json.dumps(body)
             hdrs.setdefault("Content-Type", "application/json")
@@ -163,6 +173,7 @@ class Stack:
                        env={**os.environ, "DATABASE_URL": self.database_url}, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.ports = dict(zip(SERVICES, free_ports(len(SERVICES))))
+        self.gateway_ops_port = free_port()  # the gateway's /metrics and /ready (loopback only)
         self.extra_env = extra_env or {}
         self.procs = {}
         self.logs = {}
@@ -216,12 +227,14 @@ class Stack:
             "VAULT_SERVICE_URL": f"http://127.0.0.1:{self.ports['vault']}",
             "USER_SERVICE_URL": f"http://127.0.0.1:{self.ports['user']}",
             "LOG_LEVEL": "info",
+            "INTERNAL_TOKEN": INTERNAL_TOKEN,
         })
         # The gateway hands WebSocket clients' sockets to market, as `make run` does.
         if service == "market":
             env["HANDOFF_SOCKET"] = self.handoff_socket
         elif service == "gateway":
             env["MARKET_WS_HANDOFF_SOCKET"] = self.handoff_socket
+            env["OPS_PORT"] = str(self.gateway_ops_port)
         env.update(self.extra_env.get(service.split("-")[0], {}))
         env.update(self.extra_env.get("*", {}))
         env["PORT"] = str(self.ports[service])

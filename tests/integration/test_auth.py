@@ -47,7 +47,7 @@ class GatewayAuthentication(unittest.TestCase):
         self.assertEqual([o["id"] for o in mine], [oid])
         self.assertEqual(mine[0]["user_id"], a)
         self.assertEqual(self.as_key(kb, "GET", "/api/v1/orders").json(), [])
-        # user_id in the query or the body is removed by the gateway: it never selects a user.
+        # user_id in the query or the body is ignored by the services: it never selects a user.
         r = self.as_key(kb, "GET", f"/api/v1/orders?user_id={a}&symbol=BTC_USDM_PERP")
         self.assertEqual((r.status, r.json()), (200, []), r.body)
         r = self.as_key(kb, "POST", "/api/v1/orders", {"symbol": "BTC_USDM_PERP", "side": "Buy", "type": "Limit",

@@ -20,6 +20,7 @@ class GatewayWithAllServices(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.stack = Stack("gw").start_all()
+        cls.ops_port = cls.stack.gateway_ops_port
 
     @classmethod
     def tearDownClass(cls):
@@ -100,7 +101,11 @@ class GatewayWithAllServices(unittest.TestCase):
             self.assertEqual(r.status, 200, (s, r.body))
             self.assertEqual(r.json()["checks"], {"postgres": "ok", "redis": "ok"})
         self.stack.get("/health")
-        m = request(self.stack.ports["gateway"], "GET", "/metrics")
+        # The gateway's own: on its loopback ops port, never on the public one.
+        for path in ["/metrics", "/ready"]:
+            self.assertEqual(request(self.stack.ports["gateway"], "GET", path).status, 404, path)
+        self.assertEqual(request(self.ops_port, "GET", "/ready").status, 200)
+        m = request(self.ops_port, "GET", "/metrics")
         self.assertEqual(m.status, 200)
         self.assertIn('http_requests_total{method="GET",route="/health",status="200"}', m.body)
         self.assertIn("http_request_duration_seconds_bucket", m.body)

@@ -114,6 +114,28 @@ class HostileInputs(unittest.TestCase):
             self.assertEqual(r.json()["error"]["field"], field, (field, value, r.body))
         self.assert_still_trading()
 
+    def test_user_id_in_a_body_or_query_never_selects_a_user(self):
+        # Escapes included: the services read identity only from the gateway's header.
+        victim = new_user()
+        self.t.deposit(victim, "1000")
+        r = self.t.place(victim, side="Buy", price="90000", amount="0.001")
+        self.assertEqual(r.status, 201, r.body)
+        attacker = new_user()
+        self.t.deposit(attacker, "1000")
+        for raw in ['{"symbol":"BTC_USDM_PERP","side":"Buy","type":"Limit","price":"90000","amount":"0.001","user_id":"%s"}',
+                    '{"symbol":"BTC_USDM_PERP","side":"Buy","type":"Limit","price":"90000","amount":"0.001","user\\u005fid":"%s"}']:
+            r = self.t.call(attacker, "POST", "/api/v1/orders", raw=(raw % victim).encode())
+            self.assertEqual(r.status, 201, r.body)
+            mine = [o["id"] for o in self.t.call(attacker, "GET", "/api/v1/orders").json()]
+            self.assertIn(r.json()["id"], mine)
+            theirs = [o["id"] for o in self.t.call(victim, "GET", "/api/v1/orders").json()]
+            self.assertNotIn(r.json()["id"], theirs)
+        for q in [f"user_id={victim}", f"user%5Fid={victim}", f"user_%69d={victim}"]:
+            r = self.t.call(attacker, "GET", f"/api/v1/orders?{q}")
+            self.assertEqual(r.status, 200, (q, r.body))
+            self.assertTrue(all(o["user_id"] == attacker for o in r.json()), (q, r.body))
+        self.assert_still_trading()
+
     def test_query_values_must_be_text(self):
         for q in ["symbol=%00", "symbol=%FF", "limit=1%0A", "x%00=1"]:
             r = request(self.stack.ports["trading"], "GET", f"/api/v1/orders?{q}",
@@ -161,3 +183,30 @@ class HostileThroughTheGateway(unittest.TestCase):
         pid = self.stack.procs["user"].pid
         self.assertIsNone(self.stack.procs["user"].poll())
         self.assertEqual(self.stack.procs["user"].pid, pid)
+
+    def test_a_forged_user_header_without_the_internal_token_is_nobody(self):
+        # A service reachable on a network (compose binds 0.0.0.0) must not be driven by a forged
+        # header: only the gateway's requests carry the internal token.
+        from harness import INTERNAL_HEADER
+        t = self.stack.ports["trading"]
+        victim = new_user()
+        for token in ["", "wrong-token-0123456789", None]:
+            headers = {"X-User-ID": victim, INTERNAL_HEADER: token}
+            for method, path in [("GET", "/api/v1/orders"), ("GET", "/api/v1/balances"), ("GET", "/api/v1/positions")]:
+                r = request(t, method, path, headers=headers)
+                self.assertEqual(r.status, 401, (token, path, r.body))
+        for port in ["user", "vault"]:
+            r = request(self.stack.ports[port], "GET",
+                        "/api/v1/users/api-keys" if port == "user" else "/api/v1/vaults/" + HLP + "/user",
+                        headers={"X-User-ID": victim, INTERNAL_HEADER: None})
+            self.assertEqual(r.status, 401, (port, r.body))
+        # The credentials lookup is internal: without a token it answers nothing.
+        r = request(self.stack.ports["user"], "GET", "/internal/v1/credentials/" + "0" * 64)
+        self.assertEqual(r.status, 401, r.body)
+
+    def test_health_is_rate_limited_and_ops_routes_are_not_public(self):
+        for path in ["/metrics", "/ready"]:
+            self.assertEqual(self.stack.call("GET", path).status, 404, path)
+        statuses = [self.stack.call("GET", "/health").status for _ in range(80)]
+        self.assertIn(429, statuses)
+        self.assertEqual(statuses[0], 200)

@@ -455,8 +455,8 @@ class HandOff(unittest.TestCase):
             g, m = stack.ports["gateway"], stack.ports["market"]
             c = WsClient(g)
             self.assertTrue(ping(c, "1"))
-            self.assertEqual(metric(g, "http_tunnel_handoffs_total", '{result="sent"}'), 1)
-            self.assertEqual(metric(g, "http_tunnel_handoffs_total", '{result="failed"}'), 0)
+            self.assertEqual(metric(stack.gateway_ops_port, "http_tunnel_handoffs_total", '{result="sent"}'), 1)
+            self.assertEqual(metric(stack.gateway_ops_port, "http_tunnel_handoffs_total", '{result="failed"}'), 0)
             self.assertEqual(metric(m, "http_handoffs_received_total"), 1)
             self.assertEqual(metric(m, "ws_sessions_open"), 1)
             # The gateway stops: a tunnelled client would lose its stream; this one is market's.
@@ -481,8 +481,8 @@ class HandOff(unittest.TestCase):
                 c = WsClient(g)
                 self.assertTrue(ping(c, str(i)))
                 c.close()
-            self.assertEqual(metric(g, "http_tunnel_handoffs_total", '{result="sent"}'), 0)
-            self.assertEqual(metric(g, "http_tunnel_handoffs_total", '{result="failed"}'), 3)
+            self.assertEqual(metric(stack.gateway_ops_port, "http_tunnel_handoffs_total", '{result="sent"}'), 0)
+            self.assertEqual(metric(stack.gateway_ops_port, "http_tunnel_handoffs_total", '{result="failed"}'), 3)
             self.assertEqual(metric(stack.ports["market"], "http_handoffs_received_total"), 0)
         finally:
             stack.close()

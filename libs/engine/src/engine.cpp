@@ -403,7 +403,13 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     }
   } else {
     if (order_notional < spec.min_notional) return reject(c, Reject::below_min_notional, out);
-    if (!liquidation && !within_position_limit(pos.size, c.market, c.side, limit, c.qty)) {
+    // At the highest price any of its fills can have (a buy: its limit; a sell: the best bid, if
+    // above its limit), so that no fill of this order as taker can pass the limit either.
+    Price highest = limit;
+    if (c.side == Side::sell) {
+      if (auto bid = ms.book.best(Side::buy); bid && *bid > limit) highest = *bid;
+    }
+    if (!liquidation && !within_position_limit(pos.size, c.market, c.side, highest, c.qty)) {
       return reject(c, Reject::position_notional_too_large, out);
     }
   }
@@ -471,7 +477,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   // Match against the opposite side while it crosses.
   Book& book = ms.book;
   const Side opp = opposite(c.side);
-  bool stopped_by_reduce_only = false, stopped_by_margin = false, stopped_by_limit = false;
+  bool stopped_by_reduce_only = false, stopped_by_margin = false;
   while (pool_[h].remaining > 0) {
     auto best = book.best(opp);
     if (!best || (c.side == Side::buy ? *best > limit : *best < limit)) break;
@@ -512,17 +518,13 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
       stopped_by_margin = true;
       break;
     }
-    // No fill builds a position above the market's limit (resting orders of one account could
-    // together; a liquidation's transfers are exempt: they only move existing positions).
-    if (!liquidation) [[likely]] {
-      if (!within_position_limit(accounts_[mo.account].positions[c.market].size, c.market, mo.side, *best, q)) {
-        close_order(maker, OrderStatus::cancelled, CancelReason::position_limit, c.ts_ms, out, true);
-        continue;
-      }
-      if (!within_position_limit(accounts_[ai].positions[c.market].size, c.market, c.side, *best, q)) {
-        stopped_by_limit = true;
-        break;
-      }
+    // No fill builds a position above the market's limit: resting orders of one account could
+    // together, so the maker is checked at each fill (the taker was, for all of its fills, at
+    // placement). A liquidation's transfers are exempt: they only move existing positions.
+    if (!liquidation && !within_position_limit(accounts_[mo.account].positions[c.market].size, c.market, mo.side, *best, q))
+        [[unlikely]] {
+      close_order(maker, OrderStatus::cancelled, CancelReason::position_limit, c.ts_ms, out, true);
+      continue;
     }
     fill(maker, h, q, c.ts_ms, out);
   }
@@ -535,7 +537,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     return;
   }
   if (t.tif == TimeInForce::gtc || t.tif == TimeInForce::post_only) {
-    if (!stopped_by_reduce_only && !stopped_by_margin && !stopped_by_limit) {
+    if (!stopped_by_reduce_only && !stopped_by_margin) {
       rest(h, out, pool_[h].remaining == c.qty ? full_margin : -1);
       return;
     }
@@ -543,7 +545,6 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   // IOC / FOK / market remainder, or a reduce-only order with nothing left to reduce.
   t.status = OrderStatus::cancelled;
   const CancelReason why = stopped_by_margin ? CancelReason::insufficient_margin
-                          : stopped_by_limit ? CancelReason::position_limit
                           : stopped_by_reduce_only ? CancelReason::reduce_only : CancelReason::ioc_remainder;
   t.remaining = 0;
   emit_order(t, out, why);
@@ -671,18 +672,6 @@ void BasicEngine<Book>::fire_triggers(std::uint32_t m, std::int64_t ts, std::vec
       }
     }
   }
-}
-
-// Whether a fill of q at price on side keeps the position's notional (at that price) within the
-// market's max_position_notional; a fill that does not grow the position always does.
-template <class Book>
-bool BasicEngine<Book>::within_position_limit(Qty size, std::uint32_t m, Side side, Price price, Qty q) const {
-  Qty after = 0;
-  if (__builtin_add_overflow(size, side == Side::buy ? q : -q, &after)) return false;
-  const Qty abs_after = after < 0 ? -after : after;
-  if (abs_after <= (size < 0 ? -size : size)) return true;
-  Usdm n = 0;
-  return money::notional_checked(markets_[m].spec, price, abs_after, n) && n <= markets_[m].spec.max_position_notional;
 }
 
 template <class Book>

@@ -161,6 +161,16 @@ bool WsSession::enqueue(unsigned char opcode, std::shared_ptr<const std::string>
     std::lock_guard lock(mu_);
     if (close_queued_) return false;
     if (f.is_close) close_queued_ = true;
+    if (opcode == 0xA) {
+      // At most one pong waits: a newer ping's answer replaces one not yet written (RFC 6455
+      // 5.5.3 allows answering only the most recent ping), so pings cannot grow the queue.
+      for (Frame& queued : pending_) {
+        if ((queued.head[0] & 0x0F) == 0xA) {
+          queued = std::move(f);
+          return true;
+        }
+      }
+    }
     pending_.push_back(std::move(f));
     if (!scheduled_) post = scheduled_ = true;
   }
@@ -283,6 +293,17 @@ asio::awaitable<void> WsSession::run(std::function<void(std::string_view)> on_me
   std::string message;
   int message_op = 0;
   bool reading = true;  // false once closing: whatever else arrives is dropped until the socket ends
+  // Inbound rate: data messages and control frames (pings, pongs) alike, per second.
+  auto window_start = std::chrono::steady_clock::now();
+  std::uint32_t window_frames = 0;
+  auto over_rate = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - window_start >= std::chrono::seconds(1)) {
+      window_start = now;
+      window_frames = 0;
+    }
+    return options_.max_inbound_per_second > 0 && ++window_frames > options_.max_inbound_per_second;
+  };
   auto fail = [&](std::uint16_t code, std::string_view why) {
     closed_.store(true);
     enqueue_close(code, why);
@@ -347,6 +368,10 @@ asio::awaitable<void> WsSession::run(std::function<void(std::string_view)> on_me
         enqueue_close(code, "");  // no-op when a close of ours is already queued
       }
       reading = false;
+      continue;
+    }
+    if ((op == 0x9 || op == 0xA || fin) && over_rate()) {
+      fail(1008, "more than " + std::to_string(options_.max_inbound_per_second) + " messages per second");
       continue;
     }
     if (op == 0x9) {

@@ -403,7 +403,9 @@ Result<Value> parse_object(std::string_view text, std::initializer_list<std::str
   for (const auto& m : doc->members()) {
     bool known = false;
     for (auto a : allowed) known = known || m.key == a;
-    if (!known) return fail(Code::unknown_field, "unknown field " + m.key, m.key);
+    // The api-contract lets a client send `user_id` (the seed's clients did): tolerated and never
+    // read where not asked for. Identity comes only from the gateway's X-User-ID.
+    if (!known && m.key != kIgnoredUserIdKey) return fail(Code::unknown_field, "unknown field " + m.key, m.key);
   }
   return doc;
 }

@@ -5,6 +5,7 @@
 
 #include "hydrox/json/json.hpp"
 #include "hydrox/log/log.hpp"
+#include "hydrox/core/secret.hpp"
 #include "hydrox/metrics/metrics.hpp"
 
 namespace hydrox::service {
@@ -21,7 +22,34 @@ int init_failed(std::string_view step, const std::string& reason) {
   return 1;
 }
 
-void add_builtin_routes(Context& ctx, bool health) {
+void drop_user_id_query(http::Request& req) {
+  if (req.query.find("user") == std::string::npos && req.query.find("%") == std::string::npos) return;
+  std::string kept;
+  std::string_view q = req.query;
+  bool dropped = false;
+  while (!q.empty()) {
+    const std::size_t amp = q.find('&');
+    const std::string_view pair = q.substr(0, amp);
+    const auto name = http::url_decode(pair.substr(0, pair.find('=')));
+    if (name && *name == "user_id") {
+      dropped = true;
+    } else if (!pair.empty()) {
+      if (!kept.empty()) kept += '&';
+      kept += pair;
+    }
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  if (!dropped) return;
+  req.query = kept;
+  req.target = req.path + (kept.empty() ? "" : "?" + kept);
+}
+
+bool loopback(std::string_view address) {
+  return address.starts_with("127.") || address == "::1" || address == "localhost";
+}
+
+void add_builtin_routes(Context& ctx, bool health, bool ops) {
   if (health) {
     ctx.router->get("/health", [name = ctx.name](http::Request&, http::Respond respond) {
       json::Writer w;
@@ -29,6 +57,7 @@ void add_builtin_routes(Context& ctx, bool health) {
       respond(http::Response::json(200, w.take()));
     });
   }
+  if (!ops) return;
   ctx.router->get("/ready", [&ctx](http::Request& req, http::Respond respond) {
     respond_blocking(ctx, req, respond, [&ctx]() -> Result<http::Response> {
       bool ok = true;
@@ -99,6 +128,17 @@ int run(const Spec& spec) {
     if (!*r) return init_failed("config", r->error().message);
   }
   if (!port) return init_failed("config", port.error().message);
+  auto internal_token = ctx.env.string("INTERNAL_TOKEN", "");
+  if (!internal_token) return init_failed("config", internal_token.error().message);
+  ctx.internal_token = *internal_token;
+  if (!ctx.internal_token.empty() && (ctx.internal_token.size() < 16 || ctx.internal_token.size() > 200 ||
+                                      ctx.internal_token.find_first_of(" \t\r\n") != std::string::npos)) {
+    return init_failed("config", "INTERNAL_TOKEN must be 16 to 200 characters without spaces");
+  }
+  if (spec.trusts_gateway && ctx.internal_token.empty() && !loopback(*address)) {
+    return init_failed("config", "INTERNAL_TOKEN is required when LISTEN_ADDRESS (" + *address +
+                                     ") is not loopback: anyone reaching the port could set X-User-ID");
+  }
   auto redis_address = redis::parse_url(*redis_url);
   if (!redis_address) {
     return init_failed("config", "REDIS_URL must be host:port or redis://host:port/db, got \"" +
@@ -132,7 +172,20 @@ int run(const Spec& spec) {
   if (auto r = ctx.redis->ping(); !r) return init_failed("redis", r.error().message);
 
   // the service's own state and routes
-  add_builtin_routes(ctx, spec.builtin_health);
+  add_builtin_routes(ctx, spec.builtin_health, spec.builtin_ops);
+  if (spec.trusts_gateway) {
+    // First of all middleware: identity headers without the internal token are nobody's, and a
+    // `user_id` query parameter (which the api-contract lets clients send) is dropped unread.
+    ctx.middleware.insert(ctx.middleware.begin(), [&ctx](http::Request& req, http::Respond&) {
+      if (!from_gateway(ctx, req)) {
+        for (std::string_view h : {"X-User-ID", "X-Auth-Kind", "X-Auth-Scope", "X-Auth-Credential"}) {
+          http::remove_header(req.headers, h);
+        }
+      }
+      if (!req.path.starts_with("/internal/")) drop_user_id_query(req);
+      return false;
+    });
+  }
   if (spec.setup) {
     try {
       if (auto r = spec.setup(ctx); !r) return init_failed("setup", r.error().message);
@@ -168,6 +221,17 @@ int run(const Spec& spec) {
   for (auto& f : ctx.on_stop) f();
   log::info("stopped");
   return 0;
+}
+
+bool from_gateway(const Context& ctx, const http::Request& req) {
+  if (ctx.internal_token.empty()) return true;
+  auto h = req.header(kInternalTokenHeader);
+  return h && constant_time_equal(*h, ctx.internal_token);
+}
+
+std::vector<http::Header> internal_headers(const Context& ctx) {
+  if (ctx.internal_token.empty()) return {};
+  return {http::Header{std::string(kInternalTokenHeader), ctx.internal_token}};
 }
 
 Result<UserId> caller(const http::Request& req) {

@@ -76,6 +76,17 @@ class Authenticator {
   };
   // Blocking: Redis, then the user service. nullopt: no live credential has this hash.
   Result<std::optional<Identity>> lookup(const std::string& hash);
+  // Invalid credentials per address and minute (RATE_LIMIT_AUTH_FAIL_PER_MIN): beyond the limit
+  // the address gets 429 before any lookup.
+  bool failing_too_often(const std::string& ip);
+  void count_failure(const std::string& ip);
+  std::unordered_map<std::string, std::pair<std::int64_t, int>> failures_;  // ip → (minute, count)
+  int max_failures_per_min_ = 60;
+
+ public:
+  void set_max_failures_per_min(int n) { max_failures_per_min_ = n; }
+
+ private:
 
   service::Context& ctx_;
   config::Endpoint user_service_;
@@ -137,6 +148,9 @@ http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Acce
 
 // Removes headers a client must never choose (identity) from a request about to be forwarded.
 void strip_identity(http::Request& req);
+// INTERNAL_TOKEN: added to every forwarded request and WebSocket upgrade (X-Internal-Token).
+void set_internal_token(std::string token);
+const std::string& internal_token();
 // Legacy client mode (HYDROX_LEGACY_CLIENT_AUTH=1, off by default): keep a client's X-User-ID.
 void set_legacy_client_auth(bool on);
 

@@ -24,62 +24,80 @@ bool hop_by_hop(std::string_view name) {
 
 namespace {
 std::atomic<bool> g_legacy_client_auth{false};
+std::string g_internal_token;  // set once at start (setup), before any request
 }  // namespace
 
 void set_legacy_client_auth(bool on) { g_legacy_client_auth.store(on); }
 
 void strip_identity(http::Request& req) {
   // Identity is the gateway's to set (after authentication), never the client's: the identity
-  // headers, and a `user_id` in the query or at the top of a JSON body, are removed.
+  // headers and the internal token are removed. Nothing else: no service reads identity from a
+  // body or a query (only from these headers), so there is no body to parse here.
   http::remove_header(req.headers, "X-Auth-Kind");
   http::remove_header(req.headers, "X-Auth-Scope");
   http::remove_header(req.headers, "X-Auth-Credential");
+  http::remove_header(req.headers, service::kInternalTokenHeader);
   if (g_legacy_client_auth.load()) return;
   http::remove_header(req.headers, "X-User-ID");
-  if (req.query.find("user_id") != std::string::npos) {
-    std::string kept;
-    std::size_t start = 0;
-    while (start <= req.query.size()) {
-      std::size_t amp = req.query.find('&', start);
-      if (amp == std::string::npos) amp = req.query.size();
-      const std::string_view param = std::string_view(req.query).substr(start, amp - start);
-      const auto name = http::url_decode(param.substr(0, param.find('=')));
-      if (!param.empty() && !(name && *name == "user_id")) {
-        if (!kept.empty()) kept += '&';
-        kept += param;
-      }
-      start = amp + 1;
-    }
-    req.query = kept;
-    req.target = req.path + (kept.empty() ? "" : "?" + kept);
+}
+
+void set_internal_token(std::string token) { g_internal_token = std::move(token); }
+const std::string& internal_token() { return g_internal_token; }
+
+bool Authenticator::failing_too_often(const std::string& ip) {
+  if (max_failures_per_min_ <= 0) return false;
+  const std::int64_t minute = std::chrono::duration_cast<std::chrono::minutes>(
+                                  std::chrono::steady_clock::now().time_since_epoch()).count();
+  std::lock_guard lock(mu_);
+  auto it = failures_.find(ip);
+  return it != failures_.end() && it->second.first == minute && it->second.second >= max_failures_per_min_;
+}
+
+void Authenticator::count_failure(const std::string& ip) {
+  const std::int64_t minute = std::chrono::duration_cast<std::chrono::minutes>(
+                                  std::chrono::steady_clock::now().time_since_epoch()).count();
+  std::lock_guard lock(mu_);
+  if (failures_.size() > 100'000) failures_.clear();  // bounded
+  auto& [at, count] = failures_[ip];
+  if (at != minute) {
+    at = minute;
+    count = 0;
   }
-  if (!req.body.empty() && req.body.find("user_id") != std::string::npos) {
-    if (auto doc = json::parse(req.body); doc && doc->is_object() && doc->find("user_id")) {
-      std::vector<json::Member> members;
-      for (const auto& m : doc->members()) {
-        if (m.key != "user_id") members.push_back(m);
-      }
-      req.body = json::dump(json::Value::make_object(std::move(members)));
-    }
-  }
+  ++count;
 }
 
 void Authenticator::resolve(const http::Request& req, std::function<void(Result<std::optional<Identity>>)> done) {
   auto h = req.header("Authorization");
   if (!h) return done(std::optional<Identity>());
+  // An address that sent too many invalid credentials this minute is refused before any lookup
+  // (a flood of random bearers would otherwise cost a Redis read, or a user service call, each).
+  const std::string ip = req.remote_addr;
+  if (failing_too_often(ip)) return done(fail(Code::rate_limited, "too many invalid credentials; retry later"));
   constexpr std::string_view kBearer = "Bearer ";
-  if (!h->starts_with(kBearer) || h->size() > 200) return done(fail(Code::unauthenticated, "malformed Authorization header"));
+  if (!h->starts_with(kBearer) || h->size() > 200) {
+    count_failure(ip);
+    return done(fail(Code::unauthenticated, "malformed Authorization header"));
+  }
   const std::string hash = auth::hash_hex(h->substr(kBearer.size()));
   const auto now = std::chrono::steady_clock::now();
+  std::optional<Identity> cached;
+  bool hit = false;
   {
     std::lock_guard lock(mu_);
     auto it = cache_.find(hash);
     if (it != cache_.end() && now - it->second.at < std::chrono::seconds(1)) {
-      if (!it->second.identity) return done(fail(Code::unauthenticated, "invalid or revoked credential"));
-      return done(std::optional<Identity>(*it->second.identity));
+      cached = it->second.identity;
+      hit = true;
     }
   }
-  bool queued = ctx_.runtime->try_blocking([this, hash, done] {
+  if (hit) {
+    if (!cached) {
+      count_failure(ip);
+      return done(fail(Code::unauthenticated, "invalid or revoked credential"));
+    }
+    return done(std::optional<Identity>(*cached));
+  }
+  bool queued = ctx_.runtime->try_blocking([this, hash, done, ip] {
     auto id = lookup(hash);
     if (!id) return done(id.error());
     {
@@ -87,7 +105,10 @@ void Authenticator::resolve(const http::Request& req, std::function<void(Result<
       if (cache_.size() > 100'000) cache_.clear();  // bounded
       cache_[hash] = Entry{*id, std::chrono::steady_clock::now()};
     }
-    if (!*id) return done(fail(Code::unauthenticated, "invalid or revoked credential"));
+    if (!*id) {
+      count_failure(ip);
+      return done(fail(Code::unauthenticated, "invalid or revoked credential"));
+    }
     done(std::optional<Identity>(**id));
   });
   if (!queued) done(fail(Code::overloaded, "gateway busy"));
@@ -155,6 +176,8 @@ void forward(const Upstream& to, const std::shared_ptr<http::Client>& client, ht
   }
   http::set_header(out.headers, "X-Request-ID", req.request_id);
   http::set_header(out.headers, "X-Forwarded-For", req.remote_addr);
+  // The services believe identity headers only next to this (service::from_gateway).
+  if (!g_internal_token.empty()) http::set_header(out.headers, service::kInternalTokenHeader, g_internal_token);
   out.body = std::move(req.body);
   std::shared_ptr<ResponseCache> cache = cacheable ? to.cache : nullptr;
   client->request(to.endpoint, std::move(out),

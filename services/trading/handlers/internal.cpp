@@ -3,6 +3,7 @@
 // sign-in; tests and the price feed set marks.
 #include "common.hpp"
 #include "hydrox/core/clock.hpp"
+#include "hydrox/core/secret.hpp"
 #include "hydrox/core/text.hpp"
 #include "hydrox/decimal/decimal.hpp"
 #include "hydrox/json/json.hpp"
@@ -12,13 +13,6 @@ namespace hydrox::trading {
 using namespace engine;
 
 namespace {
-
-bool constant_time_equal(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
 
 Result<void> authorize(const Services& s, const http::Request& req) {
   if (s.operator_token.empty()) return fail(Code::forbidden, "the operator API is disabled (OPERATOR_TOKEN unset)");

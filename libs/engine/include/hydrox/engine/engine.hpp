@@ -376,7 +376,17 @@ class BasicEngine {
   }
   bool keeps_account_checked(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q,
                              std::int32_t fee_ppm) const;
-  bool within_position_limit(Qty size, std::uint32_t m, Side side, Price price, Qty q) const;
+  // Whether a fill of q at price on side keeps the position's notional (at that price) within the
+  // market's max_position_notional; a fill that does not grow the position always does. Inline:
+  // the maker of every fill is checked.
+  [[gnu::always_inline]] bool within_position_limit(Qty size, std::uint32_t m, Side side, Price price, Qty q) const {
+    Qty after = 0;
+    if (__builtin_add_overflow(size, side == Side::buy ? q : -q, &after)) [[unlikely]] return false;
+    if ((after < 0 ? -after : after) <= (size < 0 ? -size : size)) return true;
+    Usdm n = 0;
+    const MarketSpec& spec = markets_[m].spec;
+    return money::notional_checked(spec, price, after < 0 ? -after : after, n) && n <= spec.max_position_notional;
+  }
   Qty fillable(std::uint32_t m, Side taker_side, Price limit, std::uint32_t account, Qty want) const;
   void link_account_order(Account& a, Handle h);
   // Whether the order asks to switch its market's margin mode (a reduce-only order opens no margin:

@@ -36,6 +36,9 @@ struct WsOptions {
   std::size_t max_queued_messages = 4096;
   std::size_t max_queued_bytes = 8 << 20;
   std::uint32_t idle_timeout_s = 60;  // no frame (incl. pong) for this long → dropped
+  // Inbound frames per second (messages, pings and pongs alike; 0: no limit) → close 1008.
+  // At most one pong is queued at any time, whatever the pings.
+  std::uint32_t max_inbound_per_second = 50;
   // Kernel send buffer per session (SO_SNDBUF). Explicit, so that 10,000 sessions cannot pin
   // gigabytes of kernel memory, and so that a stalled peer backs up into the bounded queue.
   int socket_send_buffer = 256 * 1024;

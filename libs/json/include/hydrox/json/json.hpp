@@ -90,6 +90,8 @@ Result<Value> parse(std::string_view text, const Limits& limits = {});
 
 // A request body that must be a JSON object with only the given fields: MALFORMED_JSON for
 // anything else, UNKNOWN_FIELD naming the first unexpected field. An empty body is {}.
+// A top-level "user_id" not in `allowed` is accepted and ignored (api-contract "Identity").
+inline constexpr std::string_view kIgnoredUserIdKey = "user_id";
 Result<Value> parse_object(std::string_view text, std::initializer_list<std::string_view> allowed,
                            const Limits& limits = {});
 

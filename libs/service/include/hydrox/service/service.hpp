@@ -40,7 +40,19 @@ struct Context {
   // Run after the event loop stopped, before the runtime is destroyed: release anything that
   // holds sockets or threads (static state must not outlive the runtime).
   std::vector<std::function<void()>> on_stop;
+  // INTERNAL_TOKEN: the secret the gateway adds to every request it forwards (X-Internal-Token).
+  // Set, a service believes identity headers (X-User-ID, X-Auth-*) only on requests carrying it;
+  // empty (loopback only), it believes them from anyone who reaches it.
+  std::string internal_token;
 };
+
+inline constexpr std::string_view kInternalTokenHeader = "X-Internal-Token";
+
+// Whether `req` came through the gateway (carries the internal token, compared in constant time),
+// or no internal token is configured.
+bool from_gateway(const Context& ctx, const http::Request& req);
+// The headers a service adds to its own calls to another service that should act for a user.
+std::vector<http::Header> internal_headers(const Context& ctx);
 
 struct Spec {
   std::string name;
@@ -48,6 +60,11 @@ struct Spec {
   std::string default_listen_address = "127.0.0.1";  // internal services; the gateway: 0.0.0.0
   bool uses_database = true;
   bool builtin_health = true;  // the gateway answers /health for the whole system itself
+  // /ready and /metrics on the listener (the gateway's public listener serves neither)
+  bool builtin_ops = true;
+  // The identity headers on a request without the internal token are removed before any
+  // handler sees them (every service but the gateway, which sets them itself).
+  bool trusts_gateway = true;
   // Registers routes and middleware, starts background work. An error stops the start.
   std::function<Result<void>(Context&)> setup;
   // After the listener is bound (e.g. to log URLs).
