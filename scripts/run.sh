@@ -25,12 +25,17 @@ if [ $skip_pg = 0 ] || [ $skip_redis = 0 ]; then
 fi
 export DATABASE_URL REDIS_URL
 
-# The operator token guards trading's internal API (deposits, faucet); one per checkout.
-if [ -z "${OPERATOR_TOKEN:-}" ]; then
-  [ -f "$run_dir/operator-token" ] || head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$run_dir/operator-token"
-  OPERATOR_TOKEN=$(cat "$run_dir/operator-token")
-fi
-export OPERATOR_TOKEN
+# The operator token guards the internal APIs (deposits, faucet, API keys); the internal token is
+# what the gateway adds to every request it forwards (services believe X-User-ID only next to it).
+# One of each per checkout, readable by this user only, never printed whole.
+secret() {  # secret FILE: creates it (mode 0600) once, prints its content
+  if [ ! -f "$1" ]; then (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$1"); fi
+  chmod 600 "$1"
+  cat "$1"
+}
+[ -n "${OPERATOR_TOKEN:-}" ] || OPERATOR_TOKEN=$(secret "$run_dir/operator-token")
+[ -n "${INTERNAL_TOKEN:-}" ] || INTERNAL_TOKEN=$(secret "$run_dir/internal-token")
+export OPERATOR_TOKEN INTERNAL_TOKEN
 FAUCET_AMOUNT=${FAUCET_AMOUNT:-10000}
 
 echo "run: applying migrations"
@@ -83,13 +88,13 @@ CONF
     extra=
     case $name in
       market) extra=",HANDOFF_SOCKET=\"$ws_sock\"" ;;
-      gateway) extra=",MARKET_WS_HANDOFF_SOCKET=\"$ws_sock\"" ;;
+      gateway) extra=",MARKET_WS_HANDOFF_SOCKET=\"$ws_sock\",OPS_PORT=\"${OPS_PORT:-8090}\"" ;;
     esac
     cat <<CONF
 
 [program:$name]
 command=$bin/hydrox-${name%-standby}
-environment=PORT="$port",DATABASE_URL="$DATABASE_URL",REDIS_URL="$REDIS_URL",MARKET_SERVICE_URL="http://127.0.0.1:8081",TRADING_SERVICE_URL="$trading_urls",VAULT_SERVICE_URL="http://127.0.0.1:8083",USER_SERVICE_URL="http://127.0.0.1:8084",LOG_LEVEL="${LOG_LEVEL:-info}",OPERATOR_TOKEN="$OPERATOR_TOKEN",FAUCET_AMOUNT="$FAUCET_AMOUNT"$extra
+environment=PORT="$port",DATABASE_URL="$DATABASE_URL",REDIS_URL="$REDIS_URL",MARKET_SERVICE_URL="http://127.0.0.1:8081",TRADING_SERVICE_URL="$trading_urls",VAULT_SERVICE_URL="http://127.0.0.1:8083",USER_SERVICE_URL="http://127.0.0.1:8084",LOG_LEVEL="${LOG_LEVEL:-info}",OPERATOR_TOKEN="$OPERATOR_TOKEN",INTERNAL_TOKEN="$INTERNAL_TOKEN",FAUCET_AMOUNT="$FAUCET_AMOUNT"$extra
 autostart=true
 autorestart=true
 startsecs=1
@@ -114,6 +119,7 @@ stdout_logfile=$run_dir/logs/market-maker.log
 redirect_stderr=true
 CONF
 } >"$conf"
+chmod 600 "$conf"  # it holds the tokens
 
 supervisord --silent -c "$conf" &
 echo $! >"$run_dir/supervisord.launcher.pid"
@@ -178,8 +184,10 @@ Or, for bots: an API key from the operator CLI, then fund the account:
   curl -H "Authorization: Bearer <key>" localhost:8080/api/v1/balances
 
 Operator CLI (deposits, faucet, marks, invariants against trading's internal API):
-  OPERATOR_TOKEN=$OPERATOR_TOKEN build/default/bin/hydrox-admin faucet <user-uuid>
-  OPERATOR_TOKEN=$OPERATOR_TOKEN build/default/bin/hydrox-admin invariants
+  OPERATOR_TOKEN=\$(cat $run_dir/operator-token) build/default/bin/hydrox-admin faucet <user-uuid>
+  OPERATOR_TOKEN=\$(cat $run_dir/operator-token) build/default/bin/hydrox-admin invariants
+  (operator token ${OPERATOR_TOKEN:0:4}…, internal token ${INTERNAL_TOKEN:0:4}…, both mode 0600 in $run_dir)
+Gateway metrics: http://127.0.0.1:${OPS_PORT:-8090}/metrics (loopback only; each service's own port has its /metrics)
 
 Press Ctrl-C to stop everything (or run 'make stop' from another shell).
 TXT

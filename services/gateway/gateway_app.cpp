@@ -73,10 +73,8 @@ Result<void> setup(service::Context& ctx) {
     static std::unique_ptr<http::Server> ops_server;
     ops_server = std::make_unique<http::Server>(*ctx.runtime, so, std::move(ops));
     if (auto bound = ops_server->start(); !bound) return fail(Code::internal, "OPS_PORT: " + bound.error().message);
-    ctx.on_stop.push_back([] {
-      ops_server->stop(std::chrono::milliseconds(0));
-      ops_server.reset();
-    });
+    ctx.on_signal.push_back([] { ops_server->stop(std::chrono::milliseconds(0)); });
+    ctx.on_stop.push_back([] { ops_server.reset(); });
   }
   if (ctx.internal_token.empty()) {
     log::warn("INTERNAL_TOKEN is unset: the services believe X-User-ID from anyone who reaches their ports (loopback only)");

@@ -476,7 +476,11 @@ Result<void> setup(service::Context& ctx) {
     if (!page) return respond(http::Response::error(page.error(), req.request_id));
     const std::int64_t limit = page->limit;
     const std::optional<std::string> before = page->before;
-    service::respond_blocking(*st.ctx, req, respond, [&st, id = *id, limit, before]() -> Result<http::Response> {
+    // Anyone may read a vault's transactions; who made them is shown to that user only (the
+    // others' rows carry no user id and no address).
+    auto me = caller(req);
+    const std::string viewer = me ? me->value().to_string() : std::string();
+    service::respond_blocking(*st.ctx, req, respond, [&st, id = *id, limit, before, viewer]() -> Result<http::Response> {
       auto lease = st.ctx->db->acquire();
       if (!lease) return lease.error();
       auto rows = (*lease)->exec(kTransactions, {id.to_string(), before, std::to_string(limit)});
@@ -491,7 +495,12 @@ Result<void> setup(service::Context& ctx) {
         w.key("amount").raw_number(decimal::format(*decimal::parse(withdrawal ? rows->get(i, 4) : rows->get(i, 2))));
         w.key("fee").raw_number(decimal::format(*decimal::parse(rows->get(i, 3))));
         w.key("shares").raw_number(decimal::format(*decimal::parse(rows->get(i, 5))));
-        w.field("user_id", rows->get(i, 6)).field("address", rows->get(i, 7)).field("status", "COMPLETED");
+        if (!viewer.empty() && rows->get(i, 6) == viewer) {
+          w.field("user_id", rows->get(i, 6)).field("address", rows->get(i, 7));
+        } else {
+          w.key("user_id").null().key("address").null();
+        }
+        w.field("status", "COMPLETED");
         w.field("created_at", rows->get(i, 8)).end_object();
       }
       w.end_array();

@@ -1052,7 +1052,7 @@ class ApiFuzz(unittest.TestCase):
                "user": {"OPERATOR_TOKEN": OPERATOR_TOKEN},
                "gateway": {"RATE_LIMIT_IP_BURST": big, "RATE_LIMIT_USER_BURST": big, "RATE_LIMIT_AUTH_IP_BURST": big,
                            "RATE_LIMIT_IP_PER_MIN": "100000000", "RATE_LIMIT_USER_PER_MIN": "100000000",
-                           "RATE_LIMIT_AUTH_IP_PER_MIN": "100000000"}}
+                           "RATE_LIMIT_AUTH_IP_PER_MIN": "100000000", "RATE_LIMIT_AUTH_FAIL_PER_MIN": "0"}}
         cls.stack = Stack("apifuzz", extra_env=env, own_redis=True)
         try:
             cls.stack.start_all()

@@ -317,9 +317,16 @@ class VaultCrash(unittest.TestCase):
             self.assertEqual(loads_exact(r.body)["shares"], D("3000"))
             self.assertEqual(v.holding(u, vault)["shares"], D("3000"))
             self.assertEqual(loads_exact(t.call(u, "GET", "/api/v1/balances").body)[0]["total"], D("2000"))
-            deposits = [x for x in loads_exact(v.call(None, "GET", f"/api/v1/vaults/{vault}/transactions").body)
+            deposits = [x for x in loads_exact(v.call(u, "GET", f"/api/v1/vaults/{vault}/transactions").body)
                         if x["user_id"] == u]
             self.assertEqual(len(deposits), 1)
+            # Others see the row, but not who made it (issue 20).
+            public = loads_exact(v.call(None, "GET", f"/api/v1/vaults/{vault}/transactions").body)
+            self.assertGreaterEqual(len(public), 1)
+            self.assertTrue(all(x["user_id"] is None and x["address"] is None for x in public), public)
+            other = loads_exact(v.call(new_user(), "GET", f"/api/v1/vaults/{vault}/transactions").body)
+            self.assertEqual([x["id"] for x in other], [x["id"] for x in public])
+            self.assertTrue(all(x["user_id"] is None for x in other), other)
             # A new key is a new deposit.
             self.assertEqual(v.deposit(u, vault, "1000", key=str(uuid.uuid4())).status, 200)
             self.assertEqual(v.holding(u, vault)["shares"], D("4000"))

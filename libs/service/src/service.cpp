@@ -214,6 +214,7 @@ int run(const Spec& spec) {
   // signals: stop accepting, drain in-flight requests, then leave.
   runtime.on_signal([&] {
     log::info("stopping");
+    for (auto& f : ctx.on_signal) f();
     server.stop(std::chrono::milliseconds(5000));
     runtime.stop();
   });

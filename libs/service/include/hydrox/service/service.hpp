@@ -40,6 +40,8 @@ struct Context {
   // Run after the event loop stopped, before the runtime is destroyed: release anything that
   // holds sockets or threads (static state must not outlive the runtime).
   std::vector<std::function<void()>> on_stop;
+  // Run on SIGTERM/SIGINT, when the listener stops accepting (e.g. to stop listeners of its own).
+  std::vector<std::function<void()>> on_signal;
   // INTERNAL_TOKEN: the secret the gateway adds to every request it forwards (X-Internal-Token).
   // Set, a service believes identity headers (X-User-ID, X-Auth-*) only on requests carrying it;
   // empty (loopback only), it believes them from anyone who reaches it.
