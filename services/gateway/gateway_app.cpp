@@ -1,5 +1,9 @@
 #include "gateway_app.hpp"
 
+#include <chrono>
+#include <mutex>
+#include <unordered_map>
+
 #include "handlers/handlers.hpp"
 #include "hydrox/log/log.hpp"
 #include "hydrox/metrics/metrics.hpp"
@@ -139,9 +143,31 @@ Result<void> setup(service::Context& ctx) {
   // flow both ways through this process.
   auto handoff = ctx.env.string("MARKET_WS_HANDOFF_SOCKET", "");
   if (!handoff) return handoff.error();
-  ctx.tunnels.push_back(http::Tunnel{"/ws", [market_ep = market.endpoint, auth](http::Request& req)
-                                      -> Result<config::Endpoint> {
+  // WebSocket upgrades per client address and minute (WS_UPGRADES_PER_IP_PER_MIN): a reconnect
+  // storm or a connection flood from one address stops here; market caps how many stay open.
+  auto upgrades = ctx.env.integer("WS_UPGRADES_PER_IP_PER_MIN", 600, 1, 100'000'000);
+  if (!upgrades) return upgrades.error();
+  struct UpgradeCounts {
+    std::mutex mu;
+    std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>> by_ip;  // ip → (minute, count)
+  };
+  auto counts = std::make_shared<UpgradeCounts>();
+  ctx.tunnels.push_back(http::Tunnel{"/ws", [market_ep = market.endpoint, auth, counts, max_upgrades = *upgrades](
+                                               http::Request& req) -> Result<config::Endpoint> {
+    {
+      const std::int64_t minute = std::chrono::duration_cast<std::chrono::minutes>(
+                                      std::chrono::steady_clock::now().time_since_epoch()).count();
+      std::lock_guard lock(counts->mu);
+      if (counts->by_ip.size() > 100'000) counts->by_ip.clear();  // bounded
+      auto& [at, n] = counts->by_ip[req.remote_addr];
+      if (at != minute) {
+        at = minute;
+        n = 0;
+      }
+      if (++n > max_upgrades) return fail(Code::rate_limited, "too many WebSocket connections from this address; retry later");
+    }
     strip_identity(req);
+    http::set_header(req.headers, "X-Forwarded-For", req.remote_addr);
     // Authentication at the upgrade: a valid bearer makes private streams available.
     auto id = auth->resolve_now(req);
     if (!id) return id.error();

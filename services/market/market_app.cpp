@@ -26,6 +26,12 @@ Result<void> setup(service::Context& ctx) {
   s.client = std::make_shared<http::Client>(*ctx.runtime, co);
   register_market_routes(s, *ctx.router);
   http::WsOptions wo;
+  auto recheck = ctx.env.integer("WS_AUTH_RECHECK_MS", 30'000, 100, 60'000);
+  if (!recheck) return recheck.error();
+  s.ws_auth_recheck_ms = *recheck;
+  auto per_ip = ctx.env.integer("WS_MAX_CONNECTIONS_PER_IP", 1000, 1, 10'000'000);
+  if (!per_ip) return per_ip.error();
+  s.ws_max_connections_per_ip = *per_ip;
   auto queued = ctx.env.integer("WS_MAX_QUEUED_MESSAGES", 4096, 8, 1'000'000);
   if (!queued) return queued.error();
   static std::shared_ptr<Hub> hub = std::make_shared<Hub>(s, static_cast<std::size_t>(*queued) * 2);

@@ -19,6 +19,11 @@ struct Services {
   std::shared_ptr<http::Client> client;
   std::chrono::milliseconds ticker_ttl{1000};
   std::chrono::milliseconds klines_ttl{5000};
+  // WebSocket: how often an authenticated session's credential is looked up again
+  // (WS_AUTH_RECHECK_MS), and how many sessions one client address may hold
+  // (WS_MAX_CONNECTIONS_PER_IP; the gateway's X-Forwarded-For, else the peer).
+  std::int64_t ws_auth_recheck_ms = 30'000;
+  std::int64_t ws_max_connections_per_ip = 1000;
 };
 
 void register_market_routes(Services& s, http::Router& r);

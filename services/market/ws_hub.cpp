@@ -101,8 +101,16 @@ http::WsHandlers Hub::handlers() {
   h.on_open = [self](const std::shared_ptr<http::WsConnection>& c) {
     std::lock_guard lock(self->mu_);
     Session session{c, {}, now_ms(), 0, false, 0};
+    const bool gateway = service::from_gateway(*self->s_.ctx, c->request());
+    auto forwarded = gateway ? c->request().header("X-Forwarded-For") : std::nullopt;
+    session.address = forwarded && !forwarded->empty() ? std::string(*forwarded) : c->request().remote_addr;
+    if (self->per_address_[session.address] >= self->s_.ws_max_connections_per_ip) {
+      c->close(1008, "too many connections from this address");
+      return;  // no session: on_close finds nothing to undo
+    }
+    ++self->per_address_[session.address];
     // The identity the gateway set at the upgrade (with the internal token; never a client's).
-    if (service::from_gateway(*self->s_.ctx, c->request())) {
+    if (gateway) {
       if (auto u = c->request().header("X-User-ID"); u && Uuid::parse(*u)) {
         session.user = std::string(*u);
         if (auto cred = c->request().header("X-Auth-Credential"); cred && cred->size() == 64) {
@@ -123,6 +131,7 @@ void Hub::on_close(const std::shared_ptr<http::WsConnection>& c) {
   auto it = sessions_.find(c->id());
   if (it == sessions_.end()) return;
   for (const auto& stream : it->second.streams) leave(it->second, stream);
+  if (auto a = per_address_.find(it->second.address); a != per_address_.end() && --a->second <= 0) per_address_.erase(a);
   sessions_.erase(it);  // in no subscriber set any more
 }
 
@@ -523,7 +532,7 @@ void Hub::recheck_credentials() {
   {
     std::lock_guard lock(mu_);
     const std::int64_t now = now_ms();
-    if (now - last_recheck_ms_ < kRecheckMs) return;
+    if (now - last_recheck_ms_ < s_.ws_auth_recheck_ms) return;
     last_recheck_ms_ = now;
     for (const auto& [sid, session] : sessions_) {
       if (!session.credential.empty() && !session.dropped) due.emplace_back(sid, session.credential);

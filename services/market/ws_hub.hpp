@@ -49,6 +49,7 @@ class Hub : public std::enable_shared_from_this<Hub> {
     // not `user` (which an AUTH may set later), so no session is ever left behind in a key.
     std::map<std::string, std::string> private_as;
     std::int64_t checked_ms = 0;  // when the credential was last found live
+    std::string address;          // the client's (X-Forwarded-For from the gateway, else the peer)
   };
   // The sessions of one stream: a vector to walk per message (no tree, no lookup per session),
   // with an index for removal. A Session lives in sessions_ (its node never moves) and leaves
@@ -107,11 +108,11 @@ class Hub : public std::enable_shared_from_this<Hub> {
   void send_snapshot(Session& session, const std::string& stream);  // lock held
   void fetch_book(const std::string& symbol);
   void tick();
-  // Every kRecheckMs: each authenticated session's credential is looked up again; a revoked or
+  // Every WS_AUTH_RECHECK_MS: each authenticated session's credential is looked up again; a revoked or
   // expired one ends its private subscriptions (the connection stays, public streams go on).
   void recheck_credentials();
-  static constexpr std::int64_t kRecheckMs = 30'000;
   std::int64_t last_recheck_ms_ = 0;
+  std::unordered_map<std::string, std::int64_t> per_address_;  // open sessions by client address
   std::string stream_type(const std::string& stream) const;
   bool valid_stream(const std::string& stream) const;
   static std::int64_t bar_open(const std::string& interval, std::int64_t t_seconds);

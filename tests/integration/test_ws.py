@@ -577,3 +577,116 @@ class RedisRestart(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class HostileWebSocket(unittest.TestCase):
+    """Issue 20's WebSocket items: one AUTH at a time, control frames bounded and counted, a
+    revoked credential ends its private streams, per-address caps on connections and upgrades."""
+
+    @classmethod
+    def setUpClass(cls):
+        from trading_client import OPERATOR_TOKEN
+        env = stack_env({"WS_AUTH_RECHECK_MS": "500", "WS_MAX_CONNECTIONS_PER_IP": "5"})
+        env["user"] = {"OPERATOR_TOKEN": OPERATOR_TOKEN}
+        env["gateway"] = {"WS_UPGRADES_PER_IP_PER_MIN": "40"}
+        cls.stack = Stack("wsh", extra_env=env).start_all()
+        cls.t = Trading(cls.stack.ports["trading"])
+        cls.t.mark(SYM, "97000")
+        cls.operator = OPERATOR_TOKEN
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def key_for(self, user):
+        r = request(self.stack.ports["user"], "POST", "/internal/v1/api-keys", body={"user_id": user, "scope": "trade"},
+                    headers={"Authorization": f"Bearer {self.operator}"})
+        self.assertEqual(r.status, 201, r.body)
+        return r.json()
+
+    def test_1_two_auths_at_once_authenticate_once(self):
+        u = new_user()
+        key = self.key_for(u)["key"]
+        c = WsClient(self.stack.gateway_port)
+        # Both in one write: the second arrives while the first is being looked up.
+        c.sock.sendall(frame(0x1, json.dumps({"method": "AUTH", "params": {"token": key}, "id": 1}).encode()) +
+                       frame(0x1, json.dumps({"method": "AUTH", "params": {"token": key}, "id": 2}).encode()))
+        answers = {m["id"]: m for m in (c.recv_json(), c.recv_json())}
+        oks = [i for i, m in answers.items() if m.get("result") == "ok"]
+        self.assertEqual(len(oks), 1, answers)
+        other = answers[2 if oks == [1] else 1]
+        self.assertIn(other["error"]["code"], ("AUTH_PENDING", "ALREADY_AUTHENTICATED"), answers)
+        c.close()
+
+    def test_2_pings_count_toward_the_inbound_rate(self):
+        c = WsClient(self.stack.gateway_port)
+        # 60 control pings in one write, nothing read meanwhile: more than 50 a second closes.
+        c.sock.sendall(b"".join(frame(0x9, str(i).encode()) for i in range(60)))
+        with self.assertRaises(Closed) as e:
+            for _ in range(100):
+                c.recv()
+        self.assertEqual(e.exception.code, 1008)
+        # 20 pings are fine, and never more pongs than pings come back.
+        c = WsClient(self.stack.gateway_port)
+        c.sock.sendall(b"".join(frame(0x9, str(i).encode()) for i in range(20)))
+        c.send_json({"method": "PING", "id": "after"})
+        self.assertEqual(c.recv_json(), {"id": "after", "result": "pong"})
+        c.close()
+
+    def test_3_a_revoked_key_ends_its_private_streams(self):
+        u = new_user()
+        self.t.deposit(u, "10000")
+        issued = self.key_for(u)
+        c = WsClient(self.stack.gateway_port, headers={"Authorization": f"Bearer {issued['key']}"})
+        c.send_json({"method": "SUBSCRIBE", "params": ["orders", f"mark.{SYM}"], "id": 1})
+        col = Collector(c)
+        wait_until(lambda: col.on("orders"), 5, what="the orders snapshot")
+        # Positive control: an order of the user's shows on the stream.
+        r = self.t.place(u, side="Buy", price="96000", amount="0.001")
+        self.assertEqual(r.status, 201, r.body)
+        wait_until(lambda: len(col.on("orders")) >= 2, 5, what="the order event")
+        # Revoked (as the user would, through the user service): the stream ends within the re-check.
+        r = request(self.stack.ports["user"], "DELETE", f"/api/v1/users/api-keys/{issued['id']}",
+                    headers={"X-User-ID": u, "X-Auth-Kind": "session"})
+        self.assertEqual(r.status, 200, r.body)
+
+        def expired():
+            with col.lock:
+                return any(m.get("error", {}).get("code") == "AUTH_EXPIRED" for m in col.messages)
+
+        wait_until(expired, 5, what="AUTH_EXPIRED")
+        seen = len(col.on("orders"))
+        r = self.t.place(u, side="Buy", price="95000", amount="0.001")
+        self.assertEqual(r.status, 201, r.body)
+        # The same wait that showed the first event: the public stream still flows, the private not.
+        self.t.mark(SYM, "97001")
+        wait_until(lambda: any("97001" in repr(m.get("data")) for m in col.on(f"mark.{SYM}")),
+                   5, what="the mark still streams")
+        self.assertEqual(len(col.on("orders")), seen, "orders kept coming after the key was revoked")
+        c.send_json({"method": "SUBSCRIBE", "params": ["orders"], "id": 9})
+        wait_until(lambda: any(m.get("id") == 9 for m in col.messages), 5, what="the answer")
+        with col.lock:
+            answer = [m for m in col.messages if m.get("id") == 9][0]
+        self.assertEqual(answer["error"]["code"], "AUTH_REQUIRED")
+        c.close()
+
+    def test_4_connections_per_address_and_upgrades_per_minute_are_capped(self):
+        held = [WsClient(self.stack.gateway_port) for _ in range(5)]
+        extra = WsClient(self.stack.gateway_port)  # the sixth: closed by market at once
+        with self.assertRaises(Closed) as e:
+            extra.recv()
+        self.assertEqual(e.exception.code, 1008)
+        for c in held:
+            c.send_json({"method": "PING", "id": 1})
+            self.assertEqual(c.recv_json(), {"id": 1, "result": "pong"})
+            c.close()
+        # Upgrades: 40 a minute from one address (this class used some already); then 429.
+        statuses = []
+        for _ in range(45):
+            try:
+                c = WsClient(self.stack.gateway_port)
+                statuses.append(101)
+                c.close()
+            except ConnectionError as err:
+                statuses.append(429 if "429" in str(err) else str(err))
+        self.assertIn(429, statuses)
