@@ -4,13 +4,21 @@
 #                                             write DIR/env (PGPORT, REDIS_PORT, DATABASE_URL, REDIS_URL)
 #   infra.sh stop DIR                         stop both (by their pid files, never by name)
 #   infra.sh stop-remove DIR                  stop both and delete DIR
-# Environment: PG_FSYNC (on), PG_OPTS (more server options, e.g. "-c shared_preload_libraries=pg_stat_statements").
+# Environment: PG_FSYNC (on), PG_OPTS (more server options, e.g. "-c shared_preload_libraries=pg_stat_statements"),
+#   PG_SUPERUSER_PASSWORD / PG_APP_PASSWORD / REDIS_PASSWORD (default: generated once per DIR, mode 0600).
+# Both servers require a password on TCP (PostgreSQL scram-sha-256, Redis requirepass); DIR/env has
+# them (PGPASSWORD for the superuser, the hydrox role's in DATABASE_URL, REDIS_URL with the password).
 set -euo pipefail
 
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+secret() {  # secret FILE: a random password, created once (mode 0600)
+  if [ ! -s "$1" ]; then (umask 077; head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$1"); fi
+  cat "$1"
 }
 
 as_pg() {
@@ -48,6 +56,9 @@ start_pg() {
     echo "infra: port $pg_port is in use; set PG_PORT to another port or DATABASE_URL to a running server" >&2
     exit 1
   fi
+  local su_pw app_pw
+  su_pw=${PG_SUPERUSER_PASSWORD:-$(secret "$dir/pg-superuser-password")}
+  app_pw=${PG_APP_PASSWORD:-$(secret "$dir/pg-app-password")}
   if [ ! -f "$pgdata/PG_VERSION" ]; then
     mkdir -p "$pgdata"
     chmod 700 "$pgdata"
@@ -57,21 +68,38 @@ start_pg() {
       echo "infra: move the checkout, or set DATABASE_URL to an existing server." >&2
       exit 1
     fi
-    as_pg "$PG_BIN/initdb" -D "$pgdata" -U postgres --auth=trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 \
-      || { cat "$dir/initdb.log" >&2; exit 1; }
+    as_pg "$PG_BIN/initdb" -D "$pgdata" -U postgres --auth-local=trust --auth-host=scram-sha-256 --no-sync -E UTF8 \
+      >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
   fi
+  # Passwords on TCP, whatever an older data folder said; the Unix socket (in the data folder,
+  # mode 0700, the server's user only) stays trusted for the administration below.
+  cat >"$pgdata/pg_hba.conf" <<HBA
+local all all trust
+host all all 127.0.0.1/32 scram-sha-256
+host all all ::1/128 scram-sha-256
+HBA
+  [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$pgdata/pg_hba.conf"
+  chmod 600 "$pgdata/pg_hba.conf"
   as_pg "$PG_BIN/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w -t 30 \
     -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $pgdata -c max_connections=400 -c fsync=${PG_FSYNC:-on} ${PG_OPTS:-}" \
     start >/dev/null || { tail -20 "$pgdata/server.log" >&2; exit 1; }
-  psql -h 127.0.0.1 -p "$pg_port" -U postgres -qtAc "SELECT 1 FROM pg_roles WHERE rolname='hydrox'" | grep -q 1 \
-    || psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE ROLE hydrox LOGIN PASSWORD 'hydrox' CREATEDB"
-  psql -h 127.0.0.1 -p "$pg_port" -U postgres -qtAc "SELECT 1 FROM pg_database WHERE datname='hydrox'" | grep -q 1 \
-    || psql -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE DATABASE hydrox OWNER hydrox"
+  local admin=(as_pg psql -h "$pgdata" -p "$pg_port" -U postgres -v ON_ERROR_STOP=1)
+  "${admin[@]}" -qc "ALTER ROLE postgres PASSWORD '$su_pw'" >/dev/null
+  if "${admin[@]}" -qtAc "SELECT 1 FROM pg_roles WHERE rolname='hydrox'" | grep -q 1; then
+    "${admin[@]}" -qc "ALTER ROLE hydrox PASSWORD '$app_pw'" >/dev/null
+  else
+    "${admin[@]}" -qc "CREATE ROLE hydrox LOGIN PASSWORD '$app_pw' CREATEDB" >/dev/null
+  fi
+  "${admin[@]}" -qtAc "SELECT 1 FROM pg_database WHERE datname='hydrox'" | grep -q 1 \
+    || "${admin[@]}" -qc "CREATE DATABASE hydrox OWNER hydrox" >/dev/null
   cat >>"$dir/env" <<ENV
 PGHOST=127.0.0.1
 PGPORT=$pg_port
-DATABASE_URL=postgres://hydrox:hydrox@127.0.0.1:$pg_port/hydrox?sslmode=disable
+PGPASSWORD=$su_pw
+PG_APP_PASSWORD=$app_pw
+DATABASE_URL=postgres://hydrox:$app_pw@127.0.0.1:$pg_port/hydrox?sslmode=disable
 ENV
+  chmod 600 "$dir/env"
 }
 
 start_redis() {
@@ -81,17 +109,22 @@ start_redis() {
     echo "infra: port $redis_port is in use; set REDIS_PORT to another port or REDIS_URL to a running server" >&2
     exit 1
   fi
-  redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no --daemonize yes \
-    --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir"
+  local pw
+  pw=${REDIS_PASSWORD:-$(secret "$dir/redis-password")}
+  # The password through a config on stdin, not the command line (ps would show it).
+  printf 'bind 127.0.0.1\nport %s\nsave ""\nappendonly no\ndaemonize yes\npidfile %s\nlogfile %s\ndir %s\nrequirepass %s\n' \
+    "$redis_port" "$dir/redis.pid" "$dir/redis.log" "$dir" "$pw" | redis-server -
   for _ in $(seq 1 100); do
-    redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
+    REDISCLI_AUTH=$pw redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break
     sleep 0.05
   done
-  redis-cli -p "$redis_port" ping >/dev/null
+  REDISCLI_AUTH=$pw redis-cli -p "$redis_port" ping >/dev/null
   cat >>"$dir/env" <<ENV
 REDIS_PORT=$redis_port
-REDIS_URL=127.0.0.1:$redis_port
+REDIS_PASSWORD=$pw
+REDIS_URL=redis://:$pw@127.0.0.1:$redis_port
 ENV
+  chmod 600 "$dir/env"
 }
 
 stop() {

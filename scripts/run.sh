@@ -163,8 +163,8 @@ HydroX is up.
   API document   http://localhost:8080/api/v1/openapi.json
   WebSocket      ws://localhost:8080/ws
   Services       market :8081, trading :8082, vault :8083, user :8084 (internal, 127.0.0.1)
-  PostgreSQL     $DATABASE_URL
-  Redis          $REDIS_URL
+  PostgreSQL     $(sed -E 's#(//[^:/@]*:)[^@]*@#\1***@#' <<<"$DATABASE_URL")   (passwords in $run_dir/infra/env, mode 0600)
+  Redis          $(sed -E 's#(//[^:/@]*:)[^@]*@#\1***@#' <<<"$REDIS_URL")
   Logs           $run_dir/logs/
   Processes      supervisorctl -c $conf status
 

@@ -47,7 +47,24 @@ def read_infra():
             if line and "=" in line:
                 k, v = line.split("=", 1)
                 env[k] = v
+    # Both servers want a password (scripts/infra.sh): psql and redis-cli find it here.
+    if "PGPASSWORD" in env:
+        os.environ["PGPASSWORD"] = env["PGPASSWORD"]
+    if "REDIS_PASSWORD" in env:
+        os.environ["REDISCLI_AUTH"] = env["REDIS_PASSWORD"]
     return env
+
+
+def redis_conf(port, pidfile):
+    """A private Redis server's configuration (on stdin: the password stays off the command line)."""
+    pw = os.environ.get("REDISCLI_AUTH", "")
+    return (f"bind 127.0.0.1\nport {port}\nsave \"\"\nappendonly no\ndaemonize yes\npidfile {pidfile}\n"
+            + (f"requirepass {pw}\n" if pw else "")).encode()
+
+
+def redis_url(port):
+    pw = os.environ.get("REDISCLI_AUTH", "")
+    return f"redis://:{pw}@127.0.0.1:{port}" if pw else f"127.0.0.1:{port}"
 
 
 def free_port():
@@ -147,7 +164,7 @@ class Stack:
         if own_pg:
             self.pg_dir = tempfile.mkdtemp(prefix="hx-pg-")
             subprocess.run([os.path.join(SOURCE_DIR, "scripts", "infra.sh"), "start", self.pg_dir],
-                           env={**os.environ, "SKIP_REDIS": "1"}, check=True, stdout=subprocess.DEVNULL)
+                           env=self._pg_env(), check=True, stdout=subprocess.DEVNULL)
             with open(os.path.join(self.pg_dir, "env"), encoding="utf-8") as f:
                 pg = dict(line.strip().split("=", 1) for line in f if "=" in line)
             self.infra = {**self.infra, "PGPORT": pg["PGPORT"]}
@@ -157,17 +174,17 @@ class Stack:
         if own_redis:
             self.redis_dir = tempfile.mkdtemp()
             port = free_port()
-            subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                            "--appendonly", "no", "--daemonize", "yes", "--pidfile", f"{self.redis_dir}/r.pid"],
+            subprocess.run(["redis-server", "-"], input=redis_conf(port, f"{self.redis_dir}/r.pid"),
                            check=True, stdout=subprocess.DEVNULL)
-            wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0,
+            wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() == b"PONG",
                        5, what="a private redis")
             self.redis_port = port
-            self.infra = {**self.infra, "REDIS_URL": f"127.0.0.1:{port}"}
+            self.infra = {**self.infra, "REDIS_URL": redis_url(port)}
         self.db_name = f"hx_{name}_{secrets.token_hex(4)}"
         subprocess.run(["psql", "-h", "127.0.0.1", "-p", self.infra["PGPORT"], "-U", "postgres", "-qc",
                         f"CREATE DATABASE {self.db_name} OWNER hydrox"], check=True)
-        self.database_url = (f"postgres://hydrox:hydrox@127.0.0.1:{self.infra['PGPORT']}/{self.db_name}"
+        app_pw = self.infra.get("PG_APP_PASSWORD", "hydrox")
+        self.database_url = (f"postgres://hydrox:{app_pw}@127.0.0.1:{self.infra['PGPORT']}/{self.db_name}"
                              "?sslmode=disable")
         subprocess.run([os.path.join(BIN_DIR, "hydrox-migrate"), os.path.join(SOURCE_DIR, "db", "migrations")],
                        env={**os.environ, "DATABASE_URL": self.database_url}, check=True,
@@ -182,6 +199,11 @@ class Stack:
         self.services = services or SERVICES
         self.handoff_socket = os.path.join(tempfile.mkdtemp(prefix="hx-ws-"), "market.sock")
 
+    def _pg_env(self):
+        """A private PostgreSQL server gets the shared one's passwords (one PGPASSWORD for all)."""
+        return {**os.environ, "SKIP_REDIS": "1", "PG_SUPERUSER_PASSWORD": self.infra.get("PGPASSWORD", ""),
+                "PG_APP_PASSWORD": self.infra.get("PG_APP_PASSWORD", "")}
+
     def redis_stop(self):
         """Stops the private Redis server."""
         with open(f"{self.redis_dir}/r.pid") as f:
@@ -191,11 +213,10 @@ class Stack:
 
     def redis_start(self):
         """Starts the private Redis server again, empty, on the same port."""
-        subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port), "--save", "",
-                        "--appendonly", "no", "--daemonize", "yes", "--pidfile", f"{self.redis_dir}/r.pid"],
+        subprocess.run(["redis-server", "-"], input=redis_conf(self.redis_port, f"{self.redis_dir}/r.pid"),
                        check=True, stdout=subprocess.DEVNULL)
         wait_until(lambda: subprocess.run(["redis-cli", "-p", str(self.redis_port), "ping"],
-                                          capture_output=True).returncode == 0, 5, what="redis to start")
+                                          capture_output=True).stdout.strip() == b"PONG", 5, what="redis to start")
 
     def pg_stop(self):
         """Stops the private PostgreSQL server (fast shutdown: sessions are cut)."""
@@ -204,7 +225,7 @@ class Stack:
 
     def pg_start(self):
         subprocess.run([os.path.join(SOURCE_DIR, "scripts", "infra.sh"), "start", self.pg_dir, self.infra["PGPORT"]],
-                       env={**os.environ, "SKIP_REDIS": "1"}, check=True, stdout=subprocess.DEVNULL)
+                       env=self._pg_env(), check=True, stdout=subprocess.DEVNULL)
 
     def add_standby(self, service="trading"):
         """A second process of `service` on its own port; every service (and the gateway) is told

@@ -9,7 +9,7 @@ import time
 import unittest
 from decimal import Decimal as D
 
-from harness import Stack, free_port, request, wait_until
+from harness import Stack, free_port, read_infra, redis_conf, redis_url, request, wait_until
 from trading_client import TRADING_ENV, Trading, loads_exact, new_user
 
 INTERVALS = ["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"]
@@ -144,10 +144,10 @@ class MarketWithoutRedis(unittest.TestCase):
     def test_answers_from_postgres_when_redis_is_down(self):
         tmp = tempfile.mkdtemp()
         port = free_port()
-        subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-                        "--daemonize", "yes", "--pidfile", f"{tmp}/r.pid"], check=True)
-        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).returncode == 0, 5)
-        stack = Stack("mnr", extra_env={"*": {"REDIS_URL": f"127.0.0.1:{port}"}, "market": {"INDEX_FEED": "none"},
+        read_infra()  # (the password every test Redis has)
+        subprocess.run(["redis-server", "-"], input=redis_conf(port, f"{tmp}/r.pid"), check=True)
+        wait_until(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() == b"PONG", 5)
+        stack = Stack("mnr", extra_env={"*": {"REDIS_URL": redis_url(port)}, "market": {"INDEX_FEED": "none"},
                                         "trading": TRADING_ENV}, services=["trading", "market"])
         try:
             stack.start("trading")

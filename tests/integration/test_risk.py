@@ -2,6 +2,7 @@
 "Liquidation", "Funding", "Mark and index price"), against real PostgreSQL and a private Redis
 that carries the index feed this test controls."""
 import json
+import os
 import random
 import signal
 import socket
@@ -28,6 +29,10 @@ class IndexFeed:
         self.port, self.symbol = port, symbol
         self.price = None
         self.sock = socket.create_connection(("127.0.0.1", port))
+        if os.environ.get("REDISCLI_AUTH"):  # every test Redis has a password (harness.read_infra)
+            pw = os.environ["REDISCLI_AUTH"].encode()
+            self.sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(pw), pw))
+            assert self.sock.recv(64).startswith(b"+OK"), "AUTH refused"
         self.lock = threading.Lock()
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)

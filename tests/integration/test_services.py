@@ -7,7 +7,7 @@ import tempfile
 import time
 import unittest
 
-from harness import BIN_DIR, Stack, free_port, request, wait_until
+from harness import BIN_DIR, Stack, free_port, read_infra, redis_conf, redis_url, request, wait_until
 
 
 def run_service(name, env, timeout=10):
@@ -65,7 +65,7 @@ class ReadinessFollowsRedis(unittest.TestCase):
         self.dir = tempfile.mkdtemp()
         self.redis_port = free_port()
         self.start_redis()
-        self.stack = Stack("rd", extra_env={"*": {"REDIS_URL": f"127.0.0.1:{self.redis_port}"}})
+        self.stack = Stack("rd", extra_env={"*": {"REDIS_URL": redis_url(self.redis_port)}})
 
     def tearDown(self):
         self.stack.close()
@@ -73,11 +73,10 @@ class ReadinessFollowsRedis(unittest.TestCase):
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def start_redis(self):
-        subprocess.run(["redis-server", "--bind", "127.0.0.1", "--port", str(self.redis_port), "--save", "",
-                        "--appendonly", "no", "--daemonize", "yes", "--pidfile", f"{self.dir}/r.pid",
-                        "--logfile", f"{self.dir}/r.log"], check=True)
+        read_infra()  # (the password every test Redis has)
+        subprocess.run(["redis-server", "-"], input=redis_conf(self.redis_port, f"{self.dir}/r.pid"), check=True)
         wait_until(lambda: subprocess.run(["redis-cli", "-p", str(self.redis_port), "ping"],
-                                          capture_output=True).returncode == 0, 5, what="redis up")
+                                          capture_output=True).stdout.strip() == b"PONG", 5, what="redis up")
 
     def stop_redis(self):
         if os.path.exists(f"{self.dir}/r.pid"):
