@@ -23,11 +23,11 @@ tp=$(port); mp=$(port)
 PORT=$tp OPERATOR_TOKEN=bench MARK_FROM_INDEX=0 LOG_LEVEL=warn "$bin/hydrox-trading" 2>"$work/trading.log" & pids+=($!)
 handoff=
 [ "${HANDOFF:-1}" = 1 ] && handoff=$work/market-ws.sock
-PORT=$mp TRADING_SERVICE_URL=http://127.0.0.1:$tp INDEX_FEED=none HANDOFF_SOCKET=$handoff LOG_LEVEL=warn "$bin/hydrox-market" 2>"$work/market.log" & pids+=($!)
-gps=()
+PORT=$mp TRADING_SERVICE_URL=http://127.0.0.1:$tp INDEX_FEED=none HANDOFF_SOCKET=$handoff WS_MAX_CONNECTIONS_PER_IP=10000000 LOG_LEVEL=warn "$bin/hydrox-market" 2>"$work/market.log" & pids+=($!)
+gps=(); declare -A ops
 for g in $(seq 1 "$gateways"); do
-  gp=$(port); gps+=("$gp")
-  PORT=$gp MARKET_SERVICE_URL=http://127.0.0.1:$mp MARKET_WS_HANDOFF_SOCKET=$handoff TRADING_SERVICE_URL=http://127.0.0.1:$tp RATE_LIMIT_IP_BURST=0 RATE_LIMIT_USER_BURST=0 LOG_LEVEL=error "$bin/hydrox-gateway" 2>"$work/gateway-$g.log" & pids+=($!)
+  gp=$(port); gps+=("$gp"); ops[$gp]=$(port)
+  OPS_PORT=${ops[$gp]} WS_UPGRADES_PER_IP_PER_MIN=100000000 PORT=$gp MARKET_SERVICE_URL=http://127.0.0.1:$mp MARKET_WS_HANDOFF_SOCKET=$handoff TRADING_SERVICE_URL=http://127.0.0.1:$tp RATE_LIMIT_IP_BURST=0 RATE_LIMIT_USER_BURST=0 LOG_LEVEL=error "$bin/hydrox-gateway" 2>"$work/gateway-$g.log" & pids+=($!)
 done
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$mp/health" >/dev/null && curl -sf "http://127.0.0.1:$tp/health" >/dev/null && break; sleep 0.1; done
 curl -sf -XPOST "http://127.0.0.1:$tp/internal/v1/marks" -H 'Authorization: Bearer bench' -d '{"symbol":"BTC_USDM_PERP","mark_price":"97000"}' >/dev/null
@@ -77,7 +77,7 @@ print(f"total: opened {total('opened'):.0f} of {total('connections'):.0f}, lost 
 PY
 echo "trades made: $(curl -s "http://127.0.0.1:$mp/api/v1/markets/BTC_USDM_PERP/trades?limit=1" | head -c 200)"
 for gp in "${gps[@]}"; do
-  echo "gateway $gp: $(curl -s "http://127.0.0.1:$gp/metrics" | grep '^http_tunnel_handoffs_total' | tr '\n' ' ')"
+  echo "gateway $gp: $(curl -s "http://127.0.0.1:${ops[$gp]}/metrics" | grep '^http_tunnel_handoffs_total' | tr '\n' ' ')"
 done
 # Frames per write in market: how many messages each send to a client carried on average.
 curl -s "http://127.0.0.1:$mp/metrics" | awk '/^ws_frames_sent_total/ {f=$2} /^ws_writes_total/ {w=$2} END {if (w > 0) printf "market: %d frames in %d writes (%.2f frames per write)\n", f, w, f / w}'

@@ -861,7 +861,12 @@ void EngineHost::commit_loop() {
     Batch& b = f->batch;
     if (!f->statements.empty()) {
       const auto started = std::chrono::steady_clock::now();
-      if (auto w = write(f->statements); !w) write_through_outage(*f, w.error());
+      if (auto w = write(f->statements); !w) {
+        // PostgreSQL answered but refused the batch: one command's data, not an outage. Each
+        // command is written on its own; only one that still fails loses its read rows.
+        if (writer_ && writer_->healthy()) write_one_by_one(*f, w.error());
+        else write_through_outage(*f, w.error());
+      }
       commit_latency().observe_us(static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count()));
       // Committed: the follower may apply these now.
@@ -922,6 +927,52 @@ void EngineHost::answer_unknown(Batch& batch) {
     it.done(fail(Code::unavailable,
                  "the database is unavailable: not acknowledged; retry with the same client_order_id or key to learn the outcome"));
     it.done = nullptr;
+  }
+}
+
+void EngineHost::write_one_by_one(Formatted& f, const Error& first) {
+  Batch& b = f.batch;
+  static auto& refused = metrics::Registry::global().counter(
+      "trading_persister_refused_commands_total", "Commands whose read rows PostgreSQL refused (their journal row is kept)");
+  log::warn("batch refused by PostgreSQL; writing its commands one by one", {{"error", first.message}});
+  for (std::size_t k = 0; k < b.items.size(); ++k) {
+    const Item& it = b.items[k];
+    if (!it.journaled) continue;
+    Batch one;
+    one.balances = b.balances;  // upserts of the batch's final collateral: the same values each time
+    Item copy;
+    copy.command_no = it.command_no;
+    copy.command = it.command;
+    copy.idempotency_key = it.idempotency_key;
+    copy.outcome_text = it.outcome_text;
+    copy.meta = it.meta;
+    copy.first_event = 0;
+    copy.end_event = it.end_event - it.first_event;
+    one.events.assign(b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
+                      b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
+    one.items.push_back(std::move(copy));
+    auto w = write(statements_for(one));
+    if (w) continue;
+    if (!writer_ || !writer_->healthy()) {
+      log::error("database lost while writing a refused batch one by one; exiting to recover from the journal");
+      std::_Exit(70);
+    }
+    // This command's rows are refused: its journal row alone (the truth, replayed on recovery),
+    // and its caller is told it was not acknowledged (a retry with the same client_order_id or
+    // key finds the outcome). Everyone else's commands above and below are written.
+    refused.inc();
+    log::error("a command's read rows were refused; its journal row is written alone",
+               {{"command_no", static_cast<std::int64_t>(it.command_no)}, {"error", w.error().message}});
+    if (auto j = write(statements_for(one, /*journal_only=*/true)); !j) {
+      log::error("cannot write a command's journal row; exiting to recover from the journal", {{"error", j.error().message}});
+      std::_Exit(70);
+    }
+    Item& original = b.items[k];
+    if (original.done && !original.reply) {
+      original.done(fail(Code::unavailable,
+                         "not acknowledged: its records could not be stored; retry with the same client_order_id or key to learn the outcome"));
+      original.done = nullptr;
+    }
   }
 }
 
@@ -991,7 +1042,7 @@ Result<void> EngineHost::write(const std::vector<db::Statement>& statements) {
   return writer_->exec_pipeline(statements);
 }
 
-std::vector<db::Statement> EngineHost::statements_for(const Batch& b) const {
+std::vector<db::Statement> EngineHost::statements_for(const Batch& b, bool journal_only) const {
 
   MultiRow journal("INSERT INTO engine_journal (command_no, kind, payload, first_seq, event_count)",
                    {"bigint", "text", "json", "bigint", "integer"},
@@ -1027,6 +1078,14 @@ std::vector<db::Statement> EngineHost::statements_for(const Batch& b) const {
     }
   }
 
+  if (journal_only) {  // the truth alone (a command whose read rows PostgreSQL refused)
+    std::vector<db::Statement> statements;
+    statements.push_back({"begin", "BEGIN", {}});
+    journal.append_to(statements, "journal_insert");
+    if (!operators.empty()) operators.append_to(statements, "operator_insert");
+    statements.push_back({"commit", "COMMIT", {}});
+    return statements;
+  }
   // Vaults the engine created in this batch: their catalogue rows, written with the journal.
   MultiRow vault_rows("INSERT INTO vaults (id, name, description, address, leader_user_id, account_user_id,"
                       " lock_period_days, lock_period_ms, performance_fee, management_fee, min_deposit, capacity,"

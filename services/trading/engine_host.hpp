@@ -148,9 +148,13 @@ class EngineHost {
   void write_snapshot(engine::Engine& f, std::uint64_t command_no);
   engine::EngineConfig engine_config() const;
   void publish_loop();
-  std::vector<db::Statement> statements_for(const Batch& b) const;
+  // The batch's transaction; journal_only: its journal and operator rows alone.
+  std::vector<db::Statement> statements_for(const Batch& b, bool journal_only = false) const;
   Result<void> write(const std::vector<db::Statement>& statements);
   void write_through_outage(Formatted& f, Error first);
+  // PostgreSQL refused the batch (the connection is fine): each command in its own transaction;
+  // one still refused is journaled alone and answered "not acknowledged" (503).
+  void write_one_by_one(Formatted& f, const Error& first);
   static void answer_unknown(Batch& batch);
   void publish(const Batch& b);
   std::string operator_outcome(const Batch& b, const Item& item) const;

@@ -136,6 +136,41 @@ class HostileInputs(unittest.TestCase):
             self.assertTrue(all(o["user_id"] == attacker for o in r.json()), (q, r.body))
         self.assert_still_trading()
 
+    def test_a_batch_postgres_refuses_for_one_command_commits_everyone_elses(self):
+        # A constraint only one command's row breaks (standing in for any data the database
+        # refuses): that command alone is not acknowledged; the rest of its batch commits and
+        # trading keeps running. (On dfdca47 the batch was retried five times, then trading exited.)
+        import subprocess
+        subprocess.run(["psql", self.stack.database_url, "-qc",
+                        "ALTER TABLE vaults ADD CONSTRAINT no_refused_names CHECK (name <> 'refused by pg')"], check=True)
+        try:
+            leader = new_user()
+            self.t.deposit(leader, "1000")
+            traders = [new_user() for _ in range(8)]
+            for u in traders:
+                self.t.deposit(u, "1000")
+            results = {}
+
+            def order(u):
+                results[u] = self.t.place(u, side="Buy", price="90000", amount="0.001")
+
+            threads = [threading.Thread(target=order, args=(u,)) for u in traders]
+            for th in threads:
+                th.start()
+            r = self.v.call(leader, "POST", "/api/v1/vaults", {"name": "refused by pg", "initial_deposit": "100"})
+            for th in threads:
+                th.join()
+            self.assertEqual(r.status, 503, r.body)
+            for u in traders:
+                self.assertEqual(results[u].status, 201, results[u].body)
+            metrics = request(self.stack.ports["trading"], "GET", "/metrics").body
+            refused = [line for line in metrics.splitlines() if line.startswith("trading_persister_refused_commands_total")]
+            self.assertEqual(refused and float(refused[0].split()[-1]), 1.0, refused)
+            self.assert_still_trading()
+        finally:
+            subprocess.run(["psql", self.stack.database_url, "-qc",
+                            "ALTER TABLE vaults DROP CONSTRAINT no_refused_names"], check=True)
+
     def test_query_values_must_be_text(self):
         for q in ["symbol=%00", "symbol=%FF", "limit=1%0A", "x%00=1"]:
             r = request(self.stack.ports["trading"], "GET", f"/api/v1/orders?{q}",
