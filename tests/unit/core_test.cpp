@@ -9,6 +9,8 @@
 #include "hydrox/core/error.hpp"
 #include "hydrox/core/handoff.hpp"
 #include "hydrox/core/ids.hpp"
+#include "hydrox/core/secret.hpp"
+#include "hydrox/core/text.hpp"
 
 using namespace hydrox;
 
@@ -125,4 +127,29 @@ TEST(Handoff, PushWaitsForRoomAndPopForAnItem) {
   }
   producer.join();
   EXPECT_EQ(expected, 1001);
+}
+
+// Issue 20: the one text rule every user string passes at the edge.
+TEST(Text, ValidUtf8WithoutControlCharactersWithinItsLength) {
+  EXPECT_FALSE(hydrox::text_problem("plain ascii, é, 日本, 🙂"));
+  for (std::string_view bad : {std::string_view("a\0b", 3), std::string_view("tab\there"), std::string_view("\x7f"),
+                               std::string_view("\xc2\x85"), std::string_view("\xc2\x9b"), std::string_view("\xff"),
+                               std::string_view("\xc3"), std::string_view("\xed\xa0\x80"), std::string_view("\xe0\x80\x80"),
+                               std::string_view("\xf4\x90\x80\x80")}) {
+    EXPECT_TRUE(hydrox::text_problem(bad)) << bad.size();
+  }
+  EXPECT_TRUE(hydrox::check_text("abc", "label", 3));
+  auto longer = hydrox::check_text("abcd", "label", 3);
+  ASSERT_FALSE(longer);
+  EXPECT_EQ(longer.error().field, "label");
+  EXPECT_FALSE(hydrox::check_text("", "name", 10));
+  EXPECT_TRUE(hydrox::check_text("", "description", 10, true));
+}
+
+TEST(Secret, ConstantTimeEqualComparesWholeSecrets) {
+  EXPECT_TRUE(hydrox::constant_time_equal("s3cret-token", "s3cret-token"));
+  EXPECT_FALSE(hydrox::constant_time_equal("s3cret-tokeN", "s3cret-token"));
+  EXPECT_FALSE(hydrox::constant_time_equal("s3cret", "s3cret-token"));
+  EXPECT_FALSE(hydrox::constant_time_equal("s3cret-token-and-more", "s3cret-token"));
+  EXPECT_FALSE(hydrox::constant_time_equal("", "x"));
 }

@@ -136,3 +136,34 @@ TEST(JsonDump, RoundTripsWithExactNumberText) {
   ASSERT_TRUE(again);
   EXPECT_EQ(hydrox::json::dump(*again), text);
 }
+
+// Issue 20: duplicate keys are found in large objects too (the hash-set path past 16 members),
+// the field at fault is named, and a NUL never enters a string.
+TEST(JsonHostile, DuplicateKeysInLargeObjectsAreFoundAndNamed) {
+  for (int n : {2, 16, 17, 5000}) {
+    std::string doc = "{";
+    for (int i = 0; i < n; ++i) doc += "\"k" + std::to_string(i) + "\":" + std::to_string(i) + ",";
+    doc += "\"k" + std::to_string(n / 2) + "\":0}";
+    auto v = json::parse(doc);
+    ASSERT_FALSE(v) << n;
+    EXPECT_EQ(v.error().field, "k" + std::to_string(n / 2)) << n;
+  }
+  std::string ok = "{";
+  for (int i = 0; i < 5000; ++i) ok += std::string(i ? "," : "") + "\"k" + std::to_string(i) + "\":1";
+  EXPECT_TRUE(json::parse(ok + "}"));
+}
+
+TEST(JsonHostile, NulEscapesAreRefusedNamingTheField) {
+  auto v = json::parse(R"({"amount":"1","idempotency_key":"x\u0000y"})");
+  ASSERT_FALSE(v);
+  EXPECT_EQ(v.error().field, "idempotency_key");
+  EXPECT_TRUE(json::parse(R"({"k":"line\nbreak \u00e9"})"));
+}
+
+TEST(JsonHostile, UserIdIsToleratedAndIgnoredWhereNotAsked) {
+  auto v = json::parse_object(R"({"symbol":"X","user\u005fid":"someone"})", {"symbol"});
+  ASSERT_TRUE(v);
+  auto w = json::parse_object(R"({"symbol":"X","other":1})", {"symbol"});
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error().field, "other");
+}
