@@ -108,7 +108,7 @@ Result<void> setup(service::Context& ctx) {
   http::ClientOptions lookup_options;
   lookup_options.request_timeout = std::chrono::milliseconds(2000);
   auto auth = std::make_shared<Authenticator>(ctx, user.endpoint, std::make_shared<http::Client>(*ctx.runtime, lookup_options));
-  auto auth_failures = ctx.env.integer("RATE_LIMIT_AUTH_FAIL_PER_MIN", 60, 0, 1'000'000);
+  auto auth_failures = ctx.env.integer("RATE_LIMIT_AUTH_FAIL_PER_MIN", 300, 0, 1'000'000);
   if (!auth_failures) return auth_failures.error();
   auth->set_max_failures_per_min(static_cast<int>(*auth_failures));
   RateLimiter::Limits limits;

@@ -182,6 +182,13 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
       c->send(reply_error(id, "AUTH_PENDING", "an AUTH on this connection is being checked"));
       return;
     }
+    // Lookups in flight for the whole hub are bounded: AUTH floods from many connections cannot
+    // fill the blocking pool that market's REST routes share.
+    if (auth_in_flight_.load() >= kMaxAuthInFlight) {
+      c->send(reply_error(id, "UNAVAILABLE", "authentication busy; try again"));
+      return;
+    }
+    ++auth_in_flight_;
     session.auth_pending = true;
     std::weak_ptr<Hub> weak = shared_from_this();
     const std::string hash = auth::hash_hex(request.token);
@@ -191,6 +198,7 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
       auto self = weak.lock();
       if (!self) return;
       auto cred = service::resolve_credential(*self->s_.ctx, *self->s_.client, self->s_.user_service, hash);
+      --self->auth_in_flight_;
       std::lock_guard guard(self->mu_);
       auto found = self->sessions_.find(sid);
       if (found == self->sessions_.end() || found->second.dropped) return;
@@ -212,6 +220,7 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
       found->second.conn->send(reply_ok(rid, "ok"));
     });
     if (!queued) {
+      --auth_in_flight_;
       session.auth_pending = false;
       c->send(reply_error(id, "UNAVAILABLE", "try again"));
     }
@@ -494,7 +503,8 @@ void Hub::on_redis(std::string_view channel, std::string_view message) {
 
 void Hub::fetch_book(const std::string& symbol) {
   auto self = shared_from_this();
-  http::OutgoingRequest req{http::Method::get, "/internal/v1/orderbook?symbol=" + symbol + "&depth=1000", {}, {}};
+  http::OutgoingRequest req{http::Method::get, "/internal/v1/orderbook?symbol=" + symbol + "&depth=1000",
+                            service::internal_headers(*s_.ctx), {}};
   s_.client->request(s_.trading, std::move(req), [self, symbol](Result<http::Response> r) {
     if (!r || r->status != 200) {
       self->s_.ctx->runtime->after(std::chrono::seconds(1), [self, symbol] { self->fetch_book(symbol); });

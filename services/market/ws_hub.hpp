@@ -6,6 +6,7 @@
 // levels, marks) and a one-second ticker timer. A session whose send queue overflows is resynced
 // (fresh snapshots once its queue drains); a second overflow within 10 s disconnects it. The hub
 // never waits on a session.
+#include <atomic>
 #include <deque>
 #include <map>
 #include <memory>
@@ -112,6 +113,8 @@ class Hub : public std::enable_shared_from_this<Hub> {
   // expired one ends its private subscriptions (the connection stays, public streams go on).
   void recheck_credentials();
   std::int64_t last_recheck_ms_ = 0;
+  static constexpr int kMaxAuthInFlight = 256;
+  std::atomic<int> auth_in_flight_{0};
   std::unordered_map<std::string, std::int64_t> per_address_;  // open sessions by client address
   std::string stream_type(const std::string& stream) const;
   bool valid_stream(const std::string& stream) const;

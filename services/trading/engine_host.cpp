@@ -68,20 +68,6 @@ std::string rate_text(std::int64_t ppb, int divisor) {
 // `suffix`. The SQL text is the same for every batch, so the persister's connection prepares it
 // once (the VALUES lists this replaced were parsed and planned anew each time: about 1 ms of
 // planning for 30 rows of fills).
-// Whether s is valid UTF-8 (control characters allowed: a journal payload may hold \n).
-bool valid_utf8(std::string_view s) {
-  // text_problem() reports control characters first; those are fine here, so test each byte run
-  // between them.
-  std::size_t start = 0;
-  for (std::size_t i = 0; i <= s.size(); ++i) {
-    if (i == s.size() || static_cast<unsigned char>(s[i]) < 0x20 || s[i] == 0x7F) {
-      if (auto p = text_problem(s.substr(start, i - start)); p && *p == "invalid UTF-8") return false;
-      start = i + 1;
-    }
-  }
-  return true;
-}
-
 // NUL bytes and bytes that are not part of valid UTF-8 as U+FFFD.
 std::string replace_bad_bytes(std::string_view s) {
   std::string out;

@@ -122,7 +122,8 @@ def request(port, method, path, body=None, headers=None, timeout=10.0):
         data = body
         hdrs = dict(headers or {})
         names = {k.lower() for k in hdrs}
-        if "x-user-id" in names and INTERNAL_HEADER.lower() not in names:
+        internal_call = path.startswith("/internal/") and "authorization" not in names
+        if ("x-user-id" in names or internal_call) and INTERNAL_HEADER.lower() not in names:
             hdrs[INTERNAL_HEADER] = INTERNAL_TOKEN
         hdrs = {k: v for k, v in hdrs.items() if not (k == INTERNAL_HEADER and v is None)}
         if isinstance(body, (dict, list)):

@@ -138,6 +138,9 @@ TEST(Text, ValidUtf8WithoutControlCharactersWithinItsLength) {
                                std::string_view("\xf4\x90\x80\x80")}) {
     EXPECT_TRUE(hydrox::text_problem(bad)) << bad.size();
   }
+  EXPECT_TRUE(hydrox::valid_utf8("tab\there, é"));
+  EXPECT_FALSE(hydrox::valid_utf8("\xc2\x80\xff"));  // a bad byte after a C1 control is still found
+  EXPECT_FALSE(hydrox::valid_utf8("\xed\xa0\x80"));
   EXPECT_TRUE(hydrox::check_text("abc", "label", 3));
   auto longer = hydrox::check_text("abcd", "label", 3);
   ASSERT_FALSE(longer);

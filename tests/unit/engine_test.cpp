@@ -1109,10 +1109,19 @@ TYPED_TEST(EngineTest, MarketLimitsRefuseSizeNotionalAndPosition) {
   for (const auto& u : all_of<OrderUpdated>(ev)) limit_cancel |= u.cancel_reason == CancelReason::position_limit;
   EXPECT_TRUE(limit_cancel);
   EXPECT_EQ(e.engine.account(user(1))->positions[0].size, 2'500);
-  // Reducing is always allowed.
+  // Reducing is always allowed, whatever the size limits (a close, a vault's withdrawal, a
+  // full-size stop-loss): the position bounds it.
   PlaceOrder r = e.order(1, Side::sell, 960000, 1'000);
   r.reduce_only = true;
   EXPECT_TRUE(all_of<OrderRejected>(e.run(r)).empty());
+  e.place(2, Side::buy, 955000, 1'250);
+  e.place(3, Side::buy, 955000, 1'250);
+  PlaceOrder close = e.order(1, Side::sell, 0, 2'500);  // 5x max_market_order_qty
+  close.type = OrderType::market;
+  close.reduce_only = true;
+  auto closed = e.run(close);
+  EXPECT_TRUE(all_of<OrderRejected>(closed).empty());
+  EXPECT_EQ(e.engine.account(user(1))->positions[0].size, 0);
 }
 
 TYPED_TEST(EngineTest, AHugeStopOrderIsRefusedAtPlacementAndNeverFires) {

@@ -2,6 +2,36 @@
 
 namespace hydrox {
 
+namespace {
+// Length of the well-formed UTF-8 sequence starting at p[i] (a byte >= 0x80), or 0.
+std::size_t sequence_length(const unsigned char* p, std::size_t n, std::size_t i) {
+  const unsigned char c = p[i];
+  auto cont = [&](std::size_t k) { return i + k < n && (p[i + k] & 0xC0) == 0x80; };
+  if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    return cont(1) && cont(2) && !(c == 0xE0 && p[i + 1] < 0xA0) && !(c == 0xED && p[i + 1] > 0x9F) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    return cont(1) && cont(2) && cont(3) && !(c == 0xF0 && p[i + 1] < 0x90) && !(c == 0xF4 && p[i + 1] > 0x8F) ? 4 : 0;
+  }
+  return 0;
+}
+}  // namespace
+
+bool valid_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  for (std::size_t i = 0; i < s.size();) {
+    if (p[i] < 0x80) {
+      ++i;
+      continue;
+    }
+    const std::size_t len = sequence_length(p, s.size(), i);
+    if (len == 0) return false;
+    i += len;
+  }
+  return true;
+}
+
 std::optional<std::string_view> text_problem(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const std::size_t n = s.size();

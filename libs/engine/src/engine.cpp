@@ -349,8 +349,10 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     return reject(c, Reject::bad_leverage, out);
   }
   const bool liquidation = liquidating_ != Liquidation::none;  // engine-made: limits do not apply
-  if (!liquidation && (c.qty > spec.max_order_qty ||
-                       (c.type == OrderType::market && c.qty > spec.max_market_order_qty))) {
+  // Size and value limits bound what can open or grow a position; a reduce-only order (a close,
+  // a vault's withdrawal, a full-size stop-loss) is bounded by the position itself instead.
+  const bool limited = !liquidation && !c.reduce_only;
+  if (limited && (c.qty > spec.max_order_qty || (c.type == OrderType::market && c.qty > spec.max_market_order_qty))) {
     return reject(c, Reject::order_size_too_large, out);
   }
   const std::uint32_t ai = account_index(c.user);
@@ -392,9 +394,7 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   if (!money::notional_checked(spec, limit, c.qty, order_notional)) {
     return reject(c, liquidation ? Reject::amount_too_large : Reject::order_notional_too_large, out);
   }
-  if (!liquidation && order_notional > spec.max_order_notional) {
-    return reject(c, Reject::order_notional_too_large, out);
-  }
+  if (limited && order_notional > spec.max_order_notional) return reject(c, Reject::order_notional_too_large, out);
   const Position& pos = acct.positions[c.market];
   if (c.reduce_only) {
     const bool opposes = (c.side == Side::buy && pos.size < 0) || (c.side == Side::sell && pos.size > 0);
@@ -520,9 +520,9 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     }
     // No fill builds a position above the market's limit: resting orders of one account could
     // together, so the maker is checked at each fill (the taker was, for all of its fills, at
-    // placement). A liquidation's transfers are exempt: they only move existing positions.
-    if (!liquidation && !within_position_limit(accounts_[mo.account].positions[c.market].size, c.market, mo.side, *best, q))
-        [[unlikely]] {
+    // placement; a liquidated taker only reduces). Makers are checked during a liquidation too:
+    // theirs are ordinary orders.
+    if (!within_position_limit(accounts_[mo.account].positions[c.market].size, c.market, mo.side, *best, q)) [[unlikely]] {
       close_order(maker, OrderStatus::cancelled, CancelReason::position_limit, c.ts_ms, out, true);
       continue;
     }
@@ -566,7 +566,7 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
   // at the limit price (limit types) or at the trigger price (market types), the minimum notional.
   const MarketSpec& spec = ms.spec;
   const bool market_like = !is_limit_like(c.type);
-  if (c.qty > spec.max_order_qty || (market_like && c.qty > spec.max_market_order_qty)) {
+  if (!c.reduce_only && (c.qty > spec.max_order_qty || (market_like && c.qty > spec.max_market_order_qty))) {
     return reject(c, Reject::order_size_too_large, out);
   }
   Usdm at_trigger = 0, at_price = 0;
@@ -575,7 +575,7 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
     return reject(c, Reject::order_notional_too_large, out);
   }
   const Usdm value = market_like ? at_trigger : at_price;
-  if (value > spec.max_order_notional || at_trigger > spec.max_order_notional) {
+  if (!c.reduce_only && (value > spec.max_order_notional || at_trigger > spec.max_order_notional)) {
     return reject(c, Reject::order_notional_too_large, out);
   }
   if (!c.reduce_only && value < spec.min_notional) return reject(c, Reject::below_min_notional, out);

@@ -370,7 +370,7 @@ asio::awaitable<void> WsSession::run(std::function<void(std::string_view)> on_me
       reading = false;
       continue;
     }
-    if ((op == 0x9 || op == 0xA || fin) && over_rate()) {
+    if (over_rate()) {  // every frame but a close: messages, fragments (even empty), pings, pongs
       fail(1008, "more than " + std::to_string(options_.max_inbound_per_second) + " messages per second");
       continue;
     }

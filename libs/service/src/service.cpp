@@ -253,9 +253,10 @@ Result<Page> page_params(const http::Request& req, std::int64_t default_limit, s
   }
   if (auto v = req.query_param("limit"); v && !v->empty()) {
     std::int64_t n = 0;
-    bool ok = v->size() <= 4;
-    for (char c : *v) {
-      ok = ok && c >= '0' && c <= '9';
+    bool ok = v->size() <= 4;  // (checked first: a longer run of digits would overflow n)
+    for (std::size_t i = 0; ok && i < v->size(); ++i) {
+      const char c = (*v)[i];
+      ok = c >= '0' && c <= '9';
       n = n * 10 + (c - '0');
     }
     if (!ok || n < 1 || n > 1000) return fail(Code::invalid_field, "limit must be from 1 to 1000", "limit");

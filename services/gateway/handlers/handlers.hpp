@@ -81,7 +81,7 @@ class Authenticator {
   bool failing_too_often(const std::string& ip);
   void count_failure(const std::string& ip);
   std::unordered_map<std::string, std::pair<std::int64_t, int>> failures_;  // ip → (minute, count)
-  int max_failures_per_min_ = 60;
+  int max_failures_per_min_ = 300;
 
  public:
   void set_max_failures_per_min(int n) { max_failures_per_min_ = n; }

@@ -125,11 +125,19 @@ Result<std::optional<Authenticator::Identity>> Authenticator::lookup(const std::
 Result<std::optional<Authenticator::Identity>> Authenticator::resolve_now(const http::Request& req) {
   auto h = req.header("Authorization");
   if (!h) return std::optional<Identity>();
+  const std::string ip = req.remote_addr;  // the same per-address count as resolve()
+  if (failing_too_often(ip)) return fail(Code::rate_limited, "too many invalid credentials; retry later");
   constexpr std::string_view kBearer = "Bearer ";
-  if (!h->starts_with(kBearer) || h->size() > 200) return fail(Code::unauthenticated, "malformed Authorization header");
+  if (!h->starts_with(kBearer) || h->size() > 200) {
+    count_failure(ip);
+    return fail(Code::unauthenticated, "malformed Authorization header");
+  }
   auto id = lookup(auth::hash_hex(h->substr(kBearer.size())));
   if (!id) return id.error();
-  if (!*id) return fail(Code::unauthenticated, "invalid or revoked credential");
+  if (!*id) {
+    count_failure(ip);
+    return fail(Code::unauthenticated, "invalid or revoked credential");
+  }
   return id;
 }
 

@@ -380,6 +380,7 @@ void register_market_routes(Services& s, http::Router& r) {
     http::OutgoingRequest out{http::Method::get,
                               "/internal/v1/orderbook?symbol=" + m->symbol + "&depth=" + std::to_string(depth),
                               {{"X-Request-ID", req.request_id}}, {}};
+    for (auto& h : service::internal_headers(*s.ctx)) out.headers.push_back(std::move(h));
     s.client->request(s.trading, std::move(out), [respond, rid = req.request_id](Result<http::Response> r2) {
       if (!r2) return respond(http::Response::error(fail(Code::unavailable, "order book unavailable"), rid));
       if (r2->status != 200) return respond(http::Response::error(fail(Code::unavailable, "order book unavailable"), rid));

@@ -186,6 +186,10 @@ void register_internal_routes(Services& s, http::Router& r) {
   // The order book at a known sequence, for the market service (read-only; trading listens on an
   // internal address and the gateway does not route /internal).
   r.get("/internal/v1/orderbook", [&s](http::Request& req, http::Respond respond) {
+    // Every /internal route wants a token: this one market's internal token (or the operator's).
+    if (!s.ctx->internal_token.empty() && !service::from_gateway(*s.ctx, req) && !authorize(s, req)) {
+      return respond(error_response(fail(Code::unauthenticated, "internal or operator token required"), req));
+    }
     auto sym = req.query_param("symbol");
     const MarketInfo* m = sym ? s.catalog.find(*sym) : nullptr;
     if (!m) return respond(error_response(fail(Code::not_found, "unknown symbol"), req));

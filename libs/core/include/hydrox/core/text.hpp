@@ -12,6 +12,10 @@
 
 namespace hydrox {
 
+// Whether `s` is well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF);
+// control characters are allowed here.
+bool valid_utf8(std::string_view s);
+
 // What is wrong with `s` as text ("invalid UTF-8", "control character"), or nullopt when fine.
 std::optional<std::string_view> text_problem(std::string_view s);
 
