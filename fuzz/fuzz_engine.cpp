@@ -1,5 +1,5 @@
 // The engine under hostile command sequences (issue 20): every byte string decodes to commands over
-// three markets, seven accounts and a vault, with extreme values (sizes up to int64, prices at and
+// three markets, seven accounts and a vault (and the markets' limits changing), with extreme values (sizes up to int64, prices at and
 // beyond the band edges, every leverage, marks jumping by orders of magnitude, funding at and past
 // its caps, vault deposits and withdrawals near zero NAV). After every command the fast and the
 // reference engine must have emitted the same events and the invariants must hold; the build's
@@ -138,7 +138,11 @@ Command next(Input& in, std::uint64_t step, std::vector<OrderId>& ids) {
       const std::int64_t rate = in.value(1'000'000) * ((in.byte() & 1) ? -1 : 1);
       return SettleFunding{m, ts, rate, in.value(kStart[m]), ts};
     }
-    case 12: return SetLeverage{u, m, static_cast<std::int32_t>(in.byte() % 50) - 2, ts};
+    case 12:
+      if (in.byte() % 4 == 0) {  // the operator changes a market's limits (any values: refused out of range)
+        return SetMarketLimits{m, in.value(1'000), in.value(100), in.value(1'000'000 * kUsdm), in.value(10'000'000 * kUsdm), ts};
+      }
+      return SetLeverage{u, m, static_cast<std::int32_t>(in.byte() % 50) - 2, ts};
     case 13: {
       CreateVault c;
       c.vault = kVault;

@@ -357,6 +357,25 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
       b.items.push_back(std::move(it));
     }
   }
+  // The catalog's order limits, where they differ from the engine's (first start with limits, or
+  // an operator changed the markets table): journaled like any command.
+  for (const auto& m : catalog_.all()) {
+    const MarketSpec& now = engine_.spec(m.index);
+    if (now.max_order_qty == m.spec.max_order_qty && now.max_market_order_qty == m.spec.max_market_order_qty &&
+        now.max_order_notional == m.spec.max_order_notional && now.max_position_notional == m.spec.max_position_notional) {
+      continue;
+    }
+    Item it;
+    it.command = SetMarketLimits{m.index, m.spec.max_order_qty, m.spec.max_market_order_qty, m.spec.max_order_notional,
+                                 m.spec.max_position_notional, now_ms};
+    it.first_event = b.events.size();
+    engine_.apply(it.command, b.events);
+    it.end_event = b.events.size();
+    it.command_no = command_no_.fetch_add(1) + 1;
+    b.items.push_back(std::move(it));
+    log::info("market limits set", {{"symbol", m.symbol}, {"max_order_qty", m.spec.max_order_qty},
+                                    {"max_position_notional", m.spec.max_position_notional}});
+  }
   // The protocol vault exists from the first migration; the engine learns it here (journaled).
   auto protocol = (*lease)->exec(kProtocolVaults);
   if (!protocol) return protocol.error();
@@ -419,6 +438,16 @@ std::string EngineHost::market_list() const {
 engine::EngineConfig EngineHost::engine_config() const {
   EngineConfig c;
   c.markets = catalog_.specs();
+  // The order limits come from the journal (SetMarketLimits, written at start when the catalog's
+  // differ), so a replay applies each order against the limits in force when it came; before the
+  // first such command (journals older than the limits) the engine's ceilings apply.
+  for (auto& spec : c.markets) {
+    const MarketSpec ceiling;
+    spec.max_order_qty = ceiling.max_order_qty;
+    spec.max_market_order_qty = ceiling.max_market_order_qty;
+    spec.max_order_notional = ceiling.max_order_notional;
+    spec.max_position_notional = ceiling.max_position_notional;
+  }
   c.fee_account = options_.fee_account;
   return c;
 }

@@ -181,6 +181,42 @@ class HostileInputs(unittest.TestCase):
                 self.assertEqual(r.json()["error"]["field"], "limit")
         self.assert_still_trading()
 
+    def test_changed_limits_apply_to_new_orders_and_the_journal_replays_the_old(self):
+        # Limits are journaled (SetMarketLimits at start when the catalog's differ): an order
+        # accepted under the old limits replays as accepted after the operator lowers them, and
+        # recovery does not diverge; new orders meet the new limits.
+        import subprocess
+        user = new_user()
+        self.t.deposit(user, "1000000")
+        r = self.t.place(user, side="Buy", price="90000", amount="2")
+        self.assertEqual(r.status, 201, r.body)
+        big = r.json()["id"]
+        subprocess.run(["psql", self.stack.database_url, "-qc",
+                        "UPDATE markets SET max_order_size = 1 WHERE symbol = 'BTC_USDM_PERP'"], check=True)
+        try:
+            self.stack.stop("trading")
+            self.stack.start("trading")
+            self.pid = self.stack.procs["trading"].pid
+            orders = self.t.call(user, "GET", "/api/v1/orders").json()
+            self.assertIn(big, [o["id"] for o in orders])
+            r = self.t.place(user, side="Buy", price="90000", amount="1.001")
+            self.assertEqual(r.status, 400, r.body)
+            self.assertEqual(r.json()["error"]["code"], "ORDER_SIZE_TOO_LARGE")
+            r = self.t.place(user, side="Buy", price="90000", amount="1")
+            self.assertEqual(r.status, 201, r.body)
+            # And once more: the journal now holds both limits; a restart replays both.
+            self.stack.stop("trading")
+            self.stack.start("trading")
+            self.pid = self.stack.procs["trading"].pid
+            self.assertEqual(len(self.t.call(user, "GET", "/api/v1/orders").json()), 2)
+        finally:
+            subprocess.run(["psql", self.stack.database_url, "-qc",
+                            "UPDATE markets SET max_order_size = 1000 WHERE symbol = 'BTC_USDM_PERP'"], check=True)
+            self.stack.stop("trading")
+            self.stack.start("trading")
+            self.pid = self.stack.procs["trading"].pid
+        self.assert_still_trading()
+
     def test_query_values_must_be_text(self):
         for q in ["symbol=%00", "symbol=%FF", "limit=1%0A", "x%00=1"]:
             r = request(self.stack.ports["trading"], "GET", f"/api/v1/orders?{q}",

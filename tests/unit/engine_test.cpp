@@ -1204,3 +1204,26 @@ TYPED_TEST(EngineTest, AnIsolatedPartialCloseAtALossPaysFromThePositionsMarginNo
   EXPECT_EQ(p.size, 250);
   EXPECT_EQ(p.margin, 4'850 * kUsdm - 2'425 * kUsdm - 85'875'000);
 }
+
+TYPED_TEST(EngineTest, MarketLimitsAreCommandsAndTravelInSnapshots) {
+  auto& h = this->h;
+  // Refused out of range; applied in range; the next orders meet them.
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketLimits{0, 0, 1, 1, 1, 0})).reason, Reject::bad_amount);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketLimits{0, 10, 20, 1, 1, 0})).reason, Reject::bad_amount);  // market > order
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketLimits{9, 10, 10, 1, 1, 0})).reason, Reject::unknown_market);
+  EXPECT_TRUE(h.run(SetMarketLimits{0, 1'000, 100, 500'000 * kUsdm, 1'000'000 * kUsdm, 0}).empty());
+  EXPECT_EQ(only<OrderRejected>(h.place(1, Side::buy, 970000, 1'001)).reason, Reject::order_size_too_large);
+  EXPECT_TRUE(all_of<OrderRejected>(h.place(1, Side::buy, 970000, 1'000)).empty());
+  // A snapshot carries them into an engine configured with the ceilings.
+  const Snapshot snap = h.engine.export_state();
+  auto decoded = decode_snapshot(encode_snapshot(snap));
+  ASSERT_TRUE(decoded);
+  TypeParam other{two_market_config()};
+  other.load(*decoded);
+  EXPECT_EQ(other.spec(0).max_order_qty, 1'000);
+  EXPECT_EQ(other.spec(0).max_market_order_qty, 100);
+  EXPECT_EQ(other.spec(0).max_order_notional, 500'000 * kUsdm);
+  EXPECT_EQ(other.spec(0).max_position_notional, 1'000'000 * kUsdm);
+  EXPECT_EQ(other.spec(1).max_order_qty, MarketSpec{}.max_order_qty);
+  EXPECT_EQ(other.state_hash(), h.engine.state_hash());
+}

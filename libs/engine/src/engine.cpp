@@ -325,6 +325,7 @@ void BasicEngine<Book>::apply(const Command& command, std::vector<Event>& out) {
         else if constexpr (std::is_same_v<T, CreateVault>) create_vault(c, out);
         else if constexpr (std::is_same_v<T, VaultDeposit>) vault_deposit(c, out);
         else if constexpr (std::is_same_v<T, VaultWithdraw>) vault_withdraw(c, out);
+        else if constexpr (std::is_same_v<T, SetMarketLimits>) set_market_limits(c, out);
       },
       command);
 }
@@ -996,6 +997,29 @@ void BasicEngine<Book>::set_mark(const SetMark& c, std::vector<Event>& out) {
 }
 
 template <class Book>
+void BasicEngine<Book>::set_market_limits(const SetMarketLimits& c, std::vector<Event>& out) {
+  if (c.market >= markets_.size()) {
+    emit(out, CommandRejected{UserId{}, Reject::unknown_market, c.ts_ms});
+    return;
+  }
+  const MarketSpec ceiling;
+  if (c.max_order_qty <= 0 || c.max_order_qty > ceiling.max_order_qty || c.max_market_order_qty <= 0 ||
+      c.max_market_order_qty > c.max_order_qty || c.max_order_notional <= 0 ||
+      c.max_order_notional > ceiling.max_order_notional || c.max_position_notional <= 0 ||
+      c.max_position_notional > ceiling.max_position_notional) {
+    emit(out, CommandRejected{UserId{}, Reject::bad_amount, c.ts_ms});
+    return;
+  }
+  // Orders already resting stay; the new limits apply to what comes next (and to every fill's
+  // maker position check from now on).
+  MarketSpec& spec = markets_[c.market].spec;
+  spec.max_order_qty = c.max_order_qty;
+  spec.max_market_order_qty = c.max_market_order_qty;
+  spec.max_order_notional = c.max_order_notional;
+  spec.max_position_notional = c.max_position_notional;
+}
+
+template <class Book>
 void BasicEngine<Book>::set_leverage(const SetLeverage& c, std::vector<Event>& out) {
   if (c.market >= markets_.size()) {
     emit(out, CommandRejected{c.user, Reject::unknown_market, c.ts_ms});
@@ -1205,6 +1229,8 @@ Snapshot BasicEngine<Book>::export_state() const {
     s.marks.push_back(m.mark);
     s.last_funding_ms.push_back(m.last_funding_ms);
     s.last_trade.push_back(m.last_trade);
+    s.limits.push_back({m.spec.max_order_qty, m.spec.max_market_order_qty, m.spec.max_order_notional,
+                        m.spec.max_position_notional});
   }
   s.accounts.reserve(accounts_.size());
   for (const auto& a : accounts_) s.accounts.push_back({a.user, a.collateral, a.positions});
@@ -1256,6 +1282,13 @@ void BasicEngine<Book>::load(const Snapshot& s) {
   for (std::size_t i = 0; i < markets_.size(); ++i) {
     if (i < s.last_funding_ms.size()) markets_[i].last_funding_ms = s.last_funding_ms[i];
     if (i < s.last_trade.size()) markets_[i].last_trade = s.last_trade[i];
+    if (i < s.limits.size()) {  // (older snapshots: the configured limits stay)
+      MarketSpec& spec = markets_[i].spec;
+      spec.max_order_qty = s.limits[i][0];
+      spec.max_market_order_qty = s.limits[i][1];
+      spec.max_order_notional = s.limits[i][2];
+      spec.max_position_notional = s.limits[i][3];
+    }
   }
   accounts_.clear();
   accounts_index_.clear();

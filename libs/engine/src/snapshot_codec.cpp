@@ -8,7 +8,7 @@ namespace hydrox::engine {
 namespace {
 
 constexpr char kMagic[8] = {'H', 'X', 'S', 'N', 'A', 'P', '\0', '\0'};
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;  // 2: the markets' order limits after last_trade (1 is still read)
 // magic, version, body length, body checksum
 constexpr std::size_t kHeader = sizeof(kMagic) + 4 + 8 + 8;
 
@@ -259,6 +259,10 @@ std::string encode_snapshot(const Snapshot& s) {
   put_values(w, s.marks);
   put_values(w, s.last_funding_ms);
   put_values(w, s.last_trade);
+  w.count(s.limits.size());
+  for (const auto& l : s.limits) {
+    for (std::int64_t v : l) w.put(v);
+  }
   w.count(s.accounts.size());
   for (const auto& a : s.accounts) {
     w.put(a.user.value());
@@ -293,7 +297,9 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
   const auto version = head.get<std::uint32_t>();
   const auto length = head.get<std::uint64_t>();
   const auto sum = head.get<std::uint64_t>();
-  if (version != kVersion) return fail(Code::internal, "engine snapshot format " + std::to_string(version) + ", expected " + std::to_string(kVersion));
+  if (version != kVersion && version != 1) {
+    return fail(Code::internal, "engine snapshot format " + std::to_string(version) + ", expected " + std::to_string(kVersion));
+  }
   const std::string_view body = bytes.substr(kHeader);
   if (length != body.size() || checksum(body) != sum) return fail(Code::internal, "engine snapshot truncated or altered");
 
@@ -304,6 +310,15 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
   s.marks = get_values<Price>(r);
   s.last_funding_ms = get_values<std::int64_t>(r);
   s.last_trade = get_values<Price>(r);
+  if (version >= 2) {
+    const std::size_t markets = r.count(4 * 8);
+    for (std::size_t i = 0; i < markets && r.ok(); ++i) {
+      std::array<std::int64_t, 4> l{};
+      for (auto& v : l) v = r.get<std::int64_t>();
+      if (l[0] <= 0 || l[1] <= 0 || l[2] <= 0 || l[3] <= 0) return fail(Code::internal, "engine snapshot has bad market limits");
+      s.limits.push_back(l);
+    }
+  }
   const std::size_t accounts = r.count(16 + 8 + 8);
   s.accounts.reserve(accounts);
   for (std::size_t i = 0; i < accounts && r.ok(); ++i) {

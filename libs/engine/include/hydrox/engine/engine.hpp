@@ -1,4 +1,5 @@
 #pragma once
+#include <array>
 // The matching and risk engine: the single writer of all money. apply(command) appends events;
 // no I/O, no threads, no clocks (time comes in the commands), no floating point. The same
 // command sequence always yields the same events and the same state_hash().
@@ -117,6 +118,9 @@ struct Snapshot {
   std::vector<std::int64_t> last_funding_ms;  // per market
   std::vector<Price> last_trade;              // per market
   std::vector<Vault> vaults;
+  // Per market: max_order_qty, max_market_order_qty, max_order_notional, max_position_notional
+  // (empty in snapshots older than the limits: the engine's ceilings apply).
+  std::vector<std::array<std::int64_t, 4>> limits;
 };
 
 struct EngineConfig {
@@ -186,6 +190,7 @@ class BasicEngine {
   std::size_t market_count() const { return markets_.size(); }
   const MarketSpec& market(std::uint32_t m) const { return markets_[m].spec; }
   Price mark(std::uint32_t m) const { return markets_[m].mark; }
+  const MarketSpec& spec(std::uint32_t m) const { return markets_[m].spec; }
   Price last_trade(std::uint32_t m) const { return markets_[m].last_trade; }
   std::int64_t last_funding_ms(std::uint32_t m) const { return markets_[m].last_funding_ms; }
   // Average fill price (ticks, rounded toward the book) of a taker order of `notional` USDM
@@ -301,6 +306,7 @@ class BasicEngine {
   void create_vault(const CreateVault& c, std::vector<Event>& out);
   void vault_deposit(const VaultDeposit& c, std::vector<Event>& out);
   void vault_withdraw(const VaultWithdraw& c, std::vector<Event>& out);
+  void set_market_limits(const SetMarketLimits& c, std::vector<Event>& out);
   void accrue_management_fee(Vault& v, std::int64_t ts, std::vector<Event>& out);
   void mint_to_leader_if_unowned(Vault& v, std::int64_t ts, std::vector<Event>& out);
   bool free_vault_margin(Vault& v, Usdm payout, Usdm gross, Usdm nav, std::int64_t ts, std::vector<Event>& out);

@@ -263,8 +263,20 @@ struct VaultWithdraw {
 };
 inline constexpr Usdm kMinLeaderDeposit = 100'000'000;  // 100 USDM
 
+// A market's order limits (MarketSpec max_*), journaled like every command: a replay applies
+// every order against the limits in force when it came, whatever the catalog says today. Each
+// value in 1..the engine's ceiling (the MarketSpec default); else refused (INVALID_AMOUNT).
+struct SetMarketLimits {
+  std::uint32_t market = 0;
+  Qty max_order_qty = 0;
+  Qty max_market_order_qty = 0;
+  Usdm max_order_notional = 0;
+  Usdm max_position_notional = 0;
+  std::int64_t ts_ms = 0;
+};
+
 using Command = std::variant<PlaceOrder, CancelOrder, CancelAll, Deposit, Withdraw, SetMark, SetLeverage,
-                             SettleFunding, CreateVault, VaultDeposit, VaultWithdraw>;
+                             SettleFunding, CreateVault, VaultDeposit, VaultWithdraw, SetMarketLimits>;
 
 // ---- events ---------------------------------------------------------------------------------
 
