@@ -292,6 +292,10 @@ class HostileThroughTheGateway(unittest.TestCase):
     def test_health_is_rate_limited_and_ops_routes_are_not_public(self):
         for path in ["/metrics", "/ready"]:
             self.assertEqual(self.stack.call("GET", path).status, 404, path)
-        statuses = [self.stack.call("GET", "/health").status for _ in range(80)]
+        self.assertEqual(self.stack.call("GET", "/health").status, 200)
+        # 50 a second per address: 300 from 24 threads at once pass that on any machine.
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(24) as pool:
+            statuses = list(pool.map(lambda _: self.stack.call("GET", "/health").status, range(300)))
         self.assertIn(429, statuses)
-        self.assertEqual(statuses[0], 200)
+        self.assertTrue(set(statuses) <= {200, 429}, set(statuses))
