@@ -68,29 +68,6 @@ std::string rate_text(std::int64_t ppb, int divisor) {
 // `suffix`. The SQL text is the same for every batch, so the persister's connection prepares it
 // once (the VALUES lists this replaced were parsed and planned anew each time: about 1 ms of
 // planning for 30 rows of fills).
-// NUL bytes and bytes that are not part of valid UTF-8 as U+FFFD.
-std::string replace_bad_bytes(std::string_view s) {
-  std::string out;
-  out.reserve(s.size() + 8);
-  for (std::size_t i = 0; i < s.size();) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c == 0) {
-      out += "\xEF\xBF\xBD";
-      ++i;
-      continue;
-    }
-    std::size_t len = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 ? 2 : 0;
-    if (len > 0 && i + len <= s.size() && (len == 1 || valid_utf8(s.substr(i, len)))) {
-      out.append(s.substr(i, len));
-      i += len;
-    } else {
-      out += "\xEF\xBF\xBD";
-      ++i;
-    }
-  }
-  return out;
-}
-
 void append_escaped(std::string& col, std::string_view v) {
   for (char c : v) {
     if (c == '"' || c == '\\') col += '\\';
@@ -139,7 +116,7 @@ class MultiRow {
       const bool clean = plain_ascii || (v->find('\0') == std::string::npos && valid_utf8(*v));
       if (!clean) [[unlikely]] {
         sanitized_values().inc();
-        append_escaped(col, replace_bad_bytes(*v));
+        append_escaped(col, utf8_repaired(*v, /*replace_nul=*/true));
       } else if (v->find_first_of("\"\\") == std::string::npos) {
         col += *v;
       } else {

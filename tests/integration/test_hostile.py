@@ -299,3 +299,15 @@ class HostileThroughTheGateway(unittest.TestCase):
             statuses = list(pool.map(lambda _: self.stack.call("GET", "/health").status, range(300)))
         self.assertIn(429, statuses)
         self.assertTrue(set(statuses) <= {200, 429}, set(statuses))
+
+    def test_error_answers_are_json_whatever_bytes_the_path_had(self):
+        # Found by the API fuzzer: market echoed a raw \xff of the path in its error message, and
+        # the answer was not JSON (nor UTF-8).
+        from harness import raw_exchange
+        for port in [self.stack.ports["market"], self.stack.gateway_port]:
+            raw = raw_exchange(port, b"GET /api/v1/markets/\xff/ticker HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            head, _, body = raw.partition(b"\r\n\r\n")
+            self.assertIn(b" 404 ", head.split(b"\r\n")[0], raw[:200])
+            error = json.loads(body.decode("utf-8"))["error"]  # UTF-8 and JSON, or this raises
+            self.assertEqual(error["code"], "NOT_FOUND")
+

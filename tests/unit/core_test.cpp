@@ -141,6 +141,8 @@ TEST(Text, ValidUtf8WithoutControlCharactersWithinItsLength) {
   EXPECT_TRUE(hydrox::valid_utf8("tab\there, é"));
   EXPECT_FALSE(hydrox::valid_utf8("\xc2\x80\xff"));  // a bad byte after a C1 control is still found
   EXPECT_FALSE(hydrox::valid_utf8("\xed\xa0\x80"));
+  EXPECT_EQ(hydrox::utf8_repaired(std::string_view("a\xff" "b\0c", 5)), std::string("a\xef\xbf\xbd" "b\0c", 7));
+  EXPECT_EQ(hydrox::utf8_repaired(std::string_view("a\0", 2), true), "a\xef\xbf\xbd");
   EXPECT_TRUE(hydrox::check_text("abc", "label", 3));
   auto longer = hydrox::check_text("abcd", "label", 3);
   ASSERT_FALSE(longer);

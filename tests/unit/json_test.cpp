@@ -167,3 +167,13 @@ TEST(JsonHostile, UserIdIsToleratedAndIgnoredWhereNotAsked) {
   ASSERT_FALSE(w);
   EXPECT_EQ(w.error().field, "other");
 }
+
+TEST(JsonHostile, TheWriterAlwaysWritesJsonWhateverTheBytes) {
+  // Found by the API fuzzer: an error message echoing a client's raw path byte (\xff) was not JSON.
+  json::Writer w;
+  w.begin_object().field("message", std::string_view("unknown market \xff and \xc3 and ok \xc3\xa9")).end_object();
+  const std::string out = w.take();
+  auto back = json::parse(out);
+  ASSERT_TRUE(back) << out;
+  EXPECT_EQ(back->find("message")->as_string(), "unknown market \xef\xbf\xbd and \xef\xbf\xbd and ok \xc3\xa9");
+}

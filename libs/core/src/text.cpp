@@ -32,6 +32,29 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
+std::string utf8_repaired(std::string_view s, bool replace_nul) {
+  static constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  std::string out;
+  out.reserve(s.size() + 8);
+  for (std::size_t i = 0; i < s.size();) {
+    if (p[i] < 0x80) {
+      if (p[i] == 0 && replace_nul) out += kReplacement; else out.push_back(s[i]);
+      ++i;
+      continue;
+    }
+    const std::size_t len = sequence_length(p, s.size(), i);
+    if (len == 0) {
+      out += kReplacement;
+      ++i;
+    } else {
+      out.append(s.substr(i, len));
+      i += len;
+    }
+  }
+  return out;
+}
+
 std::optional<std::string_view> text_problem(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   const std::size_t n = s.size();

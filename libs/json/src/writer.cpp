@@ -1,10 +1,24 @@
 #include "hydrox/json/json.hpp"
 
+#include "hydrox/core/text.hpp"
+
 namespace hydrox::json {
 namespace {
 
 void append_quoted(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
+  // Whatever a string holds (a client's bytes echoed in an error message), the output is JSON:
+  // bytes that are not well-formed UTF-8 are written as U+FFFD.
+  std::string repaired;
+  for (char ch : s) {
+    if (static_cast<unsigned char>(ch) >= 0x80) {
+      if (!valid_utf8(s)) {
+        repaired = utf8_repaired(s);
+        s = repaired;
+      }
+      break;
+    }
+  }
   out.push_back('"');
   for (char ch : s) {
     auto c = static_cast<unsigned char>(ch);

@@ -16,6 +16,10 @@ namespace hydrox {
 // control characters are allowed here.
 bool valid_utf8(std::string_view s);
 
+// `s` with every byte that is not part of well-formed UTF-8 (and, with replace_nul, every NUL)
+// replaced by U+FFFD: for text that must stay valid whatever came in (JSON out, PostgreSQL text).
+std::string utf8_repaired(std::string_view s, bool replace_nul = false);
+
 // What is wrong with `s` as text ("invalid UTF-8", "control character"), or nullopt when fine.
 std::optional<std::string_view> text_problem(std::string_view s);
 
