@@ -147,24 +147,11 @@ Result<void> setup(service::Context& ctx) {
   // storm or a connection flood from one address stops here; market caps how many stay open.
   auto upgrades = ctx.env.integer("WS_UPGRADES_PER_IP_PER_MIN", 600, 1, 100'000'000);
   if (!upgrades) return upgrades.error();
-  struct UpgradeCounts {
-    std::mutex mu;
-    std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>> by_ip;  // ip → (minute, count)
-  };
-  auto counts = std::make_shared<UpgradeCounts>();
+  auto counts = std::make_shared<AddressWindows>(std::chrono::minutes(1));
   ctx.tunnels.push_back(http::Tunnel{"/ws", [market_ep = market.endpoint, auth, counts, max_upgrades = *upgrades](
                                                http::Request& req) -> Result<config::Endpoint> {
-    {
-      const std::int64_t minute = std::chrono::duration_cast<std::chrono::minutes>(
-                                      std::chrono::steady_clock::now().time_since_epoch()).count();
-      std::lock_guard lock(counts->mu);
-      if (counts->by_ip.size() > 100'000) counts->by_ip.clear();  // bounded
-      auto& [at, n] = counts->by_ip[req.remote_addr];
-      if (at != minute) {
-        at = minute;
-        n = 0;
-      }
-      if (++n > max_upgrades) return fail(Code::rate_limited, "too many WebSocket connections from this address; retry later");
+    if (!counts->take(req.remote_addr, max_upgrades)) {
+      return fail(Code::rate_limited, "too many WebSocket connections from this address; retry later");
     }
     strip_identity(req);
     http::set_header(req.headers, "X-Forwarded-For", req.remote_addr);

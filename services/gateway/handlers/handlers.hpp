@@ -50,6 +50,38 @@ http::Handler make_health(service::Context& ctx, std::vector<Upstream> upstreams
 // credential comes, or only a caller with a valid credential (401 otherwise).
 enum class Access : std::uint8_t { open, optional_user, user };
 
+// Events per client address in fixed windows (a second, a minute): the gateway's local limits
+// (health checks, WebSocket upgrades, invalid credentials). Bounded: past 100,000 addresses the
+// table starts over (an attacker rotating addresses gets fresh windows, never more memory).
+class AddressWindows {
+ public:
+  explicit AddressWindows(std::chrono::steady_clock::duration window) : window_(window) {}
+  // Counts one event for `address`; false when that makes more than `limit` in this window.
+  bool take(const std::string& address, std::int64_t limit) { return add(address) <= limit; }
+  // Whether `address` already has `limit` events in this window (nothing counted).
+  bool reached(const std::string& address, std::int64_t limit) {
+    std::lock_guard lock(mu_);
+    auto it = counts_.find(address);
+    return it != counts_.end() && it->second.first == now() && it->second.second >= limit;
+  }
+  std::int64_t add(const std::string& address) {
+    std::lock_guard lock(mu_);
+    if (counts_.size() > 100'000) counts_.clear();
+    auto& [at, n] = counts_[address];
+    if (const std::int64_t w = now(); at != w) {
+      at = w;
+      n = 0;
+    }
+    return ++n;
+  }
+
+ private:
+  std::int64_t now() const { return std::chrono::steady_clock::now().time_since_epoch() / window_; }
+  std::chrono::steady_clock::duration window_;
+  std::mutex mu_;
+  std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>> counts_;  // → (window, count)
+};
+
 // Resolves `Authorization: Bearer <session token or API key>` to a user: a local cache of at
 // most 1 s (so a revocation takes effect within 1 s), then Redis on the blocking pool; when Redis
 // cannot answer (down, or restarted without the credentials), the user service, which reads
@@ -78,9 +110,9 @@ class Authenticator {
   Result<std::optional<Identity>> lookup(const std::string& hash);
   // Invalid credentials per address and minute (RATE_LIMIT_AUTH_FAIL_PER_MIN): beyond the limit
   // the address gets 429 before any lookup.
-  bool failing_too_often(const std::string& ip);
-  void count_failure(const std::string& ip);
-  std::unordered_map<std::string, std::pair<std::int64_t, int>> failures_;  // ip → (minute, count)
+  bool failing_too_often(const std::string& ip) { return max_failures_per_min_ > 0 && failures_.reached(ip, max_failures_per_min_); }
+  void count_failure(const std::string& ip) { failures_.add(ip); }
+  AddressWindows failures_{std::chrono::minutes(1)};
   int max_failures_per_min_ = 300;
 
  public:

@@ -12,29 +12,14 @@ http::Handler make_health(service::Context& ctx, std::vector<Upstream> upstreams
                           std::shared_ptr<http::Client> client) {
   // Each call asks every service: rate limited per address (kHealthPerSecond), so that a flood
   // of /health cannot turn into a flood of /ready calls behind the gateway.
-  struct Limit {
-    std::mutex mu;
-    std::unordered_map<std::string, std::pair<std::int64_t, int>> by_ip;  // ip → (second, count)
-  };
   constexpr int kHealthPerSecond = 50;
-  auto limit = std::make_shared<Limit>();
+  auto limit = std::make_shared<AddressWindows>(std::chrono::seconds(1));
   return [&ctx, upstreams = std::move(upstreams), client, limit](http::Request& req,
                                                                   http::Respond respond) {
-    {
-      const std::int64_t second = std::chrono::duration_cast<std::chrono::seconds>(
-                                      std::chrono::steady_clock::now().time_since_epoch()).count();
-      std::lock_guard lock(limit->mu);
-      if (limit->by_ip.size() > 100'000) limit->by_ip.clear();  // bounded
-      auto& [at, count] = limit->by_ip[req.remote_addr];
-      if (at != second) {
-        at = second;
-        count = 0;
-      }
-      if (++count > kHealthPerSecond) {
-        auto r = http::Response::error(fail(Code::rate_limited, "too many health checks; retry later"), req.request_id);
-        r.set_header("Retry-After", "1");
-        return respond(std::move(r));
-      }
+    if (!limit->take(req.remote_addr, kHealthPerSecond)) {
+      auto r = http::Response::error(fail(Code::rate_limited, "too many health checks; retry later"), req.request_id);
+      r.set_header("Retry-After", "1");
+      return respond(std::move(r));
     }
     // One slot per service plus the gateway's own Redis; the last answer completes the request.
     struct State {

@@ -44,28 +44,6 @@ void strip_identity(http::Request& req) {
 void set_internal_token(std::string token) { g_internal_token = std::move(token); }
 const std::string& internal_token() { return g_internal_token; }
 
-bool Authenticator::failing_too_often(const std::string& ip) {
-  if (max_failures_per_min_ <= 0) return false;
-  const std::int64_t minute = std::chrono::duration_cast<std::chrono::minutes>(
-                                  std::chrono::steady_clock::now().time_since_epoch()).count();
-  std::lock_guard lock(mu_);
-  auto it = failures_.find(ip);
-  return it != failures_.end() && it->second.first == minute && it->second.second >= max_failures_per_min_;
-}
-
-void Authenticator::count_failure(const std::string& ip) {
-  const std::int64_t minute = std::chrono::duration_cast<std::chrono::minutes>(
-                                  std::chrono::steady_clock::now().time_since_epoch()).count();
-  std::lock_guard lock(mu_);
-  if (failures_.size() > 100'000) failures_.clear();  // bounded
-  auto& [at, count] = failures_[ip];
-  if (at != minute) {
-    at = minute;
-    count = 0;
-  }
-  ++count;
-}
-
 void Authenticator::resolve(const http::Request& req, std::function<void(Result<std::optional<Identity>>)> done) {
   auto h = req.header("Authorization");
   if (!h) return done(std::optional<Identity>());
