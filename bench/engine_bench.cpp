@@ -54,7 +54,8 @@ EngineConfig config(std::size_t order_reserve) {
 void fund(Engine& e, int accounts, Price mark) {
   std::vector<Event> out;
   e.apply(SetMark{0, mark, 0}, out);
-  for (int a = 0; a < accounts; ++a) e.apply(Deposit{account(static_cast<std::uint64_t>(a)), 10'000'000'000'000, 0}, out);
+  for (int a = 0; a < accounts; ++a)
+    e.apply(Deposit{account(static_cast<std::uint64_t>(a)), 10'000'000'000'000, 0}, out);
 }
 
 PlaceOrder limit(std::uint64_t n, std::uint64_t acct, Side side, Price price, Qty qty,

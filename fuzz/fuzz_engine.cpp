@@ -1,17 +1,18 @@
 // The engine under hostile command sequences (issue 20): every byte string decodes to commands over
-// three markets, seven accounts and a vault (and the markets' limits changing), with extreme values (sizes up to int64, prices at and
-// beyond the band edges, every leverage, marks jumping by orders of magnitude, funding at and past
-// its caps, vault deposits and withdrawals near zero NAV). After every command the fast and the
-// reference engine must have emitted the same events and the invariants must hold; the build's
-// UBSan (no recovery) makes any signed overflow a finding, and the engine's overflow() aborts.
-// So a run with no finding is the evidence that no input reaches an abort.
+// three markets, seven accounts and a vault (and the markets' limits changing), with extreme values
+// (sizes up to int64, prices at and beyond the band edges, every leverage, marks jumping by orders
+// of magnitude, funding at and past its caps, vault deposits and withdrawals near zero NAV). After
+// every command the fast and the reference engine must have emitted the same events and the
+// invariants must hold; the build's UBSan (no recovery) makes any signed overflow a finding, and
+// the engine's overflow() aborts. So a run with no finding is the evidence that no input reaches an
+// abort.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <string>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "hydrox/engine/engine.hpp"
@@ -29,8 +30,8 @@ EngineConfig config() {
   btc.notional_num = 100;
   btc.min_notional = 10 * kUsdm;
   btc.max_leverage = 40;
-  btc.max_order_qty = 1'000'000;          // 1,000 BTC
-  btc.max_market_order_qty = 100'000;     // 100 BTC
+  btc.max_order_qty = 1'000'000;       // 1,000 BTC
+  btc.max_market_order_qty = 100'000;  // 100 BTC
   btc.max_order_notional = 50'000'000 * kUsdm;
   btc.max_position_notional = 200'000'000 * kUsdm;
   MarketSpec third = btc;  // one tick·lot = 1/3 unit: rounding everywhere
@@ -64,18 +65,28 @@ class Input {
   std::int64_t value(std::int64_t typical) {
     const std::uint8_t kind = byte();
     switch (kind % 10) {
-      case 0: return static_cast<std::int64_t>(byte()) + 1;
-      case 1: case 2: case 3: return typical + static_cast<std::int8_t>(byte()) * std::max<std::int64_t>(typical / 256, 1);
-      case 4: return std::numeric_limits<std::int64_t>::max() - byte();
-      case 5: return 0;
-      case 6: return -static_cast<std::int64_t>(byte()) - 1;
+      case 0:
+        return static_cast<std::int64_t>(byte()) + 1;
+      case 1:
+      case 2:
+      case 3:
+        return typical +
+               static_cast<std::int8_t>(byte()) * std::max<std::int64_t>(typical / 256, 1);
+      case 4:
+        return std::numeric_limits<std::int64_t>::max() - byte();
+      case 5:
+        return 0;
+      case 6:
+        return -static_cast<std::int64_t>(byte()) - 1;
       case 7: {
         std::int64_t p = 1;
         for (int k = byte() % 19; k > 0; --k) p *= 10;
         return p;
       }
-      case 8: return static_cast<std::int64_t>(u64() >> (byte() % 64));
-      default: return typical * (1 + byte() % 4);
+      case 8:
+        return static_cast<std::int64_t>(u64() >> (byte() % 64));
+      default:
+        return typical * (1 + byte() % 4);
     }
   }
 
@@ -85,7 +96,9 @@ class Input {
   std::size_t i_ = 0;
 };
 
-UserId user(std::uint8_t n) { return UserId{Uuid{0x1000u + n, 0x8000000000000000ull + n}}; }
+UserId user(std::uint8_t n) {
+  return UserId{Uuid{0x1000u + n, 0x8000000000000000ull + n}};
+}
 const Uuid kVault{0x5000, 0x8000000000000001ull};
 constexpr Price kStart[3] = {970'000, 3'000'000, 50'000};
 
@@ -95,7 +108,11 @@ Command next(Input& in, std::uint64_t step, std::vector<OrderId>& ids) {
   const UserId u = user(in.byte() % 7);
   const std::uint32_t m = in.byte() % 3;
   switch (op % 16) {
-    case 0: case 1: case 2: case 3: case 4: {
+    case 0:
+    case 1:
+    case 2:
+    case 3:
+    case 4: {
       PlaceOrder p;
       p.user = u;
       p.id = OrderId{Uuid{0xABC0000000000000ull | step, 0x8000000000000000ull | step}};
@@ -124,10 +141,14 @@ Command next(Input& in, std::uint64_t step, std::vector<OrderId>& ids) {
       if (ids.empty()) return CancelAll{u, -1, ts};
       return CancelOrder{u, ids[in.byte() % ids.size()], ts};
     }
-    case 6: return CancelAll{u, (in.byte() % 2) ? -1 : static_cast<std::int32_t>(m), ts};
-    case 7: return Deposit{u, in.value(10'000 * kUsdm), ts};
-    case 8: return Withdraw{u, in.value(1'000 * kUsdm), ts};
-    case 9: case 10: {
+    case 6:
+      return CancelAll{u, (in.byte() % 2) ? -1 : static_cast<std::int32_t>(m), ts};
+    case 7:
+      return Deposit{u, in.value(10'000 * kUsdm), ts};
+    case 8:
+      return Withdraw{u, in.value(1'000 * kUsdm), ts};
+    case 9:
+    case 10: {
       // Marks: mostly a walk, sometimes a jump by orders of magnitude either way.
       const std::uint8_t j = in.byte();
       Price mark = kStart[m] + static_cast<std::int8_t>(in.byte()) * (kStart[m] / 500);
@@ -139,8 +160,14 @@ Command next(Input& in, std::uint64_t step, std::vector<OrderId>& ids) {
       return SettleFunding{m, ts, rate, in.value(kStart[m]), ts};
     }
     case 12:
-      if (in.byte() % 4 == 0) {  // the operator changes a market's limits (any values: refused out of range)
-        return SetMarketLimits{m, in.value(1'000), in.value(100), in.value(1'000'000 * kUsdm), in.value(10'000'000 * kUsdm), ts};
+      if (in.byte() % 4 ==
+          0) {  // the operator changes a market's limits (any values: refused out of range)
+        return SetMarketLimits{m,
+                               in.value(1'000),
+                               in.value(100),
+                               in.value(1'000'000 * kUsdm),
+                               in.value(10'000'000 * kUsdm),
+                               ts};
       }
       return SetLeverage{u, m, static_cast<std::int32_t>(in.byte() % 50) - 2, ts};
     case 13: {
@@ -157,8 +184,10 @@ Command next(Input& in, std::uint64_t step, std::vector<OrderId>& ids) {
       c.ts_ms = ts;
       return c;
     }
-    case 14: return VaultDeposit{kVault, u, in.value(100 * kUsdm), ts};
-    default: return VaultWithdraw{kVault, u, in.value(100 * kUsdm), ts};
+    case 14:
+      return VaultDeposit{kVault, u, in.value(100 * kUsdm), ts};
+    default:
+      return VaultWithdraw{kVault, u, in.value(100 * kUsdm), ts};
   }
 }
 
@@ -177,36 +206,44 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (trace) {  // FUZZ_TRACE=1: what each command did (for reading a finding)
       std::fprintf(stderr, "cmd %zu", c.index());
       if (auto* p = std::get_if<PlaceOrder>(&c)) {
-        std::fprintf(stderr, " place u%llx m%u side %d type %d tif %d px %lld q %lld ro %d lev %d mm %d trig %lld",
-                     (unsigned long long)p->user.value().hi, p->market, (int)p->side, (int)p->type, (int)p->tif,
-                     (long long)p->price, (long long)p->qty, p->reduce_only, p->leverage, (int)p->margin_mode,
-                     (long long)p->trigger_price);
+        std::fprintf(
+            stderr,
+            " place u%llx m%u side %d type %d tif %d px %lld q %lld ro %d lev %d mm %d trig %lld",
+            (unsigned long long)p->user.value().hi, p->market, (int)p->side, (int)p->type,
+            (int)p->tif, (long long)p->price, (long long)p->qty, p->reduce_only, p->leverage,
+            (int)p->margin_mode, (long long)p->trigger_price);
       }
-      if (auto* m = std::get_if<SetMark>(&c)) std::fprintf(stderr, " mark m%u %lld", m->market, (long long)m->mark);
+      if (auto* m = std::get_if<SetMark>(&c))
+        std::fprintf(stderr, " mark m%u %lld", m->market, (long long)m->mark);
       std::fprintf(stderr, "\n");
       for (const auto& e : fe) {
         std::fprintf(stderr, "   ev %zu", e.body.index());
         if (auto* t = std::get_if<Trade>(&e.body)) {
-          std::fprintf(stderr, " trade m%u px %lld q %lld maker %llx taker %llx liq %d", t->market, (long long)t->price,
-                       (long long)t->qty, (unsigned long long)t->maker.value().hi, (unsigned long long)t->taker.value().hi,
-                       (int)t->liquidation);
+          std::fprintf(stderr, " trade m%u px %lld q %lld maker %llx taker %llx liq %d", t->market,
+                       (long long)t->price, (long long)t->qty,
+                       (unsigned long long)t->maker.value().hi,
+                       (unsigned long long)t->taker.value().hi, (int)t->liquidation);
         } else if (auto* b = std::get_if<BalanceChanged>(&e.body)) {
-          std::fprintf(stderr, " bal %llx %lld -> %lld r%d", (unsigned long long)b->user.value().hi, (long long)b->delta,
-                       (long long)b->balance, (int)b->reason);
+          std::fprintf(stderr, " bal %llx %lld -> %lld r%d", (unsigned long long)b->user.value().hi,
+                       (long long)b->delta, (long long)b->balance, (int)b->reason);
         } else if (auto* pc = std::get_if<PositionChanged>(&e.body)) {
-          std::fprintf(stderr, " pos %llx m%u size %lld cost %lld iso %d margin %lld", (unsigned long long)pc->user.value().hi,
-                       pc->market, (long long)pc->size, (long long)pc->cost, pc->isolated, (long long)pc->margin);
+          std::fprintf(stderr, " pos %llx m%u size %lld cost %lld iso %d margin %lld",
+                       (unsigned long long)pc->user.value().hi, pc->market, (long long)pc->size,
+                       (long long)pc->cost, pc->isolated, (long long)pc->margin);
         } else if (auto* im = std::get_if<IsolatedMarginChanged>(&e.body)) {
-          std::fprintf(stderr, " iso %llx m%u %lld -> margin %lld coll %lld", (unsigned long long)im->user.value().hi,
-                       im->market, (long long)im->delta, (long long)im->margin, (long long)im->collateral);
+          std::fprintf(stderr, " iso %llx m%u %lld -> margin %lld coll %lld",
+                       (unsigned long long)im->user.value().hi, im->market, (long long)im->delta,
+                       (long long)im->margin, (long long)im->collateral);
         } else if (auto* l = std::get_if<AccountLiquidated>(&e.body)) {
-          std::fprintf(stderr, " liquidated %llx value %lld mm %lld stage %d ins %lld m%d", (unsigned long long)l->user.value().hi,
-                       (long long)l->account_value, (long long)l->maintenance_margin, (int)l->stage,
+          std::fprintf(stderr, " liquidated %llx value %lld mm %lld stage %d ins %lld m%d",
+                       (unsigned long long)l->user.value().hi, (long long)l->account_value,
+                       (long long)l->maintenance_margin, (int)l->stage,
                        (long long)l->insurance_paid, l->market);
         } else if (auto* r = std::get_if<OrderRejected>(&e.body)) {
           std::fprintf(stderr, " rejected %s", std::string(reject_code(r->reason)).c_str());
         } else if (auto* u = std::get_if<OrderUpdated>(&e.body)) {
-          std::fprintf(stderr, " order %llx status %d filled %lld", (unsigned long long)u->user.value().hi, (int)u->status,
+          std::fprintf(stderr, " order %llx status %d filled %lld",
+                       (unsigned long long)u->user.value().hi, (int)u->status,
                        (long long)u->filled);
         }
         std::fprintf(stderr, "\n");

@@ -76,12 +76,15 @@ Result<void> setup(service::Context& ctx) {
     so.port = static_cast<std::uint16_t>(*ops_port);
     static std::unique_ptr<http::Server> ops_server;
     ops_server = std::make_unique<http::Server>(*ctx.runtime, so, std::move(ops));
-    if (auto bound = ops_server->start(); !bound) return fail(Code::internal, "OPS_PORT: " + bound.error().message);
+    if (auto bound = ops_server->start(); !bound)
+      return fail(Code::internal, "OPS_PORT: " + bound.error().message);
     ctx.on_signal.push_back([] { ops_server->stop(std::chrono::milliseconds(0)); });
     ctx.on_stop.push_back([] { ops_server.reset(); });
   }
   if (ctx.internal_token.empty()) {
-    log::warn("INTERNAL_TOKEN is unset: the services believe X-User-ID from anyone who reaches their ports (loopback only)");
+    log::warn(
+        "INTERNAL_TOKEN is unset: the services believe X-User-ID from anyone who reaches their "
+        "ports (loopback only)");
   }
 
   http::ClientOptions proxy_options;
@@ -148,25 +151,30 @@ Result<void> setup(service::Context& ctx) {
   auto upgrades = ctx.env.integer("WS_UPGRADES_PER_IP_PER_MIN", 600, 1, 100'000'000);
   if (!upgrades) return upgrades.error();
   auto counts = std::make_shared<AddressWindows>(std::chrono::minutes(1));
-  ctx.tunnels.push_back(http::Tunnel{"/ws", [market_ep = market.endpoint, auth, counts, max_upgrades = *upgrades](
-                                               http::Request& req) -> Result<config::Endpoint> {
-    if (!counts->take(req.remote_addr, max_upgrades)) {
-      return fail(Code::rate_limited, "too many WebSocket connections from this address; retry later");
-    }
-    strip_identity(req);
-    http::set_header(req.headers, "X-Forwarded-For", req.remote_addr);
-    // Authentication at the upgrade: a valid bearer makes private streams available.
-    auto id = auth->resolve_now(req);
-    if (!id) return id.error();
-    if (*id) {
-      http::set_header(req.headers, "X-User-ID", (*id)->user_id);
-      // The hub re-checks the credential while the connection lives (revocation, expiry).
-      http::set_header(req.headers, "X-Auth-Credential", (*id)->hash);
-    }
-    if (!internal_token().empty()) http::set_header(req.headers, service::kInternalTokenHeader, internal_token());
-    http::remove_header(req.headers, "Authorization");
-    return market_ep;
-  }, *handoff});
+  ctx.tunnels.push_back(http::Tunnel{
+      "/ws",
+      [market_ep = market.endpoint, auth, counts,
+       max_upgrades = *upgrades](http::Request& req) -> Result<config::Endpoint> {
+        if (!counts->take(req.remote_addr, max_upgrades)) {
+          return fail(Code::rate_limited,
+                      "too many WebSocket connections from this address; retry later");
+        }
+        strip_identity(req);
+        http::set_header(req.headers, "X-Forwarded-For", req.remote_addr);
+        // Authentication at the upgrade: a valid bearer makes private streams available.
+        auto id = auth->resolve_now(req);
+        if (!id) return id.error();
+        if (*id) {
+          http::set_header(req.headers, "X-User-ID", (*id)->user_id);
+          // The hub re-checks the credential while the connection lives (revocation, expiry).
+          http::set_header(req.headers, "X-Auth-Credential", (*id)->hash);
+        }
+        if (!internal_token().empty())
+          http::set_header(req.headers, service::kInternalTokenHeader, internal_token());
+        http::remove_header(req.headers, "Authorization");
+        return market_ep;
+      },
+      *handoff});
   return {};
 }
 

@@ -103,7 +103,8 @@ http::WsHandlers Hub::handlers() {
     Session session{c, {}, now_ms(), 0, false, 0};
     const bool gateway = service::from_gateway(*self->s_.ctx, c->request());
     auto forwarded = gateway ? c->request().header("X-Forwarded-For") : std::nullopt;
-    session.address = forwarded && !forwarded->empty() ? std::string(*forwarded) : c->request().remote_addr;
+    session.address =
+        forwarded && !forwarded->empty() ? std::string(*forwarded) : c->request().remote_addr;
     if (self->per_address_[session.address] >= self->s_.ws_max_connections_per_ip) {
       c->close(1008, "too many connections from this address");
       return;  // no session: on_close finds nothing to undo
@@ -131,14 +132,16 @@ void Hub::on_close(const std::shared_ptr<http::WsConnection>& c) {
   auto it = sessions_.find(c->id());
   if (it == sessions_.end()) return;
   for (const auto& stream : it->second.streams) leave(it->second, stream);
-  if (auto a = per_address_.find(it->second.address); a != per_address_.end() && --a->second <= 0) per_address_.erase(a);
+  if (auto a = per_address_.find(it->second.address); a != per_address_.end() && --a->second <= 0)
+    per_address_.erase(a);
   sessions_.erase(it);  // in no subscriber set any more
 }
 
 void Hub::leave(Session& session, const std::string& stream) {
   const std::uint64_t id = session.conn->id();
   if (auto s = subscribers_.find(stream); s != subscribers_.end()) s->second.erase(id);
-  if (auto p = session.private_as.find(stream); p != session.private_as.end()) {  // a private stream
+  if (auto p = session.private_as.find(stream);
+      p != session.private_as.end()) {  // a private stream
     if (auto s = subscribers_.find(p->second); s != subscribers_.end()) s->second.erase(id);
     session.private_as.erase(p);
   }
@@ -283,10 +286,13 @@ void Hub::subscribe_private(std::uint64_t session_id, const std::string& user, c
     std::lock_guard lock(self->mu_);
     auto it = self->sessions_.find(session_id);
     // Still subscribed, still as the same user (its credential may have ended meanwhile).
-    if (it == self->sessions_.end() || !it->second.streams.count(stream) || it->second.user != user) return;
+    if (it == self->sessions_.end() || !it->second.streams.count(stream) || it->second.user != user)
+      return;
     const std::string key = private_key(user, stream);
-    if (auto old = it->second.private_as.find(stream); old != it->second.private_as.end() && old->second != key) {
-      if (auto s = self->subscribers_.find(old->second); s != self->subscribers_.end()) s->second.erase(session_id);
+    if (auto old = it->second.private_as.find(stream);
+        old != it->second.private_as.end() && old->second != key) {
+      if (auto s = self->subscribers_.find(old->second); s != self->subscribers_.end())
+        s->second.erase(session_id);
     }
     it->second.private_as[stream] = key;
     self->subscribers_[key].insert(&it->second);
@@ -503,8 +509,10 @@ void Hub::on_redis(std::string_view channel, std::string_view message) {
 
 void Hub::fetch_book(const std::string& symbol) {
   auto self = shared_from_this();
-  http::OutgoingRequest req{http::Method::get, "/internal/v1/orderbook?symbol=" + symbol + "&depth=1000",
-                            service::internal_headers(*s_.ctx), {}};
+  http::OutgoingRequest req{http::Method::get,
+                            "/internal/v1/orderbook?symbol=" + symbol + "&depth=1000",
+                            service::internal_headers(*s_.ctx),
+                            {}};
   s_.client->request(s_.trading, std::move(req), [self, symbol](Result<http::Response> r) {
     if (!r || r->status != 200) {
       self->s_.ctx->runtime->after(std::chrono::seconds(1), [self, symbol] { self->fetch_book(symbol); });
@@ -545,7 +553,8 @@ void Hub::recheck_credentials() {
     if (now - last_recheck_ms_ < s_.ws_auth_recheck_ms) return;
     last_recheck_ms_ = now;
     for (const auto& [sid, session] : sessions_) {
-      if (!session.credential.empty() && !session.dropped) due.emplace_back(sid, session.credential);
+      if (!session.credential.empty() && !session.dropped)
+        due.emplace_back(sid, session.credential);
     }
   }
   if (due.empty()) return;
@@ -556,7 +565,8 @@ void Hub::recheck_credentials() {
     std::map<std::string, bool> live;  // hash → still live (each looked up once)
     for (const auto& [sid, hash] : due) {
       if (live.count(hash)) continue;
-      auto cred = service::resolve_credential(*self->s_.ctx, *self->s_.client, self->s_.user_service, hash);
+      auto cred =
+          service::resolve_credential(*self->s_.ctx, *self->s_.client, self->s_.user_service, hash);
       live[hash] = !cred || cred->has_value();  // unavailable: keep (checked again next round)
     }
     std::lock_guard guard(self->mu_);
@@ -580,7 +590,8 @@ void Hub::recheck_credentials() {
       }
       session.user.clear();
       session.credential.clear();
-      session.conn->send(reply_error(nullptr, "AUTH_EXPIRED", "the session or API key ended: private streams stopped"));
+      session.conn->send(reply_error(nullptr, "AUTH_EXPIRED",
+                                     "the session or API key ended: private streams stopped"));
     }
   });
 }

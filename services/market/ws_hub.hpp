@@ -109,8 +109,8 @@ class Hub : public std::enable_shared_from_this<Hub> {
   void send_snapshot(Session& session, const std::string& stream);  // lock held
   void fetch_book(const std::string& symbol);
   void tick();
-  // Every WS_AUTH_RECHECK_MS: each authenticated session's credential is looked up again; a revoked or
-  // expired one ends its private subscriptions (the connection stays, public streams go on).
+  // Every WS_AUTH_RECHECK_MS: each authenticated session's credential is looked up again; a revoked
+  // or expired one ends its private subscriptions (the connection stays, public streams go on).
   void recheck_credentials();
   std::int64_t last_recheck_ms_ = 0;
   static constexpr int kMaxAuthInFlight = 256;

@@ -1,7 +1,7 @@
 #include "engine_host.hpp"
 
-#include "hydrox/core/text.hpp"
 #include "engine_lock.hpp"
+#include "hydrox/core/text.hpp"
 
 #include <cstdlib>
 #include <set>
@@ -77,7 +77,8 @@ void append_escaped(std::string& col, std::string_view v) {
 
 metrics::Counter& sanitized_values() {
   static auto& c = metrics::Registry::global().counter(
-      "trading_persister_sanitized_values_total", "Values with NUL or invalid UTF-8 replaced before a batch was written");
+      "trading_persister_sanitized_values_total",
+      "Values with NUL or invalid UTF-8 replaced before a batch was written");
   return c;
 }
 
@@ -338,19 +339,26 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
   // an operator changed the markets table): journaled like any command.
   for (const auto& m : catalog_.all()) {
     const MarketSpec& now = engine_.spec(m.index);
-    if (now.max_order_qty == m.spec.max_order_qty && now.max_market_order_qty == m.spec.max_market_order_qty &&
-        now.max_order_notional == m.spec.max_order_notional && now.max_position_notional == m.spec.max_position_notional) {
+    if (now.max_order_qty == m.spec.max_order_qty &&
+        now.max_market_order_qty == m.spec.max_market_order_qty &&
+        now.max_order_notional == m.spec.max_order_notional &&
+        now.max_position_notional == m.spec.max_position_notional) {
       continue;
     }
     Item it;
-    it.command = SetMarketLimits{m.index, m.spec.max_order_qty, m.spec.max_market_order_qty, m.spec.max_order_notional,
-                                 m.spec.max_position_notional, now_ms};
+    it.command = SetMarketLimits{m.index,
+                                 m.spec.max_order_qty,
+                                 m.spec.max_market_order_qty,
+                                 m.spec.max_order_notional,
+                                 m.spec.max_position_notional,
+                                 now_ms};
     it.first_event = b.events.size();
     engine_.apply(it.command, b.events);
     it.end_event = b.events.size();
     it.command_no = command_no_.fetch_add(1) + 1;
     b.items.push_back(std::move(it));
-    log::info("market limits set", {{"symbol", m.symbol}, {"max_order_qty", m.spec.max_order_qty},
+    log::info("market limits set", {{"symbol", m.symbol},
+                                    {"max_order_qty", m.spec.max_order_qty},
                                     {"max_position_notional", m.spec.max_position_notional}});
   }
   // The protocol vault exists from the first migration; the engine learns it here (journaled).
@@ -856,8 +864,10 @@ void EngineHost::commit_loop() {
       if (auto w = write(f->statements); !w) {
         // PostgreSQL answered but refused the batch: one command's data, not an outage. Each
         // command is written on its own; only one that still fails loses its read rows.
-        if (writer_ && writer_->healthy()) write_one_by_one(*f, w.error());
-        else write_through_outage(*f, w.error());
+        if (writer_ && writer_->healthy())
+          write_one_by_one(*f, w.error());
+        else
+          write_through_outage(*f, w.error());
       }
       commit_latency().observe_us(static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count()));
@@ -925,13 +935,16 @@ void EngineHost::answer_unknown(Batch& batch) {
 void EngineHost::write_one_by_one(Formatted& f, const Error& first) {
   Batch& b = f.batch;
   static auto& refused = metrics::Registry::global().counter(
-      "trading_persister_refused_commands_total", "Commands whose read rows PostgreSQL refused (their journal row is kept)");
-  log::warn("batch refused by PostgreSQL; writing its commands one by one", {{"error", first.message}});
+      "trading_persister_refused_commands_total",
+      "Commands whose read rows PostgreSQL refused (their journal row is kept)");
+  log::warn("batch refused by PostgreSQL; writing its commands one by one",
+            {{"error", first.message}});
   for (std::size_t k = 0; k < b.items.size(); ++k) {
     const Item& it = b.items[k];
     if (!it.journaled) continue;
     Batch one;
-    one.balances = b.balances;  // upserts of the batch's final collateral: the same values each time
+    one.balances =
+        b.balances;  // upserts of the batch's final collateral: the same values each time
     Item copy;
     copy.command_no = it.command_no;
     copy.command = it.command;
@@ -946,23 +959,28 @@ void EngineHost::write_one_by_one(Formatted& f, const Error& first) {
     auto w = write(statements_for(one));
     if (w) continue;
     if (!writer_ || !writer_->healthy()) {
-      log::error("database lost while writing a refused batch one by one; exiting to recover from the journal");
+      log::error(
+          "database lost while writing a refused batch one by one; exiting to recover from the "
+          "journal");
       std::_Exit(70);
     }
     // This command's rows are refused: its journal row alone (the truth, replayed on recovery),
     // and its caller is told it was not acknowledged (a retry with the same client_order_id or
     // key finds the outcome). Everyone else's commands above and below are written.
     refused.inc();
-    log::error("a command's read rows were refused; its journal row is written alone",
-               {{"command_no", static_cast<std::int64_t>(it.command_no)}, {"error", w.error().message}});
+    log::error(
+        "a command's read rows were refused; its journal row is written alone",
+        {{"command_no", static_cast<std::int64_t>(it.command_no)}, {"error", w.error().message}});
     if (auto j = write(statements_for(one, /*journal_only=*/true)); !j) {
-      log::error("cannot write a command's journal row; exiting to recover from the journal", {{"error", j.error().message}});
+      log::error("cannot write a command's journal row; exiting to recover from the journal",
+                 {{"error", j.error().message}});
       std::_Exit(70);
     }
     Item& original = b.items[k];
     if (original.done && !original.reply) {
       original.done(fail(Code::unavailable,
-                         "not acknowledged: its records could not be stored; retry with the same client_order_id or key to learn the outcome"));
+                         "not acknowledged: its records could not be stored; retry with the same "
+                         "client_order_id or key to learn the outcome"));
       original.done = nullptr;
     }
   }
@@ -1035,7 +1053,6 @@ Result<void> EngineHost::write(const std::vector<db::Statement>& statements) {
 }
 
 std::vector<db::Statement> EngineHost::statements_for(const Batch& b, bool journal_only) const {
-
   MultiRow journal("INSERT INTO engine_journal (command_no, kind, payload, first_seq, event_count)",
                    {"bigint", "text", "json", "bigint", "integer"},
                    "ON CONFLICT (command_no) DO NOTHING");

@@ -41,8 +41,9 @@ std::string_view status_name(OrderStatus s) {
 }
 
 std::string command_kind(const Command& c) {
-  static constexpr const char* kNames[] = {"place", "cancel", "cancel_all", "deposit", "withdraw", "mark", "leverage", "funding",
-                                                "vault_create", "vault_deposit", "vault_withdraw", "market_limits"};
+  static constexpr const char* kNames[] = {
+      "place",    "cancel",  "cancel_all",   "deposit",       "withdraw",       "mark",
+      "leverage", "funding", "vault_create", "vault_deposit", "vault_withdraw", "market_limits"};
   return kNames[c.index()];
 }
 
@@ -87,7 +88,8 @@ std::string encode_command(const Command& command, const Catalog& catalog) {
           w.field("vault", c.vault.to_string()).field("user", c.user.value().to_string()).field("amount", c.amount);
         } else if constexpr (std::is_same_v<T, SetMarketLimits>) {
           w.field("market", catalog.at(c.market).id).field("max_order_qty", c.max_order_qty);
-          w.field("max_market_order_qty", c.max_market_order_qty).field("max_order_notional", c.max_order_notional);
+          w.field("max_market_order_qty", c.max_market_order_qty)
+              .field("max_order_notional", c.max_order_notional);
           w.field("max_position_notional", c.max_position_notional);
         }
         w.field("ts", c.ts_ms);
@@ -204,8 +206,11 @@ Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
   } else if (t == "vault_withdraw") {
     out = VaultWithdraw{r.uuid("vault"), UserId{r.uuid("user")}, r.num("amount"), r.num("ts")};
   } else if (t == "market_limits") {
-    out = SetMarketLimits{static_cast<std::uint32_t>(market("market")), r.num("max_order_qty"),
-                          r.num("max_market_order_qty"), r.num("max_order_notional"), r.num("max_position_notional"),
+    out = SetMarketLimits{static_cast<std::uint32_t>(market("market")),
+                          r.num("max_order_qty"),
+                          r.num("max_market_order_qty"),
+                          r.num("max_order_notional"),
+                          r.num("max_position_notional"),
                           r.num("ts")};
   } else {
     return fail(Code::internal, "unknown journal command kind " + t);

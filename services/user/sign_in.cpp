@@ -238,17 +238,20 @@ Result<void> register_sign_in(State& st, http::Router& router) {
     // The gateway sets these from a verified session; anything else (a direct caller's junk) is
     // not a session: 401, never a query with a malformed id.
     const auto uid = user ? Uuid::parse(*user) : std::nullopt;
-    const bool hash_ok = hash && hash->size() == 64 && hash->find_first_not_of("0123456789abcdef") == std::string_view::npos;
+    const bool hash_ok = hash && hash->size() == 64 &&
+                         hash->find_first_not_of("0123456789abcdef") == std::string_view::npos;
     if (!uid || !hash_ok || req.header("X-Auth-Kind").value_or("") != "session") {
       return respond(http::Response::error(fail(Code::unauthenticated, "sign in first"), req.request_id));
     }
-    service::respond_blocking(*st.ctx, req, respond, [&st, u = uid->to_string(), h = std::string(*hash)]() -> Result<http::Response> {
-      if (auto d = st.ctx->redis->del(auth::redis_key(h)); !d) return d.error();
-      auto lease = st.ctx->db->acquire();
-      if (!lease) return lease.error();
-      if (auto r = (*lease)->exec(kRevokeSession, {h, u}); !r) return r.error();
-      return http::Response::json(200, "{\"status\":\"disconnected\"}");
-    });
+    service::respond_blocking(
+        *st.ctx, req, respond,
+        [&st, u = uid->to_string(), h = std::string(*hash)]() -> Result<http::Response> {
+          if (auto d = st.ctx->redis->del(auth::redis_key(h)); !d) return d.error();
+          auto lease = st.ctx->db->acquire();
+          if (!lease) return lease.error();
+          if (auto r = (*lease)->exec(kRevokeSession, {h, u}); !r) return r.error();
+          return http::Response::json(200, "{\"status\":\"disconnected\"}");
+        });
   });
   return {};
 }

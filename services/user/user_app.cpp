@@ -4,11 +4,11 @@
 #include "user_app.hpp"
 
 #include "hydrox/auth/tokens.hpp"
-#include "hydrox/http/client.hpp"
 #include "hydrox/core/clock.hpp"
 #include "hydrox/core/secret.hpp"
 #include "hydrox/core/text.hpp"
 #include "hydrox/decimal/decimal.hpp"
+#include "hydrox/http/client.hpp"
 #include "hydrox/json/json.hpp"
 #include "hydrox/log/log.hpp"
 
@@ -25,9 +25,10 @@ constexpr db::Query kListKeys{
     " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
     " to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
     " FROM api_keys WHERE user_id = $1::uuid ORDER BY created_at DESC LIMIT 1000"};
-constexpr db::Query kFindKey{"api_key_find",
-                             "SELECT encode(key_hash, 'hex') FROM api_keys WHERE id = $1::uuid AND user_id = $2::uuid"
-                             " AND revoked_at IS NULL"};
+constexpr db::Query kFindKey{
+    "api_key_find",
+    "SELECT encode(key_hash, 'hex') FROM api_keys WHERE id = $1::uuid AND user_id = $2::uuid"
+    " AND revoked_at IS NULL"};
 constexpr db::Query kRevokeKey{"api_key_revoke",
                                "UPDATE api_keys SET revoked_at = now() WHERE id = $1::uuid AND user_id = $2::uuid"
                                " AND revoked_at IS NULL RETURNING encode(key_hash, 'hex')"};
@@ -65,7 +66,8 @@ Result<http::Response> issue_key(State& st, const UserId& user, const json::Valu
   }
   std::string label;
   if (const auto* l = doc.find("label")) {
-    if (!l->is_string() || l->as_string().size() > 64) return fail(Code::invalid_field, "label must be a string of at most 64 bytes", "label");
+    if (!l->is_string() || l->as_string().size() > 64)
+      return fail(Code::invalid_field, "label must be a string of at most 64 bytes", "label");
     if (auto ok = check_text(l->as_string(), "label", 64, true); !ok) return ok.error();
     label = l->as_string();
   }
@@ -90,7 +92,8 @@ Result<http::Response> issue_key(State& st, const UserId& user, const json::Valu
 bool operator_call(const http::Request& req, const std::string& token) {
   auto h = req.header("Authorization");
   constexpr std::string_view kBearer = "Bearer ";
-  return !token.empty() && h && h->starts_with(kBearer) && constant_time_equal(h->substr(kBearer.size()), token);
+  return !token.empty() && h && h->starts_with(kBearer) &&
+         constant_time_equal(h->substr(kBearer.size()), token);
 }
 
 Result<void> load_credentials(service::Context& ctx) {
@@ -175,8 +178,11 @@ Result<void> setup(service::Context& ctx) {
   // Internal port only (the gateway does not route /internal).
   r.get("/internal/v1/credentials/{hash}", [](http::Request& req, http::Respond respond) {
     // The gateway's (and market's) own call: the internal token, or the operator's.
-    if (st.ctx->internal_token.empty() ? false : !service::from_gateway(*st.ctx, req) && !operator_call(req, st.operator_token)) {
-      return respond(http::Response::error(fail(Code::unauthenticated, "internal or operator token required"), req.request_id));
+    if (st.ctx->internal_token.empty()
+            ? false
+            : !service::from_gateway(*st.ctx, req) && !operator_call(req, st.operator_token)) {
+      return respond(http::Response::error(
+          fail(Code::unauthenticated, "internal or operator token required"), req.request_id));
     }
     const std::string hash(req.path_param("hash"));
     if (hash.size() != 64 || hash.find_first_not_of("0123456789abcdef") != std::string::npos) {
@@ -259,43 +265,66 @@ Result<void> setup(service::Context& ctx) {
   r.get("/api/v1/users/balances", [](http::Request& req, http::Respond respond) {
     auto user = caller(req);
     if (!user) return respond(http::Response::error(user.error(), req.request_id));
-    service::respond_blocking(*st.ctx, req, respond, [u = *user, rid = req.request_id]() -> Result<http::Response> {
-      std::vector<http::Header> as_user{{"X-User-ID", u.value().to_string()}, {"X-Request-ID", rid}};
-      for (auto& h : service::internal_headers(*st.ctx)) as_user.push_back(std::move(h));
-      auto own = st.client->request_sync(st.trading, {http::Method::get, "/api/v1/balances", std::move(as_user), {}});
-      if (!own || own->status != 200) return fail(Code::upstream_unavailable, "trading balances unavailable");
-      auto vaults = st.client->request_sync(st.trading, {http::Method::get, "/internal/v1/users/" + u.value().to_string() + "/vaults",
-                                                         {{"Authorization", "Bearer " + st.operator_token}, {"X-Request-ID", rid}}, {}});
-      if (!vaults || vaults->status != 200) return fail(Code::upstream_unavailable, "vault holdings unavailable");
-      auto doc = json::parse(own->body);
-      auto held = json::parse(vaults->body);
-      if (!doc || !doc->is_array() || !held || !held->is_array()) return fail(Code::internal, "bad balances");
-      json::Writer w;
-      w.begin_array();
-      for (const auto& b : doc->items()) {
-        w.begin_object().field("account", "trading");
-        for (const auto& m : b.members()) {
-          w.key(m.key);
-          if (m.value.is_string()) w.string(m.value.as_string()); else w.raw_number(m.value.number_text());
-        }
-        w.end_object();
-      }
-      for (const auto& h : held->items()) {
-        auto units = [&](std::string_view k) {
-          const json::Value* v = h.find(k);
-          auto d = v ? v->as_decimal() : Result<decimal::Decimal>(fail(Code::internal, ""));
-          auto u6 = d ? decimal::to_units(*d, 6, decimal::Rounding::down) : Result<std::int64_t>(fail(Code::internal, ""));
-          return u6 ? *u6 : std::int64_t{0};
-        };
-        const std::int64_t value = units("value"), free = units("unlocked_value");
-        w.begin_object().field("account", "vault").field("vault_id", h.find("vault_id")->as_string()).field("asset", "USDM");
-        w.key("available").raw_number(decimal::format(free, 6)).key("locked").raw_number(decimal::format(value - free, 6));
-        w.key("total").raw_number(decimal::format(value, 6)).key("shares").raw_number(h.find("shares")->number_text());
-        w.end_object();
-      }
-      w.end_array();
-      return http::Response::json(200, w.take());
-    });
+    service::respond_blocking(
+        *st.ctx, req, respond, [u = *user, rid = req.request_id]() -> Result<http::Response> {
+          std::vector<http::Header> as_user{{"X-User-ID", u.value().to_string()},
+                                            {"X-Request-ID", rid}};
+          for (auto& h : service::internal_headers(*st.ctx)) as_user.push_back(std::move(h));
+          auto own = st.client->request_sync(
+              st.trading, {http::Method::get, "/api/v1/balances", std::move(as_user), {}});
+          if (!own || own->status != 200)
+            return fail(Code::upstream_unavailable, "trading balances unavailable");
+          auto vaults = st.client->request_sync(
+              st.trading,
+              {http::Method::get,
+               "/internal/v1/users/" + u.value().to_string() + "/vaults",
+               {{"Authorization", "Bearer " + st.operator_token}, {"X-Request-ID", rid}},
+               {}});
+          if (!vaults || vaults->status != 200)
+            return fail(Code::upstream_unavailable, "vault holdings unavailable");
+          auto doc = json::parse(own->body);
+          auto held = json::parse(vaults->body);
+          if (!doc || !doc->is_array() || !held || !held->is_array())
+            return fail(Code::internal, "bad balances");
+          json::Writer w;
+          w.begin_array();
+          for (const auto& b : doc->items()) {
+            w.begin_object().field("account", "trading");
+            for (const auto& m : b.members()) {
+              w.key(m.key);
+              if (m.value.is_string())
+                w.string(m.value.as_string());
+              else
+                w.raw_number(m.value.number_text());
+            }
+            w.end_object();
+          }
+          for (const auto& h : held->items()) {
+            auto units = [&](std::string_view k) {
+              const json::Value* v = h.find(k);
+              auto d = v ? v->as_decimal() : Result<decimal::Decimal>(fail(Code::internal, ""));
+              auto u6 = d ? decimal::to_units(*d, 6, decimal::Rounding::down)
+                          : Result<std::int64_t>(fail(Code::internal, ""));
+              return u6 ? *u6 : std::int64_t{0};
+            };
+            const std::int64_t value = units("value"), free = units("unlocked_value");
+            w.begin_object()
+                .field("account", "vault")
+                .field("vault_id", h.find("vault_id")->as_string())
+                .field("asset", "USDM");
+            w.key("available")
+                .raw_number(decimal::format(free, 6))
+                .key("locked")
+                .raw_number(decimal::format(value - free, 6));
+            w.key("total")
+                .raw_number(decimal::format(value, 6))
+                .key("shares")
+                .raw_number(h.find("shares")->number_text());
+            w.end_object();
+          }
+          w.end_array();
+          return http::Response::json(200, w.take());
+        });
   });
 
   r.get("/api/v1/users/profile", [](http::Request& req, http::Respond respond) {

@@ -206,16 +206,20 @@ Result<std::string> vaults_json(State& st, std::optional<std::string> only) {
 // The idempotency key of a request, namespaced by its user: header first, then the body field.
 // At most kMaxIdempotencyKeyBytes of text (hydrox/core/text.hpp), or 400 naming idempotency_key.
 constexpr std::size_t kMaxIdempotencyKeyBytes = 120;  // with the user's id: within trading's 160
-Result<std::string> idempotency_key(const http::Request& req, const json::Value* body, const UserId& user) {
+Result<std::string> idempotency_key(const http::Request& req, const json::Value* body,
+                                    const UserId& user) {
   std::string key;
   if (auto h = req.header("Idempotency-Key"); h && !h->empty()) {
     key = std::string(*h);
-  } else if (const json::Value* k = body ? body->find("idempotency_key") : nullptr; k && !k->is_null()) {
-    if (!k->is_string()) return fail(Code::invalid_field, "idempotency_key must be a string", "idempotency_key");
+  } else if (const json::Value* k = body ? body->find("idempotency_key") : nullptr;
+             k && !k->is_null()) {
+    if (!k->is_string())
+      return fail(Code::invalid_field, "idempotency_key must be a string", "idempotency_key");
     key = k->as_string();
   }
   if (!key.empty()) {
-    if (auto ok = check_text(key, "idempotency_key", kMaxIdempotencyKeyBytes); !ok) return ok.error();
+    if (auto ok = check_text(key, "idempotency_key", kMaxIdempotencyKeyBytes); !ok)
+      return ok.error();
   }
   if (key.empty()) key = Uuid::random_v4().to_string();  // no retry protection asked for
   return user.value().to_string() + ":" + key;
@@ -365,11 +369,14 @@ Result<void> setup(service::Context& ctx) {
     const json::Value* name = doc->find("name");
     if (!name || !name->is_string()) return bad(Code::missing_field, "name is required", "name");
     const std::string n = name->as_string();
-    if (n.size() < 3 || n.size() > 64) return bad(Code::invalid_field, "name must be 3 to 64 bytes", "name");
-    if (auto ok = check_text(n, "name", 64); !ok) return respond(http::Response::error(ok.error(), req.request_id));
+    if (n.size() < 3 || n.size() > 64)
+      return bad(Code::invalid_field, "name must be 3 to 64 bytes", "name");
+    if (auto ok = check_text(n, "name", 64); !ok)
+      return respond(http::Response::error(ok.error(), req.request_id));
     std::string description;
     if (const json::Value* d = doc->find("description"); d && !d->is_null()) {
-      if (!d->is_string() || d->as_string().size() > 1000) return bad(Code::invalid_field, "description: at most 1000 bytes", "description");
+      if (!d->is_string() || d->as_string().size() > 1000)
+        return bad(Code::invalid_field, "description: at most 1000 bytes", "description");
       description = d->as_string();
       if (auto ok = check_text(description, "description", 1000, true); !ok) {
         return respond(http::Response::error(ok.error(), req.request_id));
@@ -480,34 +487,40 @@ Result<void> setup(service::Context& ctx) {
     // others' rows carry no user id and no address).
     auto me = caller(req);
     const std::string viewer = me ? me->value().to_string() : std::string();
-    service::respond_blocking(*st.ctx, req, respond, [&st, id = *id, limit, before, viewer]() -> Result<http::Response> {
-      auto lease = st.ctx->db->acquire();
-      if (!lease) return lease.error();
-      auto rows = (*lease)->exec(kTransactions, {id.to_string(), before, std::to_string(limit)});
-      if (!rows) return rows.error();
-      json::Writer w;
-      w.begin_array();
-      for (int i = 0; i < rows->size(); ++i) {
-        const bool withdrawal = rows->get(i, 1) == std::string_view("withdrawal");
-        std::string type(rows->get(i, 1));  // api-contract spelling: DEPOSIT, WITHDRAWAL (, MANAGEMENT_FEE)
-        for (auto& ch : type) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-        w.begin_object().field("id", rows->get(i, 0)).field("type", type);
-        w.key("amount").raw_number(decimal::format(*decimal::parse(withdrawal ? rows->get(i, 4) : rows->get(i, 2))));
-        w.key("fee").raw_number(decimal::format(*decimal::parse(rows->get(i, 3))));
-        w.key("shares").raw_number(decimal::format(*decimal::parse(rows->get(i, 5))));
-        if (!viewer.empty() && rows->get(i, 6) == viewer) {
-          w.field("user_id", rows->get(i, 6)).field("address", rows->get(i, 7));
-        } else {
-          w.key("user_id").null().key("address").null();
-        }
-        w.field("status", "COMPLETED");
-        w.field("created_at", rows->get(i, 8)).end_object();
-      }
-      w.end_array();
-      auto res = http::Response::json(200, w.take());
-      if (rows->size() == limit) res.set_header("X-Next-Cursor", rows->get(rows->size() - 1, 0));
-      return res;
-    });
+    service::respond_blocking(
+        *st.ctx, req, respond, [&st, id = *id, limit, before, viewer]() -> Result<http::Response> {
+          auto lease = st.ctx->db->acquire();
+          if (!lease) return lease.error();
+          auto rows =
+              (*lease)->exec(kTransactions, {id.to_string(), before, std::to_string(limit)});
+          if (!rows) return rows.error();
+          json::Writer w;
+          w.begin_array();
+          for (int i = 0; i < rows->size(); ++i) {
+            const bool withdrawal = rows->get(i, 1) == std::string_view("withdrawal");
+            std::string type(
+                rows->get(i, 1));  // api-contract spelling: DEPOSIT, WITHDRAWAL (, MANAGEMENT_FEE)
+            for (auto& ch : type)
+              ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+            w.begin_object().field("id", rows->get(i, 0)).field("type", type);
+            w.key("amount").raw_number(
+                decimal::format(*decimal::parse(withdrawal ? rows->get(i, 4) : rows->get(i, 2))));
+            w.key("fee").raw_number(decimal::format(*decimal::parse(rows->get(i, 3))));
+            w.key("shares").raw_number(decimal::format(*decimal::parse(rows->get(i, 5))));
+            if (!viewer.empty() && rows->get(i, 6) == viewer) {
+              w.field("user_id", rows->get(i, 6)).field("address", rows->get(i, 7));
+            } else {
+              w.key("user_id").null().key("address").null();
+            }
+            w.field("status", "COMPLETED");
+            w.field("created_at", rows->get(i, 8)).end_object();
+          }
+          w.end_array();
+          auto res = http::Response::json(200, w.take());
+          if (rows->size() == limit)
+            res.set_header("X-Next-Cursor", rows->get(rows->size() - 1, 0));
+          return res;
+        });
   });
 
   r.get("/api/v1/vaults/{id}/performance", [&st](http::Request& req, http::Respond respond) {

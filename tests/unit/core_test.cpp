@@ -132,16 +132,22 @@ TEST(Handoff, PushWaitsForRoomAndPopForAnItem) {
 // Issue 20: the one text rule every user string passes at the edge.
 TEST(Text, ValidUtf8WithoutControlCharactersWithinItsLength) {
   EXPECT_FALSE(hydrox::text_problem("plain ascii, é, 日本, 🙂"));
-  for (std::string_view bad : {std::string_view("a\0b", 3), std::string_view("tab\there"), std::string_view("\x7f"),
-                               std::string_view("\xc2\x85"), std::string_view("\xc2\x9b"), std::string_view("\xff"),
-                               std::string_view("\xc3"), std::string_view("\xed\xa0\x80"), std::string_view("\xe0\x80\x80"),
-                               std::string_view("\xf4\x90\x80\x80")}) {
+  for (std::string_view bad :
+       {std::string_view("a\0b", 3), std::string_view("tab\there"), std::string_view("\x7f"),
+        std::string_view("\xc2\x85"), std::string_view("\xc2\x9b"), std::string_view("\xff"),
+        std::string_view("\xc3"), std::string_view("\xed\xa0\x80"),
+        std::string_view("\xe0\x80\x80"), std::string_view("\xf4\x90\x80\x80")}) {
     EXPECT_TRUE(hydrox::text_problem(bad)) << bad.size();
   }
   EXPECT_TRUE(hydrox::valid_utf8("tab\there, é"));
   EXPECT_FALSE(hydrox::valid_utf8("\xc2\x80\xff"));  // a bad byte after a C1 control is still found
   EXPECT_FALSE(hydrox::valid_utf8("\xed\xa0\x80"));
-  EXPECT_EQ(hydrox::utf8_repaired(std::string_view("a\xff" "b\0c", 5)), std::string("a\xef\xbf\xbd" "b\0c", 7));
+  EXPECT_EQ(hydrox::utf8_repaired(std::string_view("a\xff"
+                                                   "b\0c",
+                                                   5)),
+            std::string("a\xef\xbf\xbd"
+                        "b\0c",
+                        7));
   EXPECT_EQ(hydrox::utf8_repaired(std::string_view("a\0", 2), true), "a\xef\xbf\xbd");
   EXPECT_TRUE(hydrox::check_text("abc", "label", 3));
   auto longer = hydrox::check_text("abcd", "label", 3);

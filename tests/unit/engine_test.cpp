@@ -1,11 +1,11 @@
 // Scenarios run on both books (FastBook and ReferenceBook) through the same engine code; every
 // step also checks the invariants (Harness::run).
-#include "engine_fixture.hpp"
-#include "hydrox/engine/risk.hpp"
-#include "hydrox/engine/snapshot_codec.hpp"
 #include <limits>
 #include <map>
 #include <random>
+#include "engine_fixture.hpp"
+#include "hydrox/engine/risk.hpp"
+#include "hydrox/engine/snapshot_codec.hpp"
 
 using namespace hydrox;
 using namespace hydrox::engine;
@@ -1051,12 +1051,15 @@ std::string visible_state(const E& e) {
   for (std::uint64_t u = 1; u <= 4; ++u) {
     const Account* a = e.account(user(u));
     if (!a) continue;
-    s += std::to_string(a->collateral) + "/" + std::to_string(a->open_orders) + "/" + std::to_string(a->order_margin);
-    for (const auto& p : a->positions) s += ":" + std::to_string(p.size) + "," + std::to_string(p.cost);
+    s += std::to_string(a->collateral) + "/" + std::to_string(a->open_orders) + "/" +
+         std::to_string(a->order_margin);
+    for (const auto& p : a->positions)
+      s += ":" + std::to_string(p.size) + "," + std::to_string(p.cost);
     s += ";";
   }
   for (std::uint32_t m = 0; m < 2; ++m) {
-    s += std::to_string(e.best(m, Side::buy).value_or(0)) + "-" + std::to_string(e.best(m, Side::sell).value_or(0)) + ";";
+    s += std::to_string(e.best(m, Side::buy).value_or(0)) + "-" +
+         std::to_string(e.best(m, Side::sell).value_or(0)) + ";";
   }
   return s + std::to_string(e.resting_orders());
 }
@@ -1080,25 +1083,28 @@ TYPED_TEST(EngineTest, AHugeMarketOrderIsRefusedWithACodeNotAnAbort) {
 
 TYPED_TEST(EngineTest, MarketLimitsRefuseSizeNotionalAndPosition) {
   EngineConfig c = two_market_config();
-  c.markets[0].max_order_qty = 2'000;            // 2 BTC
-  c.markets[0].max_market_order_qty = 500;       // 0.5 BTC
+  c.markets[0].max_order_qty = 2'000;       // 2 BTC
+  c.markets[0].max_market_order_qty = 500;  // 0.5 BTC
   c.markets[0].max_order_notional = 150'000 * kUsdm;
   c.markets[0].max_position_notional = 250'000 * kUsdm;
   Harness<TypeParam> e(c);
   e.mark(970000);
   for (std::uint64_t u = 1; u <= 3; ++u) e.deposit(u, 1'000'000 * kUsdm);
-  EXPECT_EQ(only<OrderRejected>(e.place(1, Side::buy, 970000, 2'001)).reason, Reject::order_size_too_large);
+  EXPECT_EQ(only<OrderRejected>(e.place(1, Side::buy, 970000, 2'001)).reason,
+            Reject::order_size_too_large);
   PlaceOrder m = e.order(1, Side::buy, 0, 501);
   m.type = OrderType::market;
   EXPECT_EQ(only<OrderRejected>(e.run(m)).reason, Reject::order_size_too_large);
   // 1.6 BTC at 97,000 = 155,200 USDM > 150,000.
-  EXPECT_EQ(only<OrderRejected>(e.place(1, Side::buy, 970000, 1'600)).reason, Reject::order_notional_too_large);
+  EXPECT_EQ(only<OrderRejected>(e.place(1, Side::buy, 970000, 1'600)).reason,
+            Reject::order_notional_too_large);
   // Two fills of 1.5 BTC would make a 3 BTC position (291,000 USDM > 250,000): the second order
   // is refused at placement...
   e.place(2, Side::sell, 970000, 1'500);
   e.place(1, Side::buy, 970000, 1'500);
   ASSERT_EQ(e.engine.account(user(1))->positions[0].size, 1'500);
-  EXPECT_EQ(only<OrderRejected>(e.place(1, Side::buy, 970000, 1'500)).reason, Reject::position_notional_too_large);
+  EXPECT_EQ(only<OrderRejected>(e.place(1, Side::buy, 970000, 1'500)).reason,
+            Reject::position_notional_too_large);
   // ...and orders that each passed cannot build it together: the resting bid that would cross
   // the limit is cancelled with POSITION_LIMIT when it is hit.
   e.place(1, Side::buy, 960000, 1'000);  // 1.5 + 1.0 = 2.5 BTC x 96,000 = 240,000: passes
@@ -1106,7 +1112,8 @@ TYPED_TEST(EngineTest, MarketLimitsRefuseSizeNotionalAndPosition) {
   auto ev = e.place(3, Side::sell, 960000, 1'400);
   ASSERT_EQ(all_of<Trade>(ev).size(), 1u);  // the first bid fills; the second would exceed
   bool limit_cancel = false;
-  for (const auto& u : all_of<OrderUpdated>(ev)) limit_cancel |= u.cancel_reason == CancelReason::position_limit;
+  for (const auto& u : all_of<OrderUpdated>(ev))
+    limit_cancel |= u.cancel_reason == CancelReason::position_limit;
   EXPECT_TRUE(limit_cancel);
   EXPECT_EQ(e.engine.account(user(1))->positions[0].size, 2'500);
   // Reducing is always allowed, whatever the size limits (a close, a vault's withdrawal, a
@@ -1169,9 +1176,11 @@ TYPED_TEST(EngineTest, AMarkOrIndexBeyondTheBoundsIsRefusedAndChangesNothing) {
   h.place(2, Side::sell, 970000, 1'000);
   h.place(1, Side::buy, 970000, 1'000);  // open interest 1 BTC
   const std::string before = visible_state(h.engine);
-  EXPECT_EQ(only<CommandRejected>(h.mark(std::numeric_limits<Price>::max())).reason, Reject::amount_too_large);
+  EXPECT_EQ(only<CommandRejected>(h.mark(std::numeric_limits<Price>::max())).reason,
+            Reject::amount_too_large);
   EXPECT_EQ(only<CommandRejected>(h.mark(kMaxMarketNotional)).reason, Reject::amount_too_large);
-  auto ev = h.run(SettleFunding{0, 3'600'000, kMaxFundingRatePpb, std::numeric_limits<Price>::max() / 2, 0});
+  auto ev = h.run(
+      SettleFunding{0, 3'600'000, kMaxFundingRatePpb, std::numeric_limits<Price>::max() / 2, 0});
   EXPECT_EQ(only<CommandRejected>(ev).reason, Reject::amount_too_large);
   EXPECT_EQ(visible_state(h.engine), before);
   // A big but representable move still goes through.
@@ -1180,7 +1189,8 @@ TYPED_TEST(EngineTest, AMarkOrIndexBeyondTheBoundsIsRefusedAndChangesNothing) {
 
 TYPED_TEST(EngineTest, DepositsBeyondTheTotalBoundAreRefused) {
   auto& h = this->h;
-  EXPECT_EQ(only<CommandRejected>(h.deposit(9, std::numeric_limits<Usdm>::max())).reason, Reject::amount_too_large);
+  EXPECT_EQ(only<CommandRejected>(h.deposit(9, std::numeric_limits<Usdm>::max())).reason,
+            Reject::amount_too_large);
   EXPECT_EQ(only<CommandRejected>(h.deposit(9, kMaxTotalUsdm)).reason, Reject::amount_too_large);
   EXPECT_TRUE(all_of<CommandRejected>(h.deposit(9, 1'000'000 * kUsdm)).empty());
 }
@@ -1208,11 +1218,15 @@ TYPED_TEST(EngineTest, AnIsolatedPartialCloseAtALossPaysFromThePositionsMarginNo
 TYPED_TEST(EngineTest, MarketLimitsAreCommandsAndTravelInSnapshots) {
   auto& h = this->h;
   // Refused out of range; applied in range; the next orders meet them.
-  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketLimits{0, 0, 1, 1, 1, 0})).reason, Reject::bad_amount);
-  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketLimits{0, 10, 20, 1, 1, 0})).reason, Reject::bad_amount);  // market > order
-  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketLimits{9, 10, 10, 1, 1, 0})).reason, Reject::unknown_market);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketLimits{0, 0, 1, 1, 1, 0})).reason,
+            Reject::bad_amount);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketLimits{0, 10, 20, 1, 1, 0})).reason,
+            Reject::bad_amount);  // market > order
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketLimits{9, 10, 10, 1, 1, 0})).reason,
+            Reject::unknown_market);
   EXPECT_TRUE(h.run(SetMarketLimits{0, 1'000, 100, 500'000 * kUsdm, 1'000'000 * kUsdm, 0}).empty());
-  EXPECT_EQ(only<OrderRejected>(h.place(1, Side::buy, 970000, 1'001)).reason, Reject::order_size_too_large);
+  EXPECT_EQ(only<OrderRejected>(h.place(1, Side::buy, 970000, 1'001)).reason,
+            Reject::order_size_too_large);
   EXPECT_TRUE(all_of<OrderRejected>(h.place(1, Side::buy, 970000, 1'000)).empty());
   // A snapshot carries them into an engine configured with the ceilings.
   const Snapshot snap = h.engine.export_state();

@@ -149,7 +149,8 @@ TEST(JsonHostile, DuplicateKeysInLargeObjectsAreFoundAndNamed) {
     EXPECT_EQ(v.error().field, "k" + std::to_string(n / 2)) << n;
   }
   std::string ok = "{";
-  for (int i = 0; i < 5000; ++i) ok += std::string(i ? "," : "") + "\"k" + std::to_string(i) + "\":1";
+  for (int i = 0; i < 5000; ++i)
+    ok += std::string(i ? "," : "") + "\"k" + std::to_string(i) + "\":1";
   EXPECT_TRUE(json::parse(ok + "}"));
 }
 
@@ -171,9 +172,12 @@ TEST(JsonHostile, UserIdIsToleratedAndIgnoredWhereNotAsked) {
 TEST(JsonHostile, TheWriterAlwaysWritesJsonWhateverTheBytes) {
   // Found by the API fuzzer: an error message echoing a client's raw path byte (\xff) was not JSON.
   json::Writer w;
-  w.begin_object().field("message", std::string_view("unknown market \xff and \xc3 and ok \xc3\xa9")).end_object();
+  w.begin_object()
+      .field("message", std::string_view("unknown market \xff and \xc3 and ok \xc3\xa9"))
+      .end_object();
   const std::string out = w.take();
   auto back = json::parse(out);
   ASSERT_TRUE(back) << out;
-  EXPECT_EQ(back->find("message")->as_string(), "unknown market \xef\xbf\xbd and \xef\xbf\xbd and ok \xc3\xa9");
+  EXPECT_EQ(back->find("message")->as_string(),
+            "unknown market \xef\xbf\xbd and \xef\xbf\xbd and ok \xc3\xa9");
 }

@@ -92,14 +92,16 @@ Result<Catalog> Catalog::load(db::Connection& c) {
     auto max_market = lots_of(rows->get(r, 12));
     auto max_order_notional = decimal::parse_units(rows->get(r, 13), 6, decimal::Rounding::down);
     auto max_position_notional = decimal::parse_units(rows->get(r, 14), 6, decimal::Rounding::down);
-    if (!max_order || !max_market || !max_order_notional || !max_position_notional || *max_order_notional <= 0 ||
-        *max_position_notional <= 0) {
+    if (!max_order || !max_market || !max_order_notional || !max_position_notional ||
+        *max_order_notional <= 0 || *max_position_notional <= 0) {
       return fail(Code::internal, "bad limits for " + m.symbol);
     }
     m.spec.max_order_qty = *max_order;
     m.spec.max_market_order_qty = std::min(*max_market, *max_order);
-    m.spec.max_order_notional = std::min(*max_order_notional, engine::MarketSpec{}.max_order_notional);
-    m.spec.max_position_notional = std::min(*max_position_notional, engine::MarketSpec{}.max_position_notional);
+    m.spec.max_order_notional =
+        std::min(*max_order_notional, engine::MarketSpec{}.max_order_notional);
+    m.spec.max_position_notional =
+        std::min(*max_position_notional, engine::MarketSpec{}.max_position_notional);
     m.max_order_size = decimal::format(*decimal::parse(rows->get(r, 11)));
     m.max_market_order_size = decimal::format(*decimal::parse(rows->get(r, 12)));
     m.max_order_notional = decimal::format(*decimal::parse(rows->get(r, 13)));

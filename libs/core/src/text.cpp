@@ -9,10 +9,15 @@ std::size_t sequence_length(const unsigned char* p, std::size_t n, std::size_t i
   auto cont = [&](std::size_t k) { return i + k < n && (p[i + k] & 0xC0) == 0x80; };
   if (c >= 0xC2 && c <= 0xDF) return cont(1) ? 2 : 0;
   if (c >= 0xE0 && c <= 0xEF) {
-    return cont(1) && cont(2) && !(c == 0xE0 && p[i + 1] < 0xA0) && !(c == 0xED && p[i + 1] > 0x9F) ? 3 : 0;
+    return cont(1) && cont(2) && !(c == 0xE0 && p[i + 1] < 0xA0) && !(c == 0xED && p[i + 1] > 0x9F)
+               ? 3
+               : 0;
   }
   if (c >= 0xF0 && c <= 0xF4) {
-    return cont(1) && cont(2) && cont(3) && !(c == 0xF0 && p[i + 1] < 0x90) && !(c == 0xF4 && p[i + 1] > 0x8F) ? 4 : 0;
+    return cont(1) && cont(2) && cont(3) && !(c == 0xF0 && p[i + 1] < 0x90) &&
+                   !(c == 0xF4 && p[i + 1] > 0x8F)
+               ? 4
+               : 0;
   }
   return 0;
 }
@@ -39,7 +44,10 @@ std::string utf8_repaired(std::string_view s, bool replace_nul) {
   out.reserve(s.size() + 8);
   for (std::size_t i = 0; i < s.size();) {
     if (p[i] < 0x80) {
-      if (p[i] == 0 && replace_nul) out += kReplacement; else out.push_back(s[i]);
+      if (p[i] == 0 && replace_nul)
+        out += kReplacement;
+      else
+        out.push_back(s[i]);
       ++i;
       continue;
     }
@@ -71,9 +79,12 @@ std::optional<std::string_view> text_problem(std::string_view s) {
       len = cont(1) ? 2 : 0;
       if (len && c == 0xC2 && p[i + 1] <= 0x9F) return "control character";  // C1: U+0080..U+009F
     } else if (c >= 0xE0 && c <= 0xEF) {
-      if (cont(1) && cont(2) && !(c == 0xE0 && p[i + 1] < 0xA0) && !(c == 0xED && p[i + 1] > 0x9F)) len = 3;
+      if (cont(1) && cont(2) && !(c == 0xE0 && p[i + 1] < 0xA0) && !(c == 0xED && p[i + 1] > 0x9F))
+        len = 3;
     } else if (c >= 0xF0 && c <= 0xF4) {
-      if (cont(1) && cont(2) && cont(3) && !(c == 0xF0 && p[i + 1] < 0x90) && !(c == 0xF4 && p[i + 1] > 0x8F)) len = 4;
+      if (cont(1) && cont(2) && cont(3) && !(c == 0xF0 && p[i + 1] < 0x90) &&
+          !(c == 0xF4 && p[i + 1] > 0x8F))
+        len = 4;
     }
     if (len == 0) return "invalid UTF-8";
     i += len;
@@ -81,11 +92,13 @@ std::optional<std::string_view> text_problem(std::string_view s) {
   return std::nullopt;
 }
 
-Result<void> check_text(std::string_view s, std::string_view field, std::size_t max_bytes, bool allow_empty) {
+Result<void> check_text(std::string_view s, std::string_view field, std::size_t max_bytes,
+                        bool allow_empty) {
   const std::string f(field);
   if (s.empty() && !allow_empty) return fail(Code::invalid_field, f + " must not be empty", f);
   if (s.size() > max_bytes) {
-    return fail(Code::invalid_field, f + " must be at most " + std::to_string(max_bytes) + " bytes", f);
+    return fail(Code::invalid_field, f + " must be at most " + std::to_string(max_bytes) + " bytes",
+                f);
   }
   if (auto problem = text_problem(s)) {
     return fail(Code::invalid_field, f + " must be text: " + std::string(*problem), f);

@@ -56,10 +56,14 @@ std::string_view reject_code(Reject r) {
     case Reject::vault_insolvent: return "VAULT_INSOLVENT";
     case Reject::forbidden: return "FORBIDDEN";
     case Reject::margin_mode_locked: return "MARGIN_MODE_LOCKED";
-    case Reject::order_size_too_large: return "ORDER_SIZE_TOO_LARGE";
-    case Reject::order_notional_too_large: return "ORDER_NOTIONAL_TOO_LARGE";
-    case Reject::position_notional_too_large: return "POSITION_NOTIONAL_TOO_LARGE";
-    case Reject::amount_too_large: return "AMOUNT_TOO_LARGE";
+    case Reject::order_size_too_large:
+      return "ORDER_SIZE_TOO_LARGE";
+    case Reject::order_notional_too_large:
+      return "ORDER_NOTIONAL_TOO_LARGE";
+    case Reject::position_notional_too_large:
+      return "POSITION_NOTIONAL_TOO_LARGE";
+    case Reject::amount_too_large:
+      return "AMOUNT_TOO_LARGE";
   }
   return "UNKNOWN";
 }
@@ -73,8 +77,10 @@ std::string_view cancel_reason_code(CancelReason r) {
     case CancelReason::cancel_all: return "CANCEL_ALL";
     case CancelReason::liquidation: return "LIQUIDATION";
     case CancelReason::insufficient_margin: return "INSUFFICIENT_MARGIN";
-    case CancelReason::position_limit: return "POSITION_LIMIT";
-    case CancelReason::trigger_rejected: return "TRIGGER_REJECTED";
+    case CancelReason::position_limit:
+      return "POSITION_LIMIT";
+    case CancelReason::trigger_rejected:
+      return "TRIGGER_REJECTED";
   }
   return "UNKNOWN";
 }
@@ -325,7 +331,8 @@ void BasicEngine<Book>::apply(const Command& command, std::vector<Event>& out) {
         else if constexpr (std::is_same_v<T, CreateVault>) create_vault(c, out);
         else if constexpr (std::is_same_v<T, VaultDeposit>) vault_deposit(c, out);
         else if constexpr (std::is_same_v<T, VaultWithdraw>) vault_withdraw(c, out);
-        else if constexpr (std::is_same_v<T, SetMarketLimits>) set_market_limits(c, out);
+        else if constexpr (std::is_same_v<T, SetMarketLimits>)
+          set_market_limits(c, out);
       },
       command);
 }
@@ -353,7 +360,8 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   // Size and value limits bound what can open or grow a position; a reduce-only order (a close,
   // a vault's withdrawal, a full-size stop-loss) is bounded by the position itself instead.
   const bool limited = !liquidation && !c.reduce_only;
-  if (limited && (c.qty > spec.max_order_qty || (c.type == OrderType::market && c.qty > spec.max_market_order_qty))) {
+  if (limited && (c.qty > spec.max_order_qty ||
+                  (c.type == OrderType::market && c.qty > spec.max_market_order_qty))) {
     return reject(c, Reject::order_size_too_large, out);
   }
   const std::uint32_t ai = account_index(c.user);
@@ -393,9 +401,11 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   // after this: qty, limit and the position they build are bounded by the market's limits).
   Usdm order_notional = 0;
   if (!money::notional_checked(spec, limit, c.qty, order_notional)) {
-    return reject(c, liquidation ? Reject::amount_too_large : Reject::order_notional_too_large, out);
+    return reject(c, liquidation ? Reject::amount_too_large : Reject::order_notional_too_large,
+                  out);
   }
-  if (limited && order_notional > spec.max_order_notional) return reject(c, Reject::order_notional_too_large, out);
+  if (limited && order_notional > spec.max_order_notional)
+    return reject(c, Reject::order_notional_too_large, out);
   const Position& pos = acct.positions[c.market];
   if (c.reduce_only) {
     const bool opposes = (c.side == Side::buy && pos.size < 0) || (c.side == Side::sell && pos.size > 0);
@@ -523,7 +533,8 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     // together, so the maker is checked at each fill (the taker was, for all of its fills, at
     // placement; a liquidated taker only reduces). Makers are checked during a liquidation too:
     // theirs are ordinary orders.
-    if (!within_position_limit(accounts_[mo.account].positions[c.market].size, c.market, mo.side, *best, q)) [[unlikely]] {
+    if (!within_position_limit(accounts_[mo.account].positions[c.market].size, c.market, mo.side,
+                               *best, q)) [[unlikely]] {
       close_order(maker, OrderStatus::cancelled, CancelReason::position_limit, c.ts_ms, out, true);
       continue;
     }
@@ -567,7 +578,8 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
   // at the limit price (limit types) or at the trigger price (market types), the minimum notional.
   const MarketSpec& spec = ms.spec;
   const bool market_like = !is_limit_like(c.type);
-  if (!c.reduce_only && (c.qty > spec.max_order_qty || (market_like && c.qty > spec.max_market_order_qty))) {
+  if (!c.reduce_only &&
+      (c.qty > spec.max_order_qty || (market_like && c.qty > spec.max_market_order_qty))) {
     return reject(c, Reject::order_size_too_large, out);
   }
   Usdm at_trigger = 0, at_price = 0;
@@ -579,7 +591,8 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
   if (!c.reduce_only && (value > spec.max_order_notional || at_trigger > spec.max_order_notional)) {
     return reject(c, Reject::order_notional_too_large, out);
   }
-  if (!c.reduce_only && value < spec.min_notional) return reject(c, Reject::below_min_notional, out);
+  if (!c.reduce_only && value < spec.min_notional)
+    return reject(c, Reject::below_min_notional, out);
   const std::uint32_t ai = account_index(c.user);
   if (!c.client_order_id.empty()) {
     if (const OrderId* original = client_ids_.find(ClientKey{ai, c.client_order_id})) {
@@ -668,7 +681,8 @@ void BasicEngine<Book>::fire_triggers(std::uint32_t m, std::int64_t ts, std::vec
     // the reason in the OrderRejected event before it; it is out of the trigger index for good.
     for (std::size_t i = before; i < out.size(); ++i) {
       if (auto* r = std::get_if<OrderRejected>(&out[i].body); r && r->id == p.id) {
-        emit_as<OrderUpdated>(out, p.id, p.user, m, OrderStatus::cancelled, 0, 0, 0, CancelReason::trigger_rejected, ts);
+        emit_as<OrderUpdated>(out, p.id, p.user, m, OrderStatus::cancelled, 0, 0, 0,
+                              CancelReason::trigger_rejected, ts);
         break;
       }
     }
@@ -786,15 +800,16 @@ void BasicEngine<Book>::close_order(Handle h, OrderStatus status, CancelReason w
 }
 
 template <class Book>
-typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a, std::uint32_t m, Side side,
-                                                                     Qty qty, Usdm n, Usdm fee_paid) {
+typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a, std::uint32_t m,
+                                                                     Side side, Qty qty, Usdm n,
+                                                                     Usdm fee_paid) {
   Position& p = a.positions[m];
   const int s = sign(side);
   const Qty dq = s * qty;
   touch(a);
   FillEffect fx;
   MarketState& ms = markets_[m];
-  ms.open_interest -= std::max<Qty>(p.size, 0);  // (added back below with the new size)
+  ms.open_interest -= std::max<Qty>(p.size, 0);   // (added back below with the new size)
   if (p.size == 0 || (p.size > 0) == (dq > 0)) {  // open or increase
     if (p.size == 0 && ++a.open_positions == 2) multi_.insert(a.index);
     p.size += dq;
@@ -939,7 +954,8 @@ void BasicEngine<Book>::deposit(const Deposit& c, std::vector<Event>& out) {
     emit(out, CommandRejected{c.user, Reject::bad_amount, c.ts_ms});
     return;
   }
-  if (c.amount > kMaxTotalUsdm - std::max<Usdm>(net_deposits_, 0)) {  // all USDM stays within the bound
+  if (c.amount >
+      kMaxTotalUsdm - std::max<Usdm>(net_deposits_, 0)) {  // all USDM stays within the bound
     emit(out, CommandRejected{c.user, Reject::amount_too_large, c.ts_ms});
     return;
   }
@@ -981,7 +997,8 @@ void BasicEngine<Book>::set_mark(const SetMark& c, std::vector<Event>& out) {
   }
   // The open interest at the new mark stays within the bound that keeps every account's value
   // (and each position's notional, margin and PnL) far inside 64 bits.
-  if (Usdm oi = 0; !money::notional_checked(markets_[c.market].spec, c.mark, markets_[c.market].open_interest, oi) ||
+  if (Usdm oi = 0; !money::notional_checked(markets_[c.market].spec, c.mark,
+                                            markets_[c.market].open_interest, oi) ||
                    oi > kMaxMarketNotional || c.mark > kMaxMarketNotional) {
     emit(out, CommandRejected{UserId{}, Reject::amount_too_large, c.ts_ms});
     return;
@@ -1003,10 +1020,10 @@ void BasicEngine<Book>::set_market_limits(const SetMarketLimits& c, std::vector<
     return;
   }
   const MarketSpec ceiling;
-  if (c.max_order_qty <= 0 || c.max_order_qty > ceiling.max_order_qty || c.max_market_order_qty <= 0 ||
-      c.max_market_order_qty > c.max_order_qty || c.max_order_notional <= 0 ||
-      c.max_order_notional > ceiling.max_order_notional || c.max_position_notional <= 0 ||
-      c.max_position_notional > ceiling.max_position_notional) {
+  if (c.max_order_qty <= 0 || c.max_order_qty > ceiling.max_order_qty ||
+      c.max_market_order_qty <= 0 || c.max_market_order_qty > c.max_order_qty ||
+      c.max_order_notional <= 0 || c.max_order_notional > ceiling.max_order_notional ||
+      c.max_position_notional <= 0 || c.max_position_notional > ceiling.max_position_notional) {
     emit(out, CommandRejected{UserId{}, Reject::bad_amount, c.ts_ms});
     return;
   }
@@ -1229,8 +1246,8 @@ Snapshot BasicEngine<Book>::export_state() const {
     s.marks.push_back(m.mark);
     s.last_funding_ms.push_back(m.last_funding_ms);
     s.last_trade.push_back(m.last_trade);
-    s.limits.push_back({m.spec.max_order_qty, m.spec.max_market_order_qty, m.spec.max_order_notional,
-                        m.spec.max_position_notional});
+    s.limits.push_back({m.spec.max_order_qty, m.spec.max_market_order_qty,
+                        m.spec.max_order_notional, m.spec.max_position_notional});
   }
   s.accounts.reserve(accounts_.size());
   for (const auto& a : accounts_) s.accounts.push_back({a.user, a.collateral, a.positions});
@@ -1379,7 +1396,8 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
   }
   for (std::size_t m = 0; m < markets_.size(); ++m) {
     if (net[m] != 0) return "positions of market " + std::to_string(m) + " sum to " + std::to_string(net[m]);
-    if (longs[m] != markets_[m].open_interest) return "open interest of market " + std::to_string(m) + " is off";
+    if (longs[m] != markets_[m].open_interest)
+      return "open interest of market " + std::to_string(m) + " is off";
   }
   if (collateral + isolated - cost != net_deposits_) {
     return "USDM not conserved: collateral + isolated margin - cost = " +

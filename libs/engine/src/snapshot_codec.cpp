@@ -8,7 +8,8 @@ namespace hydrox::engine {
 namespace {
 
 constexpr char kMagic[8] = {'H', 'X', 'S', 'N', 'A', 'P', '\0', '\0'};
-constexpr std::uint32_t kVersion = 2;  // 2: the markets' order limits after last_trade (1 is still read)
+constexpr std::uint32_t kVersion =
+    2;  // 2: the markets' order limits after last_trade (1 is still read)
 // magic, version, body length, body checksum
 constexpr std::size_t kHeader = sizeof(kMagic) + 4 + 8 + 8;
 
@@ -298,7 +299,8 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
   const auto length = head.get<std::uint64_t>();
   const auto sum = head.get<std::uint64_t>();
   if (version != kVersion && version != 1) {
-    return fail(Code::internal, "engine snapshot format " + std::to_string(version) + ", expected " + std::to_string(kVersion));
+    return fail(Code::internal, "engine snapshot format " + std::to_string(version) +
+                                    ", expected " + std::to_string(kVersion));
   }
   const std::string_view body = bytes.substr(kHeader);
   if (length != body.size() || checksum(body) != sum) return fail(Code::internal, "engine snapshot truncated or altered");
@@ -315,7 +317,8 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
     for (std::size_t i = 0; i < markets && r.ok(); ++i) {
       std::array<std::int64_t, 4> l{};
       for (auto& v : l) v = r.get<std::int64_t>();
-      if (l[0] <= 0 || l[1] <= 0 || l[2] <= 0 || l[3] <= 0) return fail(Code::internal, "engine snapshot has bad market limits");
+      if (l[0] <= 0 || l[1] <= 0 || l[2] <= 0 || l[3] <= 0)
+        return fail(Code::internal, "engine snapshot has bad market limits");
       s.limits.push_back(l);
     }
   }

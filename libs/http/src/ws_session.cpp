@@ -371,7 +371,8 @@ asio::awaitable<void> WsSession::run(std::function<void(std::string_view)> on_me
       continue;
     }
     if (over_rate()) {  // every frame but a close: messages, fragments (even empty), pings, pongs
-      fail(1008, "more than " + std::to_string(options_.max_inbound_per_second) + " messages per second");
+      fail(1008,
+           "more than " + std::to_string(options_.max_inbound_per_second) + " messages per second");
       continue;
     }
     if (op == 0x9) {

@@ -405,7 +405,8 @@ Result<Value> parse_object(std::string_view text, std::initializer_list<std::str
     for (auto a : allowed) known = known || m.key == a;
     // The api-contract lets a client send `user_id` (the seed's clients did): tolerated and never
     // read where not asked for. Identity comes only from the gateway's X-User-ID.
-    if (!known && m.key != kIgnoredUserIdKey) return fail(Code::unknown_field, "unknown field " + m.key, m.key);
+    if (!known && m.key != kIgnoredUserIdKey)
+      return fail(Code::unknown_field, "unknown field " + m.key, m.key);
   }
   return doc;
 }

@@ -18,7 +18,9 @@ Result<std::optional<auth::Credential>> resolve_credential(Context& ctx, http::C
     auto marker = ctx.redis->get(std::string(auth::kLoadedMarker));
     if (marker && *marker) return std::optional<auth::Credential>();
   }
-  auto r = client.request_sync(user_service, {http::Method::get, "/internal/v1/credentials/" + hash, internal_headers(ctx), {}});
+  auto r = client.request_sync(
+      user_service,
+      {http::Method::get, "/internal/v1/credentials/" + hash, internal_headers(ctx), {}});
   if (!r || (r->status != 200 && r->status != 404)) return fail(Code::unavailable, "authentication unavailable");
   if (r->status == 404) return std::optional<auth::Credential>();
   return live(r->body);

@@ -3,9 +3,9 @@
 #include <cstdio>
 #include <thread>
 
+#include "hydrox/core/secret.hpp"
 #include "hydrox/json/json.hpp"
 #include "hydrox/log/log.hpp"
-#include "hydrox/core/secret.hpp"
 #include "hydrox/metrics/metrics.hpp"
 
 namespace hydrox::service {
@@ -23,7 +23,8 @@ int init_failed(std::string_view step, const std::string& reason) {
 }
 
 void drop_user_id_query(http::Request& req) {
-  if (req.query.find("user") == std::string::npos && req.query.find("%") == std::string::npos) return;
+  if (req.query.find("user") == std::string::npos && req.query.find("%") == std::string::npos)
+    return;
   std::string kept;
   std::string_view q = req.query;
   bool dropped = false;
@@ -131,13 +132,15 @@ int run(const Spec& spec) {
   auto internal_token = ctx.env.string("INTERNAL_TOKEN", "");
   if (!internal_token) return init_failed("config", internal_token.error().message);
   ctx.internal_token = *internal_token;
-  if (!ctx.internal_token.empty() && (ctx.internal_token.size() < 16 || ctx.internal_token.size() > 200 ||
-                                      ctx.internal_token.find_first_of(" \t\r\n") != std::string::npos)) {
+  if (!ctx.internal_token.empty() &&
+      (ctx.internal_token.size() < 16 || ctx.internal_token.size() > 200 ||
+       ctx.internal_token.find_first_of(" \t\r\n") != std::string::npos)) {
     return init_failed("config", "INTERNAL_TOKEN must be 16 to 200 characters without spaces");
   }
   if (spec.trusts_gateway && ctx.internal_token.empty() && !loopback(*address)) {
-    return init_failed("config", "INTERNAL_TOKEN is required when LISTEN_ADDRESS (" + *address +
-                                     ") is not loopback: anyone reaching the port could set X-User-ID");
+    return init_failed("config",
+                       "INTERNAL_TOKEN is required when LISTEN_ADDRESS (" + *address +
+                           ") is not loopback: anyone reaching the port could set X-User-ID");
   }
   auto redis_address = redis::parse_url(*redis_url);
   if (!redis_address) {
@@ -178,7 +181,8 @@ int run(const Spec& spec) {
     // `user_id` query parameter (which the api-contract lets clients send) is dropped unread.
     ctx.middleware.insert(ctx.middleware.begin(), [&ctx](http::Request& req, http::Respond&) {
       if (!from_gateway(ctx, req)) {
-        for (std::string_view h : {"X-User-ID", "X-Auth-Kind", "X-Auth-Scope", "X-Auth-Credential"}) {
+        for (std::string_view h :
+             {"X-User-ID", "X-Auth-Kind", "X-Auth-Scope", "X-Auth-Credential"}) {
           http::remove_header(req.headers, h);
         }
       }

@@ -79,7 +79,8 @@ class AddressWindows {
   std::int64_t now() const { return std::chrono::steady_clock::now().time_since_epoch() / window_; }
   std::chrono::steady_clock::duration window_;
   std::mutex mu_;
-  std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>> counts_;  // → (window, count)
+  std::unordered_map<std::string, std::pair<std::int64_t, std::int64_t>>
+      counts_;  // → (window, count)
 };
 
 // Resolves `Authorization: Bearer <session token or API key>` to a user: a local cache of at
@@ -110,7 +111,9 @@ class Authenticator {
   Result<std::optional<Identity>> lookup(const std::string& hash);
   // Invalid credentials per address and minute (RATE_LIMIT_AUTH_FAIL_PER_MIN): beyond the limit
   // the address gets 429 before any lookup.
-  bool failing_too_often(const std::string& ip) { return max_failures_per_min_ > 0 && failures_.reached(ip, max_failures_per_min_); }
+  bool failing_too_often(const std::string& ip) {
+    return max_failures_per_min_ > 0 && failures_.reached(ip, max_failures_per_min_);
+  }
   void count_failure(const std::string& ip) { failures_.add(ip); }
   AddressWindows failures_{std::chrono::minutes(1)};
   int max_failures_per_min_ = 300;
@@ -119,7 +122,6 @@ class Authenticator {
   void set_max_failures_per_min(int n) { max_failures_per_min_ = n; }
 
  private:
-
   service::Context& ctx_;
   config::Endpoint user_service_;
   std::shared_ptr<http::Client> client_;

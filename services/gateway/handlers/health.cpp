@@ -15,9 +15,10 @@ http::Handler make_health(service::Context& ctx, std::vector<Upstream> upstreams
   constexpr int kHealthPerSecond = 50;
   auto limit = std::make_shared<AddressWindows>(std::chrono::seconds(1));
   return [&ctx, upstreams = std::move(upstreams), client, limit](http::Request& req,
-                                                                  http::Respond respond) {
+                                                                 http::Respond respond) {
     if (!limit->take(req.remote_addr, kHealthPerSecond)) {
-      auto r = http::Response::error(fail(Code::rate_limited, "too many health checks; retry later"), req.request_id);
+      auto r = http::Response::error(
+          fail(Code::rate_limited, "too many health checks; retry later"), req.request_id);
       r.set_header("Retry-After", "1");
       return respond(std::move(r));
     }

@@ -41,8 +41,12 @@ void strip_identity(http::Request& req) {
   http::remove_header(req.headers, "X-User-ID");
 }
 
-void set_internal_token(std::string token) { g_internal_token = std::move(token); }
-const std::string& internal_token() { return g_internal_token; }
+void set_internal_token(std::string token) {
+  g_internal_token = std::move(token);
+}
+const std::string& internal_token() {
+  return g_internal_token;
+}
 
 void Authenticator::resolve(const http::Request& req, std::function<void(Result<std::optional<Identity>>)> done) {
   auto h = req.header("Authorization");
@@ -50,7 +54,8 @@ void Authenticator::resolve(const http::Request& req, std::function<void(Result<
   // An address that sent too many invalid credentials this minute is refused before any lookup
   // (a flood of random bearers would otherwise cost a Redis read, or a user service call, each).
   const std::string ip = req.remote_addr;
-  if (failing_too_often(ip)) return done(fail(Code::rate_limited, "too many invalid credentials; retry later"));
+  if (failing_too_often(ip))
+    return done(fail(Code::rate_limited, "too many invalid credentials; retry later"));
   constexpr std::string_view kBearer = "Bearer ";
   if (!h->starts_with(kBearer) || h->size() > 200) {
     count_failure(ip);
@@ -104,7 +109,8 @@ Result<std::optional<Authenticator::Identity>> Authenticator::resolve_now(const 
   auto h = req.header("Authorization");
   if (!h) return std::optional<Identity>();
   const std::string ip = req.remote_addr;  // the same per-address count as resolve()
-  if (failing_too_often(ip)) return fail(Code::rate_limited, "too many invalid credentials; retry later");
+  if (failing_too_often(ip))
+    return fail(Code::rate_limited, "too many invalid credentials; retry later");
   constexpr std::string_view kBearer = "Bearer ";
   if (!h->starts_with(kBearer) || h->size() > 200) {
     count_failure(ip);
@@ -163,7 +169,8 @@ void forward(const Upstream& to, const std::shared_ptr<http::Client>& client, ht
   http::set_header(out.headers, "X-Request-ID", req.request_id);
   http::set_header(out.headers, "X-Forwarded-For", req.remote_addr);
   // The services believe identity headers only next to this (service::from_gateway).
-  if (!g_internal_token.empty()) http::set_header(out.headers, service::kInternalTokenHeader, g_internal_token);
+  if (!g_internal_token.empty())
+    http::set_header(out.headers, service::kInternalTokenHeader, g_internal_token);
   out.body = std::move(req.body);
   std::shared_ptr<ResponseCache> cache = cacheable ? to.cache : nullptr;
   client->request(to.endpoint, std::move(out),

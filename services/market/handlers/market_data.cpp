@@ -64,9 +64,9 @@ const std::map<std::string, std::string>& kline_intervals() {
 // One bar's length in seconds (a month counts 31 days): bounds the rows a kline query reads.
 std::int64_t kline_interval_seconds(const std::string& interval) {
   static const std::map<std::string, std::int64_t> m{
-      {"1m", 60},      {"3m", 180},     {"5m", 300},     {"15m", 900},     {"30m", 1800},
-      {"1h", 3600},    {"2h", 7200},    {"4h", 14400},   {"6h", 21600},    {"8h", 28800},
-      {"12h", 43200},  {"1d", 86400},   {"3d", 259200},  {"1w", 604800},   {"1M", 2678400}};
+      {"1m", 60},     {"3m", 180},   {"5m", 300},    {"15m", 900},   {"30m", 1800},
+      {"1h", 3600},   {"2h", 7200},  {"4h", 14400},  {"6h", 21600},  {"8h", 28800},
+      {"12h", 43200}, {"1d", 86400}, {"3d", 259200}, {"1w", 604800}, {"1M", 2678400}};
   auto it = m.find(interval);
   return it == m.end() ? 60 : it->second;
 }
@@ -297,45 +297,63 @@ void register_market_routes(Services& s, http::Router& r) {
     // rows of `limit` + 1 bars (and never more than kMaxKlineScanSeconds of them) next to its
     // anchor: the first bar at or after `start` when given, else the newest bar before `end`
     // (two index lookups find them).
-    const std::int64_t scan_s = std::min<std::int64_t>((limit + 1) * kline_interval_seconds(interval), kMaxKlineScanSeconds);
-    cached(s, req, respond, key, s.klines_ttl, [&s, m, expr, start, end, limit, scan_s]() -> Result<std::string> {
-      // From `start` onward (ascending) when given, else the latest `limit` bars.
-      const std::string order = start ? "ASC" : "DESC";
-      const std::string window =
-          start ? " AND bucket >= to_timestamp($2::bigint) - interval '32 days'"
-                  " AND bucket < least(to_timestamp($3::bigint), make_interval(secs => $5::bigint) + greatest(to_timestamp($2::bigint),"
-                  "   (SELECT min(bucket) FROM klines_1m WHERE market_id = $1::int AND bucket >= to_timestamp($2::bigint))))"
-                : " AND bucket < to_timestamp($3::bigint)"
-                  " AND bucket >= (SELECT max(bucket) FROM klines_1m WHERE market_id = $1::int AND bucket < to_timestamp($3::bigint))"
-                  "   - make_interval(secs => $5::bigint) - interval '32 days'";
-      const std::string sql =
-          "SELECT extract(epoch from b)::bigint, o, h, l, c, v FROM ("
-          " SELECT " + expr + " AS b, (array_agg(open ORDER BY bucket))[1]::text AS o, max(high)::text AS h,"
-          " min(low)::text AS l, (array_agg(close ORDER BY bucket DESC))[1]::text AS c, sum(volume)::text AS v"
-          " FROM klines_1m WHERE market_id = $1::int" + window +
-          " GROUP BY 1) bars WHERE b >= to_timestamp($2::bigint) AND b < to_timestamp($3::bigint)"
-          " ORDER BY b " + order + " LIMIT $4::int";
-      auto lease = s.ctx->db->acquire();
-      if (!lease) return lease.error();
-      const std::int64_t far_future = SystemClock::instance().now_s() + 86400 * 400;
-      auto rows = (*lease)->exec(db::Query{"klines", sql},
-                                 {std::to_string(m->id), std::to_string(start.value_or(0)),
-                                  std::to_string(end.value_or(far_future)), std::to_string(limit), std::to_string(scan_s)});
-      if (!rows) return rows.error();
-      std::vector<int> order_rows;
-      for (int i = 0; i < rows->size(); ++i) order_rows.push_back(i);
-      if (!start) std::reverse(order_rows.begin(), order_rows.end());  // ascending by time
-      json::Writer w;
-      w.begin_array();
-      for (int i : order_rows) {
-        w.begin_object().key("time").raw_number(rows->get(i, 0));
-        w.key("open").raw_number(plain(rows->get(i, 1))).key("high").raw_number(plain(rows->get(i, 2)));
-        w.key("low").raw_number(plain(rows->get(i, 3))).key("close").raw_number(plain(rows->get(i, 4)));
-        w.key("volume").raw_number(plain(rows->get(i, 5))).end_object();
-      }
-      w.end_array();
-      return w.take();
-    });
+    const std::int64_t scan_s = std::min<std::int64_t>(
+        (limit + 1) * kline_interval_seconds(interval), kMaxKlineScanSeconds);
+    cached(s, req, respond, key, s.klines_ttl,
+           [&s, m, expr, start, end, limit, scan_s]() -> Result<std::string> {
+             // From `start` onward (ascending) when given, else the latest `limit` bars.
+             const std::string order = start ? "ASC" : "DESC";
+             const std::string window =
+                 start ? " AND bucket >= to_timestamp($2::bigint) - interval '32 days'"
+                         " AND bucket < least(to_timestamp($3::bigint), make_interval(secs => "
+                         "$5::bigint) + greatest(to_timestamp($2::bigint),"
+                         "   (SELECT min(bucket) FROM klines_1m WHERE market_id = $1::int AND "
+                         "bucket >= to_timestamp($2::bigint))))"
+                       : " AND bucket < to_timestamp($3::bigint)"
+                         " AND bucket >= (SELECT max(bucket) FROM klines_1m WHERE market_id = "
+                         "$1::int AND bucket < to_timestamp($3::bigint))"
+                         "   - make_interval(secs => $5::bigint) - interval '32 days'";
+             const std::string sql =
+                 "SELECT extract(epoch from b)::bigint, o, h, l, c, v FROM ("
+                 " SELECT " +
+                 expr +
+                 " AS b, (array_agg(open ORDER BY bucket))[1]::text AS o, max(high)::text AS h,"
+                 " min(low)::text AS l, (array_agg(close ORDER BY bucket DESC))[1]::text AS c, "
+                 "sum(volume)::text AS v"
+                 " FROM klines_1m WHERE market_id = $1::int" +
+                 window +
+                 " GROUP BY 1) bars WHERE b >= to_timestamp($2::bigint) AND b < "
+                 "to_timestamp($3::bigint)"
+                 " ORDER BY b " +
+                 order + " LIMIT $4::int";
+             auto lease = s.ctx->db->acquire();
+             if (!lease) return lease.error();
+             const std::int64_t far_future = SystemClock::instance().now_s() + 86400 * 400;
+             auto rows = (*lease)->exec(db::Query{"klines", sql},
+                                        {std::to_string(m->id), std::to_string(start.value_or(0)),
+                                         std::to_string(end.value_or(far_future)),
+                                         std::to_string(limit), std::to_string(scan_s)});
+             if (!rows) return rows.error();
+             std::vector<int> order_rows;
+             for (int i = 0; i < rows->size(); ++i) order_rows.push_back(i);
+             if (!start) std::reverse(order_rows.begin(), order_rows.end());  // ascending by time
+             json::Writer w;
+             w.begin_array();
+             for (int i : order_rows) {
+               w.begin_object().key("time").raw_number(rows->get(i, 0));
+               w.key("open")
+                   .raw_number(plain(rows->get(i, 1)))
+                   .key("high")
+                   .raw_number(plain(rows->get(i, 2)));
+               w.key("low")
+                   .raw_number(plain(rows->get(i, 3)))
+                   .key("close")
+                   .raw_number(plain(rows->get(i, 4)));
+               w.key("volume").raw_number(plain(rows->get(i, 5))).end_object();
+             }
+             w.end_array();
+             return w.take();
+           });
   });
 
   r.get("/api/v1/markets/{symbol}/trades", [&s](http::Request& req, http::Respond respond) {

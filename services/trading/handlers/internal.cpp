@@ -40,7 +40,8 @@ Result<UserId> user_field(const json::Value& doc) {
 Result<std::string> key_field(const json::Value& doc) {
   const json::Value* key = doc.find("idempotency_key");
   if (!key || !key->is_string() || key->as_string().empty() || key->as_string().size() > 160) {
-    return fail(Code::invalid_field, "idempotency_key (1-160 bytes) is required", "idempotency_key");
+    return fail(Code::invalid_field, "idempotency_key (1-160 bytes) is required",
+                "idempotency_key");
   }
   if (auto ok = check_text(key->as_string(), "idempotency_key", 160); !ok) return ok.error();
   return key->as_string();
@@ -187,8 +188,10 @@ void register_internal_routes(Services& s, http::Router& r) {
   // internal address and the gateway does not route /internal).
   r.get("/internal/v1/orderbook", [&s](http::Request& req, http::Respond respond) {
     // Every /internal route wants a token: this one market's internal token (or the operator's).
-    if (!s.ctx->internal_token.empty() && !service::from_gateway(*s.ctx, req) && !authorize(s, req)) {
-      return respond(error_response(fail(Code::unauthenticated, "internal or operator token required"), req));
+    if (!s.ctx->internal_token.empty() && !service::from_gateway(*s.ctx, req) &&
+        !authorize(s, req)) {
+      return respond(
+          error_response(fail(Code::unauthenticated, "internal or operator token required"), req));
     }
     auto sym = req.query_param("symbol");
     const MarketInfo* m = sym ? s.catalog.find(*sym) : nullptr;
@@ -331,11 +334,13 @@ void register_internal_routes(Services& s, http::Router& r) {
     meta.begin_object();
     // The vault's texts end in the vaults row: text or 400, whoever calls (vault checks them too).
     if (const json::Value* n = doc->find("name"); n && n->is_string()) {
-      if (auto ok = check_text(n->as_string(), "name", 64); !ok) return respond(error_response(ok.error(), req));
+      if (auto ok = check_text(n->as_string(), "name", 64); !ok)
+        return respond(error_response(ok.error(), req));
       meta.field("name", n->as_string());
     }
     if (const json::Value* d = doc->find("description"); d && d->is_string()) {
-      if (auto ok = check_text(d->as_string(), "description", 1000, true); !ok) return respond(error_response(ok.error(), req));
+      if (auto ok = check_text(d->as_string(), "description", 1000, true); !ok)
+        return respond(error_response(ok.error(), req));
       meta.field("description", d->as_string());
     }
     meta.end_object();

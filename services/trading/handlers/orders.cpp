@@ -87,7 +87,8 @@ Error reject_error(Reject r) {
     case Reject::bad_trigger_price: e.message = "trigger_price must be positive"; e.field = "trigger_price"; break;
     case Reject::order_size_too_large:
       e.code = Code::invalid_field;
-      e.message = "amount is above the market's max_order_size (max_market_order_size for market orders)";
+      e.message =
+          "amount is above the market's max_order_size (max_market_order_size for market orders)";
       e.field = "amount";
       break;
     case Reject::order_notional_too_large:

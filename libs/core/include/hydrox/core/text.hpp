@@ -25,6 +25,7 @@ std::optional<std::string_view> text_problem(std::string_view s);
 
 // 400 INVALID_FIELD naming `field` unless `s` is text of at most max_bytes bytes (and, when
 // allow_empty is false, not empty).
-Result<void> check_text(std::string_view s, std::string_view field, std::size_t max_bytes, bool allow_empty = false);
+Result<void> check_text(std::string_view s, std::string_view field, std::size_t max_bytes,
+                        bool allow_empty = false);
 
 }  // namespace hydrox

@@ -257,7 +257,8 @@ class BasicEngine {
     MarketSpec spec;
     Book book;
     Price mark = 0;
-    Qty open_interest = 0;  // Σ long sizes (= Σ short sizes): bounds a mark (set_mark); rebuilt on load
+    Qty open_interest =
+        0;  // Σ long sizes (= Σ short sizes): bounds a mark (set_mark); rebuilt on load
     Price band_mark = 0, band = 0;  // a cache: the limit-price band (± band) around band_mark
     Price last_trade = 0;
     std::int64_t last_funding_ms = 0;
@@ -364,7 +365,8 @@ class BasicEngine {
     Usdm realized = 0;
     Usdm margin_delta = 0;  // isolated margin moved (+ from the collateral)
   };
-  FillEffect apply_fill(Account& a, std::uint32_t m, Side side, Qty qty, Usdm notional, Usdm fee_paid = 0);
+  FillEffect apply_fill(Account& a, std::uint32_t m, Side side, Qty qty, Usdm notional,
+                        Usdm fee_paid = 0);
   void emit_margin(const Account& a, std::uint32_t m, Usdm delta, std::int64_t ts, std::vector<Event>& out);
   // Moves `delta` from the collateral into an isolated position's margin (negative: back).
   void move_margin(Account& a, std::uint32_t m, Usdm delta, std::int64_t ts, std::vector<Event>& out);
@@ -385,13 +387,16 @@ class BasicEngine {
   // Whether a fill of q at price on side keeps the position's notional (at that price) within the
   // market's max_position_notional; a fill that does not grow the position always does. Inline:
   // the maker of every fill is checked.
-  [[gnu::always_inline]] bool within_position_limit(Qty size, std::uint32_t m, Side side, Price price, Qty q) const {
+  [[gnu::always_inline]] bool within_position_limit(Qty size, std::uint32_t m, Side side,
+                                                    Price price, Qty q) const {
     Qty after = 0;
-    if (__builtin_add_overflow(size, side == Side::buy ? q : -q, &after)) [[unlikely]] return false;
+    if (__builtin_add_overflow(size, side == Side::buy ? q : -q, &after)) [[unlikely]]
+      return false;
     if ((after < 0 ? -after : after) <= (size < 0 ? -size : size)) return true;
     Usdm n = 0;
     const MarketSpec& spec = markets_[m].spec;
-    return money::notional_checked(spec, price, after < 0 ? -after : after, n) && n <= spec.max_position_notional;
+    return money::notional_checked(spec, price, after < 0 ? -after : after, n) &&
+           n <= spec.max_position_notional;
   }
   Qty fillable(std::uint32_t m, Side taker_side, Price limit, std::uint32_t account, Qty want) const;
   void link_account_order(Account& a, Handle h);

@@ -53,7 +53,8 @@ using i128 = __int128;
 
 // price × qty in USDM units (floor), or false when it does not fit 64 bits: for values that come
 // from outside (an order's size and price, a mark, a funding index) before anything uses them.
-[[gnu::always_inline]] inline bool notional_checked(const MarketSpec& s, Price price, Qty qty, Usdm& out) {
+[[gnu::always_inline]] inline bool notional_checked(const MarketSpec& s, Price price, Qty qty,
+                                                    Usdm& out) {
   if (price < 0 || qty < 0) return false;
   std::int64_t n = 0;
   if (mul3_64(price, qty, s.notional_num, n)) [[likely]] {

@@ -47,10 +47,10 @@ enum class Reject : std::uint8_t {
   none,
   unknown_market,
   unknown_account,
-  bad_price_tick,      // price not positive / not representable
-  bad_quantity_lot,    // quantity not positive
+  bad_price_tick,    // price not positive / not representable
+  bad_quantity_lot,  // quantity not positive
   below_min_notional,
-  price_out_of_band,   // a limit price too far from the mark
+  price_out_of_band,  // a limit price too far from the mark
   no_mark_price,
   insufficient_margin,
   post_only_would_cross,
@@ -62,10 +62,10 @@ enum class Reject : std::uint8_t {
   insufficient_balance,
   bad_amount,
   too_many_open_orders,
-  no_liquidity,        // a market order found nothing to match
-  bad_trigger_price,   // a trigger order without a positive trigger price
+  no_liquidity,               // a market order found nothing to match
+  bad_trigger_price,          // a trigger order without a positive trigger price
   would_trigger_immediately,  // the mark is already past the trigger
-  funding_already_settled,  // a funding interval at or before the last settled one
+  funding_already_settled,    // a funding interval at or before the last settled one
   unknown_vault,
   vault_exists,
   below_min_deposit,
@@ -86,15 +86,16 @@ std::string_view reject_code(Reject r);  // UPPER_SNAKE, e.g. "INSUFFICIENT_MARG
 
 enum class CancelReason : std::uint8_t {
   user,
-  self_trade,          // the resting order met an order of the same account (STP)
-  ioc_remainder,       // IOC/FOK/market remainder
-  reduce_only,         // a reduce-only order that would no longer reduce
+  self_trade,     // the resting order met an order of the same account (STP)
+  ioc_remainder,  // IOC/FOK/market remainder
+  reduce_only,    // a reduce-only order that would no longer reduce
   cancel_all,
-  liquidation,         // the account was liquidated: its orders go first
-  insufficient_margin, // a resting order met a price so far from the mark that filling it would
-                       // take its account below maintenance: it is cancelled instead
-  position_limit,      // filling it would take its account's position above max_position_notional
-  trigger_rejected,    // a stop / take-profit refused when it fired (the OrderRejected event says why)
+  liquidation,          // the account was liquidated: its orders go first
+  insufficient_margin,  // a resting order met a price so far from the mark that filling it would
+                        // take its account below maintenance: it is cancelled instead
+  position_limit,       // filling it would take its account's position above max_position_notional
+  trigger_rejected,     // a stop / take-profit refused when it fired (the OrderRejected event says
+                        // why)
 };
 std::string_view cancel_reason_code(CancelReason r);
 
@@ -147,8 +148,8 @@ struct MarketSpec {
   Usdm liquidation_slice_notional = 100'000'000'000;  // 100,000 USDM
   // Limits (published in GET /markets, like Binance's LOT_SIZE / MARKET_LOT_SIZE and Hyperliquid's
   // max order value). The defaults are the engine's ceilings; the catalog sets each market's own.
-  Qty max_order_qty = 1'000'000'000'000;         // lots, any order
-  Qty max_market_order_qty = 1'000'000'000'000;  // lots, market orders (and market triggers)
+  Qty max_order_qty = 1'000'000'000'000;                // lots, any order
+  Qty max_market_order_qty = 1'000'000'000'000;         // lots, market orders (and market triggers)
   Usdm max_order_notional = 1'000'000'000'000'000;      // 1e9 USDM: price x qty of one order
   Usdm max_position_notional = 10'000'000'000'000'000;  // 1e10 USDM: a position at its fill price
 };
@@ -275,8 +276,9 @@ struct SetMarketLimits {
   std::int64_t ts_ms = 0;
 };
 
-using Command = std::variant<PlaceOrder, CancelOrder, CancelAll, Deposit, Withdraw, SetMark, SetLeverage,
-                             SettleFunding, CreateVault, VaultDeposit, VaultWithdraw, SetMarketLimits>;
+using Command =
+    std::variant<PlaceOrder, CancelOrder, CancelAll, Deposit, Withdraw, SetMark, SetLeverage,
+                 SettleFunding, CreateVault, VaultDeposit, VaultWithdraw, SetMarketLimits>;
 
 // ---- events ---------------------------------------------------------------------------------
 
