@@ -67,10 +67,15 @@ def redis_url(port):
     return f"redis://:{pw}@127.0.0.1:{port}" if pw else f"127.0.0.1:{port}"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(avoid=()):
+    """A free port that is not in `avoid` (ports chosen earlier but not yet listened on: the kernel
+    may hand a just-closed port out again)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
 
 
 def free_ports(n):
@@ -190,8 +195,9 @@ class Stack:
         subprocess.run([os.path.join(BIN_DIR, "hydrox-migrate"), os.path.join(SOURCE_DIR, "db", "migrations")],
                        env={**os.environ, "DATABASE_URL": self.database_url}, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.ports = dict(zip(SERVICES, free_ports(len(SERVICES))))
-        self.gateway_ops_port = free_port()  # the gateway's /metrics and /ready (loopback only)
+        *service_ports, ops_port = free_ports(len(SERVICES) + 1)
+        self.ports = dict(zip(SERVICES, service_ports))
+        self.gateway_ops_port = ops_port  # the gateway's /metrics and /ready (loopback only)
         self.extra_env = extra_env or {}
         self.procs = {}
         self.logs = {}
@@ -232,7 +238,7 @@ class Stack:
         """A second process of `service` on its own port; every service (and the gateway) is told
         both addresses, the active one first."""
         name = f"{service}-standby"
-        self.ports[name] = free_port()
+        self.ports[name] = free_port(avoid={*self.ports.values(), self.gateway_ops_port})
         var = f"{service.upper()}_SERVICE_URL"
         both = f"http://127.0.0.1:{self.ports[service]},http://127.0.0.1:{self.ports[name]}"
         self.extra_env.setdefault("*", {})[var] = both
