@@ -79,6 +79,13 @@ CONF
     services="$services trading-standby:8092"
     trading_urls="http://127.0.0.1:8082,http://127.0.0.1:8092"
   fi
+  # The gateway listens on every address, except in legacy client mode (HYDROX_LEGACY_CLIENT_AUTH=1:
+  # a client's own X-User-ID is believed), where it listens on loopback only unless
+  # HYDROX_LEGACY_CLIENT_AUTH_PUBLIC=1 says otherwise.
+  gateway_address=${GATEWAY_LISTEN_ADDRESS:-0.0.0.0}
+  if [ "${HYDROX_LEGACY_CLIENT_AUTH:-0}" = 1 ] && [ "${HYDROX_LEGACY_CLIENT_AUTH_PUBLIC:-0}" != 1 ]; then
+    gateway_address=127.0.0.1
+  fi
   # The gateway hands each WebSocket client's socket to market (no byte tunnel): the path market
   # takes them on (a Unix socket path is limited to 107 bytes).
   ws_sock=$run_dir/market-ws.sock
@@ -88,7 +95,7 @@ CONF
     extra=
     case $name in
       market) extra=",HANDOFF_SOCKET=\"$ws_sock\"" ;;
-      gateway) extra=",MARKET_WS_HANDOFF_SOCKET=\"$ws_sock\",OPS_PORT=\"${OPS_PORT:-8090}\"" ;;
+      gateway) extra=",MARKET_WS_HANDOFF_SOCKET=\"$ws_sock\",OPS_PORT=\"${OPS_PORT:-8090}\",LISTEN_ADDRESS=\"$gateway_address\"" ;;
     esac
     cat <<CONF
 

@@ -50,8 +50,20 @@ Result<void> setup(service::Context& ctx) {
   if (!legacy) return legacy.error();
   if (*legacy) {
     // The original web client sends X-User-ID itself. Anyone can then act as anyone: never in
-    // production, and said loudly at every start.
-    log::warn("HYDROX_LEGACY_CLIENT_AUTH=1: client-sent X-User-ID is trusted; any caller can act as any user");
+    // production, said loudly at every start, and only on a loopback listener unless
+    // HYDROX_LEGACY_CLIENT_AUTH_PUBLIC=1 says otherwise.
+    auto listen = ctx.env.string("LISTEN_ADDRESS", "0.0.0.0");
+    if (!listen) return listen.error();
+    auto open_to_all = ctx.env.boolean("HYDROX_LEGACY_CLIENT_AUTH_PUBLIC", false);
+    if (!open_to_all) return open_to_all.error();
+    if (!loopback_address(*listen) && !*open_to_all) {
+      return fail(Code::invalid_field,
+                  "HYDROX_LEGACY_CLIENT_AUTH=1 trusts a client's X-User-ID: listen on loopback "
+                  "(LISTEN_ADDRESS=127.0.0.1) or also set HYDROX_LEGACY_CLIENT_AUTH_PUBLIC=1",
+                  "LISTEN_ADDRESS");
+    }
+    log::warn("HYDROX_LEGACY_CLIENT_AUTH=1: client-sent X-User-ID is trusted; any caller can act as any user",
+              {{"listen_address", *listen}});
   }
   set_legacy_client_auth(*legacy);
   set_internal_token(ctx.internal_token);
@@ -140,7 +152,7 @@ Result<void> setup(service::Context& ctx) {
     r.any(pattern, make_proxy(*upstream, proxy_client, access, auth, limiter, auth_route));
   }
 
-  ctx.middleware.push_back(make_cors(split_list(*origins)));
+  ctx.middleware.push_back(make_cors(split_list(*origins), *legacy));
   // /ws: after the upgrade the client speaks to market's hub: its socket is handed to market when
   // market runs on this host (MARKET_WS_HANDOFF_SOCKET = market's HANDOFF_SOCKET), otherwise bytes
   // flow both ways through this process.

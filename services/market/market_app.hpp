@@ -29,6 +29,14 @@ struct Services {
 void register_market_routes(Services& s, http::Router& r);
 // One market's ticker (and rules) as JSON, from PostgreSQL (blocking).
 Result<std::string> ticker_json(Services& s, const catalog::MarketInfo& m, bool with_rules);
+// The newest stored bar of `interval` (the values REST klines shows for it) and the last engine
+// sequence it includes; t = -1 when the market has no bar yet. Blocking (PostgreSQL).
+struct StoredBar {
+  std::int64_t t = -1;
+  std::string o, h, l, c, v;
+  std::uint64_t last_seq = 0;
+};
+Result<StoredBar> latest_bar(Services& s, const catalog::MarketInfo& m, const std::string& interval);
 // Kline interval name → SQL expression of a bar's open from a 1-minute bucket.
 const std::map<std::string, std::string>& kline_intervals();
 // Starts the development index feed (a seeded random walk per market) on the runtime's timer.

@@ -4,6 +4,7 @@
 
 #include "ws_protocol.hpp"
 
+#include <algorithm>
 #include <ctime>
 
 #include "hydrox/auth/tokens.hpp"
@@ -139,7 +140,12 @@ void Hub::on_close(const std::shared_ptr<http::WsConnection>& c) {
 
 void Hub::leave(Session& session, const std::string& stream) {
   const std::uint64_t id = session.conn->id();
-  if (auto s = subscribers_.find(stream); s != subscribers_.end()) s->second.erase(id);
+  if (auto s = subscribers_.find(stream); s != subscribers_.end()) {
+    s->second.erase(id);
+    // Nobody watches this kline stream: its bar is no longer kept; a new subscriber loads it again.
+    if (s->second.empty() && stream.starts_with("kline.")) bars_.erase(stream);
+  }
+  ticker_waiting_.erase({id, stream});
   if (auto p = session.private_as.find(stream);
       p != session.private_as.end()) {  // a private stream
     if (auto s = subscribers_.find(p->second); s != subscribers_.end()) s->second.erase(id);
@@ -304,6 +310,67 @@ void Hub::subscribe_private(std::uint64_t session_id, const std::string& user, c
   });
 }
 
+void Hub::refresh_private(const std::string& user, const std::string& kind, std::string event) {
+  const std::string key = private_key(user, kind);
+  auto subs = subscribers_.find(key);
+  if (subs == subscribers_.end() || subs->second.empty()) {
+    ++seq_[key];  // nobody watches: the stream's seq still counts the update
+    return;
+  }
+  Refresh& r = refreshing_[key];
+  if (r.events.size() < 1024) r.events.push_back(std::move(event));
+  if (!r.in_flight) start_refresh(user, kind);
+}
+
+void Hub::start_refresh(const std::string& user, const std::string& kind) {
+  const std::string key = private_key(user, kind);
+  Refresh& r = refreshing_[key];
+  r.in_flight = true;
+  auto events = std::make_shared<std::vector<std::string>>(std::move(r.events));
+  r.events.clear();
+  http::OutgoingRequest req{http::Method::get, kind == "positions" ? "/api/v1/positions" : "/api/v1/balances",
+                            {{"X-User-ID", user}}, {}};
+  for (auto& h : service::internal_headers(*s_.ctx)) req.headers.push_back(std::move(h));
+  auto self = shared_from_this();
+  s_.client->request(s_.trading, std::move(req), [self, user, kind, key, events](Result<http::Response> res) {
+    std::lock_guard lock(self->mu_);
+    std::optional<json::Value> doc;
+    if (res && res->status == 200) {
+      if (auto d = json::parse(res->body); d && d->is_array()) doc = std::move(*d);
+    }
+    if (!doc) {
+      // Trading did not answer: the events as they came (a subscriber still sees each change).
+      for (const auto& e : *events) self->broadcast_as(key, kind, kind, e);
+    } else if (kind == "balances") {
+      for (const auto& item : doc->items()) self->broadcast_as(key, kind, kind, json::dump(item));
+    } else {
+      // Each market an event named, once: its REST position, or the event itself when the
+      // position is closed (REST lists open positions only).
+      std::vector<std::pair<std::string, const std::string*>> symbols;
+      for (const auto& e : *events) {
+        auto ev = json::parse(e);
+        const json::Value* sym = ev && ev->is_object() ? ev->find("symbol") : nullptr;
+        if (!sym || !sym->is_string()) continue;
+        auto at = std::find_if(symbols.begin(), symbols.end(), [&](const auto& x) { return x.first == sym->as_string(); });
+        if (at == symbols.end()) symbols.emplace_back(sym->as_string(), &e);
+        else at->second = &e;
+      }
+      for (const auto& [symbol, last] : symbols) {
+        const json::Value* found = nullptr;
+        for (const auto& item : doc->items()) {
+          const json::Value* s = item.is_object() ? item.find("symbol") : nullptr;
+          if (s && s->is_string() && s->as_string() == symbol) found = &item;
+        }
+        self->broadcast_as(key, kind, kind, found ? json::dump(*found) : *last);
+      }
+    }
+    Refresh& state = self->refreshing_[key];
+    state.in_flight = false;
+    if (!state.events.empty()) self->start_refresh(user, kind);
+    else self->refreshing_.erase(key);
+  });
+}
+
 void Hub::broadcast_as(const std::string& key, const std::string& channel, std::string_view type,
                        const std::string& data) {
   const std::uint64_t seq = ++seq_[key];
@@ -325,16 +392,34 @@ void Hub::send_snapshot(Session& session, const std::string& stream) {
   const std::string type = stream_type(stream);
   const std::string symbol = stream.substr(stream.rfind('.') + 1);
   std::string data = "null";
-  if (stream == "ticker") {
-    json::Writer w;
-    w.begin_array();
+  if (type == "ticker") {
+    // One market's ticker object per message (`ticker`: one message per market, all at the
+    // stream's current seq). Before the first ticker round there is none yet: the subscription
+    // waits for one, started now, and gets its snapshot from it.
+    std::vector<const std::string*> tickers;
     for (const auto& m : s_.catalog.all()) {
-      if (auto t = last_ticker_.find(m.symbol); t != last_ticker_.end()) w.raw_value(t->second);
+      if (stream != "ticker" && m.symbol != symbol) continue;
+      auto t = last_ticker_.find(m.symbol);
+      if (t == last_ticker_.end()) {
+        ticker_waiting_.insert({session.conn->id(), stream});
+        std::weak_ptr<Hub> weak = shared_from_this();
+        s_.ctx->runtime->post([weak] {
+          if (auto self = weak.lock()) self->ticker_round();
+        });
+        return;
+      }
+      tickers.push_back(&t->second);
     }
-    w.end_array();
-    data = w.take();
-  } else if (type == "ticker") {
-    if (auto t = last_ticker_.find(symbol); t != last_ticker_.end()) data = t->second;
+    for (const std::string* t : tickers) {
+      json::Writer w;
+      w.begin_object().field("type", "ticker").field("channel", stream).field("seq", static_cast<std::int64_t>(seq_[stream]));
+      w.field("snapshot", true).key("data").raw_value(*t).end_object();
+      if (!session.conn->send(w.take())) {
+        session.resyncing = true;
+        return;
+      }
+    }
+    return;
   } else if (type == "mark") {
     if (auto t = last_mark_.find(symbol); t != last_mark_.end()) data = t->second;
   } else if (type == "depth") {
@@ -361,13 +446,14 @@ void Hub::send_snapshot(Session& session, const std::string& stream) {
     w.end_array();
     data = w.take();
   } else if (type == "kline") {
-    if (auto b = bars_.find(stream); b != bars_.end() && b->second.t >= 0) {
-      const Bar& bar = b->second;
-      json::Writer w;
-      w.begin_object().field("t", bar.t).key("o").raw_number(bar.o).key("h").raw_number(bar.h);
-      w.key("l").raw_number(bar.l).key("c").raw_number(bar.c).key("v").raw_number(bar.v).field("x", false).end_object();
-      data = w.take();
+    // The stored current bar (REST klines' values), then the trades after it: sent once loaded.
+    Bar& bar = bars_[stream];
+    if (!bar.ready) {
+      if (!bar.loading) load_bar(stream);
+      return;
     }
+    const std::string interval = stream.substr(6, stream.find('.', 6) - 6);
+    data = bar_json(interval, bar);
   }
   json::Writer w;
   w.begin_object().field("type", type).field("channel", stream).field("seq", static_cast<std::int64_t>(seq_[stream]));
@@ -428,6 +514,10 @@ void Hub::on_redis(std::string_view channel, std::string_view message) {
     if (colon == std::string_view::npos) return;
     const std::string user(rest.substr(0, colon)), kind(rest.substr(colon + 1));
     std::lock_guard lock(mu_);
+    if (kind == "positions" || kind == "balances") {
+      refresh_private(user, kind, std::string(message));
+      return;
+    }
     broadcast_as(private_key(user, kind), kind, kind, std::string(message));
     return;
   }
@@ -450,33 +540,24 @@ void Hub::on_redis(std::string_view channel, std::string_view message) {
     recent.push_front(trade);
     if (recent.size() > kRecentTrades) recent.pop_back();
     // Klines of this symbol that someone watches.
-    const std::int64_t t = *doc->find("time")->as_int(0, INT64_MAX);
-    const std::string price(doc->find("price")->number_text());
-    const std::string amount(doc->find("amount")->number_text());
+    std::uint64_t trade_seq = 0;
+    if (const auto* id = doc->find("id")) {
+      if (auto n = id->as_int(0, INT64_MAX)) trade_seq = static_cast<std::uint64_t>(*n);
+    }
+    const BarTrade bar_trade_of{trade_seq, *doc->find("time")->as_int(0, INT64_MAX),
+                                std::string(doc->find("price")->number_text()),
+                                std::string(doc->find("amount")->number_text())};
     for (const auto& [interval, expr] : kline_intervals()) {
       const std::string stream = "kline." + interval + "." + symbol;
       auto subs = subscribers_.find(stream);
       if (subs == subscribers_.end() || subs->second.empty()) continue;
       Bar& bar = bars_[stream];
-      const std::int64_t open = bar_open(interval, t);
-      auto emit = [&](bool closed) {
-        json::Writer k;
-        k.begin_object().field("t", bar.t).key("o").raw_number(bar.o).key("h").raw_number(bar.h);
-        k.key("l").raw_number(bar.l).key("c").raw_number(bar.c).key("v").raw_number(bar.v).field("x", closed).end_object();
-        broadcast(stream, "kline", k.take());
-      };
-      if (bar.t == open) {
-        if (units8(price) > units8(bar.h)) bar.h = price;
-        if (units8(price) < units8(bar.l)) bar.l = price;
-        bar.c = price;
-        bar.v = text8(units8(bar.v) + units8(amount));
-      } else if (open > bar.t) {
-        if (bar.t >= 0) emit(true);
-        bar = Bar{open, price, price, price, price, amount};
-      } else {
-        continue;  // a late trade for an older bar: the REST klines have it
+      if (!bar.ready) {
+        bar.pending.push_back(bar_trade_of);  // applied after the stored bar arrives
+        if (!bar.loading) load_bar(stream);
+        continue;
       }
-      emit(false);
+      bar_trade(stream, interval, bar, bar_trade_of, true);
     }
   } else if (channel.starts_with(kBook)) {
     const std::string symbol(channel.substr(kBook.size()));
@@ -505,6 +586,90 @@ void Hub::on_redis(std::string_view channel, std::string_view message) {
     last_mark_[symbol] = w.take();
     broadcast("mark." + symbol, "mark", last_mark_[symbol]);
   }
+}
+
+std::string Hub::bar_json(const std::string& interval, const Bar& bar, std::optional<bool> closed) const {
+  const std::int64_t now_open = bar_open(interval, now_ms() / 1000);
+  json::Writer w;
+  if (bar.t < 0) {
+    // No trade ever: an empty bar at the current open, at the mark when there is one.
+    const std::string price = bar.o.empty() ? std::string("0") : bar.o;
+    w.begin_object().field("t", now_open).key("o").raw_number(price).key("h").raw_number(price);
+    w.key("l").raw_number(price).key("c").raw_number(price).key("v").raw_number("0").field("x", false).end_object();
+    return w.take();
+  }
+  w.begin_object().field("t", bar.t).key("o").raw_number(bar.o).key("h").raw_number(bar.h);
+  w.key("l").raw_number(bar.l).key("c").raw_number(bar.c).key("v").raw_number(bar.v);
+  w.field("x", closed.value_or(bar.t != now_open)).end_object();
+  return w.take();
+}
+
+void Hub::bar_trade(const std::string& stream, const std::string& interval, Bar& bar, const BarTrade& trade,
+                    bool publish) {
+  if (trade.seq != 0 && trade.seq <= bar.last_seq) return;  // inside the stored bar already
+  const std::int64_t open = bar_open(interval, trade.t);
+  if (bar.t == open) {
+    if (units8(trade.price) > units8(bar.h)) bar.h = trade.price;
+    if (units8(trade.price) < units8(bar.l)) bar.l = trade.price;
+    bar.c = trade.price;
+    bar.v = text8(units8(bar.v) + units8(trade.amount));
+  } else if (open > bar.t) {
+    if (bar.t >= 0 && publish) broadcast(stream, "kline", bar_json(interval, bar, true));
+    bar.t = open;
+    bar.o = bar.h = bar.l = bar.c = trade.price;
+    bar.v = trade.amount;
+  } else {
+    return;  // a late trade for an older bar: the REST klines have it
+  }
+  bar.last_seq = std::max(bar.last_seq, trade.seq);
+  if (publish) broadcast(stream, "kline", bar_json(interval, bar, false));
+}
+
+void Hub::load_bar(const std::string& stream) {
+  Bar& bar = bars_[stream];
+  bar.loading = true;
+  bar.generation = ++bar_generation_;
+  const std::string interval = stream.substr(6, stream.find('.', 6) - 6);
+  const std::string symbol = stream.substr(stream.rfind('.') + 1);
+  const catalog::MarketInfo* m = s_.catalog.find(symbol);
+  if (!m) return;
+  std::weak_ptr<Hub> weak = shared_from_this();
+  auto retry = [weak, stream, generation = bar.generation] {
+    auto self = weak.lock();
+    if (!self) return;
+    self->s_.ctx->runtime->after(std::chrono::seconds(1), [weak, stream, generation] {
+      auto hub = weak.lock();
+      if (!hub) return;
+      std::lock_guard lock(hub->mu_);
+      auto b = hub->bars_.find(stream);
+      if (b != hub->bars_.end() && b->second.generation == generation && !b->second.ready) hub->load_bar(stream);
+    });
+  };
+  const bool queued = s_.ctx->runtime->try_blocking([weak, stream, interval, m, generation = bar.generation, retry] {
+    auto self = weak.lock();
+    if (!self) return;
+    auto stored = latest_bar(self->s_, *m, interval);
+    std::lock_guard lock(self->mu_);
+    auto b = self->bars_.find(stream);
+    if (b == self->bars_.end() || b->second.generation != generation) return;  // reset meanwhile
+    if (!stored) return retry();
+    Bar& loaded = b->second;
+    loaded.t = stored->t;
+    loaded.o = stored->o;
+    loaded.h = stored->h;
+    loaded.l = stored->l;
+    loaded.c = stored->c;
+    loaded.v = stored->v;
+    loaded.last_seq = stored->last_seq;
+    auto pending = std::move(loaded.pending);
+    loaded.pending.clear();
+    std::sort(pending.begin(), pending.end(), [](const BarTrade& a, const BarTrade& c) { return a.seq < c.seq; });
+    for (const auto& trade : pending) self->bar_trade(stream, interval, loaded, trade, false);
+    loaded.ready = true;
+    loaded.loading = false;
+    for (Session* session : self->subscribers_[stream]) self->send_snapshot(*session, stream);
+  });
+  if (!queued) retry();
 }
 
 void Hub::fetch_book(const std::string& symbol) {
@@ -598,36 +763,53 @@ void Hub::recheck_credentials() {
 
 void Hub::tick() {
   recheck_credentials();
-  bool all = false;
+  ticker_round();
+}
+
+// Every second (and at once for a subscription waiting for its first ticker): each watched
+// market's ticker, computed on the blocking pool, then one message per market on `ticker` and
+// on `ticker.<S>`.
+void Hub::ticker_round() {
   std::vector<const catalog::MarketInfo*> wanted;
   {
     std::lock_guard lock(mu_);
+    if (ticker_round_running_) return;
     auto a = subscribers_.find("ticker");
-    all = a != subscribers_.end() && !a->second.empty();
+    const bool all = a != subscribers_.end() && !a->second.empty();
     for (const auto& m : s_.catalog.all()) {
       auto one = subscribers_.find("ticker." + m.symbol);
       if (all || (one != subscribers_.end() && !one->second.empty())) wanted.push_back(&m);
     }
+    if (wanted.empty()) return;
+    ticker_round_running_ = true;
   }
-  if (wanted.empty()) return;
   auto self = shared_from_this();
-  s_.ctx->runtime->try_blocking([self, wanted, all] {
+  const bool queued = s_.ctx->runtime->try_blocking([self, wanted] {
     std::vector<std::pair<std::string, std::string>> tickers;
     for (const auto* m : wanted) {
       auto t = ticker_json(self->s_, *m, false);
       if (t) tickers.emplace_back(m->symbol, *t);
     }
     std::lock_guard lock(self->mu_);
-    json::Writer w;
-    w.begin_array();
-    for (const auto& [symbol, t] : tickers) {
-      self->last_ticker_[symbol] = t;
-      self->broadcast("ticker." + symbol, "ticker", t);
-      w.raw_value(t);
+    self->ticker_round_running_ = false;
+    for (const auto& [symbol, t] : tickers) self->last_ticker_[symbol] = t;
+    // Waiting subscriptions get their snapshot first (at the seq the updates below follow).
+    auto waiting = std::move(self->ticker_waiting_);
+    self->ticker_waiting_.clear();
+    for (const auto& [sid, stream] : waiting) {
+      auto it = self->sessions_.find(sid);
+      if (it != self->sessions_.end() && it->second.streams.count(stream) && !it->second.dropped)
+        self->send_snapshot(it->second, stream);
     }
-    w.end_array();
-    if (all) self->broadcast("ticker", "ticker", w.take());
+    for (const auto& [symbol, t] : tickers) {
+      self->broadcast("ticker." + symbol, "ticker", t);
+      self->broadcast("ticker", "ticker", t);
+    }
   });
+  if (!queued) {
+    std::lock_guard lock(mu_);
+    ticker_round_running_ = false;
+  }
 }
 
 void Hub::stop() {
@@ -652,6 +834,12 @@ void Hub::start() {
             book.ready = false;
             book.pending.clear();
             symbols.push_back(symbol);
+          }
+          // Trades were lost too: every watched bar is loaded again (send_snapshot below).
+          for (auto& [stream, bar] : self->bars_) {
+            bar.ready = bar.loading = false;
+            bar.pending.clear();
+            bar.generation = ++self->bar_generation_;
           }
           for (auto& [id, session] : self->sessions_) {
             for (const auto& stream : session.streams) {

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <deque>
 #include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -85,10 +86,44 @@ class Hub : public std::enable_shared_from_this<Hub> {
     std::map<std::string, std::string> bids, asks;  // price text → size text (exact, from trading)
     std::vector<std::string> pending;               // deltas that arrived before the snapshot
   };
+  // The open bar of a watched kline stream: loaded from the stored klines when the stream gets
+  // its first subscriber (trades arriving meanwhile wait in `pending`), then kept by the trades;
+  // a trade already inside the stored bar (seq <= last_seq) is not counted again.
+  struct BarTrade {
+    std::uint64_t seq;
+    std::int64_t t;
+    std::string price, amount;
+  };
   struct Bar {
     std::int64_t t = -1;
     std::string o, h, l, c, v;  // decimal text
+    std::uint64_t last_seq = 0;
+    bool ready = false;
+    bool loading = false;
+    std::uint64_t generation = 0;  // of the load in flight (a reset bar ignores an older load)
+    std::vector<BarTrade> pending;
   };
+  void load_bar(const std::string& stream);  // lock held
+  // `positions` and `balances` updates carry the REST objects: an event from trading for a
+  // watched user starts a read of that user's REST answer (one in flight per user and stream;
+  // events meanwhile wait for the next), and each position it names, or the balance, goes out
+  // as it reads there. Lock held.
+  void refresh_private(const std::string& user, const std::string& kind, std::string event);
+  void start_refresh(const std::string& user, const std::string& kind);
+  struct Refresh {
+    bool in_flight = false;
+    std::vector<std::string> events;
+  };
+  std::unordered_map<std::string, Refresh> refreshing_;  // by private key
+  // Applies one trade to a kline stream's bar; `publish`: broadcast the bar (and a closed one).
+  void bar_trade(const std::string& stream, const std::string& interval, Bar& bar, const BarTrade& trade,
+                 bool publish);
+  std::string bar_json(const std::string& interval, const Bar& bar, std::optional<bool> closed = std::nullopt) const;
+  std::uint64_t bar_generation_ = 0;
+  // Ticker subscriptions waiting for their first snapshot (no ticker computed yet): sent by the
+  // next ticker round, which one such subscription starts at once.
+  std::set<std::pair<std::uint64_t, std::string>> ticker_waiting_;
+  bool ticker_round_running_ = false;
 
   void on_message(const std::shared_ptr<http::WsConnection>& c, std::string_view text);
   void on_close(const std::shared_ptr<http::WsConnection>& c);
@@ -109,6 +144,7 @@ class Hub : public std::enable_shared_from_this<Hub> {
   void send_snapshot(Session& session, const std::string& stream);  // lock held
   void fetch_book(const std::string& symbol);
   void tick();
+  void ticker_round();
   // Every WS_AUTH_RECHECK_MS: each authenticated session's credential is looked up again; a revoked
   // or expired one ends its private subscriptions (the connection stays, public streams go on).
   void recheck_credentials();

@@ -1300,7 +1300,10 @@ std::vector<db::Statement> EngineHost::statements_for(const Batch& b, bool journ
       "ON CONFLICT (user_id, market_id) DO UPDATE SET size = EXCLUDED.size, cost = EXCLUDED.cost,"
       " realized_pnl = EXCLUDED.realized_pnl, leverage = EXCLUDED.leverage, updated_at = EXCLUDED.updated_at,"
       " funding_paid = EXCLUDED.funding_paid, margin_mode = EXCLUDED.margin_mode,"
-      " isolated_margin = EXCLUDED.isolated_margin");
+      " isolated_margin = EXCLUDED.isolated_margin,"
+      // A position opened again, or flipped to the other side, is a new position: its own start.
+      " created_at = CASE WHEN EXCLUDED.size <> 0 AND sign(positions.size) <> sign(EXCLUDED.size)"
+      " THEN EXCLUDED.created_at ELSE positions.created_at END");
   for (const auto& [user, per_market] : positions) {
     for (const auto& [market, p] : per_market) {
       const MarketInfo& m = catalog_.at(static_cast<std::uint32_t>(market));
@@ -1383,15 +1386,17 @@ void EngineHost::publish(const Batch& b) {
                  {std::tuple{ev.maker, ev.maker_order, "maker", ev.maker_fee, ev.maker_realized_pnl, opposite(ev.taker_side)},
                   std::tuple{ev.taker, ev.taker_order, "taker", ev.taker_fee, ev.taker_realized_pnl, ev.taker_side}}) {
               json::Writer f;
-              f.begin_object().field("id", static_cast<std::int64_t>(e.seq)).field("order_id", order.value().to_string());
+              // The REST fill's shape (GET /fills): the id a string, time_ms, liquidation null or its code.
+              f.begin_object().field("id", std::to_string(e.seq)).field("order_id", order.value().to_string());
               f.field("symbol", m.symbol).field("side", side_name(side));
               f.key("price");
               Catalog::write_price(f, m, ev.price);
               f.key("amount");
               Catalog::write_amount(f, m, ev.qty);
               f.key("fee").raw_number(usdm_text(fee)).key("realized_pnl").raw_number(usdm_text(pnl));
-              f.field("liquidity", liq).field("time", ev.ts_ms / 1000);
+              f.field("liquidity", liq).field("time", ev.ts_ms / 1000).field("time_ms", ev.ts_ms);
               if (ev.liquidation != Liquidation::none) f.field("liquidation", liquidation_code(ev.liquidation));
+              else f.key("liquidation").null();
               f.end_object();
               cmds.push_back({"PUBLISH", user_channel(user, "fills"), f.take()});
             }

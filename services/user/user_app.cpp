@@ -206,9 +206,18 @@ Result<void> setup(service::Context& ctx) {
   r.post("/api/v1/users/api-keys", [](http::Request& req, http::Respond respond) {
     auto user = caller(req);
     if (!user) return respond(http::Response::error(user.error(), req.request_id));
-    // Keys are made from a signed-in session, never from another key.
-    if (req.header("X-Auth-Kind").value_or("") == "api_key") {
+    // Keys are made from a signed-in session, never from another key, and never in legacy client
+    // mode (a key made then would outlive the mode).
+    if (req.header(service::kLegacyModeHeader)) {
+      return respond(http::Response::error(
+          fail(Code::forbidden, "no API keys in legacy client mode (HYDROX_LEGACY_CLIENT_AUTH=1)"), req.request_id));
+    }
+    const auto kind = req.header("X-Auth-Kind").value_or("");
+    if (kind == "api_key") {
       return respond(http::Response::error(fail(Code::forbidden, "API keys cannot create API keys"), req.request_id));
+    }
+    if (kind == "legacy") {
+      return respond(http::Response::error(fail(Code::forbidden, "sign in with a wallet to create API keys"), req.request_id));
     }
     auto doc = body_object(req, {"scope", "label"});
     if (!doc) return respond(http::Response::error(doc.error(), req.request_id));

@@ -256,6 +256,7 @@ class Stack:
             "USER_SERVICE_URL": f"http://127.0.0.1:{self.ports['user']}",
             "LOG_LEVEL": "info",
             "INTERNAL_TOKEN": INTERNAL_TOKEN,
+            "LISTEN_ADDRESS": "127.0.0.1",  # tests speak to loopback only (and legacy mode needs it)
         })
         # The gateway hands WebSocket clients' sockets to market, as `make run` does.
         if service == "market":

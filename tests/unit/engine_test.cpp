@@ -1241,3 +1241,56 @@ TYPED_TEST(EngineTest, MarketLimitsAreCommandsAndTravelInSnapshots) {
   EXPECT_EQ(other.spec(1).max_order_qty, MarketSpec{}.max_order_qty);
   EXPECT_EQ(other.state_hash(), h.engine.state_hash());
 }
+
+// Issue #21: the cross liquidation price shown on a position is the mark at which the engine
+// liquidates (one tick beyond it it does, at it it does not), whatever the current mark, with a
+// second position in another market held at its mark.
+TYPED_TEST(EngineTest, CrossLiquidationPriceIsWhereTheEngineLiquidatesWhateverTheMark) {
+  auto& h = this->h;
+  h.run(Deposit{kBackstop, 1'000'000 * kUsdm, 0});
+  h.run(Deposit{kInsurance, 10'000 * kUsdm, 0});
+  h.deposit(5, 10'000 * kUsdm);
+  h.deposit(6, 10'000 * kUsdm);
+  h.place(1, Side::sell, 970000, 500);
+  h.place(5, Side::buy, 970000, 500);  // long 0.5 at 97,000 on 10,000 USDM
+  h.place(2, Side::buy, 970000, 400);
+  h.place(6, Side::sell, 970000, 400);  // short 0.4
+  PlaceOrder ask = h.order(3, Side::sell, 300000, 30000);
+  ask.market = 1;
+  h.run(ask);
+  PlaceOrder bid = h.order(5, Side::buy, 300000, 30000);
+  bid.market = 1;
+  h.run(bid);  // and a long in the other market (1/3-unit rounding there)
+  ASSERT_EQ(h.engine.account(user(5))->positions[1].size, 30000);
+  auto liq_of = [&](std::uint64_t u) { return h.engine.cross_liquidation_price(*h.engine.account(user(u)), 0); };
+  auto liquidated = [&](std::uint64_t u, const std::vector<Event>& ev) {
+    for (const auto& l : all_of<AccountLiquidated>(ev)) {
+      if (l.user == user(u)) return true;
+    }
+    return false;
+  };
+  const Price long_liq = liq_of(5), short_liq = liq_of(6);
+  ASSERT_GT(long_liq, 700000);
+  ASSERT_LT(long_liq, 970000);
+  ASSERT_GT(short_liq, 970000);
+  for (Price m : {Price{990000}, Price{900000}, Price{long_liq + 1}, Price{short_liq - 1}, Price{970000}}) {
+    h.mark(m);
+    EXPECT_EQ(liq_of(5), long_liq) << "mark " << m;
+    EXPECT_EQ(liq_of(6), short_liq) << "mark " << m;
+  }
+  const Snapshot saved = h.engine.export_state();
+  EXPECT_FALSE(liquidated(5, h.mark(long_liq)));
+  EXPECT_TRUE(liquidated(5, h.mark(long_liq - 1)));
+  h.engine.load(saved);
+  EXPECT_FALSE(liquidated(6, h.mark(short_liq)));
+  EXPECT_TRUE(liquidated(6, h.mark(short_liq + 1)));
+  // The other market's mark moves it: a loss there brings this one's price closer, exactly.
+  h.engine.load(saved);
+  h.mark(200000, 1);
+  const Price closer = liq_of(5);
+  EXPECT_GT(closer, long_liq);
+  h.mark(940000);
+  EXPECT_EQ(liq_of(5), closer);
+  EXPECT_FALSE(liquidated(5, h.mark(closer)));
+  EXPECT_TRUE(liquidated(5, h.mark(closer - 1)));
+}

@@ -142,6 +142,47 @@ Usdm BasicEngine<Book>::isolated_value(const Account& a, std::uint32_t m) const 
 }
 
 template <class Book>
+Price BasicEngine<Book>::cross_liquidation_price(const Account& a, std::uint32_t m) const {
+  const Position& p = a.positions[m];
+  if (p.size == 0 || p.isolated) return 0;
+  // The account's cross value above maintenance without this market, then this market's part as
+  // the engine computes it (notional floored, maintenance rounded up) at a trial mark.
+  i128 base = a.collateral;
+  for (std::uint32_t j = 0; j < markets_.size(); ++j) {
+    const Position& q = a.positions[j];
+    if (j == m || q.size == 0 || q.isolated) continue;
+    base += static_cast<i128>(notional(j, markets_[j].mark, q.size)) - q.cost -
+            maintenance_margin(j, markets_[j].mark, std::abs(q.size));
+  }
+  const MarketSpec& s = markets_[m].spec;
+  const i128 size = p.size, abs = p.size < 0 ? -p.size : p.size;
+  const i128 mm_den = static_cast<i128>(s.notional_den) * 2 * s.max_leverage;
+  auto healthy = [&](i128 price) {  // account value >= maintenance at this mark
+    const i128 value = floor_div(price * size * s.notional_num, s.notional_den) - p.cost;
+    const i128 mm = ceil_div(price * abs * s.notional_num, mm_den);
+    return base + value - mm >= 0;
+  };
+  // Health rises with the mark for a long and falls for a short: bisect for the boundary.
+  i128 lo = 0, hi = INT64_MAX / 4;
+  if (p.size > 0) {
+    if (healthy(lo)) return 0;
+    if (!healthy(hi)) return static_cast<Price>(hi);
+    while (hi - lo > 1) {  // !healthy(lo), healthy(hi)
+      const i128 mid = lo + (hi - lo) / 2;
+      (healthy(mid) ? hi : lo) = mid;
+    }
+    return static_cast<Price>(hi);
+  }
+  if (!healthy(lo)) return 0;
+  if (healthy(hi)) return static_cast<Price>(hi);
+  while (hi - lo > 1) {  // healthy(lo), !healthy(hi)
+    const i128 mid = lo + (hi - lo) / 2;
+    (healthy(mid) ? lo : hi) = mid;
+  }
+  return static_cast<Price>(lo);
+}
+
+template <class Book>
 AccountView BasicEngine<Book>::view_of(const Account& a) const {
   AccountView v;
   v.collateral = a.collateral;

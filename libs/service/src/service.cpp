@@ -181,8 +181,9 @@ int run(const Spec& spec) {
     // `user_id` query parameter (which the api-contract lets clients send) is dropped unread.
     ctx.middleware.insert(ctx.middleware.begin(), [&ctx](http::Request& req, http::Respond&) {
       if (!from_gateway(ctx, req)) {
-        for (std::string_view h :
-             {"X-User-ID", "X-Auth-Kind", "X-Auth-Scope", "X-Auth-Credential"}) {
+        for (std::string_view h : {std::string_view("X-User-ID"), std::string_view("X-Auth-Kind"),
+                                   std::string_view("X-Auth-Scope"), std::string_view("X-Auth-Credential"),
+                                   kLegacyModeHeader}) {
           http::remove_header(req.headers, h);
         }
       }

@@ -4,8 +4,12 @@
 
 namespace hydrox::gateway {
 
-http::Middleware make_cors(std::vector<std::string> allowed) {
-  return [allowed = std::move(allowed)](http::Request& req, http::Respond& respond) -> bool {
+http::Middleware make_cors(std::vector<std::string> allowed, bool allow_user_header) {
+  // The original web client sends its user id as X-User-ID (legacy mode): a browser sends it only
+  // if the preflight allows it.
+  std::string allowed_headers = "Authorization, Content-Type, X-Request-ID, Idempotency-Key";
+  if (allow_user_header) allowed_headers += ", X-User-ID";
+  return [allowed = std::move(allowed), allowed_headers](http::Request& req, http::Respond& respond) -> bool {
     auto origin = req.header("Origin");
     if (!origin) return false;
     const bool ok = std::find(allowed.begin(), allowed.end(), *origin) != allowed.end();
@@ -15,8 +19,7 @@ http::Middleware make_cors(std::vector<std::string> allowed) {
       if (ok) {
         pre.set_header("Access-Control-Allow-Origin", *origin);
         pre.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS");
-        pre.set_header("Access-Control-Allow-Headers",
-                       "Authorization, Content-Type, X-Request-ID, Idempotency-Key");
+        pre.set_header("Access-Control-Allow-Headers", allowed_headers);
         pre.set_header("Access-Control-Max-Age", "600");
         pre.set_header("Vary", "Origin");
       } else {

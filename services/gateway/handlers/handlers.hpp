@@ -187,9 +187,13 @@ void set_internal_token(std::string token);
 const std::string& internal_token();
 // Legacy client mode (HYDROX_LEGACY_CLIENT_AUTH=1, off by default): keep a client's X-User-ID.
 void set_legacy_client_auth(bool on);
+bool legacy_client_auth();
+// Whether a listen address is a loopback one (127.0.0.0/8, ::1, localhost).
+bool loopback_address(std::string_view address);
 
 // CORS for the configured origins: preflight answered here, headers added to every answer.
-http::Middleware make_cors(std::vector<std::string> allowed_origins);
+// `allow_user_header`: the preflight also allows X-User-ID (legacy client mode).
+http::Middleware make_cors(std::vector<std::string> allowed_origins, bool allow_user_header = false);
 
 // GET /api/v1/openapi.json
 http::Handler make_openapi();

@@ -28,6 +28,11 @@ std::string g_internal_token;  // set once at start (setup), before any request
 }  // namespace
 
 void set_legacy_client_auth(bool on) { g_legacy_client_auth.store(on); }
+bool legacy_client_auth() { return g_legacy_client_auth.load(); }
+
+bool loopback_address(std::string_view a) {
+  return a == "localhost" || a == "::1" || a == "[::1]" || a.starts_with("127.");
+}
 
 void strip_identity(http::Request& req) {
   // Identity is the gateway's to set (after authentication), never the client's: the identity
@@ -37,6 +42,7 @@ void strip_identity(http::Request& req) {
   http::remove_header(req.headers, "X-Auth-Scope");
   http::remove_header(req.headers, "X-Auth-Credential");
   http::remove_header(req.headers, service::kInternalTokenHeader);
+  http::remove_header(req.headers, service::kLegacyModeHeader);
   if (g_legacy_client_auth.load()) return;
   http::remove_header(req.headers, "X-User-ID");
 }
@@ -171,6 +177,7 @@ void forward(const Upstream& to, const std::shared_ptr<http::Client>& client, ht
   // The services believe identity headers only next to this (service::from_gateway).
   if (!g_internal_token.empty())
     http::set_header(out.headers, service::kInternalTokenHeader, g_internal_token);
+  if (g_legacy_client_auth.load()) http::set_header(out.headers, service::kLegacyModeHeader, "1");
   out.body = std::move(req.body);
   std::shared_ptr<ResponseCache> cache = cacheable ? to.cache : nullptr;
   client->request(to.endpoint, std::move(out),
@@ -244,6 +251,9 @@ http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Acce
         if (access == Access::user && !legacy_identity) {
           return respond(http::Response::error(fail(Code::unauthenticated, "sign in, or send an API key as Authorization: Bearer"), r.request_id));
         }
+        // A client-chosen X-User-ID (legacy mode) says so: the user service makes no API key
+        // for it (a key would outlive the mode).
+        if (legacy_identity) http::set_header(r.headers, "X-Auth-Kind", "legacy");
         return limited_forward(shared, legacy_identity ? std::string(r.header("X-User-ID").value_or("")) : "");
       }
       const auto& who = **id;

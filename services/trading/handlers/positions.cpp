@@ -25,6 +25,7 @@ struct PositionData {
   Usdm margin = 0;  // cross: IM at the mark; isolated: the margin the position holds
   Usdm upnl = 0;
   Price liquidation = 0;
+  Usdm maintenance = 0;  // at the mark: below it (account value, or an isolated position's value) it is liquidated
 };
 
 constexpr db::Query kPositionTimes{
@@ -37,7 +38,6 @@ std::vector<PositionData> positions_of(const Engine& e, const UserId& user) {
   std::vector<PositionData> out;
   const Account* a = e.account(user);
   if (!a) return out;
-  auto view = e.view(user);
   for (std::uint32_t m = 0; m < e.market_count(); ++m) {
     const Position& p = a->positions[m];
     if (p.size == 0) continue;
@@ -48,6 +48,7 @@ std::vector<PositionData> positions_of(const Engine& e, const UserId& user) {
     d.leverage = e.leverage_of(*a, m);
     const Qty abs = p.size < 0 ? -p.size : p.size;
     d.upnl = e.notional(m, d.mark, p.size) - p.cost;
+    d.maintenance = e.maintenance_margin(m, d.mark, abs);
     if (p.isolated) {
       // Isolated: its own margin above maintenance, with the entry as the mark (perp-rules).
       d.margin = p.margin;
@@ -56,9 +57,10 @@ std::vector<PositionData> positions_of(const Engine& e, const UserId& user) {
                                         (2 * e.market(m).max_leverage));
       d.liquidation = liquidation_price(e.market(m), p.size, p.cost, p.margin - mm);
     } else {
-      // Cross margin: the whole account's value above maintenance backs every position.
+      // Cross margin: the whole account's value above maintenance backs every position; the
+      // price is the mark at which the engine liquidates, other marks as they are now.
       d.margin = e.initial_margin(m, d.mark, abs, d.leverage);
-      d.liquidation = liquidation_price(e.market(m), p.size, p.cost, view->account_value - view->maintenance_margin);
+      d.liquidation = e.cross_liquidation_price(*a, m);
     }
     out.push_back(d);
   }
@@ -125,6 +127,7 @@ void register_position_routes(Services& s, http::Router& r) {
             w.key("liquidation_price");
             Catalog::write_price(w, m, d.liquidation);
             w.key("margin").raw_number(usdm_text(d.margin));
+            w.key("maintenance_margin").raw_number(usdm_text(d.maintenance));
             w.key("unrealized_pnl").raw_number(usdm_text(d.upnl));
             w.key("pnl_percent").raw_number(percent(d.upnl, d.margin));
             w.field("margin_mode", d.position.isolated ? "isolated" : "cross");

@@ -223,6 +223,11 @@ class BasicEngine {
   }
   // An isolated position's margin + uPnL at the mark (its own account value).
   Usdm isolated_value(const Account& a, std::uint32_t m) const;
+  // The mark of market `m` at which this cross position's account is liquidated, every other mark
+  // as it is now: for a long the lowest price at which it is not (one tick lower it is), for a
+  // short the highest (one tick higher it is); exact in the engine's own integer arithmetic, so
+  // it does not depend on the current mark. 0 when a long is never liquidated (or a short always).
+  Price cross_liquidation_price(const Account& a, std::uint32_t m) const;
   std::size_t memory_bytes() const;
 
   // Deterministic digest of everything that affects future behaviour.

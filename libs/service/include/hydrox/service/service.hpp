@@ -49,6 +49,10 @@ struct Context {
 };
 
 inline constexpr std::string_view kInternalTokenHeader = "X-Internal-Token";
+// Added by the gateway, in legacy client mode only (HYDROX_LEGACY_CLIENT_AUTH=1), to every request
+// it forwards: the user service then connects a wallet by its address alone and makes no API keys.
+// Believed only next to the internal token, like the identity headers.
+inline constexpr std::string_view kLegacyModeHeader = "X-Legacy-Client-Auth";
 
 // Whether `req` came through the gateway (carries the internal token, compared in constant time),
 // or no internal token is configured.

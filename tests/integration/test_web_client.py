@@ -1,0 +1,243 @@
+"""The original web client, scripted (issue #21): what the seed-era Next.js app does against
+`HYDROX_LEGACY_CLIENT_AUTH=1`, in its order, with its headers and `Origin: http://localhost:3000`:
+CORS preflight, connect by wallet address alone (the user created and funded once), balances,
+a market buy, positions, open orders, history, the vault list, and the first frame of each
+stream it subscribes (`ticker`, `trade.<S>`, `kline.1h.<S>`). Legacy mode stays narrow: no
+session token from an unsigned connect, no API keys, no start on a public address."""
+import json
+import time
+import unittest
+from decimal import Decimal as D
+
+from harness import INTERNAL_HEADER, Stack, wait_until
+from trading_client import OPERATOR_TOKEN, TRADING_ENV, Trading, new_user
+from ws_client import WsClient
+
+SYM = "BTC_USDM_PERP"
+ORIGIN = "http://localhost:3000"
+ADDRESS = ("addr_test1qpdwryatu622vp6nrcs0shvrtzk7nfr55n69438pt6tzmg0g4rwcmvvnlvlsctqa7h9egcsvmp47g0jwq4fel3n"
+           "ckx6snneegf")
+
+
+def legacy_env():
+    return {"gateway": {"HYDROX_LEGACY_CLIENT_AUTH": "1", "CORS_ALLOWED_ORIGINS": ORIGIN},
+            "trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"},
+            "market": {"INDEX_FEED": "none"},
+            "user": {"OPERATOR_TOKEN": OPERATOR_TOKEN},
+            "vault": {"OPERATOR_TOKEN": OPERATOR_TOKEN}}
+
+
+class LegacyWebClient(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.stack = Stack("webclient", extra_env=legacy_env()).start_all()
+        cls.t = Trading(cls.stack.ports["trading"])
+        cls.t.mark(SYM, "97000")
+        # A maker on the book, so that the client's market buy fills.
+        cls.maker = new_user()
+        cls.t.deposit(cls.maker, "1000000")
+        r = cls.t.place(cls.maker, side="Sell", price="97100", amount="1")
+        assert r.status == 201, r.body
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def browser(self, method, path, user=None, body=None):
+        """A call as the browser makes it: the page's Origin, the client's own X-User-ID, never
+        the internal token (the harness would add it next to X-User-ID)."""
+        headers = {"Origin": ORIGIN, INTERNAL_HEADER: None}
+        if user:
+            headers["X-User-ID"] = user
+        r = self.stack.call(method, path, body=body, headers=headers)
+        self.assertEqual(r.header("Access-Control-Allow-Origin"), ORIGIN, (path, r.status, r.body))
+        return r
+
+    def test_the_client_connects_funds_trades_and_streams(self):
+        # 1. Preflight of a call with the client's headers.
+        pre = self.stack.call("OPTIONS", "/api/v1/positions", headers={
+            "Origin": ORIGIN, "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-user-id,content-type"})
+        self.assertEqual(pre.status, 204, pre.body)
+        allowed = {h.strip().lower() for h in pre.header("Access-Control-Allow-Headers").split(",")}
+        self.assertTrue({"x-user-id", "content-type"} <= allowed, allowed)
+        self.assertEqual(pre.header("Access-Control-Allow-Origin"), ORIGIN)
+
+        # 2. Connect by address alone: the user is created and funded (FAUCET_AMOUNT) once.
+        r = self.browser("POST", "/api/v1/auth/connect", body={"wallet_address": ADDRESS})
+        self.assertEqual(r.status, 200, r.body)
+        who = r.json()
+        self.assertEqual((who["wallet_address"], who["status"]), (ADDRESS, "connected"))
+        self.assertNotIn("token", who)  # an unsigned connect never yields a session
+        user = who["user_id"]
+        again = self.browser("POST", "/api/v1/auth/connect", body={"wallet_address": ADDRESS}).json()
+        self.assertEqual(again["user_id"], user)
+
+        # 3. Balances: funded by the faucet, once.
+        def usdm():
+            r = self.browser("GET", "/api/v1/balances", user=user)
+            self.assertEqual(r.status, 200, r.body)
+            return r.json()[0]
+        wait_until(lambda: D(str(usdm()["total"])) == D("10000"), 5, what="the faucet's 10,000 USDM")
+        b = usdm()
+        self.assertEqual(b["asset"], "USDM")
+        for field in ("available", "locked", "total"):
+            self.assertIsInstance(b[field], (int, float), field)
+
+        # 4. A market buy, as the client sends it.
+        r = self.browser("POST", "/api/v1/orders", user=user, body={
+            "symbol": SYM, "side": "Buy", "type": "Market", "amount": "0.5", "leverage": 10,
+            "time_in_force": "GTC", "reduce_only": False})
+        self.assertEqual(r.status, 201, r.body)
+        order_id = r.json()["id"]
+
+        # 5. Positions: one Long row with its entry and liquidation price.
+        r = self.browser("GET", "/api/v1/positions", user=user)
+        self.assertEqual(r.status, 200, r.body)
+        [p] = r.json()
+        self.assertEqual((p["symbol"], p["side"], D(str(p["size"])), D(str(p["entry_price"]))),
+                         (SYM, "Long", D("0.5"), D("97100")))
+        self.assertGreater(p["liquidation_price"], 0)
+        self.assertLess(p["liquidation_price"], 97100)
+
+        # 6. Open orders (a resting bid), then history: the market order with the time in force
+        # it executed with.
+        r = self.browser("POST", "/api/v1/orders", user=user, body={
+            "symbol": SYM, "side": "Buy", "type": "Limit", "price": "90000", "amount": "0.01",
+            "leverage": 10, "time_in_force": "GTC", "reduce_only": False})
+        self.assertEqual(r.status, 201, r.body)
+        resting = r.json()["id"]
+        r = self.browser("GET", "/api/v1/orders", user=user)
+        self.assertEqual([o["id"] for o in r.json()], [resting])
+        r = self.browser("GET", "/api/v1/orders/history", user=user)
+        self.assertEqual(r.status, 200, r.body)
+        [done] = [o for o in r.json() if o["id"] == order_id]
+        self.assertEqual((done["type"], done["status"], done["time_in_force"]), ("Market", "Filled", "IOC"))
+
+        # 7. The vault list (the client sends X-User-ID there too).
+        r = self.browser("GET", "/api/v1/vaults", user=user)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertTrue(r.json())
+
+        # 8. Streams: the first frame of each is a snapshot of the contract's shape.
+        c = WsClient(self.stack.gateway_port, headers={"Origin": ORIGIN})
+        try:
+            for i, stream in enumerate(["ticker", f"trade.{SYM}", f"kline.1h.{SYM}"]):
+                c.send_json({"method": "SUBSCRIBE", "params": [stream], "id": i + 1})
+                self.assertEqual(c.recv_json(), {"id": i + 1, "result": "ok"})
+                first = c.recv_json()
+                self.assertEqual((first["channel"], first.get("snapshot")), (stream, True), first)
+                data = first["data"]
+                if stream == "ticker":
+                    self.assertIsInstance(data, dict, first)  # one market's ticker per message
+                    self.assertIn(data["symbol"], [m["symbol"] for m in self.stack.get("/api/v1/markets").json()])
+                    for field in ("last_price", "price_change_percent", "mark_price", "high_24h", "volume_24h"):
+                        self.assertIn(field, data)
+                    # The other markets follow, one message each, at the same seq.
+                    markets = len(self.stack.get("/api/v1/markets").json())
+                    rest = [c.recv_json() for _ in range(markets - 1)]
+                    self.assertEqual({m["data"]["symbol"] for m in rest} | {data["symbol"]},
+                                     {m["symbol"] for m in self.stack.get("/api/v1/markets").json()})
+                    self.assertTrue(all(m["seq"] == first["seq"] and m["snapshot"] for m in rest), rest)
+                    c.send_json({"method": "UNSUBSCRIBE", "params": ["ticker"], "id": 99})
+                    self.drain_until_ack(c, 99)
+                elif stream.startswith("trade."):
+                    self.assertIsInstance(data, list)
+                    self.assertEqual({t["price"] for t in data}, {97100})
+                else:
+                    # The stored current bar, the same values as REST's newest 1h bar.
+                    self.assertIsNotNone(data, first)
+                    bars = self.stack.get(f"/api/v1/markets/{SYM}/klines?interval=1h&limit=1").json()
+                    self.assertEqual([data["t"], data["o"], data["h"], data["l"], data["c"], data["v"]],
+                                     [bars[-1]["time"], bars[-1]["open"], bars[-1]["high"], bars[-1]["low"],
+                                      bars[-1]["close"], bars[-1]["volume"]])
+                    self.assertIs(data["x"], False)
+        finally:
+            c.close()
+
+    def drain_until_ack(self, c, ack_id):
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            m = c.recv_json()
+            if m.get("id") == ack_id:
+                return m
+        self.fail("no acknowledgement")
+
+    def test_no_api_keys_and_no_session_in_legacy_mode(self):
+        r = self.browser("POST", "/api/v1/auth/connect",
+                         body={"wallet_address": "0x" + "ab" * 20})
+        self.assertEqual(r.status, 200, r.body)
+        user = r.json()["user_id"]
+        r = self.browser("POST", "/api/v1/users/api-keys", user=user, body={"scope": "trade", "label": "x"})
+        self.assertEqual(r.status, 403, r.body)
+        # A malformed address is still a 400 naming the field.
+        r = self.browser("POST", "/api/v1/auth/connect", body={"wallet_address": "addr_test1nope"})
+        self.assertEqual((r.status, r.json()["error"].get("field")), (400, "wallet_address"), r.body)
+
+
+class KlineStreamFromStoredBar(unittest.TestCase):
+    """A kline subscription starts from the stored bar, and trades after it keep the stream's bar
+    equal to REST's (open, high, low, volume mid-interval), in normal mode."""
+
+    def test_snapshot_and_updates_equal_rest(self):
+        env = legacy_env()
+        env.pop("gateway")
+        stack = Stack("klinestream", extra_env=env, services=["trading", "market", "gateway"])
+        try:
+            for s in ("trading", "market", "gateway"):
+                stack.start(s)
+            t = Trading(stack.ports["trading"])
+            t.mark(SYM, "97000")
+            a, b = new_user(), new_user()
+            t.deposit(a, "1000000")
+            t.deposit(b, "1000000")
+            # Trades before anyone watches: the stream must start from them.
+            for price, amount in (("97000", "0.02"), ("97300", "0.01"), ("96800", "0.03")):
+                self.assertEqual(t.place(a, side="Sell", price=price, amount=amount).status, 201)
+                self.assertEqual(t.place(b, side="Buy", price=price, amount=amount).status, 201)
+
+            def rest_bar():
+                bars = stack.get(f"/api/v1/markets/{SYM}/klines?interval=1h&limit=1").json()
+                return [bars[-1][k] for k in ("time", "open", "high", "low", "close", "volume")]
+
+            c = WsClient(stack.gateway_port)
+            c.send_json({"method": "SUBSCRIBE", "params": [f"kline.1h.{SYM}"], "id": 1})
+            self.assertEqual(c.recv_json()["result"], "ok")
+            snap = c.recv_json()
+            self.assertTrue(snap["snapshot"])
+            as_list = lambda d: [d["t"], d["o"], d["h"], d["l"], d["c"], d["v"]]
+            self.assertEqual(as_list(snap["data"]), rest_bar())
+            self.assertEqual(snap["data"]["o"], 97000)
+            # One more trade: the update is the bar REST shows after it (volume counted once).
+            self.assertEqual(t.place(a, side="Sell", price="97500", amount="0.05").status, 201)
+            self.assertEqual(t.place(b, side="Buy", price="97500", amount="0.05").status, 201)
+            update = c.recv_json()
+            self.assertEqual(update["seq"], snap["seq"] + 1)
+            stack.get("/health")
+            wait_until(lambda: rest_bar()[5] == update["data"]["v"], 6, what="REST klines after the trade")
+            self.assertEqual(as_list(update["data"]), rest_bar())
+            self.assertEqual(D(str(update["data"]["v"])), D("0.11"))
+            c.close()
+        finally:
+            stack.close()
+
+
+class LegacyModeRefusesAPublicListener(unittest.TestCase):
+    def test_legacy_mode_needs_loopback_or_an_explicit_public_flag(self):
+        stack = Stack("legacypublic", extra_env={"gateway": {"HYDROX_LEGACY_CLIENT_AUTH": "1",
+                                                               "LISTEN_ADDRESS": "0.0.0.0"}},
+                      services=["gateway"])
+        try:
+            p = stack.start("gateway", wait=False)
+            self.assertEqual(p.wait(timeout=10), 1)
+            with open(f"{stack.log_dir}/gateway.log", encoding="utf-8") as f:
+                self.assertIn("HYDROX_LEGACY_CLIENT_AUTH_PUBLIC", f.read())
+            stack.extra_env["gateway"]["HYDROX_LEGACY_CLIENT_AUTH_PUBLIC"] = "1"
+            stack.start("gateway")
+            self.assertEqual(stack.get("/health").status in (200, 503), True)
+        finally:
+            stack.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
