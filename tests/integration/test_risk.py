@@ -150,6 +150,58 @@ class LiquidationWorkedExample(unittest.TestCase):
         self.assertEqual(loads_exact(r.body)["balance"], D("10000"))
 
 
+class CrossLiquidationPrice(unittest.TestCase):
+    """Issue #21: a cross position's liquidation price is where the engine liquidates it, whatever
+    the current mark, with a second position in another market: one tick inside it nothing
+    happens, one tick beyond it the position goes (issue's example: long 0.5 at 97,000 on 10,000
+    USDM showed 75,974.7 at mark 99,000 and 96,974.7 at mark 78,000)."""
+
+    def test_the_shown_price_is_the_engines_at_every_mark_with_two_positions(self):
+        env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}}
+        stack = Stack("crossliq", extra_env=env, services=["trading"])
+        try:
+            stack.start("trading")
+            t = Trading(stack.ports["trading"])
+            t.mark(BTC, "97000")
+            t.mark("ETH_USDM_PERP", "3000")
+            t.deposit(PROTOCOL_VAULT, "10000000")
+            t.deposit(INSURANCE, "10000")
+            a, b = new_user(), new_user()
+            t.deposit(a, "10000")
+            t.deposit(b, "1000000")
+            self.assertEqual(t.place(b, side="Sell", price="97000", amount="0.5").status, 201)
+            self.assertEqual(t.place(a, side="Buy", price="97000", amount="0.5", leverage=10).json()["status"], "Filled")
+            tick = D("0.1")
+
+            def liq():
+                return position(t, a)["liquidation_price"]
+
+            first = liq()
+            self.assertGreater(first, D("70000"))
+            for mark in ("99000", "90000", "80000", str(first + tick), "97000"):
+                t.mark(BTC, mark)
+                self.assertEqual(liq(), first, f"at mark {mark}")
+            # A second position (a short in ETH) that loses when ETH rises moves it, exactly.
+            self.assertEqual(t.place(b, side="Buy", price="3000", amount="2", symbol="ETH_USDM_PERP").status, 201)
+            r = t.place(a, side="Sell", price="3000", amount="2", symbol="ETH_USDM_PERP", leverage=10)
+            self.assertEqual(r.json()["status"], "Filled", r.body)
+            t.mark("ETH_USDM_PERP", "3400")
+            second = liq()
+            self.assertGreater(second, first)
+            for mark in ("95000", str(second + 5 * tick)):
+                t.mark(BTC, mark)
+                self.assertEqual(liq(), second, f"at mark {mark}")
+            t.mark(BTC, str(second + tick))
+            self.assertIsNotNone(position(t, a), "one tick inside the price nothing happens")
+            t.mark(BTC, str(second))
+            self.assertIsNotNone(position(t, a), "at the price nothing happens")
+            t.mark(BTC, str(second - tick))
+            self.assertIsNone(position(t, a), "one tick beyond it the position is liquidated")
+            self.assertTrue(t.invariants()["ok"])
+        finally:
+            stack.close()
+
+
 class Shock(unittest.TestCase):
     """1,000 leveraged accounts; the index drops 30 % in one step."""
 

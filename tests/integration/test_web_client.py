@@ -30,7 +30,7 @@ def legacy_env():
 class LegacyWebClient(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.stack = Stack("webclient", extra_env=legacy_env()).start_all()
+        cls.stack = Stack("webclient", extra_env=legacy_env(), own_redis=True).start_all()  # its own REST caches
         cls.t = Trading(cls.stack.ports["trading"])
         cls.t.mark(SYM, "97000")
         # A maker on the book, so that the client's market buy fills.
@@ -144,6 +144,10 @@ class LegacyWebClient(unittest.TestCase):
                 elif stream.startswith("trade."):
                     self.assertIsInstance(data, list)
                     self.assertEqual({t["price"] for t in data}, {97100})
+                    # The same trades as REST, field for field (time in whole seconds, floored).
+                    rest = self.stack.get(f"/api/v1/markets/{SYM}/trades?limit={len(data)}").json()
+                    fields = ("id", "price", "amount", "side", "time")
+                    self.assertEqual([[t[f] for f in fields] for t in data], [[t[f] for f in fields] for t in rest])
                 else:
                     # The stored current bar, the same values as REST's newest 1h bar.
                     self.assertIsNotNone(data, first)
@@ -182,7 +186,7 @@ class KlineStreamFromStoredBar(unittest.TestCase):
     def test_snapshot_and_updates_equal_rest(self):
         env = legacy_env()
         env.pop("gateway")
-        stack = Stack("klinestream", extra_env=env, services=["trading", "market", "gateway"])
+        stack = Stack("klinestream", extra_env=env, services=["trading", "market", "gateway"], own_redis=True)
         try:
             for s in ("trading", "market", "gateway"):
                 stack.start(s)

@@ -120,6 +120,8 @@ class WebSocketThroughGateway(unittest.TestCase):
         self.assertEqual(c.recv_json()["result"], "ok")
         col = Collector(c)
         wait_until(lambda: col.on(f"depth.{SYM}"), 5, what="depth snapshot")
+        # The kline snapshot (the stored bar) comes once loaded: trades before it are inside it.
+        wait_until(lambda: col.on(f"kline.1m.{SYM}"), 5, what="kline snapshot")
         t = self.t
         t.place(self.a, side="Sell", price="97100", amount="0.01")
         t.place(self.a, side="Sell", price="97200", amount="0.02")
@@ -154,8 +156,9 @@ class WebSocketThroughGateway(unittest.TestCase):
         self.assertEqual(bars[-1]["h"], D("97200"))
         wait_until(lambda: any(m["data"] and m["data"]["last_price"] == D("97200") for m in col.on(f"ticker.{SYM}")), 4,
                    what="a ticker with the last trade")
-        wait_until(lambda: len(col.on("ticker")) >= 2, 4, what="all-market tickers")
-        self.assertEqual(len(col.on("ticker")[-1]["data"]), 4)
+        # `ticker`: one market's ticker object per message, every market.
+        wait_until(lambda: len({m["data"]["symbol"] for m in col.on("ticker")}) == 4, 4, what="all-market tickers")
+        self.assertTrue(all(isinstance(m["data"], dict) for m in col.on("ticker")))
         for ch in streams:
             check_seq(self, col.on(ch))
         c.close()
@@ -379,6 +382,63 @@ class PrivateStreams(unittest.TestCase):
             wait_until(lambda: col_c.on("orders"), 5, what="A's orders snapshot over message auth")
             self.assertEqual(sorted(o["id"] for o in col_c.on("orders")[0]["data"]), sorted([r.json()["id"], r2.json()["id"]]))
             cc.close()
+        finally:
+            stack.close()
+
+
+class PrivateStreamsAgreeWithRest(unittest.TestCase):
+    """Issue #21: a `positions`, `balances` or `fills` message carries the object REST answers for
+    the same id (every field, one JSON type per field), snapshot and update alike."""
+
+    def test_updates_equal_the_rest_objects(self):
+        from trading_client import OPERATOR_TOKEN
+        env = stack_env()
+        env["user"] = {"OPERATOR_TOKEN": OPERATOR_TOKEN}
+        stack = Stack("wsrest", extra_env=env).start_all()
+        try:
+            t = Trading(stack.ports["trading"])
+            t.mark(SYM, "97000")
+            a, b = new_user(), new_user()
+            t.deposit(a, "10000")
+            t.deposit(b, "10000")
+            r = request(stack.ports["user"], "POST", "/internal/v1/api-keys", body={"user_id": a, "scope": "trade"},
+                        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+            key = r.json()["key"]
+            auth = {"Authorization": f"Bearer {key}"}
+
+            def rest(path):
+                r = stack.call("GET", path, headers=auth)
+                self.assertEqual(r.status, 200, r.body)
+                return loads_exact(r.body)
+
+            c = WsClient(stack.gateway_port, headers=auth)
+            c.send_json({"method": "SUBSCRIBE", "params": ["positions", "balances", "fills"], "id": 1})
+            col = Collector(c)
+            wait_until(lambda: all(col.on(ch) for ch in ("positions", "balances", "fills")), 5, what="snapshots")
+            self.assertEqual(col.on("positions")[0]["data"], rest("/api/v1/positions"))
+            self.assertEqual(col.on("balances")[0]["data"], rest("/api/v1/balances"))
+            self.assertEqual(col.on("fills")[0]["data"], rest("/api/v1/fills?limit=50"))
+            # A opens a long against B's ask.
+            self.assertEqual(t.place(b, side="Sell", price="97000", amount="0.05").status, 201)
+            r = stack.call("POST", "/api/v1/orders", body={"symbol": SYM, "side": "Buy", "type": "Market",
+                                                           "amount": "0.05"}, headers=auth)
+            self.assertEqual(r.status, 201, r.body)
+            wait_until(lambda: len(col.on("positions")) >= 2 and len(col.on("balances")) >= 2
+                       and len(col.on("fills")) >= 2, 5, what="updates")
+            time.sleep(0.3)  # let any later update arrive: the last one is compared
+            [position] = rest("/api/v1/positions")
+            update = col.on("positions")[-1]["data"]
+            self.assertEqual(update, position)
+            for field in ("entry_price", "mark_price", "liquidation_price", "unrealized_pnl", "maintenance_margin"):
+                self.assertIn(field, update)
+            self.assertEqual(col.on("balances")[-1]["data"], rest("/api/v1/balances")[0])
+            [fill] = [m["data"] for m in col.on("fills") if not m.get("snapshot")]
+            [rest_fill] = rest("/api/v1/fills")
+            self.assertIsInstance(fill["id"], str)
+            self.assertEqual(fill, rest_fill)
+            for ch in ("positions", "balances", "fills"):
+                check_seq(self, col.on(ch))
+            c.close()
         finally:
             stack.close()
 

@@ -38,7 +38,7 @@ constexpr db::Query kFunding{
 
 constexpr db::Query kTrades{
     "market_trades",
-    "SELECT seq, price::text, amount::text, taker_side, extract(epoch from time)::bigint,"
+    "SELECT seq, price::text, amount::text, taker_side, floor(extract(epoch from time))::bigint,"
     " (extract(epoch from time) * 1000)::bigint FROM trades"
     " WHERE market_id = $1::int AND ($2::bigint IS NULL OR seq < $2::bigint) ORDER BY seq DESC LIMIT $3::int"};
 

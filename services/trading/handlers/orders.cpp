@@ -33,7 +33,7 @@ const std::string kOneOrder = std::string(kOrderColumns) + " WHERE o.id = $1::uu
 constexpr db::Query kListFills{
     "list_fills",
     "SELECT f.seq, f.order_id, m.symbol, f.side, f.price::text, f.amount::text, f.fee::text,"
-    " f.realized_pnl::text, f.liquidity, extract(epoch from f.time)::bigint,"
+    " f.realized_pnl::text, f.liquidity, floor(extract(epoch from f.time))::bigint,"
     " (extract(epoch from f.time) * 1000)::bigint, f.liquidation"
     " FROM fills f JOIN markets m ON m.id = f.market_id"
     " WHERE f.user_id = $1::uuid AND ($2::bigint IS NULL OR f.seq < $2::bigint)"
