@@ -7,6 +7,7 @@ PKGS=(
   libpq-dev libhiredis-dev libgtest-dev libgmock-dev libbenchmark-dev
   libsodium-dev libsecp256k1-dev libcrypto++-dev libcbor-dev
   postgresql redis-server supervisor curl python3 python3-yaml python3-hypothesis
+  chromium
 )
 missing=()
 for p in "${PKGS[@]}"; do
