@@ -322,12 +322,47 @@ void Hub::refresh_private(const std::string& user, const std::string& kind, std:
   if (!r.in_flight) start_refresh(user, kind);
 }
 
+// Orders: each order an event named, once, read as GET /orders/{id} answers it; the events
+// themselves when trading cannot answer.
+void Hub::refresh_orders(const std::string& user, const std::string& key,
+                         std::shared_ptr<std::vector<std::string>> events) {
+  std::vector<std::pair<std::string, std::string>> ids;  // order id → its last event
+  for (const auto& e : *events) {
+    auto ev = json::parse(e);
+    const json::Value* id = ev && ev->is_object() ? ev->find("id") : nullptr;
+    if (!id || !id->is_string() || !Uuid::parse(id->as_string())) continue;
+    auto at = std::find_if(ids.begin(), ids.end(), [&](const auto& x) { return x.first == id->as_string(); });
+    if (at == ids.end()) ids.emplace_back(id->as_string(), e);
+    else at->second = e;
+  }
+  auto self = shared_from_this();
+  auto done = [self, user, key] {
+    Refresh& state = self->refreshing_[key];
+    state.in_flight = false;
+    if (!state.events.empty()) self->start_refresh(user, "orders");
+    else self->refreshing_.erase(key);
+  };
+  if (ids.empty()) return done();
+  auto left = std::make_shared<std::size_t>(ids.size());
+  for (const auto& [id, last] : ids) {
+    http::OutgoingRequest req{http::Method::get, "/api/v1/orders/" + id, {{"X-User-ID", user}}, {}};
+    for (auto& h : service::internal_headers(*s_.ctx)) req.headers.push_back(std::move(h));
+    s_.client->request(s_.trading, std::move(req), [self, key, last, left, done](Result<http::Response> res) {
+      std::lock_guard lock(self->mu_);
+      const bool ok = res && res->status == 200 && json::parse(res->body).has_value();
+      self->broadcast_as(key, "orders", "orders", ok ? res->body : last);
+      if (--*left == 0) done();
+    });
+  }
+}
+
 void Hub::start_refresh(const std::string& user, const std::string& kind) {
   const std::string key = private_key(user, kind);
   Refresh& r = refreshing_[key];
   r.in_flight = true;
   auto events = std::make_shared<std::vector<std::string>>(std::move(r.events));
   r.events.clear();
+  if (kind == "orders") return refresh_orders(user, key, events);
   http::OutgoingRequest req{http::Method::get, kind == "positions" ? "/api/v1/positions" : "/api/v1/balances",
                             {{"X-User-ID", user}}, {}};
   for (auto& h : service::internal_headers(*s_.ctx)) req.headers.push_back(std::move(h));
@@ -514,7 +549,7 @@ void Hub::on_redis(std::string_view channel, std::string_view message) {
     if (colon == std::string_view::npos) return;
     const std::string user(rest.substr(0, colon)), kind(rest.substr(colon + 1));
     std::lock_guard lock(mu_);
-    if (kind == "positions" || kind == "balances") {
+    if (kind == "positions" || kind == "balances" || kind == "orders") {
       refresh_private(user, kind, std::string(message));
       return;
     }

@@ -110,6 +110,8 @@ class Hub : public std::enable_shared_from_this<Hub> {
   // as it reads there. Lock held.
   void refresh_private(const std::string& user, const std::string& kind, std::string event);
   void start_refresh(const std::string& user, const std::string& kind);
+  void refresh_orders(const std::string& user, const std::string& key,
+                      std::shared_ptr<std::vector<std::string>> events);
   struct Refresh {
     bool in_flight = false;
     std::vector<std::string> events;

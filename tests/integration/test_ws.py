@@ -412,9 +412,11 @@ class PrivateStreamsAgreeWithRest(unittest.TestCase):
                 return loads_exact(r.body)
 
             c = WsClient(stack.gateway_port, headers=auth)
-            c.send_json({"method": "SUBSCRIBE", "params": ["positions", "balances", "fills"], "id": 1})
+            c.send_json({"method": "SUBSCRIBE", "params": ["positions", "balances", "fills", "orders"], "id": 1})
             col = Collector(c)
-            wait_until(lambda: all(col.on(ch) for ch in ("positions", "balances", "fills")), 5, what="snapshots")
+            wait_until(lambda: all(col.on(ch) for ch in ("positions", "balances", "fills", "orders")), 5,
+                       what="snapshots")
+            self.assertEqual(col.on("orders")[0]["data"], rest("/api/v1/orders"))
             self.assertEqual(col.on("positions")[0]["data"], rest("/api/v1/positions"))
             self.assertEqual(col.on("balances")[0]["data"], rest("/api/v1/balances"))
             self.assertEqual(col.on("fills")[0]["data"], rest("/api/v1/fills?limit=50"))
@@ -424,7 +426,7 @@ class PrivateStreamsAgreeWithRest(unittest.TestCase):
                                                            "amount": "0.05"}, headers=auth)
             self.assertEqual(r.status, 201, r.body)
             wait_until(lambda: len(col.on("positions")) >= 2 and len(col.on("balances")) >= 2
-                       and len(col.on("fills")) >= 2, 5, what="updates")
+                       and len(col.on("fills")) >= 2 and len(col.on("orders")) >= 2, 5, what="updates")
             time.sleep(0.3)  # let any later update arrive: the last one is compared
             [position] = rest("/api/v1/positions")
             update = col.on("positions")[-1]["data"]
@@ -436,7 +438,11 @@ class PrivateStreamsAgreeWithRest(unittest.TestCase):
             [rest_fill] = rest("/api/v1/fills")
             self.assertIsInstance(fill["id"], str)
             self.assertEqual(fill, rest_fill)
-            for ch in ("positions", "balances", "fills"):
+            # The order, as GET /orders/{id} has it (filled, with its time in force and average price).
+            order = col.on("orders")[-1]["data"]
+            self.assertEqual(order, rest(f"/api/v1/orders/{r.json()['id']}"))
+            self.assertEqual((order["status"], order["type"], order["time_in_force"]), ("Filled", "Market", "IOC"))
+            for ch in ("positions", "balances", "fills", "orders"):
                 check_seq(self, col.on(ch))
             c.close()
         finally:
