@@ -648,6 +648,33 @@ std::size_t EngineHost::queue_depth() const {
   return in_.size();
 }
 
+std::optional<std::pair<std::int64_t, Usdm>> EngineHost::vault_unlock(const VaultWithdraw& w) const {
+  const Vault* v = engine_.vault(w.vault);
+  const Account* a = engine_.account(w.user);
+  if (!v || !a || v->total_shares <= 0) return std::nullopt;
+  auto h = v->holders.find(a->index);
+  if (h == v->holders.end() || h->second.shares <= 0) return std::nullopt;
+  const Usdm nav = engine_.vault_nav(*v);
+  if (nav <= 0) return std::nullopt;
+  using i128 = __int128;
+  const i128 value = static_cast<i128>(h->second.shares) * nav / v->total_shares;
+  const i128 needed = w.amount >= value ? h->second.shares
+                                        : std::min<i128>(h->second.shares,
+                                                         (static_cast<i128>(w.amount) * v->total_shares + nav - 1) / nav);
+  std::vector<VaultLot> lots = h->second.lots;
+  std::sort(lots.begin(), lots.end(), [](const VaultLot& x, const VaultLot& y) { return x.unlock_ms < y.unlock_ms; });
+  i128 unlocked = 0, now = 0;
+  std::int64_t at = 0;
+  for (const auto& lot : lots) {
+    if (lot.unlock_ms <= w.ts_ms) now += lot.shares;
+    if (unlocked < needed) {
+      unlocked += lot.shares;
+      at = lot.unlock_ms;
+    }
+  }
+  return std::pair{at, static_cast<Usdm>(now * nav / v->total_shares)};
+}
+
 std::string EngineHost::operator_outcome(const Batch& b, const Item& item) const {
   json::Writer w;
   w.begin_object();
@@ -656,7 +683,16 @@ std::string EngineHost::operator_outcome(const Batch& b, const Item& item) const
   for (std::size_t i = item.first_event; i < item.end_event; ++i) {
     if (auto* cr = std::get_if<CommandRejected>(&b.events[i].body)) {
       json::Writer r;
-      r.begin_object().field("status", "rejected").field("reason", reject_code(cr->reason)).end_object();
+      r.begin_object().field("status", "rejected").field("reason", reject_code(cr->reason));
+      if (auto* wd = std::get_if<VaultWithdraw>(&item.command); wd && cr->reason == Reject::vault_locked) {
+        // When the amount asked for is unlocked (at today's NAV): the lot whose unlock brings the
+        // unlocked shares to what the withdrawal needs; and what could be withdrawn now.
+        if (auto unlock = vault_unlock(*wd)) {
+          r.field("unlocks_at_ms", unlock->first);
+          r.key("withdrawable_now").raw_number(usdm_text(unlock->second));
+        }
+      }
+      r.end_object();
       return r.take();
     }
   }
@@ -1136,7 +1172,7 @@ std::vector<db::Statement> EngineHost::statements_for(const Batch& b, bool journ
                         {"integer", "timestamptz", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "integer", "bigint"}, "ON CONFLICT (market_id, time) DO NOTHING");
   MultiRow vault_tx_rows("INSERT INTO vault_transactions (seq, vault_id, user_id, type, amount, fee, paid, shares,"
                          " fee_shares, user_shares, nav, total_shares, unlock_at, time)",
-                         {"bigint", "uuid", "uuid", "text", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "timestamptz", "timestamptz"}, "ON CONFLICT (seq) DO NOTHING");
+                         {"bigint", "uuid", "uuid", "text", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "timestamptz", "timestamptz"}, "ON CONFLICT (seq, type) DO NOTHING");
   MultiRow liquidation_rows("INSERT INTO liquidations (seq, user_id, account_value, maintenance_margin, stage, insurance_paid, time)",
                             {"bigint", "uuid", "numeric", "numeric", "text", "numeric", "timestamptz"}, "ON CONFLICT (seq) DO NOTHING");
   MultiRow ledger("INSERT INTO ledger (seq, user_id, delta, reason, reference, time)",
@@ -1244,6 +1280,14 @@ std::vector<db::Statement> EngineHost::statements_for(const Batch& b, bool journ
                                usdm_text(ev.paid), usdm_text(ev.shares), usdm_text(ev.fee_shares),
                                usdm_text(ev.user_shares), usdm_text(ev.nav), usdm_text(ev.total_shares), unlock,
                                ts(ev.ts_ms)});
+            if (ev.kind == VaultMove::withdrawal && ev.fee_shares > 0) {
+              // The leader's profit share: shares minted to the leader, a transaction of its own.
+              if (auto ref = vault_ref(ev.vault)) {
+                vault_tx_rows.add({std::to_string(e.seq), ev.vault.to_string(), ref->leader.value().to_string(),
+                                   "profit_share", usdm_text(ev.fee), "0", "0", usdm_text(ev.fee_shares), "0", "0",
+                                   usdm_text(ev.nav), usdm_text(ev.total_shares), std::nullopt, ts(ev.ts_ms)});
+              }
+            }
           } else if constexpr (std::is_same_v<T, AccountLiquidated>) {
             liquidation_rows.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(ev.account_value),
                                   usdm_text(ev.maintenance_margin), std::string(liquidation_code(ev.stage)),

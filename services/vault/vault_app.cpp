@@ -62,7 +62,7 @@ constexpr db::Query kTransactions{
     " to_char(t.time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
     " FROM vault_transactions t LEFT JOIN users u ON u.id = t.user_id"
     " WHERE t.vault_id = $1::uuid AND ($2::bigint IS NULL OR t.seq < $2::bigint)"
-    " ORDER BY t.seq DESC LIMIT $3::int"};
+    " ORDER BY t.seq DESC, t.type = 'profit_share' LIMIT $3::int + 2"};
 
 constexpr db::Query kPerformance{
     "vault_performance",
@@ -494,15 +494,23 @@ Result<void> setup(service::Context& ctx) {
           auto rows =
               (*lease)->exec(kTransactions, {id.to_string(), before, std::to_string(limit)});
           if (!rows) return rows.error();
+          // Two rows more than the page were read: a withdrawal and its profit share (one seq) are
+          // never split across pages (the page then holds limit + 1), so `before` = seq loses none.
+          int shown = std::min<int>(rows->size(), static_cast<int>(limit));
+          if (rows->size() > limit && rows->get(shown, 0) == rows->get(shown - 1, 0)) ++shown;
+          const bool more = rows->size() > shown;
           json::Writer w;
           w.begin_array();
-          for (int i = 0; i < rows->size(); ++i) {
+          for (int i = 0; i < shown; ++i) {
             const bool withdrawal = rows->get(i, 1) == std::string_view("withdrawal");
             std::string type(
                 rows->get(i, 1));  // api-contract spelling: DEPOSIT, WITHDRAWAL (, MANAGEMENT_FEE)
             for (auto& ch : type)
               ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-            w.begin_object().field("id", rows->get(i, 0)).field("type", type);
+            // A profit share has its withdrawal's sequence: its id says which it is.
+            const std::string tx_id =
+                type == "PROFIT_SHARE" ? std::string(rows->get(i, 0)) + "-profit-share" : std::string(rows->get(i, 0));
+            w.begin_object().field("id", tx_id).field("type", type);
             w.key("amount").raw_number(
                 decimal::format(*decimal::parse(withdrawal ? rows->get(i, 4) : rows->get(i, 2))));
             w.key("fee").raw_number(decimal::format(*decimal::parse(rows->get(i, 3))));
@@ -517,8 +525,7 @@ Result<void> setup(service::Context& ctx) {
           }
           w.end_array();
           auto res = http::Response::json(200, w.take());
-          if (rows->size() == limit)
-            res.set_header("X-Next-Cursor", rows->get(rows->size() - 1, 0));
+          if (more) res.set_header("X-Next-Cursor", rows->get(shown - 1, 0));
           return res;
         });
   });

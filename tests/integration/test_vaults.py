@@ -130,10 +130,20 @@ class VaultRules(unittest.TestCase):
         r = v.call(None, "GET", f"/api/v1/vaults/{vault}/transactions?limit=2")
         openapi_check("/api/v1/vaults/{id}/transactions", "GET", r)
         txs = loads_exact(r.body)
-        self.assertEqual([x["type"] for x in txs], ["WITHDRAWAL", "DEPOSIT"])
+        # The leader's profit share (150 shares for the 180 USDM fee) is a transaction of its own,
+        # next to the withdrawal that paid it (issue #21).
+        self.assertEqual([x["type"] for x in txs], ["WITHDRAWAL", "PROFIT_SHARE"])
         self.assertEqual(txs[0]["amount"], D("10620"))
+        self.assertEqual((txs[1]["amount"], txs[1]["shares"], txs[1]["id"]),
+                         (D("180"), D("150"), f"{txs[0]['id']}-profit-share"))
+        mine = loads_exact(v.call(leader, "GET", f"/api/v1/vaults/{vault}/transactions?limit=2").body)
+        self.assertEqual(mine[1]["user_id"], leader)
         r2 = v.call(None, "GET", f"/api/v1/vaults/{vault}/transactions?before={r.header('X-Next-Cursor')}")
-        self.assertEqual([x["type"] for x in loads_exact(r2.body)], ["DEPOSIT", "DEPOSIT"])
+        self.assertEqual([x["type"] for x in loads_exact(r2.body)], ["DEPOSIT", "DEPOSIT", "DEPOSIT"])
+        # A page never splits a withdrawal from its profit share: limit 1 shows both.
+        one = v.call(None, "GET", f"/api/v1/vaults/{vault}/transactions?limit=1")
+        self.assertEqual([x["type"] for x in loads_exact(one.body)], ["WITHDRAWAL", "PROFIT_SHARE"])
+        self.assertEqual(one.header("X-Next-Cursor"), txs[0]["id"])
         self.assertEqual({x["status"] for x in txs}, {"COMPLETED"})
         self.assertTrue(t.invariants()["ok"])
 
@@ -161,6 +171,7 @@ class VaultRules(unittest.TestCase):
         r = v.deposit(a, vault, "19000")
         self.assertEqual(r.status, 200, r.body)
         from datetime import datetime, timezone
+        deposit_locked_until = r.json()["locked_until"]
         unlock = datetime.strptime(r.json()["locked_until"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
         self.assertIsNotNone(v.holding(a, vault)["locked_until"])
         # One second before the boundary: refused. At it: accepted.
@@ -168,6 +179,10 @@ class VaultRules(unittest.TestCase):
         r = v.withdraw(a, vault, "100")
         self.assertEqual((r.status, r.json()["error"]["code"]), (422, "VAULT_LOCKED"), r.body)
         openapi_check("/api/v1/vaults/{id}/withdraw", "POST", r)
+        # The refusal says when the amount unlocks (the deposit's locked_until) and what is free now.
+        err = loads_exact(r.body)["error"]
+        self.assertEqual((err["unlocks_at"], err["withdrawable_now"], err["field"]), (deposit_locked_until, 0, "amount"))
+        self.assertIn(deposit_locked_until, err["message"])
         time.sleep(max(0, unlock - time.time()) + 0.05)
         self.assertEqual(v.withdraw(a, vault, "100").status, 200)
         # The leader keeps >= 5 % while others hold shares.

@@ -226,6 +226,48 @@ class KlineStreamFromStoredBar(unittest.TestCase):
             stack.close()
 
 
+class FlipStartsANewPosition(unittest.TestCase):
+    """A flip closes the position and opens a new one: its own created_at, realized PnL from
+    zero; an isolated position shows its maintenance margin."""
+
+    def test_flip_and_reopen(self):
+        stack = Stack("flip", extra_env={"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}}, services=["trading"])
+        try:
+            stack.start("trading")
+            t = Trading(stack.ports["trading"])
+            t.mark(SYM, "97000")
+            a, b = new_user(), new_user()
+            t.deposit(a, "100000")
+            t.deposit(b, "100000")
+
+            def position():
+                r = t.call(a, "GET", "/api/v1/positions")
+                self.assertEqual(r.status, 200, r.body)
+                return (r.json() or [None])[0]
+
+            self.assertEqual(t.place(b, side="Sell", price="97000", amount="0.5").status, 201)
+            self.assertEqual(t.place(a, side="Buy", price="97000", amount="0.5").status, 201)
+            long = position()
+            time.sleep(0.05)  # the flip's time differs from the open's
+            self.assertEqual(t.place(b, side="Buy", price="98000", amount="1").status, 201)
+            self.assertEqual(t.place(a, side="Sell", price="98000", amount="1").status, 201)
+            short = position()
+            self.assertEqual((short["side"], short["size"], short["realized_pnl"]), ("Short", 0.5, 0))
+            self.assertGreater(short["created_at"], long["created_at"])
+            fills = t.call(a, "GET", "/api/v1/fills").json()
+            self.assertEqual(D(str(fills[0]["realized_pnl"])), D("500"))  # paid, with the old position
+            # An isolated position shows its maintenance margin: |size| x mark / (2 x 40).
+            self.assertEqual(t.place(b, side="Sell", price="97000", amount="0.2", symbol=SYM).status, 201)
+            c = new_user()
+            t.deposit(c, "100000")
+            r = t.place(c, side="Buy", price="97000", amount="0.2", margin_mode="isolated", leverage=10)
+            self.assertEqual(r.status, 201, r.body)
+            [p] = t.call(c, "GET", "/api/v1/positions").json()
+            self.assertEqual((p["margin_mode"], D(str(p["maintenance_margin"]))), ("isolated", D("242.5")))
+        finally:
+            stack.close()
+
+
 class LegacyModeRefusesAPublicListener(unittest.TestCase):
     def test_legacy_mode_needs_loopback_or_an_explicit_public_flag(self):
         stack = Stack("legacypublic", extra_env={"gateway": {"HYDROX_LEGACY_CLIENT_AUTH": "1",

@@ -271,7 +271,9 @@ TYPED_TEST(EngineTest, EntryRealizeAndFlipFollowPerpRules) {
   EXPECT_EQ(flip.taker_realized_pnl, -900 * kUsdm);
   EXPECT_EQ(p.size, -400);
   EXPECT_EQ(p.cost, -38'400 * kUsdm);
-  EXPECT_EQ(p.realized_pnl, -300 * kUsdm);
+  // The short is a new position: its realized PnL starts at zero (the long's 600 - 900 went to
+  // the collateral with the long; issue #21).
+  EXPECT_EQ(p.realized_pnl, 0);
 }
 
 TYPED_TEST(EngineTest, FeesAreRoundedUpAndPaidToTheFeeAccount) {
@@ -1293,4 +1295,29 @@ TYPED_TEST(EngineTest, CrossLiquidationPriceIsWhereTheEngineLiquidatesWhateverTh
   EXPECT_EQ(liq_of(5), closer);
   EXPECT_FALSE(liquidated(5, h.mark(closer)));
   EXPECT_TRUE(liquidated(5, h.mark(closer - 1)));
+}
+
+// Issue #21: a flip closes the old position and opens a new one: the new one's realized PnL
+// starts from zero (the closed part's PnL is paid all the same); so does a position opened again.
+TYPED_TEST(EngineTest, AFlipOrAReopenStartsANewPositionWithItsOwnRealizedPnl) {
+  auto& h = this->h;
+  h.place(1, Side::sell, 970000, 500);
+  h.place(2, Side::buy, 970000, 500);  // 2: long 0.5 at 97,000
+  const Usdm before = h.engine.account(user(2))->collateral;
+  h.place(1, Side::buy, 980000, 1000);
+  auto ev = h.place(2, Side::sell, 980000, 1000);  // sells 1.0 at 98,000: +500 realized, short 0.5
+  const Trade t = only<Trade>(ev);
+  EXPECT_EQ(t.taker_realized_pnl, 500 * kUsdm);
+  const Position& p = h.engine.account(user(2))->positions[0];
+  EXPECT_EQ(p.size, -500);
+  EXPECT_EQ(p.realized_pnl, 0);
+  EXPECT_EQ(h.engine.account(user(2))->collateral, before + 500 * kUsdm - t.taker_fee);
+  // Closed at 97,000 (+500 on the short), then opened again: the new one starts at zero.
+  h.place(1, Side::sell, 970000, 500);
+  h.place(2, Side::buy, 970000, 500);
+  EXPECT_EQ(h.engine.account(user(2))->positions[0].size, 0);
+  EXPECT_EQ(h.engine.account(user(2))->positions[0].realized_pnl, 500 * kUsdm);
+  h.place(1, Side::sell, 970000, 100);
+  h.place(2, Side::buy, 970000, 100);
+  EXPECT_EQ(h.engine.account(user(2))->positions[0].realized_pnl, 0);
 }

@@ -852,6 +852,7 @@ typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a,
   MarketState& ms = markets_[m];
   ms.open_interest -= std::max<Qty>(p.size, 0);   // (added back below with the new size)
   if (p.size == 0 || (p.size > 0) == (dq > 0)) {  // open or increase
+    if (p.size == 0) p.realized_pnl = 0;  // a new position: its own realized PnL from zero
     if (p.size == 0 && ++a.open_positions == 2) multi_.insert(a.index);
     p.size += dq;
     ms.open_interest += std::max<Qty>(p.size, 0);
@@ -894,7 +895,8 @@ typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a,
     if (a.open_positions-- == 2) multi_.erase(a.index);
   }
   p.margin += fx.margin_delta;
-  p.realized_pnl += realized;
+  // A flip closes the old position (its realized PnL went with it) and opens a new one at zero.
+  p.realized_pnl = qty > closing ? 0 : p.realized_pnl + realized;
   a.collateral += realized - fx.margin_delta;
   fx.realized = realized;
   return fx;

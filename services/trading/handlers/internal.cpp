@@ -95,7 +95,20 @@ void vault_answer(http::Respond respond, const std::string& rid, Result<Outcome>
     const json::Value* reason = doc->find("reason");
     json::Writer w;
     w.begin_object().key("error").begin_object().field("code", reason && reason->is_string() ? reason->as_string() : "REJECTED");
-    w.field("message", "refused by the engine").field("request_id", rid).end_object().end_object();
+    const json::Value* unlocks = doc->find("unlocks_at_ms");
+    if (unlocks && unlocks->is_number()) {
+      // In the lockup: when the amount asked for unlocks, and what can be withdrawn now.
+      auto at_ms = unlocks->as_int(0, INT64_MAX);
+      const std::int64_t at = at_ms ? *at_ms : 0;
+      const std::string when = format_rfc3339_ms(at);
+      w.field("message", "the shares for this amount are in their lockup until " + when).field("field", "amount");
+      w.field("unlocks_at", when);
+      if (const json::Value* now = doc->find("withdrawable_now"); now && now->is_number())
+        w.key("withdrawable_now").raw_number(now->number_text());
+    } else {
+      w.field("message", "refused by the engine");
+    }
+    w.field("request_id", rid).end_object().end_object();
     auto r = http::Response::json(reason && reason->is_string() && reason->as_string() == "VAULT_NOT_FOUND" ? 404 : 422, w.take());
     if (replay) r.set_header("Idempotent-Replay", "true");
     return respond(std::move(r));
