@@ -268,6 +268,47 @@ class FlipStartsANewPosition(unittest.TestCase):
             stack.close()
 
 
+class MarketMakerStops(unittest.TestCase):
+    """The development market maker quotes through the gateway, and on SIGTERM takes its quotes
+    off the book and exits 0 at once (supervisord's stop; it used to ignore the signal)."""
+
+    def test_sigterm_cancels_the_quotes_and_exits(self):
+        import os
+        import signal
+        import subprocess
+        from harness import BIN_DIR, request
+        env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}, "market": {"INDEX_FEED": "simulated"},
+               "user": {"OPERATOR_TOKEN": OPERATOR_TOKEN}}
+        stack = Stack("mm", extra_env=env, services=["trading", "market", "user", "gateway"], own_redis=True)
+        mm = None
+        try:
+            for s in ("trading", "market", "user", "gateway"):
+                stack.start(s)
+            t = Trading(stack.ports["trading"])
+            maker = new_user()
+            t.deposit(maker, "1000000")
+            for m in stack.get("/api/v1/markets").json():
+                t.mark(m["symbol"], str(m["index_price"] or 1000))
+            r = request(stack.ports["user"], "POST", "/internal/v1/api-keys", body={"user_id": maker, "scope": "trade"},
+                        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+            key = r.json()["key"]
+            mm = subprocess.Popen([os.path.join(BIN_DIR, "hydrox-market-maker")],
+                                  env={**os.environ, "GATEWAY_URL": f"http://127.0.0.1:{stack.gateway_port}",
+                                       "MM_API_KEY": key, "MM_SYMBOLS": SYM, "MM_LEVELS": "2", "MM_REQUOTE_MS": "60000",
+                                       "LOG_LEVEL": "warn"},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_until(lambda: len(t.call(maker, "GET", "/api/v1/orders").json()) == 4, 15, what="four quotes")
+            started = time.time()
+            mm.send_signal(signal.SIGTERM)
+            self.assertEqual(mm.wait(timeout=5), 0)
+            self.assertLess(time.time() - started, 3)
+            self.assertEqual(t.call(maker, "GET", "/api/v1/orders").json(), [])
+        finally:
+            if mm and mm.poll() is None:
+                mm.kill()
+            stack.close()
+
+
 class LegacyModeRefusesAPublicListener(unittest.TestCase):
     def test_legacy_mode_needs_loopback_or_an_explicit_public_flag(self):
         stack = Stack("legacypublic", extra_env={"gateway": {"HYDROX_LEGACY_CLIENT_AUTH": "1",

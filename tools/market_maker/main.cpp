@@ -6,6 +6,7 @@
 // Environment: GATEWAY_URL (http://localhost:8080), MM_API_KEY (required), TAKER_API_KEY,
 // MM_SYMBOLS (comma list; default every market), MM_LEVELS (5), MM_SPREAD_BPS (10),
 // MM_STEP_BPS (5), MM_LEVEL_NOTIONAL (2000 USDM), MM_REQUOTE_MS (3000), MM_SEED (7).
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -23,6 +24,18 @@ using namespace hydrox;
 using decimal::i128;
 
 namespace {
+
+// SIGTERM / SIGINT (the runtime's signal set): stop quoting, take the quotes off the book, exit 0
+// (supervisord's stop). The runtime keeps running until then: the cancels go through it.
+std::atomic<bool> g_stop{false};
+
+// Sleeps up to `d`, waking early when a stop signal arrives; false once stopping.
+bool pause(std::chrono::milliseconds d) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (!g_stop.load() && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  return !g_stop.load();
+}
 
 struct Market {
   std::string symbol;
@@ -89,13 +102,19 @@ int main() {
   }
 
   http::Runtime runtime(http::Runtime::Options{1, 1, 16});
+  runtime.on_signal([] { g_stop.store(true); });
   http::Client client(runtime);
   std::thread io([&] { runtime.run(); });
   Api api(client, *gateway);
   std::mt19937_64 rng(static_cast<std::uint64_t>(*seed));
 
+  auto finish = [&](int code) {
+    runtime.stop();
+    io.join();
+    return code;
+  };
   std::vector<Market> markets;
-  for (int attempt = 0; markets.empty(); ++attempt) {
+  for (int attempt = 0; markets.empty() && !g_stop.load(); ++attempt) {
     auto r = api.call(http::Method::get, "/api/v1/markets", *key);
     if (r && r->status == 200) {
       auto doc = json::parse(r->body);
@@ -106,16 +125,18 @@ int main() {
                                  *m.find("min_notional")->as_decimal()});
       }
     }
-    if (markets.empty()) std::this_thread::sleep_for(std::chrono::seconds(1));
+    if (markets.empty()) pause(std::chrono::seconds(1));
     if (attempt > 120) {
       std::fprintf(stderr, "init markets failed: the gateway did not list markets\n");
-      return 1;
+      return finish(1);
     }
   }
+  if (g_stop.load()) return finish(0);
   log::info("quoting", {{"markets", static_cast<int>(markets.size())}, {"levels", static_cast<int>(*levels)}});
 
-  for (;;) {
+  while (!g_stop.load()) {
     for (const auto& m : markets) {
+      if (g_stop.load()) break;
       auto t = api.call(http::Method::get, "/api/v1/markets/" + m.symbol + "/ticker", *key);
       if (!t || t->status != 200) continue;
       auto doc = json::parse(t->body);
@@ -154,6 +175,10 @@ int main() {
         api.call(http::Method::post, "/api/v1/orders", *taker, w.take());
       }
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(*requote));
+    pause(std::chrono::milliseconds(*requote));
   }
+  // Stopping: the quotes leave the book with the quoter.
+  for (const auto& m : markets) api.call(http::Method::del, "/api/v1/orders?symbol=" + m.symbol, *key);
+  log::info("stopped: quotes cancelled");
+  return finish(0);
 }
