@@ -9,6 +9,9 @@ PKGS=(
   postgresql redis-server supervisor curl python3 python3-yaml python3-hypothesis
   chromium
 )
+# Node.js and npm (the sign-in tests' wallet libraries): Debian's, unless the machine has them.
+command -v node >/dev/null || PKGS+=(nodejs)
+command -v npm >/dev/null || PKGS+=(npm)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

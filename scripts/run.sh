@@ -83,7 +83,8 @@ CONF
   # a client's own X-User-ID is believed), where it listens on loopback only unless
   # HYDROX_LEGACY_CLIENT_AUTH_PUBLIC=1 says otherwise.
   gateway_address=${GATEWAY_LISTEN_ADDRESS:-0.0.0.0}
-  if [ "${HYDROX_LEGACY_CLIENT_AUTH:-0}" = 1 ] && [ "${HYDROX_LEGACY_CLIENT_AUTH_PUBLIC:-0}" != 1 ]; then
+  on() { case "${1,,}" in 1|true|yes|on) return 0 ;; *) return 1 ;; esac; }  # the services' booleans
+  if on "${HYDROX_LEGACY_CLIENT_AUTH:-0}" && ! on "${HYDROX_LEGACY_CLIENT_AUTH_PUBLIC:-0}"; then
     gateway_address=127.0.0.1
   fi
   # The gateway hands each WebSocket client's socket to market (no byte tunnel): the path market
