@@ -48,6 +48,7 @@ Result<void> setup(service::Context& ctx) {
   if (!health_timeout) return health_timeout.error();
   auto legacy = ctx.env.boolean("HYDROX_LEGACY_CLIENT_AUTH", false);
   if (!legacy) return legacy.error();
+  bool legacy_public = false;
   if (*legacy) {
     // The original web client sends X-User-ID itself. Anyone can then act as anyone: never in
     // production, said loudly at every start, and only on a loopback listener unless
@@ -62,10 +63,11 @@ Result<void> setup(service::Context& ctx) {
                   "(LISTEN_ADDRESS=127.0.0.1) or also set HYDROX_LEGACY_CLIENT_AUTH_PUBLIC=1",
                   "LISTEN_ADDRESS");
     }
+    legacy_public = *open_to_all;
     log::warn("HYDROX_LEGACY_CLIENT_AUTH=1: client-sent X-User-ID is trusted; any caller can act as any user",
               {{"listen_address", *listen}});
   }
-  set_legacy_client_auth(*legacy);
+  set_legacy_client_auth(*legacy, legacy_public);
   set_internal_token(ctx.internal_token);
   // /metrics and /ready of the gateway on a loopback listener of their own (OPS_PORT, 0: none):
   // the public listener serves neither.

@@ -142,8 +142,11 @@ void Hub::leave(Session& session, const std::string& stream) {
   const std::uint64_t id = session.conn->id();
   if (auto s = subscribers_.find(stream); s != subscribers_.end()) {
     s->second.erase(id);
-    // Nobody watches this kline stream: its bar is no longer kept; a new subscriber loads it again.
-    if (s->second.empty() && stream.starts_with("kline.")) bars_.erase(stream);
+    // Nobody watches this kline stream: its bar is kept (and kept current) for a minute, so that
+    // a subscribe/unsubscribe loop costs no load; then it goes (expire_idle_bars).
+    if (s->second.empty() && stream.starts_with("kline.")) {
+      if (auto b = bars_.find(stream); b != bars_.end()) b->second.idle_since_ms = now_ms();
+    }
   }
   ticker_waiting_.erase({id, stream});
   if (auto p = session.private_as.find(stream);
@@ -318,7 +321,8 @@ void Hub::refresh_private(const std::string& user, const std::string& kind, std:
     return;
   }
   Refresh& r = refreshing_[key];
-  if (r.events.size() < 1024) r.events.push_back(std::move(event));
+  if (r.events.size() < kMaxRefreshEvents) r.events.push_back(std::move(event));
+  else r.overflow = true;  // too many to read one by one: fresh snapshots instead, next round
   if (!r.in_flight) start_refresh(user, kind);
 }
 
@@ -332,8 +336,13 @@ void Hub::refresh_orders(const std::string& user, const std::string& key,
     const json::Value* id = ev && ev->is_object() ? ev->find("id") : nullptr;
     if (!id || !id->is_string() || !Uuid::parse(id->as_string())) continue;
     auto at = std::find_if(ids.begin(), ids.end(), [&](const auto& x) { return x.first == id->as_string(); });
-    if (at == ids.end()) ids.emplace_back(id->as_string(), e);
-    else at->second = e;
+    if (at != ids.end()) {
+      at->second = e;
+    } else if (ids.size() < kMaxOrderReadsPerRound) {
+      ids.emplace_back(id->as_string(), e);
+    } else {
+      refreshing_[key].events.push_back(e);  // read in the next round
+    }
   }
   auto self = shared_from_this();
   auto done = [self, user, key] {
@@ -359,6 +368,17 @@ void Hub::refresh_orders(const std::string& user, const std::string& key,
 void Hub::start_refresh(const std::string& user, const std::string& kind) {
   const std::string key = private_key(user, kind);
   Refresh& r = refreshing_[key];
+  if (r.overflow) {
+    // Events were dropped: every session on this stream gets the whole state again (a snapshot,
+    // read from trading like the first one), which covers every event, dropped or waiting.
+    r.overflow = false;
+    r.events.clear();
+    if (auto subs = subscribers_.find(key); subs != subscribers_.end()) {
+      for (Session* session : subs->second) subscribe_private(session->conn->id(), user, kind, nullptr);
+    }
+    refreshing_.erase(key);
+    return;
+  }
   r.in_flight = true;
   auto events = std::make_shared<std::vector<std::string>>(std::move(r.events));
   r.events.clear();
@@ -437,10 +457,15 @@ void Hub::send_snapshot(Session& session, const std::string& stream) {
       auto t = last_ticker_.find(m.symbol);
       if (t == last_ticker_.end()) {
         ticker_waiting_.insert({session.conn->id(), stream});
-        std::weak_ptr<Hub> weak = shared_from_this();
-        s_.ctx->runtime->post([weak] {
-          if (auto self = weak.lock()) self->ticker_round();
-        });
+        // A round now, at most once a second (when tickers cannot be computed, the 1 s tick
+        // tries again; no loop of rounds).
+        if (const std::int64_t now = now_ms(); now - ticker_kick_ms_ >= 1000) {
+          ticker_kick_ms_ = now;
+          std::weak_ptr<Hub> weak = shared_from_this();
+          s_.ctx->runtime->post([weak] {
+            if (auto self = weak.lock()) self->ticker_round();
+          });
+        }
         return;
       }
       tickers.push_back(&t->second);
@@ -483,6 +508,7 @@ void Hub::send_snapshot(Session& session, const std::string& stream) {
   } else if (type == "kline") {
     // The stored current bar (REST klines' values), then the trades after it: sent once loaded.
     Bar& bar = bars_[stream];
+    bar.idle_since_ms = 0;
     if (!bar.ready) {
       if (!bar.loading) load_bar(stream);
       return;
@@ -585,9 +611,18 @@ void Hub::on_redis(std::string_view channel, std::string_view message) {
     for (const auto& [interval, expr] : kline_intervals()) {
       const std::string stream = "kline." + interval + "." + symbol;
       auto subs = subscribers_.find(stream);
-      if (subs == subscribers_.end() || subs->second.empty()) continue;
+      const bool watched = subs != subscribers_.end() && !subs->second.empty();
+      auto kept = bars_.find(stream);
+      if (!watched && (kept == bars_.end() || !kept->second.ready)) continue;
       Bar& bar = bars_[stream];
       if (!bar.ready) {
+        if (bar.pending.size() >= kMaxPendingBarTrades) {
+          // The load has not come for a long time: start it again (a newer load counts these).
+          bar.pending.clear();
+          bar.loading = false;
+          load_bar(stream);
+          continue;
+        }
         bar.pending.push_back(bar_trade_of);  // applied after the stored bar arrives
         if (!bar.loading) load_bar(stream);
         continue;
@@ -660,10 +695,35 @@ void Hub::bar_trade(const std::string& stream, const std::string& interval, Bar&
   if (publish) broadcast(stream, "kline", bar_json(interval, bar, false));
 }
 
+void Hub::expire_idle_bars() {
+  const std::int64_t now = now_ms();
+  for (auto it = bars_.begin(); it != bars_.end();) {
+    auto subs = subscribers_.find(it->first);
+    const bool watched = subs != subscribers_.end() && !subs->second.empty();
+    if (!watched && it->second.idle_since_ms != 0 && now - it->second.idle_since_ms > kIdleBarMs && !it->second.loading)
+      it = bars_.erase(it);
+    else
+      ++it;
+  }
+}
+
 void Hub::load_bar(const std::string& stream) {
   Bar& bar = bars_[stream];
   bar.loading = true;
   bar.generation = ++bar_generation_;
+  if (bar_loads_in_flight_ >= kMaxBarLoadsInFlight) {
+    // Its turn comes: tried again shortly (the generation check drops it if the bar was reset).
+    std::weak_ptr<Hub> weak = shared_from_this();
+    s_.ctx->runtime->after(std::chrono::milliseconds(100), [weak, stream, generation = bar.generation] {
+      auto hub = weak.lock();
+      if (!hub) return;
+      std::lock_guard lock(hub->mu_);
+      auto b = hub->bars_.find(stream);
+      if (b != hub->bars_.end() && b->second.generation == generation && !b->second.ready) hub->load_bar(stream);
+    });
+    return;
+  }
+  ++bar_loads_in_flight_;
   const std::string interval = stream.substr(6, stream.find('.', 6) - 6);
   const std::string symbol = stream.substr(stream.rfind('.') + 1);
   const catalog::MarketInfo* m = s_.catalog.find(symbol);
@@ -683,10 +743,22 @@ void Hub::load_bar(const std::string& stream) {
   const bool queued = s_.ctx->runtime->try_blocking([weak, stream, interval, m, generation = bar.generation, retry] {
     auto self = weak.lock();
     if (!self) return;
+    auto current = [&] {
+      auto b = self->bars_.find(stream);
+      return b != self->bars_.end() && b->second.generation == generation;
+    };
+    {
+      std::lock_guard lock(self->mu_);
+      if (!current()) {  // reset or gone before its turn: no query
+        --self->bar_loads_in_flight_;
+        return;
+      }
+    }
     auto stored = latest_bar(self->s_, *m, interval);
     std::lock_guard lock(self->mu_);
+    --self->bar_loads_in_flight_;
     auto b = self->bars_.find(stream);
-    if (b == self->bars_.end() || b->second.generation != generation) return;  // reset meanwhile
+    if (!current()) return;  // reset meanwhile
     if (!stored) return retry();
     Bar& loaded = b->second;
     loaded.t = stored->t;
@@ -704,7 +776,10 @@ void Hub::load_bar(const std::string& stream) {
     loaded.loading = false;
     for (Session* session : self->subscribers_[stream]) self->send_snapshot(*session, stream);
   });
-  if (!queued) retry();
+  if (!queued) {
+    --bar_loads_in_flight_;
+    retry();
+  }
 }
 
 void Hub::fetch_book(const std::string& symbol) {
@@ -798,6 +873,10 @@ void Hub::recheck_credentials() {
 
 void Hub::tick() {
   recheck_credentials();
+  {
+    std::lock_guard lock(mu_);
+    expire_idle_bars();
+  }
   ticker_round();
 }
 

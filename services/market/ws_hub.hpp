@@ -102,7 +102,15 @@ class Hub : public std::enable_shared_from_this<Hub> {
     bool loading = false;
     std::uint64_t generation = 0;  // of the load in flight (a reset bar ignores an older load)
     std::vector<BarTrade> pending;
+    std::int64_t idle_since_ms = 0;  // the last subscriber left then (0: watched); kept a minute
   };
+  // Loads of stored bars in flight for the whole hub: subscribing to many kline streams cannot
+  // fill the blocking pool that market's REST routes share (beyond it a load waits its turn).
+  static constexpr int kMaxBarLoadsInFlight = 4;
+  static constexpr std::size_t kMaxPendingBarTrades = 10'000;
+  static constexpr std::int64_t kIdleBarMs = 60'000;
+  int bar_loads_in_flight_ = 0;  // under mu_
+  void expire_idle_bars();        // lock held
   void load_bar(const std::string& stream);  // lock held
   // `positions` and `balances` updates carry the REST objects: an event from trading for a
   // watched user starts a read of that user's REST answer (one in flight per user and stream;
@@ -115,7 +123,10 @@ class Hub : public std::enable_shared_from_this<Hub> {
   struct Refresh {
     bool in_flight = false;
     std::vector<std::string> events;
+    bool overflow = false;  // events were dropped: the next round sends fresh snapshots instead
   };
+  static constexpr std::size_t kMaxRefreshEvents = 256;
+  static constexpr std::size_t kMaxOrderReadsPerRound = 16;
   std::unordered_map<std::string, Refresh> refreshing_;  // by private key
   // Applies one trade to a kline stream's bar; `publish`: broadcast the bar (and a closed one).
   void bar_trade(const std::string& stream, const std::string& interval, Bar& bar, const BarTrade& trade,
@@ -126,6 +137,7 @@ class Hub : public std::enable_shared_from_this<Hub> {
   // next ticker round, which one such subscription starts at once.
   std::set<std::pair<std::uint64_t, std::string>> ticker_waiting_;
   bool ticker_round_running_ = false;
+  std::int64_t ticker_kick_ms_ = 0;  // the last round a waiting subscription started (≤ 1/s)
 
   void on_message(const std::shared_ptr<http::WsConnection>& c, std::string_view text);
   void on_close(const std::shared_ptr<http::WsConnection>& c);

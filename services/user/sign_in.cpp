@@ -97,6 +97,9 @@ Result<void> register_sign_in(State& st, http::Router& router) {
   st.auth_domain = *domain;
   st.auth_uri = *uri;
   st.auth_chain_id = *chain;
+  auto legacy_mode = st.ctx->env.boolean("HYDROX_LEGACY_CLIENT_AUTH", false);
+  if (!legacy_mode) return legacy_mode.error();
+  st.legacy_client_auth = *legacy_mode;
 
   auto networks = st.ctx->env.string("AUTH_CARDANO_NETWORKS", "0,1");
   if (!networks) return networks.error();
@@ -161,7 +164,8 @@ Result<void> register_sign_in(State& st, http::Router& router) {
     // Legacy client mode (the gateway says so, next to the internal token): the original web
     // client connects with its address alone. No session token comes back (one would outlive the
     // mode); the client sends X-User-ID, which the gateway passes on in that mode only.
-    const bool legacy = service::from_gateway(*st.ctx, req) && req.header(service::kLegacyModeHeader).has_value();
+    const bool legacy = st.legacy_client_auth && service::from_gateway(*st.ctx, req) &&
+                        req.header(service::kLegacyModeHeader).has_value();
     if (legacy && sig.empty() && text.empty()) {
       if (chain_name.empty()) chain_name = address.starts_with("0x") ? "ethereum" : "cardano";
       if (chain_name == "cardano") {

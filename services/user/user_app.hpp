@@ -13,6 +13,9 @@ struct State {
   std::string auth_domain, auth_uri;
   std::int64_t auth_chain_id = 1;
   std::vector<std::int64_t> cardano_networks{0, 1};  // accepted Cardano network ids
+  // HYDROX_LEGACY_CLIENT_AUTH here too: an address-only connect needs both this service's own
+  // switch and the gateway's mark (X-Legacy-Client-Auth, with the internal token).
+  bool legacy_client_auth = false;
 };
 
 // /api/v1/auth/nonce, /auth/connect, /auth/disconnect (sign_in.cpp).

@@ -19,11 +19,19 @@ ADDRESS = ("addr_test1qpdwryatu622vp6nrcs0shvrtzk7nfr55n69438pt6tzmg0g4rwcmvvnlv
            "ckx6snneegf")
 
 
+def clear_of_the_hour(margin=20):
+    """Waits past the next hour when it is less than `margin` s away: a 1h bar compared with REST
+    must not close in the middle of a test."""
+    left = 3600 - time.time() % 3600
+    if left < margin:
+        time.sleep(left + 1)
+
+
 def legacy_env():
     return {"gateway": {"HYDROX_LEGACY_CLIENT_AUTH": "1", "CORS_ALLOWED_ORIGINS": ORIGIN},
             "trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"},
             "market": {"INDEX_FEED": "none"},
-            "user": {"OPERATOR_TOKEN": OPERATOR_TOKEN},
+            "user": {"OPERATOR_TOKEN": OPERATOR_TOKEN, "HYDROX_LEGACY_CLIENT_AUTH": "1"},
             "vault": {"OPERATOR_TOKEN": OPERATOR_TOKEN}}
 
 
@@ -54,6 +62,7 @@ class LegacyWebClient(unittest.TestCase):
         return r
 
     def test_the_client_connects_funds_trades_and_streams(self):
+        clear_of_the_hour()
         # 1. Preflight of a call with the client's headers.
         pre = self.stack.call("OPTIONS", "/api/v1/positions", headers={
             "Origin": ORIGIN, "Access-Control-Request-Method": "GET",
@@ -179,11 +188,64 @@ class LegacyWebClient(unittest.TestCase):
         self.assertEqual((r.status, r.json()["error"].get("field")), (400, "wallet_address"), r.body)
 
 
+class LegacySwitches(unittest.TestCase):
+    """What legacy mode does not open: an address-only connect without the mode (whatever header a
+    client sends), with the gateway's mode but not the user service's, and a client X-User-ID from
+    a request that names another host (DNS rebinding) or was forwarded."""
+
+    def test_the_mode_takes_both_switches_and_a_local_client(self):
+        env = legacy_env()
+        env["user"].pop("HYDROX_LEGACY_CLIENT_AUTH")  # the gateway's switch only
+        stack = Stack("legacyoff", extra_env=env, own_redis=True).start_all()
+        try:
+            body = {"wallet_address": ADDRESS}
+            forged = {"X-Legacy-Client-Auth": "1", INTERNAL_HEADER: None}
+            r = stack.call("POST", "/api/v1/auth/connect", body=body, headers=forged)
+            self.assertEqual((r.status, r.json()["error"].get("field")), (400, "chain"), r.body)
+            # Straight to the user service, with the mark but without the internal token: stripped.
+            from harness import request
+            r = request(stack.ports["user"], "POST", "/api/v1/auth/connect", body=body, headers=forged)
+            self.assertEqual(r.status, 400, r.body)
+            # The gateway's legacy identity needs a local client: another Host, or a forwarded
+            # request, is not believed.
+            t = Trading(stack.ports["trading"])
+            user = new_user()
+            t.deposit(user, "100")
+            ok = stack.call("GET", "/api/v1/balances", headers={"X-User-ID": user, INTERNAL_HEADER: None})
+            self.assertEqual(ok.status, 200, ok.body)
+            for extra in ({"Host": "rebound.example:8080"}, {"X-Forwarded-For": "203.0.113.9"},
+                          {"Forwarded": "for=203.0.113.9"}):
+                r = stack.call("GET", "/api/v1/balances",
+                               headers={"X-User-ID": user, INTERNAL_HEADER: None, **extra})
+                self.assertEqual(r.status, 401, (extra, r.body))
+        finally:
+            stack.close()
+
+    def test_no_address_only_connect_without_legacy_mode(self):
+        env = legacy_env()
+        env.pop("gateway")
+        env["user"].pop("HYDROX_LEGACY_CLIENT_AUTH")
+        stack = Stack("legacynone", extra_env=env, services=["user", "gateway"], own_redis=True)
+        try:
+            stack.start("user")
+            stack.start("gateway")
+            r = stack.call("POST", "/api/v1/auth/connect", body={"wallet_address": ADDRESS},
+                           headers={"X-Legacy-Client-Auth": "1", "Origin": ORIGIN})
+            self.assertEqual((r.status, r.json()["error"].get("field")), (400, "chain"), r.body)
+            pre = stack.call("OPTIONS", "/api/v1/positions", headers={
+                "Origin": ORIGIN, "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "x-user-id"})
+            self.assertNotIn("x-user-id", pre.header("Access-Control-Allow-Headers").lower())
+        finally:
+            stack.close()
+
+
 class KlineStreamFromStoredBar(unittest.TestCase):
     """A kline subscription starts from the stored bar, and trades after it keep the stream's bar
     equal to REST's (open, high, low, volume mid-interval), in normal mode."""
 
     def test_snapshot_and_updates_equal_rest(self):
+        clear_of_the_hour()
         env = legacy_env()
         env.pop("gateway")
         stack = Stack("klinestream", extra_env=env, services=["trading", "market", "gateway"], own_redis=True)
@@ -315,13 +377,17 @@ class LegacyModeRefusesAPublicListener(unittest.TestCase):
                                                                "LISTEN_ADDRESS": "0.0.0.0"}},
                       services=["gateway"])
         try:
-            p = stack.start("gateway", wait=False)
-            self.assertEqual(p.wait(timeout=10), 1)
+            for address in ("0.0.0.0", "::"):
+                stack.extra_env["gateway"]["LISTEN_ADDRESS"] = address
+                p = stack.start("gateway", wait=False)
+                self.assertEqual(p.wait(timeout=10), 1, address)
             with open(f"{stack.log_dir}/gateway.log", encoding="utf-8") as f:
                 self.assertIn("HYDROX_LEGACY_CLIENT_AUTH_PUBLIC", f.read())
+            stack.extra_env["gateway"]["LISTEN_ADDRESS"] = "0.0.0.0"
             stack.extra_env["gateway"]["HYDROX_LEGACY_CLIENT_AUTH_PUBLIC"] = "1"
-            stack.start("gateway")
-            self.assertEqual(stack.get("/health").status in (200, 503), True)
+            p = stack.start("gateway")
+            self.assertIsNone(p.poll())  # started and serving (its services are not there: 503)
+            self.assertEqual(stack.get("/health").status, 503)
         finally:
             stack.close()
 

@@ -427,10 +427,13 @@ class PrivateStreamsAgreeWithRest(unittest.TestCase):
             self.assertEqual(r.status, 201, r.body)
             wait_until(lambda: len(col.on("positions")) >= 2 and len(col.on("balances")) >= 2
                        and len(col.on("fills")) >= 2 and len(col.on("orders")) >= 2, 5, what="updates")
-            time.sleep(0.3)  # let any later update arrive: the last one is compared
-            [position] = rest("/api/v1/positions")
+            # The newest update of each stream equals REST (waited for: an update that comes late
+            # must still agree, and one that never comes fails).
+            wait_until(lambda: col.on("positions")[-1]["data"] == rest("/api/v1/positions")[0], 5,
+                       what="the positions update to equal REST")
+            wait_until(lambda: col.on("balances")[-1]["data"] == rest("/api/v1/balances")[0], 5,
+                       what="the balances update to equal REST")
             update = col.on("positions")[-1]["data"]
-            self.assertEqual(update, position)
             for field in ("entry_price", "mark_price", "liquidation_price", "unrealized_pnl", "maintenance_margin"):
                 self.assertIn(field, update)
             self.assertEqual(col.on("balances")[-1]["data"], rest("/api/v1/balances")[0])

@@ -162,8 +162,11 @@ Price BasicEngine<Book>::cross_liquidation_price(const Account& a, std::uint32_t
     const i128 mm = ceil_div(price * abs * s.notional_num, mm_den);
     return base + value - mm >= 0;
   };
-  // Health rises with the mark for a long and falls for a short: bisect for the boundary.
-  i128 lo = 0, hi = INT64_MAX / 4;
+  // Health rises with the mark for a long and falls for a short (up to the floor and ceiling of
+  // a market whose tick·lot is a fraction of a unit, where the bisection finds a boundary within
+  // a unit): bisect for it. The search stops where price × size × num would leave 128 bits.
+  constexpr i128 kProductBound = static_cast<i128>(1'000'000'000'000'000'000LL) * 1'000'000'000'000'000'000LL;
+  i128 lo = 0, hi = std::min<i128>(INT64_MAX / 4, kProductBound / (abs * s.notional_num + 1));
   if (p.size > 0) {
     if (healthy(lo)) return 0;
     if (!healthy(hi)) return static_cast<Price>(hi);

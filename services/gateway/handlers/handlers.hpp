@@ -185,10 +185,12 @@ void strip_identity(http::Request& req);
 // INTERNAL_TOKEN: added to every forwarded request and WebSocket upgrade (X-Internal-Token).
 void set_internal_token(std::string token);
 const std::string& internal_token();
-// Legacy client mode (HYDROX_LEGACY_CLIENT_AUTH=1, off by default): keep a client's X-User-ID.
-void set_legacy_client_auth(bool on);
+// Legacy client mode (HYDROX_LEGACY_CLIENT_AUTH=1, off by default): keep a client's X-User-ID,
+// from a local client only (loopback peer, loopback Host, not forwarded) unless `open_to_all`
+// (HYDROX_LEGACY_CLIENT_AUTH_PUBLIC=1).
+void set_legacy_client_auth(bool on, bool open_to_all = false);
 bool legacy_client_auth();
-// Whether a listen address is a loopback one (127.0.0.0/8, ::1, localhost).
+// Whether an address is a loopback one (127.0.0.0/8, ::1, ::ffff:127.x, [::1], localhost).
 bool loopback_address(std::string_view address);
 
 // CORS for the configured origins: preflight answered here, headers added to every answer.

@@ -1,5 +1,7 @@
 #include <atomic>
 
+#include <boost/asio/ip/address.hpp>
+
 #include "handlers.hpp"
 #include "hydrox/auth/tokens.hpp"
 #include "hydrox/service/credentials.hpp"
@@ -24,14 +26,40 @@ bool hop_by_hop(std::string_view name) {
 
 namespace {
 std::atomic<bool> g_legacy_client_auth{false};
+std::atomic<bool> g_legacy_public{false};
 std::string g_internal_token;  // set once at start (setup), before any request
+
+// Legacy mode on a loopback listener believes a client's X-User-ID only from this machine, asked
+// for this machine by name: the peer is loopback, nothing says it was forwarded, and Host names
+// loopback (a page whose name was rebound to 127.0.0.1 sends its own name).
+bool local_request(const http::Request& req) {
+  if (!loopback_address(req.remote_addr)) return false;
+  if (req.header("X-Forwarded-For") || req.header("Forwarded")) return false;
+  std::string_view host = req.header("Host").value_or("");
+  if (host.starts_with("[")) {
+    host = host.substr(0, host.find(']') + 1);
+  } else if (auto colon = host.find(':'); colon != std::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  return loopback_address(host);
+}
 }  // namespace
 
-void set_legacy_client_auth(bool on) { g_legacy_client_auth.store(on); }
+void set_legacy_client_auth(bool on, bool open_to_all) {
+  g_legacy_client_auth.store(on);
+  g_legacy_public.store(open_to_all);
+}
 bool legacy_client_auth() { return g_legacy_client_auth.load(); }
 
 bool loopback_address(std::string_view a) {
-  return a == "localhost" || a == "::1" || a == "[::1]" || a.starts_with("127.");
+  if (a == "localhost") return true;
+  if (a.size() > 2 && a.front() == '[' && a.back() == ']') a = a.substr(1, a.size() - 2);
+  boost::system::error_code ec;
+  const auto ip = boost::asio::ip::make_address(std::string(a), ec);
+  if (ec) return false;
+  if (ip.is_v6() && ip.to_v6().is_v4_mapped())
+    return boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, ip.to_v6()).is_loopback();
+  return ip.is_loopback();
 }
 
 void strip_identity(http::Request& req) {
@@ -43,7 +71,7 @@ void strip_identity(http::Request& req) {
   http::remove_header(req.headers, "X-Auth-Credential");
   http::remove_header(req.headers, service::kInternalTokenHeader);
   http::remove_header(req.headers, service::kLegacyModeHeader);
-  if (g_legacy_client_auth.load()) return;
+  if (g_legacy_client_auth.load() && (g_legacy_public.load() || local_request(req))) return;
   http::remove_header(req.headers, "X-User-ID");
 }
 
@@ -206,8 +234,8 @@ http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Acce
                          std::shared_ptr<Authenticator> auth, std::shared_ptr<RateLimiter> limiter,
                          bool auth_route) {
   return [to = std::move(to), client, access, auth, limiter, auth_route](http::Request& req, http::Respond respond) {
+    strip_identity(req);  // (keeps a client's X-User-ID only where legacy mode believes it)
     const bool legacy_identity = g_legacy_client_auth.load() && req.header("X-User-ID").has_value();
-    strip_identity(req);
     auto shared = std::make_shared<http::Request>(std::move(req));
     req.request_id = shared->request_id;  // the server echoes it in the answer
     req.method = shared->method;
