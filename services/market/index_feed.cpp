@@ -5,6 +5,7 @@
 #include <random>
 
 #include "hydrox/core/clock.hpp"
+#include "hydrox/events/events.hpp"
 #include "hydrox/json/json.hpp"
 #include "hydrox/log/log.hpp"
 #include "market_app.hpp"
@@ -41,17 +42,14 @@ Result<void> start_index_feed(Services& s) {
       // Keep the walk within a factor of 4 of its start so a long run stays plausible.
       p = std::clamp<engine::Price>(p, std::max<engine::Price>(1, m.start_price / 4), m.start_price * 4);
       w.price = p;
-      json::Writer j;
-      j.begin_object().field("symbol", m.symbol).key("price");
-      catalog::Catalog::write_price(j, m, p);
-      j.field("time_ms", now).field("source", "simulated").end_object();
-      messages.emplace_back(m.symbol, j.take());
+      messages.emplace_back(m.symbol, events::encode(events::IndexMessage{
+                                          m.symbol, catalog::Catalog::price_text(m, p), now, "simulated"}));
     }
     s.ctx->runtime->try_blocking([&s, messages = std::move(messages)] {
       std::vector<std::vector<std::string>> cmds;
       for (const auto& [symbol, body] : messages) {
-        cmds.push_back({"PUBLISH", "hydrox:index:" + symbol, body});
-        cmds.push_back({"SET", "hydrox:index:last:" + symbol, body, "PX", "60000"});
+        cmds.push_back({"PUBLISH", events::index_channel(symbol), body});
+        cmds.push_back({"SET", events::index_last_key(symbol), body, "PX", "60000"});
       }
       if (auto r = s.ctx->redis->pipeline(cmds); !r) {
         static std::atomic<int> failures{0};

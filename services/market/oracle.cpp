@@ -17,6 +17,7 @@
 #include "hydrox/catalog/jump_guard.hpp"
 #include "hydrox/core/clock.hpp"
 #include "hydrox/decimal/decimal.hpp"
+#include "hydrox/events/events.hpp"
 #include "hydrox/json/json.hpp"
 #include "hydrox/log/log.hpp"
 #include "market_app.hpp"
@@ -133,14 +134,11 @@ Result<void> start_oracle_feed(Services& s, http::Router& r) {
       last.ts = *ts;
       last.price_units = units;
     }
-    json::Writer w;
-    w.begin_object().field("symbol", m->symbol).key("price");
-    catalog::Catalog::write_price(w, *m, *ticks);
-    w.field("time_ms", *ts).field("source", "oracle:" + key_id).end_object();
-    std::string body = w.take();
+    std::string body = events::encode(
+        events::IndexMessage{m->symbol, catalog::Catalog::price_text(*m, *ticks), *ts, "oracle:" + key_id});
     service::respond_blocking(*s.ctx, req, respond, [&s, symbol, body]() -> Result<http::Response> {
-      auto p = s.ctx->redis->pipeline({{"PUBLISH", "hydrox:index:" + symbol, body},
-                                       {"SET", "hydrox:index:last:" + symbol, body, "PX", "60000"}});
+      auto p = s.ctx->redis->pipeline({{"PUBLISH", events::index_channel(symbol), body},
+                                       {"SET", events::index_last_key(symbol), body, "PX", "60000"}});
       if (!p) return p.error();
       return http::Response::json(200, "{\"status\":\"accepted\"}");
     });

@@ -10,6 +10,7 @@
 #include "hydrox/auth/tokens.hpp"
 #include "hydrox/core/clock.hpp"
 #include "hydrox/decimal/decimal.hpp"
+#include "hydrox/events/events.hpp"
 #include "hydrox/json/json.hpp"
 #include "hydrox/log/log.hpp"
 #include "hydrox/metrics/metrics.hpp"
@@ -566,14 +567,13 @@ void Hub::broadcast(const std::string& stream, std::string_view type, const std:
   for (Session* session : subs->second) deliver(*session, message, now);
 }
 
-void Hub::on_redis(std::string_view channel, std::string_view message) {
-  constexpr std::string_view kTrades = "hydrox:trades:", kBook = "hydrox:book:", kMark = "hydrox:mark:";
-  constexpr std::string_view kUser = "hydrox:user:";
-  if (channel.starts_with(kUser)) {  // hydrox:user:<uuid>:<orders|fills|positions|balances>
-    std::string_view rest = channel.substr(kUser.size());
-    auto colon = rest.find(':');
-    if (colon == std::string_view::npos) return;
-    const std::string user(rest.substr(0, colon)), kind(rest.substr(colon + 1));
+void Hub::on_redis(std::string_view channel_name, std::string_view message) {
+  // Channels and messages as libs/events defines them (trading's side includes the same header);
+  // a message that does not decode is dropped.
+  const events::Channel channel = events::parse_channel(channel_name);
+  if (channel.kind == events::Channel::Kind::user) {
+    const std::string& user = channel.user;
+    const std::string& kind = channel.user_kind;
     std::lock_guard lock(mu_);
     if (kind == "positions" || kind == "balances" || kind == "orders") {
       refresh_private(user, kind, std::string(message));
@@ -582,32 +582,23 @@ void Hub::on_redis(std::string_view channel, std::string_view message) {
     broadcast_as(private_key(user, kind), kind, kind, std::string(message));
     return;
   }
-  auto doc = json::parse(message);
-  if (!doc || !doc->is_object()) return;
-  std::lock_guard lock(mu_);
-  if (channel.starts_with(kTrades)) {
-    const std::string symbol(channel.substr(kTrades.size()));
+  if (channel.kind == events::Channel::Kind::trades) {
+    auto t = events::decode_trade(message);
+    if (!t || t->seq < 0 || t->time < 0) return;
+    const std::string& symbol = channel.symbol;
+    std::lock_guard lock(mu_);
     json::Writer w;
-    w.begin_object().field("id", std::to_string(doc->find("id") ? *doc->find("id")->as_int(0, INT64_MAX) : 0));
-    w.field("symbol", symbol).key("price").raw_number(doc->find("price")->number_text());
-    w.key("amount").raw_number(doc->find("amount")->number_text()).field("side", doc->find("side")->as_string());
-    w.key("time").raw_number(doc->find("time")->number_text());
-    if (const auto* ms = doc->find("time_ms")) w.key("time_ms").raw_number(ms->number_text());
-    w.end_object();
+    w.begin_object().field("id", std::to_string(t->seq)).field("symbol", symbol);
+    w.key("price").raw_number(t->price).key("amount").raw_number(t->amount).field("side", t->side);
+    w.field("time", t->time).field("time_ms", t->time_ms).end_object();
     const std::string trade = w.take();
     broadcast("trade." + symbol, "trade", trade);
     // Recent trades for snapshots, newest first, already rendered.
     auto& recent = recent_trades_[symbol];
     recent.push_front(trade);
     if (recent.size() > kRecentTrades) recent.pop_back();
-    // Klines of this symbol that someone watches.
-    std::uint64_t trade_seq = 0;
-    if (const auto* id = doc->find("id")) {
-      if (auto n = id->as_int(0, INT64_MAX)) trade_seq = static_cast<std::uint64_t>(*n);
-    }
-    const BarTrade bar_trade_of{trade_seq, *doc->find("time")->as_int(0, INT64_MAX),
-                                std::string(doc->find("price")->number_text()),
-                                std::string(doc->find("amount")->number_text())};
+    // Klines of this symbol that someone watches (or watched within the minute).
+    const BarTrade bar_trade_of{static_cast<std::uint64_t>(t->seq), t->time, t->price, t->amount};
     for (const auto& [interval, expr] : kline_intervals()) {
       const std::string stream = "kline." + interval + "." + symbol;
       auto subs = subscribers_.find(stream);
@@ -629,30 +620,32 @@ void Hub::on_redis(std::string_view channel, std::string_view message) {
       }
       bar_trade(stream, interval, bar, bar_trade_of, true);
     }
-  } else if (channel.starts_with(kBook)) {
-    const std::string symbol(channel.substr(kBook.size()));
+  } else if (channel.kind == events::Channel::Kind::book) {
+    const std::string& symbol = channel.symbol;
+    std::lock_guard lock(mu_);
     Book& b = books_[symbol];
     if (!b.ready) {
       b.pending.emplace_back(message);
       return;
     }
-    auto seq = doc->find("seq")->as_int(0, INT64_MAX);
-    if (!seq || static_cast<std::uint64_t>(*seq) <= b.engine_seq) return;
-    b.engine_seq = static_cast<std::uint64_t>(*seq);
-    const bool bid = doc->find("side")->as_string() == "bid";
-    const std::string price(doc->find("price")->number_text());
-    const std::string size(doc->find("size")->number_text());
-    auto& side = bid ? b.bids : b.asks;
-    if (units8(size) == 0) side.erase(price); else side[price] = size;
+    auto level = events::decode_book_level(message);
+    if (!level || level->seq < 0 || static_cast<std::uint64_t>(level->seq) <= b.engine_seq) return;
+    b.engine_seq = static_cast<std::uint64_t>(level->seq);
+    auto& side = level->bid ? b.bids : b.asks;
+    if (units8(level->size) == 0) side.erase(level->price); else side[level->price] = level->size;
     json::Writer w;
-    w.begin_object().key(bid ? "bids" : "asks").begin_array().begin_array().raw_number(price).raw_number(size).end_array().end_array();
-    w.key(bid ? "asks" : "bids").begin_array().end_array().field("engine_seq", *seq).end_object();
+    w.begin_object().key(level->bid ? "bids" : "asks").begin_array().begin_array().raw_number(level->price);
+    w.raw_number(level->size).end_array().end_array();
+    w.key(level->bid ? "asks" : "bids").begin_array().end_array().field("engine_seq", level->seq).end_object();
     broadcast("depth." + symbol, "depth", w.take());
-  } else if (channel.starts_with(kMark)) {
-    const std::string symbol(channel.substr(kMark.size()));
+  } else if (channel.kind == events::Channel::Kind::mark) {
+    auto mark = events::decode_mark(message);
+    if (!mark) return;
+    const std::string& symbol = channel.symbol;
+    std::lock_guard lock(mu_);
     json::Writer w;
-    w.begin_object().field("symbol", symbol).key("mark_price").raw_number(doc->find("mark_price")->number_text());
-    w.key("time_ms").raw_number(doc->find("time_ms")->number_text()).end_object();
+    w.begin_object().field("symbol", symbol).key("mark_price").raw_number(mark->mark_price);
+    w.field("time_ms", mark->time_ms).end_object();
     last_mark_[symbol] = w.take();
     broadcast("mark." + symbol, "mark", last_mark_[symbol]);
   }
@@ -811,7 +804,7 @@ void Hub::fetch_book(const std::string& symbol) {
     for (const auto& message : pending) {
       // Deltas newer than the snapshot, in order (older ones are inside it).
       self->mu_.unlock();
-      self->on_redis("hydrox:book:" + symbol, message);
+      self->on_redis(events::book_channel(symbol), message);
       self->mu_.lock();
     }
     // Everyone watching this book gets it whole: a first snapshot, or a resync after a reconnect.
@@ -937,7 +930,7 @@ void Hub::start() {
   auto self = shared_from_this();
   subscriber_ = std::make_unique<redis::Subscriber>(
       s_.ctx->redis_address, std::vector<std::string>{},
-      std::vector<std::string>{"hydrox:trades:*", "hydrox:book:*", "hydrox:mark:*", "hydrox:user:*"},
+      events::hub_patterns(),
       [self](std::string_view channel, std::string_view message) { self->on_redis(channel, message); },
       [self] {
         // Messages were lost while Redis was away: rebuild the books and resend every snapshot.

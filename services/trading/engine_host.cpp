@@ -1,5 +1,7 @@
 #include "engine_host.hpp"
 
+#include "hydrox/events/events.hpp"
+
 #include "engine_lock.hpp"
 #include "hydrox/core/text.hpp"
 
@@ -1406,7 +1408,7 @@ std::vector<db::Statement> EngineHost::statements_for(const Batch& b, bool journ
 void EngineHost::publish(const Batch& b) {
   std::vector<std::vector<std::string>> cmds;
   auto user_channel = [](const UserId& u, std::string_view kind) {
-    return "hydrox:user:" + u.value().to_string() + ":" + std::string(kind);
+    return events::user_channel(u.value().to_string(), kind);
   };
   for (const auto& e : b.events) {
     std::visit(
@@ -1415,16 +1417,11 @@ void EngineHost::publish(const Batch& b) {
           json::Writer w;
           if constexpr (std::is_same_v<T, Trade>) {
             const MarketInfo& m = catalog_.at(ev.market);
-            w.begin_object().field("id", static_cast<std::int64_t>(e.seq)).field("symbol", m.symbol);
-            w.key("price");
-            Catalog::write_price(w, m, ev.price);
-            w.key("amount");
-            Catalog::write_amount(w, m, ev.qty);
-            w.field("side", side_name(ev.taker_side)).field("time", ev.ts_ms / 1000).field("time_ms", ev.ts_ms);
-            w.end_object();
-            std::string trade = w.take();
             if (ev.liquidation == Liquidation::none || ev.liquidation == Liquidation::book) {
-              cmds.push_back({"PUBLISH", "hydrox:trades:" + m.symbol, trade});
+              const events::TradeMessage trade{static_cast<std::int64_t>(e.seq), m.symbol,
+                                               Catalog::price_text(m, ev.price), Catalog::amount_text(m, ev.qty),
+                                               std::string(side_name(ev.taker_side)), ev.ts_ms / 1000, ev.ts_ms};
+              cmds.push_back({"PUBLISH", events::trades_channel(m.symbol), events::encode(trade)});
             }
             for (auto [user, order, liq, fee, pnl, side] :
                  {std::tuple{ev.maker, ev.maker_order, "maker", ev.maker_fee, ev.maker_realized_pnl, opposite(ev.taker_side)},
@@ -1446,27 +1443,19 @@ void EngineHost::publish(const Batch& b) {
             }
           } else if constexpr (std::is_same_v<T, BookLevelChanged>) {
             const MarketInfo& m = catalog_.at(ev.market);
-            w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("symbol", m.symbol);
-            w.field("side", ev.side == Side::buy ? "bid" : "ask").key("price");
-            Catalog::write_price(w, m, ev.price);
-            w.key("size");
-            Catalog::write_amount(w, m, ev.size);
-            w.end_object();
-            cmds.push_back({"PUBLISH", "hydrox:book:" + m.symbol, w.take()});
+            const events::BookLevelMessage level{static_cast<std::int64_t>(e.seq), m.symbol, ev.side == Side::buy,
+                                                 Catalog::price_text(m, ev.price), Catalog::amount_text(m, ev.size)};
+            cmds.push_back({"PUBLISH", events::book_channel(m.symbol), events::encode(level)});
           } else if constexpr (std::is_same_v<T, MarkChanged>) {
             const MarketInfo& m = catalog_.at(ev.market);
-            w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("symbol", m.symbol).key("mark_price");
-            Catalog::write_price(w, m, ev.mark);
-            w.field("time_ms", ev.ts_ms).end_object();
-            cmds.push_back({"PUBLISH", "hydrox:mark:" + m.symbol, w.take()});
+            const events::MarkMessage mark{static_cast<std::int64_t>(e.seq), m.symbol, Catalog::price_text(m, ev.mark),
+                                           ev.ts_ms};
+            cmds.push_back({"PUBLISH", events::mark_channel(m.symbol), events::encode(mark)});
           } else if constexpr (std::is_same_v<T, FundingSettled>) {
             const MarketInfo& m = catalog_.at(ev.market);
-            w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("symbol", m.symbol);
-            w.field("time", ev.interval_ms / 1000).key("rate").raw_number(rate_text(ev.rate_ppb, 8));
-            w.key("mark_price");
-            Catalog::write_price(w, m, ev.mark);
-            w.end_object();
-            cmds.push_back({"PUBLISH", "hydrox:funding:" + m.symbol, w.take()});
+            const events::FundingMessage funding{static_cast<std::int64_t>(e.seq), m.symbol, ev.interval_ms / 1000,
+                                                 rate_text(ev.rate_ppb, 8), Catalog::price_text(m, ev.mark)};
+            cmds.push_back({"PUBLISH", events::funding_channel(m.symbol), events::encode(funding)});
           } else if constexpr (std::is_same_v<T, OrderUpdated>) {
             const MarketInfo& m = catalog_.at(ev.market);
             w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("id", ev.id.value().to_string());

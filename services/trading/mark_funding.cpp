@@ -1,5 +1,7 @@
 #include "mark_funding.hpp"
 
+#include "hydrox/events/events.hpp"
+
 #include <algorithm>
 
 #include "hydrox/core/clock.hpp"
@@ -126,15 +128,14 @@ MarkFunding::Index MarkFunding::index(std::uint32_t market) const {
 }
 
 void MarkFunding::on_index(std::string_view message, std::int64_t now_ms) {
-  auto doc = json::parse(message);
-  if (!doc || !doc->is_object()) return;
-  const json::Value* sym = doc->find("symbol");
-  const json::Value* price = doc->find("price");
-  const json::Value* ts = doc->find("time_ms");
-  const MarketInfo* m = sym && sym->is_string() ? catalog_.find(sym->as_string()) : nullptr;
-  if (!m || !price || !ts) return;
+  auto sample = events::decode_index(message);  // libs/events: what market's feeds publish
+  if (!sample) return;
+  const MarketInfo* m = catalog_.find(sample->symbol);
+  auto price = json::parse(sample->price);
+  if (!m || !price) return;
   auto ticks = Catalog::to_ticks(*m, *price, "price");
-  auto when = ts->as_int(0, INT64_MAX);
+  std::optional<std::int64_t> when;
+  if (sample->time_ms >= 0) when = sample->time_ms;
   auto refuse = [&](std::string_view why) {
     index_rejected().inc();
     static std::atomic<int> logged{0};

@@ -10,6 +10,7 @@
 
 #include "hydrox/core/clock.hpp"
 #include "hydrox/decimal/decimal.hpp"
+#include "hydrox/events/events.hpp"
 #include "hydrox/json/json.hpp"
 #include "market_app.hpp"
 
@@ -215,9 +216,9 @@ Result<std::string> ticker_json(Services& s, const MarketInfo& m, bool with_rule
   auto units = [](const decimal::Decimal& d) { return *decimal::to_units(d, 8, decimal::Rounding::half_even); };
   const auto mark = col(6);
   std::optional<decimal::Decimal> index;
-  if (auto cachedi = s.ctx->redis->get("hydrox:index:last:" + m.symbol); cachedi && *cachedi) {
-    if (auto doc = json::parse(**cachedi); doc && doc->find("price")) {
-      if (auto d = doc->find("price")->as_decimal()) index = *d;
+  if (auto cachedi = s.ctx->redis->get(events::index_last_key(m.symbol)); cachedi && *cachedi) {
+    if (auto sample = events::decode_index(**cachedi)) {
+      if (auto d = decimal::parse(sample->price)) index = *d;
     }
   }
   // Before the first trade the last price is the mark (a client computes with it).
