@@ -64,8 +64,10 @@ Result<void> setup(service::Context& ctx) {
                   "LISTEN_ADDRESS");
     }
     legacy_public = *open_to_all;
-    log::warn("HYDROX_LEGACY_CLIENT_AUTH=1: client-sent X-User-ID is trusted; any caller can act as any user",
-              {{"listen_address", *listen}});
+    log::warn(
+        "HYDROX_LEGACY_CLIENT_AUTH=1: client-sent X-User-ID is trusted; any caller can act as any "
+        "user",
+        {{"listen_address", *listen}});
   }
   set_legacy_client_auth(*legacy, legacy_public);
   set_internal_token(ctx.internal_token);

@@ -42,8 +42,9 @@ Result<void> start_index_feed(Services& s) {
       // Keep the walk within a factor of 4 of its start so a long run stays plausible.
       p = std::clamp<engine::Price>(p, std::max<engine::Price>(1, m.start_price / 4), m.start_price * 4);
       w.price = p;
-      messages.emplace_back(m.symbol, events::encode(events::IndexMessage{
-                                          m.symbol, catalog::Catalog::price_text(m, p), now, "simulated"}));
+      messages.emplace_back(m.symbol,
+                            events::encode(events::IndexMessage{
+                                m.symbol, catalog::Catalog::price_text(m, p), now, "simulated"}));
     }
     s.ctx->runtime->try_blocking([&s, messages = std::move(messages)] {
       std::vector<std::vector<std::string>> cmds;

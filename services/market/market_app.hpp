@@ -36,7 +36,8 @@ struct StoredBar {
   std::string o, h, l, c, v;
   std::uint64_t last_seq = 0;
 };
-Result<StoredBar> latest_bar(Services& s, const catalog::MarketInfo& m, const std::string& interval);
+Result<StoredBar> latest_bar(Services& s, const catalog::MarketInfo& m,
+                             const std::string& interval);
 // Kline interval name → SQL expression of a bar's open from a 1-minute bucket.
 const std::map<std::string, std::string>& kline_intervals();
 // Starts the development index feed (a seeded random walk per market) on the runtime's timer.

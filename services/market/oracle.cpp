@@ -134,11 +134,12 @@ Result<void> start_oracle_feed(Services& s, http::Router& r) {
       last.ts = *ts;
       last.price_units = units;
     }
-    std::string body = events::encode(
-        events::IndexMessage{m->symbol, catalog::Catalog::price_text(*m, *ticks), *ts, "oracle:" + key_id});
+    std::string body = events::encode(events::IndexMessage{
+        m->symbol, catalog::Catalog::price_text(*m, *ticks), *ts, "oracle:" + key_id});
     service::respond_blocking(*s.ctx, req, respond, [&s, symbol, body]() -> Result<http::Response> {
-      auto p = s.ctx->redis->pipeline({{"PUBLISH", events::index_channel(symbol), body},
-                                       {"SET", events::index_last_key(symbol), body, "PX", "60000"}});
+      auto p =
+          s.ctx->redis->pipeline({{"PUBLISH", events::index_channel(symbol), body},
+                                  {"SET", events::index_last_key(symbol), body, "PX", "60000"}});
       if (!p) return p.error();
       return http::Response::json(200, "{\"status\":\"accepted\"}");
     });

@@ -322,8 +322,10 @@ void Hub::refresh_private(const std::string& user, const std::string& kind, std:
     return;
   }
   Refresh& r = refreshing_[key];
-  if (r.events.size() < kMaxRefreshEvents) r.events.push_back(std::move(event));
-  else r.overflow = true;  // too many to read one by one: fresh snapshots instead, next round
+  if (r.events.size() < kMaxRefreshEvents)
+    r.events.push_back(std::move(event));
+  else
+    r.overflow = true;  // too many to read one by one: fresh snapshots instead, next round
   if (!r.in_flight) start_refresh(user, kind);
 }
 
@@ -336,7 +338,8 @@ void Hub::refresh_orders(const std::string& user, const std::string& key,
     auto ev = json::parse(e);
     const json::Value* id = ev && ev->is_object() ? ev->find("id") : nullptr;
     if (!id || !id->is_string() || !Uuid::parse(id->as_string())) continue;
-    auto at = std::find_if(ids.begin(), ids.end(), [&](const auto& x) { return x.first == id->as_string(); });
+    auto at = std::find_if(ids.begin(), ids.end(),
+                           [&](const auto& x) { return x.first == id->as_string(); });
     if (at != ids.end()) {
       at->second = e;
     } else if (ids.size() < kMaxOrderReadsPerRound) {
@@ -349,20 +352,23 @@ void Hub::refresh_orders(const std::string& user, const std::string& key,
   auto done = [self, user, key] {
     Refresh& state = self->refreshing_[key];
     state.in_flight = false;
-    if (!state.events.empty()) self->start_refresh(user, "orders");
-    else self->refreshing_.erase(key);
+    if (!state.events.empty())
+      self->start_refresh(user, "orders");
+    else
+      self->refreshing_.erase(key);
   };
   if (ids.empty()) return done();
   auto left = std::make_shared<std::size_t>(ids.size());
   for (const auto& [id, last] : ids) {
     http::OutgoingRequest req{http::Method::get, "/api/v1/orders/" + id, {{"X-User-ID", user}}, {}};
     for (auto& h : service::internal_headers(*s_.ctx)) req.headers.push_back(std::move(h));
-    s_.client->request(s_.trading, std::move(req), [self, key, last, left, done](Result<http::Response> res) {
-      std::lock_guard lock(self->mu_);
-      const bool ok = res && res->status == 200 && json::parse(res->body).has_value();
-      self->broadcast_as(key, "orders", "orders", ok ? res->body : last);
-      if (--*left == 0) done();
-    });
+    s_.client->request(
+        s_.trading, std::move(req), [self, key, last, left, done](Result<http::Response> res) {
+          std::lock_guard lock(self->mu_);
+          const bool ok = res && res->status == 200 && json::parse(res->body).has_value();
+          self->broadcast_as(key, "orders", "orders", ok ? res->body : last);
+          if (--*left == 0) done();
+        });
   }
 }
 
@@ -375,7 +381,8 @@ void Hub::start_refresh(const std::string& user, const std::string& kind) {
     r.overflow = false;
     r.events.clear();
     if (auto subs = subscribers_.find(key); subs != subscribers_.end()) {
-      for (Session* session : subs->second) subscribe_private(session->conn->id(), user, kind, nullptr);
+      for (Session* session : subs->second)
+        subscribe_private(session->conn->id(), user, kind, nullptr);
     }
     refreshing_.erase(key);
     return;
@@ -384,47 +391,56 @@ void Hub::start_refresh(const std::string& user, const std::string& kind) {
   auto events = std::make_shared<std::vector<std::string>>(std::move(r.events));
   r.events.clear();
   if (kind == "orders") return refresh_orders(user, key, events);
-  http::OutgoingRequest req{http::Method::get, kind == "positions" ? "/api/v1/positions" : "/api/v1/balances",
-                            {{"X-User-ID", user}}, {}};
+  http::OutgoingRequest req{http::Method::get,
+                            kind == "positions" ? "/api/v1/positions" : "/api/v1/balances",
+                            {{"X-User-ID", user}},
+                            {}};
   for (auto& h : service::internal_headers(*s_.ctx)) req.headers.push_back(std::move(h));
   auto self = shared_from_this();
-  s_.client->request(s_.trading, std::move(req), [self, user, kind, key, events](Result<http::Response> res) {
-    std::lock_guard lock(self->mu_);
-    std::optional<json::Value> doc;
-    if (res && res->status == 200) {
-      if (auto d = json::parse(res->body); d && d->is_array()) doc = std::move(*d);
-    }
-    if (!doc) {
-      // Trading did not answer: the events as they came (a subscriber still sees each change).
-      for (const auto& e : *events) self->broadcast_as(key, kind, kind, e);
-    } else if (kind == "balances") {
-      for (const auto& item : doc->items()) self->broadcast_as(key, kind, kind, json::dump(item));
-    } else {
-      // Each market an event named, once: its REST position, or the event itself when the
-      // position is closed (REST lists open positions only).
-      std::vector<std::pair<std::string, const std::string*>> symbols;
-      for (const auto& e : *events) {
-        auto ev = json::parse(e);
-        const json::Value* sym = ev && ev->is_object() ? ev->find("symbol") : nullptr;
-        if (!sym || !sym->is_string()) continue;
-        auto at = std::find_if(symbols.begin(), symbols.end(), [&](const auto& x) { return x.first == sym->as_string(); });
-        if (at == symbols.end()) symbols.emplace_back(sym->as_string(), &e);
-        else at->second = &e;
-      }
-      for (const auto& [symbol, last] : symbols) {
-        const json::Value* found = nullptr;
-        for (const auto& item : doc->items()) {
-          const json::Value* s = item.is_object() ? item.find("symbol") : nullptr;
-          if (s && s->is_string() && s->as_string() == symbol) found = &item;
+  s_.client->request(
+      s_.trading, std::move(req), [self, user, kind, key, events](Result<http::Response> res) {
+        std::lock_guard lock(self->mu_);
+        std::optional<json::Value> doc;
+        if (res && res->status == 200) {
+          if (auto d = json::parse(res->body); d && d->is_array()) doc = std::move(*d);
         }
-        self->broadcast_as(key, kind, kind, found ? json::dump(*found) : *last);
-      }
-    }
-    Refresh& state = self->refreshing_[key];
-    state.in_flight = false;
-    if (!state.events.empty()) self->start_refresh(user, kind);
-    else self->refreshing_.erase(key);
-  });
+        if (!doc) {
+          // Trading did not answer: the events as they came (a subscriber still sees each change).
+          for (const auto& e : *events) self->broadcast_as(key, kind, kind, e);
+        } else if (kind == "balances") {
+          for (const auto& item : doc->items())
+            self->broadcast_as(key, kind, kind, json::dump(item));
+        } else {
+          // Each market an event named, once: its REST position, or the event itself when the
+          // position is closed (REST lists open positions only).
+          std::vector<std::pair<std::string, const std::string*>> symbols;
+          for (const auto& e : *events) {
+            auto ev = json::parse(e);
+            const json::Value* sym = ev && ev->is_object() ? ev->find("symbol") : nullptr;
+            if (!sym || !sym->is_string()) continue;
+            auto at = std::find_if(symbols.begin(), symbols.end(),
+                                   [&](const auto& x) { return x.first == sym->as_string(); });
+            if (at == symbols.end())
+              symbols.emplace_back(sym->as_string(), &e);
+            else
+              at->second = &e;
+          }
+          for (const auto& [symbol, last] : symbols) {
+            const json::Value* found = nullptr;
+            for (const auto& item : doc->items()) {
+              const json::Value* s = item.is_object() ? item.find("symbol") : nullptr;
+              if (s && s->is_string() && s->as_string() == symbol) found = &item;
+            }
+            self->broadcast_as(key, kind, kind, found ? json::dump(*found) : *last);
+          }
+        }
+        Refresh& state = self->refreshing_[key];
+        state.in_flight = false;
+        if (!state.events.empty())
+          self->start_refresh(user, kind);
+        else
+          self->refreshing_.erase(key);
+      });
 }
 
 void Hub::broadcast_as(const std::string& key, const std::string& channel, std::string_view type,
@@ -473,7 +489,10 @@ void Hub::send_snapshot(Session& session, const std::string& stream) {
     }
     for (const std::string* t : tickers) {
       json::Writer w;
-      w.begin_object().field("type", "ticker").field("channel", stream).field("seq", static_cast<std::int64_t>(seq_[stream]));
+      w.begin_object()
+          .field("type", "ticker")
+          .field("channel", stream)
+          .field("seq", static_cast<std::int64_t>(seq_[stream]));
       w.field("snapshot", true).key("data").raw_value(*t).end_object();
       if (!session.conn->send(w.take())) {
         session.resyncing = true;
@@ -632,11 +651,22 @@ void Hub::on_redis(std::string_view channel_name, std::string_view message) {
     if (!level || level->seq < 0 || static_cast<std::uint64_t>(level->seq) <= b.engine_seq) return;
     b.engine_seq = static_cast<std::uint64_t>(level->seq);
     auto& side = level->bid ? b.bids : b.asks;
-    if (units8(level->size) == 0) side.erase(level->price); else side[level->price] = level->size;
+    if (units8(level->size) == 0)
+      side.erase(level->price);
+    else
+      side[level->price] = level->size;
     json::Writer w;
-    w.begin_object().key(level->bid ? "bids" : "asks").begin_array().begin_array().raw_number(level->price);
+    w.begin_object()
+        .key(level->bid ? "bids" : "asks")
+        .begin_array()
+        .begin_array()
+        .raw_number(level->price);
     w.raw_number(level->size).end_array().end_array();
-    w.key(level->bid ? "asks" : "bids").begin_array().end_array().field("engine_seq", level->seq).end_object();
+    w.key(level->bid ? "asks" : "bids")
+        .begin_array()
+        .end_array()
+        .field("engine_seq", level->seq)
+        .end_object();
     broadcast("depth." + symbol, "depth", w.take());
   } else if (channel.kind == events::Channel::Kind::mark) {
     auto mark = events::decode_mark(message);
@@ -651,14 +681,22 @@ void Hub::on_redis(std::string_view channel_name, std::string_view message) {
   }
 }
 
-std::string Hub::bar_json(const std::string& interval, const Bar& bar, std::optional<bool> closed) const {
+std::string Hub::bar_json(const std::string& interval, const Bar& bar,
+                          std::optional<bool> closed) const {
   const std::int64_t now_open = bar_open(interval, now_ms() / 1000);
   json::Writer w;
   if (bar.t < 0) {
     // No trade ever: an empty bar at the current open, at the mark when there is one.
     const std::string price = bar.o.empty() ? std::string("0") : bar.o;
     w.begin_object().field("t", now_open).key("o").raw_number(price).key("h").raw_number(price);
-    w.key("l").raw_number(price).key("c").raw_number(price).key("v").raw_number("0").field("x", false).end_object();
+    w.key("l")
+        .raw_number(price)
+        .key("c")
+        .raw_number(price)
+        .key("v")
+        .raw_number("0")
+        .field("x", false)
+        .end_object();
     return w.take();
   }
   w.begin_object().field("t", bar.t).key("o").raw_number(bar.o).key("h").raw_number(bar.h);
@@ -667,8 +705,8 @@ std::string Hub::bar_json(const std::string& interval, const Bar& bar, std::opti
   return w.take();
 }
 
-void Hub::bar_trade(const std::string& stream, const std::string& interval, Bar& bar, const BarTrade& trade,
-                    bool publish) {
+void Hub::bar_trade(const std::string& stream, const std::string& interval, Bar& bar,
+                    const BarTrade& trade, bool publish) {
   if (trade.seq != 0 && trade.seq <= bar.last_seq) return;  // inside the stored bar already
   const std::int64_t open = bar_open(interval, trade.t);
   if (bar.t == open) {
@@ -693,7 +731,8 @@ void Hub::expire_idle_bars() {
   for (auto it = bars_.begin(); it != bars_.end();) {
     auto subs = subscribers_.find(it->first);
     const bool watched = subs != subscribers_.end() && !subs->second.empty();
-    if (!watched && it->second.idle_since_ms != 0 && now - it->second.idle_since_ms > kIdleBarMs && !it->second.loading)
+    if (!watched && it->second.idle_since_ms != 0 && now - it->second.idle_since_ms > kIdleBarMs &&
+        !it->second.loading)
       it = bars_.erase(it);
     else
       ++it;
@@ -707,13 +746,15 @@ void Hub::load_bar(const std::string& stream) {
   if (bar_loads_in_flight_ >= kMaxBarLoadsInFlight) {
     // Its turn comes: tried again shortly (the generation check drops it if the bar was reset).
     std::weak_ptr<Hub> weak = shared_from_this();
-    s_.ctx->runtime->after(std::chrono::milliseconds(100), [weak, stream, generation = bar.generation] {
-      auto hub = weak.lock();
-      if (!hub) return;
-      std::lock_guard lock(hub->mu_);
-      auto b = hub->bars_.find(stream);
-      if (b != hub->bars_.end() && b->second.generation == generation && !b->second.ready) hub->load_bar(stream);
-    });
+    s_.ctx->runtime->after(
+        std::chrono::milliseconds(100), [weak, stream, generation = bar.generation] {
+          auto hub = weak.lock();
+          if (!hub) return;
+          std::lock_guard lock(hub->mu_);
+          auto b = hub->bars_.find(stream);
+          if (b != hub->bars_.end() && b->second.generation == generation && !b->second.ready)
+            hub->load_bar(stream);
+        });
     return;
   }
   ++bar_loads_in_flight_;
@@ -730,45 +771,48 @@ void Hub::load_bar(const std::string& stream) {
       if (!hub) return;
       std::lock_guard lock(hub->mu_);
       auto b = hub->bars_.find(stream);
-      if (b != hub->bars_.end() && b->second.generation == generation && !b->second.ready) hub->load_bar(stream);
+      if (b != hub->bars_.end() && b->second.generation == generation && !b->second.ready)
+        hub->load_bar(stream);
     });
   };
-  const bool queued = s_.ctx->runtime->try_blocking([weak, stream, interval, m, generation = bar.generation, retry] {
-    auto self = weak.lock();
-    if (!self) return;
-    auto current = [&] {
-      auto b = self->bars_.find(stream);
-      return b != self->bars_.end() && b->second.generation == generation;
-    };
-    {
-      std::lock_guard lock(self->mu_);
-      if (!current()) {  // reset or gone before its turn: no query
+  const bool queued = s_.ctx->runtime->try_blocking(
+      [weak, stream, interval, m, generation = bar.generation, retry] {
+        auto self = weak.lock();
+        if (!self) return;
+        auto current = [&] {
+          auto b = self->bars_.find(stream);
+          return b != self->bars_.end() && b->second.generation == generation;
+        };
+        {
+          std::lock_guard lock(self->mu_);
+          if (!current()) {  // reset or gone before its turn: no query
+            --self->bar_loads_in_flight_;
+            return;
+          }
+        }
+        auto stored = latest_bar(self->s_, *m, interval);
+        std::lock_guard lock(self->mu_);
         --self->bar_loads_in_flight_;
-        return;
-      }
-    }
-    auto stored = latest_bar(self->s_, *m, interval);
-    std::lock_guard lock(self->mu_);
-    --self->bar_loads_in_flight_;
-    auto b = self->bars_.find(stream);
-    if (!current()) return;  // reset meanwhile
-    if (!stored) return retry();
-    Bar& loaded = b->second;
-    loaded.t = stored->t;
-    loaded.o = stored->o;
-    loaded.h = stored->h;
-    loaded.l = stored->l;
-    loaded.c = stored->c;
-    loaded.v = stored->v;
-    loaded.last_seq = stored->last_seq;
-    auto pending = std::move(loaded.pending);
-    loaded.pending.clear();
-    std::sort(pending.begin(), pending.end(), [](const BarTrade& a, const BarTrade& c) { return a.seq < c.seq; });
-    for (const auto& trade : pending) self->bar_trade(stream, interval, loaded, trade, false);
-    loaded.ready = true;
-    loaded.loading = false;
-    for (Session* session : self->subscribers_[stream]) self->send_snapshot(*session, stream);
-  });
+        auto b = self->bars_.find(stream);
+        if (!current()) return;  // reset meanwhile
+        if (!stored) return retry();
+        Bar& loaded = b->second;
+        loaded.t = stored->t;
+        loaded.o = stored->o;
+        loaded.h = stored->h;
+        loaded.l = stored->l;
+        loaded.c = stored->c;
+        loaded.v = stored->v;
+        loaded.last_seq = stored->last_seq;
+        auto pending = std::move(loaded.pending);
+        loaded.pending.clear();
+        std::sort(pending.begin(), pending.end(),
+                  [](const BarTrade& a, const BarTrade& c) { return a.seq < c.seq; });
+        for (const auto& trade : pending) self->bar_trade(stream, interval, loaded, trade, false);
+        loaded.ready = true;
+        loaded.loading = false;
+        for (Session* session : self->subscribers_[stream]) self->send_snapshot(*session, stream);
+      });
   if (!queued) {
     --bar_loads_in_flight_;
     retry();
@@ -929,9 +973,10 @@ void Hub::stop() {
 void Hub::start() {
   auto self = shared_from_this();
   subscriber_ = std::make_unique<redis::Subscriber>(
-      s_.ctx->redis_address, std::vector<std::string>{},
-      events::hub_patterns(),
-      [self](std::string_view channel, std::string_view message) { self->on_redis(channel, message); },
+      s_.ctx->redis_address, std::vector<std::string>{}, events::hub_patterns(),
+      [self](std::string_view channel, std::string_view message) {
+        self->on_redis(channel, message);
+      },
       [self] {
         // Messages were lost while Redis was away: rebuild the books and resend every snapshot.
         std::vector<std::string> symbols;

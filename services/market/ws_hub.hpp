@@ -9,9 +9,9 @@
 #include <atomic>
 #include <deque>
 #include <map>
-#include <optional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -109,8 +109,8 @@ class Hub : public std::enable_shared_from_this<Hub> {
   static constexpr int kMaxBarLoadsInFlight = 4;
   static constexpr std::size_t kMaxPendingBarTrades = 10'000;
   static constexpr std::int64_t kIdleBarMs = 60'000;
-  int bar_loads_in_flight_ = 0;  // under mu_
-  void expire_idle_bars();        // lock held
+  int bar_loads_in_flight_ = 0;              // under mu_
+  void expire_idle_bars();                   // lock held
   void load_bar(const std::string& stream);  // lock held
   // `positions` and `balances` updates carry the REST objects: an event from trading for a
   // watched user starts a read of that user's REST answer (one in flight per user and stream;
@@ -129,9 +129,10 @@ class Hub : public std::enable_shared_from_this<Hub> {
   static constexpr std::size_t kMaxOrderReadsPerRound = 16;
   std::unordered_map<std::string, Refresh> refreshing_;  // by private key
   // Applies one trade to a kline stream's bar; `publish`: broadcast the bar (and a closed one).
-  void bar_trade(const std::string& stream, const std::string& interval, Bar& bar, const BarTrade& trade,
-                 bool publish);
-  std::string bar_json(const std::string& interval, const Bar& bar, std::optional<bool> closed = std::nullopt) const;
+  void bar_trade(const std::string& stream, const std::string& interval, Bar& bar,
+                 const BarTrade& trade, bool publish);
+  std::string bar_json(const std::string& interval, const Bar& bar,
+                       std::optional<bool> closed = std::nullopt) const;
   std::uint64_t bar_generation_ = 0;
   // Ticker subscriptions waiting for their first snapshot (no ticker computed yet): sent by the
   // next ticker round, which one such subscription starts at once.

@@ -650,7 +650,8 @@ std::size_t EngineHost::queue_depth() const {
   return in_.size();
 }
 
-std::optional<std::pair<std::int64_t, Usdm>> EngineHost::vault_unlock(const VaultWithdraw& w) const {
+std::optional<std::pair<std::int64_t, Usdm>> EngineHost::vault_unlock(
+    const VaultWithdraw& w) const {
   const Vault* v = engine_.vault(w.vault);
   const Account* a = engine_.account(w.user);
   if (!v || !a || v->total_shares <= 0) return std::nullopt;
@@ -660,11 +661,14 @@ std::optional<std::pair<std::int64_t, Usdm>> EngineHost::vault_unlock(const Vaul
   if (nav <= 0) return std::nullopt;
   using i128 = __int128;
   const i128 value = static_cast<i128>(h->second.shares) * nav / v->total_shares;
-  const i128 needed = w.amount >= value ? h->second.shares
-                                        : std::min<i128>(h->second.shares,
-                                                         (static_cast<i128>(w.amount) * v->total_shares + nav - 1) / nav);
+  const i128 needed =
+      w.amount >= value
+          ? h->second.shares
+          : std::min<i128>(h->second.shares,
+                           (static_cast<i128>(w.amount) * v->total_shares + nav - 1) / nav);
   std::vector<VaultLot> lots = h->second.lots;
-  std::sort(lots.begin(), lots.end(), [](const VaultLot& x, const VaultLot& y) { return x.unlock_ms < y.unlock_ms; });
+  std::sort(lots.begin(), lots.end(),
+            [](const VaultLot& x, const VaultLot& y) { return x.unlock_ms < y.unlock_ms; });
   i128 unlocked = 0, now = 0;
   std::int64_t at = 0;
   for (const auto& lot : lots) {
@@ -686,7 +690,8 @@ std::string EngineHost::operator_outcome(const Batch& b, const Item& item) const
     if (auto* cr = std::get_if<CommandRejected>(&b.events[i].body)) {
       json::Writer r;
       r.begin_object().field("status", "rejected").field("reason", reject_code(cr->reason));
-      if (auto* wd = std::get_if<VaultWithdraw>(&item.command); wd && cr->reason == Reject::vault_locked) {
+      if (auto* wd = std::get_if<VaultWithdraw>(&item.command);
+          wd && cr->reason == Reject::vault_locked) {
         // When the amount asked for is unlocked (at today's NAV): the lot whose unlock brings the
         // unlocked shares to what the withdrawal needs; and what could be withdrawn now.
         if (auto unlock = vault_unlock(*wd)) {
@@ -1172,9 +1177,12 @@ std::vector<db::Statement> EngineHost::statements_for(const Batch& b, bool journ
   MultiRow funding_rows("INSERT INTO funding_rates (market_id, time, rate, rate_8h, index_price, mark_price, paid, received,"
                         " to_insurance, positions, seq)",
                         {"integer", "timestamptz", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "integer", "bigint"}, "ON CONFLICT (market_id, time) DO NOTHING");
-  MultiRow vault_tx_rows("INSERT INTO vault_transactions (seq, vault_id, user_id, type, amount, fee, paid, shares,"
-                         " fee_shares, user_shares, nav, total_shares, unlock_at, time)",
-                         {"bigint", "uuid", "uuid", "text", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "timestamptz", "timestamptz"}, "ON CONFLICT (seq, type) DO NOTHING");
+  MultiRow vault_tx_rows(
+      "INSERT INTO vault_transactions (seq, vault_id, user_id, type, amount, fee, paid, shares,"
+      " fee_shares, user_shares, nav, total_shares, unlock_at, time)",
+      {"bigint", "uuid", "uuid", "text", "numeric", "numeric", "numeric", "numeric", "numeric",
+       "numeric", "numeric", "numeric", "timestamptz", "timestamptz"},
+      "ON CONFLICT (seq, type) DO NOTHING");
   MultiRow liquidation_rows("INSERT INTO liquidations (seq, user_id, account_value, maintenance_margin, stage, insurance_paid, time)",
                             {"bigint", "uuid", "numeric", "numeric", "text", "numeric", "timestamptz"}, "ON CONFLICT (seq) DO NOTHING");
   MultiRow ledger("INSERT INTO ledger (seq, user_id, delta, reason, reference, time)",
@@ -1285,9 +1293,11 @@ std::vector<db::Statement> EngineHost::statements_for(const Batch& b, bool journ
             if (ev.kind == VaultMove::withdrawal && ev.fee_shares > 0) {
               // The leader's profit share: shares minted to the leader, a transaction of its own.
               if (auto ref = vault_ref(ev.vault)) {
-                vault_tx_rows.add({std::to_string(e.seq), ev.vault.to_string(), ref->leader.value().to_string(),
-                                   "profit_share", usdm_text(ev.fee), "0", "0", usdm_text(ev.fee_shares), "0", "0",
-                                   usdm_text(ev.nav), usdm_text(ev.total_shares), std::nullopt, ts(ev.ts_ms)});
+                vault_tx_rows.add({std::to_string(e.seq), ev.vault.to_string(),
+                                   ref->leader.value().to_string(), "profit_share",
+                                   usdm_text(ev.fee), "0", "0", usdm_text(ev.fee_shares), "0", "0",
+                                   usdm_text(ev.nav), usdm_text(ev.total_shares), std::nullopt,
+                                   ts(ev.ts_ms)});
               }
             }
           } else if constexpr (std::is_same_v<T, AccountLiquidated>) {
@@ -1340,11 +1350,14 @@ std::vector<db::Statement> EngineHost::statements_for(const Batch& b, bool journ
     }
   }
   MultiRow pos_rows(
-      "INSERT INTO positions (id, user_id, market_id, size, cost, realized_pnl, leverage, created_at, updated_at,"
+      "INSERT INTO positions (id, user_id, market_id, size, cost, realized_pnl, leverage, "
+      "created_at, updated_at,"
       " funding_paid, margin_mode, isolated_margin)",
-      {"uuid", "uuid", "integer", "numeric", "numeric", "numeric", "integer", "timestamptz", "timestamptz", "numeric", "text", "numeric"},
+      {"uuid", "uuid", "integer", "numeric", "numeric", "numeric", "integer", "timestamptz",
+       "timestamptz", "numeric", "text", "numeric"},
       "ON CONFLICT (user_id, market_id) DO UPDATE SET size = EXCLUDED.size, cost = EXCLUDED.cost,"
-      " realized_pnl = EXCLUDED.realized_pnl, leverage = EXCLUDED.leverage, updated_at = EXCLUDED.updated_at,"
+      " realized_pnl = EXCLUDED.realized_pnl, leverage = EXCLUDED.leverage, updated_at = "
+      "EXCLUDED.updated_at,"
       " funding_paid = EXCLUDED.funding_paid, margin_mode = EXCLUDED.margin_mode,"
       " isolated_margin = EXCLUDED.isolated_margin,"
       // A position opened again, or flipped to the other side, is a new position: its own start.
@@ -1418,17 +1431,24 @@ void EngineHost::publish(const Batch& b) {
           if constexpr (std::is_same_v<T, Trade>) {
             const MarketInfo& m = catalog_.at(ev.market);
             if (ev.liquidation == Liquidation::none || ev.liquidation == Liquidation::book) {
-              const events::TradeMessage trade{static_cast<std::int64_t>(e.seq), m.symbol,
-                                               Catalog::price_text(m, ev.price), Catalog::amount_text(m, ev.qty),
-                                               std::string(side_name(ev.taker_side)), ev.ts_ms / 1000, ev.ts_ms};
+              const events::TradeMessage trade{static_cast<std::int64_t>(e.seq),
+                                               m.symbol,
+                                               Catalog::price_text(m, ev.price),
+                                               Catalog::amount_text(m, ev.qty),
+                                               std::string(side_name(ev.taker_side)),
+                                               ev.ts_ms / 1000,
+                                               ev.ts_ms};
               cmds.push_back({"PUBLISH", events::trades_channel(m.symbol), events::encode(trade)});
             }
             for (auto [user, order, liq, fee, pnl, side] :
                  {std::tuple{ev.maker, ev.maker_order, "maker", ev.maker_fee, ev.maker_realized_pnl, opposite(ev.taker_side)},
                   std::tuple{ev.taker, ev.taker_order, "taker", ev.taker_fee, ev.taker_realized_pnl, ev.taker_side}}) {
               json::Writer f;
-              // The REST fill's shape (GET /fills): the id a string, time_ms, liquidation null or its code.
-              f.begin_object().field("id", std::to_string(e.seq)).field("order_id", order.value().to_string());
+              // The REST fill's shape (GET /fills): the id a string, time_ms, liquidation null or
+              // its code.
+              f.begin_object()
+                  .field("id", std::to_string(e.seq))
+                  .field("order_id", order.value().to_string());
               f.field("symbol", m.symbol).field("side", side_name(side));
               f.key("price");
               Catalog::write_price(f, m, ev.price);
@@ -1437,24 +1457,27 @@ void EngineHost::publish(const Batch& b) {
               f.key("fee").raw_number(usdm_text(fee)).key("realized_pnl").raw_number(usdm_text(pnl));
               f.field("liquidity", liq).field("time", ev.ts_ms / 1000).field("time_ms", ev.ts_ms);
               if (ev.liquidation != Liquidation::none) f.field("liquidation", liquidation_code(ev.liquidation));
-              else f.key("liquidation").null();
+              else
+                f.key("liquidation").null();
               f.end_object();
               cmds.push_back({"PUBLISH", user_channel(user, "fills"), f.take()});
             }
           } else if constexpr (std::is_same_v<T, BookLevelChanged>) {
             const MarketInfo& m = catalog_.at(ev.market);
-            const events::BookLevelMessage level{static_cast<std::int64_t>(e.seq), m.symbol, ev.side == Side::buy,
-                                                 Catalog::price_text(m, ev.price), Catalog::amount_text(m, ev.size)};
+            const events::BookLevelMessage level{
+                static_cast<std::int64_t>(e.seq), m.symbol, ev.side == Side::buy,
+                Catalog::price_text(m, ev.price), Catalog::amount_text(m, ev.size)};
             cmds.push_back({"PUBLISH", events::book_channel(m.symbol), events::encode(level)});
           } else if constexpr (std::is_same_v<T, MarkChanged>) {
             const MarketInfo& m = catalog_.at(ev.market);
-            const events::MarkMessage mark{static_cast<std::int64_t>(e.seq), m.symbol, Catalog::price_text(m, ev.mark),
-                                           ev.ts_ms};
+            const events::MarkMessage mark{static_cast<std::int64_t>(e.seq), m.symbol,
+                                           Catalog::price_text(m, ev.mark), ev.ts_ms};
             cmds.push_back({"PUBLISH", events::mark_channel(m.symbol), events::encode(mark)});
           } else if constexpr (std::is_same_v<T, FundingSettled>) {
             const MarketInfo& m = catalog_.at(ev.market);
-            const events::FundingMessage funding{static_cast<std::int64_t>(e.seq), m.symbol, ev.interval_ms / 1000,
-                                                 rate_text(ev.rate_ppb, 8), Catalog::price_text(m, ev.mark)};
+            const events::FundingMessage funding{static_cast<std::int64_t>(e.seq), m.symbol,
+                                                 ev.interval_ms / 1000, rate_text(ev.rate_ppb, 8),
+                                                 Catalog::price_text(m, ev.mark)};
             cmds.push_back({"PUBLISH", events::funding_channel(m.symbol), events::encode(funding)});
           } else if constexpr (std::is_same_v<T, OrderUpdated>) {
             const MarketInfo& m = catalog_.at(ev.market);

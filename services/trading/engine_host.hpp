@@ -159,7 +159,8 @@ class EngineHost {
   void publish(const Batch& b);
   // A vault withdrawal refused for its lockup: when enough of the holder's shares unlock for it,
   // and what the holder could withdraw now.
-  std::optional<std::pair<std::int64_t, engine::Usdm>> vault_unlock(const engine::VaultWithdraw& w) const;
+  std::optional<std::pair<std::int64_t, engine::Usdm>> vault_unlock(
+      const engine::VaultWithdraw& w) const;
   std::string operator_outcome(const Batch& b, const Item& item) const;
 
   const Catalog& catalog_;

@@ -92,7 +92,8 @@ Result<void> setup(service::Context& ctx) {
   s.host->start();
   if (s.marks) {
     s.index_feed = std::make_unique<redis::Subscriber>(
-        ctx.redis_address, std::vector<std::string>{}, std::vector<std::string>{events::index_channel("*")},
+        ctx.redis_address, std::vector<std::string>{},
+        std::vector<std::string>{events::index_channel("*")},
         [&s](std::string_view, std::string_view message) {
           s.marks->on_index(message, SystemClock::instance().now_ms());
         });

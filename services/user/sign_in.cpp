@@ -78,9 +78,13 @@ Result<std::string> find_or_create_user(State& st, db::Connection& c, const std:
   if (first && !st.operator_token.empty()) {
     json::Writer f;
     f.begin_object().field("user_id", user_id).end_object();
-    auto r = st.client->request_sync(st.trading, {http::Method::post, "/internal/v1/faucet",
-                                                  {{"Authorization", "Bearer " + st.operator_token}}, f.take()});
-    if (!r || (r->status != 200 && r->status != 403)) log::warn("faucet call failed", {{"user_id", user_id}});
+    auto r =
+        st.client->request_sync(st.trading, {http::Method::post,
+                                             "/internal/v1/faucet",
+                                             {{"Authorization", "Bearer " + st.operator_token}},
+                                             f.take()});
+    if (!r || (r->status != 200 && r->status != 403))
+      log::warn("faucet call failed", {{"user_id", user_id}});
   }
   return user_id;
 }
@@ -159,7 +163,8 @@ Result<void> register_sign_in(State& st, http::Router& router) {
       const auto* v = doc->find(k);
       return v && v->is_string() ? v->as_string() : std::string();
     };
-    const std::string address = str("wallet_address"), text = str("message"), sig = str("signature");
+    const std::string address = str("wallet_address"), text = str("message"),
+                      sig = str("signature");
     std::string chain_name = str("chain");
     // Legacy client mode (the gateway says so, next to the internal token): the original web
     // client connects with its address alone. No session token comes back (one would outlive the
@@ -170,25 +175,36 @@ Result<void> register_sign_in(State& st, http::Router& router) {
       if (chain_name.empty()) chain_name = address.starts_with("0x") ? "ethereum" : "cardano";
       if (chain_name == "cardano") {
         auto a = auth::parse_cardano_address(address);
-        if (!a) return respond(refusal(400, "INVALID_FIELD", "wallet_address: " + a.error().message, req.request_id, "wallet_address"));
+        if (!a)
+          return respond(refusal(400, "INVALID_FIELD", "wallet_address: " + a.error().message,
+                                 req.request_id, "wallet_address"));
         if (!network_ok(a->network)) {
-          return respond(refusal(400, "WRONG_CHAIN", "this exchange does not accept that Cardano network", req.request_id, "wallet_address"));
+          return respond(refusal(400, "WRONG_CHAIN",
+                                 "this exchange does not accept that Cardano network",
+                                 req.request_id, "wallet_address"));
         }
       } else if (chain_name != "ethereum") {
-        return respond(refusal(400, "INVALID_FIELD", "chain must be cardano or ethereum", req.request_id, "chain"));
+        return respond(refusal(400, "INVALID_FIELD", "chain must be cardano or ethereum",
+                               req.request_id, "chain"));
       } else if (!eth_address(address)) {
-        return respond(refusal(400, "INVALID_FIELD", "wallet_address must be 0x and 40 hex digits", req.request_id, "wallet_address"));
+        return respond(refusal(400, "INVALID_FIELD", "wallet_address must be 0x and 40 hex digits",
+                               req.request_id, "wallet_address"));
       }
-      return service::respond_blocking(*st.ctx, req, respond, [&st, address = lower(address), chain_name]() -> Result<http::Response> {
-        auto lease = st.ctx->db->acquire();
-        if (!lease) return lease.error();
-        auto user = find_or_create_user(st, **lease, chain_name, address);
-        if (!user) return user.error();
-        json::Writer w;
-        w.begin_object().field("user_id", *user).field("wallet_address", address).field("status", "connected");
-        w.field("chain", chain_name).end_object();
-        return http::Response::json(200, w.take());
-      });
+      return service::respond_blocking(
+          *st.ctx, req, respond,
+          [&st, address = lower(address), chain_name]() -> Result<http::Response> {
+            auto lease = st.ctx->db->acquire();
+            if (!lease) return lease.error();
+            auto user = find_or_create_user(st, **lease, chain_name, address);
+            if (!user) return user.error();
+            json::Writer w;
+            w.begin_object()
+                .field("user_id", *user)
+                .field("wallet_address", address)
+                .field("status", "connected");
+            w.field("chain", chain_name).end_object();
+            return http::Response::json(200, w.take());
+          });
     }
     const bool cardano = chain_name == "cardano";
     if (!cardano && chain_name != "ethereum") {

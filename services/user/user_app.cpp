@@ -210,14 +210,16 @@ Result<void> setup(service::Context& ctx) {
     // mode (a key made then would outlive the mode).
     if (req.header(service::kLegacyModeHeader)) {
       return respond(http::Response::error(
-          fail(Code::forbidden, "no API keys in legacy client mode (HYDROX_LEGACY_CLIENT_AUTH=1)"), req.request_id));
+          fail(Code::forbidden, "no API keys in legacy client mode (HYDROX_LEGACY_CLIENT_AUTH=1)"),
+          req.request_id));
     }
     const auto kind = req.header("X-Auth-Kind").value_or("");
     if (kind == "api_key") {
       return respond(http::Response::error(fail(Code::forbidden, "API keys cannot create API keys"), req.request_id));
     }
     if (kind == "legacy") {
-      return respond(http::Response::error(fail(Code::forbidden, "sign in with a wallet to create API keys"), req.request_id));
+      return respond(http::Response::error(
+          fail(Code::forbidden, "sign in with a wallet to create API keys"), req.request_id));
     }
     auto doc = body_object(req, {"scope", "label"});
     if (!doc) return respond(http::Response::error(doc.error(), req.request_id));

@@ -508,8 +508,9 @@ Result<void> setup(service::Context& ctx) {
             for (auto& ch : type)
               ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
             // A profit share has its withdrawal's sequence: its id says which it is.
-            const std::string tx_id =
-                type == "PROFIT_SHARE" ? std::string(rows->get(i, 0)) + "-profit-share" : std::string(rows->get(i, 0));
+            const std::string tx_id = type == "PROFIT_SHARE"
+                                          ? std::string(rows->get(i, 0)) + "-profit-share"
+                                          : std::string(rows->get(i, 0));
             w.begin_object().field("id", tx_id).field("type", type);
             w.key("amount").raw_number(
                 decimal::format(*decimal::parse(withdrawal ? rows->get(i, 4) : rows->get(i, 2))));

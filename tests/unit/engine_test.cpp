@@ -1264,7 +1264,9 @@ TYPED_TEST(EngineTest, CrossLiquidationPriceIsWhereTheEngineLiquidatesWhateverTh
   bid.market = 1;
   h.run(bid);  // and a long in the other market (1/3-unit rounding there)
   ASSERT_EQ(h.engine.account(user(5))->positions[1].size, 30000);
-  auto liq_of = [&](std::uint64_t u) { return h.engine.cross_liquidation_price(*h.engine.account(user(u)), 0); };
+  auto liq_of = [&](std::uint64_t u) {
+    return h.engine.cross_liquidation_price(*h.engine.account(user(u)), 0);
+  };
   auto liquidated = [&](std::uint64_t u, const std::vector<Event>& ev) {
     for (const auto& l : all_of<AccountLiquidated>(ev)) {
       if (l.user == user(u)) return true;
@@ -1275,7 +1277,8 @@ TYPED_TEST(EngineTest, CrossLiquidationPriceIsWhereTheEngineLiquidatesWhateverTh
   ASSERT_GT(long_liq, 700000);
   ASSERT_LT(long_liq, 970000);
   ASSERT_GT(short_liq, 970000);
-  for (Price m : {Price{990000}, Price{900000}, Price{long_liq + 1}, Price{short_liq - 1}, Price{970000}}) {
+  for (Price m :
+       {Price{990000}, Price{900000}, Price{long_liq + 1}, Price{short_liq - 1}, Price{970000}}) {
     h.mark(m);
     EXPECT_EQ(liq_of(5), long_liq) << "mark " << m;
     EXPECT_EQ(liq_of(6), short_liq) << "mark " << m;

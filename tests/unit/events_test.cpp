@@ -15,7 +15,8 @@ TEST(Events, ChannelNamesArePinnedAndParseBack) {
   EXPECT_EQ(index_last_key("BTC_USDM_PERP"), "hydrox:index:last:BTC_USDM_PERP");
   const std::string user = "01a250d1-231d-7131-9420-c2ac102b168a";
   EXPECT_EQ(user_channel(user, "fills"), "hydrox:user:" + user + ":fills");
-  EXPECT_EQ(hub_patterns(), (std::vector<std::string>{"hydrox:trades:*", "hydrox:book:*", "hydrox:mark:*", "hydrox:user:*"}));
+  EXPECT_EQ(hub_patterns(), (std::vector<std::string>{"hydrox:trades:*", "hydrox:book:*",
+                                                      "hydrox:mark:*", "hydrox:user:*"}));
 
   for (auto [name, kind] : {std::pair{trades_channel("ETH_USDM_PERP"), Channel::Kind::trades},
                             std::pair{book_channel("ETH_USDM_PERP"), Channel::Kind::book},
@@ -32,20 +33,26 @@ TEST(Events, ChannelNamesArePinnedAndParseBack) {
     EXPECT_EQ(c.user, user);
     EXPECT_EQ(c.user_kind, kind);
   }
-  for (std::string_view bad : {"hydrox:trades:", "hydrox:user:" "x", "hydrox:user::orders", "hydrox:user:u:secrets",
-                               "other:trades:BTC", ""}) {
+  for (std::string_view bad :
+       {"hydrox:trades:",
+        "hydrox:user:"
+        "x",
+        "hydrox:user::orders", "hydrox:user:u:secrets", "other:trades:BTC", ""}) {
     EXPECT_EQ(parse_channel(bad).kind, Channel::Kind::unknown) << bad;
   }
 }
 
 TEST(Events, MessagesRoundTripExactly) {
-  const TradeMessage trade{4711, "BTC_USDM_PERP", "97250.5", "0.004", "Buy", 1796649253, 1796649253929};
-  EXPECT_EQ(encode(trade),
-            R"({"id":4711,"symbol":"BTC_USDM_PERP","price":97250.5,"amount":0.004,"side":"Buy","time":1796649253,"time_ms":1796649253929})");
+  const TradeMessage trade{4711,  "BTC_USDM_PERP", "97250.5",    "0.004",
+                           "Buy", 1796649253,      1796649253929};
+  EXPECT_EQ(
+      encode(trade),
+      R"({"id":4711,"symbol":"BTC_USDM_PERP","price":97250.5,"amount":0.004,"side":"Buy","time":1796649253,"time_ms":1796649253929})");
   EXPECT_EQ(decode_trade(encode(trade)), trade);
 
   const BookLevelMessage level{12, "BTC_USDM_PERP", false, "97100", "0"};
-  EXPECT_EQ(encode(level), R"({"seq":12,"symbol":"BTC_USDM_PERP","side":"ask","price":97100,"size":0})");
+  EXPECT_EQ(encode(level),
+            R"({"seq":12,"symbol":"BTC_USDM_PERP","side":"ask","price":97100,"size":0})");
   EXPECT_EQ(decode_book_level(encode(level)), level);
   const BookLevelMessage bid{13, "ETH_USDM_PERP", true, "3650.25", "12.345"};
   EXPECT_EQ(decode_book_level(encode(bid)), bid);
@@ -55,15 +62,19 @@ TEST(Events, MessagesRoundTripExactly) {
   const FundingMessage funding{100, "BTC_USDM_PERP", 1796652000, "-0.00001250", "97000.1"};
   EXPECT_EQ(decode_funding(encode(funding)), funding);
   const IndexMessage index{"BTC_USDM_PERP", "97001.3", 1796649253000, "oracle:k1"};
-  EXPECT_EQ(encode(index), R"({"symbol":"BTC_USDM_PERP","price":97001.3,"time_ms":1796649253000,"source":"oracle:k1"})");
+  EXPECT_EQ(
+      encode(index),
+      R"({"symbol":"BTC_USDM_PERP","price":97001.3,"time_ms":1796649253000,"source":"oracle:k1"})");
   EXPECT_EQ(decode_index(encode(index)), index);
 }
 
 TEST(Events, MalformedMessagesDecodeToNothing) {
-  for (std::string_view bad : {"", "null", "[]", "{", "{}", R"({"id":"1","symbol":"S","price":1,"amount":1,"side":"Buy","time":1,"time_ms":1})",
-                               R"({"id":1,"symbol":"S","price":"1","amount":1,"side":"Buy","time":1,"time_ms":1})",
-                               R"({"id":1,"symbol":"S","price":1,"amount":1,"side":"Buy","time":1})",
-                               R"({"id":1.5,"symbol":"S","price":1,"amount":1,"side":"Buy","time":1,"time_ms":1})"}) {
+  for (std::string_view bad :
+       {"", "null", "[]", "{", "{}",
+        R"({"id":"1","symbol":"S","price":1,"amount":1,"side":"Buy","time":1,"time_ms":1})",
+        R"({"id":1,"symbol":"S","price":"1","amount":1,"side":"Buy","time":1,"time_ms":1})",
+        R"({"id":1,"symbol":"S","price":1,"amount":1,"side":"Buy","time":1})",
+        R"({"id":1.5,"symbol":"S","price":1,"amount":1,"side":"Buy","time":1,"time_ms":1})"}) {
     EXPECT_FALSE(decode_trade(bad)) << bad;
   }
   EXPECT_FALSE(decode_book_level(R"({"seq":1,"symbol":"S","side":"both","price":1,"size":1})"));
@@ -74,5 +85,6 @@ TEST(Events, MalformedMessagesDecodeToNothing) {
   EXPECT_FALSE(decode_index(R"({"symbol":"S","price":true,"time_ms":1})"));
   EXPECT_TRUE(decode_index(R"({"symbol":"S","price":97000,"time_ms":1})"));  // source is optional
   // An index price may come as a decimal string (as every API input may).
-  EXPECT_EQ(decode_index(R"({"symbol":"S","price":"97000.5","time_ms":1,"source":"test"})")->price, "97000.5");
+  EXPECT_EQ(decode_index(R"({"symbol":"S","price":"97000.5","time_ms":1,"source":"test"})")->price,
+            "97000.5");
 }

@@ -178,7 +178,8 @@ int main() {
     pause(std::chrono::milliseconds(*requote));
   }
   // Stopping: the quotes leave the book with the quoter.
-  for (const auto& m : markets) api.call(http::Method::del, "/api/v1/orders?symbol=" + m.symbol, *key);
+  for (const auto& m : markets)
+    api.call(http::Method::del, "/api/v1/orders?symbol=" + m.symbol, *key);
   log::info("stopped: quotes cancelled");
   return finish(0);
 }

@@ -165,7 +165,8 @@ Price BasicEngine<Book>::cross_liquidation_price(const Account& a, std::uint32_t
   // Health rises with the mark for a long and falls for a short (up to the floor and ceiling of
   // a market whose tick·lot is a fraction of a unit, where the bisection finds a boundary within
   // a unit): bisect for it. The search stops where price × size × num would leave 128 bits.
-  constexpr i128 kProductBound = static_cast<i128>(1'000'000'000'000'000'000LL) * 1'000'000'000'000'000'000LL;
+  constexpr i128 kProductBound =
+      static_cast<i128>(1'000'000'000'000'000'000LL) * 1'000'000'000'000'000'000LL;
   i128 lo = 0, hi = std::min<i128>(INT64_MAX / 4, kProductBound / (abs * s.notional_num + 1));
   if (p.size > 0) {
     if (healthy(lo)) return 0;
@@ -855,7 +856,7 @@ typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a,
   MarketState& ms = markets_[m];
   ms.open_interest -= std::max<Qty>(p.size, 0);   // (added back below with the new size)
   if (p.size == 0 || (p.size > 0) == (dq > 0)) {  // open or increase
-    if (p.size == 0) p.realized_pnl = 0;  // a new position: its own realized PnL from zero
+    if (p.size == 0) p.realized_pnl = 0;          // a new position: its own realized PnL from zero
     if (p.size == 0 && ++a.open_positions == 2) multi_.insert(a.index);
     p.size += dq;
     ms.open_interest += std::max<Qty>(p.size, 0);

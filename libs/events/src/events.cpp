@@ -45,12 +45,24 @@ bool user_kind(std::string_view kind) {
   return false;
 }
 
-std::string trades_channel(std::string_view symbol) { return join(kTrades, symbol); }
-std::string book_channel(std::string_view symbol) { return join(kBook, symbol); }
-std::string mark_channel(std::string_view symbol) { return join(kMark, symbol); }
-std::string funding_channel(std::string_view symbol) { return join(kFunding, symbol); }
-std::string index_channel(std::string_view symbol) { return join(kIndex, symbol); }
-std::string index_last_key(std::string_view symbol) { return join("hydrox:index:last:", symbol); }
+std::string trades_channel(std::string_view symbol) {
+  return join(kTrades, symbol);
+}
+std::string book_channel(std::string_view symbol) {
+  return join(kBook, symbol);
+}
+std::string mark_channel(std::string_view symbol) {
+  return join(kMark, symbol);
+}
+std::string funding_channel(std::string_view symbol) {
+  return join(kFunding, symbol);
+}
+std::string index_channel(std::string_view symbol) {
+  return join(kIndex, symbol);
+}
+std::string index_last_key(std::string_view symbol) {
+  return join("hydrox:index:last:", symbol);
+}
 std::string user_channel(std::string_view user_id, std::string_view kind) {
   std::string out = join(kUser, user_id);
   out += ':';
@@ -64,9 +76,10 @@ std::vector<std::string> hub_patterns() {
 
 Channel parse_channel(std::string_view channel) {
   Channel c;
-  for (auto [prefix, kind] : {std::pair{kTrades, Channel::Kind::trades}, std::pair{kBook, Channel::Kind::book},
-                              std::pair{kMark, Channel::Kind::mark}, std::pair{kFunding, Channel::Kind::funding},
-                              std::pair{kIndex, Channel::Kind::index}}) {
+  for (auto [prefix, kind] :
+       {std::pair{kTrades, Channel::Kind::trades}, std::pair{kBook, Channel::Kind::book},
+        std::pair{kMark, Channel::Kind::mark}, std::pair{kFunding, Channel::Kind::funding},
+        std::pair{kIndex, Channel::Kind::index}}) {
     if (channel.starts_with(prefix) && channel.size() > prefix.size()) {
       c.kind = kind;
       c.symbol = std::string(channel.substr(prefix.size()));
@@ -76,7 +89,8 @@ Channel parse_channel(std::string_view channel) {
   if (channel.starts_with(kUser)) {
     const std::string_view rest = channel.substr(kUser.size());
     const auto colon = rest.find(':');
-    if (colon == std::string_view::npos || colon == 0 || !user_kind(rest.substr(colon + 1))) return c;
+    if (colon == std::string_view::npos || colon == 0 || !user_kind(rest.substr(colon + 1)))
+      return c;
     c.kind = Channel::Kind::user;
     c.user = std::string(rest.substr(0, colon));
     c.user_kind = std::string(rest.substr(colon + 1));
@@ -108,7 +122,10 @@ std::optional<TradeMessage> decode_trade(std::string_view message) {
 
 std::string encode(const BookLevelMessage& m) {
   json::Writer w;
-  w.begin_object().field("seq", m.seq).field("symbol", m.symbol).field("side", m.bid ? "bid" : "ask");
+  w.begin_object()
+      .field("seq", m.seq)
+      .field("symbol", m.symbol)
+      .field("side", m.bid ? "bid" : "ask");
   w.key("price").raw_number(m.price).key("size").raw_number(m.size).end_object();
   return w.take();
 }
@@ -121,13 +138,18 @@ std::optional<BookLevelMessage> decode_book_level(std::string_view message) {
   auto side = text(*doc, "side");
   auto price = number(*doc, "price");
   auto size = number(*doc, "size");
-  if (!seq || !symbol || !side || (*side != "bid" && *side != "ask") || !price || !size) return std::nullopt;
+  if (!seq || !symbol || !side || (*side != "bid" && *side != "ask") || !price || !size)
+    return std::nullopt;
   return BookLevelMessage{*seq, *symbol, *side == "bid", *price, *size};
 }
 
 std::string encode(const MarkMessage& m) {
   json::Writer w;
-  w.begin_object().field("seq", m.seq).field("symbol", m.symbol).key("mark_price").raw_number(m.mark_price);
+  w.begin_object()
+      .field("seq", m.seq)
+      .field("symbol", m.symbol)
+      .key("mark_price")
+      .raw_number(m.mark_price);
   w.field("time_ms", m.time_ms).end_object();
   return w.take();
 }

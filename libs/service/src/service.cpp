@@ -182,8 +182,8 @@ int run(const Spec& spec) {
     ctx.middleware.insert(ctx.middleware.begin(), [&ctx](http::Request& req, http::Respond&) {
       if (!from_gateway(ctx, req)) {
         for (std::string_view h : {std::string_view("X-User-ID"), std::string_view("X-Auth-Kind"),
-                                   std::string_view("X-Auth-Scope"), std::string_view("X-Auth-Credential"),
-                                   kLegacyModeHeader}) {
+                                   std::string_view("X-Auth-Scope"),
+                                   std::string_view("X-Auth-Credential"), kLegacyModeHeader}) {
           http::remove_header(req.headers, h);
         }
       }

@@ -9,7 +9,8 @@ http::Middleware make_cors(std::vector<std::string> allowed, bool allow_user_hea
   // if the preflight allows it.
   std::string allowed_headers = "Authorization, Content-Type, X-Request-ID, Idempotency-Key";
   if (allow_user_header) allowed_headers += ", X-User-ID";
-  return [allowed = std::move(allowed), allowed_headers](http::Request& req, http::Respond& respond) -> bool {
+  return [allowed = std::move(allowed), allowed_headers](http::Request& req,
+                                                         http::Respond& respond) -> bool {
     auto origin = req.header("Origin");
     if (!origin) return false;
     const bool ok = std::find(allowed.begin(), allowed.end(), *origin) != allowed.end();

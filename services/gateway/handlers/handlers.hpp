@@ -195,7 +195,8 @@ bool loopback_address(std::string_view address);
 
 // CORS for the configured origins: preflight answered here, headers added to every answer.
 // `allow_user_header`: the preflight also allows X-User-ID (legacy client mode).
-http::Middleware make_cors(std::vector<std::string> allowed_origins, bool allow_user_header = false);
+http::Middleware make_cors(std::vector<std::string> allowed_origins,
+                           bool allow_user_header = false);
 
 // GET /api/v1/openapi.json
 http::Handler make_openapi();

@@ -49,7 +49,9 @@ void set_legacy_client_auth(bool on, bool open_to_all) {
   g_legacy_client_auth.store(on);
   g_legacy_public.store(open_to_all);
 }
-bool legacy_client_auth() { return g_legacy_client_auth.load(); }
+bool legacy_client_auth() {
+  return g_legacy_client_auth.load();
+}
 
 bool loopback_address(std::string_view a) {
   if (a == "localhost") return true;
@@ -233,7 +235,8 @@ void forward(const Upstream& to, const std::shared_ptr<http::Client>& client, ht
 http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Access access,
                          std::shared_ptr<Authenticator> auth, std::shared_ptr<RateLimiter> limiter,
                          bool auth_route) {
-  return [to = std::move(to), client, access, auth, limiter, auth_route](http::Request& req, http::Respond respond) {
+  return [to = std::move(to), client, access, auth, limiter, auth_route](http::Request& req,
+                                                                         http::Respond respond) {
     strip_identity(req);  // (keeps a client's X-User-ID only where legacy mode believes it)
     const bool legacy_identity = g_legacy_client_auth.load() && req.header("X-User-ID").has_value();
     auto shared = std::make_shared<http::Request>(std::move(req));

@@ -41,7 +41,8 @@ constexpr db::Query kTrades{
     "market_trades",
     "SELECT seq, price::text, amount::text, taker_side, floor(extract(epoch from time))::bigint,"
     " (extract(epoch from time) * 1000)::bigint FROM trades"
-    " WHERE market_id = $1::int AND ($2::bigint IS NULL OR seq < $2::bigint) ORDER BY seq DESC LIMIT $3::int"};
+    " WHERE market_id = $1::int AND ($2::bigint IS NULL OR seq < $2::bigint) ORDER BY seq DESC "
+    "LIMIT $3::int"};
 
 // Interval → SQL expression for the bar's open from a 1-minute bucket.
 }  // namespace
@@ -167,15 +168,18 @@ const MarketInfo* market_of(Services& s, const http::Request& req, http::Respond
 
 Result<StoredBar> latest_bar(Services& s, const MarketInfo& m, const std::string& interval) {
   auto it = kline_intervals().find(interval);
-  if (it == kline_intervals().end()) return fail(Code::invalid_field, "unknown interval", "interval");
+  if (it == kline_intervals().end())
+    return fail(Code::invalid_field, "unknown interval", "interval");
   // The newest 1-minute bucket names the newest bar; its buckets are aggregated as REST does.
   const std::string sql =
       "WITH newest AS (SELECT " + it->second +
-      " AS b FROM klines_1m WHERE market_id = $1::int AND bucket = (SELECT max(bucket) FROM klines_1m"
+      " AS b FROM klines_1m WHERE market_id = $1::int AND bucket = (SELECT max(bucket) FROM "
+      "klines_1m"
       " WHERE market_id = $1::int))"
       " SELECT extract(epoch from n.b)::bigint, (array_agg(k.open ORDER BY k.bucket))[1]::text,"
       " max(k.high)::text, min(k.low)::text, (array_agg(k.close ORDER BY k.bucket DESC))[1]::text,"
-      " sum(k.volume)::text, max(k.last_seq) FROM newest n JOIN klines_1m k ON k.market_id = $1::int"
+      " sum(k.volume)::text, max(k.last_seq) FROM newest n JOIN klines_1m k ON k.market_id = "
+      "$1::int"
       " AND k.bucket >= n.b GROUP BY n.b";
   auto lease = s.ctx->db->acquire();
   if (!lease) return lease.error();
@@ -184,8 +188,9 @@ Result<StoredBar> latest_bar(Services& s, const MarketInfo& m, const std::string
   StoredBar bar;
   if (rows->size() == 0) {
     // No trade yet: the mark, if there is one, for an empty bar (t stays -1).
-    auto mark = (*lease)->exec(db::Query{"latest_bar_mark", "SELECT mark::text FROM marks WHERE market_id = $1::int"},
-                               {std::to_string(m.id)});
+    auto mark = (*lease)->exec(
+        db::Query{"latest_bar_mark", "SELECT mark::text FROM marks WHERE market_id = $1::int"},
+        {std::to_string(m.id)});
     if (!mark) return mark.error();
     if (mark->size() == 1) bar.o = bar.h = bar.l = bar.c = plain(mark->get(0, 0));
     bar.v = "0";
@@ -200,7 +205,6 @@ Result<StoredBar> latest_bar(Services& s, const MarketInfo& m, const std::string
   bar.last_seq = static_cast<std::uint64_t>(std::stoll(std::string(rows->get(0, 6))));
   return bar;
 }
-
 
 Result<std::string> ticker_json(Services& s, const MarketInfo& m, bool with_rules) {
   auto lease = s.ctx->db->acquire();

@@ -101,7 +101,8 @@ void vault_answer(http::Respond respond, const std::string& rid, Result<Outcome>
       auto at_ms = unlocks->as_int(0, INT64_MAX);
       const std::int64_t at = at_ms ? *at_ms : 0;
       const std::string when = format_rfc3339_ms(at);
-      w.field("message", "the shares for this amount are in their lockup until " + when).field("field", "amount");
+      w.field("message", "the shares for this amount are in their lockup until " + when)
+          .field("field", "amount");
       w.field("unlocks_at", when);
       if (const json::Value* now = doc->find("withdrawable_now"); now && now->is_number())
         w.key("withdrawable_now").raw_number(now->number_text());

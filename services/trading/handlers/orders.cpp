@@ -223,20 +223,24 @@ void register_order_routes(Services& s, http::Router& router) {
     auto user = acting(s, req);
     if (!user) return respond(error_response(user.error(), req));
     if (!req.query_names().empty() && req.query_names() != std::vector<std::string>{"account"}) {
-      return respond(error_response(fail(Code::unknown_field, "unknown query parameter", req.query_names().front()), req));
+      return respond(error_response(
+          fail(Code::unknown_field, "unknown query parameter", req.query_names().front()), req));
     }
     auto id = Uuid::parse(req.path_param("id"));
     if (!id) return respond(error_response(fail(Code::not_found, "no such order"), req));
-    service::respond_blocking(*s.ctx, req, respond, [&s, u = *user, id = *id]() -> Result<http::Response> {
-      auto lease = s.ctx->db->acquire();
-      if (!lease) return lease.error();
-      auto rows = (*lease)->exec(db::Query{"one_order", kOneOrder}, {id.to_string(), u.value().to_string()});
-      if (!rows) return rows.error();
-      if (rows->size() == 0) return fail(Code::not_found, "no such order");
-      json::Writer w;
-      write_order_row(w, *rows, 0);
-      return http::Response::json(200, w.take());
-    });
+    service::respond_blocking(*s.ctx, req, respond,
+                              [&s, u = *user, id = *id]() -> Result<http::Response> {
+                                auto lease = s.ctx->db->acquire();
+                                if (!lease) return lease.error();
+                                auto rows = (*lease)->exec(db::Query{"one_order", kOneOrder},
+                                                           {id.to_string(), u.value().to_string()});
+                                if (!rows) return rows.error();
+                                if (rows->size() == 0)
+                                  return fail(Code::not_found, "no such order");
+                                json::Writer w;
+                                write_order_row(w, *rows, 0);
+                                return http::Response::json(200, w.take());
+                              });
   });
 
   router.del("/api/v1/orders/{id}", [&s](http::Request& req, http::Respond respond) {

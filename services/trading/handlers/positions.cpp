@@ -25,7 +25,8 @@ struct PositionData {
   Usdm margin = 0;  // cross: IM at the mark; isolated: the margin the position holds
   Usdm upnl = 0;
   Price liquidation = 0;
-  Usdm maintenance = 0;  // at the mark: below it (account value, or an isolated position's value) it is liquidated
+  Usdm maintenance =
+      0;  // at the mark: below it (account value, or an isolated position's value) it is liquidated
 };
 
 constexpr db::Query kPositionTimes{

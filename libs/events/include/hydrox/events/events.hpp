@@ -20,8 +20,8 @@ inline constexpr std::string_view kTrades = "hydrox:trades:";    // trading → 
 inline constexpr std::string_view kBook = "hydrox:book:";        // trading → market
 inline constexpr std::string_view kMark = "hydrox:mark:";        // trading → market
 inline constexpr std::string_view kFunding = "hydrox:funding:";  // trading → (anyone)
-inline constexpr std::string_view kUser = "hydrox:user:";        // trading → market (private streams)
-inline constexpr std::string_view kIndex = "hydrox:index:";      // market → trading
+inline constexpr std::string_view kUser = "hydrox:user:";    // trading → market (private streams)
+inline constexpr std::string_view kIndex = "hydrox:index:";  // market → trading
 
 // The private kinds on a user channel.
 inline constexpr std::string_view kUserKinds[] = {"orders", "fills", "positions", "balances"};
@@ -39,8 +39,8 @@ std::vector<std::string> hub_patterns();
 // A channel's name taken apart.
 struct Channel {
   enum class Kind { trades, book, mark, funding, user, index, unknown } kind = Kind::unknown;
-  std::string symbol;  // trades, book, mark, funding, index
-  std::string user;    // user
+  std::string symbol;     // trades, book, mark, funding, index
+  std::string user;       // user
   std::string user_kind;  // user: orders, fills, positions, balances
 };
 Channel parse_channel(std::string_view channel);
