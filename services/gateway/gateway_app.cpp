@@ -182,6 +182,7 @@ Result<void> setup(service::Context& ctx) {
         if (!id) return id.error();
         if (*id) {
           http::set_header(req.headers, "X-User-ID", (*id)->user_id);
+          http::set_header(req.headers, "X-Auth-Scope", (*id)->scope);  // order entry needs `trade`
           // The hub re-checks the credential while the connection lives (revocation, expiry).
           http::set_header(req.headers, "X-Auth-Credential", (*id)->hash);
         }

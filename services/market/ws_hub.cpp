@@ -116,6 +116,9 @@ http::WsHandlers Hub::handlers() {
     if (gateway) {
       if (auto u = c->request().header("X-User-ID"); u && Uuid::parse(*u)) {
         session.user = std::string(*u);
+        // The credential's scope, set by the gateway with the identity; none: a legacy client's
+        // own X-User-ID (legacy client mode), which may act fully, as on REST.
+        session.scope = std::string(c->request().header("X-Auth-Scope").value_or("trade"));
         if (auto cred = c->request().header("X-Auth-Credential"); cred && cred->size() == 64) {
           session.credential = std::string(*cred);
           session.checked_ms = now_ms();
@@ -228,6 +231,7 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
         return;
       }
       found->second.user = *user;
+      found->second.scope = std::string(auth::scope_name((*cred)->scope));
       found->second.credential = hash;
       found->second.checked_ms = now_ms();
       found->second.conn->send(reply_ok(rid, "ok"));
@@ -237,6 +241,10 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
       session.auth_pending = false;
       c->send(reply_error(id, "UNAVAILABLE", "try again"));
     }
+    return;
+  }
+  if (order_method(m)) {
+    order_entry(session, request);
     return;
   }
   std::vector<std::string> streams;
@@ -739,6 +747,95 @@ void Hub::expire_idle_bars() {
   }
 }
 
+void Hub::order_entry(Session& session, const WsRequest& request) {
+  const json::Value* id = request.id ? &*request.id : nullptr;
+  if (session.user.empty()) {
+    session.conn->send(reply_error(id, "AUTH_REQUIRED", "order entry needs an authenticated connection"));
+    return;
+  }
+  if (session.scope != "trade") {
+    session.conn->send(reply_error(id, "FORBIDDEN", "this API key may only read"));
+    return;
+  }
+  if (session.orders_in_flight >= kMaxOrdersInFlight) {
+    session.conn->send(reply_error(id, "TOO_MANY_REQUESTS", "at most 32 order requests waiting per connection"));
+    return;
+  }
+  const std::int64_t now = now_ms();
+  if (order_budget_.size() > 100'000) order_budget_.clear();  // bounded (a fresh budget is a full one)
+  OrderBudget& budget = order_budget_[session.user];
+  if (budget.at_ms != 0) {
+    budget.tokens = std::min(kOrderBurst, budget.tokens + static_cast<double>(now - budget.at_ms) * kOrdersPerSecond / 1000.0);
+  }
+  budget.at_ms = now;
+  if (budget.tokens < 1) {
+    session.conn->send(reply_error(id, "RATE_LIMITED", "too many order requests; retry later"));
+    return;
+  }
+  budget.tokens -= 1;
+  http::OutgoingRequest req;
+  if (request.method == "order.place") {
+    req.method = http::Method::post;
+    req.target = "/api/v1/orders";
+    req.body = json::dump(*request.params);
+  } else if (request.method == "order.cancel") {
+    auto order = Uuid::parse(request.order_id);
+    if (!order) {
+      session.conn->send(reply_error(id, "NOT_FOUND", "no such order"));
+      return;
+    }
+    req.method = http::Method::del;
+    req.target = "/api/v1/orders/" + order->to_string();
+  } else {
+    req.method = http::Method::del;
+    req.target = "/api/v1/orders";
+    if (!request.symbol.empty()) {
+      const catalog::MarketInfo* m = s_.catalog.find(request.symbol);
+      if (!m) {
+        session.conn->send(reply_error(id, "INVALID_FIELD", "unknown symbol", request.symbol));
+        return;
+      }
+      req.target += "?symbol=" + m->symbol;
+    }
+  }
+  req.headers = {{"X-User-ID", session.user}, {"Content-Type", "application/json"}};
+  for (auto& h : service::internal_headers(*s_.ctx)) req.headers.push_back(std::move(h));
+  ++session.orders_in_flight;
+  const std::uint64_t sid = session.conn->id();
+  std::weak_ptr<Hub> weak = shared_from_this();
+  const std::optional<json::Value> id_copy = request.id;
+  s_.client->request(s_.trading, std::move(req), [weak, sid, id_copy](Result<http::Response> res) {
+    auto self = weak.lock();
+    if (!self) return;
+    std::lock_guard lock(self->mu_);
+    auto it = self->sessions_.find(sid);
+    if (it == self->sessions_.end() || it->second.dropped) return;
+    --it->second.orders_in_flight;
+    const json::Value* rid = id_copy ? &*id_copy : nullptr;
+    if (!res) {
+      it->second.conn->send(reply_error(rid, "UNAVAILABLE", "trading unavailable; the order's fate is unknown, check GET /orders"));
+      return;
+    }
+    // Trading's answer as REST gives it: the body under "result" (2xx) or its error under "error".
+    auto body = json::parse(res->body);
+    json::Writer w;
+    w.begin_object().key("id");
+    if (rid && rid->is_string()) w.string(rid->as_string());
+    else if (rid && rid->is_number()) w.raw_number(rid->number_text());
+    else w.null();
+    w.field("status", res->status);
+    if (res->status >= 200 && res->status < 300 && body) {
+      w.key("result").raw_value(json::dump(*body));
+    } else if (body && body->is_object() && body->find("error")) {
+      w.key("error").raw_value(json::dump(*body->find("error")));
+    } else {
+      w.key("error").begin_object().field("code", "UNAVAILABLE").field("message", "trading answered nonsense").end_object();
+    }
+    w.end_object();
+    it->second.conn->send(w.take());
+  });
+}
+
 void Hub::load_bar(const std::string& stream) {
   Bar& bar = bars_[stream];
   bar.loading = true;
@@ -901,6 +998,7 @@ void Hub::recheck_credentials() {
         session.streams.erase(stream);
       }
       session.user.clear();
+      session.scope.clear();
       session.credential.clear();
       session.conn->send(reply_error(nullptr, "AUTH_EXPIRED",
                                      "the session or API key ended: private streams stopped"));

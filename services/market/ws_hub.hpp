@@ -23,6 +23,8 @@
 
 namespace hydrox::market {
 
+struct WsRequest;  // ws_protocol.hpp
+
 class Hub : public std::enable_shared_from_this<Hub> {
  public:
   static constexpr std::size_t kMaxSubscriptions = 200;
@@ -51,6 +53,8 @@ class Hub : public std::enable_shared_from_this<Hub> {
     // not `user` (which an AUTH may set later), so no session is ever left behind in a key.
     std::map<std::string, std::string> private_as;
     std::int64_t checked_ms = 0;  // when the credential was last found live
+    std::string scope;            // the credential's: `trade` may place orders, `read` may not
+    int orders_in_flight = 0;     // order entry requests waiting for trading
     std::string address;          // the client's (X-Forwarded-For from the gateway, else the peer)
   };
   // The sessions of one stream: a vector to walk per message (no tree, no lookup per session),
@@ -111,6 +115,19 @@ class Hub : public std::enable_shared_from_this<Hub> {
   static constexpr std::int64_t kIdleBarMs = 60'000;
   int bar_loads_in_flight_ = 0;              // under mu_
   void expire_idle_bars();                   // lock held
+  // Order entry (order.place, order.cancel, order.cancel_all) on an authenticated connection:
+  // the same trading routes, validation, codes and acknowledgement as REST, answered on the
+  // connection as {"id", "status", "result"|"error"}. Per user a token bucket (kOrderBurst, then
+  // kOrdersPerSecond; its own budget, beside the gateway's REST one), per connection at most
+  // kMaxOrdersInFlight waiting. Lock held.
+  void order_entry(Session& session, const WsRequest& request);
+  static constexpr int kMaxOrdersInFlight = 32;
+  static constexpr double kOrderBurst = 600, kOrdersPerSecond = 50;
+  struct OrderBudget {
+    double tokens = kOrderBurst;
+    std::int64_t at_ms = 0;
+  };
+  std::unordered_map<std::string, OrderBudget> order_budget_;  // by user
   void load_bar(const std::string& stream);  // lock held
   // `positions` and `balances` updates carry the REST objects: an event from trading for a
   // watched user starts a read of that user's REST answer (one in flight per user and stream;

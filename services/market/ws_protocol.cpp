@@ -2,6 +2,10 @@
 
 namespace hydrox::market {
 
+bool order_method(std::string_view method) {
+  return method == "order.place" || method == "order.cancel" || method == "order.cancel_all";
+}
+
 std::variant<WsRequest, WsError> parse_ws_request(std::string_view text) {
   json::Limits limits;
   limits.max_depth = 4;
@@ -25,8 +29,28 @@ std::variant<WsRequest, WsError> parse_ws_request(std::string_view text) {
     r.token = token->as_string();
     return r;
   }
+  if (order_method(r.method)) {
+    if (!params || !params->is_object()) return WsError{r.id, "MALFORMED_REQUEST", "params must be an object"};
+    if (r.method == "order.place") {
+      r.params = *params;
+    } else if (r.method == "order.cancel") {
+      const json::Value* id = params->find("id");
+      if (!id || !id->is_string() || id->as_string().empty() || id->as_string().size() > 64) {
+        return WsError{r.id, "MALFORMED_REQUEST", "params.id must be the order id"};
+      }
+      r.order_id = id->as_string();
+    } else {
+      const json::Value* symbol = params->find("symbol");
+      if (symbol && (!symbol->is_string() || symbol->as_string().size() > 64)) {
+        return WsError{r.id, "MALFORMED_REQUEST", "params.symbol must be a symbol"};
+      }
+      if (symbol) r.symbol = symbol->as_string();
+    }
+    return r;
+  }
   if (r.method != "SUBSCRIBE" && r.method != "UNSUBSCRIBE") {
-    return WsError{r.id, "UNKNOWN_METHOD", "method must be AUTH, SUBSCRIBE, UNSUBSCRIBE or PING"};
+    return WsError{r.id, "UNKNOWN_METHOD",
+                   "method must be AUTH, SUBSCRIBE, UNSUBSCRIBE, PING, order.place, order.cancel or order.cancel_all"};
   }
   if (!params || !params->is_array()) return WsError{r.id, "MALFORMED_REQUEST", "params must be an array of stream names"};
   for (const auto& p : params->items()) {

@@ -1,7 +1,10 @@
 #pragma once
 // The WebSocket request grammar (api-contract "WebSocket"): a pure parser, shared by the hub and
 // its fuzz target. {"method": "SUBSCRIBE"|"UNSUBSCRIBE", "params": [stream, ...], "id": any},
-// {"method": "PING"}, {"method": "AUTH", "params": {"token": "..."} | ["..."]}.
+// {"method": "PING"}, {"method": "AUTH", "params": {"token": "..."} | ["..."]}; order entry on
+// an authenticated connection: {"method": "order.place", "params": {<POST /orders body>}},
+// {"method": "order.cancel", "params": {"id": "<order id>"}},
+// {"method": "order.cancel_all", "params": {"symbol"?: "..."}}.
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,7 +20,11 @@ struct WsRequest {
   std::optional<json::Value> id;     // echoed in the answer
   std::vector<std::string> streams;  // SUBSCRIBE / UNSUBSCRIBE
   std::string token;                 // AUTH
+  std::optional<json::Value> params;  // order.place: the order (checked by trading as on REST)
+  std::string order_id;               // order.cancel
+  std::string symbol;                 // order.cancel_all (empty: every market)
 };
+bool order_method(std::string_view method);
 struct WsError {
   std::optional<json::Value> id;
   std::string code;  // MALFORMED_REQUEST, UNKNOWN_METHOD

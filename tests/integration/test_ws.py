@@ -452,6 +452,84 @@ class PrivateStreamsAgreeWithRest(unittest.TestCase):
             stack.close()
 
 
+class WebSocketOrderEntry(unittest.TestCase):
+    """Order entry over an authenticated /ws (issue #22): order.place, order.cancel and
+    order.cancel_all answer what the REST routes answer (validation, codes, acknowledgement after
+    the commit), read-only keys and anonymous connections may not, and the orders land where REST
+    sees them."""
+
+    def test_place_cancel_and_refusals(self):
+        from trading_client import OPERATOR_TOKEN
+        env = stack_env()
+        env["user"] = {"OPERATOR_TOKEN": OPERATOR_TOKEN}
+        stack = Stack("wsorders", extra_env=env).start_all()
+        try:
+            t = Trading(stack.ports["trading"])
+            t.mark(SYM, "97000")
+            a = new_user()
+            t.deposit(a, "10000")
+
+            def key(scope):
+                r = request(stack.ports["user"], "POST", "/internal/v1/api-keys", body={"user_id": a, "scope": scope},
+                            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+                return r.json()["key"]
+
+            trade, read = key("trade"), key("read")
+
+            def ask(c, method, params, rid):
+                c.send_json({"method": method, "params": params, "id": rid})
+                while True:
+                    m = loads_exact(c.recv())
+                    if m.get("id") == rid:
+                        return m
+
+            c = WsClient(stack.gateway_port, headers={"Authorization": f"Bearer {trade}"})
+            order = {"symbol": SYM, "side": "Buy", "type": "Limit", "price": "96000", "amount": "0.01",
+                     "client_order_id": "ws-1"}
+            r = ask(c, "order.place", order, 1)
+            self.assertEqual((r["status"], r["result"]["status"]), (201, "Open"), r)
+            oid = r["result"]["id"]
+            # Acknowledged means committed: REST lists it at once.
+            rest = t.call(a, "GET", "/api/v1/orders").json()
+            self.assertEqual([o["id"] for o in rest], [oid])
+            # The same client_order_id again: the original, never a second order (as REST).
+            again = ask(c, "order.place", order, 2)
+            self.assertEqual((again["status"], again["result"]["id"]), (200, oid), again)
+            # REST's validation and codes, field named.
+            bad = ask(c, "order.place", {**order, "amount": "0.0001", "client_order_id": "ws-2"}, 3)
+            self.assertEqual((bad["status"], bad["error"]["field"]), (400, "amount"), bad)
+            big = ask(c, "order.place", {**order, "amount": "5", "client_order_id": "ws-3"}, 4)
+            self.assertEqual((big["status"], big["error"]["code"]), (422, "INSUFFICIENT_MARGIN"), big)
+            r = ask(c, "order.cancel", {"id": oid}, 5)
+            self.assertEqual((r["status"], r["result"]["status"]), (200, "cancelled"), r)
+            self.assertEqual(t.call(a, "GET", "/api/v1/orders").json(), [])
+            self.assertEqual(ask(c, "order.cancel", {"id": oid}, 6)["status"], 404)
+            self.assertEqual(ask(c, "order.cancel", {"id": "../../internal/v1/faucet"}, 7)["error"]["code"], "NOT_FOUND")
+            for i in range(3):
+                ask(c, "order.place", {**order, "client_order_id": f"ws-all-{i}"}, 10 + i)
+            self.assertEqual(len(t.call(a, "GET", "/api/v1/orders").json()), 3)
+            self.assertEqual(ask(c, "order.cancel_all", {"symbol": "NOPE&x=1"}, 20)["error"]["code"], "INVALID_FIELD")
+            r = ask(c, "order.cancel_all", {"symbol": SYM}, 21)
+            self.assertEqual(r["status"], 200, r)
+            self.assertEqual(t.call(a, "GET", "/api/v1/orders").json(), [])
+            self.assertEqual(ask(c, "order.place", [], 22)["error"]["code"], "MALFORMED_REQUEST")
+            c.close()
+            # A read-only key, and an anonymous connection, may not.
+            ro = WsClient(stack.gateway_port, headers={"Authorization": f"Bearer {read}"})
+            self.assertEqual(ask(ro, "order.place", order, 1)["error"]["code"], "FORBIDDEN")
+            ro.close()
+            anon = WsClient(stack.gateway_port)
+            self.assertEqual(ask(anon, "order.place", order, 1)["error"]["code"], "AUTH_REQUIRED")
+            anon.send_json({"method": "AUTH", "params": {"token": read}, "id": 2})
+            self.assertEqual(anon.recv_json(), {"id": 2, "result": "ok"})
+            self.assertEqual(ask(anon, "order.cancel_all", {}, 3)["error"]["code"], "FORBIDDEN")
+            anon.close()
+            self.assertEqual(t.call(a, "GET", "/api/v1/orders").json(), [])
+            self.assertTrue(t.invariants()["ok"])
+        finally:
+            stack.close()
+
+
 class SlowConsumer(unittest.TestCase):
     def test_a_client_that_never_reads_is_dropped_and_100_others_miss_nothing(self):
         stack, t, a, b = market_stack(
