@@ -32,11 +32,18 @@ std::int64_t units8(std::string_view text) {
 }
 std::string text8(std::int64_t u) { return decimal::format(u, 8); }
 
+// A request's id echoed in its answer: a string or a number as sent, anything else null.
+void write_id(json::Writer& w, const json::Value* id) {
+  w.key("id");
+  if (id && id->is_string()) w.string(id->as_string());
+  else if (id && id->is_number()) w.raw_number(id->number_text());
+  else w.null();
+}
+
 std::string reply_ok(const json::Value* id, std::string_view result) {
   json::Writer w;
-  w.begin_object().key("id");
-  if (id) w.raw_value(id->is_string() ? json::quote(id->as_string()) : std::string(id->number_text().empty() ? "null" : id->number_text()));
-  else w.null();
+  w.begin_object();
+  write_id(w, id);
   w.field("result", result).end_object();
   return w.take();
 }
@@ -44,10 +51,8 @@ std::string reply_ok(const json::Value* id, std::string_view result) {
 std::string reply_error(const json::Value* id, std::string_view code, std::string_view message,
                         std::string_view stream = {}) {
   json::Writer w;
-  w.begin_object().key("id");
-  if (id && id->is_string()) w.string(id->as_string());
-  else if (id && id->is_number()) w.raw_number(id->number_text());
-  else w.null();
+  w.begin_object();
+  write_id(w, id);
   w.key("error").begin_object().field("code", code).field("message", message);
   if (!stream.empty()) w.field("stream", stream);
   w.end_object().end_object();
@@ -819,10 +824,8 @@ void Hub::order_entry(Session& session, const WsRequest& request) {
     // Trading's answer as REST gives it: the body under "result" (2xx) or its error under "error".
     auto body = json::parse(res->body);
     json::Writer w;
-    w.begin_object().key("id");
-    if (rid && rid->is_string()) w.string(rid->as_string());
-    else if (rid && rid->is_number()) w.raw_number(rid->number_text());
-    else w.null();
+    w.begin_object();
+    write_id(w, rid);
     w.field("status", res->status);
     if (res->status >= 200 && res->status < 300 && body) {
       w.key("result").raw_value(json::dump(*body));
@@ -836,41 +839,33 @@ void Hub::order_entry(Session& session, const WsRequest& request) {
   });
 }
 
+void Hub::load_bar_later(const std::string& stream, std::uint64_t generation, std::chrono::milliseconds delay) {
+  std::weak_ptr<Hub> weak = shared_from_this();
+  s_.ctx->runtime->after(delay, [weak, stream, generation] {
+    auto hub = weak.lock();
+    if (!hub) return;
+    std::lock_guard lock(hub->mu_);
+    auto b = hub->bars_.find(stream);
+    // Still the same load (a reset bar has a newer one, or none) and still not loaded.
+    if (b != hub->bars_.end() && b->second.generation == generation && !b->second.ready) hub->load_bar(stream);
+  });
+}
+
 void Hub::load_bar(const std::string& stream) {
   Bar& bar = bars_[stream];
   bar.loading = true;
   bar.generation = ++bar_generation_;
   if (bar_loads_in_flight_ >= kMaxBarLoadsInFlight) {
-    // Its turn comes: tried again shortly (the generation check drops it if the bar was reset).
-    std::weak_ptr<Hub> weak = shared_from_this();
-    s_.ctx->runtime->after(
-        std::chrono::milliseconds(100), [weak, stream, generation = bar.generation] {
-          auto hub = weak.lock();
-          if (!hub) return;
-          std::lock_guard lock(hub->mu_);
-          auto b = hub->bars_.find(stream);
-          if (b != hub->bars_.end() && b->second.generation == generation && !b->second.ready)
-            hub->load_bar(stream);
-        });
+    load_bar_later(stream, bar.generation, std::chrono::milliseconds(100));  // its turn comes
     return;
   }
-  ++bar_loads_in_flight_;
   const std::string interval = stream.substr(6, stream.find('.', 6) - 6);
-  const std::string symbol = stream.substr(stream.rfind('.') + 1);
-  const catalog::MarketInfo* m = s_.catalog.find(symbol);
+  const catalog::MarketInfo* m = s_.catalog.find(stream.substr(stream.rfind('.') + 1));
   if (!m) return;
+  ++bar_loads_in_flight_;
   std::weak_ptr<Hub> weak = shared_from_this();
   auto retry = [weak, stream, generation = bar.generation] {
-    auto self = weak.lock();
-    if (!self) return;
-    self->s_.ctx->runtime->after(std::chrono::seconds(1), [weak, stream, generation] {
-      auto hub = weak.lock();
-      if (!hub) return;
-      std::lock_guard lock(hub->mu_);
-      auto b = hub->bars_.find(stream);
-      if (b != hub->bars_.end() && b->second.generation == generation && !b->second.ready)
-        hub->load_bar(stream);
-    });
+    if (auto self = weak.lock()) self->load_bar_later(stream, generation, std::chrono::seconds(1));
   };
   const bool queued = s_.ctx->runtime->try_blocking(
       [weak, stream, interval, m, generation = bar.generation, retry] {

@@ -7,6 +7,7 @@
 // (fresh snapshots once its queue drains); a second overflow within 10 s disconnects it. The hub
 // never waits on a session.
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <map>
 #include <memory>
@@ -129,6 +130,8 @@ class Hub : public std::enable_shared_from_this<Hub> {
   };
   std::unordered_map<std::string, OrderBudget> order_budget_;  // by user
   void load_bar(const std::string& stream);  // lock held
+  // load_bar again after `delay` if that load (`generation`) is still the bar's and not done.
+  void load_bar_later(const std::string& stream, std::uint64_t generation, std::chrono::milliseconds delay);
   // `positions` and `balances` updates carry the REST objects: an event from trading for a
   // watched user starts a read of that user's REST answer (one in flight per user and stream;
   // events meanwhile wait for the next), and each position it names, or the balance, goes out

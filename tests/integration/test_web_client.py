@@ -10,7 +10,7 @@ import unittest
 from decimal import Decimal as D
 
 from harness import INTERNAL_HEADER, Stack, wait_until
-from trading_client import OPERATOR_TOKEN, TRADING_ENV, Trading, new_user
+from trading_client import OPERATOR_TOKEN, TRADING_ENV, Trading, api_key, new_user
 from ws_client import WsClient
 
 SYM = "BTC_USDM_PERP"
@@ -338,7 +338,7 @@ class MarketMakerStops(unittest.TestCase):
         import os
         import signal
         import subprocess
-        from harness import BIN_DIR, request
+        from harness import BIN_DIR
         env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"}, "market": {"INDEX_FEED": "simulated"},
                "user": {"OPERATOR_TOKEN": OPERATOR_TOKEN}}
         stack = Stack("mm", extra_env=env, services=["trading", "market", "user", "gateway"], own_redis=True)
@@ -351,9 +351,7 @@ class MarketMakerStops(unittest.TestCase):
             t.deposit(maker, "1000000")
             for m in stack.get("/api/v1/markets").json():
                 t.mark(m["symbol"], str(m["index_price"] or 1000))
-            r = request(stack.ports["user"], "POST", "/internal/v1/api-keys", body={"user_id": maker, "scope": "trade"},
-                        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
-            key = r.json()["key"]
+            key = api_key(stack.ports["user"], maker)
             mm = subprocess.Popen([os.path.join(BIN_DIR, "hydrox-market-maker")],
                                   env={**os.environ, "GATEWAY_URL": f"http://127.0.0.1:{stack.gateway_port}",
                                        "MM_API_KEY": key, "MM_SYMBOLS": SYM, "MM_LEVELS": "2", "MM_REQUOTE_MS": "60000",

@@ -14,7 +14,7 @@ import unittest
 from decimal import Decimal as D
 
 from harness import Stack, free_port, request, wait_until
-from trading_client import TRADING_ENV, Trading, loads_exact, new_user
+from trading_client import TRADING_ENV, Trading, api_key, loads_exact, new_user
 from ws_client import Closed, WsClient, frame
 
 SYM = "BTC_USDM_PERP"
@@ -321,9 +321,7 @@ class PrivateStreams(unittest.TestCase):
             t.mark(SYM, "97000")
 
             def key_for(user):
-                r = request(stack.ports["user"], "POST", "/internal/v1/api-keys", body={"user_id": user, "scope": "trade"},
-                            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
-                return r.json()["key"]
+                return api_key(stack.ports["user"], user)
 
             a, b = new_user(), new_user()
             t.deposit(a, "10000")
@@ -401,10 +399,7 @@ class PrivateStreamsAgreeWithRest(unittest.TestCase):
             a, b = new_user(), new_user()
             t.deposit(a, "10000")
             t.deposit(b, "10000")
-            r = request(stack.ports["user"], "POST", "/internal/v1/api-keys", body={"user_id": a, "scope": "trade"},
-                        headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
-            key = r.json()["key"]
-            auth = {"Authorization": f"Bearer {key}"}
+            auth = {"Authorization": f"Bearer {api_key(stack.ports['user'], a)}"}
 
             def rest(path):
                 r = stack.call("GET", path, headers=auth)
@@ -469,12 +464,7 @@ class WebSocketOrderEntry(unittest.TestCase):
             a = new_user()
             t.deposit(a, "10000")
 
-            def key(scope):
-                r = request(stack.ports["user"], "POST", "/internal/v1/api-keys", body={"user_id": a, "scope": scope},
-                            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
-                return r.json()["key"]
-
-            trade, read = key("trade"), key("read")
+            trade, read = api_key(stack.ports["user"], a, "trade"), api_key(stack.ports["user"], a, "read")
 
             def ask(c, method, params, rid):
                 c.send_json({"method": method, "params": params, "id": rid})

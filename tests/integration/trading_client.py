@@ -45,6 +45,14 @@ class Trading:
         return self.call(user, "POST", "/api/v1/orders", order)
 
 
+def api_key(user_port, user, scope="trade"):
+    """An API key for `user` from the user service's operator route (as `make run` issues them)."""
+    r = request(user_port, "POST", "/internal/v1/api-keys", body={"user_id": user, "scope": scope},
+                headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+    assert r.status == 201, r.body
+    return r.json()["key"]
+
+
 def new_user():
     return str(uuid.uuid4())
 
