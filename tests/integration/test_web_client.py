@@ -284,6 +284,21 @@ class KlineStreamFromStoredBar(unittest.TestCase):
             self.assertEqual(as_list(update["data"]), rest_bar())
             self.assertEqual(D(str(update["data"]["v"])), D("0.11"))
             c.close()
+            # The other public streams agree with REST as well: `ticker.<S>` carries REST's ticker
+            # object, `mark.<S>` its mark price (nothing moves now: the index feed is off).
+            c = WsClient(stack.gateway_port)
+            c.send_json({"method": "SUBSCRIBE", "params": [f"ticker.{SYM}", f"mark.{SYM}"], "id": 2})
+            self.assertEqual(c.recv_json()["result"], "ok")
+            first = {}
+            while len(first) < 2:
+                m = c.recv_json()
+                first.setdefault(m["channel"], m)
+            c.close()
+            self.assertTrue(all(m.get("snapshot") for m in first.values()), first)
+            rest = lambda: stack.get(f"/api/v1/markets/{SYM}/ticker").json()
+            wait_until(lambda: rest() == first[f"ticker.{SYM}"]["data"], 5,
+                       what="REST's ticker to equal the stream's (REST is cached up to 1 s)")
+            self.assertEqual(first[f"mark.{SYM}"]["data"]["mark_price"], rest()["mark_price"])
         finally:
             stack.close()
 
