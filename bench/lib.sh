@@ -20,10 +20,18 @@ cleanup() {
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# start_infra [BIN_DIR] [MIGRATIONS_DIR]: fresh PostgreSQL and Redis, migrated by that build.
 start_infra() {
   scripts/infra.sh start "$work/infra" >/dev/null
   set -a; . "$work/infra/env"; set +a
-  "$bin/hydrox-migrate" db/migrations >/dev/null 2>&1
+  "${1:-$bin}/hydrox-migrate" "${2:-db/migrations}" >/dev/null 2>&1
+}
+stop_infra() { scripts/infra.sh stop-remove "$work/infra" >/dev/null 2>&1 || true; }
+# Stops every process in `pids` (SIGTERM, then waits) and forgets them.
+stop_pids() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
 }
 # nginx (one worker, keep-alive without a request cap) serving the files of a folder.
 start_nginx() {

@@ -35,6 +35,9 @@ struct StoredBar {
   std::int64_t t = -1;
   std::string o, h, l, c, v;
   std::uint64_t last_seq = 0;
+  // The engine sequence the read tables were complete up to before the bar was read (trading's
+  // projector writes them behind its acknowledgements): every trade up to it is in the bar.
+  std::uint64_t projected_seq = 0;
 };
 Result<StoredBar> latest_bar(Services& s, const catalog::MarketInfo& m,
                              const std::string& interval);

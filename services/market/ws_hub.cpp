@@ -625,6 +625,8 @@ void Hub::on_redis(std::string_view channel_name, std::string_view message) {
     w.field("time", t->time).field("time_ms", t->time_ms).end_object();
     const std::string trade = w.take();
     broadcast("trade." + symbol, "trade", trade);
+    auto& newest = last_trade_seq_[symbol];
+    newest = std::max(newest, static_cast<std::uint64_t>(t->seq));
     // Recent trades for snapshots, newest first, already rendered.
     auto& recent = recent_trades_[symbol];
     recent.push_front(trade);
@@ -867,8 +869,12 @@ void Hub::load_bar(const std::string& stream) {
   auto retry = [weak, stream, generation = bar.generation] {
     if (auto self = weak.lock()) self->load_bar_later(stream, generation, std::chrono::seconds(1));
   };
+  // Trades seen before this load are not kept for it: the stored bar must already hold them.
+  // Trading writes the read tables behind its acknowledgement (and its publication), so a bar
+  // read before they reach the newest trade seen is read again shortly.
+  const std::uint64_t seen = last_trade_seq_[m->symbol];
   const bool queued = s_.ctx->runtime->try_blocking(
-      [weak, stream, interval, m, generation = bar.generation, retry] {
+      [weak, stream, interval, m, generation = bar.generation, retry, seen] {
         auto self = weak.lock();
         if (!self) return;
         auto current = [&] {
@@ -888,6 +894,9 @@ void Hub::load_bar(const std::string& stream) {
         auto b = self->bars_.find(stream);
         if (!current()) return;  // reset meanwhile
         if (!stored) return retry();
+        if (stored->projected_seq < seen) {
+          return self->load_bar_later(stream, generation, std::chrono::milliseconds(20));
+        }
         Bar& loaded = b->second;
         loaded.t = stored->t;
         loaded.o = stored->o;

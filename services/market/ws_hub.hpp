@@ -202,6 +202,7 @@ class Hub : public std::enable_shared_from_this<Hub> {
   std::unordered_map<std::string, std::string> last_ticker_;    // by symbol, JSON
   std::unordered_map<std::string, std::string> last_mark_;      // by symbol, JSON data
   std::unordered_map<std::string, std::deque<std::string>> recent_trades_;  // by symbol, newest first
+  std::unordered_map<std::string, std::uint64_t> last_trade_seq_;  // by symbol: the newest trade seen
   std::unique_ptr<redis::Subscriber> subscriber_;
 };
 

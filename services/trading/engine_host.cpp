@@ -37,7 +37,9 @@ constexpr db::Query kProtocolVaults{
     " min_deposit::text, capacity::text FROM vaults WHERE is_protocol AND status = 'active' ORDER BY id"};
 constexpr db::Query kOperatorKeys{"operator_keys", "SELECT idempotency_key, outcome FROM operator_requests"};
 constexpr db::Query kLatestSnapshots{
-    "latest_snapshots", "SELECT command_no, state_hash, markets, parts FROM engine_snapshots ORDER BY command_no DESC LIMIT 2"};
+    "latest_snapshots",
+    "SELECT command_no, state_hash, markets, parts FROM engine_snapshots WHERE command_no <= $1"
+    " ORDER BY command_no DESC LIMIT 2"};
 constexpr db::Query kSnapshotPart{
     "snapshot_part", "SELECT bytes FROM engine_snapshot_parts WHERE command_no = $1 AND part = $2", true};  // binary: the bytes
 constexpr db::Query kInsertSnapshot{
@@ -57,108 +59,6 @@ metrics::Counter& snapshots_written() {
   return c;
 }
 
-std::string ts(std::int64_t ms) { return format_rfc3339_ms(ms); }
-
-// A funding rate in 1e-9 divided by `divisor`, as exact decimal text (F / 8 has at most 12 decimals).
-std::string rate_text(std::int64_t ppb, int divisor) {
-  const __int128 scaled = static_cast<__int128>(ppb) * 1000 / divisor;  // 1e-12
-  return decimal::format(static_cast<std::int64_t>(scaled), 12);
-}
-
-// The rows of one table for one statement: `head` (an INSERT's column list, or an UPDATE up to
-// its FROM) then unnest($1::type[], $2::type[], ...) — one array parameter per column — then
-// `suffix`. The SQL text is the same for every batch, so the persister's connection prepares it
-// once (the VALUES lists this replaced were parsed and planned anew each time: about 1 ms of
-// planning for 30 rows of fills).
-void append_escaped(std::string& col, std::string_view v) {
-  for (char c : v) {
-    if (c == '"' || c == '\\') col += '\\';
-    col += c;
-  }
-}
-
-metrics::Counter& sanitized_values() {
-  static auto& c = metrics::Registry::global().counter(
-      "trading_persister_sanitized_values_total",
-      "Values with NUL or invalid UTF-8 replaced before a batch was written");
-  return c;
-}
-
-class MultiRow {
- public:
-  MultiRow(std::string head, std::vector<const char*> types, std::string suffix)
-      : head_(std::move(head)),
-        types_(std::move(types)),
-        suffix_(std::move(suffix)),
-        columns_(types_.size()) {
-    if (head_.rfind("INSERT", 0) == 0) head_ += " SELECT * FROM";
-  }
-  // Appends each value to its column's array text at once (no per-row vectors kept).
-  void add(std::initializer_list<db::Param> row) {
-    if (row.size() != types_.size()) throw std::logic_error("MultiRow: a row of the wrong width");
-    std::size_t k = 0;
-    for (const db::Param& v : row) {
-      std::string& col = columns_[k++];
-      if (rows_ > 0) col += ',';
-      if (!v) {
-        col += "NULL";
-        continue;
-      }
-      col += '"';
-      // Binary-safe: libpq sends text parameters as C strings and PostgreSQL text holds neither
-      // NUL nor invalid UTF-8, so one such byte would refuse the whole batch (every user's
-      // commands in it). The edge refuses such strings (hydrox/core/text.hpp); should one get
-      // here anyway, each bad byte becomes U+FFFD and the batch commits.
-      bool plain_ascii = true;  // the common case (numbers, ids, codes): one pass, no decoding
-      for (const char c : *v) {
-        if (c == '\0' || static_cast<unsigned char>(c) >= 0x80) {
-          plain_ascii = false;
-          break;
-        }
-      }
-      const bool clean = plain_ascii || (v->find('\0') == std::string::npos && valid_utf8(*v));
-      if (!clean) [[unlikely]] {
-        sanitized_values().inc();
-        append_escaped(col, utf8_repaired(*v, /*replace_nul=*/true));
-      } else if (v->find_first_of("\"\\") == std::string::npos) {
-        col += *v;
-      } else {
-        append_escaped(col, *v);
-      }
-      col += '"';
-    }
-    ++rows_;
-  }
-  void append_to(std::vector<db::Statement>& out, std::string_view name) const {
-    const std::size_t columns = types_.size();
-    std::string sql = head_ + " unnest(";
-    for (std::size_t k = 0; k < columns; ++k) {
-      if (k) sql += ", ";
-      sql += '$' + std::to_string(k + 1) + "::" + types_[k] + "[]";
-    }
-    sql += ") " + suffix_;
-    std::vector<db::Param> params;
-    params.reserve(columns);
-    for (std::size_t k = 0; k < columns; ++k) {
-      std::string array;
-      array.reserve(columns_[k].size() + 2);
-      array += '{';
-      array += columns_[k];
-      array += '}';
-      params.push_back(std::move(array));
-    }
-    out.push_back(db::Statement{std::string(name), std::move(sql), std::move(params), true});
-  }
-  bool empty() const { return rows_ == 0; }
-
- private:
-  std::string head_;
-  std::vector<const char*> types_;
-  std::string suffix_;
-  std::vector<std::string> columns_;  // each column's array elements, comma-separated
-  std::size_t rows_ = 0;
-};
-
 metrics::Histogram& commit_latency() {
   static auto& h = metrics::Registry::global().histogram("trading_batch_commit_seconds", "Group commit latency");
   return h;
@@ -175,15 +75,6 @@ metrics::Counter& committed_commands() {
 
 }  // namespace
 
-Uuid position_id(const UserId& user, int market_id) {
-  Uuid u = user.value();
-  std::uint64_t m = static_cast<std::uint64_t>(market_id) * 0x9E3779B97F4A7C15ull;
-  Uuid out{u.hi ^ m, u.lo ^ (m >> 7) ^ 0x5A5A5A5A5A5A5A5Aull};
-  out.hi = (out.hi & ~0xF000ull) | 0x8000ull;  // version 8: custom, derived
-  out.lo = (out.lo & ~(0xC000ull << 48)) | (0x8000ull << 48);
-  return out;
-}
-
 EngineHost::EngineHost(const Catalog& catalog, std::shared_ptr<db::Pool> db, std::unique_ptr<db::Connection> writer,
                        std::shared_ptr<redis::Client> redis, HostOptions options)
     : catalog_(catalog),
@@ -191,6 +82,7 @@ EngineHost::EngineHost(const Catalog& catalog, std::shared_ptr<db::Pool> db, std
       writer_(std::move(writer)),
       redis_(std::move(redis)),
       options_(options),
+      projector_(row_context(), db_ ? db_->url() : std::string()),
       engine_(engine_config()),  // catalog_ and options_ are set by now
       marks_(catalog.all().size()),
       funding_ms_(catalog.all().size()) {}
@@ -214,7 +106,7 @@ void EngineHost::note_vaults(const std::vector<Event>& events) {
 }
 
 Result<std::uint64_t> EngineHost::replay_journal(Engine& e, db::Connection& conn, std::uint64_t from, const char* role,
-                                                  const std::atomic<bool>* cancel) {
+                                                  const std::atomic<bool>* cancel, const Applied& applied) {
   // Three stages, so that PostgreSQL, JSON decoding and the replay overlap: a thread reads pages
   // (on `conn`, which this thread leaves alone until the stages are joined), a thread decodes
   // them, this thread applies them.
@@ -297,6 +189,12 @@ Result<std::uint64_t> EngineHost::replay_journal(Engine& e, db::Connection& conn
         stop_stages();
         return fail(Code::internal, "journal replay diverged at command " + std::to_string(last));
       }
+      if (applied) {
+        if (auto r = applied(static_cast<std::uint64_t>(en.command_no), en.command, events); !r) {
+          stop_stages();
+          return r.error();
+        }
+      }
     }
   }
   stop_stages();
@@ -309,9 +207,53 @@ Result<std::uint64_t> EngineHost::replay_journal(Engine& e, db::Connection& conn
 Result<void> EngineHost::recover(std::int64_t now_ms) {
   auto lease = db_->acquire();
   if (!lease) return lease.error();
-  const std::uint64_t from = load_snapshot(engine_, **lease, "primary");
-  auto replayed = replay_journal(engine_, **lease, from, "primary");
+  // The projector's watermark: the commands after it are replayed from the journal (never from a
+  // snapshot past it) and their read rows written before the service answers anyone.
+  auto projected = Projector::load_watermark(**lease);
+  if (!projected) return projected.error();
+  projector_.set_watermark(*projected);
+  const std::uint64_t from = load_snapshot(engine_, **lease, "primary", *projected);
+  auto remember_vaults = [&] {
+    std::lock_guard lock(vaults_mu_);
+    for (const Vault& v : engine_.vaults()) {
+      vault_refs_[v.id] = VaultRef{engine_.user_of(v.account), engine_.user_of(v.leader)};
+    }
+  };
+  remember_vaults();
+  auto rows_lease = db_->acquire();  // the projection's (the replay reads pages on `lease` meanwhile)
+  if (!rows_lease) return rows_lease.error();
+  Batch pending;
+  std::uint64_t projected_now = 0;
+  auto flush = [&]() -> Result<void> {
+    if (pending.items.empty()) return {};
+    add_balances(pending, engine_, options_.fee_account);
+    if (auto w = projector_.project_now(**rows_lease, pending); !w) return w;
+    projected_now += pending.items.size();
+    pending = Batch{};
+    return {};
+  };
+  auto project = [&](std::uint64_t no, const Command& c, const std::vector<Event>& events) -> Result<void> {
+    if (no <= *projected) return {};
+    note_vaults(events);
+    Item it;
+    it.command_no = no;
+    it.command = c;
+    it.first_event = pending.events.size();
+    pending.events.insert(pending.events.end(), events.begin(), events.end());
+    it.end_event = pending.events.size();
+    pending.items.push_back(std::move(it));
+    if (pending.events.size() >= 50'000 || pending.items.size() >= 10'000) return flush();
+    return {};
+  };
+  auto replayed = replay_journal(engine_, **lease, from, "primary", nullptr, project);
   if (!replayed) return replayed.error();
+  if (auto w = flush(); !w) return w.error();
+  if (projected_now > 0) {
+    log::info("read tables projected from the journal",
+              {{"commands", static_cast<std::int64_t>(projected_now)},
+               {"from", static_cast<std::int64_t>(*projected)},
+               {"to", static_cast<std::int64_t>(projector_.watermark())}});
+  }
   const auto last = static_cast<std::int64_t>(*replayed);
   command_no_.store(static_cast<std::uint64_t>(last));
   auto keys = (*lease)->exec(kOperatorKeys);
@@ -397,14 +339,11 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
     it.command_no = command_no_.fetch_add(1) + 1;
     b.items.push_back(std::move(it));
   }
+  remember_vaults();
   if (!b.items.empty()) {
-    if (auto w = write(statements_for(b)); !w) return w.error();
-  }
-  {
-    std::lock_guard lock(vaults_mu_);
-    for (const Vault& v : engine_.vaults()) {
-      vault_refs_[v.id] = VaultRef{engine_.user_of(v.account), engine_.user_of(v.leader)};
-    }
+    if (auto w = write(journal_statements(b, row_context())); !w) return w.error();
+    add_balances(b, engine_, options_.fee_account);
+    if (auto w = projector_.project_now(**rows_lease, b); !w) return w.error();
   }
   for (const auto& m : catalog_.all()) {
     marks_[m.index].store(engine_.mark(m.index));
@@ -439,8 +378,8 @@ engine::EngineConfig EngineHost::engine_config() const {
   return c;
 }
 
-std::uint64_t EngineHost::load_snapshot(Engine& e, db::Connection& c, const char* role) {
-  auto rows = c.exec(kLatestSnapshots);
+std::uint64_t EngineHost::load_snapshot(Engine& e, db::Connection& c, const char* role, std::uint64_t at_most) {
+  auto rows = c.exec(kLatestSnapshots, {std::to_string(std::min<std::uint64_t>(at_most, INT64_MAX))});
   if (!rows) {
     log::warn("cannot read engine snapshots; replaying the whole journal", {{"engine", role}, {"error", rows.error().message}});
     return 0;
@@ -541,7 +480,7 @@ void EngineHost::follower_loop() {
   std::vector<Event> events;
   for (;;) {
     const std::uint64_t since = last - snapshot_no;
-    if (since >= options_.snapshot_every && since >= f->resting_orders()) {
+    if (since >= options_.snapshot_every && since >= f->resting_orders() && last <= projector_.watermark()) {
       write_snapshot(*f, last);
       snapshot_no = last;  // stored or not: the next try after as many commands again
     }
@@ -612,6 +551,7 @@ void EngineHost::start() {
   persist_thread_ = std::thread([this] { persist_loop(); });
   commit_thread_ = std::thread([this] { commit_loop(); });
   publish_thread_ = std::thread([this] { publish_loop(); });
+  projector_.start([this](const Batch& b) { feed_follower(b); });
   if (options_.snapshot_every > 0) {
     {
       std::lock_guard lock(follow_mu_);
@@ -630,6 +570,7 @@ void EngineHost::stop() {
   if (persist_thread_.joinable()) persist_thread_.join();
   if (commit_thread_.joinable()) commit_thread_.join();
   if (publish_thread_.joinable()) publish_thread_.join();
+  projector_.stop();  // writes what was acknowledged (a clean stop leaves no backlog)
   follower_stop_.store(true);  // a follower still recovering gives up at its next page
   close_follow();  // what it has not applied yet is dropped: the next start takes a snapshot
   if (follower_thread_.joinable()) follower_thread_.join();
@@ -776,7 +717,6 @@ void EngineHost::engine_loop() {
       }
     }
     Batch b;
-    std::set<std::pair<std::uint64_t, std::uint64_t>> touched;
     for (std::size_t k = 0; k < jobs.size(); ++k) {
       Job& job = jobs[k];
       if (k + kPrefetchAhead < jobs.size() && !jobs[k + kPrefetchAhead].is_read) {
@@ -822,30 +762,16 @@ void EngineHost::engine_loop() {
       b.items.push_back(std::move(it));
     }
     jobs.clear();
-    // Collateral after the batch of every account it touched (for the balances table).
-    auto touch = [&](const UserId& u) { touched.insert({u.value().hi, u.value().lo}); };
     for (const auto& e : b.events) {
-      if (auto* t = std::get_if<Trade>(&e.body)) {
-        touch(t->maker);
-        touch(t->taker);
-        touch(options_.fee_account);
-      } else if (auto* bc = std::get_if<BalanceChanged>(&e.body)) {
-        touch(bc->user);
-      } else if (auto* fp = std::get_if<FundingPaid>(&e.body)) {
-        touch(fp->user);
-      } else if (auto* im = std::get_if<IsolatedMarginChanged>(&e.body)) {
-        touch(im->user);
-      } else if (auto* mc = std::get_if<MarkChanged>(&e.body)) {
+      if (auto* mc = std::get_if<MarkChanged>(&e.body)) {
         marks_[mc->market].store(mc->mark);
       } else if (auto* fs = std::get_if<FundingSettled>(&e.body)) {
         funding_ms_[fs->market].store(fs->interval_ms);
       }
     }
     note_vaults(b.events);
-    for (const auto& [hi, lo] : touched) {
-      UserId u{Uuid{hi, lo}};
-      if (const Account* a = engine_.account(u)) b.balances.emplace_back(u, a->collateral);
-    }
+    // Collateral after the batch of every account it touched (the balances table, the stream).
+    add_balances(b, engine_, options_.fee_account);
     {
       std::unique_lock lock(out_mu_);
       out_cv_.wait(lock, [&] { return out_.size() < options_.max_pending_batches || !running_.load(); });
@@ -872,28 +798,14 @@ void EngineHost::persist_loop() {
       b = std::move(out_.front());
       out_.pop_front();
       while (!out_.empty()) {
-        Batch& next = out_.front();
-        const std::size_t offset = b.events.size();
-        b.events.insert(b.events.end(), std::make_move_iterator(next.events.begin()),
-                        std::make_move_iterator(next.events.end()));
-        for (auto& it : next.items) {
-          it.first_event += offset;
-          it.end_event += offset;
-          b.items.push_back(std::move(it));
-        }
-        // Later collateral wins: it is the state after both batches.
-        for (auto& bal : next.balances) {
-          auto found = std::find_if(b.balances.begin(), b.balances.end(),
-                                    [&](const auto& x) { return x.first == bal.first; });
-          if (found != b.balances.end()) found->second = bal.second; else b.balances.push_back(bal);
-        }
+        merge_batches(b, std::move(out_.front()));
         out_.pop_front();
       }
     }
     out_cv_.notify_all();
     const bool has_writes = std::any_of(b.items.begin(), b.items.end(), [](const Item& i) { return i.journaled; });
     Formatted f;
-    if (has_writes) f.statements = statements_for(b);
+    if (has_writes) f.statements = journal_statements(b, row_context());
     f.batch = std::move(b);
     to_commit_.push(std::move(f));
   }
@@ -914,25 +826,10 @@ void EngineHost::commit_loop() {
       }
       commit_latency().observe_us(static_cast<std::uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started).count()));
-      // Committed: the follower may apply these now.
-      bool notify = false;
-      {
-        std::lock_guard lock(follow_mu_);
-        if (follow_open_) {
-          for (const auto& it : b.items) {
-            if (it.journaled && it.command_no > 0) follow_.push_back(Committed{it.command_no, it.command});
-          }
-          notify = true;
-          if (follow_.size() > options_.follower_backlog) {
-            log::error("follower engine too far behind; no snapshots until the next start",
-                       {{"backlog", static_cast<std::int64_t>(follow_.size())}});
-            follow_open_ = false;
-            follow_.clear();
-          }
-        }
-      }
-      if (notify) follow_cv_.notify_one();
     }
+    // Acknowledged: from here on a read by one of these users waits for the batch's read rows.
+    projector_.acknowledged(b);
+    b.acked_at.push_back(std::chrono::steady_clock::now());
     for (auto& it : b.items) {
       if (it.reply) {
         it.reply();
@@ -943,27 +840,68 @@ void EngineHost::commit_loop() {
                         b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
         if (!it.journaled) o.idempotent_replay = it.outcome_text;
         o.outcome_text = it.outcome_text;
-        it.done(std::move(o));
+        if (answers_after_projection(it)) {
+          b.after_projection.push_back([done = std::move(it.done), o = std::move(o)]() mutable { done(std::move(o)); });
+        } else {
+          it.done(std::move(o));
+        }
       }
       if (it.journaled) committed_commands().inc();
     }
-    for (auto& it : b.items) {  // the answers hold what they need; the publisher needs the events
+    for (auto& it : b.items) {  // the answers hold what they need
       it.done = nullptr;
       it.reply = nullptr;
     }
     // Publishing is best effort (subscribers resync from snapshots; PostgreSQL has everything): a
     // Redis that stalls must not hold up the next commit, so a full publisher queue drops it.
-    if (!to_publish_.try_push(std::move(b))) {
+    Batch events_only;
+    events_only.events = b.events;
+    events_only.balances = b.balances;
+    if (!to_publish_.try_push(std::move(events_only))) {
       unpublished_batches().inc();
       static std::atomic<int> drops{0};
       if (drops.fetch_add(1) % 100 == 0) log::warn("publisher behind (Redis slow?): a committed batch not published");
     }
+    // The read rows, behind the acknowledgement. The projector's queue is bounded: a projector
+    // that cannot keep up slows the journal down rather than fall behind without limit.
+    if (!f->statements.empty() || !b.after_projection.empty()) projector_.push(std::move(b));
   }
   to_publish_.close();
 }
 
+void EngineHost::feed_follower(const Batch& b) {
+  // Projected (so committed): the follower may apply these now. Its snapshots are never past the
+  // projector's watermark, so recovery can always project from where it starts.
+  bool notify = false;
+  {
+    std::lock_guard lock(follow_mu_);
+    if (follow_open_) {
+      for (const auto& it : b.items) {
+        if (it.journaled && it.command_no > 0) follow_.push_back(Committed{it.command_no, it.command});
+      }
+      notify = true;
+      if (follow_.size() > options_.follower_backlog) {
+        log::error("follower engine too far behind; no snapshots until the next start",
+                   {{"backlog", static_cast<std::int64_t>(follow_.size())}});
+        follow_open_ = false;
+        follow_.clear();
+      }
+    }
+  }
+  if (notify) follow_cv_.notify_one();
+}
+
 void EngineHost::publish_loop() {
   while (auto b = to_publish_.pop()) publish(*b);
+}
+
+bool EngineHost::answers_after_projection(const Item& it) {
+  // Operator and vault commands: other services (vault, user) read their rows right after the
+  // answer, and they are rare; an order's answer never waits for its rows.
+  if (!it.idempotency_key.empty() || !it.outcome_text.empty() || !it.meta.empty()) return true;
+  return std::holds_alternative<Deposit>(it.command) || std::holds_alternative<Withdraw>(it.command) ||
+         std::holds_alternative<CreateVault>(it.command) || std::holds_alternative<VaultDeposit>(it.command) ||
+         std::holds_alternative<VaultWithdraw>(it.command);
 }
 
 void EngineHost::answer_unknown(Batch& batch) {
@@ -979,15 +917,14 @@ void EngineHost::write_one_by_one(Formatted& f, const Error& first) {
   Batch& b = f.batch;
   static auto& refused = metrics::Registry::global().counter(
       "trading_persister_refused_commands_total",
-      "Commands whose read rows PostgreSQL refused (their journal row is kept)");
+      "Commands whose catalogue rows (a vault's) PostgreSQL refused (their journal row is kept)");
   log::warn("batch refused by PostgreSQL; writing its commands one by one",
             {{"error", first.message}});
+  const RowContext ctx = row_context();
   for (std::size_t k = 0; k < b.items.size(); ++k) {
     const Item& it = b.items[k];
     if (!it.journaled) continue;
     Batch one;
-    one.balances =
-        b.balances;  // upserts of the batch's final collateral: the same values each time
     Item copy;
     copy.command_no = it.command_no;
     copy.command = it.command;
@@ -999,7 +936,7 @@ void EngineHost::write_one_by_one(Formatted& f, const Error& first) {
     one.events.assign(b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
                       b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
     one.items.push_back(std::move(copy));
-    auto w = write(statements_for(one));
+    auto w = write(journal_statements(one, ctx));
     if (w) continue;
     if (!writer_ || !writer_->healthy()) {
       log::error(
@@ -1007,14 +944,14 @@ void EngineHost::write_one_by_one(Formatted& f, const Error& first) {
           "journal");
       std::_Exit(70);
     }
-    // This command's rows are refused: its journal row alone (the truth, replayed on recovery),
-    // and its caller is told it was not acknowledged (a retry with the same client_order_id or
-    // key finds the outcome). Everyone else's commands above and below are written.
+    // This command's catalogue row is refused: its journal row alone (the truth, replayed on
+    // recovery), and its caller is told it was not acknowledged (a retry with the same key finds
+    // the outcome). Everyone else's commands above and below are written.
     refused.inc();
     log::error(
-        "a command's read rows were refused; its journal row is written alone",
+        "a command's catalogue rows were refused; its journal row is written alone",
         {{"command_no", static_cast<std::int64_t>(it.command_no)}, {"error", w.error().message}});
-    if (auto j = write(statements_for(one, /*journal_only=*/true)); !j) {
+    if (auto j = write(journal_statements(one, ctx, /*with_vault_rows=*/false)); !j) {
       log::error("cannot write a command's journal row; exiting to recover from the journal",
                  {{"error", j.error().message}});
       std::_Exit(70);
@@ -1095,327 +1032,11 @@ Result<void> EngineHost::write(const std::vector<db::Statement>& statements) {
   return writer_->exec_pipeline(statements);
 }
 
-std::vector<db::Statement> EngineHost::statements_for(const Batch& b, bool journal_only) const {
-  MultiRow journal("INSERT INTO engine_journal (command_no, kind, payload, first_seq, event_count)",
-                   {"bigint", "text", "json", "bigint", "integer"},
-                   "ON CONFLICT (command_no) DO NOTHING");
-  MultiRow operators("INSERT INTO operator_requests (idempotency_key, kind, user_id, amount, command_no, outcome)",
-                     {"text", "text", "uuid", "numeric", "bigint", "text"},
-                     "ON CONFLICT (idempotency_key) DO NOTHING");
-  for (const auto& it : b.items) {
-    if (!it.journaled) continue;
-    const Seq first = it.end_event > it.first_event ? b.events[it.first_event].seq : 0;
-    journal.add({std::to_string(it.command_no), command_kind(it.command), encode_command(it.command, catalog_),
-                 std::to_string(first), std::to_string(it.end_event - it.first_event)});
-    if (!it.idempotency_key.empty()) {
-      std::string user, amount;
-      if (auto* d = std::get_if<Deposit>(&it.command)) {
-        user = d->user.value().to_string();
-        amount = usdm_text(d->amount);
-      } else if (auto* w = std::get_if<Withdraw>(&it.command)) {
-        user = w->user.value().to_string();
-        amount = usdm_text(w->amount);
-      } else if (auto* vd = std::get_if<VaultDeposit>(&it.command)) {
-        user = vd->user.value().to_string();
-        amount = usdm_text(vd->amount);
-      } else if (auto* vw = std::get_if<VaultWithdraw>(&it.command)) {
-        user = vw->user.value().to_string();
-        amount = usdm_text(vw->amount);
-      } else if (auto* cv = std::get_if<CreateVault>(&it.command)) {
-        user = cv->leader.value().to_string();
-        amount = usdm_text(cv->initial);
-      }
-      operators.add({it.idempotency_key, command_kind(it.command), user, amount, std::to_string(it.command_no),
-                     it.outcome_text});
-    }
-  }
-
-  if (journal_only) {  // the truth alone (a command whose read rows PostgreSQL refused)
-    std::vector<db::Statement> statements;
-    statements.push_back({"begin", "BEGIN", {}});
-    journal.append_to(statements, "journal_insert");
-    if (!operators.empty()) operators.append_to(statements, "operator_insert");
-    statements.push_back({"commit", "COMMIT", {}});
-    return statements;
-  }
-  // Vaults the engine created in this batch: their catalogue rows, written with the journal.
-  MultiRow vault_rows("INSERT INTO vaults (id, name, description, address, leader_user_id, account_user_id,"
-                      " lock_period_days, lock_period_ms, performance_fee, management_fee, min_deposit, capacity,"
-                      " is_protocol, created_at)",
-                      {"uuid", "text", "text", "text", "uuid", "uuid", "integer", "bigint", "numeric", "numeric", "numeric", "numeric", "boolean", "timestamptz"}, "ON CONFLICT (id) DO NOTHING");
-  for (const auto& it : b.items) {
-    const auto* c = std::get_if<CreateVault>(&it.command);
-    if (!c || c->protocol) continue;
-    bool created = false;
-    for (std::size_t i = it.first_event; i < it.end_event; ++i) created |= std::holds_alternative<VaultCreated>(b.events[i].body);
-    if (!created) continue;
-    std::string name = "vault " + c->vault.to_string().substr(0, 8), description;
-    if (auto meta = json::parse(it.meta); meta && meta->is_object()) {
-      if (const auto* n = meta->find("name"); n && n->is_string()) name = n->as_string();
-      if (const auto* d = meta->find("description"); d && d->is_string()) description = d->as_string();
-    }
-    vault_rows.add({c->vault.to_string(), name, description, "vault:" + c->vault.to_string(), c->leader.value().to_string(),
-                    c->account.value().to_string(), std::to_string(c->lock_ms / 86'400'000), std::to_string(c->lock_ms),
-                    decimal::format(static_cast<std::int64_t>(c->performance_fee_ppm), 4),
-                    decimal::format(static_cast<std::int64_t>(c->management_fee_ppm), 4), usdm_text(c->min_deposit),
-                    usdm_text(c->capacity), "false", ts(c->ts_ms)});
-  }
-
-  // Orders: new ones inserted with their state at the end of the batch; older ones updated.
-  struct OrderRow {
-    const OrderAccepted* accepted = nullptr;
-    const OrderUpdated* last = nullptr;
-    Seq seq = 0;
-  };
-  std::unordered_map<Uuid, OrderRow, engine::UuidHash> orders;
-  std::vector<Uuid> order_ids;
-  MultiRow trades("INSERT INTO trades (seq, market_id, price, amount, taker_side, maker_order_id, taker_order_id, time,"
-                  " liquidation)", {"bigint", "integer", "numeric", "numeric", "text", "uuid", "uuid", "timestamptz", "text"}, "ON CONFLICT (seq) DO NOTHING");
-  MultiRow fills("INSERT INTO fills (seq, liquidity, user_id, order_id, market_id, side, price, amount, fee, realized_pnl, time,"
-                 " liquidation)",
-                 {"bigint", "text", "uuid", "uuid", "integer", "text", "numeric", "numeric", "numeric", "numeric", "timestamptz", "text"}, "ON CONFLICT (seq, liquidity) DO NOTHING");
-  MultiRow funding_rows("INSERT INTO funding_rates (market_id, time, rate, rate_8h, index_price, mark_price, paid, received,"
-                        " to_insurance, positions, seq)",
-                        {"integer", "timestamptz", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "integer", "bigint"}, "ON CONFLICT (market_id, time) DO NOTHING");
-  MultiRow vault_tx_rows(
-      "INSERT INTO vault_transactions (seq, vault_id, user_id, type, amount, fee, paid, shares,"
-      " fee_shares, user_shares, nav, total_shares, unlock_at, time)",
-      {"bigint", "uuid", "uuid", "text", "numeric", "numeric", "numeric", "numeric", "numeric",
-       "numeric", "numeric", "numeric", "timestamptz", "timestamptz"},
-      "ON CONFLICT (seq, type) DO NOTHING");
-  MultiRow liquidation_rows("INSERT INTO liquidations (seq, user_id, account_value, maintenance_margin, stage, insurance_paid, time)",
-                            {"bigint", "uuid", "numeric", "numeric", "text", "numeric", "timestamptz"}, "ON CONFLICT (seq) DO NOTHING");
-  MultiRow ledger("INSERT INTO ledger (seq, user_id, delta, reason, reference, time)",
-                  {"bigint", "uuid", "numeric", "text", "text", "timestamptz"},
-                  "ON CONFLICT DO NOTHING");
-  struct Bar {
-    Price open = 0, high = 0, low = 0, close = 0;
-    Qty volume = 0;
-    Usdm quote = 0;
-    int trades = 0;
-    Seq first = 0, last = 0;
-  };
-  std::map<std::pair<std::uint32_t, std::int64_t>, Bar> bars;  // (market, minute) in event order
-  std::unordered_map<Uuid, std::map<int, const PositionChanged*>, engine::UuidHash> positions;
-  std::map<int, const MarkChanged*> marks;
-  std::int64_t batch_ts = 0;
-  for (const auto& e : b.events) {
-    std::visit(
-        [&](const auto& ev) {
-          using T = std::decay_t<decltype(ev)>;
-          if constexpr (std::is_same_v<T, OrderAccepted>) {
-            auto& row = orders[ev.id.value()];
-            if (!row.accepted && !row.last) order_ids.push_back(ev.id.value());
-            if (!row.accepted) {  // a trigger order accepted again when it fires keeps its first record
-              row.accepted = &ev;
-              row.seq = e.seq;
-            }
-            batch_ts = ev.ts_ms;
-          } else if constexpr (std::is_same_v<T, OrderUpdated>) {
-            auto& row = orders[ev.id.value()];
-            if (!row.accepted && !row.last) order_ids.push_back(ev.id.value());
-            row.last = &ev;
-          } else if constexpr (std::is_same_v<T, Trade>) {
-            const MarketInfo& m = catalog_.at(ev.market);
-            const std::string price = Catalog::price_text(m, ev.price);
-            const std::string amount = Catalog::amount_text(m, ev.qty);
-            const std::string time = ts(ev.ts_ms);
-            const std::string seq = std::to_string(e.seq);
-            std::optional<std::string> liq;
-            if (ev.liquidation != Liquidation::none) liq = std::string(liquidation_code(ev.liquidation));
-            // Backstop and ADL transfers are not book trades: fills of both accounts, no public
-            // trade, no candle.
-            const bool off_book = ev.liquidation == Liquidation::backstop || ev.liquidation == Liquidation::adl;
-            if (!off_book) {
-            Bar& bar = bars[{ev.market, ev.ts_ms / 60'000}];
-            if (bar.trades == 0) {
-              bar.open = bar.high = bar.low = ev.price;
-              bar.first = e.seq;
-            }
-            bar.high = std::max(bar.high, ev.price);
-            bar.low = std::min(bar.low, ev.price);
-            bar.close = ev.price;
-            bar.volume += ev.qty;
-            bar.quote += ev.notional;
-            bar.last = e.seq;
-            ++bar.trades;
-            trades.add({seq, std::to_string(m.id), price, amount, std::string(side_name(ev.taker_side)),
-                        ev.maker_order.value().to_string(), ev.taker_order.value().to_string(), time, liq});
-            }
-            fills.add({seq, "maker", ev.maker.value().to_string(), ev.maker_order.value().to_string(), std::to_string(m.id),
-                       std::string(side_name(opposite(ev.taker_side))), price, amount, usdm_text(ev.maker_fee),
-                       usdm_text(ev.maker_realized_pnl), time, off_book ? liq : std::nullopt});
-            fills.add({seq, "taker", ev.taker.value().to_string(), ev.taker_order.value().to_string(), std::to_string(m.id),
-                       std::string(side_name(ev.taker_side)), price, amount, usdm_text(ev.taker_fee),
-                       usdm_text(ev.taker_realized_pnl), time, liq});
-            if (ev.maker_fee + ev.taker_fee != 0) {
-              ledger.add({seq, ev.maker.value().to_string(), usdm_text(-ev.maker_fee), "TRADING_FEE", ev.maker_order.value().to_string(), time});
-              ledger.add({seq, ev.taker.value().to_string(), usdm_text(-ev.taker_fee), "TRADING_FEE", ev.taker_order.value().to_string(), time});
-              ledger.add({seq, options_.fee_account.value().to_string(), usdm_text(ev.maker_fee + ev.taker_fee), "FEE_INCOME", seq, time});
-            }
-            if (ev.maker_realized_pnl != 0) {
-              ledger.add({seq, ev.maker.value().to_string(), usdm_text(ev.maker_realized_pnl), "REALIZED_PNL", ev.maker_order.value().to_string(), time});
-            }
-            if (ev.taker_realized_pnl != 0) {
-              ledger.add({seq, ev.taker.value().to_string(), usdm_text(ev.taker_realized_pnl), "REALIZED_PNL", ev.taker_order.value().to_string(), time});
-            }
-          } else if constexpr (std::is_same_v<T, PositionChanged>) {
-            positions[ev.user.value()][static_cast<int>(ev.market)] = &ev;
-          } else if constexpr (std::is_same_v<T, BalanceChanged>) {
-            ledger.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(ev.delta),
-                        std::string(balance_reason_code(ev.reason)), std::string(), ts(ev.ts_ms)});
-          } else if constexpr (std::is_same_v<T, IsolatedMarginChanged>) {
-            // The ledger follows the collateral: margin into an isolated position leaves it.
-            ledger.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(-ev.delta),
-                        std::string(balance_reason_code(BalanceReason::isolated_margin)),
-                        catalog_.at(ev.market).symbol, ts(ev.ts_ms)});
-          } else if constexpr (std::is_same_v<T, MarkChanged>) {
-            marks[static_cast<int>(ev.market)] = &ev;
-          } else if constexpr (std::is_same_v<T, FundingPaid>) {
-            const MarketInfo& m = catalog_.at(ev.market);
-            ledger.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(-ev.amount), "FUNDING",
-                        m.symbol + "@" + ts(ev.interval_ms), ts(ev.interval_ms)});
-          } else if constexpr (std::is_same_v<T, FundingSettled>) {
-            const MarketInfo& m = catalog_.at(ev.market);
-            funding_rows.add({std::to_string(m.id), ts(ev.interval_ms), rate_text(ev.rate_ppb, 8), rate_text(ev.rate_ppb, 1),
-                              Catalog::price_text(m, ev.index), Catalog::price_text(m, ev.mark), usdm_text(ev.paid),
-                              usdm_text(ev.received), usdm_text(ev.to_insurance), std::to_string(ev.positions),
-                              std::to_string(e.seq)});
-          } else if constexpr (std::is_same_v<T, VaultChanged>) {
-            static constexpr const char* kTypes[] = {"deposit", "withdrawal", "management_fee"};
-            std::optional<std::string> unlock;
-            if (ev.kind == VaultMove::deposit) unlock = ts(ev.unlock_ms);
-            vault_tx_rows.add({std::to_string(e.seq), ev.vault.to_string(), ev.user.value().to_string(),
-                               kTypes[static_cast<int>(ev.kind)], usdm_text(ev.amount), usdm_text(ev.fee),
-                               usdm_text(ev.paid), usdm_text(ev.shares), usdm_text(ev.fee_shares),
-                               usdm_text(ev.user_shares), usdm_text(ev.nav), usdm_text(ev.total_shares), unlock,
-                               ts(ev.ts_ms)});
-            if (ev.kind == VaultMove::withdrawal && ev.fee_shares > 0) {
-              // The leader's profit share: shares minted to the leader, a transaction of its own.
-              if (auto ref = vault_ref(ev.vault)) {
-                vault_tx_rows.add({std::to_string(e.seq), ev.vault.to_string(),
-                                   ref->leader.value().to_string(), "profit_share",
-                                   usdm_text(ev.fee), "0", "0", usdm_text(ev.fee_shares), "0", "0",
-                                   usdm_text(ev.nav), usdm_text(ev.total_shares), std::nullopt,
-                                   ts(ev.ts_ms)});
-              }
-            }
-          } else if constexpr (std::is_same_v<T, AccountLiquidated>) {
-            liquidation_rows.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(ev.account_value),
-                                  usdm_text(ev.maintenance_margin), std::string(liquidation_code(ev.stage)),
-                                  usdm_text(ev.insurance_paid), ts(ev.ts_ms)});
-          }
-        },
-        e.body);
-  }
-
-  MultiRow new_orders(
-      "INSERT INTO orders (id, user_id, market_id, side, type, time_in_force, price, amount, filled, filled_notional,"
-      " status, reduce_only, client_order_id, leverage, cancel_reason, created_seq, created_at, updated_at, trigger_price)",
-      {"uuid", "uuid", "integer", "text", "text", "text", "numeric", "numeric", "numeric", "numeric", "text", "boolean", "text", "integer", "text", "bigint", "timestamptz", "timestamptz", "numeric"},
-      // A held trigger order that fires is accepted again: its row takes the new state.
-      "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, filled = EXCLUDED.filled,"
-      " filled_notional = EXCLUDED.filled_notional, cancel_reason = EXCLUDED.cancel_reason, updated_at = EXCLUDED.updated_at");
-  MultiRow updates(
-      "UPDATE orders o SET status = v.status, filled = v.filled, filled_notional = v.fn,"
-      " cancel_reason = v.reason, updated_at = v.at FROM",
-      {"uuid", "text", "numeric", "numeric", "text", "timestamptz"}, "AS v(id, status, filled, fn, reason, at) WHERE o.id = v.id");
-  for (const Uuid& id : order_ids) {
-    const OrderRow& row = orders[id];
-    if (row.accepted) {
-      const OrderAccepted& a = *row.accepted;
-      const MarketInfo& m = catalog_.at(a.market);
-      OrderStatus status = row.last ? row.last->status : OrderStatus::open;
-      const Qty filled = row.last ? row.last->filled : 0;
-      const Usdm fn = row.last ? row.last->filled_notional : 0;
-      std::optional<std::string> reason;
-      if (row.last && row.last->status == OrderStatus::cancelled) reason = std::string(cancel_reason_code(row.last->cancel_reason));
-      std::optional<std::string> coid;
-      if (!a.client_order_id.empty()) coid = std::string(a.client_order_id.view());
-      std::optional<std::string> price, trigger;
-      if (is_limit_like(a.type)) price = Catalog::price_text(m, a.price);
-      if (a.trigger_price != 0) trigger = Catalog::price_text(m, a.trigger_price);
-      new_orders.add({id.to_string(), a.user.value().to_string(), std::to_string(m.id), std::string(side_name(a.side)),
-                      std::string(type_name(a.type)), std::string(tif_name(a.tif)), price, Catalog::amount_text(m, a.qty),
-                      Catalog::amount_text(m, filled), usdm_text(fn), std::string(status_name(status)),
-                      a.reduce_only ? "true" : "false", coid, std::to_string(a.leverage), reason,
-                      std::to_string(row.seq), ts(a.ts_ms), ts(row.last ? row.last->ts_ms : a.ts_ms), trigger});
-    } else if (row.last) {
-      const OrderUpdated& u = *row.last;
-      const MarketInfo& m = catalog_.at(u.market);
-      std::optional<std::string> reason;
-      if (u.status == OrderStatus::cancelled) reason = std::string(cancel_reason_code(u.cancel_reason));
-      updates.add({id.to_string(), std::string(status_name(u.status)), Catalog::amount_text(m, u.filled),
-                   usdm_text(u.filled_notional), reason, ts(u.ts_ms)});
-    }
-  }
-  MultiRow pos_rows(
-      "INSERT INTO positions (id, user_id, market_id, size, cost, realized_pnl, leverage, "
-      "created_at, updated_at,"
-      " funding_paid, margin_mode, isolated_margin)",
-      {"uuid", "uuid", "integer", "numeric", "numeric", "numeric", "integer", "timestamptz",
-       "timestamptz", "numeric", "text", "numeric"},
-      "ON CONFLICT (user_id, market_id) DO UPDATE SET size = EXCLUDED.size, cost = EXCLUDED.cost,"
-      " realized_pnl = EXCLUDED.realized_pnl, leverage = EXCLUDED.leverage, updated_at = "
-      "EXCLUDED.updated_at,"
-      " funding_paid = EXCLUDED.funding_paid, margin_mode = EXCLUDED.margin_mode,"
-      " isolated_margin = EXCLUDED.isolated_margin,"
-      // A position opened again, or flipped to the other side, is a new position: its own start.
-      " created_at = CASE WHEN EXCLUDED.size <> 0 AND sign(positions.size) <> sign(EXCLUDED.size)"
-      " THEN EXCLUDED.created_at ELSE positions.created_at END");
-  for (const auto& [user, per_market] : positions) {
-    for (const auto& [market, p] : per_market) {
-      const MarketInfo& m = catalog_.at(static_cast<std::uint32_t>(market));
-      pos_rows.add({position_id(p->user, m.id).to_string(), user.to_string(), std::to_string(m.id),
-                    Catalog::amount_text(m, p->size), usdm_text(p->cost), usdm_text(p->realized_pnl),
-                    std::to_string(p->leverage), ts(p->ts_ms), ts(p->ts_ms), usdm_text(p->funding),
-                    p->isolated ? "isolated" : "cross", usdm_text(p->margin)});
-    }
-  }
-  MultiRow balance_rows("INSERT INTO balances (user_id, collateral, updated_at)", {"uuid", "numeric", "timestamptz"},
-                        "ON CONFLICT (user_id) DO UPDATE SET collateral = EXCLUDED.collateral, updated_at = EXCLUDED.updated_at");
-  const std::string now = ts(SystemClock::instance().now_ms());
-  for (const auto& [u, collateral] : b.balances) balance_rows.add({u.value().to_string(), usdm_text(collateral), now});
-  MultiRow mark_rows("INSERT INTO marks (market_id, mark, updated_at)", {"integer", "numeric", "timestamptz"},
-                     "ON CONFLICT (market_id) DO UPDATE SET mark = EXCLUDED.mark, updated_at = EXCLUDED.updated_at");
-  for (const auto& [market, mc] : marks) {
-    const MarketInfo& m = catalog_.at(static_cast<std::uint32_t>(market));
-    mark_rows.add({std::to_string(m.id), Catalog::price_text(m, mc->mark), ts(mc->ts_ms)});
-  }
-  (void)batch_ts;
-  // One-minute bars, merged into what earlier batches wrote; a bar part already applied (same
-  // sequence range) is skipped, so a retried write cannot count its volume twice.
-  MultiRow bar_rows(
-      "INSERT INTO klines_1m AS k (market_id, bucket, open, high, low, close, volume, quote_volume, trades,"
-      " first_seq, last_seq)",
-      {"integer", "timestamptz", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "integer", "bigint", "bigint"},
-      "ON CONFLICT (market_id, bucket) DO UPDATE SET high = greatest(k.high, EXCLUDED.high),"
-      " low = least(k.low, EXCLUDED.low), close = EXCLUDED.close, volume = k.volume + EXCLUDED.volume,"
-      " quote_volume = k.quote_volume + EXCLUDED.quote_volume, trades = k.trades + EXCLUDED.trades,"
-      " last_seq = EXCLUDED.last_seq WHERE k.last_seq < EXCLUDED.first_seq");
-  for (const auto& [key, bar] : bars) {
-    const MarketInfo& m = catalog_.at(key.first);
-    bar_rows.add({std::to_string(m.id), ts(key.second * 60'000), Catalog::price_text(m, bar.open),
-                  Catalog::price_text(m, bar.high), Catalog::price_text(m, bar.low), Catalog::price_text(m, bar.close),
-                  Catalog::amount_text(m, bar.volume), usdm_text(bar.quote), std::to_string(bar.trades),
-                  std::to_string(bar.first), std::to_string(bar.last)});
-  }
-
-  // One transaction, sent as one pipeline: a round trip per batch instead of one per table.
-  std::vector<db::Statement> statements;
-  statements.push_back({"begin", "BEGIN", {}});
-  for (auto [rows, name] : {std::pair{&journal, "journal_insert"}, std::pair{&operators, "operator_insert"},
-                            std::pair{&new_orders, "orders_insert"}, std::pair{&updates, "orders_update"},
-                            std::pair{&trades, "trades_insert"}, std::pair{&fills, "fills_insert"},
-                            std::pair{&ledger, "ledger_insert"}, std::pair{&pos_rows, "positions_upsert"},
-                            std::pair{&balance_rows, "balances_upsert"}, std::pair{&mark_rows, "marks_upsert"},
-                            std::pair{&bar_rows, "klines_upsert"}, std::pair{&funding_rows, "funding_insert"},
-                            std::pair{&liquidation_rows, "liquidations_insert"}, std::pair{&vault_rows, "vaults_insert"},
-                            std::pair{&vault_tx_rows, "vault_transactions_insert"}}) {
-    if (!rows->empty()) rows->append_to(statements, name);
-  }
-  statements.push_back({"commit", "COMMIT", {}});
-  return statements;
+RowContext EngineHost::row_context() const {
+  return RowContext{catalog_, options_.fee_account, [this](const Uuid& vault) -> std::optional<UserId> {
+                      if (auto ref = vault_ref(vault)) return ref->leader;
+                      return std::nullopt;
+                    }};
 }
 
 void EngineHost::publish(const Batch& b) {
@@ -1503,10 +1124,10 @@ void EngineHost::publish(const Batch& b) {
         },
         e.body);
   }
-  for (const auto& [u, collateral] : b.balances) {
+  for (const BalanceRow& bal : b.balances) {
     json::Writer w;
-    w.begin_object().field("asset", "USDM").key("collateral").raw_number(usdm_text(collateral)).end_object();
-    cmds.push_back({"PUBLISH", user_channel(u, "balances"), w.take()});
+    w.begin_object().field("asset", "USDM").key("collateral").raw_number(usdm_text(bal.collateral)).end_object();
+    cmds.push_back({"PUBLISH", user_channel(bal.user, "balances"), w.take()});
   }
   if (cmds.empty()) return;
   // Pub/sub is best effort: subscribers resync from snapshots; the database has everything.

@@ -1,13 +1,15 @@
 #pragma once
 // Hosts the engine: IO threads submit jobs into a bounded queue (full → the caller answers 503);
 // the engine thread applies a batch of commands; the persister merges the batches waiting for it
-// and turns them into SQL (journal + read tables); the committer writes that to PostgreSQL in one
-// transaction and only then completes the jobs (the HTTP answers); the publisher sends the
-// batch's events to Redis. The four stages are threads, so the next batch is applied and
-// formatted while one commits, and the commit never waits for Redis. On start, recover() loads the
-// newest engine snapshot and replays the journal after it. A fifth thread keeps a follower engine:
-// rebuilt the same way, then fed every committed command in journal order; it exports and stores
-// the snapshots, so the engine thread never stops for one.
+// and turns their commands into the journal's SQL; the committer writes that to PostgreSQL in one
+// transaction and only then completes the jobs (the HTTP answers): an acknowledgement waits for
+// the journal alone. Behind it the projector (pipeline/projector.hpp) writes the read tables from
+// the committed batches, and the publisher sends the batches' events to Redis. The stages are
+// threads, so the next batch is applied and formatted while one commits, and the commit waits
+// neither for the read tables nor for Redis. On start, recover() loads the newest engine snapshot
+// and replays the journal after it, projecting what the projector had not written yet. A further
+// thread keeps a follower engine: rebuilt the same way, then fed every committed command in
+// journal order; it exports and stores the snapshots, so the engine thread never stops for one.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -26,15 +28,11 @@
 #include "hydrox/engine/engine.hpp"
 #include "hydrox/redis/redis.hpp"
 #include "markets.hpp"
+#include "pipeline/batch.hpp"
+#include "pipeline/projector.hpp"
+#include "pipeline/rows.hpp"
 
 namespace hydrox::trading {
-
-struct Outcome {
-  std::uint64_t command_no = 0;
-  std::vector<engine::Event> events;
-  std::string idempotent_replay;  // set when an operator key was seen before: its first outcome
-  std::string outcome_text;       // commands with an operator key: the outcome stored for replays
-};
 
 struct Job {
   engine::Command command;
@@ -101,27 +99,17 @@ class EngineHost {
   std::int64_t last_funding_ms(std::uint32_t market) const { return funding_ms_[market].load(); }
   std::uint64_t commands_applied() const { return command_no_.load(); }
   std::size_t queue_depth() const;
+  // Read-your-writes for reads of the read tables: true once every command acknowledged for
+  // `user` is projected, false after `wait` (the caller answers 503).
+  bool await_projected(const UserId& user, std::chrono::milliseconds wait) {
+    return projector_.await_user(user, wait);
+  }
+  std::uint64_t projected() const { return projector_.watermark(); }
+  std::uint64_t projector_backlog() const { return projector_.backlog(); }
   // True while the persister cannot reach PostgreSQL: submit() refuses everything until it can.
   bool degraded() const { return degraded_.load(); }
 
  private:
-  struct Item {
-    std::uint64_t command_no = 0;
-    engine::Command command;
-    std::size_t first_event = 0, end_event = 0;
-    std::function<void(Result<Outcome>)> done;
-    std::string idempotency_key;
-    std::string outcome_text;
-    std::string meta;
-    std::function<void()> reply;  // reads
-    bool journaled = true;
-  };
-  struct Batch {
-    std::vector<Item> items;
-    std::vector<engine::Event> events;
-    std::vector<std::pair<UserId, engine::Usdm>> balances;
-  };
-
   void engine_loop();
   // Engine thread: stamps `c` no earlier than the last applied command (the journal's times rise
   // in apply order) and runs the clock hook first when `c` reaches its next moment.
@@ -138,23 +126,32 @@ class EngineHost {
   void commit_loop();
   // Recovery of `e` ("primary": engine_, or "follower"): the newest usable snapshot (the command
   // number it holds, 0: none), then the journal after it (the last command number applied).
-  std::uint64_t load_snapshot(engine::Engine& e, db::Connection& c, const char* role);
+  // A snapshot newer than `at_most` is passed over (the primary's recovery must replay every
+  // command the projector has not written, to project it).
+  std::uint64_t load_snapshot(engine::Engine& e, db::Connection& c, const char* role,
+                              std::uint64_t at_most = UINT64_MAX);
+  // Each command applied, with its events (the primary's recovery projects those after the
+  // watermark).
+  using Applied = std::function<Result<void>(std::uint64_t command_no, const engine::Command& c,
+                                             const std::vector<engine::Event>& events)>;
   Result<std::uint64_t> replay_journal(engine::Engine& e, db::Connection& c, std::uint64_t after, const char* role,
-                                       const std::atomic<bool>* cancel = nullptr);
+                                       const std::atomic<bool>* cancel = nullptr, const Applied& applied = nullptr);
   std::string market_list() const;  // the catalog's symbols in index order: a snapshot's market indices
   // The follower: its own recovery, then the committed commands from follow_, snapshots from it.
   void follower_loop();
-  void close_follow();  // no more commands for the follower (stopping, or it gave up)
+  void close_follow();
+  void feed_follower(const Batch& b);  // the projector's, after each projection  // no more commands for the follower (stopping, or it gave up)
   void write_snapshot(engine::Engine& f, std::uint64_t command_no);
   engine::EngineConfig engine_config() const;
   void publish_loop();
-  // The batch's transaction; journal_only: its journal and operator rows alone.
-  std::vector<db::Statement> statements_for(const Batch& b, bool journal_only = false) const;
+  RowContext row_context() const;
   Result<void> write(const std::vector<db::Statement>& statements);
   void write_through_outage(Formatted& f, Error first);
   // PostgreSQL refused the batch (the connection is fine): each command in its own transaction;
   // one still refused is journaled alone and answered "not acknowledged" (503).
   void write_one_by_one(Formatted& f, const Error& first);
+  // Answers waiting for the read rows (operator and vault commands) go to the projector's queue.
+  static bool answers_after_projection(const Item& it);
   static void answer_unknown(Batch& batch);
   void publish(const Batch& b);
   // A vault withdrawal refused for its lockup: when enough of the holder's shares unlock for it,
@@ -169,6 +166,7 @@ class EngineHost {
   std::atomic<bool> degraded_{false};
   std::shared_ptr<redis::Client> redis_;
   HostOptions options_;
+  Projector projector_;
   engine::Engine engine_;
   std::vector<std::atomic<engine::Price>> marks_;
   std::vector<std::atomic<std::int64_t>> funding_ms_;
@@ -202,8 +200,5 @@ class EngineHost {
   std::atomic<bool> running_{false};
   std::thread engine_thread_, persist_thread_, commit_thread_, publish_thread_, follower_thread_;
 };
-
-// A position's id: stable for (user, market), so the API can address it without a lookup table.
-Uuid position_id(const UserId& user, int market_id);
 
 }  // namespace hydrox::trading

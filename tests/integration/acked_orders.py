@@ -18,7 +18,9 @@ LEGAL_NEXT = {
 }
 
 
-def sql(stack, query):
+def sql(stack, query, wait_projected=True):
+    if wait_projected:
+        stack.wait_projected()  # the read tables are written behind the acknowledgement
     out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", stack.infra["PGPORT"], "-U", "postgres",
                           "-d", stack.db_name, "-At", "-F", "|", "-c", query],
                          capture_output=True, text=True, check=True).stdout

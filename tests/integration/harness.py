@@ -299,6 +299,20 @@ class Stack:
             wait_until(lambda: self.get("/health").status == 200, 15, what="gateway /health 200")
         return self
 
+    def wait_projected(self, timeout=15):
+        """Journal-first (issue 22): the read tables are written behind the acknowledgement. A test
+        that reads them with SQL first waits until the projector's watermark reaches every command
+        journaled so far (an acknowledged command is journaled)."""
+        def ask(q):
+            return subprocess.run(["psql", self.database_url, "-Atc", q], check=True, capture_output=True,
+                                  text=True).stdout.strip()
+        target = int(ask("SELECT coalesce(max(command_no), 0) FROM engine_journal"))
+        deadline = time.monotonic() + timeout
+        while int(ask("SELECT command_no FROM projector_watermark")) < target:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the projector did not reach command {target} in {timeout} s")
+            time.sleep(0.02)
+
     def stop(self, service, sig=signal.SIGTERM, timeout=10):
         p = self.procs.get(service)
         if p is None or p.poll() is not None:

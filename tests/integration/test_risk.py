@@ -70,6 +70,7 @@ def openapi_check(path, method, resp):
 
 
 def psql(stack, query):
+    stack.wait_projected()  # the read tables are written behind the acknowledgement
     out = subprocess.run(["psql", stack.database_url, "-Atc", query], check=True, capture_output=True, text=True)
     return out.stdout.strip()
 

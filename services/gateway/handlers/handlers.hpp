@@ -1,6 +1,10 @@
 #pragma once
 // The gateway's handlers; each file holds one.
+#include <array>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <thread>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -129,7 +133,12 @@ class Authenticator {
   std::unordered_map<std::string, Entry> cache_;
 };
 
-// Token buckets per IP and per user, in Redis (several gateways agree).
+// Rate limits per IP and per user, decided in this process (GCRA: one "theoretical arrival time"
+// per key, no Redis trip per request). Several gateways share one budget by dividing it: each
+// announces itself in Redis every second (a sorted set of live gateways) and allows 1/N of every
+// burst and rate, N the gateways seen alive in the last 5 s; if Redis is unreachable the last N
+// stands. A client spread over the gateways (any load balancer) gets the whole limit, one pinned
+// to one gateway 1/N of it: never more than the limit in total.
 class RateLimiter {
  public:
   struct Bucket {
@@ -147,30 +156,45 @@ class RateLimiter {
     std::string key;  // "ip:1.2.3.4", "user:<id>", ...
     Bucket bucket;
   };
+  // With a Redis client in `ctx`, the gateway announces itself and learns how many share the
+  // budget; without one it keeps the whole budget.
   RateLimiter(service::Context& ctx, Limits limits);
   ~RateLimiter();
   const Limits& limits() const { return limits_; }
   // Whether an enabled bucket applies to a request (auth routes: the auth bucket; others: per IP,
-  // and per user when there is one). Requests no bucket applies to skip the Redis trip.
+  // and per user when there is one).
   bool applies(bool auth_route, bool has_user) const {
     return auth_route ? limits_.auth_per_ip.capacity > 0
                       : limits_.per_ip.capacity > 0 || (has_user && limits_.per_user.capacity > 0);
   }
-  // `work` on the blocking pool, then `then` back on the calling IO thread; false: pool full.
-  bool run_blocking(std::function<void()> work, std::function<void()> then) {
-    return ctx_.runtime->try_blocking(std::move(work), std::move(then));
-  }
-  // Takes a token from `first` and, when it allowed, from `second`: one Redis round trip
-  // (blocking: call it on the blocking pool). A disabled bucket (capacity 0) allows without a trip;
-  // a bucket not reached keeps its default (allowed).
+  // Takes a token from `first` and, when it allowed, from `second`. In memory: call it anywhere.
+  // A disabled bucket (capacity 0) allows; a bucket not reached keeps its default (allowed).
   std::pair<Decision, Decision> take(const Ask& first, const Ask& second);
   // RateLimit-Limit / -Remaining / -Reset, and Retry-After when refused.
   static void apply(const Decision& d, http::Response& res);
+  int gateways() const { return gateways_.load(); }
+
+  // Keys kept at most (per shard: 16 shards); past it the oldest-looking entries are dropped.
+  static constexpr std::size_t kMaxKeysPerShard = 65'536;
 
  private:
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<std::string, double> tat;  // key → theoretical arrival time (ms, steady)
+    double next_prune_ms = 0;
+  };
+  Decision take_one(const Ask& ask, double now_ms);
+  void announce_loop();
+
   service::Context& ctx_;
   Limits limits_;
-  std::unique_ptr<redis::Script> script_;
+  std::array<Shard, 16> shards_;
+  std::atomic<int> gateways_{1};
+  std::string id_;  // this gateway in the live set
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopping_ = false;
+  std::thread announcer_;
 };
 
 // Forwards the request to `to` over the pooled keep-alive client, with the caller's identity

@@ -246,33 +246,22 @@ http::Handler make_proxy(Upstream to, std::shared_ptr<http::Client> client, Acce
     auto limited_forward = [to, client, limiter, auth_route, respond](std::shared_ptr<http::Request> r,
                                                                      std::string user_id) {
       if (!limiter->applies(auth_route, !user_id.empty())) return forward(to, client, *r, respond);
-      // The buckets (per IP, then per user) in one Redis round trip on the blocking pool; the
-      // answer or the forwarding back on this IO thread, where the upstream connections are.
-      auto decided = std::make_shared<std::pair<RateLimiter::Decision, RateLimiter::Decision>>();
-      bool queued = limiter->run_blocking(
-          [limiter, auth_route, r, user_id, decided] {
-            const auto& l = limiter->limits();
-            *decided = limiter->take(
-                {(auth_route ? "auth:" : "ip:") + r->remote_addr,
-                 auth_route ? l.auth_per_ip : l.per_ip},
-                {"user:" + user_id, user_id.empty() ? RateLimiter::Bucket{0, 60} : l.per_user});
-          },
-          [to, client, respond, r, user_id, decided] {
-            const auto& [ip, user] = *decided;
-            RateLimiter::Decision shown = ip;
-            if (ip.allowed && !user_id.empty() && (!user.allowed || user.limit > 0)) shown = user;
-            if (!shown.allowed || !ip.allowed) {
-              auto res = http::Response::error(
-                  fail(Code::rate_limited, "too many requests; retry later"), r->request_id);
-              RateLimiter::apply(shown.allowed ? ip : shown, res);
-              return respond(std::move(res));
-            }
-            forward(to, client, *r, [respond, shown](http::Response res) {
-              RateLimiter::apply(shown, res);
-              respond(std::move(res));
-            });
-          });
-      if (!queued) respond(http::Response::error(fail(Code::overloaded, "gateway busy"), r->request_id));
+      // The buckets (per IP, then per user), decided in memory on this IO thread.
+      const auto& l = limiter->limits();
+      const auto [ip, user] = limiter->take(
+          {(auth_route ? "auth:" : "ip:") + r->remote_addr, auth_route ? l.auth_per_ip : l.per_ip},
+          {"user:" + user_id, user_id.empty() ? RateLimiter::Bucket{0, 60} : l.per_user});
+      RateLimiter::Decision shown = ip;
+      if (ip.allowed && !user_id.empty() && (!user.allowed || user.limit > 0)) shown = user;
+      if (!shown.allowed || !ip.allowed) {
+        auto res = http::Response::error(fail(Code::rate_limited, "too many requests; retry later"), r->request_id);
+        RateLimiter::apply(shown.allowed ? ip : shown, res);
+        return respond(std::move(res));
+      }
+      forward(to, client, *r, [respond, shown](http::Response res) {
+        RateLimiter::apply(shown, res);
+        respond(std::move(res));
+      });
     };
     if (access == Access::open) return limited_forward(shared, "");
     auth->resolve(*shared, [access, shared, respond, legacy_identity, limited_forward](Result<std::optional<Authenticator::Identity>> id) {

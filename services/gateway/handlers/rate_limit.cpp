@@ -1,84 +1,114 @@
-// Token buckets kept in Redis, so that several gateways share one budget per IP and per user.
-// One EVALSHA per request for all its buckets (the script refills, takes a token from each and
-// answers in one round trip, using Redis's clock). If Redis is unreachable the request is let
-// through: availability of order entry outranks strict limiting, and the outage is logged.
-#include <atomic>
+// Rate limits decided in the gateway (GCRA), the budget divided among the live gateways
+// (handlers.hpp). A request costs Redis nothing; each gateway costs it one pipeline a second.
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <random>
 
 #include "handlers.hpp"
+#include "hydrox/core/clock.hpp"
 #include "hydrox/log/log.hpp"
 
 namespace hydrox::gateway {
 
 namespace {
 
-// The buckets of KEYS in order (ARGV: capacity and tokens per minute of each), stopping at the
-// first that refuses: 4 values (allowed, tokens left, retry ms, ms until full) per bucket reached.
-constexpr const char* kScript = R"LUA(
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local out = {}
-for i = 1, #KEYS do
-  local cap = tonumber(ARGV[2 * i - 1])
-  local rate = tonumber(ARGV[2 * i]) / 60  -- tokens per second
-  local b = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
-  local tokens = tonumber(b[1])
-  local ts = tonumber(b[2])
-  if tokens == nil then tokens = cap; ts = now end
-  tokens = math.min(cap, tokens + math.max(0, now - ts) * rate / 1000)
-  local allowed = 0
-  if tokens >= 1 then tokens = tokens - 1; allowed = 1 end
-  redis.call('HSET', KEYS[i], 'tokens', tostring(tokens), 'ts', tostring(now))
-  redis.call('PEXPIRE', KEYS[i], math.ceil(cap / rate * 1000) + 1000)
-  local retry_ms = 0
-  if allowed == 0 then retry_ms = math.ceil((1 - tokens) * 1000 / rate) end
-  table.insert(out, allowed)
-  table.insert(out, math.floor(tokens))
-  table.insert(out, retry_ms)
-  table.insert(out, math.ceil((cap - tokens) * 1000 / rate))
-  if allowed == 0 then break end
-end
-return out
-)LUA";
+constexpr const char* kLiveSet = "hydrox:gateways";
+constexpr std::int64_t kAnnounceMs = 1000;
+constexpr std::int64_t kAliveMs = 5000;  // a gateway not heard from for this long is gone
+
+double steady_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+std::string random_id() {
+  std::random_device rd;
+  const auto hi = (static_cast<std::uint64_t>(rd()) << 32) | rd();
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(hi));
+  return buf;
+}
 
 }  // namespace
 
 RateLimiter::RateLimiter(service::Context& ctx, Limits limits)
-    : ctx_(ctx), limits_(limits), script_(std::make_unique<redis::Script>(kScript)) {}
-RateLimiter::~RateLimiter() = default;
+    : ctx_(ctx), limits_(limits), id_(random_id()) {
+  if (ctx_.redis) announcer_ = std::thread([this] { announce_loop(); });
+}
 
-std::pair<RateLimiter::Decision, RateLimiter::Decision> RateLimiter::take(const Ask& first,
-                                                                          const Ask& second) {
+RateLimiter::~RateLimiter() {
+  {
+    std::lock_guard lock(stop_mu_);
+    stopping_ = true;
+  }
+  stop_cv_.notify_all();
+  if (announcer_.joinable()) announcer_.join();
+  if (ctx_.redis) (void)ctx_.redis->command({"ZREM", kLiveSet, id_});
+}
+
+void RateLimiter::announce_loop() {
+  int failures = 0;
+  for (;;) {
+    const std::int64_t now = SystemClock::instance().now_ms();
+    auto added = ctx_.redis->command({"ZADD", kLiveSet, std::to_string(now), id_});
+    auto pruned = added ? ctx_.redis->command({"ZREMRANGEBYSCORE", kLiveSet, "-inf", std::to_string(now - kAliveMs)})
+                        : added;
+    auto count = pruned ? ctx_.redis->command({"ZCARD", kLiveSet}) : pruned;
+    if (count) {
+      const int n = static_cast<int>(std::clamp<std::int64_t>(count->integer, 1, 1000));
+      if (n != gateways_.exchange(n)) log::info("rate limits divided among the live gateways", {{"gateways", n}});
+      failures = 0;
+    } else if (failures++ % 30 == 0) {
+      log::warn("cannot announce this gateway in Redis; the rate limits keep the last share",
+                {{"gateways", gateways_.load()}, {"error", count.error().message}});
+    }
+    std::unique_lock lock(stop_mu_);
+    if (stop_cv_.wait_for(lock, std::chrono::milliseconds(kAnnounceMs), [&] { return stopping_; })) return;
+  }
+}
+
+RateLimiter::Decision RateLimiter::take_one(const Ask& ask, double now) {
+  const Bucket& b = ask.bucket;
+  const double n = gateways_.load();
+  // This gateway's share: burst and rate divided by the live gateways (at least one request).
+  const double burst = std::max(1.0, static_cast<double>(b.capacity) / n);
+  const double interval = b.per_minute > 0 ? 60'000.0 * n / static_cast<double>(b.per_minute) : 1e15;  // ms/token
+  Decision d;
+  d.limit = static_cast<std::int64_t>(std::floor(burst));
+  Shard& shard = shards_[std::hash<std::string>{}(ask.key) % shards_.size()];
+  std::lock_guard lock(shard.mu);
+  if (now >= shard.next_prune_ms || shard.tat.size() >= kMaxKeysPerShard) {
+    // A key whose arrival time has passed is a full bucket: the same as no entry.
+    std::erase_if(shard.tat, [&](const auto& kv) { return kv.second <= now; });
+    while (shard.tat.size() >= kMaxKeysPerShard) shard.tat.erase(shard.tat.begin());
+    shard.next_prune_ms = now + 10'000;
+  }
+  auto [it, fresh] = shard.tat.try_emplace(ask.key, now);
+  const double tat = std::max(it->second, now);
+  const double next = tat + interval;
+  constexpr double kEpsilon = 1e-6;
+  if (next - now <= burst * interval + kEpsilon) {
+    it->second = next;
+    d.allowed = true;
+    d.remaining = static_cast<std::int64_t>(std::floor((burst * interval - (next - now)) / interval + kEpsilon));
+    d.reset_s = static_cast<std::int64_t>(std::ceil((next - now) / 1000.0));
+  } else {
+    if (fresh) shard.tat.erase(it);
+    d.allowed = false;
+    d.remaining = 0;
+    d.retry_after_s = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil((next - now - burst * interval) / 1000.0)));
+    d.reset_s = static_cast<std::int64_t>(std::ceil((tat - now) / 1000.0));
+  }
+  return d;
+}
+
+std::pair<RateLimiter::Decision, RateLimiter::Decision> RateLimiter::take(const Ask& first, const Ask& second) {
   std::pair<Decision, Decision> out;
-  Decision* decisions[2] = {&out.first, &out.second};
-  const Ask* asks[2] = {&first, &second};
-  std::vector<std::string> keys, args;
-  std::vector<Decision*> taken;  // the decisions the script answers, in order
-  for (int i = 0; i < 2; ++i) {
-    const Bucket& b = asks[i]->bucket;
-    decisions[i]->limit = b.capacity;
-    decisions[i]->remaining = b.capacity;
-    if (b.capacity <= 0) continue;  // disabled
-    // The bucket's shape is part of its key: a changed limit starts from a full bucket instead of
-    // inheriting a state measured against another capacity.
-    keys.push_back("hydrox:rl:" + std::to_string(b.capacity) + "/" + std::to_string(b.per_minute) +
-                   ":" + asks[i]->key);
-    args.push_back(std::to_string(b.capacity));
-    args.push_back(std::to_string(b.per_minute));
-    taken.push_back(decisions[i]);
-  }
-  if (keys.empty()) return out;
-  auto r = ctx_.redis->eval(*script_, keys, args);
-  if (!r || r->elements.size() % 4 != 0 || r->elements.size() > 4 * taken.size()) {
-    static std::atomic<int> failures{0};
-    if (failures.fetch_add(1) % 100 == 0) log::warn("rate limiter unavailable; letting requests through");
-    return out;
-  }
-  for (std::size_t i = 0; i * 4 < r->elements.size(); ++i) {
-    Decision& d = *taken[i];
-    d.allowed = r->elements[4 * i].integer == 1;
-    d.remaining = r->elements[4 * i + 1].integer;
-    d.retry_after_s = (r->elements[4 * i + 2].integer + 999) / 1000;
-    d.reset_s = (r->elements[4 * i + 3].integer + 999) / 1000;
+  const double now = steady_ms();
+  for (auto [ask, decision] : {std::pair{&first, &out.first}, std::pair{&second, &out.second}}) {
+    if (ask->bucket.capacity <= 0) continue;  // disabled
+    *decision = take_one(*ask, now);
+    if (!decision->allowed) break;  // the second bucket is not reached
   }
   return out;
 }

@@ -183,9 +183,13 @@ Result<StoredBar> latest_bar(Services& s, const MarketInfo& m, const std::string
       " AND k.bucket >= n.b GROUP BY n.b";
   auto lease = s.ctx->db->acquire();
   if (!lease) return lease.error();
+  // The watermark first: the bar read after it holds at least what it says.
+  auto projected = (*lease)->exec(db::Query{"projected_seq", "SELECT last_seq FROM projector_watermark"});
+  if (!projected) return projected.error();
+  StoredBar bar;
+  if (projected->size() == 1) bar.projected_seq = static_cast<std::uint64_t>(std::stoll(std::string(projected->get(0, 0))));
   auto rows = (*lease)->exec(db::Query{"latest_bar", sql}, {std::to_string(m.id)});
   if (!rows) return rows.error();
-  StoredBar bar;
   if (rows->size() == 0) {
     // No trade yet: the mark, if there is one, for an empty bar (t stays -1).
     auto mark = (*lease)->exec(

@@ -51,6 +51,13 @@ http::Response error_response(const Error& e, const http::Request& req) {
 
 http::Response json_response(int status, std::string body) { return http::Response::json(status, std::move(body)); }
 
+Result<void> await_own_rows(const Services& s, const UserId& user) {
+  // Far above the projector's usual lag (milliseconds); reached only when it cannot write.
+  constexpr std::chrono::milliseconds kWait{3000};
+  if (s.host->await_projected(user, kWait)) return {};
+  return fail(Code::unavailable, "recent changes are still being recorded; retry shortly");
+}
+
 void submit(Services& s, http::Request& req, http::Respond respond, Job job) {
   if (!s.host->submit(std::move(job))) {
     if (s.host->degraded()) {

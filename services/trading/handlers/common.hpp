@@ -42,6 +42,10 @@ Result<ListParams> list_params(const http::Request& req, const Catalog& catalog,
 http::Response error_response(const Error& e, const http::Request& req);
 http::Response json_response(int status, std::string body);
 
+// Read-your-writes for a read of the read tables (orders, fills, positions' times): waits, bounded,
+// until every command acknowledged for `user` is projected; else 503 UNAVAILABLE.
+Result<void> await_own_rows(const Services& s, const UserId& user);
+
 // Submits a job; a full queue answers 503 at once.
 void submit(Services& s, http::Request& req, http::Respond respond, Job job);
 

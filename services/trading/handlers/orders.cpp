@@ -147,6 +147,7 @@ void register_order_routes(Services& s, http::Router& router) {
             // The original order, as it stands now; never a second one.
             service::respond_blocking(*s.ctx, const_cast<http::Request&>(rq), respond,
                                       [&s, rej = *rej, placed]() -> Result<http::Response> {
+              if (auto ready = await_own_rows(s, placed.user); !ready) return ready.error();
               auto lease = s.ctx->db->acquire();
               if (!lease) return lease.error();
               auto rows = (*lease)->exec(db::Query{"one_order", kOneOrder},
@@ -198,6 +199,7 @@ void register_order_routes(Services& s, http::Router& router) {
         return respond(error_response(fail(Code::invalid_field, "before must be an order id", "before"), req));
       }
       service::respond_blocking(*s.ctx, req, respond, [&s, u = *user, p = *p, statuses]() -> Result<http::Response> {
+        if (auto ready = await_own_rows(s, u); !ready) return ready.error();
         auto lease = s.ctx->db->acquire();
         if (!lease) return lease.error();
         db::Param market;
@@ -230,6 +232,7 @@ void register_order_routes(Services& s, http::Router& router) {
     if (!id) return respond(error_response(fail(Code::not_found, "no such order"), req));
     service::respond_blocking(*s.ctx, req, respond,
                               [&s, u = *user, id = *id]() -> Result<http::Response> {
+                                if (auto ready = await_own_rows(s, u); !ready) return ready.error();
                                 auto lease = s.ctx->db->acquire();
                                 if (!lease) return lease.error();
                                 auto rows = (*lease)->exec(db::Query{"one_order", kOneOrder},
@@ -301,6 +304,7 @@ void register_order_routes(Services& s, http::Router& router) {
       return respond(error_response(fail(Code::invalid_field, "before must be a fill id", "before"), req));
     }
     service::respond_blocking(*s.ctx, req, respond, [&s, u = *user, p = *p]() -> Result<http::Response> {
+      if (auto ready = await_own_rows(s, u); !ready) return ready.error();
       auto lease = s.ctx->db->acquire();
       if (!lease) return lease.error();
       db::Param market;

@@ -48,6 +48,22 @@ class Handoff {
     return item;
   }
 
+  // pop() without waiting: nullopt when nothing waits.
+  std::optional<T> try_pop() {
+    std::unique_lock lock(mu_);
+    if (items_.empty()) return std::nullopt;
+    std::optional<T> item(std::move(items_.front()));
+    items_.pop_front();
+    lock.unlock();
+    not_full_.notify_one();
+    return item;
+  }
+
+  std::size_t size() {
+    std::lock_guard lock(mu_);
+    return items_.size();
+  }
+
   // Waits until fewer than `capacity` items wait (or the hand-off is closed): a producer that
   // gathers its next item only then makes it as large as it can be.
   void wait_for_room() {

@@ -1,0 +1,83 @@
+#include "pipeline/batch.hpp"
+
+#include <algorithm>
+#include <map>
+#include <type_traits>
+
+namespace hydrox::trading {
+
+std::uint64_t Batch::first_command() const {
+  for (const Item& it : items) {
+    if (it.journaled && it.command_no > 0) return it.command_no;
+  }
+  return 0;
+}
+
+std::uint64_t Batch::last_command() const {
+  for (auto it = items.rbegin(); it != items.rend(); ++it) {
+    if (it->journaled && it->command_no > 0) return it->command_no;
+  }
+  return 0;
+}
+
+void merge_batches(Batch& into, Batch&& next) {
+  const std::size_t offset = into.events.size();
+  into.events.insert(into.events.end(), std::make_move_iterator(next.events.begin()),
+                     std::make_move_iterator(next.events.end()));
+  for (auto& it : next.items) {
+    it.first_event += offset;
+    it.end_event += offset;
+    into.items.push_back(std::move(it));
+  }
+  for (auto& bal : next.balances) {  // later collateral wins: the state after both batches
+    auto found = std::find_if(into.balances.begin(), into.balances.end(),
+                              [&](const BalanceRow& x) { return x.user == bal.user; });
+    if (found != into.balances.end()) *found = bal; else into.balances.push_back(bal);
+  }
+  for (auto& f : next.after_projection) into.after_projection.push_back(std::move(f));
+  into.acked_at.insert(into.acked_at.end(), next.acked_at.begin(), next.acked_at.end());
+}
+
+void add_balances(Batch& b, const engine::Engine& e, const UserId& fee_account) {
+  std::map<std::pair<std::uint64_t, std::uint64_t>, std::int64_t> touched;  // user → time
+  for (const Item& it : b.items) {
+    if (it.end_event == it.first_event) continue;
+    const std::int64_t at = std::visit([](const auto& c) { return c.ts_ms; }, it.command);
+    auto touch = [&](const UserId& u) { touched[{u.value().hi, u.value().lo}] = at; };
+    for (std::size_t i = it.first_event; i < it.end_event; ++i) {
+      const engine::Event& ev = b.events[i];
+      if (auto* t = std::get_if<engine::Trade>(&ev.body)) {
+        touch(t->maker);
+        touch(t->taker);
+        touch(fee_account);
+      } else if (auto* bc = std::get_if<engine::BalanceChanged>(&ev.body)) {
+        touch(bc->user);
+      } else if (auto* fp = std::get_if<engine::FundingPaid>(&ev.body)) {
+        touch(fp->user);
+      } else if (auto* im = std::get_if<engine::IsolatedMarginChanged>(&ev.body)) {
+        touch(im->user);
+      }
+    }
+  }
+  for (const auto& [key, at] : touched) {
+    const UserId u{Uuid{key.first, key.second}};
+    if (const engine::Account* a = e.account(u)) b.balances.push_back(BalanceRow{u, a->collateral, at});
+  }
+}
+
+std::optional<UserId> command_user(const engine::Command& c) {
+  return std::visit(
+      [](const auto& cmd) -> std::optional<UserId> {
+        using T = std::decay_t<decltype(cmd)>;
+        if constexpr (std::is_same_v<T, engine::CreateVault>) {
+          return cmd.leader;
+        } else if constexpr (requires { cmd.user; }) {
+          return cmd.user;
+        } else {
+          return std::nullopt;
+        }
+      },
+      c);
+}
+
+}  // namespace hydrox::trading

@@ -1,0 +1,235 @@
+#include "pipeline/projector.hpp"
+
+#include <algorithm>
+#include <type_traits>
+
+#include "hydrox/log/log.hpp"
+#include "hydrox/metrics/metrics.hpp"
+
+namespace hydrox::trading {
+
+namespace {
+
+constexpr db::Query kWatermark{"projector_watermark", "SELECT command_no FROM projector_watermark"};
+
+metrics::Histogram& lag() {
+  static auto& h = metrics::Registry::global().histogram(
+      "trading_projector_lag_seconds", "From a batch's acknowledgement to its read rows committed");
+  return h;
+}
+metrics::Histogram& commit_latency() {
+  static auto& h = metrics::Registry::global().histogram("trading_projector_commit_seconds",
+                                                         "The projector's transaction");
+  return h;
+}
+metrics::Gauge& backlog_gauge() {
+  static auto& g = metrics::Registry::global().gauge(
+      "trading_projector_backlog_commands", "Commands acknowledged whose read rows are not written yet");
+  return g;
+}
+metrics::Counter& refused_commands() {
+  static auto& c = metrics::Registry::global().counter(
+      "trading_projector_refused_commands_total",
+      "Commands whose read rows PostgreSQL refused (their journal row stands; the watermark moves past them)");
+  return c;
+}
+
+std::uint64_t micros_since(std::chrono::steady_clock::time_point t) {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t).count());
+}
+
+}  // namespace
+
+Projector::Projector(RowContext ctx, std::string db_url, ProjectorOptions options)
+    : ctx_(std::move(ctx)), url_(std::move(db_url)), options_(options), queue_(std::max<std::size_t>(options.capacity, 1)) {}
+
+Projector::~Projector() { stop(); }
+
+Result<std::uint64_t> Projector::load_watermark(db::Connection& c) {
+  auto rows = c.exec(kWatermark);
+  if (!rows) return rows.error();
+  if (rows->size() != 1) return fail(Code::internal, "projector_watermark must hold one row");
+  return static_cast<std::uint64_t>(std::stoull(std::string(rows->get(0, 0))));
+}
+
+void Projector::set_watermark(std::uint64_t command_no) {
+  watermark_.store(command_no);
+  if (acknowledged_.load() < command_no) acknowledged_.store(command_no);
+}
+
+Result<void> Projector::write(db::Connection& c, const Batch& b, std::uint64_t from, std::uint64_t upto,
+                              bool rows_too) {
+  std::vector<db::Statement> statements;
+  statements.push_back({"begin", "BEGIN", {}});
+  // First: fails the transaction unless the watermark is where this projector left it.
+  statements.push_back({"projector_advance", "SELECT projector_advance($1, $2, $3)",
+                        {std::to_string(from), std::to_string(upto), std::to_string(b.last_seq())},
+                        true});
+  if (rows_too) append_read_rows(b, ctx_, statements);
+  statements.push_back({"commit", "COMMIT", {}});
+  return c.exec_pipeline(statements);
+}
+
+Result<void> Projector::project_now(db::Connection& c, const Batch& b) {
+  const std::uint64_t upto = b.last_command();
+  if (upto == 0) return {};
+  if (auto w = write(c, b, watermark_.load(), upto, true); !w) return w;
+  advanced(upto);
+  return {};
+}
+
+void Projector::start(std::function<void(const Batch&)> projected) {
+  if (started_.exchange(true)) return;
+  projected_ = std::move(projected);
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Projector::stop() {
+  queue_.close();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Projector::push(Batch b) { return queue_.push(std::move(b)); }
+
+void Projector::acknowledged(const Batch& b) {
+  const std::uint64_t last = b.last_command();
+  if (last == 0) return;
+  {
+    // Every account a command changed, not only its sender's: a maker whose order another user
+    // filled reads the fill once it is acknowledged, like the taker.
+    std::lock_guard lock(mu_);
+    for (const Item& it : b.items) {
+      if (!it.journaled || it.command_no == 0) continue;
+      auto touch = [&](const UserId& u) { last_acked_[u.value()] = it.command_no; };
+      if (auto u = command_user(it.command)) touch(*u);
+      for (std::size_t i = it.first_event; i < it.end_event; ++i) {
+        std::visit(
+            [&](const auto& ev) {
+              if constexpr (std::is_same_v<std::decay_t<decltype(ev)>, engine::Trade>) {
+                touch(ev.maker);
+                touch(ev.taker);
+              } else if constexpr (requires { ev.user; }) {
+                if constexpr (std::is_same_v<std::decay_t<decltype(ev.user)>, UserId>) touch(ev.user);
+              }
+            },
+            b.events[i].body);
+      }
+    }
+  }
+  acknowledged_.store(last);
+  backlog_gauge().set(static_cast<std::int64_t>(last - std::min(last, watermark_.load())));
+}
+
+bool Projector::await_user(const UserId& user, std::chrono::milliseconds wait) {
+  std::unique_lock lock(mu_);
+  auto found = last_acked_.find(user.value());
+  if (found == last_acked_.end()) return true;
+  const std::uint64_t target = found->second;
+  return cv_.wait_for(lock, wait, [&] { return watermark_.load() >= target; });
+}
+
+std::uint64_t Projector::backlog() const {
+  const std::uint64_t a = acknowledged_.load(), w = watermark_.load();
+  return a > w ? a - w : 0;
+}
+
+void Projector::advanced(std::uint64_t command_no) {
+  {
+    std::lock_guard lock(mu_);
+    watermark_.store(command_no);
+    // Users whose every command is projected need no entry (their reads do not wait).
+    if (last_acked_.size() > 100'000) {
+      std::erase_if(last_acked_, [&](const auto& kv) { return kv.second <= command_no; });
+    }
+  }
+  cv_.notify_all();
+  const std::uint64_t a = acknowledged_.load();
+  backlog_gauge().set(static_cast<std::int64_t>(a > command_no ? a - command_no : 0));
+}
+
+void Projector::loop() {
+  while (auto first = queue_.pop()) {
+    Batch b = std::move(*first);
+    while (b.events.size() < options_.max_merge_events) {
+      auto more = queue_.try_pop();
+      if (!more) break;
+      merge_batches(b, std::move(*more));
+    }
+    project(b);
+    if (projected_) projected_(b);
+    for (const auto& t : b.acked_at) lag().observe_us(micros_since(t));
+    for (auto& answer : b.after_projection) answer();
+  }
+}
+
+void Projector::project(Batch& b) {
+  const std::uint64_t upto = b.last_command();
+  if (upto == 0) return;  // reads only
+  std::uint64_t from = watermark_.load();
+  if (upto <= from) return;  // projected already (recovery wrote it)
+  for (int attempt = 0;; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(std::min(20 << std::min(attempt, 5), 1000)));
+    if (!conn_ || !conn_->healthy()) {
+      auto c = db::connect(url_);
+      if (!c) {
+        if (attempt % 20 == 0) log::warn("projector cannot reach PostgreSQL; retrying", {{"error", c.error().message}});
+        continue;
+      }
+      conn_ = std::move(*c);
+      auto stored = load_watermark(*conn_);
+      if (!stored) continue;
+      if (*stored >= upto) {  // written before the connection was lost (the COMMIT landed)
+        advanced(*stored);
+        return;
+      }
+      from = *stored;
+    }
+    const auto started = std::chrono::steady_clock::now();
+    auto w = write(*conn_, b, from, upto, true);
+    if (w) {
+      commit_latency().observe_us(micros_since(started));
+      advanced(upto);
+      return;
+    }
+    if (!conn_->healthy()) {
+      log::warn("projector lost PostgreSQL; reconnecting", {{"error", w.error().message}});
+      continue;
+    }
+    auto stored = load_watermark(*conn_);
+    if (!stored) continue;
+    if (*stored >= upto) {  // another process projected these (a standby that took over)
+      advanced(*stored);
+      return;
+    }
+    if (*stored != from) {
+      log::error("projector watermark moved under this process; following it",
+                 {{"expected", static_cast<std::int64_t>(from)}, {"stored", static_cast<std::int64_t>(*stored)}});
+      from = *stored;
+      continue;
+    }
+    // PostgreSQL refused the rows (one command's data, not an outage): each command on its own;
+    // one still refused moves the watermark past it without its rows (its journal row stands).
+    log::warn("projection refused by PostgreSQL; writing its commands one by one", {{"error", w.error().message}});
+    for (const Item& it : b.items) {
+      if (!it.journaled || it.command_no == 0 || it.command_no <= from) continue;
+      Batch one;
+      one.balances = b.balances;  // the batch's final collateral: the same values each time
+      one.events.assign(b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
+                        b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
+      auto single = write(*conn_, one, from, it.command_no, true);
+      if (!single && conn_->healthy()) {
+        refused_commands().inc();
+        log::error("a command's read rows were refused; the projector moves past it",
+                   {{"command_no", static_cast<std::int64_t>(it.command_no)}, {"error", single.error().message}});
+        single = write(*conn_, one, from, it.command_no, false);
+      }
+      if (!single) break;  // the connection: retry from here
+      from = it.command_no;
+      advanced(from);
+    }
+    if (from >= upto) return;
+  }
+}
+
+}  // namespace hydrox::trading
