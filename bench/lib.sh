@@ -20,6 +20,10 @@ cleanup() {
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# ports N: N distinct free ports on one line (held open together while chosen, so none repeats).
+ports() {
+  python3 -c 'import socket,sys; ss=[socket.socket() for _ in range(int(sys.argv[1]))]; [s.bind(("127.0.0.1",0)) for s in ss]; print(*[s.getsockname()[1] for s in ss])' "$1"
+}
 # start_infra [BIN_DIR] [MIGRATIONS_DIR]: fresh PostgreSQL and Redis, migrated by that build.
 start_infra() {
   scripts/infra.sh start "$work/infra" >/dev/null

@@ -22,7 +22,7 @@ fi
 start_stack() {
   local b=$1
   start_infra "$b" "$2"
-  tp=$(port); gp=$(port); mp=$(port)
+  read -r tp gp mp < <(ports 3)
   PORT=$tp OPERATOR_TOKEN=bench LOG_LEVEL=warn "$b/hydrox-trading" 2>"$work/trading.log" &
   pids+=($!)
   local market_env=()
@@ -32,10 +32,13 @@ start_stack() {
     market_env=(MARKET_SERVICE_URL=http://127.0.0.1:$mp)
   fi
   sleep 0.5
-  env PORT=$gp TRADING_SERVICE_URL=http://127.0.0.1:$tp "${market_env[@]}" HYDROX_LEGACY_CLIENT_AUTH=1 "${limits[@]}" \
+  env PORT=$gp LISTEN_ADDRESS=127.0.0.1 TRADING_SERVICE_URL=http://127.0.0.1:$tp "${market_env[@]}" HYDROX_LEGACY_CLIENT_AUTH=1 "${limits[@]}" \
     LOG_LEVEL=error "$b/hydrox-gateway" 2>"$work/gateway.log" &
   pids+=($!)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$tp/health" >/dev/null && curl -s -o /dev/null "http://127.0.0.1:$gp/api/v1/openapi.json" && break; sleep 0.1; done
+  if ! curl -s -o /dev/null "http://127.0.0.1:$gp/api/v1/openapi.json"; then
+    echo "the gateway did not start:"; tail -3 "$work/gateway.log"; exit 1
+  fi
   curl -sf -XPOST "http://127.0.0.1:$tp/internal/v1/marks" -H 'Authorization: Bearer bench' -d '{"symbol":"BTC_USDM_PERP","mark_price":"97000"}' >/dev/null
   python3 - "$tp" <<'PY'
 import http.client, json, sys
@@ -77,12 +80,20 @@ print(f"projector lag (ack -> rows committed), {count} batches: mean {total / co
   fi
 }
 
+# Cores each program used during the load (since cpu0.txt), the busiest first.
+cpu_report() {
+  bench/cpu_by_process.sh >"$work/cpu1.txt"
+  echo "cores used during the load: $(join "$work/cpu0.txt" "$work/cpu1.txt" | awk -v d="$duration" '{c=($3-$2)/100/d; if (c>=0.01) printf "%s %.2f\n", $1, c}' | sort -k2 -rn | tr '\n' ' ' | sed 's/ \([0-9.]*\) /=\1, /g')"
+}
+
 run_http() {  # LABEL BIN_DIR MIGRATIONS
   echo "== $1: order entry through the gateway: wrk -t2 -c$conns -d${duration}s (1,000 funded users, ~half crossing), rate limits ${RATE_LIMITS:-on}"
   start_stack "$2" "$3" 0
   sample_backlog &
   local sampler=$!
+  bench/cpu_by_process.sh >"$work/cpu0.txt"
   wrk -t2 -c"$conns" -d"${duration}s" --latency -s bench/order_entry.lua "http://127.0.0.1:$gp" | tee "$work/wrk-orders.txt" | grep -E "Requests/sec|Latency|acknowledged|Non-2xx|Socket errors" || true
+  cpu_report
   kill $sampler 2>/dev/null || true; wait $sampler 2>/dev/null || true
   curl -s "http://127.0.0.1:$tp/internal/v1/invariants" -H 'Authorization: Bearer bench' | head -c 300; echo
   curl -s "http://127.0.0.1:$tp/metrics" | grep -E "^trading_batch_commit_seconds_(count|sum)" || true
@@ -102,7 +113,9 @@ if [ "${WS:-1}" = 1 ]; then
   start_stack "$bin" db/migrations 1
   sample_backlog &
   sampler=$!
+  bench/cpu_by_process.sh >"$work/cpu0.txt"
   python3 bench/ws_order_entry.py 127.0.0.1 "$gp" "$duration" "$conns" "00000000-0000-4000-8000-" || true
+  cpu_report
   kill $sampler 2>/dev/null || true; wait $sampler 2>/dev/null || true
   curl -s "http://127.0.0.1:$tp/internal/v1/invariants" -H 'Authorization: Bearer bench' | head -c 300; echo
   projector_report
