@@ -27,7 +27,9 @@ start_stack() {
   pids+=($!)
   local market_env=()
   if [ "$3" = 1 ]; then
-    PORT=$mp TRADING_SERVICE_URL=http://127.0.0.1:$tp INDEX_FEED=none LOG_LEVEL=warn "$b/hydrox-market" 2>"$work/market.log" &
+    # WebSocket limits as large as the gateway's here: the load, not the limits, is measured.
+    PORT=$mp TRADING_SERVICE_URL=http://127.0.0.1:$tp INDEX_FEED=none WS_MAX_MESSAGES_PER_S=1000000 WS_ORDER_BURST=10000000 \
+      WS_ORDERS_PER_S=10000000 LOG_LEVEL=warn "$b/hydrox-market" 2>"$work/market.log" &
     pids+=($!)
     market_env=(MARKET_SERVICE_URL=http://127.0.0.1:$mp)
   fi

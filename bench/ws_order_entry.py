@@ -58,7 +58,8 @@ async def client(host, port, user, deadline, seed, latencies, statuses):
         while True:
             op, payload = await read_frame(reader)
             if op == 8:
-                raise SystemExit("server closed the connection")
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 0
+                raise SystemExit(f"server closed the connection: {code} {payload[2:].decode(errors='replace')}")
             if op != 1:
                 continue
             msg = json.loads(payload)

@@ -32,6 +32,15 @@ Result<void> setup(service::Context& ctx) {
   auto per_ip = ctx.env.integer("WS_MAX_CONNECTIONS_PER_IP", 1000, 1, 10'000'000);
   if (!per_ip) return per_ip.error();
   s.ws_max_connections_per_ip = *per_ip;
+  auto inbound = ctx.env.integer("WS_MAX_MESSAGES_PER_S", Hub::kMaxInboundPerSecond, 1, 1'000'000);
+  if (!inbound) return inbound.error();
+  s.ws_max_messages_per_s = *inbound;
+  auto order_burst = ctx.env.integer("WS_ORDER_BURST", static_cast<std::int64_t>(Hub::kOrderBurst), 1, 100'000'000);
+  if (!order_burst) return order_burst.error();
+  auto orders_per_s = ctx.env.integer("WS_ORDERS_PER_S", static_cast<std::int64_t>(Hub::kOrdersPerSecond), 1, 100'000'000);
+  if (!orders_per_s) return orders_per_s.error();
+  s.ws_order_burst = static_cast<double>(*order_burst);
+  s.ws_orders_per_s = static_cast<double>(*orders_per_s);
   auto queued = ctx.env.integer("WS_MAX_QUEUED_MESSAGES", 4096, 8, 1'000'000);
   if (!queued) return queued.error();
   static std::shared_ptr<Hub> hub = std::make_shared<Hub>(s, static_cast<std::size_t>(*queued) * 2);
@@ -42,6 +51,7 @@ Result<void> setup(service::Context& ctx) {
   wo.socket_send_buffer = static_cast<int>(*sndbuf);
   if (!idle) return idle.error();
   wo.max_queued_messages = static_cast<std::size_t>(*queued);
+  wo.max_inbound_per_second = static_cast<std::uint32_t>(*inbound);
   wo.idle_timeout_s = static_cast<std::uint32_t>(*idle);
   ctx.websockets.emplace_back("/ws", hub->handlers());
   ctx.websocket_options = wo;

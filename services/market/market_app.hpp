@@ -24,6 +24,10 @@ struct Services {
   // (WS_MAX_CONNECTIONS_PER_IP; the gateway's X-Forwarded-For, else the peer).
   std::int64_t ws_auth_recheck_ms = 30'000;
   std::int64_t ws_max_connections_per_ip = 1000;
+  // Per connection: inbound messages per second beyond which it is closed (1008).
+  std::int64_t ws_max_messages_per_s = 50;
+  // WebSocket order entry per user: a burst, then this many per second.
+  double ws_order_burst = 600, ws_orders_per_s = 50;
 };
 
 void register_market_routes(Services& s, http::Router& r);

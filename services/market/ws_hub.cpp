@@ -175,8 +175,8 @@ void Hub::on_message(const std::shared_ptr<http::WsConnection>& c, std::string_v
     session.window_start_ms = now;
     session.window_count = 0;
   }
-  if (++session.window_count > kMaxInboundPerSecond) {
-    c->close(1008, "more than 50 messages per second");
+  if (++session.window_count > s_.ws_max_messages_per_s) {
+    c->close(1008, "more than " + std::to_string(s_.ws_max_messages_per_s) + " messages per second");
     return;
   }
   auto parsed = parse_ws_request(text);
@@ -771,8 +771,11 @@ void Hub::order_entry(Session& session, const WsRequest& request) {
   const std::int64_t now = now_ms();
   if (order_budget_.size() > 100'000) order_budget_.clear();  // bounded (a fresh budget is a full one)
   OrderBudget& budget = order_budget_[session.user];
-  if (budget.at_ms != 0) {
-    budget.tokens = std::min(kOrderBurst, budget.tokens + static_cast<double>(now - budget.at_ms) * kOrdersPerSecond / 1000.0);
+  if (budget.tokens < 0) {
+    budget.tokens = s_.ws_order_burst;
+  } else {
+    budget.tokens = std::min(s_.ws_order_burst,
+                             budget.tokens + static_cast<double>(now - budget.at_ms) * s_.ws_orders_per_s / 1000.0);
   }
   budget.at_ms = now;
   if (budget.tokens < 1) {

@@ -29,6 +29,7 @@ struct WsRequest;  // ws_protocol.hpp
 class Hub : public std::enable_shared_from_this<Hub> {
  public:
   static constexpr std::size_t kMaxSubscriptions = 200;
+  // Defaults of the limits the market service reads from its environment (market_app.cpp).
   static constexpr int kMaxInboundPerSecond = 50;
 
   // max_behind: messages a resyncing session may miss before it is dropped.
@@ -118,14 +119,14 @@ class Hub : public std::enable_shared_from_this<Hub> {
   void expire_idle_bars();                   // lock held
   // Order entry (order.place, order.cancel, order.cancel_all) on an authenticated connection:
   // the same trading routes, validation, codes and acknowledgement as REST, answered on the
-  // connection as {"id", "status", "result"|"error"}. Per user a token bucket (kOrderBurst, then
-  // kOrdersPerSecond; its own budget, beside the gateway's REST one), per connection at most
+  // connection as {"id", "status", "result"|"error"}. Per user a token bucket (WS_ORDER_BURST, then
+  // WS_ORDERS_PER_S; defaults below; its own budget, beside the gateway's REST one), per connection at most
   // kMaxOrdersInFlight waiting. Lock held.
   void order_entry(Session& session, const WsRequest& request);
   static constexpr int kMaxOrdersInFlight = 32;
   static constexpr double kOrderBurst = 600, kOrdersPerSecond = 50;
   struct OrderBudget {
-    double tokens = kOrderBurst;
+    double tokens = -1;  // -1: a fresh budget (full)
     std::int64_t at_ms = 0;
   };
   std::unordered_map<std::string, OrderBudget> order_budget_;  // by user
