@@ -31,6 +31,7 @@ class Hub : public std::enable_shared_from_this<Hub> {
   static constexpr std::size_t kMaxSubscriptions = 200;
   // Defaults of the limits the market service reads from its environment (market_app.cpp).
   static constexpr int kMaxInboundPerSecond = 50;
+  static constexpr double kOrderBurst = 600, kOrdersPerSecond = 50;
 
   // max_behind: messages a resyncing session may miss before it is dropped.
   Hub(Services& s, std::size_t max_behind) : s_(s), max_behind_(max_behind) {}
@@ -124,7 +125,6 @@ class Hub : public std::enable_shared_from_this<Hub> {
   // kMaxOrdersInFlight waiting. Lock held.
   void order_entry(Session& session, const WsRequest& request);
   static constexpr int kMaxOrdersInFlight = 32;
-  static constexpr double kOrderBurst = 600, kOrdersPerSecond = 50;
   struct OrderBudget {
     double tokens = -1;  // -1: a fresh budget (full)
     std::int64_t at_ms = 0;
