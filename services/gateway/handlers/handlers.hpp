@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "hydrox/config/env.hpp"
+#include "hydrox/core/gcra.hpp"
 #include "hydrox/http/client.hpp"
 #include "hydrox/http/server.hpp"
 #include "hydrox/service/service.hpp"
@@ -174,21 +175,13 @@ class RateLimiter {
   static void apply(const Decision& d, http::Response& res);
   int gateways() const { return gateways_.load(); }
 
-  // Keys kept at most (per shard: 16 shards); past it the oldest-looking entries are dropped.
-  static constexpr std::size_t kMaxKeysPerShard = 65'536;
-
  private:
-  struct Shard {
-    std::mutex mu;
-    std::unordered_map<std::string, double> tat;  // key → theoretical arrival time (ms, steady)
-    double next_prune_ms = 0;
-  };
   Decision take_one(const Ask& ask, double now_ms);
   void announce_loop();
 
   service::Context& ctx_;
   Limits limits_;
-  std::array<Shard, 16> shards_;
+  Gcra gcra_;  // key → theoretical arrival time (hydrox/core/gcra.hpp)
   std::atomic<int> gateways_{1};
   std::string id_;  // this gateway in the live set
   std::mutex stop_mu_;

@@ -2,7 +2,6 @@
 // (handlers.hpp). A request costs Redis nothing; each gateway costs it one pipeline a second.
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <random>
 
 #include "handlers.hpp"
@@ -71,35 +70,11 @@ RateLimiter::Decision RateLimiter::take_one(const Ask& ask, double now) {
   const Bucket& b = ask.bucket;
   const double n = gateways_.load();
   // This gateway's share: burst and rate divided by the live gateways (at least one request).
-  const double burst = std::max(1.0, static_cast<double>(b.capacity) / n);
-  const double interval = b.per_minute > 0 ? 60'000.0 * n / static_cast<double>(b.per_minute) : 1e15;  // ms/token
-  Decision d;
-  d.limit = static_cast<std::int64_t>(std::floor(burst));
-  Shard& shard = shards_[std::hash<std::string>{}(ask.key) % shards_.size()];
-  std::lock_guard lock(shard.mu);
-  if (now >= shard.next_prune_ms || shard.tat.size() >= kMaxKeysPerShard) {
-    // A key whose arrival time has passed is a full bucket: the same as no entry.
-    std::erase_if(shard.tat, [&](const auto& kv) { return kv.second <= now; });
-    while (shard.tat.size() >= kMaxKeysPerShard) shard.tat.erase(shard.tat.begin());
-    shard.next_prune_ms = now + 10'000;
-  }
-  auto [it, fresh] = shard.tat.try_emplace(ask.key, now);
-  const double tat = std::max(it->second, now);
-  const double next = tat + interval;
-  constexpr double kEpsilon = 1e-6;
-  if (next - now <= burst * interval + kEpsilon) {
-    it->second = next;
-    d.allowed = true;
-    d.remaining = static_cast<std::int64_t>(std::floor((burst * interval - (next - now)) / interval + kEpsilon));
-    d.reset_s = static_cast<std::int64_t>(std::ceil((next - now) / 1000.0));
-  } else {
-    if (fresh) shard.tat.erase(it);
-    d.allowed = false;
-    d.remaining = 0;
-    d.retry_after_s = std::max<std::int64_t>(1, static_cast<std::int64_t>(std::ceil((next - now - burst * interval) / 1000.0)));
-    d.reset_s = static_cast<std::int64_t>(std::ceil((tat - now) / 1000.0));
-  }
-  return d;
+  const Gcra::Limit share{std::max(1.0, static_cast<double>(b.capacity) / n),
+                          b.per_minute > 0 ? 60'000.0 * n / static_cast<double>(b.per_minute) : 1e15};
+  const Gcra::Decision g = gcra_.take(ask.key, share, now);
+  return Decision{g.allowed, static_cast<std::int64_t>(std::floor(share.burst)), g.remaining, g.reset_s,
+                  g.retry_after_s};
 }
 
 std::pair<RateLimiter::Decision, RateLimiter::Decision> RateLimiter::take(const Ask& first, const Ask& second) {
