@@ -190,5 +190,55 @@ class RateLimits(unittest.TestCase):
             stack.close()
 
 
+
+class RateLimitsAcrossGateways(unittest.TestCase):
+    """Issue 22: each gateway decides limits in memory and the budget is divided among the live
+    gateways (announced in Redis): a user spread over two gateways gets the limit once, not
+    twice; when one gateway goes, the other takes the whole budget again."""
+
+    def test_two_gateways_share_one_users_budget(self):
+        import os
+        from harness import BIN_DIR, _live, free_port
+        env = {"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0"},
+               "gateway": {"HYDROX_LEGACY_CLIENT_AUTH": "1", "RATE_LIMIT_USER_BURST": "6",
+                           "RATE_LIMIT_USER_PER_MIN": "6", "RATE_LIMIT_IP_BURST": "100000"}}
+        stack = Stack("rl2", extra_env=env, services=["trading", "gateway"], own_redis=True)
+        self.addCleanup(stack.close)
+        stack.start("trading")
+        stack.start("gateway")
+        second_port = free_port(avoid={*stack.ports.values(), stack.gateway_ops_port})
+        second_env = stack.env_for("gateway")
+        second_env["PORT"] = str(second_port)
+        second_env["OPS_PORT"] = str(free_port(avoid={*stack.ports.values(), stack.gateway_ops_port, second_port}))
+        log = open(os.path.join(stack.log_dir, "gateway-b.log"), "ab")
+        second = subprocess.Popen([os.path.join(BIN_DIR, "hydrox-gateway")], env=second_env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        _live.append(second)
+        self.addCleanup(lambda: (second.kill(), second.wait(), log.close()))
+
+        def balances(port, user):
+            return request(port, "GET", "/api/v1/balances", headers={"X-User-ID": user})
+
+        # Both gateways have seen each other once a fresh user's limit there is half the burst.
+        def halved(port):
+            r = balances(port, new_user())
+            return r.status == 200 and r.header("RateLimit-Limit") == "3"
+        wait_until(lambda: halved(stack.gateway_port) and halved(second_port), 10, what="both gateways to share")
+
+        user = new_user()
+        answers = [balances(port, user) for port in [stack.gateway_port, second_port] * 4]
+        self.assertEqual([r.status for r in answers], [200] * 6 + [429] * 2, [r.body for r in answers])
+        self.assertEqual(answers[0].header("RateLimit-Remaining"), "2")
+        self.assertGreaterEqual(int(answers[6].header("Retry-After")), 1)
+        self.assertEqual(answers[6].json()["error"]["code"], "RATE_LIMITED")
+        # One gateway gone: within the liveness window the other takes the whole budget again.
+        second.kill()
+        second.wait()
+        wait_until(lambda: balances(stack.gateway_port, new_user()).header("RateLimit-Limit") == "6", 10,
+                   what="the remaining gateway to take the whole budget")
+        other = new_user()
+        statuses = [balances(stack.gateway_port, other).status for _ in range(7)]
+        self.assertEqual(statuses, [200] * 6 + [429])
+
 if __name__ == "__main__":
     unittest.main()
