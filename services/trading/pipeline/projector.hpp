@@ -29,7 +29,7 @@
 namespace hydrox::trading {
 
 struct ProjectorOptions {
-  std::size_t capacity = 256;  // batches waiting before the journal writer waits for the projector
+  std::size_t capacity = 1024;  // batches waiting before the journal writer waits for the projector
   std::size_t max_merge_events = 200'000;  // events merged into one transaction at most
 };
 
