@@ -852,12 +852,16 @@ void Hub::load_bar_later(const std::string& stream, std::uint64_t generation, st
     std::lock_guard lock(hub->mu_);
     auto b = hub->bars_.find(stream);
     // Still the same load (a reset bar has a newer one, or none) and still not loaded.
-    if (b != hub->bars_.end() && b->second.generation == generation && !b->second.ready) hub->load_bar(stream);
+    if (b != hub->bars_.end() && b->second.generation == generation && !b->second.ready) hub->load_bar(stream, true);
   });
 }
 
-void Hub::load_bar(const std::string& stream) {
+void Hub::load_bar(const std::string& stream, bool again) {
   Bar& bar = bars_[stream];
+  // Trades seen before this load are not kept for it: the stored bar must already hold them.
+  // Trading writes the read tables behind its acknowledgement (and its publication), so a bar
+  // read before they reach the newest trade seen when the load began is read again shortly.
+  if (!again) bar.wait_seq = last_trade_seq_[stream.substr(stream.rfind('.') + 1)];
   bar.loading = true;
   bar.generation = ++bar_generation_;
   if (bar_loads_in_flight_ >= kMaxBarLoadsInFlight) {
@@ -872,10 +876,7 @@ void Hub::load_bar(const std::string& stream) {
   auto retry = [weak, stream, generation = bar.generation] {
     if (auto self = weak.lock()) self->load_bar_later(stream, generation, std::chrono::seconds(1));
   };
-  // Trades seen before this load are not kept for it: the stored bar must already hold them.
-  // Trading writes the read tables behind its acknowledgement (and its publication), so a bar
-  // read before they reach the newest trade seen is read again shortly.
-  const std::uint64_t seen = last_trade_seq_[m->symbol];
+  const std::uint64_t seen = bar.wait_seq;
   const bool queued = s_.ctx->runtime->try_blocking(
       [weak, stream, interval, m, generation = bar.generation, retry, seen] {
         auto self = weak.lock();
@@ -898,7 +899,7 @@ void Hub::load_bar(const std::string& stream) {
         if (!current()) return;  // reset meanwhile
         if (!stored) return retry();
         if (stored->projected_seq < seen) {
-          return self->load_bar_later(stream, generation, std::chrono::milliseconds(20));
+          return self->load_bar_later(stream, generation, std::chrono::milliseconds(50));
         }
         Bar& loaded = b->second;
         loaded.t = stored->t;

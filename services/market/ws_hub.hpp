@@ -110,6 +110,9 @@ class Hub : public std::enable_shared_from_this<Hub> {
     std::uint64_t generation = 0;  // of the load in flight (a reset bar ignores an older load)
     std::vector<BarTrade> pending;
     std::int64_t idle_since_ms = 0;  // the last subscriber left then (0: watched); kept a minute
+    // The newest trade seen when this load began: the stored bar must hold it (trades after it
+    // are in `pending`). Kept across the load's retries, so a busy market cannot move it away.
+    std::uint64_t wait_seq = 0;
   };
   // Loads of stored bars in flight for the whole hub: subscribing to many kline streams cannot
   // fill the blocking pool that market's REST routes share (beyond it a load waits its turn).
@@ -130,7 +133,7 @@ class Hub : public std::enable_shared_from_this<Hub> {
     std::int64_t at_ms = 0;
   };
   std::unordered_map<std::string, OrderBudget> order_budget_;  // by user
-  void load_bar(const std::string& stream);  // lock held
+  void load_bar(const std::string& stream, bool again = false);  // lock held; again: a retry of the same load
   // load_bar again after `delay` if that load (`generation`) is still the bar's and not done.
   void load_bar_later(const std::string& stream, std::uint64_t generation, std::chrono::milliseconds delay);
   // `positions` and `balances` updates carry the REST objects: an event from trading for a

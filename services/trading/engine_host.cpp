@@ -234,8 +234,8 @@ Result<void> EngineHost::recover(std::int64_t now_ms) {
     return {};
   };
   auto project = [&](std::uint64_t no, const Command& c, const std::vector<Event>& events) -> Result<void> {
+    note_vaults(events);  // every vault the replay creates: a later profit share names its leader
     if (no <= *projected) return {};
-    note_vaults(events);
     Item it;
     it.command_no = no;
     it.command = c;

@@ -53,8 +53,14 @@ TEST(Gcra, MemoryIsBoundedAndFullBucketsAreForgotten) {
   // reach every shard).
   for (int i = 0; i < 1000; ++i) g.take("later:" + std::to_string(i), l, 20'000);
   EXPECT_EQ(g.keys(), 1000u);
-  // Far more keys than the bound: never more than 16 × kMaxKeysPerShard kept.
+  // Far more keys than the bound: never more than 16 × kMaxKeysPerShard kept, and a throttled
+  // key is not among those dropped (spraying new keys does not reset it).
   Gcra h;
+  const Gcra::Limit strict{2, 60'000};
+  h.take("victim", strict, 0);
+  h.take("victim", strict, 0);
+  ASSERT_FALSE(h.take("victim", strict, 0).allowed);
   for (std::size_t i = 0; i < 16 * Gcra::kMaxKeysPerShard + 5000; ++i) h.take(std::to_string(i), l, 1);
   EXPECT_LE(h.keys(), 16 * Gcra::kMaxKeysPerShard);
+  EXPECT_FALSE(h.take("victim", strict, 2).allowed);
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <vector>
 
 namespace hydrox {
 
@@ -14,11 +15,18 @@ Gcra::Decision Gcra::take(const std::string& key, Limit limit, double now) {
   if (now >= shard.next_prune_ms || shard.tat.size() >= kMaxKeysPerShard) {
     std::erase_if(shard.tat, [&](const auto& kv) { return kv.second <= now; });
     // Still full (keys sprayed faster than buckets refill): drop a quarter at once, so the next
-    // prune is a quarter of the shard's inserts away (each insert stays O(1) on average). A
-    // dropped key starts again from a full bucket.
+    // prune is a quarter of the shard's inserts away (each insert stays O(1) on average). The
+    // ones dropped are those nearest to full (the earliest arrival times): a key that is being
+    // throttled has the latest and is kept, so spraying new keys cannot reset it.
     if (shard.tat.size() >= kMaxKeysPerShard) {
-      auto it = shard.tat.begin();
-      while (shard.tat.size() > kMaxKeysPerShard * 3 / 4) it = shard.tat.erase(it);
+      std::vector<double> times;
+      times.reserve(shard.tat.size());
+      for (const auto& kv : shard.tat) times.push_back(kv.second);
+      const std::size_t drop = shard.tat.size() - kMaxKeysPerShard * 3 / 4;
+      std::nth_element(times.begin(), times.begin() + static_cast<std::ptrdiff_t>(drop - 1), times.end());
+      const double cut = times[drop - 1];
+      std::size_t dropped = 0;
+      std::erase_if(shard.tat, [&](const auto& kv) { return kv.second <= cut && dropped++ < drop; });
     }
     shard.next_prune_ms = now + 10'000;
   }

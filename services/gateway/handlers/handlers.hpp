@@ -177,6 +177,7 @@ class RateLimiter {
 
  private:
   Decision take_one(const Ask& ask, double now_ms);
+  Result<int> announce();  // this gateway into the live set; the live gateways counted
   void announce_loop();
 
   service::Context& ctx_;

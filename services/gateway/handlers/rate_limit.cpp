@@ -2,10 +2,10 @@
 // (handlers.hpp). A request costs Redis nothing; each gateway costs it one pipeline a second.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <random>
 
 #include "handlers.hpp"
-#include "hydrox/core/clock.hpp"
 #include "hydrox/log/log.hpp"
 
 namespace hydrox::gateway {
@@ -32,7 +32,9 @@ std::string random_id() {
 
 RateLimiter::RateLimiter(service::Context& ctx, Limits limits)
     : ctx_(ctx), limits_(limits), id_(random_id()) {
-  if (ctx_.redis) announcer_ = std::thread([this] { announce_loop(); });
+  if (!ctx_.redis) return;
+  announce();  // before the first request: a gateway joining a fleet does not start with all of it
+  announcer_ = std::thread([this] { announce_loop(); });
 }
 
 RateLimiter::~RateLimiter() {
@@ -45,24 +47,37 @@ RateLimiter::~RateLimiter() {
   if (ctx_.redis) (void)ctx_.redis->command({"ZREM", kLiveSet, id_});
 }
 
+Result<int> RateLimiter::announce() {
+  // Redis's clock scores the set, so gateways whose own clocks differ still agree on who is alive.
+  auto time = ctx_.redis->command({"TIME"});
+  if (!time) return time.error();
+  if (time->elements.size() != 2) return fail(Code::internal, "unexpected TIME answer");
+  const std::int64_t now = std::strtoll(time->elements[0].str.c_str(), nullptr, 10) * 1000 +
+                           std::strtoll(time->elements[1].str.c_str(), nullptr, 10) / 1000;
+  auto added = ctx_.redis->command({"ZADD", kLiveSet, std::to_string(now), id_});
+  if (!added) return added.error();
+  auto pruned = ctx_.redis->command({"ZREMRANGEBYSCORE", kLiveSet, "-inf", std::to_string(now - kAliveMs)});
+  if (!pruned) return pruned.error();
+  auto count = ctx_.redis->command({"ZCARD", kLiveSet});
+  if (!count) return count.error();
+  const int n = static_cast<int>(std::clamp<std::int64_t>(count->integer, 1, 1000));
+  if (n != gateways_.exchange(n)) log::info("rate limits divided among the live gateways", {{"gateways", n}});
+  return n;
+}
+
 void RateLimiter::announce_loop() {
   int failures = 0;
   for (;;) {
-    const std::int64_t now = SystemClock::instance().now_ms();
-    auto added = ctx_.redis->command({"ZADD", kLiveSet, std::to_string(now), id_});
-    auto pruned = added ? ctx_.redis->command({"ZREMRANGEBYSCORE", kLiveSet, "-inf", std::to_string(now - kAliveMs)})
-                        : added;
-    auto count = pruned ? ctx_.redis->command({"ZCARD", kLiveSet}) : pruned;
-    if (count) {
-      const int n = static_cast<int>(std::clamp<std::int64_t>(count->integer, 1, 1000));
-      if (n != gateways_.exchange(n)) log::info("rate limits divided among the live gateways", {{"gateways", n}});
+    {
+      std::unique_lock lock(stop_mu_);
+      if (stop_cv_.wait_for(lock, std::chrono::milliseconds(kAnnounceMs), [&] { return stopping_; })) return;
+    }
+    if (auto n = announce(); n) {
       failures = 0;
     } else if (failures++ % 30 == 0) {
       log::warn("cannot announce this gateway in Redis; the rate limits keep the last share",
-                {{"gateways", gateways_.load()}, {"error", count.error().message}});
+                {{"gateways", gateways_.load()}, {"error", n.error().message}});
     }
-    std::unique_lock lock(stop_mu_);
-    if (stop_cv_.wait_for(lock, std::chrono::milliseconds(kAnnounceMs), [&] { return stopping_; })) return;
   }
 }
 

@@ -51,11 +51,34 @@ http::Response error_response(const Error& e, const http::Request& req) {
 
 http::Response json_response(int status, std::string body) { return http::Response::json(status, std::move(body)); }
 
-Result<void> await_own_rows(const Services& s, const UserId& user) {
-  // Far above the projector's usual lag (milliseconds); reached only when it cannot write.
-  constexpr std::chrono::milliseconds kWait{3000};
-  if (s.host->await_projected(user, kWait)) return {};
-  return fail(Code::unavailable, "recent changes are still being recorded; retry shortly");
+namespace {
+
+void respond_when_projected(Services& s, std::string request_id, UserId user, http::Respond respond,
+                            std::function<Result<http::Response>()> work,
+                            std::chrono::steady_clock::time_point deadline) {
+  if (s.host->await_projected(user, std::chrono::milliseconds(0))) {
+    http::Request r;  // respond_blocking reads its request id only
+    r.request_id = std::move(request_id);
+    return service::respond_blocking(*s.ctx, r, std::move(respond), std::move(work));
+  }
+  if (std::chrono::steady_clock::now() >= deadline) {
+    return respond(http::Response::error(
+        fail(Code::unavailable, "recent changes are still being recorded; retry shortly"), request_id));
+  }
+  s.ctx->runtime->after(std::chrono::milliseconds(5),
+                        [&s, request_id = std::move(request_id), user, respond = std::move(respond),
+                         work = std::move(work), deadline]() mutable {
+                          respond_when_projected(s, std::move(request_id), user, std::move(respond), std::move(work),
+                                                 deadline);
+                        });
+}
+
+}  // namespace
+
+void respond_projected(Services& s, std::string request_id, const UserId& user, http::Respond respond,
+                       std::function<Result<http::Response>()> work) {
+  respond_when_projected(s, std::move(request_id), user, std::move(respond), std::move(work),
+                         std::chrono::steady_clock::now() + kProjectionWait);
 }
 
 void submit(Services& s, http::Request& req, http::Respond respond, Job job) {

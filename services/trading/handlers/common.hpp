@@ -1,6 +1,8 @@
 #pragma once
 // Shared pieces of the trading handlers: the service's state, the caller's identity, list
 // parameters, and turning engine outcomes into HTTP answers.
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,9 +44,13 @@ Result<ListParams> list_params(const http::Request& req, const Catalog& catalog,
 http::Response error_response(const Error& e, const http::Request& req);
 http::Response json_response(int status, std::string body);
 
-// Read-your-writes for a read of the read tables (orders, fills, positions' times): waits, bounded,
-// until every command acknowledged for `user` is projected; else 503 UNAVAILABLE.
-Result<void> await_own_rows(const Services& s, const UserId& user);
+// Read-your-writes for a read of the read tables (orders, fills, positions' times): runs `work` on
+// the blocking pool once every command acknowledged that changed `user`'s account is projected.
+// Checked at once, then every 5 ms on a timer (no thread waits meanwhile); 503 UNAVAILABLE after
+// kProjectionWait.
+inline constexpr std::chrono::milliseconds kProjectionWait{3000};
+void respond_projected(Services& s, std::string request_id, const UserId& user, http::Respond respond,
+                       std::function<Result<http::Response>()> work);
 
 // Submits a job; a full queue answers 503 at once.
 void submit(Services& s, http::Request& req, http::Respond respond, Job job);

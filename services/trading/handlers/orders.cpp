@@ -145,9 +145,8 @@ void register_order_routes(Services& s, http::Router& router) {
         if (auto* rej = std::get_if<OrderRejected>(&e.body)) {
           if (rej->reason == Reject::duplicate_client_order_id) {
             // The original order, as it stands now; never a second one.
-            service::respond_blocking(*s.ctx, const_cast<http::Request&>(rq), respond,
+            respond_projected(s, rq.request_id, placed.user, respond,
                                       [&s, rej = *rej, placed]() -> Result<http::Response> {
-              if (auto ready = await_own_rows(s, placed.user); !ready) return ready.error();
               auto lease = s.ctx->db->acquire();
               if (!lease) return lease.error();
               auto rows = (*lease)->exec(db::Query{"one_order", kOneOrder},
@@ -198,8 +197,7 @@ void register_order_routes(Services& s, http::Router& router) {
       if (p->before && !Uuid::parse(*p->before)) {
         return respond(error_response(fail(Code::invalid_field, "before must be an order id", "before"), req));
       }
-      service::respond_blocking(*s.ctx, req, respond, [&s, u = *user, p = *p, statuses]() -> Result<http::Response> {
-        if (auto ready = await_own_rows(s, u); !ready) return ready.error();
+      respond_projected(s, req.request_id, *user, respond, [&s, u = *user, p = *p, statuses]() -> Result<http::Response> {
         auto lease = s.ctx->db->acquire();
         if (!lease) return lease.error();
         db::Param market;
@@ -230,9 +228,8 @@ void register_order_routes(Services& s, http::Router& router) {
     }
     auto id = Uuid::parse(req.path_param("id"));
     if (!id) return respond(error_response(fail(Code::not_found, "no such order"), req));
-    service::respond_blocking(*s.ctx, req, respond,
+    respond_projected(s, req.request_id, *user, respond,
                               [&s, u = *user, id = *id]() -> Result<http::Response> {
-                                if (auto ready = await_own_rows(s, u); !ready) return ready.error();
                                 auto lease = s.ctx->db->acquire();
                                 if (!lease) return lease.error();
                                 auto rows = (*lease)->exec(db::Query{"one_order", kOneOrder},
@@ -303,8 +300,7 @@ void register_order_routes(Services& s, http::Router& router) {
                       p->before->size() > 18)) {
       return respond(error_response(fail(Code::invalid_field, "before must be a fill id", "before"), req));
     }
-    service::respond_blocking(*s.ctx, req, respond, [&s, u = *user, p = *p]() -> Result<http::Response> {
-      if (auto ready = await_own_rows(s, u); !ready) return ready.error();
+    respond_projected(s, req.request_id, *user, respond, [&s, u = *user, p = *p]() -> Result<http::Response> {
       auto lease = s.ctx->db->acquire();
       if (!lease) return lease.error();
       db::Param market;

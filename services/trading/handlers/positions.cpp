@@ -103,8 +103,7 @@ void register_position_routes(Services& s, http::Router& r) {
     job.read = [&s, u = *user, respond, rq = req, only](const Engine& e) -> std::function<void()> {
       auto data = positions_of(e, u);
       return [&s, u, respond, rq, only, data = std::move(data)]() mutable {
-        service::respond_blocking(*s.ctx, rq, respond, [&s, u, only, data]() -> Result<http::Response> {
-          if (auto ready = await_own_rows(s, u); !ready) return ready.error();
+        respond_projected(s, rq.request_id, u, respond, [&s, u, only, data]() -> Result<http::Response> {
           auto lease = s.ctx->db->acquire();
           if (!lease) return lease.error();
           auto rows = (*lease)->exec(kPositionTimes, {u.value().to_string()});

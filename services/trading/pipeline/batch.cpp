@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <unordered_map>
 #include <type_traits>
 
 namespace hydrox::trading {
@@ -29,13 +30,29 @@ void merge_batches(Batch& into, Batch&& next) {
     it.end_event += offset;
     into.items.push_back(std::move(it));
   }
-  for (auto& bal : next.balances) {  // later collateral wins: the state after both batches
-    auto found = std::find_if(into.balances.begin(), into.balances.end(),
-                              [&](const BalanceRow& x) { return x.user == bal.user; });
-    if (found != into.balances.end()) *found = bal; else into.balances.push_back(bal);
-  }
+  // Appended: an account may appear more than once, the later row being the state after both
+  // batches (the row builders and the publisher keep the last). Merging stays linear however many
+  // batches the projector merges.
+  into.balances.insert(into.balances.end(), next.balances.begin(), next.balances.end());
   for (auto& f : next.after_projection) into.after_projection.push_back(std::move(f));
   into.acked_at.insert(into.acked_at.end(), next.acked_at.begin(), next.acked_at.end());
+}
+
+Batch tail_after(const Batch& b, std::uint64_t from) {
+  Batch out;
+  for (const Item& it : b.items) {
+    if (!it.journaled || it.command_no <= from) continue;
+    Item copy;
+    copy.command_no = it.command_no;
+    copy.command = it.command;
+    copy.first_event = out.events.size();
+    out.events.insert(out.events.end(), b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
+                      b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
+    copy.end_event = out.events.size();
+    out.items.push_back(std::move(copy));
+  }
+  out.balances = b.balances;
+  return out;
 }
 
 void add_balances(Batch& b, const engine::Engine& e, const UserId& fee_account) {
@@ -63,6 +80,18 @@ void add_balances(Batch& b, const engine::Engine& e, const UserId& fee_account) 
     const UserId u{Uuid{key.first, key.second}};
     if (const engine::Account* a = e.account(u)) b.balances.push_back(BalanceRow{u, a->collateral, at});
   }
+}
+
+std::vector<BalanceRow> last_balances(const std::vector<BalanceRow>& rows) {
+  std::unordered_map<Uuid, std::size_t, engine::UuidHash> last;
+  last.reserve(rows.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) last[rows[i].user.value()] = i;
+  std::vector<BalanceRow> out;
+  out.reserve(last.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (last[rows[i].user.value()] == i) out.push_back(rows[i]);
+  }
+  return out;
 }
 
 std::optional<UserId> command_user(const engine::Command& c) {

@@ -58,12 +58,20 @@ struct Batch {
   engine::Seq last_seq() const { return events.empty() ? 0 : events.back().seq; }
 };
 
-// Appends `next` (the batch after `into`) to `into`: later collateral wins.
+// Appends `next` (the batch after `into`) to `into`. Balances are appended: for an account that
+// appears twice the later row is the state after both (last_balances keeps those).
 void merge_batches(Batch& into, Batch&& next);
+
+// The part of `b` after command `from`: its journaled items past it with their events (ranges
+// rebased), and the collateral (the answers and times stay with `b`).
+Batch tail_after(const Batch& b, std::uint64_t from);
 
 // Fills `b.balances`: the collateral in `e` (the engine after the batch) of every account the
 // batch's events touched, with the time of the last command that touched it.
 void add_balances(Batch& b, const engine::Engine& e, const UserId& fee_account);
+
+// Each account's last balance row, in order of last appearance.
+std::vector<BalanceRow> last_balances(const std::vector<BalanceRow>& rows);
 
 // The user a command acts for (the account whose reads must see it), if it has one.
 std::optional<UserId> command_user(const engine::Command& c);

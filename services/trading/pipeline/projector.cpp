@@ -1,6 +1,7 @@
 #include "pipeline/projector.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <type_traits>
 
 #include "hydrox/log/log.hpp"
@@ -62,10 +63,6 @@ Result<void> Projector::write(db::Connection& c, const Batch& b, std::uint64_t f
                               bool rows_too) {
   std::vector<db::Statement> statements;
   statements.push_back({"begin", "BEGIN", {}});
-  // The rows and the watermark are rebuilt from the journal if this commit is lost (a crash of
-  // PostgreSQL takes both back together): no need to wait for its WAL flush, which leaves the
-  // flushes to the journal's commits, the ones acknowledgements wait for.
-  statements.push_back({"async_commit", "SET LOCAL synchronous_commit TO off", {}});
   // The UPDATE ... FROM unnest(...) statements (orders, positions) join a batch's rows to their
   // tables by primary key. A plan cached while a table was small joins by hash over a sequential
   // scan, and keeps doing it as the table grows (measured: 721 scans reading 15 M order rows in
@@ -87,10 +84,44 @@ Result<void> Projector::write(db::Connection& c, const Batch& b, std::uint64_t f
 }
 
 Result<void> Projector::project_now(db::Connection& c, const Batch& b) {
+  const std::uint64_t from = watermark_.load();
+  if (b.last_command() <= from) return {};
+  return write_or_skip(c, b.first_command() > from ? b : tail_after(b, from), from);
+}
+
+Result<void> Projector::write_or_skip(db::Connection& c, const Batch& b, std::uint64_t from) {
   const std::uint64_t upto = b.last_command();
-  if (upto == 0) return {};
-  if (auto w = write(c, b, watermark_.load(), upto, true); !w) return w;
-  advanced(upto);
+  const auto started = std::chrono::steady_clock::now();
+  auto w = write(c, b, from, upto, true);
+  if (w) {
+    commit_latency().observe_us(micros_since(started));
+    advanced(upto);
+    return {};
+  }
+  if (!c.healthy()) return w.error();
+  auto stored = load_watermark(c);
+  if (!stored) return stored.error();
+  if (*stored != from) return fail(Code::conflict, "the projector's watermark moved");  // the caller looks again
+  // PostgreSQL refused the rows (one command's data, not an outage): each command on its own;
+  // one still refused moves the watermark past it without its rows (its journal row stands).
+  log::warn("projection refused by PostgreSQL; writing its commands one by one", {{"error", w.error().message}});
+  for (const Item& it : b.items) {
+    if (!it.journaled || it.command_no == 0 || it.command_no <= from) continue;
+    Batch one;
+    one.balances = b.balances;  // the batch's final collateral: the same values each time
+    one.events.assign(b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
+                      b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
+    auto single = write(c, one, from, it.command_no, true);
+    if (!single && c.healthy()) {
+      refused_commands().inc();
+      log::error("a command's read rows were refused; the projector moves past it",
+                 {{"command_no", static_cast<std::int64_t>(it.command_no)}, {"error", single.error().message}});
+      single = write(c, one, from, it.command_no, false);
+    }
+    if (!single) return single.error();  // the connection: the caller retries from the watermark
+    from = it.command_no;
+    advanced(from);
+  }
   return {};
 }
 
@@ -181,8 +212,6 @@ void Projector::loop() {
 void Projector::project(Batch& b) {
   const std::uint64_t upto = b.last_command();
   if (upto == 0) return;  // reads only
-  std::uint64_t from = watermark_.load();
-  if (upto <= from) return;  // projected already (recovery wrote it)
   for (int attempt = 0;; ++attempt) {
     if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(std::min(20 << std::min(attempt, 5), 1000)));
     if (!conn_ || !conn_->healthy()) {
@@ -192,58 +221,29 @@ void Projector::project(Batch& b) {
         continue;
       }
       conn_ = std::move(*c);
-      auto stored = load_watermark(*conn_);
-      if (!stored) continue;
-      if (*stored >= upto) {  // written before the connection was lost (the COMMIT landed)
-        advanced(*stored);
-        return;
-      }
-      from = *stored;
     }
-    const auto started = std::chrono::steady_clock::now();
-    auto w = write(*conn_, b, from, upto, true);
-    if (w) {
-      commit_latency().observe_us(micros_since(started));
-      advanced(upto);
-      return;
-    }
-    if (!conn_->healthy()) {
-      log::warn("projector lost PostgreSQL; reconnecting", {{"error", w.error().message}});
-      continue;
-    }
+    // Where the stored watermark is: the truth about what is written. Past this process's (a
+    // commit whose answer was lost with the connection, or a standby that took over): follow it.
+    // Behind it: PostgreSQL lost committed rows (a failover to a standby that had not received
+    // them): exit, and recovery projects again from the stored watermark.
     auto stored = load_watermark(*conn_);
     if (!stored) continue;
-    if (*stored >= upto) {  // another process projected these (a standby that took over)
-      advanced(*stored);
-      return;
+    if (*stored < watermark_.load()) {
+      log::error("the stored projector watermark is behind this process's; exiting to project again on recovery",
+                 {{"stored", static_cast<std::int64_t>(*stored)},
+                  {"projected", static_cast<std::int64_t>(watermark_.load())}});
+      std::_Exit(70);
     }
-    if (*stored != from) {
-      log::error("projector watermark moved under this process; following it",
-                 {{"expected", static_cast<std::int64_t>(from)}, {"stored", static_cast<std::int64_t>(*stored)}});
-      from = *stored;
-      continue;
-    }
-    // PostgreSQL refused the rows (one command's data, not an outage): each command on its own;
-    // one still refused moves the watermark past it without its rows (its journal row stands).
-    log::warn("projection refused by PostgreSQL; writing its commands one by one", {{"error", w.error().message}});
-    for (const Item& it : b.items) {
-      if (!it.journaled || it.command_no == 0 || it.command_no <= from) continue;
-      Batch one;
-      one.balances = b.balances;  // the batch's final collateral: the same values each time
-      one.events.assign(b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
-                        b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
-      auto single = write(*conn_, one, from, it.command_no, true);
-      if (!single && conn_->healthy()) {
-        refused_commands().inc();
-        log::error("a command's read rows were refused; the projector moves past it",
-                   {{"command_no", static_cast<std::int64_t>(it.command_no)}, {"error", single.error().message}});
-        single = write(*conn_, one, from, it.command_no, false);
-      }
-      if (!single) break;  // the connection: retry from here
-      from = it.command_no;
-      advanced(from);
-    }
+    if (*stored > watermark_.load()) advanced(*stored);
+    const std::uint64_t from = watermark_.load();
     if (from >= upto) return;
+    // Only what is not written yet: rows of a partly written batch are never written twice (a bar
+    // written twice would be skipped whole, its later trades with it).
+    auto r = b.first_command() > from ? write_or_skip(*conn_, b, from) : write_or_skip(*conn_, tail_after(b, from), from);
+    if (r) return;
+    if (conn_->healthy() && r.error().code != Code::conflict) {
+      log::warn("projector write failed; retrying", {{"error", r.error().message}});
+    }
   }
 }
 

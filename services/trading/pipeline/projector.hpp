@@ -62,8 +62,12 @@ class Projector {
   void loop();
   // Rows (unless `rows_too` is false: the watermark alone) and the watermark move, one transaction.
   Result<void> write(db::Connection& c, const Batch& b, std::uint64_t from, std::uint64_t upto, bool rows_too);
-  // Retries until written (reconnecting through outages); one by one if PostgreSQL refuses it.
+  // Retries until written (reconnecting through outages), from the stored watermark.
   void project(Batch& b);
+  // One try on `c` of `b` (its commands after `from` only): the whole batch, or, when PostgreSQL
+  // refuses it on a healthy connection, command by command, moving past a command whose rows are
+  // still refused. An error: the connection failed, or the watermark is not at `from`.
+  Result<void> write_or_skip(db::Connection& c, const Batch& b, std::uint64_t from);
   void advanced(std::uint64_t command_no);
 
   RowContext ctx_;

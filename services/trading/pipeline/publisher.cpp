@@ -94,7 +94,7 @@ std::vector<std::vector<std::string>> publish_commands(const Batch& b, const Cat
         },
         e.body);
   }
-  for (const BalanceRow& bal : b.balances) {
+  for (const BalanceRow& bal : last_balances(b.balances)) {
     json::Writer w;
     w.begin_object().field("asset", "USDM").key("collateral").raw_number(usdm_text(bal.collateral)).end_object();
     cmds.push_back({"PUBLISH", user_channel(bal.user, "balances"), w.take()});

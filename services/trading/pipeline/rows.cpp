@@ -440,7 +440,7 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
   }
   MultiRow balance_rows("INSERT INTO balances (user_id, collateral, updated_at)", {"uuid", "numeric", "timestamptz"},
                         "ON CONFLICT (user_id) DO UPDATE SET collateral = EXCLUDED.collateral, updated_at = EXCLUDED.updated_at");
-  for (const BalanceRow& bal : b.balances) {
+  for (const BalanceRow& bal : last_balances(b.balances)) {  // one row per account
     balance_rows.add({bal.user.value().to_string(), usdm_text(bal.collateral), ts(bal.ts_ms)});
   }
   MultiRow mark_rows("INSERT INTO marks (market_id, mark, updated_at)", {"integer", "numeric", "timestamptz"},

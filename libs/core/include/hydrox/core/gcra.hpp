@@ -4,8 +4,8 @@
 // when TAT + interval - now <= burst × interval, and moves TAT on by one interval. Equivalent to a
 // token bucket of `burst` tokens refilled every `interval`, without a refill step. Thread-safe
 // (16 shards, each its own mutex); a key whose TAT has passed is a full bucket, so such entries
-// are dropped every 10 s, and at most kMaxKeysPerShard keys are kept per shard (when full, a
-// quarter of them go).
+// are dropped every 10 s, and at most kMaxKeysPerShard keys are kept per shard (when full, the
+// quarter nearest to full goes; a throttled key stays).
 #include <array>
 #include <cstddef>
 #include <cstdint>

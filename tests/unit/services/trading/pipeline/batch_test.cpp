@@ -29,12 +29,33 @@ TEST(Batch, MergeKeepsEachItemsEventsAndTheLaterCollateral) {
   EXPECT_EQ(a.first_command(), 1u);
   EXPECT_EQ(a.last_command(), 4u);
   EXPECT_EQ(a.last_seq(), a.events.back().seq);
-  ASSERT_EQ(a.balances.size(), 2u);
-  EXPECT_EQ(a.balances[0].collateral, 1005 * kUsdm);  // the later batch's state
-  EXPECT_EQ(a.balances[0].ts_ms, 3);
+  const auto last = last_balances(a.balances);
+  ASSERT_EQ(last.size(), 2u);
+  EXPECT_EQ(last[0].user, user(1));
+  EXPECT_EQ(last[0].collateral, 1005 * kUsdm);  // the later batch's state
+  EXPECT_EQ(last[0].ts_ms, 3);
   ASSERT_EQ(a.after_projection.size(), 1u);
   a.after_projection[0]();
   EXPECT_EQ(answered, 1);
+}
+
+TEST(Batch, TheTailAfterACommandHasOnlyTheCommandsNotWrittenYet) {
+  // A batch partly projected (by a standby, or one by one before a lost connection) is written
+  // on from the watermark: the rest alone, its events rebased.
+  Pipeline p;
+  Batch b;
+  p.apply(b, SetMark{0, 970'000, 1});
+  p.apply(b, Deposit{user(1), 1000 * kUsdm, 2});
+  p.apply(b, Deposit{user(2), 2000 * kUsdm, 3});
+  b.balances.push_back({user(2), 2000 * kUsdm, 3});
+  const Batch tail = tail_after(b, b.items[1].command_no);
+  ASSERT_EQ(tail.items.size(), 1u);
+  EXPECT_EQ(tail.first_command(), b.items[2].command_no);
+  EXPECT_EQ(tail.items[0].first_event, 0u);
+  ASSERT_EQ(tail.items[0].end_event, b.items[2].end_event - b.items[2].first_event);
+  EXPECT_EQ(tail.events[0].seq, b.events[b.items[2].first_event].seq);
+  EXPECT_EQ(tail.balances.size(), 1u);
+  EXPECT_EQ(tail_after(b, b.last_command()).items.size(), 0u);
 }
 
 TEST(Batch, ReadsAndReplaysAreNotInTheCommandRange) {
