@@ -110,6 +110,15 @@ class EngineHost {
   bool degraded() const { return degraded_.load(); }
 
  private:
+  // How far ahead of the command being applied the engine loop and the replay prefetch
+  // (Engine::prefetch).
+  static constexpr std::size_t kPrefetchAhead = 2;
+
+  // One stage per file: the engine thread (pipeline/intake.cpp), the journal writer
+  // (pipeline/journal_writer.cpp), recovery (pipeline/recovery.cpp), the follower and its
+  // snapshots (pipeline/follower.cpp); the projector (pipeline/projector.cpp) and the publisher's
+  // messages (pipeline/publisher.cpp) are their own classes and functions; wiring, start, stop
+  // and the publisher thread in engine_host.cpp.
   void engine_loop();
   // Engine thread: stamps `c` no earlier than the last applied command (the journal's times rise
   // in apply order) and runs the clock hook first when `c` reaches its next moment.

@@ -316,5 +316,66 @@ class TriggerOrders(unittest.TestCase):
         self.assertEqual(hist[st.json()["id"]]["status"], "Filled")
 
 
+class ReadYourWrites(unittest.TestCase):
+    """Journal first (issue 22): an order is acknowledged once journaled and its rows follow. With
+    the projector held (a transaction locking its watermark row), the owner's reads wait and answer
+    503 after the bound, while another user's reads answer at once, even with more of the owner's
+    reads waiting than the blocking pool has threads; released, the owner sees the order."""
+
+    def test_reads_wait_for_the_callers_rows_and_nobody_elses(self):
+        import subprocess
+        import threading
+        import time
+        stack = Stack("ryw", extra_env={"trading": {**TRADING_ENV, "MARK_FROM_INDEX": "0", "BLOCKING_THREADS": "2"}},
+                      services=["trading"])
+        self.addCleanup(stack.close)
+        stack.start("trading")
+        t = Trading(stack.ports["trading"])
+        t.mark("BTC_USDM_PERP", "97000")
+        a, b = new_user(), new_user()
+        t.deposit(a, "10000")
+        t.deposit(b, "10000")
+        placed_b = t.place(b, side="Buy", price="90000", amount="0.001")
+        self.assertEqual(placed_b.status, 201, placed_b.body)
+        stack.wait_projected()
+        hold = subprocess.Popen(["psql", stack.database_url, "-qAt"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+        self.addCleanup(lambda: (hold.kill(), hold.wait()))
+        hold.stdin.write("BEGIN;\nSELECT 'held' FROM projector_watermark FOR UPDATE;\n")
+        hold.stdin.flush()
+        self.assertEqual(hold.stdout.readline().strip(), "held")
+
+        started = time.monotonic()
+        placed_a = t.place(a, side="Buy", price="90000", amount="0.002")
+        self.assertEqual(placed_a.status, 201, placed_a.body)  # acknowledged: journaled, not projected
+        self.assertLess(time.monotonic() - started, 2.0)
+        waiting = []
+
+        def read_a():
+            t0 = time.monotonic()
+            r = t.call(a, "GET", "/api/v1/orders")
+            waiting.append((r.status, r.json(), time.monotonic() - t0))
+
+        readers = [threading.Thread(target=read_a) for _ in range(4)]  # more than the pool's 2 threads
+        for th in readers:
+            th.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        r = t.call(b, "GET", "/api/v1/orders")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertLess(time.monotonic() - t0, 1.0, "another user's read waited for the held projection")
+        self.assertEqual([o["id"] for o in r.json()], [placed_b.json()["id"]])
+        for th in readers:
+            th.join()
+        self.assertEqual(len(waiting), 4)
+        for status, body, took in waiting:
+            self.assertEqual((status, body["error"]["code"]), (503, "UNAVAILABLE"))
+            self.assertGreater(took, 2.5)  # the bound (3 s), not at once
+        hold.stdin.write("ROLLBACK;\n")
+        hold.stdin.flush()
+        wait_until(lambda: t.call(a, "GET", "/api/v1/orders").status == 200, 10, what="the projector to go on")
+        self.assertEqual([o["id"] for o in t.call(a, "GET", "/api/v1/orders").json()], [placed_a.json()["id"]])
+
+
 if __name__ == "__main__":
     unittest.main()
