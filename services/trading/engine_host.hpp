@@ -106,6 +106,7 @@ class EngineHost {
   }
   std::uint64_t projected() const { return projector_.watermark(); }
   std::uint64_t projector_backlog() const { return projector_.backlog(); }
+  bool projector_reachable() const { return projector_.reachable(); }
   // True while the persister cannot reach PostgreSQL: submit() refuses everything until it can.
   bool degraded() const { return degraded_.load(); }
 

@@ -369,7 +369,7 @@ class ReadYourWrites(unittest.TestCase):
             th.join()
         self.assertEqual(len(waiting), 4)
         for status, body, took in waiting:
-            self.assertEqual((status, body["error"]["code"]), (503, "UNAVAILABLE"))
+            self.assertEqual((status, body["error"]["code"]), (503, "SERVICE_UNAVAILABLE"))
             self.assertGreater(took, 2.5)  # the bound (3 s), not at once
         hold.stdin.write("ROLLBACK;\n")
         hold.stdin.flush()

@@ -61,6 +61,12 @@ void respond_when_projected(Services& s, std::string request_id, UserId user, ht
     r.request_id = std::move(request_id);
     return service::respond_blocking(*s.ctx, r, std::move(respond), std::move(work));
   }
+  // PostgreSQL unreachable (the journal writer degraded, or the projector cannot connect): the
+  // rows cannot come, and the read could not be answered either; say so at once.
+  if (s.host->degraded() || !s.host->projector_reachable()) {
+    return respond(http::Response::error(
+        fail(Code::unavailable, "the database is unavailable; retry shortly"), request_id));
+  }
   if (std::chrono::steady_clock::now() >= deadline) {
     return respond(http::Response::error(
         fail(Code::unavailable, "recent changes are still being recorded; retry shortly"), request_id));

@@ -47,7 +47,7 @@ http::Response json_response(int status, std::string body);
 // Read-your-writes for a read of the read tables (orders, fills, positions' times): runs `work` on
 // the blocking pool once every command acknowledged that changed `user`'s account is projected.
 // Checked at once, then every 5 ms on a timer (no thread waits meanwhile); 503 UNAVAILABLE after
-// kProjectionWait.
+// kProjectionWait, or at once while PostgreSQL is unreachable.
 inline constexpr std::chrono::milliseconds kProjectionWait{3000};
 void respond_projected(Services& s, std::string request_id, const UserId& user, http::Respond respond,
                        std::function<Result<http::Response>()> work);

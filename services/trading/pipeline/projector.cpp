@@ -217,6 +217,7 @@ void Projector::project(Batch& b) {
     if (!conn_ || !conn_->healthy()) {
       auto c = db::connect(url_);
       if (!c) {
+        reachable_.store(false);
         if (attempt % 20 == 0) log::warn("projector cannot reach PostgreSQL; retrying", {{"error", c.error().message}});
         continue;
       }
@@ -240,7 +241,11 @@ void Projector::project(Batch& b) {
     // Only what is not written yet: rows of a partly written batch are never written twice (a bar
     // written twice would be skipped whole, its later trades with it).
     auto r = b.first_command() > from ? write_or_skip(*conn_, b, from) : write_or_skip(*conn_, tail_after(b, from), from);
-    if (r) return;
+    if (r) {
+      reachable_.store(true);
+      return;
+    }
+    if (!conn_->healthy()) reachable_.store(false);
     if (conn_->healthy() && r.error().code != Code::conflict) {
       log::warn("projector write failed; retrying", {{"error", r.error().message}});
     }

@@ -57,6 +57,9 @@ class Projector {
   bool await_user(const UserId& user, std::chrono::milliseconds wait);
   // Commands acknowledged and not yet projected.
   std::uint64_t backlog() const;
+  // False while the projector cannot reach PostgreSQL (from a failed connect or write to the next
+  // successful write): a read waiting for it would wait in vain.
+  bool reachable() const { return reachable_.load(); }
 
  private:
   void loop();
@@ -83,6 +86,7 @@ class Projector {
   std::function<void(const Batch&)> projected_;
   std::thread thread_;
   std::atomic<bool> started_{false};
+  std::atomic<bool> reachable_{true};
 };
 
 }  // namespace hydrox::trading
