@@ -28,9 +28,11 @@ for svc in postgresql redis-server supervisor; do
 done
 fi
 
-# Test tooling from npm (real wallet libraries for the sign-in tests), pinned by package-lock.
+# Test tooling from npm (real wallet libraries for the sign-in tests, an OpenAPI validator), pinned by package-lock.
 root=$(cd "$(dirname "$0")/.." && pwd)
-if [ ! -d "$root/tests/integration/node_modules/ethers" ]; then
+# Again whenever the lockfile changed since the last install (npm writes node_modules/.package-lock.json).
+installed="$root/tests/integration/node_modules/.package-lock.json"
+if [ ! -f "$installed" ] || [ "$root/tests/integration/package-lock.json" -nt "$installed" ]; then
   echo "deps: npm ci (tests/integration)"
   npm ci --prefix "$root/tests/integration" --no-audit --no-fund --ignore-scripts >/dev/null
 fi

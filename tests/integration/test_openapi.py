@@ -214,5 +214,47 @@ class MarketRoutesMatchTheDocument(unittest.TestCase):
         self.assertTrue(g.get("/api/v1/markets/BTC_USDM_PERP/trades").json())  # not vacuous
 
 
+class TheDocumentIsValidOpenApi(unittest.TestCase):
+    """Issue 26: the document is valid OpenAPI 3.0 for the common tools, not only for this suite's
+    validator: @apidevtools/swagger-parser (which SDK generators and documentation tools use)
+    accepts it, no mapping holds a key without a value (an unquoted description with a comma
+    becomes one), no $ref has siblings (ignored in 3.0), and every operation has an operationId."""
+
+    def test_swagger_parser_accepts_it(self):
+        import subprocess
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["node", os.path.join(here, "openapi_validate.mjs"),
+                              os.path.join(SOURCE_DIR, "docs", "openapi.yaml")], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0, out.stdout[:3000] + out.stderr[:1000])
+        self.assertTrue(out.stdout.startswith("valid 3.0"), out.stdout)
+
+    def test_no_stray_keys_no_ref_siblings_and_an_operation_id_each(self):
+        with open(os.path.join(SOURCE_DIR, "docs", "openapi.yaml"), encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+        problems = []
+
+        def walk(node, where):
+            if isinstance(node, dict):
+                if "$ref" in node and len(node) > 1:
+                    problems.append(f"{where}: $ref with siblings {sorted(node)}")
+                for k, v in node.items():
+                    if v is None and k not in ("example", "default"):
+                        problems.append(f"{where}: key {k!r} without a value")
+                    walk(v, f"{where}/{k}")
+            elif isinstance(node, list):
+                for i, v in enumerate(node):
+                    walk(v, f"{where}[{i}]")
+        walk(doc, "")
+        ids = []
+        for path, ops in doc["paths"].items():
+            for method, op in ops.items():
+                if method in ("get", "post", "put", "patch", "delete"):
+                    if "operationId" not in op:
+                        problems.append(f"{method} {path}: no operationId")
+                    ids.append(op.get("operationId"))
+        self.assertEqual(problems, [])
+        self.assertEqual(len(ids), len(set(ids)), "operationIds repeat")
+
+
 if __name__ == "__main__":
     unittest.main()
