@@ -153,21 +153,32 @@ class TradingRoutesMatchTheDocument(unittest.TestCase):
         a, b = new_user(), new_user()
         t.deposit(a, "10000")
         t.deposit(b, "10000")
-        sell = t.place(a, side="Sell", price="97000", amount="0.01", client_order_id="oa-1")
-        check(doc, "/api/v1/orders", "POST", sell)
-        check(doc, "/api/v1/orders", "POST", t.place(a, side="Sell", price="97000", amount="0.01", client_order_id="oa-1"))
-        check(doc, "/api/v1/orders", "POST", t.place(b, side="Buy", price="97000", amount="0.004"))
-        check(doc, "/api/v1/orders", "POST", t.place(b, side="Buy", price="97000", amount="-1"))
-        check(doc, "/api/v1/orders", "POST", t.place(b, side="Buy", price="97000", amount="1000"))
-        check(doc, "/api/v1/orders", "POST", t.call(None, "POST", "/api/v1/orders", {}))
+        # Each answer is checked against its schema and for the status it must have (issue 26: a
+        # shape alone would pass a 422 where a 201 is due).
+        def expect(status, r, path="/api/v1/orders", method="POST", code=None):
+            self.assertEqual(r.status, status, r.body)
+            if code:
+                self.assertEqual(r.json()["error"]["code"], code)
+            check(doc, path, method, r)
+            return r
+
+        sell = expect(201, t.place(a, side="Sell", price="97000", amount="0.01", client_order_id="oa-1"))
+        again = expect(200, t.place(a, side="Sell", price="97000", amount="0.01", client_order_id="oa-1"))
+        self.assertEqual(again.json()["id"], sell.json()["id"])
+        filled = expect(201, t.place(b, side="Buy", price="97000", amount="0.004"))
+        self.assertEqual(filled.json()["status"], "Filled")
+        expect(400, t.place(b, side="Buy", price="97000", amount="-1"))
+        # 1,000 BTC is 97 M USDM: above the market's order notional (50 M), refused before margin.
+        expect(400, t.place(b, side="Buy", price="97000", amount="1000"), code="ORDER_NOTIONAL_TOO_LARGE")
+        # 5 BTC (485,000 USDM) on a 10,000 USDM account: within the limits, beyond its margin.
+        expect(422, t.place(b, side="Buy", price="97000", amount="5"), code="INSUFFICIENT_MARGIN")
+        expect(401, t.call(None, "POST", "/api/v1/orders", {}))
         for path in ["/api/v1/orders", "/api/v1/orders/history", "/api/v1/fills", "/api/v1/positions", "/api/v1/balances"]:
-            answers = [t.call(user, "GET", path) for user in (a, b)]
-            for r in answers:
-                self.assertEqual(r.status, 200, r.body)
-                check(doc, path, "GET", r)
-            self.assertTrue(any(r.json() for r in answers) or path.endswith("history"), path)  # not vacuous
-            check(doc, path, "GET", t.call(None, "GET", path))
-        check(doc, "/api/v1/orders", "GET", t.call(a, "GET", "/api/v1/orders?limit=abc"))
+            answers = [expect(200, t.call(user, "GET", path), path, "GET") for user in (a, b)]
+            # Not vacuous: A's resting sell, B's filled buy, both fills, B's position, balances.
+            self.assertTrue(any(r.json() for r in answers), path)
+            expect(401, t.call(None, "GET", path), path, "GET")
+        expect(400, t.call(a, "GET", "/api/v1/orders?limit=abc"), "/api/v1/orders", "GET")
         oid = sell.json()["id"]
         check(doc, "/api/v1/orders/{id}", "DELETE", t.call(a, "DELETE", f"/api/v1/orders/{oid}"))
         check(doc, "/api/v1/orders/{id}", "DELETE", t.call(a, "DELETE", f"/api/v1/orders/{oid}"))

@@ -79,11 +79,24 @@ TYPED_TEST(EngineTest, FokThatCannotFillIsRejectedAndTouchesNothing) {
   auto& h = this->h;
   h.place(1, Side::sell, 970000, 100);
   h.place(2, Side::sell, 970100, 100);
-  const auto before = h.engine.state_hash();
+  const auto asks = h.engine.depth(0, Side::sell, 5);
+  const auto bids = h.engine.depth(0, Side::buy, 5);
+  const auto resting = h.engine.resting_orders();
+  const Account* taker = h.engine.account(user(3));
+  const Usdm collateral = taker ? taker->collateral : 0;
+  const auto seq = h.engine.last_seq();
   auto ev = h.place(3, Side::buy, 970100, 201, TimeInForce::fok);
   EXPECT_EQ(only<OrderRejected>(ev).reason, Reject::fok_not_fillable);
-  EXPECT_NE(h.engine.state_hash(), before);  // the sequence moved on (the rejection is an event)
-  EXPECT_EQ(h.engine.depth(0, Side::sell, 5).size(), 2u);
+  // Nothing but the sequence moved (the rejection is the one event): the book on both sides,
+  // the resting orders and the taker's collateral are as they were, and no trade happened.
+  EXPECT_EQ(ev.size(), 1u);
+  EXPECT_EQ(h.engine.last_seq(), seq + 1);
+  EXPECT_EQ(h.engine.depth(0, Side::sell, 5), asks);
+  EXPECT_EQ(h.engine.depth(0, Side::buy, 5), bids);
+  EXPECT_EQ(h.engine.resting_orders(), resting);
+  taker = h.engine.account(user(3));
+  EXPECT_EQ(taker ? taker->collateral : 0, collateral);
+  EXPECT_EQ(asks.size(), 2u);
   auto ok = h.place(3, Side::buy, 970100, 200, TimeInForce::fok);
   EXPECT_EQ(all_of<Trade>(ok).size(), 2u);
   EXPECT_EQ(all_of<OrderUpdated>(ok).back().status, OrderStatus::filled);
