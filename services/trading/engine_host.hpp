@@ -44,6 +44,10 @@ struct Job {
   // each one is applied and journaled like a submitted command.
   std::function<std::vector<engine::Command>(const engine::Engine&)> produce;
   std::string meta;  // CreateVault: {"name", "description"} for the vaults row
+  // A batch (POST/DELETE /orders/batch): these commands instead of `command`, applied one after
+  // the other with nothing between them and journaled in one transaction (all or none after a
+  // crash); `done` gets every command's events, Outcome::parts saying where each one's end.
+  std::vector<engine::Command> batch;
   std::function<void(Result<Outcome>)> done;
 };
 

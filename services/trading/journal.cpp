@@ -43,7 +43,9 @@ std::string_view status_name(OrderStatus s) {
 std::string command_kind(const Command& c) {
   static constexpr const char* kNames[] = {
       "place",    "cancel",  "cancel_all",   "deposit",       "withdraw",       "mark",
-      "leverage", "funding", "vault_create", "vault_deposit", "vault_withdraw", "market_limits"};
+      "leverage", "funding", "vault_create", "vault_deposit", "vault_withdraw", "market_limits",
+      "amend",    "cancel_after", "cancel_expired"};
+  static_assert(std::size(kNames) == std::variant_size_v<Command>);
   return kNames[c.index()];
 }
 
@@ -65,6 +67,13 @@ std::string encode_command(const Command& command, const Catalog& catalog) {
           if (c.margin_mode != MarginMode::unchanged) w.field("margin_mode", c.margin_mode == MarginMode::isolated ? "isolated" : "cross");
         } else if constexpr (std::is_same_v<T, CancelOrder>) {
           w.field("user", c.user.value().to_string()).field("id", c.id.value().to_string());
+          if (!c.client_order_id.empty()) w.field("client_order_id", c.client_order_id.view());
+        } else if constexpr (std::is_same_v<T, AmendOrder>) {
+          w.field("user", c.user.value().to_string()).field("id", c.id.value().to_string());
+          if (!c.client_order_id.empty()) w.field("client_order_id", c.client_order_id.view());
+          w.field("market", catalog.at(c.market).id).field("price", c.price).field("qty", c.qty);
+        } else if constexpr (std::is_same_v<T, SetCancelAfter>) {
+          w.field("user", c.user.value().to_string()).field("timeout_ms", c.timeout_ms);
         } else if constexpr (std::is_same_v<T, CancelAll>) {
           w.field("user", c.user.value().to_string());
           w.field("market", c.market < 0 ? -1 : catalog.at(static_cast<std::uint32_t>(c.market)).id);
@@ -75,6 +84,7 @@ std::string encode_command(const Command& command, const Catalog& catalog) {
         } else if constexpr (std::is_same_v<T, SetLeverage>) {
           w.field("user", c.user.value().to_string()).field("market", catalog.at(c.market).id);
           w.field("leverage", c.leverage);
+          if (c.margin_mode != MarginMode::unchanged) w.field("margin_mode", c.margin_mode == MarginMode::isolated ? "isolated" : "cross");
         } else if constexpr (std::is_same_v<T, SettleFunding>) {
           w.field("market", catalog.at(c.market).id).field("interval", c.interval_ms);
           w.field("rate_ppb", c.rate_ppb).field("index", c.index);
@@ -171,7 +181,15 @@ Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
     p.ts_ms = r.num("ts");
     out = p;
   } else if (t == "cancel") {
-    out = CancelOrder{UserId{r.uuid("user")}, OrderId{r.uuid("id")}, r.num("ts")};
+    out = CancelOrder{UserId{r.uuid("user")}, OrderId{r.uuid("id")}, r.num("ts"),
+                      ClientOrderId::from(r.str("client_order_id"))};
+  } else if (t == "amend") {
+    out = AmendOrder{UserId{r.uuid("user")}, OrderId{r.uuid("id")}, static_cast<std::uint32_t>(market("market")),
+                     r.num("price"), r.num("qty"), r.num("ts"), ClientOrderId::from(r.str("client_order_id"))};
+  } else if (t == "cancel_after") {
+    out = SetCancelAfter{UserId{r.uuid("user")}, r.num("timeout_ms"), r.num("ts")};
+  } else if (t == "cancel_expired") {
+    out = CancelExpired{r.num("ts")};
   } else if (t == "cancel_all") {
     out = CancelAll{UserId{r.uuid("user")}, static_cast<std::int32_t>(market("market")), r.num("ts")};
   } else if (t == "deposit") {
@@ -181,8 +199,12 @@ Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
   } else if (t == "mark") {
     out = SetMark{static_cast<std::uint32_t>(market("market")), r.num("mark"), r.num("ts")};
   } else if (t == "leverage") {
-    out = SetLeverage{UserId{r.uuid("user")}, static_cast<std::uint32_t>(market("market")),
-                      static_cast<std::int32_t>(r.num("leverage")), r.num("ts")};
+    SetLeverage l{UserId{r.uuid("user")}, static_cast<std::uint32_t>(market("market")),
+                  static_cast<std::int32_t>(r.num("leverage")), r.num("ts")};
+    if (const auto* mm = doc->find("margin_mode"); mm && mm->is_string()) {
+      l.margin_mode = mm->as_string() == "isolated" ? MarginMode::isolated : MarginMode::cross;
+    }
+    out = l;
   } else if (t == "funding") {
     out = SettleFunding{static_cast<std::uint32_t>(market("market")), r.num("interval"), r.num("rate_ppb"),
                         r.num("index"), r.num("ts")};

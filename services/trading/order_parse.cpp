@@ -2,6 +2,7 @@
 // checked: a pure function (no I/O), shared by the trading service and its fuzz target.
 #include "order_parse.hpp"
 
+#include <algorithm>
 #include <regex>
 
 #include "hydrox/json/json.hpp"
@@ -12,10 +13,24 @@ using namespace engine;
 
 Result<PlaceOrder> parse_order(const Catalog& catalog, std::string_view body, const UserId& user, std::int64_t now) {
   if (body.empty()) return fail(Code::malformed_json, "the body must be a JSON object");
-  auto doc = json::parse_object(body, {"symbol", "side", "type", "price", "amount", "leverage", "time_in_force",
-                                           "reduce_only", "client_order_id", "trigger_price", "margin_mode",
-                                           "max_slippage_bps", "account"});
+  auto doc = json::parse(body);
   if (!doc) return doc.error();
+  return parse_order(catalog, *doc, user, now, /*allow_account=*/true);
+}
+
+Result<PlaceOrder> parse_order(const Catalog& catalog, const json::Value& order, const UserId& user,
+                               std::int64_t now, bool allow_account) {
+  if (!order.is_object()) return fail(Code::malformed_json, "an order must be a JSON object");
+  for (const auto& m : order.members()) {
+    static constexpr std::string_view kFields[] = {
+        "symbol",      "side",           "type",          "price",       "amount",
+        "leverage",    "time_in_force",  "reduce_only",   "client_order_id",
+        "trigger_price", "margin_mode",  "max_slippage_bps"};
+    bool known = std::find(std::begin(kFields), std::end(kFields), m.key) != std::end(kFields) ||
+                 (allow_account && m.key == "account") || m.key == json::kIgnoredUserIdKey;
+    if (!known) return fail(Code::unknown_field, "unknown field " + m.key, m.key);
+  }
+  const json::Value* doc = &order;
   auto field = [&](std::string_view k) -> const json::Value* {
     const json::Value* v = doc->find(k);
     return (v && !v->is_null()) ? v : nullptr;

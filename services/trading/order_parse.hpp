@@ -4,6 +4,7 @@
 
 #include "hydrox/core/error.hpp"
 #include "hydrox/engine/types.hpp"
+#include "hydrox/json/json.hpp"
 #include "markets.hpp"
 
 namespace hydrox::trading {
@@ -12,5 +13,9 @@ namespace hydrox::trading {
 // timestamp `now`; a 400-class error naming the field otherwise. `account` is accepted (resolved
 // by the route) and otherwise ignored here.
 Result<engine::PlaceOrder> parse_order(const Catalog& catalog, std::string_view body, const UserId& user, std::int64_t now);
+// The same from a parsed object (an item of POST /orders/batch: `account` is the batch's, not
+// the item's); unknown fields are refused.
+Result<engine::PlaceOrder> parse_order(const Catalog& catalog, const json::Value& order, const UserId& user,
+                                       std::int64_t now, bool allow_account = false);
 
 }  // namespace hydrox::trading

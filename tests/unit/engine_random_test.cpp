@@ -37,6 +37,17 @@ class Generator {
     if (r < 520) return market(u, m);
     if (r < 570) return reduce_only(u, m, e);
     if (r < 600) return trigger(u, m);
+    // Amendments, cancels by client id and the dead man's switch (issue 23).
+    if (e.next_cancel_after() != 0 && e.next_cancel_after() <= ts() && pick(0, 3) == 0) return CancelExpired{ts()};
+    if (r >= 700 && r < 760 && !ids_.empty()) return amend(u, e);
+    if (r >= 760 && r < 775) {
+      const std::uint64_t who = pick(0, 9) == 0 ? u : static_cast<std::uint64_t>(pick(1, kUsers));
+      return CancelOrder{user(who), OrderId{}, ts(), ClientOrderId::from("c" + std::to_string(pick(0, 300)))};
+    }
+    if (r >= 775 && r < 777) {
+      const int k = pick(0, 9);
+      return SetCancelAfter{user(u), k == 0 ? 0 : k == 1 ? pick(-5, 999) : pick(1000, 20'000), ts()};
+    }
     if (r < 800 || (crowded && r < 850)) {
       if (ids_.empty()) return limit(u, m, e);
       // Mostly the owner's own orders; sometimes someone else's (must be refused).
@@ -103,6 +114,37 @@ class Generator {
     ids_.emplace_back(u, p.id);
     if (ids_.size() > 4000) ids_.erase(ids_.begin(), ids_.begin() + 2000);
     return p;
+  }
+
+  // An amendment of a known order (mostly the owner's, mostly a resting one): a smaller size, a
+  // new price, a larger size, both, none (refused), or a size at or below what has filled.
+  Command amend(std::uint64_t u, const Engine& e) {
+    // Mostly a recent order (the likeliest to be resting still).
+    const int n = static_cast<int>(ids_.size());
+    const auto& [owner, id] = ids_[static_cast<std::size_t>(pick(0, 3) == 0 ? pick(0, n - 1) : pick(std::max(0, n - 60), n - 1))];
+    AmendOrder a;
+    a.user = user(pick(0, 9) == 0 ? u : owner);
+    a.id = id;
+    a.ts_ms = ts();
+    const Order* o = e.order(id);
+    a.market = o ? o->market : static_cast<std::uint32_t>(pick(0, 1));
+    if (pick(0, 19) == 0) a.market ^= 1u;  // the wrong market: unknown
+    const Price price = o ? o->price : marks_[a.market];
+    const Qty qty = o ? o->qty : 100;
+    const Qty filled = o ? o->filled : 0;
+    switch (pick(0, 5)) {
+      case 0: a.qty = std::max<Qty>(1, filled + (qty - filled) / 2); break;  // smaller: keeps its place
+      case 1: a.price = price + pick(-static_cast<int>(marks_[a.market] / 150), static_cast<int>(marks_[a.market] / 150)); break;
+      case 2: a.qty = qty + pick(1, 300); break;
+      case 3:
+        a.qty = std::max<Qty>(1, qty + pick(-50, 50));
+        a.price = price + pick(-static_cast<int>(marks_[a.market] / 300), static_cast<int>(marks_[a.market] / 300));
+        break;
+      case 4: a.price = price; a.qty = qty; break;  // nothing to amend
+      default: a.qty = std::max<Qty>(1, filled); break;  // at or below what has filled
+    }
+    if (pick(0, 49) == 0) a.price = -a.price;
+    return a;
   }
 
   Command market(std::uint64_t u, std::uint32_t m) {
@@ -182,7 +224,7 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   const std::size_t steps = ops_per_seed();
   std::size_t trades = 0, rejects = 0, funding = 0, triggered = 0;
   std::array<std::size_t, 4> liquidations{}, isolated_liquidations{};
-  std::size_t isolated_fills = 0;
+  std::size_t isolated_fills = 0, kept = 0, requeued = 0, switches_fired = 0;
   Usdm lowest_insurance = 0;
   for (std::size_t i = 0; i < steps; ++i) {
     Command c = gen.next(fast);
@@ -202,6 +244,8 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
         ++(l->market >= 0 ? isolated_liquidations : liquidations)[static_cast<int>(l->stage)];
       }
       if (std::holds_alternative<IsolatedMarginChanged>(fe[k].body)) ++isolated_fills;
+      if (auto* am = std::get_if<OrderAmended>(&fe[k].body)) ++(am->kept_priority ? kept : requeued);
+      if (auto* ca = std::get_if<CancelAfterChanged>(&fe[k].body); ca && ca->fired) ++switches_fired;
     }
     auto err = fast.check_invariants(true);
     if (!err.empty() && std::getenv("HYDROX_DEBUG")) {
@@ -238,6 +282,12 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
                   isolated_liquidations[static_cast<int>(Liquidation::adl)], 0u);
   }
   EXPECT_GT(isolated_fills, steps / 100);
+  // Amendments both ways, and switches that ran out.
+  EXPECT_GT(kept, steps / 1000);
+  EXPECT_GT(requeued, steps / 1000);
+  EXPECT_GT(switches_fired, steps / 10000);
+  std::printf("amendments kept in place %zu, requeued %zu; dead man's switches fired %zu\n", kept, requeued,
+              switches_fired);
   std::printf("liquidations: book %zu, backstop %zu, adl %zu; isolated: book %zu, backstop %zu, adl %zu; "
               "isolated margin moves %zu; funding payments %zu; triggered %zu; lowest insurance fund %lld\n",
               liquidations[1], liquidations[2], liquidations[3], isolated_liquidations[1], isolated_liquidations[2],

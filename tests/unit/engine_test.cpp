@@ -1337,3 +1337,177 @@ TYPED_TEST(EngineTest, AFlipOrAReopenStartsANewPositionWithItsOwnRealizedPnl) {
   h.place(2, Side::buy, 970000, 100);
   EXPECT_EQ(h.engine.account(user(2))->positions[0].realized_pnl, 0);
 }
+
+// ---- issue 23: amend, cancel by client id, the dead man's switch, margin mode -------------------
+
+TYPED_TEST(EngineTest, AmendToASmallerSizeKeepsItsPlaceAnyOtherChangeGoesToTheBack) {
+  auto& h = this->h;
+  const auto a = h.order(1, Side::sell, 970100, 100);
+  h.run(a);
+  const auto b = h.order(2, Side::sell, 970100, 100);
+  h.run(b);
+  auto ev = h.run(AmendOrder{user(1), a.id, 0, 0, 60, 1, {}});
+  auto am = only<OrderAmended>(ev);
+  EXPECT_TRUE(am.kept_priority);
+  EXPECT_EQ((std::pair{am.qty, am.remaining}), (std::pair{Qty{60}, Qty{60}}));
+  EXPECT_EQ(only<BookLevelChanged>(ev).size, 160);
+  // A is still first: a buy of 60 fills it, not B.
+  ev = h.place(3, Side::buy, 970100, 60);
+  EXPECT_EQ(only<Trade>(ev).maker_order, a.id);
+  // C behind B; B grows: it goes behind C.
+  const auto c = h.order(1, Side::sell, 970100, 100);
+  h.run(c);
+  ev = h.run(AmendOrder{user(2), b.id, 0, 0, 150, 2, {}});
+  am = only<OrderAmended>(ev);
+  EXPECT_FALSE(am.kept_priority);
+  EXPECT_EQ(am.remaining, 150);
+  ev = h.place(3, Side::buy, 970100, 100);
+  EXPECT_EQ(only<Trade>(ev).maker_order, c.id);
+  // A new price is a new place too, and the size kept.
+  ev = h.run(AmendOrder{user(2), b.id, 0, 970200, 0, 3, {}});
+  am = only<OrderAmended>(ev);
+  EXPECT_FALSE(am.kept_priority);
+  EXPECT_EQ((std::pair{am.price, am.qty}), (std::pair{Price{970200}, Qty{150}}));
+  EXPECT_EQ(h.engine.depth(0, Side::sell, 5), (std::vector<std::pair<Price, Qty>>{{970200, 150}}));
+}
+
+TYPED_TEST(EngineTest, AnAmendThatCrossesTheBookMatchesAtOnceAsATaker) {
+  auto& h = this->h;
+  const auto bid = h.order(2, Side::buy, 970000, 100);
+  h.run(bid);
+  const auto ask = h.order(1, Side::sell, 970500, 100);
+  h.run(ask);
+  auto ev = h.run(AmendOrder{user(1), ask.id, 0, 970000, 0, 1, {}});
+  const auto t = only<Trade>(ev);
+  EXPECT_EQ((std::tuple{t.price, t.qty, t.taker_order, t.maker_order}), (std::tuple{Price{970000}, Qty{100}, ask.id, bid.id}));
+  EXPECT_EQ(h.engine.order(ask.id), nullptr);  // filled
+  EXPECT_EQ(all_of<OrderUpdated>(ev).back().status, OrderStatus::filled);
+}
+
+TYPED_TEST(EngineTest, ARefusedAmendLeavesTheOrderAsItWas) {
+  auto& h = this->h;
+  h.deposit(5, 2'000 * kUsdm);
+  const auto o = h.order(5, Side::buy, 969000, 100);  // 9,690 USDM at 10x: ~969 USDM of margin
+  h.run(o);
+  const auto other = h.order(1, Side::buy, 969000, 100);
+  h.run(other);
+  const Order before = *h.engine.order(o.id);
+  const auto book = h.engine.depth(0, Side::buy, 5);
+  auto refused = [&](const AmendOrder& a) {
+    const auto ev = h.run(a);
+    EXPECT_EQ(ev.size(), 1u);
+    const Reject why = only<CommandRejected>(ev).reason;
+    const Order* now = h.engine.order(o.id);
+    EXPECT_NE(now, nullptr);
+    if (now) {
+      EXPECT_EQ((std::tuple{now->price, now->qty, now->remaining, now->margin, now->priority}),
+                (std::tuple{before.price, before.qty, before.remaining, before.margin, before.priority}));
+    }
+    EXPECT_EQ(h.engine.depth(0, Side::buy, 5), book);
+    return why;
+  };
+  EXPECT_EQ(refused(AmendOrder{user(5), o.id, 0, 0, 1000, 1, {}}), Reject::insufficient_margin);
+  EXPECT_EQ(refused(AmendOrder{user(5), o.id, 0, 969000, 100, 1, {}}), Reject::nothing_to_amend);
+  EXPECT_EQ(refused(AmendOrder{user(5), o.id, 0, 2 * 970000, 0, 1, {}}), Reject::price_out_of_band);
+  EXPECT_EQ(refused(AmendOrder{user(1), o.id, 0, 0, 50, 1, {}}), Reject::unknown_order);  // not theirs
+  EXPECT_EQ(refused(AmendOrder{user(5), o.id, 1, 0, 50, 1, {}}), Reject::unknown_order);  // not its market
+  EXPECT_EQ(refused(AmendOrder{user(5), o.id, 0, -5, 0, 1, {}}), Reject::bad_price_tick);
+  // Below what has filled: fill 40 of it first.
+  h.place(2, Side::sell, 969000, 40);
+  const Order filled = *h.engine.order(o.id);
+  EXPECT_EQ(filled.filled, 40);
+  const auto ev = h.run(AmendOrder{user(5), o.id, 0, 0, 40, 2, {}});
+  EXPECT_EQ(only<CommandRejected>(ev).reason, Reject::amend_below_filled);
+  // A post-only order repriced across the book is refused like a new one.
+  auto po = h.order(3, Side::sell, 971000, 100, TimeInForce::post_only);
+  h.run(po);
+  EXPECT_EQ(only<CommandRejected>(h.run(AmendOrder{user(3), po.id, 0, 969000, 0, 3, {}})).reason,
+            Reject::post_only_would_cross);
+  EXPECT_NE(h.engine.order(po.id), nullptr);
+  // A held trigger order is not amendable.
+  PlaceOrder stop = h.order(3, Side::sell, 960000, 100);
+  stop.type = OrderType::stop_limit;
+  stop.trigger_price = 960000;
+  h.run(stop);
+  EXPECT_EQ(only<CommandRejected>(h.run(AmendOrder{user(3), stop.id, 0, 0, 50, 4, {}})).reason,
+            Reject::order_not_amendable);
+}
+
+TYPED_TEST(EngineTest, CancelByClientIdFindsTheCallersOpenOrderOnly) {
+  auto& h = this->h;
+  auto p = h.order(1, Side::buy, 969000, 100);
+  p.client_order_id = ClientOrderId::from("bot-7");
+  h.run(p);
+  const ClientOrderId cid = ClientOrderId::from("bot-7");
+  EXPECT_EQ(only<CommandRejected>(h.run(CancelOrder{user(2), OrderId{}, 1, cid})).reason, Reject::unknown_order);
+  auto ev = h.run(CancelOrder{user(1), OrderId{}, 1, cid});
+  const auto u = only<OrderUpdated>(ev);
+  EXPECT_EQ((std::pair{u.id, u.status}), (std::pair{p.id, OrderStatus::cancelled}));
+  EXPECT_EQ(only<CommandRejected>(h.run(CancelOrder{user(1), OrderId{}, 2, cid})).reason, Reject::unknown_order);
+  EXPECT_EQ(only<CommandRejected>(h.run(CancelOrder{user(1), OrderId{}, 2, {}})).reason, Reject::unknown_order);
+}
+
+TYPED_TEST(EngineTest, TheDeadMansSwitchFiresOnceAtItsDeadlineAndRenewingPostponesIt) {
+  auto& h = this->h;
+  auto ev = h.run(SetCancelAfter{user(1), 5000, 1000});
+  EXPECT_EQ(only<CancelAfterChanged>(ev).deadline_ms, 6000);
+  EXPECT_EQ(h.engine.next_cancel_after(), 6000);
+  const auto a = h.order(1, Side::buy, 969000, 100);
+  h.run(a);
+  const auto b = h.order(1, Side::sell, 971000, 100);
+  h.run(b);
+  const auto others = h.order(2, Side::buy, 969000, 100);
+  h.run(others);
+  // Renewed at 4000: the deadline moves to 9000.
+  EXPECT_EQ(only<CancelAfterChanged>(h.run(SetCancelAfter{user(1), 5000, 4000})).deadline_ms, 9000);
+  EXPECT_TRUE(h.run(CancelExpired{8999}).empty());
+  ev = h.run(CancelExpired{9000});
+  const auto fired = only<CancelAfterChanged>(ev);
+  EXPECT_TRUE(fired.fired);
+  const auto cancelled = all_of<OrderUpdated>(ev);
+  ASSERT_EQ(cancelled.size(), 2u);
+  for (const auto& u : cancelled) EXPECT_EQ(u.cancel_reason, CancelReason::cancel_all_after);
+  EXPECT_NE(h.engine.order(others.id), nullptr);  // nobody else's
+  EXPECT_EQ(h.engine.next_cancel_after(), 0);
+  h.run(h.order(1, Side::buy, 969000, 100));
+  EXPECT_TRUE(h.run(CancelExpired{20000}).empty());  // once
+  // Off, and refused timeouts.
+  h.run(SetCancelAfter{user(1), 2000, 21000});
+  EXPECT_EQ(only<CancelAfterChanged>(h.run(SetCancelAfter{user(1), 0, 21500})).deadline_ms, 0);
+  EXPECT_TRUE(h.run(CancelExpired{30000}).empty());
+  for (std::int64_t bad : {std::int64_t{-1}, std::int64_t{999}, kMaxCancelAfterMs + 1}) {
+    EXPECT_EQ(only<CommandRejected>(h.run(SetCancelAfter{user(1), bad, 31000})).reason, Reject::bad_timeout);
+  }
+}
+
+TYPED_TEST(EngineTest, ASwitchSurvivesASnapshot) {
+  auto& h = this->h;
+  h.run(SetCancelAfter{user(2), 3000, 1000});
+  h.run(SetCancelAfter{user(1), 9000, 1000});
+  const auto o = h.order(2, Side::buy, 969000, 100);
+  h.run(o);
+  auto decoded = decode_snapshot(encode_snapshot(h.engine.export_state()));
+  ASSERT_TRUE(decoded.has_value());
+  TypeParam copy{two_market_config()};
+  copy.load(*decoded);
+  EXPECT_EQ(copy.state_hash(), h.engine.state_hash());
+  EXPECT_EQ(copy.next_cancel_after(), 4000);
+  EXPECT_EQ(copy.check_invariants(), "");
+  std::vector<Event> ev;
+  copy.apply(CancelExpired{4000}, ev);
+  EXPECT_EQ(all_of<OrderUpdated>(ev).size(), 1u);
+  EXPECT_EQ(copy.next_cancel_after(), 10000);
+}
+
+TYPED_TEST(EngineTest, MarginModeChangesOnlyWhileFlatWithoutOrders) {
+  auto& h = this->h;
+  auto ev = h.run(SetLeverage{user(1), 0, 0, 1, MarginMode::isolated});
+  EXPECT_TRUE(only<PositionChanged>(ev).isolated);
+  EXPECT_TRUE(all_of<LeverageChanged>(ev).empty());
+  h.place(1, Side::buy, 969000, 100);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetLeverage{user(1), 0, 5, 2, MarginMode::cross})).reason,
+            Reject::margin_mode_locked);
+  ev = h.run(SetLeverage{user(1), 0, 5, 2, MarginMode::isolated});  // the same mode: only leverage
+  EXPECT_EQ(only<LeverageChanged>(ev).leverage, 5);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetLeverage{user(1), 0, 0, 3})).reason, Reject::bad_leverage);
+}

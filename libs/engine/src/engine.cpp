@@ -64,6 +64,10 @@ std::string_view reject_code(Reject r) {
       return "POSITION_NOTIONAL_TOO_LARGE";
     case Reject::amount_too_large:
       return "AMOUNT_TOO_LARGE";
+    case Reject::nothing_to_amend: return "NOTHING_TO_AMEND";
+    case Reject::amend_below_filled: return "AMEND_BELOW_FILLED";
+    case Reject::order_not_amendable: return "ORDER_NOT_AMENDABLE";
+    case Reject::bad_timeout: return "INVALID_TIMEOUT";
   }
   return "UNKNOWN";
 }
@@ -81,6 +85,7 @@ std::string_view cancel_reason_code(CancelReason r) {
       return "POSITION_LIMIT";
     case CancelReason::trigger_rejected:
       return "TRIGGER_REJECTED";
+    case CancelReason::cancel_all_after: return "CANCEL_ALL_AFTER";
   }
   return "UNKNOWN";
 }
@@ -376,8 +381,10 @@ void BasicEngine<Book>::apply(const Command& command, std::vector<Event>& out) {
         else if constexpr (std::is_same_v<T, CreateVault>) create_vault(c, out);
         else if constexpr (std::is_same_v<T, VaultDeposit>) vault_deposit(c, out);
         else if constexpr (std::is_same_v<T, VaultWithdraw>) vault_withdraw(c, out);
-        else if constexpr (std::is_same_v<T, SetMarketLimits>)
-          set_market_limits(c, out);
+        else if constexpr (std::is_same_v<T, SetMarketLimits>) set_market_limits(c, out);
+        else if constexpr (std::is_same_v<T, AmendOrder>) amend(c, out);
+        else if constexpr (std::is_same_v<T, SetCancelAfter>) set_cancel_after(c, out);
+        else if constexpr (std::is_same_v<T, CancelExpired>) cancel_expired(c, out);
       },
       command);
 }
@@ -530,34 +537,41 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
                          c.qty, leverage, c.client_order_id, c.ts_ms);
   if (!c.client_order_id.empty()) client_ids_.put(ClientKey{ai, c.client_order_id}, c.id);
 
+  const MatchStop stop = match(h, ai, c.market, c.side, limit, c.ts_ms, out);
+  finish(h, stop, pool_[h].remaining == c.qty ? full_margin : -1, out);
+}
+
+template <class Book>
+typename BasicEngine<Book>::MatchStop BasicEngine<Book>::match(Handle h, std::uint32_t ai,
+                                                               std::uint32_t m, Side side,
+                                                               Price limit, std::int64_t ts,
+                                                               std::vector<Event>& out) {
   // Match against the opposite side while it crosses.
+  MarketState& ms = markets_[m];
+  const MarketSpec& spec = ms.spec;
   Book& book = ms.book;
-  const Side opp = opposite(c.side);
-  bool stopped_by_reduce_only = false, stopped_by_margin = false;
+  const Side opp = opposite(side);
   while (pool_[h].remaining > 0) {
     auto best = book.best(opp);
-    if (!best || (c.side == Side::buy ? *best > limit : *best < limit)) break;
+    if (!best || (side == Side::buy ? *best > limit : *best < limit)) break;
     Handle maker = book.front(opp, *best);
     Order& mo = pool_[maker];
     if (mo.account == ai) {  // self-trade prevention: the resting order goes
-      close_order(maker, OrderStatus::cancelled, CancelReason::self_trade, c.ts_ms, out, true);
+      close_order(maker, OrderStatus::cancelled, CancelReason::self_trade, ts, out, true);
       continue;
     }
     Qty q = std::min(pool_[h].remaining, mo.remaining);
     if (pool_[h].reduce_only) {
-      Qty reducible = std::abs(accounts_[ai].positions[c.market].size);
+      Qty reducible = std::abs(accounts_[ai].positions[m].size);
       q = std::min(q, reducible);
-      if (q == 0) {
-        stopped_by_reduce_only = true;
-        break;
-      }
+      if (q == 0) return MatchStop::reduce_only;
     }
     if (mo.reduce_only) {
-      const Position& mp = accounts_[mo.account].positions[c.market];
+      const Position& mp = accounts_[mo.account].positions[m];
       const bool opposes = (mo.side == Side::buy && mp.size < 0) || (mo.side == Side::sell && mp.size > 0);
       Qty reducible = opposes ? std::abs(mp.size) : 0;
       if (reducible == 0) {
-        close_order(maker, OrderStatus::cancelled, CancelReason::reduce_only, c.ts_ms, out, true);
+        close_order(maker, OrderStatus::cancelled, CancelReason::reduce_only, ts, out, true);
         continue;
       }
       q = std::min(q, reducible);
@@ -566,26 +580,27 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     // priced against an older mark; a reduce-only order has no margin check): it happens only if
     // the account keeps its maintenance margin, or for a reducing fill stays above zero. A maker
     // that fails is cancelled; a taker that fails stops matching.
-    if (!keeps_account(mo.account, c.market, mo.side, *best, q, spec.maker_fee_ppm)) {
-      close_order(maker, OrderStatus::cancelled, CancelReason::insufficient_margin, c.ts_ms, out, true);
+    if (!keeps_account(mo.account, m, mo.side, *best, q, spec.maker_fee_ppm)) {
+      close_order(maker, OrderStatus::cancelled, CancelReason::insufficient_margin, ts, out, true);
       continue;
     }
-    if (!keeps_account(ai, c.market, c.side, *best, q, spec.taker_fee_ppm)) {
-      stopped_by_margin = true;
-      break;
-    }
+    if (!keeps_account(ai, m, side, *best, q, spec.taker_fee_ppm)) return MatchStop::margin;
     // No fill builds a position above the market's limit: resting orders of one account could
     // together, so the maker is checked at each fill (the taker was, for all of its fills, at
     // placement; a liquidated taker only reduces). Makers are checked during a liquidation too:
     // theirs are ordinary orders.
-    if (!within_position_limit(accounts_[mo.account].positions[c.market].size, c.market, mo.side,
-                               *best, q)) [[unlikely]] {
-      close_order(maker, OrderStatus::cancelled, CancelReason::position_limit, c.ts_ms, out, true);
+    if (!within_position_limit(accounts_[mo.account].positions[m].size, m, mo.side, *best, q))
+        [[unlikely]] {
+      close_order(maker, OrderStatus::cancelled, CancelReason::position_limit, ts, out, true);
       continue;
     }
-    fill(maker, h, q, c.ts_ms, out);
+    fill(maker, h, q, ts, out);
   }
+  return MatchStop::none;
+}
 
+template <class Book>
+void BasicEngine<Book>::finish(Handle h, MatchStop stop, Usdm margin, std::vector<Event>& out) {
   Order& t = pool_[h];
   if (t.remaining == 0) {
     t.status = OrderStatus::filled;
@@ -593,16 +608,15 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
     pool_.release(h);
     return;
   }
-  if (t.tif == TimeInForce::gtc || t.tif == TimeInForce::post_only) {
-    if (!stopped_by_reduce_only && !stopped_by_margin) {
-      rest(h, out, pool_[h].remaining == c.qty ? full_margin : -1);
-      return;
-    }
+  if ((t.tif == TimeInForce::gtc || t.tif == TimeInForce::post_only) && stop == MatchStop::none) {
+    rest(h, out, margin);
+    return;
   }
   // IOC / FOK / market remainder, or a reduce-only order with nothing left to reduce.
   t.status = OrderStatus::cancelled;
-  const CancelReason why = stopped_by_margin ? CancelReason::insufficient_margin
-                          : stopped_by_reduce_only ? CancelReason::reduce_only : CancelReason::ioc_remainder;
+  const CancelReason why = stop == MatchStop::margin        ? CancelReason::insufficient_margin
+                           : stop == MatchStop::reduce_only ? CancelReason::reduce_only
+                                                            : CancelReason::ioc_remainder;
   t.remaining = 0;
   emit_order(t, out, why);
   pool_.release(h);
@@ -960,15 +974,143 @@ void BasicEngine<Book>::fill(Handle maker_h, Handle taker_h, Qty qty, std::int64
 }
 
 template <class Book>
+const Handle* BasicEngine<Book>::find_own_order(const UserId& user, const OrderId& id,
+                                                const ClientOrderId& client_id) const {
+  const std::uint32_t* ai = find_account(user);
+  if (ai == nullptr) return nullptr;
+  OrderId target = id;
+  if (target.value() == Uuid{}) {
+    if (client_id.empty()) return nullptr;
+    const OrderId* by_client = client_ids_.find(ClientKey{*ai, client_id});
+    if (by_client == nullptr) return nullptr;
+    target = *by_client;
+  }
+  const Handle* h = orders_index_.find(target.value(), pool_);
+  if (h == nullptr || pool_[*h].account != *ai) return nullptr;
+  return h;
+}
+
+template <class Book>
 void BasicEngine<Book>::cancel(const CancelOrder& c, std::vector<Event>& out) {
-  const Handle* h = orders_index_.find(c.id.value(), pool_);
-  const std::uint32_t* ai = find_account(c.user);
-  if (h == nullptr || ai == nullptr || pool_[*h].account != *ai) {
+  const Handle* h = find_own_order(c.user, c.id, c.client_order_id);
+  if (h == nullptr) {
     // Another user's order is as unknown as a missing one.
     emit(out, CommandRejected{c.user, Reject::unknown_order, c.ts_ms});
     return;
   }
   close_order(*h, OrderStatus::cancelled, CancelReason::user, c.ts_ms, out, true);
+}
+
+template <class Book>
+void BasicEngine<Book>::amend(const AmendOrder& c, std::vector<Event>& out) {
+  auto refuse = [&](Reject why) { emit(out, CommandRejected{c.user, why, c.ts_ms}); };
+  const Handle* found = find_own_order(c.user, c.id, c.client_order_id);
+  if (found == nullptr || pool_[*found].market != c.market) return refuse(Reject::unknown_order);
+  const Handle h = *found;
+  Order& o = pool_[h];
+  if (o.status == OrderStatus::untriggered) return refuse(Reject::order_not_amendable);
+  if (c.price < 0) return refuse(Reject::bad_price_tick);
+  if (c.qty < 0) return refuse(Reject::bad_quantity_lot);
+  const Price price = c.price == 0 ? o.price : c.price;
+  const Qty qty = c.qty == 0 ? o.qty : c.qty;
+  if (price == o.price && qty == o.qty) return refuse(Reject::nothing_to_amend);
+  if (qty <= o.filled) return refuse(Reject::amend_below_filled);
+  const std::uint32_t m = o.market;
+  MarketState& ms = markets_[m];
+  const MarketSpec& spec = ms.spec;
+  Account& a = accounts_[o.account];
+  const Qty remaining = qty - o.filled;
+
+  if (price == o.price && qty < o.qty) {  // smaller, same price: its place in the queue is kept
+    const Qty level_size = ms.book.reduce(h, o.remaining - remaining);
+    o.remaining = remaining;
+    o.qty = qty;
+    const Usdm old_margin = o.margin;
+    o.margin = std::min(old_margin, order_margin_for(o, remaining, ms.mark));
+    a.order_margin += o.margin - old_margin;
+    o.ts_ms = c.ts_ms;
+    emit(out, OrderAmended{o.id, a.user, m, price, qty, remaining, true, c.ts_ms});
+    emit_as<BookLevelChanged>(out, m, o.side, price, level_size);
+    return;
+  }
+
+  // Cancel-and-replace: every check a new order of this size and price meets, first.
+  if (ms.mark <= 0) return refuse(Reject::no_mark_price);
+  if (!o.reduce_only && qty > spec.max_order_qty) return refuse(Reject::order_size_too_large);
+  const i128 band = trunc_div(static_cast<i128>(ms.mark) * spec.price_band_bps, 10'000);
+  if (static_cast<i128>(price) - ms.mark > band || static_cast<i128>(ms.mark) - price > band) {
+    return refuse(Reject::price_out_of_band);
+  }
+  Usdm order_notional = 0;
+  if (!money::notional_checked(spec, price, qty, order_notional) ||
+      (!o.reduce_only && order_notional > spec.max_order_notional)) {
+    return refuse(Reject::order_notional_too_large);
+  }
+  const Position& pos = a.positions[m];
+  if (o.reduce_only) {
+    const bool opposes = (o.side == Side::buy && pos.size < 0) || (o.side == Side::sell && pos.size > 0);
+    if (!opposes || remaining > std::abs(pos.size)) return refuse(Reject::reduce_only_would_increase);
+  } else {
+    if (order_notional < spec.min_notional) return refuse(Reject::below_min_notional);
+    Price highest = price;
+    if (o.side == Side::sell) {
+      if (auto bid = ms.book.best(Side::buy); bid && *bid > price) highest = *bid;
+    }
+    if (!within_position_limit(pos.size, m, o.side, highest, remaining)) {
+      return refuse(Reject::position_notional_too_large);
+    }
+  }
+  const auto opp = ms.book.best(opposite(o.side));
+  const bool crosses = opp && (o.side == Side::buy ? *opp <= price : *opp >= price);
+  if (o.tif == TimeInForce::post_only && crosses) return refuse(Reject::post_only_would_cross);
+  Order replaced = o;
+  replaced.price = price;
+  const Usdm new_margin = order_margin_for(replaced, remaining, ms.mark);
+  if (!o.reduce_only && free_margin(a) + o.margin < new_margin) return refuse(Reject::insufficient_margin);
+
+  // Out of its queue, then in again as a new order would enter (same id and client id).
+  const Price old_price = o.price;
+  ms.book.remove(h);
+  orders_index_.erase(o.id.value(), pool_);
+  unlink_account_order(a, h);
+  a.order_margin -= o.margin;
+  o.margin = 0;
+  o.price = price;
+  o.qty = qty;
+  o.remaining = remaining;
+  o.ts_ms = c.ts_ms;
+  o.priority = seq_ + 1;
+  emit(out, OrderAmended{o.id, a.user, m, price, qty, remaining, false, c.ts_ms});
+  emit_level(m, o.side, old_price, out);
+  const std::uint32_t ai = o.account;
+  const Side side = o.side;
+  const MatchStop stop = crosses ? match(h, ai, m, side, price, c.ts_ms, out) : MatchStop::none;
+  finish(h, stop, pool_[h].remaining == remaining ? new_margin : -1, out);
+}
+
+template <class Book>
+void BasicEngine<Book>::set_cancel_after(const SetCancelAfter& c, std::vector<Event>& out) {
+  if (c.timeout_ms != 0 && (c.timeout_ms < kMinCancelAfterMs || c.timeout_ms > kMaxCancelAfterMs)) {
+    emit(out, CommandRejected{c.user, Reject::bad_timeout, c.ts_ms});
+    return;
+  }
+  Account& a = accounts_[account_index(c.user)];
+  if (a.cancel_after_ms != 0) cancel_after_.erase({a.cancel_after_ms, a.index});
+  a.cancel_after_ms = c.timeout_ms == 0 ? 0 : c.ts_ms + c.timeout_ms;
+  if (a.cancel_after_ms != 0) cancel_after_.insert({a.cancel_after_ms, a.index});
+  emit(out, CancelAfterChanged{c.user, a.cancel_after_ms, false, c.ts_ms});
+}
+
+template <class Book>
+void BasicEngine<Book>::cancel_expired(const CancelExpired& c, std::vector<Event>& out) {
+  // Each switch fires once: its deadline is cleared before its orders go.
+  while (!cancel_after_.empty() && cancel_after_.begin()->first <= c.ts_ms) {
+    const std::uint32_t ai = cancel_after_.begin()->second;
+    cancel_after_.erase(cancel_after_.begin());
+    accounts_[ai].cancel_after_ms = 0;
+    emit(out, CancelAfterChanged{accounts_[ai].user, 0, true, c.ts_ms});
+    cancel_account_orders(ai, -1, CancelReason::cancel_all_after, c.ts_ms, out);
+  }
 }
 
 template <class Book>
@@ -1089,21 +1231,33 @@ void BasicEngine<Book>::set_leverage(const SetLeverage& c, std::vector<Event>& o
     emit(out, CommandRejected{c.user, Reject::unknown_market, c.ts_ms});
     return;
   }
-  if (c.leverage < 1 || c.leverage > markets_[c.market].spec.max_leverage) {
+  const bool sets_leverage = c.leverage != 0 || c.margin_mode == MarginMode::unchanged;
+  if (sets_leverage && (c.leverage < 1 || c.leverage > markets_[c.market].spec.max_leverage)) {
     emit(out, CommandRejected{c.user, Reject::bad_leverage, c.ts_ms});
     return;
   }
   Account& a = accounts_[account_index(c.user)];
-  const std::int32_t prev = a.positions[c.market].leverage;
-  a.positions[c.market].leverage = c.leverage;
+  Position& p = a.positions[c.market];
+  const bool to_isolated = c.margin_mode == MarginMode::isolated;
+  const bool mode_changes = c.margin_mode != MarginMode::unchanged && to_isolated != p.isolated;
+  if (mode_changes && mode_locked(a, c.market)) {
+    emit(out, CommandRejected{c.user, Reject::margin_mode_locked, c.ts_ms});
+    return;
+  }
+  const std::int32_t prev = p.leverage;
+  if (sets_leverage) p.leverage = c.leverage;
   // Lower leverage raises the position's margin: refused when the account cannot carry it.
   AccountView v = view_of(a);
   if (v.account_value < v.position_margin + v.order_margin) {
-    a.positions[c.market].leverage = prev;
+    p.leverage = prev;
     emit(out, CommandRejected{c.user, Reject::insufficient_margin, c.ts_ms});
     return;
   }
-  emit(out, LeverageChanged{c.user, c.market, c.leverage});
+  if (sets_leverage) emit(out, LeverageChanged{c.user, c.market, c.leverage});
+  if (mode_changes) {  // (flat, no orders: nothing else moves)
+    p.isolated = to_isolated;
+    emit_position(a, c.market, c.ts_ms, out);
+  }
 }
 
 // ---- queries ----------------------------------------------------------------------------------
@@ -1205,6 +1359,7 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
     hs.add(static_cast<std::uint64_t>(a.collateral));
     hs.add(static_cast<std::uint64_t>(a.order_margin));
     hs.add(a.open_orders);
+    hs.add(static_cast<std::uint64_t>(a.cancel_after_ms));
     for (const auto& p : a.positions) {
       hs.add(static_cast<std::uint64_t>(p.size));
       hs.add(static_cast<std::uint64_t>(p.cost));
@@ -1226,6 +1381,7 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
           hs.add(o.id.value());
           hs.add(o.account);
           hs.add(static_cast<std::uint64_t>(o.remaining));
+          hs.add(static_cast<std::uint64_t>(o.qty));
           hs.add(static_cast<std::uint64_t>(o.filled));
           hs.add(static_cast<std::uint64_t>(o.filled_notional));
           hs.add(static_cast<std::uint64_t>(o.margin));
@@ -1298,6 +1454,8 @@ Snapshot BasicEngine<Book>::export_state() const {
   }
   s.accounts.reserve(accounts_.size());
   for (const auto& a : accounts_) s.accounts.push_back({a.user, a.collateral, a.positions});
+  for (const auto& [deadline, ai] : cancel_after_) s.cancel_after.emplace_back(ai, deadline);
+  std::sort(s.cancel_after.begin(), s.cancel_after.end());
   s.vaults = vaults_;
   // Orders in time priority (what load() needs to rebuild every level's FIFO): the 16-byte
   // (priority, handle) pairs are sorted, not the orders, then each order is copied once. The
@@ -1360,6 +1518,7 @@ void BasicEngine<Book>::load(const Snapshot& s) {
   client_ids_.clear();
   dirty_.clear();
   multi_.clear();
+  cancel_after_.clear();
   for (const auto& as : s.accounts) {
     std::uint32_t ai = account_index(as.user);
     Account& a = accounts_[ai];
@@ -1396,6 +1555,11 @@ void BasicEngine<Book>::load(const Snapshot& s) {
     link_account_order(a, h);
   }
   for (const auto& c : s.client_ids) client_ids_.put(ClientKey{account_index(c.user), c.client_order_id}, c.order);
+  for (const auto& [ai, deadline] : s.cancel_after) {
+    if (ai >= accounts_.size() || deadline <= 0) continue;  // (the codec checked both)
+    accounts_[ai].cancel_after_ms = deadline;
+    cancel_after_.insert({deadline, ai});
+  }
   seq_ = s.seq;
   net_deposits_ = s.net_deposits;
   vaults_ = s.vaults;
@@ -1421,6 +1585,8 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
     }
     if (margin != a.order_margin) return "order margin out of sync for account " + std::to_string(ai);
     if (count != a.open_orders) return "open order count out of sync";
+    if ((a.cancel_after_ms != 0) != cancel_after_.contains({a.cancel_after_ms, a.index}))
+      return "dead man's switch index out of sync";
     resting += count;
     for (std::size_t m = 0; m < markets_.size(); ++m) {
       const Position& p = a.positions[m];
@@ -1459,6 +1625,9 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
     if (bid && ask && *bid >= *ask) return "crossed book";
   }
   if (in_books != resting || orders_index_.size() != resting) return "order index out of sync";
+  for (const auto& [deadline, ai] : cancel_after_) {
+    if (ai >= accounts_.size() || accounts_[ai].cancel_after_ms != deadline) return "dead man's switch index out of sync";
+  }
   for (const Vault& v : vaults_) {
     i128 shares = 0;
     for (const auto& [ai, h] : v.holders) {

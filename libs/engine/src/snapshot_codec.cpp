@@ -8,8 +8,9 @@ namespace hydrox::engine {
 namespace {
 
 constexpr char kMagic[8] = {'H', 'X', 'S', 'N', 'A', 'P', '\0', '\0'};
-constexpr std::uint32_t kVersion =
-    2;  // 2: the markets' order limits after last_trade (1 is still read)
+// 2: the markets' order limits after last_trade; 3: the dead man's switches after the vaults
+// (1 and 2 are still read).
+constexpr std::uint32_t kVersion = 3;
 // magic, version, body length, body checksum
 constexpr std::size_t kHeader = sizeof(kMagic) + 4 + 8 + 8;
 
@@ -281,6 +282,11 @@ std::string encode_snapshot(const Snapshot& s) {
   }
   w.count(s.vaults.size());
   for (const auto& v : s.vaults) put_vault(w, v);
+  w.count(s.cancel_after.size());
+  for (const auto& [account, deadline] : s.cancel_after) {
+    w.put(account);
+    w.put(deadline);
+  }
 
   Writer head;
   head.out.append(kMagic, sizeof(kMagic));
@@ -298,7 +304,7 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
   const auto version = head.get<std::uint32_t>();
   const auto length = head.get<std::uint64_t>();
   const auto sum = head.get<std::uint64_t>();
-  if (version != kVersion && version != 1) {
+  if (version < 1 || version > kVersion) {
     return fail(Code::internal, "engine snapshot format " + std::to_string(version) +
                                     ", expected " + std::to_string(kVersion));
   }
@@ -347,6 +353,14 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
   }
   const std::size_t vaults = r.count(16 + 8 * 8);
   for (std::size_t i = 0; i < vaults && r.ok(); ++i) s.vaults.push_back(get_vault(r));
+  if (version >= 3) {
+    const std::size_t switches = r.count(4 + 8);
+    for (std::size_t i = 0; i < switches && r.ok(); ++i) {
+      const auto account = r.get<std::uint32_t>();
+      const auto deadline = r.get<std::int64_t>();
+      s.cancel_after.emplace_back(account, deadline);
+    }
+  }
   if (!r.ok() || !r.done()) return fail(Code::internal, "engine snapshot malformed");
   // References the engine's load() follows: every order's account and market, every vault's.
   for (const auto& o : s.orders) {
@@ -354,6 +368,9 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
   }
   for (const auto& v : s.vaults) {
     if (v.account >= s.accounts.size() || v.leader >= s.accounts.size()) return fail(Code::internal, "engine snapshot references a missing account");
+  }
+  for (const auto& [account, deadline] : s.cancel_after) {
+    if (account >= s.accounts.size() || deadline <= 0) return fail(Code::internal, "engine snapshot has a bad dead man's switch");
   }
   return s;
 }

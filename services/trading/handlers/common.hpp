@@ -52,6 +52,10 @@ inline constexpr std::chrono::milliseconds kProjectionWait{3000};
 void respond_projected(Services& s, std::string request_id, const UserId& user, http::Respond respond,
                        std::function<Result<http::Response>()> work);
 
+// An engine refusal as its answer: 400 for a field's value, 404 for an unknown order, else 422;
+// the engine's stable code (e.g. INSUFFICIENT_MARGIN) in the error body.
+http::Response rejection_response(engine::Reject r, const http::Request& req);
+
 // Submits a job; a full queue answers 503 at once.
 void submit(Services& s, http::Request& req, http::Respond respond, Job job);
 

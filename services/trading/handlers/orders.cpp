@@ -104,10 +104,90 @@ Error reject_error(Reject r) {
       e.code = Code::invalid_field;
       e.message = "a value is beyond the exchange's bounds";
       break;
+    case Reject::unknown_order: e.code = Code::not_found; e.message = "no such open order"; break;
+    case Reject::nothing_to_amend:
+      e.code = Code::invalid_field;
+      e.message = "the new price and amount are the order's own";
+      break;
+    case Reject::amend_below_filled:
+      e.code = Code::invalid_field;
+      e.message = "amount must be above what has already filled";
+      e.field = "amount";
+      break;
+    case Reject::order_not_amendable: e.message = "a held trigger order cannot be amended; cancel it and place another"; break;
+    case Reject::bad_timeout:
+      e.code = Code::invalid_field;
+      e.message = "timeout_ms must be 0 or from 1000 to 86400000";
+      e.field = "timeout_ms";
+      break;
+    case Reject::bad_leverage: e.code = Code::invalid_field; e.message = "leverage is out of range"; e.field = "leverage"; break;
+    case Reject::margin_mode_locked:
+      e.message = "the margin mode cannot change while the market has a position or open orders";
+      e.field = "margin_mode";
+      break;
+    case Reject::bad_price_tick: e.code = Code::invalid_field; e.message = "price must be positive"; e.field = "price"; break;
+    case Reject::bad_quantity_lot: e.code = Code::invalid_field; e.message = "amount must be positive"; e.field = "amount"; break;
     default: e.message = "order rejected"; break;
   }
   return e;
 }
+
+// The answer to an accepted order (POST /orders, an item of POST /orders/batch): its state after
+// matching, from its events in [first, end).
+void write_placed(json::Writer& w, const Catalog& catalog, const PlaceOrder& placed,
+                  const std::vector<Event>& events, std::size_t first, std::size_t end) {
+  const MarketInfo& m = catalog.at(placed.market);
+  OrderStatus status = OrderStatus::open;
+  Qty filled = 0;
+  Usdm filled_notional = 0;
+  for (std::size_t i = first; i < end; ++i) {
+    if (auto* u = std::get_if<OrderUpdated>(&events[i].body); u && u->id == placed.id) {
+      status = u->status;
+      filled = u->filled;
+      filled_notional = u->filled_notional;
+    }
+  }
+  w.begin_object().field("id", placed.id.value().to_string()).field("status", status_name(status));
+  w.field("symbol", m.symbol).field("side", side_name(placed.side)).field("type", type_name(placed.type));
+  w.key("filled");
+  Catalog::write_amount(w, m, filled);
+  w.key("filled_notional").raw_number(usdm_text(filled_notional));
+  w.key("client_order_id");
+  if (placed.client_order_id.empty()) w.null(); else w.string(placed.client_order_id.view());
+  w.end_object();
+}
+
+// An error object as an item of a batch answer: {"error": {code, message, field?}}.
+void write_item_error(json::Writer& w, std::string_view code, std::string_view message, std::string_view field) {
+  w.begin_object().key("error").begin_object().field("code", code).field("message", message);
+  if (!field.empty()) w.field("field", field);
+  w.end_object().end_object();
+}
+
+// A client order id from a path or a body: the POST /orders pattern, else a 400 naming `field`.
+Result<ClientOrderId> client_id_param(std::string_view text, std::string_view field) {
+  static const std::regex kPattern("^[A-Za-z0-9_.:-]{1,36}$");
+  if (!std::regex_match(text.begin(), text.end(), kPattern)) {
+    return fail(Code::invalid_field, "client_order_id must be 1-36 characters of A-Z a-z 0-9 _ . : -",
+                std::string(field));
+  }
+  return ClientOrderId::from(text);
+}
+
+// The first refusal among events [first, end): an order's or a command's.
+std::optional<Reject> refusal(const std::vector<Event>& events, std::size_t first, std::size_t end) {
+  for (std::size_t i = first; i < end; ++i) {
+    if (auto* r = std::get_if<OrderRejected>(&events[i].body)) return r->reason;
+    if (auto* r = std::get_if<CommandRejected>(&events[i].body)) return r->reason;
+  }
+  return std::nullopt;
+}
+
+const std::string kOneOrderByClientId = std::string(kOrderColumns) +
+    " WHERE o.client_order_id = $1 AND o.user_id = $2::uuid ORDER BY o.created_seq DESC LIMIT 1";
+
+constexpr std::size_t kMaxBatchOrders = 20;
+constexpr std::size_t kMaxBatchCancels = 50;
 
 }  // namespace
 
@@ -120,7 +200,14 @@ http::Response rejection_response(Reject r, const http::Request& req) {
   w.field("code", reject_code(r)).field("message", e.message);
   if (!e.field.empty()) w.field("field", e.field);
   w.field("request_id", req.request_id).end_object().end_object();
-  return http::Response::json(e.code == Code::invalid_field ? 400 : 422, w.take());
+  const int status = e.code == Code::invalid_field ? 400 : e.code == Code::not_found ? 404 : 422;
+  return http::Response::json(status, w.take());
+}
+
+// The same as an item of a batch answer.
+void write_rejection(json::Writer& w, Reject r) {
+  Error e = reject_error(r);
+  write_item_error(w, reject_code(r), e.message, e.field);
 }
 
 void register_order_routes(Services& s, http::Router& router) {
@@ -162,27 +249,8 @@ void register_order_routes(Services& s, http::Router& router) {
           return respond(rejection_response(rej->reason, rq));
         }
       }
-      // Accepted: the order's state after matching.
-      const MarketInfo& m = s.catalog.at(placed.market);
-      OrderStatus status = OrderStatus::open;
-      Qty filled = 0;
-      Usdm filled_notional = 0;
-      for (const auto& e : o->events) {
-        if (auto* u = std::get_if<OrderUpdated>(&e.body); u && u->id == placed.id) {
-          status = u->status;
-          filled = u->filled;
-          filled_notional = u->filled_notional;
-        }
-      }
       json::Writer w;
-      w.begin_object().field("id", placed.id.value().to_string()).field("status", status_name(status));
-      w.field("symbol", m.symbol).field("side", side_name(placed.side)).field("type", type_name(placed.type));
-      w.key("filled");
-      Catalog::write_amount(w, m, filled);
-      w.key("filled_notional").raw_number(usdm_text(filled_notional));
-      w.key("client_order_id");
-      if (placed.client_order_id.empty()) w.null(); else w.string(placed.client_order_id.view());
-      w.end_object();
+      write_placed(w, s.catalog, placed, o->events, 0, o->events.size());
       respond(http::Response::json(201, w.take()));
     };
     submit(s, req, respond, std::move(job));
@@ -330,6 +398,311 @@ void register_order_routes(Services& s, http::Router& router) {
       return res;
     });
   });
+
+  // One order by the client's id (open or historical: the newest with that id).
+  router.get("/api/v1/orders/by-client-id/{client_order_id}", [&s](http::Request& req, http::Respond respond) {
+    auto user = acting(s, req);
+    if (!user) return respond(error_response(user.error(), req));
+    auto cid = client_id_param(req.path_param("client_order_id"), "client_order_id");
+    if (!cid) return respond(error_response(cid.error(), req));
+    respond_projected(s, req.request_id, *user, respond,
+                      [&s, u = *user, cid = std::string(cid->view())]() -> Result<http::Response> {
+                        auto lease = s.ctx->db->acquire();
+                        if (!lease) return lease.error();
+                        auto rows = (*lease)->exec(db::Query{"one_order_by_client_id", kOneOrderByClientId},
+                                                   {cid, u.value().to_string()});
+                        if (!rows) return rows.error();
+                        if (rows->size() == 0) return fail(Code::not_found, "no such order");
+                        json::Writer w;
+                        write_order_row(w, *rows, 0);
+                        return http::Response::json(200, w.take());
+                      });
+  });
+
+  // Cancel by the client's id (the open order that holds it).
+  router.del("/api/v1/orders/by-client-id/{client_order_id}", [&s](http::Request& req, http::Respond respond) {
+    auto user = acting(s, req);
+    if (!user) return respond(error_response(user.error(), req));
+    auto cid = client_id_param(req.path_param("client_order_id"), "client_order_id");
+    if (!cid) return respond(error_response(cid.error(), req));
+    Job job;
+    job.command = CancelOrder{*user, OrderId{}, SystemClock::instance().now_ms(), *cid};
+    job.done = [respond, rq = req, cid = std::string(cid->view())](Result<Outcome> o) {
+      if (!o) return respond(http::Response::error(o.error(), rq.request_id));
+      if (auto why = refusal(o->events, 0, o->events.size())) return respond(rejection_response(*why, rq));
+      json::Writer w;
+      w.begin_object().field("status", "cancelled");
+      for (const auto& e : o->events) {
+        if (auto* u = std::get_if<OrderUpdated>(&e.body)) {
+          w.field("id", u->id.value().to_string());
+          break;
+        }
+      }
+      w.field("client_order_id", cid).end_object();
+      respond(http::Response::json(200, w.take()));
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  // Amend: {symbol, price?, amount?} (amount: the new total size, filled part included).
+  router.patch("/api/v1/orders/{id}", [&s](http::Request& req, http::Respond respond) {
+    auto user = acting(s, req);
+    if (!user) return respond(error_response(user.error(), req));
+    auto id = Uuid::parse(req.path_param("id"));
+    if (!id) return respond(error_response(fail(Code::not_found, "no such order"), req));
+    auto body = json::parse_object(req.body, {"symbol", "price", "amount", "account"});
+    if (!body) return respond(error_response(body.error(), req));
+    const json::Value* sym = body->find("symbol");
+    if (!sym || sym->is_null()) return respond(error_response(fail(Code::missing_field, "symbol is required", "symbol"), req));
+    if (!sym->is_string()) return respond(error_response(fail(Code::invalid_field, "symbol must be a string", "symbol"), req));
+    const MarketInfo* m = s.catalog.find(sym->as_string());
+    if (!m) return respond(error_response(fail(Code::invalid_field, "unknown symbol " + sym->as_string(), "symbol"), req));
+    AmendOrder amend{*user, OrderId{*id}, m->index, 0, 0, SystemClock::instance().now_ms(), {}};
+    const json::Value* price = body->find("price");
+    const json::Value* amount = body->find("amount");
+    if ((!price || price->is_null()) && (!amount || amount->is_null())) {
+      return respond(error_response(fail(Code::missing_field, "price or amount is required", "price"), req));
+    }
+    if (price && !price->is_null()) {
+      auto ticks = Catalog::to_ticks(*m, *price, "price");
+      if (!ticks) return respond(error_response(ticks.error(), req));
+      amend.price = *ticks;
+    }
+    if (amount && !amount->is_null()) {
+      auto lots = Catalog::to_lots(*m, *amount, "amount");
+      if (!lots) return respond(error_response(lots.error(), req));
+      amend.qty = *lots;
+    }
+    Job job;
+    job.command = amend;
+    job.done = [&s, respond, rq = req, amend](Result<Outcome> o) {
+      if (!o) return respond(http::Response::error(o.error(), rq.request_id));
+      if (auto why = refusal(o->events, 0, o->events.size())) return respond(rejection_response(*why, rq));
+      const MarketInfo& market = s.catalog.at(amend.market);
+      const OrderAmended* am = nullptr;
+      const OrderUpdated* last = nullptr;
+      for (const auto& e : o->events) {
+        if (auto* a = std::get_if<OrderAmended>(&e.body)) am = a;
+        if (auto* u = std::get_if<OrderUpdated>(&e.body); u && am && u->id == am->id) last = u;
+      }
+      if (!am) return respond(http::Response::error(fail(Code::internal, "amend without its event"), rq.request_id));
+      json::Writer w;
+      w.begin_object().field("id", am->id.value().to_string());
+      // Open or PartiallyFilled while it rests; Filled when the repriced order matched in full.
+      const Qty filled = last ? last->filled : am->qty - am->remaining;
+      const OrderStatus status = last ? last->status : (filled > 0 ? OrderStatus::partially_filled : OrderStatus::open);
+      w.field("status", status_name(status)).field("symbol", market.symbol);
+      w.key("price");
+      Catalog::write_price(w, market, am->price);
+      w.key("amount");
+      Catalog::write_amount(w, market, am->qty);
+      w.key("filled");
+      Catalog::write_amount(w, market, filled);
+      w.key("remaining");
+      Catalog::write_amount(w, market, last ? last->remaining : am->remaining);
+      // true: a smaller size at the same price kept the order's place in its queue; false: it was
+      // taken out and entered again at the back (cancel-and-replace, same id).
+      w.field("kept_priority", am->kept_priority);
+      w.end_object();
+      respond(http::Response::json(200, w.take()));
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  // Up to 20 orders, applied in order as one journaled unit; one result per item, in order.
+  router.post("/api/v1/orders/batch", [&s](http::Request& req, http::Respond respond) {
+    auto body = json::parse_object(req.body, {"orders", "account"});
+    if (!body) return respond(error_response(body.error(), req));
+    std::optional<std::string> account;
+    if (const json::Value* a = body->find("account"); a && !a->is_null()) {
+      if (!a->is_string()) return respond(error_response(fail(Code::invalid_field, "account must be a vault id", "account"), req));
+      account = a->as_string();
+    }
+    auto user = acting(s, req, account);
+    if (!user) return respond(error_response(user.error(), req));
+    const json::Value* orders = body->find("orders");
+    if (!orders || !orders->is_array()) return respond(error_response(fail(Code::missing_field, "orders must be an array", "orders"), req));
+    if (orders->items().empty() || orders->items().size() > kMaxBatchOrders) {
+      return respond(error_response(fail(Code::invalid_field, "orders must hold 1 to 20 orders", "orders"), req));
+    }
+    const std::int64_t now = SystemClock::instance().now_ms();
+    // Each item parsed on its own: one that is malformed is answered in its place, the rest go.
+    using Entry = std::variant<PlaceOrder, Error>;
+    std::vector<Entry> items;
+    std::vector<Command> commands;
+    for (const auto& item : orders->items()) {
+      auto p = parse_order(s.catalog, item, *user, now);
+      if (p) {
+        commands.push_back(*p);
+        items.emplace_back(*p);
+      } else {
+        items.emplace_back(p.error());
+      }
+    }
+    auto answer = [&s](const std::vector<Entry>& entries, const Outcome* o) {
+      json::Writer w;
+      w.begin_array();
+      std::size_t part = 0;
+      for (const auto& item : entries) {
+        if (const Error* e = std::get_if<Error>(&item)) {
+          write_item_error(w, api_code(e->code), e->message, e->field);
+          continue;
+        }
+        const PlaceOrder& placed = std::get<PlaceOrder>(item);
+        const std::size_t first = part == 0 ? 0 : o->parts[part - 1], end = o->parts[part];
+        ++part;
+        bool rejected = false;
+        for (std::size_t i = first; i < end && !rejected; ++i) {
+          if (auto* r = std::get_if<OrderRejected>(&o->events[i].body); r && r->id == placed.id) {
+            if (r->reason == Reject::duplicate_client_order_id) {
+              write_item_error(w, reject_code(r->reason),
+                               "duplicate client_order_id; the original order is " + r->original.value().to_string(),
+                               "client_order_id");
+            } else {
+              write_rejection(w, r->reason);
+            }
+            rejected = true;
+          }
+        }
+        if (!rejected) write_placed(w, s.catalog, placed, o->events, first, end);
+      }
+      w.end_array();
+      return w.take();
+    };
+    if (commands.empty()) return respond(http::Response::json(200, answer(items, nullptr)));
+    Job job;
+    job.batch = std::move(commands);
+    job.done = [respond, rid = req.request_id, items = std::move(items), answer](Result<Outcome> o) {
+      if (!o) return respond(http::Response::error(o.error(), rid));
+      respond(http::Response::json(200, answer(items, &*o)));
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  // Up to 50 cancels ({"ids": [...], "client_order_ids": [...]}), applied in order as one unit.
+  router.del("/api/v1/orders/batch", [&s](http::Request& req, http::Respond respond) {
+    auto body = json::parse_object(req.body, {"ids", "client_order_ids", "account"});
+    if (!body) return respond(error_response(body.error(), req));
+    std::optional<std::string> account;
+    if (const json::Value* a = body->find("account"); a && !a->is_null()) {
+      if (!a->is_string()) return respond(error_response(fail(Code::invalid_field, "account must be a vault id", "account"), req));
+      account = a->as_string();
+    }
+    auto user = acting(s, req, account);
+    if (!user) return respond(error_response(user.error(), req));
+    struct Target {
+      std::string given;
+      bool by_client = false;
+      std::optional<Error> error;
+    };
+    std::vector<Target> targets;
+    std::vector<Command> commands;
+    const std::int64_t now = SystemClock::instance().now_ms();
+    for (auto [key, by_client] : {std::pair{"ids", false}, std::pair{"client_order_ids", true}}) {
+      const json::Value* given = body->find(key);
+      if (!given || given->is_null()) continue;
+      if (!given->is_array()) return respond(error_response(fail(Code::invalid_field, std::string(key) + " must be an array", key), req));
+      if (given->items().size() > kMaxBatchCancels) break;  // (refused below)
+      for (const auto& v : given->items()) {
+        Target t;
+        t.by_client = by_client;
+        if (!v.is_string()) {
+          t.error = fail(Code::invalid_field, std::string(key) + " holds strings", key);
+        } else if (by_client) {
+          t.given = v.as_string();
+          if (auto cid = client_id_param(t.given, key)) commands.push_back(CancelOrder{*user, OrderId{}, now, *cid});
+          else t.error = cid.error();
+        } else {
+          t.given = v.as_string();
+          if (auto id = Uuid::parse(t.given)) commands.push_back(CancelOrder{*user, OrderId{*id}, now});
+          else t.error = fail(Code::not_found, "no such open order");
+        }
+        targets.push_back(std::move(t));
+      }
+    }
+    const auto count = [&](const char* key) {
+      const json::Value* given = body->find(key);
+      return given && given->is_array() ? given->items().size() : 0;
+    };
+    if (count("ids") + count("client_order_ids") == 0 || count("ids") + count("client_order_ids") > kMaxBatchCancels) {
+      return respond(error_response(fail(Code::invalid_field, "ids and client_order_ids must hold 1 to 50 orders together", "ids"), req));
+    }
+    auto answer = [](const std::vector<Target>& wanted, const Outcome* o) {
+      json::Writer w;
+      w.begin_array();
+      std::size_t part = 0;
+      for (const auto& t : wanted) {
+        if (t.error) {
+          write_item_error(w, api_code(t.error->code), t.error->message, t.error->field);
+          continue;
+        }
+        const std::size_t first = part == 0 ? 0 : o->parts[part - 1], end = o->parts[part];
+        ++part;
+        if (auto why = refusal(o->events, first, end)) {
+          write_rejection(w, *why);
+          continue;
+        }
+        w.begin_object().field("status", "cancelled");
+        for (std::size_t i = first; i < end; ++i) {
+          if (auto* u = std::get_if<OrderUpdated>(&o->events[i].body)) {
+            w.field("id", u->id.value().to_string());
+            break;
+          }
+        }
+        if (t.by_client) w.field("client_order_id", t.given);
+        w.end_object();
+      }
+      w.end_array();
+      return w.take();
+    };
+    if (commands.empty()) return respond(http::Response::json(200, answer(targets, nullptr)));
+    Job job;
+    job.batch = std::move(commands);
+    job.done = [respond, rid = req.request_id, targets = std::move(targets), answer](Result<Outcome> o) {
+      if (!o) return respond(http::Response::error(o.error(), rid));
+      respond(http::Response::json(200, answer(targets, &*o)));
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  // The dead man's switch: {"timeout_ms": n}; 0 turns it off. Renew it before it runs out.
+  router.post("/api/v1/orders/cancel-all-after", [&s](http::Request& req, http::Respond respond) {
+    auto body = json::parse_object(req.body, {"timeout_ms", "account"});
+    if (!body) return respond(error_response(body.error(), req));
+    std::optional<std::string> account;
+    if (const json::Value* a = body->find("account"); a && !a->is_null()) {
+      if (!a->is_string()) return respond(error_response(fail(Code::invalid_field, "account must be a vault id", "account"), req));
+      account = a->as_string();
+    }
+    auto user = acting(s, req, account);
+    if (!user) return respond(error_response(user.error(), req));
+    const json::Value* t = body->find("timeout_ms");
+    if (!t || t->is_null()) return respond(error_response(fail(Code::missing_field, "timeout_ms is required", "timeout_ms"), req));
+    auto timeout = t->as_int(0, kMaxCancelAfterMs);
+    if (!timeout || (*timeout != 0 && *timeout < kMinCancelAfterMs)) {
+      return respond(error_response(fail(Code::invalid_field, "timeout_ms must be 0 or from 1000 to 86400000", "timeout_ms"), req));
+    }
+    Job job;
+    job.command = SetCancelAfter{*user, *timeout, SystemClock::instance().now_ms()};
+    job.done = [respond, rq = req](Result<Outcome> o) {
+      if (!o) return respond(http::Response::error(o.error(), rq.request_id));
+      if (auto why = refusal(o->events, 0, o->events.size())) return respond(rejection_response(*why, rq));
+      json::Writer w;
+      w.begin_object();
+      for (const auto& e : o->events) {
+        if (auto* c = std::get_if<CancelAfterChanged>(&e.body)) {
+          w.field("status", c->deadline_ms == 0 ? "off" : "armed");
+          w.field("deadline_ms", c->deadline_ms);
+          w.key("deadline");
+          if (c->deadline_ms == 0) w.null(); else w.string(format_rfc3339_ms(c->deadline_ms));
+        }
+      }
+      w.end_object();
+      respond(http::Response::json(200, w.take()));
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
 }
 
 }  // namespace hydrox::trading

@@ -1,4 +1,5 @@
-// GET /api/v1/positions, POST /api/v1/positions/{id}/close, GET /api/v1/balances.
+// GET /api/v1/positions, POST /api/v1/positions/{id}/close, POST /api/v1/positions/leverage,
+// GET /api/v1/balances.
 // Live numbers come from the engine (a read job, answered after earlier writes committed);
 // position timestamps from PostgreSQL.
 #include <map>
@@ -199,6 +200,73 @@ void register_position_routes(Services& s, http::Router& r) {
           respond(http::Response::error(fail(Code::overloaded, "the order queue is full, retry shortly"), rq.request_id));
         }
       };
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  // Leverage and margin mode of the caller's account in one market: {symbol, leverage?,
+  // margin_mode?}; orders placed after it inherit them.
+  r.post("/api/v1/positions/leverage", [&s](http::Request& req, http::Respond respond) {
+    auto body = json::parse_object(req.body, {"symbol", "leverage", "margin_mode", "account"});
+    if (!body) return respond(error_response(body.error(), req));
+    std::optional<std::string> account;
+    if (const json::Value* a = body->find("account"); a && !a->is_null()) {
+      if (!a->is_string()) return respond(error_response(fail(Code::invalid_field, "account must be a vault id", "account"), req));
+      account = a->as_string();
+    }
+    auto user = acting(s, req, account);
+    if (!user) return respond(error_response(user.error(), req));
+    const json::Value* sym = body->find("symbol");
+    if (!sym || sym->is_null()) return respond(error_response(fail(Code::missing_field, "symbol is required", "symbol"), req));
+    if (!sym->is_string()) return respond(error_response(fail(Code::invalid_field, "symbol must be a string", "symbol"), req));
+    const MarketInfo* m = s.catalog.find(sym->as_string());
+    if (!m) return respond(error_response(fail(Code::invalid_field, "unknown symbol " + sym->as_string(), "symbol"), req));
+    SetLeverage cmd{*user, m->index, 0, SystemClock::instance().now_ms()};
+    if (const json::Value* lev = body->find("leverage"); lev && !lev->is_null()) {
+      auto v = lev->as_int(1, m->spec.max_leverage);
+      if (!v) {
+        return respond(error_response(
+            fail(Code::invalid_field, "leverage must be an integer from 1 to " + std::to_string(m->spec.max_leverage), "leverage"), req));
+      }
+      cmd.leverage = static_cast<std::int32_t>(*v);
+    }
+    if (const json::Value* mm = body->find("margin_mode"); mm && !mm->is_null()) {
+      if (!mm->is_string() || (mm->as_string() != "cross" && mm->as_string() != "isolated")) {
+        return respond(error_response(fail(Code::invalid_field, "margin_mode must be cross or isolated", "margin_mode"), req));
+      }
+      cmd.margin_mode = mm->as_string() == "isolated" ? MarginMode::isolated : MarginMode::cross;
+    }
+    if (cmd.leverage == 0 && cmd.margin_mode == MarginMode::unchanged) {
+      return respond(error_response(fail(Code::missing_field, "leverage or margin_mode is required", "leverage"), req));
+    }
+    Job job;
+    job.command = cmd;
+    job.done = [&s, respond, rq = req, cmd](Result<Outcome> o) {
+      if (!o) return respond(http::Response::error(o.error(), rq.request_id));
+      for (const auto& e : o->events) {
+        if (auto* cr = std::get_if<CommandRejected>(&e.body)) return respond(rejection_response(cr->reason, rq));
+      }
+      // The account's settings in the market now (the engine's, read after this command).
+      Job read;
+      read.is_read = true;
+      read.read = [&s, respond, rq, cmd](const Engine& e) -> std::function<void()> {
+        std::int32_t leverage = 0;
+        bool isolated = false;
+        if (const Account* a = e.account(cmd.user)) {
+          leverage = e.leverage_of(*a, cmd.market);
+          isolated = a->positions[cmd.market].isolated;
+        }
+        const std::string symbol = s.catalog.at(cmd.market).symbol;
+        return [respond, leverage, isolated, symbol]() {
+          json::Writer w;
+          w.begin_object().field("symbol", symbol).field("leverage", leverage);
+          w.field("margin_mode", isolated ? "isolated" : "cross").end_object();
+          respond(http::Response::json(200, w.take()));
+        };
+      };
+      if (!s.host->submit(std::move(read))) {
+        respond(http::Response::error(fail(Code::overloaded, "the order queue is full, retry shortly"), rq.request_id));
+      }
     };
     submit(s, req, respond, std::move(job));
   });

@@ -21,6 +21,8 @@ struct Outcome {
   std::vector<engine::Event> events;
   std::string idempotent_replay;  // set when an operator key was seen before: its first outcome
   std::string outcome_text;       // commands with an operator key: the outcome stored for replays
+  // A batch of commands (Job::batch): where each command's events end in `events`, in order.
+  std::vector<std::size_t> parts;
 };
 
 struct Item {
@@ -33,6 +35,10 @@ struct Item {
   std::string meta;
   std::function<void()> reply;  // reads
   bool journaled = true;
+  // The answer to a batch of commands (Job::batch): not journaled itself (the items before it
+  // are, in the same transaction), its events span theirs, answered when they are acknowledged.
+  bool carries_batch = false;
+  std::vector<std::size_t> parts;  // as in Outcome
 };
 
 // An account's collateral after the batch, and the time of the last command that changed it.

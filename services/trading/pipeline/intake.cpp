@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "hydrox/core/clock.hpp"
 #include "hydrox/json/json.hpp"
 #include "journal.hpp"
 
@@ -144,7 +145,19 @@ void EngineHost::engine_loop() {
   while (running_.load()) {
     {
       std::unique_lock lock(in_mu_);
-      in_cv_.wait(lock, [&] { return !in_.empty() || !running_.load(); });
+      // A dead man's switch that runs out wakes the loop by itself (no request need come).
+      const std::int64_t due = engine_.next_cancel_after();
+      auto ready = [&] {
+        return !in_.empty() || !running_.load() || (due != 0 && SystemClock::instance().now_ms() >= due);
+      };
+      if (due == 0) {
+        in_cv_.wait(lock, ready);
+      } else {
+        while (!ready()) {
+          const std::int64_t wait_ms = std::clamp<std::int64_t>(due - SystemClock::instance().now_ms(), 1, 1000);
+          in_cv_.wait_for(lock, std::chrono::milliseconds(wait_ms));
+        }
+      }
       if (!running_.load()) break;
       const std::size_t n = std::min(in_.size(), options_.max_batch);
       for (std::size_t i = 0; i < n; ++i) {
@@ -153,6 +166,13 @@ void EngineHost::engine_loop() {
       }
     }
     Batch b;
+    if (const std::int64_t due = engine_.next_cancel_after(); due != 0) {
+      if (const std::int64_t now = SystemClock::instance().now_ms(); now >= due) {
+        Command fire = CancelExpired{now};
+        stamp(fire, b.items, b.events);
+        apply_made(std::move(fire), b.items, b.events);
+      }
+    }
     for (std::size_t k = 0; k < jobs.size(); ++k) {
       Job& job = jobs[k];
       if (k + kPrefetchAhead < jobs.size() && !jobs[k + kPrefetchAhead].is_read) {
@@ -185,6 +205,26 @@ void EngineHost::engine_loop() {
           it.journaled = false;
           b.items.push_back(std::move(it));
         }
+        continue;
+      }
+      if (!job.batch.empty()) {
+        // One after the other, nothing between them (the clock's moment, if due, runs before the
+        // first): one journal transaction holds them all.
+        std::size_t first = 0;
+        for (std::size_t i = 0; i < job.batch.size(); ++i) {
+          Item part;
+          part.command = std::move(job.batch[i]);
+          stamp(part.command, b.items, b.events, /*run_clock=*/i == 0);
+          if (i == 0) first = b.events.size();
+          apply_item(part, b.events);
+          it.parts.push_back(b.events.size() - first);
+          b.items.push_back(std::move(part));
+        }
+        it.journaled = false;
+        it.carries_batch = true;
+        it.first_event = first;
+        it.end_event = b.events.size();
+        b.items.push_back(std::move(it));
         continue;
       }
       it.command = job.command;

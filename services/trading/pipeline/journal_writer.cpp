@@ -89,8 +89,9 @@ void EngineHost::commit_loop() {
         o.command_no = it.command_no;
         o.events.assign(b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
                         b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
-        if (!it.journaled) o.idempotent_replay = it.outcome_text;
+        if (!it.journaled && !it.carries_batch) o.idempotent_replay = it.outcome_text;
         o.outcome_text = it.outcome_text;
+        o.parts = std::move(it.parts);
         if (answers_after_projection(it)) {
           b.after_projection.push_back([done = std::move(it.done), o = std::move(o)]() mutable { done(std::move(o)); });
         } else {
@@ -131,7 +132,7 @@ bool EngineHost::answers_after_projection(const Item& it) {
 
 void EngineHost::answer_unknown(Batch& batch) {
   for (auto& it : batch.items) {
-    if (!it.done || it.reply || !it.journaled) continue;
+    if (!it.done || it.reply || (!it.journaled && !it.carries_batch)) continue;
     it.done(fail(Code::unavailable,
                  "the database is unavailable: not acknowledged; retry with the same client_order_id or key to learn the outcome"));
     it.done = nullptr;

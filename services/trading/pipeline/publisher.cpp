@@ -80,6 +80,20 @@ std::vector<std::vector<std::string>> publish_commands(const Batch& b, const Cat
             if (ev.status == OrderStatus::cancelled) w.field("cancel_reason", cancel_reason_code(ev.cancel_reason));
             w.end_object();
             cmds.push_back({"PUBLISH", user_channel(ev.user, "orders"), w.take()});
+          } else if constexpr (std::is_same_v<T, OrderAmended>) {
+            // An amendment: the order's new price, total size and resting remainder (a repriced
+            // order that matches at once is followed by its fills' updates).
+            const MarketInfo& m = catalog_.at(ev.market);
+            w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("id", ev.id.value().to_string());
+            w.field("symbol", m.symbol).field("amended", true).field("kept_priority", ev.kept_priority);
+            w.key("price");
+            Catalog::write_price(w, m, ev.price);
+            w.key("amount");
+            Catalog::write_amount(w, m, ev.qty);
+            w.key("remaining");
+            Catalog::write_amount(w, m, ev.remaining);
+            w.end_object();
+            cmds.push_back({"PUBLISH", user_channel(ev.user, "orders"), w.take()});
           } else if constexpr (std::is_same_v<T, PositionChanged>) {
             const MarketInfo& m = catalog_.at(ev.market);
             w.begin_object().field("seq", static_cast<std::int64_t>(e.seq)).field("symbol", m.symbol);

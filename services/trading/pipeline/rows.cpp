@@ -206,6 +206,7 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
   struct OrderRow {
     const OrderAccepted* accepted = nullptr;
     const OrderUpdated* last = nullptr;
+    const OrderAmended* amended = nullptr;  // the last amendment: the order's price and size now
     Seq seq = 0;
   };
   std::unordered_map<Uuid, OrderRow, engine::UuidHash> orders;
@@ -261,8 +262,12 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
             }
           } else if constexpr (std::is_same_v<T, OrderUpdated>) {
             auto& row = orders[ev.id.value()];
-            if (!row.accepted && !row.last) order_ids.push_back(ev.id.value());
+            if (!row.accepted && !row.last && !row.amended) order_ids.push_back(ev.id.value());
             row.last = &ev;
+          } else if constexpr (std::is_same_v<T, OrderAmended>) {
+            auto& row = orders[ev.id.value()];
+            if (!row.accepted && !row.last && !row.amended) order_ids.push_back(ev.id.value());
+            row.amended = &ev;
           } else if constexpr (std::is_same_v<T, Trade>) {
             const MarketInfo& m = catalog_.at(ev.market);
             const std::string price = Catalog::price_text(m, ev.price);
@@ -374,6 +379,9 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
       "UPDATE orders o SET status = v.status, filled = v.filled, filled_notional = v.fn,"
       " cancel_reason = v.reason, updated_at = v.at FROM",
       {"uuid", "text", "numeric", "numeric", "text", "timestamptz"}, "AS v(id, status, filled, fn, reason, at) WHERE o.id = v.id");
+  MultiRow amends(
+      "UPDATE orders o SET price = v.price, amount = v.amount, updated_at = greatest(o.updated_at, v.at) FROM",
+      {"uuid", "numeric", "numeric", "timestamptz"}, "AS v(id, price, amount, at) WHERE o.id = v.id");
   for (const Uuid& id : order_ids) {
     const OrderRow& row = orders[id];
     if (row.accepted) {
@@ -387,14 +395,24 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
       std::optional<std::string> coid;
       if (!a.client_order_id.empty()) coid = std::string(a.client_order_id.view());
       std::optional<std::string> price, trigger;
-      if (is_limit_like(a.type)) price = Catalog::price_text(m, a.price);
+      if (is_limit_like(a.type)) price = Catalog::price_text(m, row.amended ? row.amended->price : a.price);
       if (a.trigger_price != 0) trigger = Catalog::price_text(m, a.trigger_price);
+      std::int64_t updated = row.last ? row.last->ts_ms : a.ts_ms;
+      if (row.amended) updated = std::max(updated, row.amended->ts_ms);
       new_orders.add({id.to_string(), a.user.value().to_string(), std::to_string(m.id), std::string(side_name(a.side)),
-                      std::string(type_name(a.type)), std::string(tif_name(a.tif)), price, Catalog::amount_text(m, a.qty),
+                      std::string(type_name(a.type)), std::string(tif_name(a.tif)), price,
+                      Catalog::amount_text(m, row.amended ? row.amended->qty : a.qty),
                       Catalog::amount_text(m, filled), usdm_text(fn), std::string(status_name(status)),
                       a.reduce_only ? "true" : "false", coid, std::to_string(a.leverage), reason,
-                      std::to_string(row.seq), ts(a.ts_ms), ts(row.last ? row.last->ts_ms : a.ts_ms), trigger});
-    } else if (row.last) {
+                      std::to_string(row.seq), ts(a.ts_ms), ts(updated), trigger});
+      continue;
+    }
+    if (row.amended) {
+      const OrderAmended& am = *row.amended;
+      const MarketInfo& m = catalog_.at(am.market);
+      amends.add({id.to_string(), Catalog::price_text(m, am.price), Catalog::amount_text(m, am.qty), ts(am.ts_ms)});
+    }
+    if (row.last) {
       const OrderUpdated& u = *row.last;
       const MarketInfo& m = catalog_.at(u.market);
       std::optional<std::string> reason;
@@ -469,6 +487,7 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
 
   // One transaction, sent as one pipeline: a round trip per batch instead of one per table.
   for (auto [rows, name] : {std::pair{&new_orders, "orders_insert"}, std::pair{&updates, "orders_update"},
+                            std::pair{&amends, "orders_amend"},
                             std::pair{&trades, "trades_insert"}, std::pair{&fills, "fills_insert"},
                             std::pair{&ledger, "ledger_insert"}, std::pair{&pos_reopened, "positions_reopened"},
                             std::pair{&pos_rows, "positions_upsert"}, std::pair{&pos_started, "positions_started"},

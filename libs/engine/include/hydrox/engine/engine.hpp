@@ -51,6 +51,7 @@ struct Account {
   Handle orders_head = kNil;
   std::uint32_t open_orders = 0;
   std::vector<Position> positions;  // one per market
+  std::int64_t cancel_after_ms = 0;  // the dead man's switch's deadline (0: off)
 };
 
 // What an account looks like at the current marks.
@@ -121,6 +122,8 @@ struct Snapshot {
   // Per market: max_order_qty, max_market_order_qty, max_order_notional, max_position_notional
   // (empty in snapshots older than the limits: the engine's ceilings apply).
   std::vector<std::array<std::int64_t, 4>> limits;
+  // Dead man's switches: (account index, deadline), by account (empty before format 3).
+  std::vector<std::pair<std::uint32_t, std::int64_t>> cancel_after;
 };
 
 struct EngineConfig {
@@ -209,6 +212,8 @@ class BasicEngine {
   const Account* account(const UserId& user) const;
   std::optional<AccountView> view(const UserId& user) const;
   const Order* order(const OrderId& id) const;
+  // The earliest dead man's switch deadline (0: none is set): the host sends CancelExpired then.
+  std::int64_t next_cancel_after() const { return cancel_after_.empty() ? 0 : cancel_after_.begin()->first; }
   std::optional<OrderId> client_order(const UserId& user, const ClientOrderId& id) const;
   std::optional<Price> best(std::uint32_t m, Side side) const;
   // Up to `levels` price levels from the best outward.
@@ -302,6 +307,19 @@ class BasicEngine {
     return (o.type == OrderType::stop_limit || o.type == OrderType::stop_market) == (o.side == Side::buy);
   }
   void cancel(const CancelOrder& c, std::vector<Event>& out);
+  void amend(const AmendOrder& c, std::vector<Event>& out);
+  void set_cancel_after(const SetCancelAfter& c, std::vector<Event>& out);
+  void cancel_expired(const CancelExpired& c, std::vector<Event>& out);
+  // The user's open order by id, or by client order id when the id is nil; nullptr when there is
+  // none (another user's order is as unknown as a missing one).
+  const Handle* find_own_order(const UserId& user, const OrderId& id, const ClientOrderId& client_id) const;
+  // Matches order h (account ai, market m, `side`, limit price `limit`) against the opposite side
+  // while it crosses; and then, with why it stopped: filled, rested (GTC, post-only; `margin` as
+  // for rest()) or its remainder cancelled.
+  enum class MatchStop : std::uint8_t { none, reduce_only, margin };
+  [[gnu::always_inline]] inline MatchStop match(Handle h, std::uint32_t ai, std::uint32_t m, Side side,
+                                                Price limit, std::int64_t ts, std::vector<Event>& out);
+  [[gnu::always_inline]] inline void finish(Handle h, MatchStop stop, Usdm margin, std::vector<Event>& out);
   void cancel_all(const CancelAll& c, std::vector<Event>& out);
   void deposit(const Deposit& c, std::vector<Event>& out);
   void withdraw(const Withdraw& c, std::vector<Event>& out);
@@ -379,8 +397,8 @@ class BasicEngine {
   void emit_level(std::uint32_t m, Side side, Price price, std::vector<Event>& out);
   void emit_position(const Account& a, std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
   // Whether a fill of q at `price` leaves the account at maintenance (zero for a reducing fill).
-  bool keeps_account(std::uint32_t ai, std::uint32_t m, Side side, Price price, Qty q,
-                     std::int32_t fee_ppm) const {
+  [[gnu::always_inline]] bool keeps_account(std::uint32_t ai, std::uint32_t m, Side side, Price price,
+                                            Qty q, std::int32_t fee_ppm) const {
     // A cross account filling at or better than the mark: the margin checks already hold.
     const Price mark = markets_[m].mark;
     const Price adverse = side == Side::buy ? price - mark : mark - price;
@@ -439,6 +457,7 @@ class BasicEngine {
   bool triggering_ = false;  // a held order entering: its client id is already registered
   std::vector<Vault> vaults_;
   std::map<Uuid, std::uint32_t> vault_index_;
+  std::set<std::pair<std::int64_t, std::uint32_t>> cancel_after_;  // (deadline, account index)
 };
 
 using Engine = BasicEngine<FastBook>;

@@ -81,6 +81,11 @@ enum class Reject : std::uint8_t {
   order_notional_too_large,     // price x qty above max_order_notional
   position_notional_too_large,  // the position the order could build above max_position_notional
   amount_too_large,             // an amount, price or share count beyond the engine's bounds
+  // Amending an order (AmendOrder).
+  nothing_to_amend,     // the new price and size are the order's own
+  amend_below_filled,   // the new size is not above what has already filled
+  order_not_amendable,  // a held trigger order (amend it by cancelling and placing again)
+  bad_timeout,          // a cancel-all-after timeout outside 0 or 1 s .. 1 day
 };
 std::string_view reject_code(Reject r);  // UPPER_SNAKE, e.g. "INSUFFICIENT_MARGIN"
 
@@ -96,6 +101,7 @@ enum class CancelReason : std::uint8_t {
   position_limit,       // filling it would take its account's position above max_position_notional
   trigger_rejected,     // a stop / take-profit refused when it fired (the OrderRejected event says
                         // why)
+  cancel_all_after,     // the account's dead man's switch (SetCancelAfter) ran out
 };
 std::string_view cancel_reason_code(CancelReason r);
 
@@ -183,7 +189,40 @@ struct PlaceOrder {
 
 struct CancelOrder {
   UserId user;
-  OrderId id;
+  OrderId id;  // nil: the open order with client_order_id
+  std::int64_t ts_ms = 0;
+  ClientOrderId client_order_id;
+};
+
+// Changes a resting order's limit price and/or size (`qty`: the new total, filled part included;
+// 0 keeps it, like price 0). A smaller size at the same price keeps the order's place in its
+// queue; any other change takes the order out and enters it again, same id, at the back of its
+// new level (it may match at once, as a new order would). Atomic: every check of a new order runs
+// on the amended one first (margin with its old reserve released); a refused amend changes
+// nothing. Held trigger orders are not amendable.
+struct AmendOrder {
+  UserId user;
+  OrderId id;  // nil: the open order with client_order_id
+  std::uint32_t market = 0;  // the order's (price and qty are in its ticks and lots)
+  Price price = 0;
+  Qty qty = 0;
+  std::int64_t ts_ms = 0;
+  ClientOrderId client_order_id;
+};
+
+// The account's dead man's switch (Binance's countdown cancel-all, Hyperliquid's schedule
+// cancel): unless set again before ts_ms + timeout_ms, every open order of the account is
+// cancelled (CancelReason::cancel_all_after) by the first CancelExpired at or after that moment.
+// timeout_ms 0 turns it off; otherwise 1,000 .. 86,400,000.
+struct SetCancelAfter {
+  UserId user;
+  std::int64_t timeout_ms = 0;
+  std::int64_t ts_ms = 0;
+};
+inline constexpr std::int64_t kMinCancelAfterMs = 1'000;
+inline constexpr std::int64_t kMaxCancelAfterMs = 86'400'000;
+// Fires every switch whose deadline is at or before ts_ms (the host sends it when one is due).
+struct CancelExpired {
   std::int64_t ts_ms = 0;
 };
 
@@ -214,8 +253,11 @@ struct SetMark {
 struct SetLeverage {
   UserId user;
   std::uint32_t market = 0;
-  std::int32_t leverage = 1;
+  std::int32_t leverage = 1;  // 0: unchanged (with a margin mode)
   std::int64_t ts_ms = 0;
+  // Set: the account's margin mode in this market from now (refused while it has a position or
+  // open orders there).
+  MarginMode margin_mode = MarginMode::unchanged;
 };
 
 // Settles one funding interval of one market (perp-rules "Funding"): every open position pays or
@@ -278,7 +320,8 @@ struct SetMarketLimits {
 
 using Command =
     std::variant<PlaceOrder, CancelOrder, CancelAll, Deposit, Withdraw, SetMark, SetLeverage,
-                 SettleFunding, CreateVault, VaultDeposit, VaultWithdraw, SetMarketLimits>;
+                 SettleFunding, CreateVault, VaultDeposit, VaultWithdraw, SetMarketLimits,
+                 AmendOrder, SetCancelAfter, CancelExpired>;
 
 // ---- events ---------------------------------------------------------------------------------
 
@@ -386,6 +429,31 @@ struct LeverageChanged {
   friend bool operator==(const LeverageChanged&, const LeverageChanged&) = default;
 };
 
+// A resting order amended (AmendOrder): its new limit price, total size and resting remainder;
+// kept_priority false: it left its queue and entered again (OrderUpdated events follow if it
+// matched at once).
+struct OrderAmended {
+  OrderId id;
+  UserId user;
+  std::uint32_t market;
+  Price price;
+  Qty qty;
+  Qty remaining;
+  bool kept_priority;
+  std::int64_t ts_ms;
+  friend bool operator==(const OrderAmended&, const OrderAmended&) = default;
+};
+
+// The account's dead man's switch: its deadline (0: off), set by SetCancelAfter or cleared when it
+// fired (fired: its orders were just cancelled).
+struct CancelAfterChanged {
+  UserId user;
+  std::int64_t deadline_ms;
+  bool fired;
+  std::int64_t ts_ms;
+  friend bool operator==(const CancelAfterChanged&, const CancelAfterChanged&) = default;
+};
+
 struct CommandRejected {  // a non-order command refused (withdrawal, leverage, cancel, ...)
   UserId user;
   Reject reason;
@@ -470,7 +538,8 @@ struct VaultChanged {
 using EventBody = std::variant<OrderAccepted, OrderRejected, OrderUpdated, Trade, PositionChanged,
                                BalanceChanged, BookLevelChanged, MarkChanged, LeverageChanged,
                                CommandRejected, FundingPaid, FundingSettled, AccountLiquidated,
-                               VaultCreated, VaultChanged, IsolatedMarginChanged>;
+                               VaultCreated, VaultChanged, IsolatedMarginChanged, OrderAmended,
+                               CancelAfterChanged>;
 
 struct Event {
   Event() = default;

@@ -18,6 +18,7 @@ class Router {
   void get(std::string_view p, Handler h) { add(Method::get, p, std::move(h)); }
   void post(std::string_view p, Handler h) { add(Method::post, p, std::move(h)); }
   void del(std::string_view p, Handler h) { add(Method::del, p, std::move(h)); }
+  void patch(std::string_view p, Handler h) { add(Method::patch, p, std::move(h)); }
   // Any method (the gateway's proxy routes).
   void any(std::string_view pattern, Handler handler);
 
