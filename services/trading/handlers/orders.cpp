@@ -194,6 +194,8 @@ constexpr std::size_t kMaxBatchCancels = 50;
 // The api-contract code for an engine rejection rides in the message's error body as `code`:
 // Response::error uses the Code table, so the stable engine reason goes in a header and body.
 http::Response rejection_response(Reject r, const http::Request& req) {
+  // An unknown order is answered like every other unknown object (404 NOT_FOUND).
+  if (r == Reject::unknown_order) return http::Response::error(fail(Code::not_found, "no such open order"), req.request_id);
   Error e = reject_error(r);
   json::Writer w;
   w.begin_object().key("error").begin_object();
@@ -206,6 +208,7 @@ http::Response rejection_response(Reject r, const http::Request& req) {
 
 // The same as an item of a batch answer.
 void write_rejection(json::Writer& w, Reject r) {
+  if (r == Reject::unknown_order) return write_item_error(w, api_code(Code::not_found), "no such open order", {});
   Error e = reject_error(r);
   write_item_error(w, reject_code(r), e.message, e.field);
 }
