@@ -44,7 +44,7 @@ std::string command_kind(const Command& c) {
   static constexpr const char* kNames[] = {
       "place",    "cancel",  "cancel_all",   "deposit",       "withdraw",       "mark",
       "leverage", "funding", "vault_create", "vault_deposit", "vault_withdraw", "market_limits",
-      "amend",    "cancel_after", "cancel_expired"};
+      "amend",    "cancel_after", "cancel_expired", "margin"};
   static_assert(std::size(kNames) == std::variant_size_v<Command>);
   return kNames[c.index()];
 }
@@ -72,6 +72,9 @@ std::string encode_command(const Command& command, const Catalog& catalog) {
           w.field("user", c.user.value().to_string()).field("id", c.id.value().to_string());
           if (!c.client_order_id.empty()) w.field("client_order_id", c.client_order_id.view());
           w.field("market", catalog.at(c.market).id).field("price", c.price).field("qty", c.qty);
+        } else if constexpr (std::is_same_v<T, AdjustMargin>) {
+          w.field("user", c.user.value().to_string()).field("market", catalog.at(c.market).id);
+          w.field("delta", c.delta);
         } else if constexpr (std::is_same_v<T, SetCancelAfter>) {
           w.field("user", c.user.value().to_string()).field("timeout_ms", c.timeout_ms);
         } else if constexpr (std::is_same_v<T, CancelAll>) {
@@ -188,6 +191,8 @@ Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
                      r.num("price"), r.num("qty"), r.num("ts"), ClientOrderId::from(r.str("client_order_id"))};
   } else if (t == "cancel_after") {
     out = SetCancelAfter{UserId{r.uuid("user")}, r.num("timeout_ms"), r.num("ts")};
+  } else if (t == "margin") {
+    out = AdjustMargin{UserId{r.uuid("user")}, static_cast<std::uint32_t>(market("market")), r.num("delta"), r.num("ts")};
   } else if (t == "cancel_expired") {
     out = CancelExpired{r.num("ts")};
   } else if (t == "cancel_all") {

@@ -199,6 +199,33 @@ class TradingApi(unittest.TestCase):
         self.assertTrue(t.invariants()["ok"])
 
 
+    def test_isolated_margin_in_and_out_moves_the_liquidation_price(self):
+        t = self.t
+        a, b = self.funded("3000"), self.funded()
+        t.call(a, "POST", "/api/v1/positions/leverage", {"symbol": SYM, "margin_mode": "isolated", "leverage": 10})
+        t.place(b, side="Sell", price="97000", amount="0.1")
+        self.assertEqual(t.place(a, side="Buy", price="97000", amount="0.1").json()["status"], "Filled")
+        pos = t.call(a, "GET", "/api/v1/positions").json()[0]
+        path = "/api/v1/positions/{id}/margin"
+        url = f"/api/v1/positions/{pos['id']}/margin"
+        r = self.expect(200, t.call(a, "POST", url, {"amount": "+500"}), path, "POST")
+        self.assertEqual((r.json()["amount"], r.json()["isolated_margin"]), (500, pos["margin"] + 500))
+        after = t.call(a, "GET", "/api/v1/positions").json()[0]
+        self.assertLess(after["liquidation_price"], pos["liquidation_price"])  # further away for a long
+        r = self.expect(200, t.call(a, "POST", url, {"amount": "-500"}), path, "POST")
+        self.assertEqual(t.call(a, "GET", "/api/v1/positions").json()[0]["liquidation_price"], pos["liquidation_price"])
+        self.expect(422, t.call(a, "POST", url, {"amount": "-1"}), path, "POST", "INSUFFICIENT_MARGIN")
+        self.expect(422, t.call(a, "POST", url, {"amount": 100000}), path, "POST", "INSUFFICIENT_MARGIN")
+        self.expect(400, t.call(a, "POST", url, {"amount": "0"}), path, "POST", "INVALID_FIELD")
+        self.expect(400, t.call(a, "POST", url, {"amount": "1.0000001"}), path, "POST", "INVALID_FIELD")
+        # B's position is cross; nobody can reach A's by its id.
+        bpos = t.call(b, "GET", "/api/v1/positions").json()[0]
+        self.expect(422, t.call(b, "POST", f"/api/v1/positions/{bpos['id']}/margin", {"amount": "10"}), path, "POST",
+                    "POSITION_NOT_ISOLATED")
+        self.expect(404, t.call(b, "POST", url, {"amount": "10"}), path, "POST", "NOT_FOUND")
+        self.assertTrue(t.invariants()["ok"])
+
+
 class DeadMansSwitch(unittest.TestCase):
     """POST /orders/cancel-all-after: renewed, it holds; not renewed, it cancels everything once,
     with cancel_reason CANCEL_ALL_AFTER; a deadline passed while trading was down fires at restart."""

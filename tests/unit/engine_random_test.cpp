@@ -48,6 +48,9 @@ class Generator {
       const int k = pick(0, 9);
       return SetCancelAfter{user(u), k == 0 ? 0 : k == 1 ? pick(-5, 999) : pick(1000, 20'000), ts()};
     }
+    if (r >= 777 && r < 787) {  // isolated margin in and out (refused for cross and flat positions)
+      return AdjustMargin{user(u), m, static_cast<Usdm>(pick(-3000, 3000)) * kUsdm / 10, ts()};
+    }
     if (r < 800 || (crowded && r < 850)) {
       if (ids_.empty()) return limit(u, m, e);
       // Mostly the owner's own orders; sometimes someone else's (must be refused).
@@ -224,7 +227,7 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   const std::size_t steps = ops_per_seed();
   std::size_t trades = 0, rejects = 0, funding = 0, triggered = 0;
   std::array<std::size_t, 4> liquidations{}, isolated_liquidations{};
-  std::size_t isolated_fills = 0, kept = 0, requeued = 0, switches_fired = 0;
+  std::size_t isolated_fills = 0, kept = 0, requeued = 0, switches_fired = 0, margin_moves = 0;
   Usdm lowest_insurance = 0;
   for (std::size_t i = 0; i < steps; ++i) {
     Command c = gen.next(fast);
@@ -246,6 +249,9 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
       if (std::holds_alternative<IsolatedMarginChanged>(fe[k].body)) ++isolated_fills;
       if (auto* am = std::get_if<OrderAmended>(&fe[k].body)) ++(am->kept_priority ? kept : requeued);
       if (auto* ca = std::get_if<CancelAfterChanged>(&fe[k].body); ca && ca->fired) ++switches_fired;
+      if (std::holds_alternative<AdjustMargin>(c) && std::holds_alternative<IsolatedMarginChanged>(fe[k].body)) {
+        ++margin_moves;
+      }
     }
     auto err = fast.check_invariants(true);
     if (!err.empty() && std::getenv("HYDROX_DEBUG")) {
@@ -286,8 +292,9 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   EXPECT_GT(kept, steps / 1000);
   EXPECT_GT(requeued, steps / 1000);
   EXPECT_GT(switches_fired, steps / 10000);
-  std::printf("amendments kept in place %zu, requeued %zu; dead man's switches fired %zu\n", kept, requeued,
-              switches_fired);
+  EXPECT_GT(margin_moves, steps / 10000);
+  std::printf("amendments kept in place %zu, requeued %zu; dead man's switches fired %zu; margin moves %zu\n", kept,
+              requeued, switches_fired, margin_moves);
   std::printf("liquidations: book %zu, backstop %zu, adl %zu; isolated: book %zu, backstop %zu, adl %zu; "
               "isolated margin moves %zu; funding payments %zu; triggered %zu; lowest insurance fund %lld\n",
               liquidations[1], liquidations[2], liquidations[3], isolated_liquidations[1], isolated_liquidations[2],

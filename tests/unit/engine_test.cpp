@@ -1511,3 +1511,32 @@ TYPED_TEST(EngineTest, MarginModeChangesOnlyWhileFlatWithoutOrders) {
   EXPECT_EQ(only<LeverageChanged>(ev).leverage, 5);
   EXPECT_EQ(only<CommandRejected>(h.run(SetLeverage{user(1), 0, 0, 3})).reason, Reject::bad_leverage);
 }
+
+TYPED_TEST(EngineTest, IsolatedMarginComesInFromAvailableAndGoesOutDownToInitialMargin) {
+  auto& h = this->h;
+  h.deposit(5, 2'000 * kUsdm);
+  auto open = h.order(5, Side::buy, 970000, 100);  // 9,700 USDM at 10x: 970 USDM of margin
+  open.margin_mode = MarginMode::isolated;
+  h.place(2, Side::sell, 970000, 100);
+  h.run(open);
+  const Usdm margin = h.engine.account(user(5))->positions[0].margin;
+  EXPECT_EQ(margin, 970 * kUsdm);
+  // In: from the available collateral, no more than it.
+  auto ev = h.run(AdjustMargin{user(5), 0, 500 * kUsdm, 1});
+  EXPECT_EQ(only<IsolatedMarginChanged>(ev).margin, margin + 500 * kUsdm);
+  EXPECT_EQ(only<CommandRejected>(h.run(AdjustMargin{user(5), 0, 10'000 * kUsdm, 2})).reason, Reject::insufficient_margin);
+  // Out: down to the initial margin at the mark, not below.
+  EXPECT_EQ(only<CommandRejected>(h.run(AdjustMargin{user(5), 0, -501 * kUsdm, 3})).reason, Reject::insufficient_margin);
+  ev = h.run(AdjustMargin{user(5), 0, -500 * kUsdm, 3});
+  EXPECT_EQ(only<IsolatedMarginChanged>(ev).margin, margin);
+  // An unrealized loss must stay covered on top of it.
+  h.run(AdjustMargin{user(5), 0, 300 * kUsdm, 4});
+  h.mark(969000);  // -1,000 per BTC: -100 USDM on 0.1 BTC
+  EXPECT_EQ(only<CommandRejected>(h.run(AdjustMargin{user(5), 0, -300 * kUsdm, 5})).reason, Reject::insufficient_margin);
+  EXPECT_EQ(all_of<CommandRejected>(h.run(AdjustMargin{user(5), 0, -190 * kUsdm, 5})).size(), 0u);
+  // Cross positions, flat markets and zero are refused.
+  EXPECT_EQ(only<CommandRejected>(h.run(AdjustMargin{user(2), 0, 100 * kUsdm, 6})).reason, Reject::position_not_isolated);
+  EXPECT_EQ(only<CommandRejected>(h.run(AdjustMargin{user(5), 1, 100 * kUsdm, 6})).reason, Reject::no_open_position);
+  EXPECT_EQ(only<CommandRejected>(h.run(AdjustMargin{user(5), 0, 0, 6})).reason, Reject::bad_amount);
+  EXPECT_EQ(only<CommandRejected>(h.run(AdjustMargin{user(5), 7, 1, 6})).reason, Reject::unknown_market);
+}

@@ -68,6 +68,8 @@ std::string_view reject_code(Reject r) {
     case Reject::amend_below_filled: return "AMEND_BELOW_FILLED";
     case Reject::order_not_amendable: return "ORDER_NOT_AMENDABLE";
     case Reject::bad_timeout: return "INVALID_TIMEOUT";
+    case Reject::no_open_position: return "NO_OPEN_POSITION";
+    case Reject::position_not_isolated: return "POSITION_NOT_ISOLATED";
   }
   return "UNKNOWN";
 }
@@ -385,6 +387,7 @@ void BasicEngine<Book>::apply(const Command& command, std::vector<Event>& out) {
         else if constexpr (std::is_same_v<T, AmendOrder>) amend(c, out);
         else if constexpr (std::is_same_v<T, SetCancelAfter>) set_cancel_after(c, out);
         else if constexpr (std::is_same_v<T, CancelExpired>) cancel_expired(c, out);
+        else if constexpr (std::is_same_v<T, AdjustMargin>) adjust_margin(c, out);
       },
       command);
 }
@@ -1086,6 +1089,29 @@ void BasicEngine<Book>::amend(const AmendOrder& c, std::vector<Event>& out) {
   const Side side = o.side;
   const MatchStop stop = crosses ? match(h, ai, m, side, price, c.ts_ms, out) : MatchStop::none;
   finish(h, stop, pool_[h].remaining == remaining ? new_margin : -1, out);
+}
+
+template <class Book>
+void BasicEngine<Book>::adjust_margin(const AdjustMargin& c, std::vector<Event>& out) {
+  auto refuse = [&](Reject why) { emit(out, CommandRejected{c.user, why, c.ts_ms}); };
+  if (c.market >= markets_.size()) return refuse(Reject::unknown_market);
+  const std::uint32_t* ai = find_account(c.user);
+  if (ai == nullptr || accounts_[*ai].positions[c.market].size == 0) return refuse(Reject::no_open_position);
+  Account& a = accounts_[*ai];
+  const Position& p = a.positions[c.market];
+  if (!p.isolated) return refuse(Reject::position_not_isolated);
+  if (c.delta == 0 || c.delta > kMaxTotalUsdm || c.delta < -kMaxTotalUsdm) return refuse(Reject::bad_amount);
+  if (c.delta > 0) {
+    if (free_margin(a) < c.delta) return refuse(Reject::insufficient_margin);
+  } else {
+    const std::uint32_t m = c.market;
+    const Usdm im = initial_margin(m, markets_[m].mark, std::abs(p.size), leverage_of(a, m));
+    const Usdm upnl = isolated_value(a, m) - p.margin;
+    const Usdm after = p.margin + c.delta;
+    if (after < im || after + std::min<Usdm>(upnl, 0) < im) return refuse(Reject::insufficient_margin);
+  }
+  move_margin(a, c.market, c.delta, c.ts_ms, out);
+  emit_position(a, c.market, c.ts_ms, out);
 }
 
 template <class Book>

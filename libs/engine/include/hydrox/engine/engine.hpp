@@ -310,6 +310,7 @@ class BasicEngine {
   void amend(const AmendOrder& c, std::vector<Event>& out);
   void set_cancel_after(const SetCancelAfter& c, std::vector<Event>& out);
   void cancel_expired(const CancelExpired& c, std::vector<Event>& out);
+  void adjust_margin(const AdjustMargin& c, std::vector<Event>& out);
   // The user's open order by id, or by client order id when the id is nil; nullptr when there is
   // none (another user's order is as unknown as a missing one).
   const Handle* find_own_order(const UserId& user, const OrderId& id, const ClientOrderId& client_id) const;

@@ -86,6 +86,8 @@ enum class Reject : std::uint8_t {
   amend_below_filled,   // the new size is not above what has already filled
   order_not_amendable,  // a held trigger order (amend it by cancelling and placing again)
   bad_timeout,          // a cancel-all-after timeout outside 0 or 1 s .. 1 day
+  no_open_position,       // AdjustMargin: the account has no position in the market
+  position_not_isolated,  // AdjustMargin: the position is cross (its margin is the account's)
 };
 std::string_view reject_code(Reject r);  // UPPER_SNAKE, e.g. "INSUFFICIENT_MARGIN"
 
@@ -226,6 +228,17 @@ struct CancelExpired {
   std::int64_t ts_ms = 0;
 };
 
+// Adds margin to an open isolated position out of the account's available collateral (delta > 0)
+// or takes it back (delta < 0), only down to the position's initial margin at the mark with its
+// unrealized loss covered on top (an unrealized profit is not withdrawable); the liquidation
+// price moves with it.
+struct AdjustMargin {
+  UserId user;
+  std::uint32_t market = 0;
+  Usdm delta = 0;
+  std::int64_t ts_ms = 0;
+};
+
 struct CancelAll {
   UserId user;
   std::int32_t market = -1;  // -1: every market
@@ -321,7 +334,7 @@ struct SetMarketLimits {
 using Command =
     std::variant<PlaceOrder, CancelOrder, CancelAll, Deposit, Withdraw, SetMark, SetLeverage,
                  SettleFunding, CreateVault, VaultDeposit, VaultWithdraw, SetMarketLimits,
-                 AmendOrder, SetCancelAfter, CancelExpired>;
+                 AmendOrder, SetCancelAfter, CancelExpired, AdjustMargin>;
 
 // ---- events ---------------------------------------------------------------------------------
 
