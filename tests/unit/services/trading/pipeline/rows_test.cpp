@@ -119,5 +119,30 @@ TEST_F(Rows, ThePositionsFirstChangeIsComparedWithTheStoredRow) {
   EXPECT_NE(reopened->params[3]->find(ts(110)), std::string::npos);
 }
 
+
+TEST_F(Rows, AnAmendedOrderIsWrittenWithItsNewPriceAndSize) {
+  // Amended in the batch that placed it: the insert carries the amended values.
+  Batch b;
+  const PlaceOrder o = p.order(1, Side::buy, 969'000, 10, 100);
+  p.apply(b, o);
+  p.apply(b, AmendOrder{user(1), o.id, 0, 968'500, 20, 150, {}});
+  std::vector<db::Statement> s;
+  append_read_rows(b, ctx, s);
+  const db::Statement* insert = find(s, "orders_insert");
+  ASSERT_NE(insert, nullptr);
+  EXPECT_NE(insert->params[6]->find("96850"), std::string::npos) << *insert->params[6];  // price
+  EXPECT_NE(insert->params[7]->find("0.02"), std::string::npos) << *insert->params[7];   // amount
+  EXPECT_EQ(find(s, "orders_amend"), nullptr);
+  // Amended in a later batch: an update of price and amount, nothing inserted.
+  Batch later;
+  p.apply(later, AmendOrder{user(1), o.id, 0, 0, 15, 200, {}});
+  std::vector<db::Statement> s2;
+  append_read_rows(later, ctx, s2);
+  const db::Statement* amend = find(s2, "orders_amend");
+  ASSERT_NE(amend, nullptr);
+  EXPECT_NE(amend->params[2]->find("0.015"), std::string::npos) << *amend->params[2];
+  EXPECT_EQ(find(s2, "orders_insert"), nullptr);
+}
+
 }  // namespace
 }  // namespace hydrox::trading::test
