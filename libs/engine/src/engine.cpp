@@ -1385,7 +1385,9 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
     hs.add(static_cast<std::uint64_t>(a.collateral));
     hs.add(static_cast<std::uint64_t>(a.order_margin));
     hs.add(a.open_orders);
-    hs.add(static_cast<std::uint64_t>(a.cancel_after_ms));
+    // Only when set: the hash of a state without switches is the one snapshots of format 1 and 2
+    // were stored with (recovery checks it after loading them).
+    if (a.cancel_after_ms != 0) hs.add(static_cast<std::uint64_t>(a.cancel_after_ms));
     for (const auto& p : a.positions) {
       hs.add(static_cast<std::uint64_t>(p.size));
       hs.add(static_cast<std::uint64_t>(p.cost));
@@ -1406,8 +1408,7 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
           const Order& o = pool_[h];
           hs.add(o.id.value());
           hs.add(o.account);
-          hs.add(static_cast<std::uint64_t>(o.remaining));
-          hs.add(static_cast<std::uint64_t>(o.qty));
+          hs.add(static_cast<std::uint64_t>(o.remaining));  // (qty = filled + remaining)
           hs.add(static_cast<std::uint64_t>(o.filled));
           hs.add(static_cast<std::uint64_t>(o.filled_notional));
           hs.add(static_cast<std::uint64_t>(o.margin));

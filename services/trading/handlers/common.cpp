@@ -21,6 +21,12 @@ Result<UserId> acting(const Services& s, const http::Request& req, std::optional
   return ref->account;
 }
 
+std::optional<std::string> body_account(const json::Value& body) {
+  const json::Value* a = body.find("account");
+  if (!a || a->is_null()) return std::nullopt;
+  return a->is_string() ? a->as_string() : std::string("not a vault id");
+}
+
 Result<ListParams> list_params(const http::Request& req, const Catalog& catalog,
                                std::initializer_list<std::string_view> extra_allowed) {
   ListParams p;

@@ -10,6 +10,7 @@
 #include "engine_host.hpp"
 #include "mark_funding.hpp"
 #include "hydrox/http/message.hpp"
+#include "hydrox/json/json.hpp"
 #include "hydrox/service/service.hpp"
 #include "markets.hpp"
 
@@ -31,6 +32,9 @@ Result<UserId> caller(const http::Request& req);
 // the query string) the vault's account, for its leader only: 404 for an unknown vault, 403 for
 // anyone else.
 Result<UserId> acting(const Services& s, const http::Request& req, std::optional<std::string> account = std::nullopt);
+// A body's `account` for acting(): nullopt when absent or null; a value that is not a string
+// becomes one no vault id parses as (acting() answers 400 naming `account`).
+std::optional<std::string> body_account(const json::Value& body);
 
 struct ListParams {
   int limit = 50;

@@ -451,12 +451,12 @@ void register_order_routes(Services& s, http::Router& router) {
 
   // Amend: {symbol, price?, amount?} (amount: the new total size, filled part included).
   router.patch("/api/v1/orders/{id}", [&s](http::Request& req, http::Respond respond) {
-    auto user = acting(s, req);
+    auto body = json::parse_object(req.body, {"symbol", "price", "amount", "account"});
+    if (!body) return respond(error_response(body.error(), req));
+    auto user = acting(s, req, body_account(*body));
     if (!user) return respond(error_response(user.error(), req));
     auto id = Uuid::parse(req.path_param("id"));
     if (!id) return respond(error_response(fail(Code::not_found, "no such order"), req));
-    auto body = json::parse_object(req.body, {"symbol", "price", "amount", "account"});
-    if (!body) return respond(error_response(body.error(), req));
     const json::Value* sym = body->find("symbol");
     if (!sym || sym->is_null()) return respond(error_response(fail(Code::missing_field, "symbol is required", "symbol"), req));
     if (!sym->is_string()) return respond(error_response(fail(Code::invalid_field, "symbol must be a string", "symbol"), req));
@@ -518,12 +518,7 @@ void register_order_routes(Services& s, http::Router& router) {
   router.post("/api/v1/orders/batch", [&s](http::Request& req, http::Respond respond) {
     auto body = json::parse_object(req.body, {"orders", "account"});
     if (!body) return respond(error_response(body.error(), req));
-    std::optional<std::string> account;
-    if (const json::Value* a = body->find("account"); a && !a->is_null()) {
-      if (!a->is_string()) return respond(error_response(fail(Code::invalid_field, "account must be a vault id", "account"), req));
-      account = a->as_string();
-    }
-    auto user = acting(s, req, account);
+    auto user = acting(s, req, body_account(*body));
     if (!user) return respond(error_response(user.error(), req));
     const json::Value* orders = body->find("orders");
     if (!orders || !orders->is_array()) return respond(error_response(fail(Code::missing_field, "orders must be an array", "orders"), req));
@@ -588,12 +583,7 @@ void register_order_routes(Services& s, http::Router& router) {
   router.del("/api/v1/orders/batch", [&s](http::Request& req, http::Respond respond) {
     auto body = json::parse_object(req.body, {"ids", "client_order_ids", "account"});
     if (!body) return respond(error_response(body.error(), req));
-    std::optional<std::string> account;
-    if (const json::Value* a = body->find("account"); a && !a->is_null()) {
-      if (!a->is_string()) return respond(error_response(fail(Code::invalid_field, "account must be a vault id", "account"), req));
-      account = a->as_string();
-    }
-    auto user = acting(s, req, account);
+    auto user = acting(s, req, body_account(*body));
     if (!user) return respond(error_response(user.error(), req));
     struct Target {
       std::string given;
@@ -674,12 +664,7 @@ void register_order_routes(Services& s, http::Router& router) {
   router.post("/api/v1/orders/cancel-all-after", [&s](http::Request& req, http::Respond respond) {
     auto body = json::parse_object(req.body, {"timeout_ms", "account"});
     if (!body) return respond(error_response(body.error(), req));
-    std::optional<std::string> account;
-    if (const json::Value* a = body->find("account"); a && !a->is_null()) {
-      if (!a->is_string()) return respond(error_response(fail(Code::invalid_field, "account must be a vault id", "account"), req));
-      account = a->as_string();
-    }
-    auto user = acting(s, req, account);
+    auto user = acting(s, req, body_account(*body));
     if (!user) return respond(error_response(user.error(), req));
     const json::Value* t = body->find("timeout_ms");
     if (!t || t->is_null()) return respond(error_response(fail(Code::missing_field, "timeout_ms is required", "timeout_ms"), req));

@@ -207,7 +207,9 @@ void register_position_routes(Services& s, http::Router& r) {
 
   // Isolated margin: {"amount": "+100" | "-50" | 100} added to or taken from the position.
   r.post("/api/v1/positions/{id}/margin", [&s](http::Request& req, http::Respond respond) {
-    auto user = acting(s, req);
+    auto body = json::parse_object(req.body, {"amount", "account"});
+    if (!body) return respond(error_response(body.error(), req));
+    auto user = acting(s, req, body_account(*body));
     if (!user) return respond(error_response(user.error(), req));
     auto id = Uuid::parse(req.path_param("id"));
     const MarketInfo* market = nullptr;
@@ -217,8 +219,6 @@ void register_position_routes(Services& s, http::Router& r) {
       }
     }
     if (!market) return respond(error_response(fail(Code::not_found, "no such position"), req));
-    auto body = json::parse_object(req.body, {"amount", "account"});
-    if (!body) return respond(error_response(body.error(), req));
     const json::Value* v = body->find("amount");
     if (!v || v->is_null()) return respond(error_response(fail(Code::missing_field, "amount is required", "amount"), req));
     // A leading '+' (as the API's examples write an addition) is accepted on a string.
@@ -262,12 +262,7 @@ void register_position_routes(Services& s, http::Router& r) {
   r.post("/api/v1/positions/leverage", [&s](http::Request& req, http::Respond respond) {
     auto body = json::parse_object(req.body, {"symbol", "leverage", "margin_mode", "account"});
     if (!body) return respond(error_response(body.error(), req));
-    std::optional<std::string> account;
-    if (const json::Value* a = body->find("account"); a && !a->is_null()) {
-      if (!a->is_string()) return respond(error_response(fail(Code::invalid_field, "account must be a vault id", "account"), req));
-      account = a->as_string();
-    }
-    auto user = acting(s, req, account);
+    auto user = acting(s, req, body_account(*body));
     if (!user) return respond(error_response(user.error(), req));
     const json::Value* sym = body->find("symbol");
     if (!sym || sym->is_null()) return respond(error_response(fail(Code::missing_field, "symbol is required", "symbol"), req));

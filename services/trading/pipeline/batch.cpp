@@ -58,7 +58,8 @@ Batch tail_after(const Batch& b, std::uint64_t from) {
 void add_balances(Batch& b, const engine::Engine& e, const UserId& fee_account) {
   std::map<std::pair<std::uint64_t, std::uint64_t>, std::int64_t> touched;  // user → time
   for (const Item& it : b.items) {
-    if (it.end_event == it.first_event) continue;
+    // (A batch's answer spans its commands' events: they count, with their own times.)
+    if (it.end_event == it.first_event || it.carries_batch) continue;
     const std::int64_t at = std::visit([](const auto& c) { return c.ts_ms; }, it.command);
     auto touch = [&](const UserId& u) { touched[{u.value().hi, u.value().lo}] = at; };
     for (std::size_t i = it.first_event; i < it.end_event; ++i) {

@@ -38,6 +38,7 @@ struct Item {
   // The answer to a batch of commands (Job::batch): not journaled itself (the items before it
   // are, in the same transaction), its events span theirs, answered when they are acknowledged.
   bool carries_batch = false;
+  bool batch_part = false;  // one of a batch's commands (the carrier follows them)
   std::vector<std::size_t> parts;  // as in Outcome
 };
 

@@ -166,17 +166,24 @@ void EngineHost::engine_loop() {
       }
     }
     Batch b;
-    if (const std::int64_t due = engine_.next_cancel_after(); due != 0) {
-      if (const std::int64_t now = SystemClock::instance().now_ms(); now >= due) {
-        Command fire = CancelExpired{now};
-        stamp(fire, b.items, b.events);
-        apply_made(std::move(fire), b.items, b.events);
-      }
-    }
+    // Dead man's switches fire in command time: before the first command stamped at or after a
+    // deadline, and at the end of the batch for one due by the clock. A renewal that came in time
+    // (stamped before the deadline) is applied first, however late the engine thread reaches it.
+    auto fire_switches = [&](std::int64_t at) {
+      const std::int64_t due = engine_.next_cancel_after();
+      if (due == 0 || at < due) return;
+      Command fire = CancelExpired{at};
+      stamp(fire, b.items, b.events);
+      apply_made(std::move(fire), b.items, b.events);
+    };
     for (std::size_t k = 0; k < jobs.size(); ++k) {
       Job& job = jobs[k];
       if (k + kPrefetchAhead < jobs.size() && !jobs[k + kPrefetchAhead].is_read) {
         engine_.prefetch(jobs[k + kPrefetchAhead].command);
+      }
+      if (!job.is_read && !job.produce) {
+        const Command& first = job.batch.empty() ? job.command : job.batch.front();
+        fire_switches(std::max(clock_ms_, std::visit([](const auto& c) { return c.ts_ms; }, first)));
       }
       Item it;
       it.done = std::move(job.done);
@@ -213,6 +220,7 @@ void EngineHost::engine_loop() {
         std::size_t first = 0;
         for (std::size_t i = 0; i < job.batch.size(); ++i) {
           Item part;
+          part.batch_part = true;
           part.command = std::move(job.batch[i]);
           stamp(part.command, b.items, b.events, /*run_clock=*/i == 0);
           if (i == 0) first = b.events.size();
@@ -238,6 +246,7 @@ void EngineHost::engine_loop() {
       b.items.push_back(std::move(it));
     }
     jobs.clear();
+    fire_switches(SystemClock::instance().now_ms());
     for (const auto& e : b.events) {
       if (auto* mc = std::get_if<MarkChanged>(&e.body)) {
         marks_[mc->market].store(mc->mark);

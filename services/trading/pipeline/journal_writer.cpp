@@ -148,20 +148,29 @@ void EngineHost::write_one_by_one(Formatted& f, const Error& first) {
             {{"error", first.message}});
   const RowContext ctx = row_context();
   for (std::size_t k = 0; k < b.items.size(); ++k) {
-    const Item& it = b.items[k];
-    if (!it.journaled) continue;
+    if (!b.items[k].journaled) continue;
+    // A client's batch of commands is one unit here too (whole or absent after a crash).
+    std::size_t end = k + 1;
+    if (b.items[k].batch_part) {
+      while (end < b.items.size() && b.items[end].batch_part) ++end;
+    }
     Batch one;
-    Item copy;
-    copy.command_no = it.command_no;
-    copy.command = it.command;
-    copy.idempotency_key = it.idempotency_key;
-    copy.outcome_text = it.outcome_text;
-    copy.meta = it.meta;
-    copy.first_event = 0;
-    copy.end_event = it.end_event - it.first_event;
-    one.events.assign(b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
-                      b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
-    one.items.push_back(std::move(copy));
+    for (std::size_t j = k; j < end; ++j) {
+      const Item& it = b.items[j];
+      Item copy;
+      copy.command_no = it.command_no;
+      copy.command = it.command;
+      copy.idempotency_key = it.idempotency_key;
+      copy.outcome_text = it.outcome_text;
+      copy.meta = it.meta;
+      copy.first_event = one.events.size();
+      one.events.insert(one.events.end(), b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
+                        b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
+      copy.end_event = one.events.size();
+      one.items.push_back(std::move(copy));
+    }
+    const std::size_t from = k;
+    k = end - 1;
     auto w = write(journal_statements(one, ctx));
     if (w) continue;
     if (!writer_ || !writer_->healthy()) {
@@ -176,13 +185,15 @@ void EngineHost::write_one_by_one(Formatted& f, const Error& first) {
     refused.inc();
     log::error(
         "a command's catalogue rows were refused; its journal row is written alone",
-        {{"command_no", static_cast<std::int64_t>(it.command_no)}, {"error", w.error().message}});
+        {{"command_no", static_cast<std::int64_t>(one.items.front().command_no)}, {"error", w.error().message}});
     if (auto j = write(journal_statements(one, ctx, /*with_vault_rows=*/false)); !j) {
       log::error("cannot write a command's journal row; exiting to recover from the journal",
                  {{"error", j.error().message}});
       std::_Exit(70);
     }
-    Item& original = b.items[k];
+    // Its answer (a batch's: the item after its commands).
+    const std::size_t answer = end < b.items.size() && b.items[end].carries_batch ? end : from;
+    Item& original = b.items[answer];
     if (original.done && !original.reply) {
       original.done(fail(Code::unavailable,
                          "not acknowledged: its records could not be stored; retry with the same "

@@ -405,20 +405,20 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
                       Catalog::amount_text(m, filled), usdm_text(fn), std::string(status_name(status)),
                       a.reduce_only ? "true" : "false", coid, std::to_string(a.leverage), reason,
                       std::to_string(row.seq), ts(a.ts_ms), ts(updated), trigger});
-      continue;
-    }
-    if (row.amended) {
-      const OrderAmended& am = *row.amended;
-      const MarketInfo& m = catalog_.at(am.market);
-      amends.add({id.to_string(), Catalog::price_text(m, am.price), Catalog::amount_text(m, am.qty), ts(am.ts_ms)});
-    }
-    if (row.last) {
+    } else if (row.last) {
       const OrderUpdated& u = *row.last;
       const MarketInfo& m = catalog_.at(u.market);
       std::optional<std::string> reason;
       if (u.status == OrderStatus::cancelled) reason = std::string(cancel_reason_code(u.cancel_reason));
       updates.add({id.to_string(), std::string(status_name(u.status)), Catalog::amount_text(m, u.filled),
                    usdm_text(u.filled_notional), reason, ts(u.ts_ms)});
+    }
+    // An amendment, also of a row inserted above: a trigger order that fired in this batch is
+    // "accepted" again and its insert conflicts with the stored row, which keeps its old price.
+    if (row.amended) {
+      const OrderAmended& am = *row.amended;
+      const MarketInfo& m = catalog_.at(am.market);
+      amends.add({id.to_string(), Catalog::price_text(m, am.price), Catalog::amount_text(m, am.qty), ts(am.ts_ms)});
     }
   }
   // The stored position opened again (or flipped) by the batch's first change: its start moves.

@@ -101,4 +101,31 @@ TEST(Batch, TheAccountACommandActsFor) {
 }
 
 }  // namespace
+
+TEST(Batch, AClientsBatchAnswerDoesNotStampItsAccountsWithItsOwnTime) {
+  // POST /orders/batch: the commands, then the item that answers them, its events spanning
+  // theirs and its own command a default one (time 0). The times are the commands'.
+  Pipeline p;
+  Batch setup;
+  p.apply(setup, SetMark{0, 970'000, 1});
+  p.apply(setup, Deposit{user(1), 10'000 * kUsdm, 1});
+  p.apply(setup, Deposit{user(2), 10'000 * kUsdm, 1});
+  Batch b;
+  p.apply(b, p.order(1, Side::sell, 970'000, 10, 100));
+  p.apply(b, p.order(2, Side::buy, 970'000, 10, 200));
+  for (auto& it : b.items) it.batch_part = true;
+  Item answer;
+  answer.journaled = false;
+  answer.carries_batch = true;
+  answer.first_event = 0;
+  answer.end_event = b.events.size();
+  b.items.push_back(std::move(answer));
+  add_balances(b, p.engine, kFeeAccount);
+  std::map<Uuid, BalanceRow> rows;
+  for (const auto& r : last_balances(b.balances)) rows[r.user.value()] = r;
+  EXPECT_EQ(rows[user(1).value()].ts_ms, 200);
+  EXPECT_EQ(rows[user(2).value()].ts_ms, 200);
+  EXPECT_EQ(rows[kFeeAccount.value()].ts_ms, 200);
+}
+
 }  // namespace hydrox::trading::test

@@ -132,7 +132,6 @@ TEST_F(Rows, AnAmendedOrderIsWrittenWithItsNewPriceAndSize) {
   ASSERT_NE(insert, nullptr);
   EXPECT_NE(insert->params[6]->find("96850"), std::string::npos) << *insert->params[6];  // price
   EXPECT_NE(insert->params[7]->find("0.02"), std::string::npos) << *insert->params[7];   // amount
-  EXPECT_EQ(find(s, "orders_amend"), nullptr);
   // Amended in a later batch: an update of price and amount, nothing inserted.
   Batch later;
   p.apply(later, AmendOrder{user(1), o.id, 0, 0, 15, 200, {}});
@@ -145,4 +144,27 @@ TEST_F(Rows, AnAmendedOrderIsWrittenWithItsNewPriceAndSize) {
 }
 
 }  // namespace
+
+TEST_F(Rows, AnAmendOfATriggerOrderThatFiredInTheSameBatchIsWritten) {
+  // A stop-limit fires (accepted again: an insert that conflicts with its stored row) and is
+  // amended in the same batch: the amendment must still reach the row.
+  Batch before;
+  PlaceOrder stop = p.order(1, Side::sell, 960'000, 10, 100);
+  stop.type = OrderType::stop_limit;
+  stop.trigger_price = 965'000;
+  p.apply(before, stop);
+  Batch b;
+  p.apply(b, SetMark{0, 964'000, 200});
+  ASSERT_NE(p.engine.order(stop.id), nullptr);
+  p.apply(b, AmendOrder{user(1), stop.id, 0, 961'000, 0, 300, {}});
+  ASSERT_TRUE(std::any_of(b.events.begin(), b.events.end(),
+                          [](const Event& e) { return std::holds_alternative<OrderAmended>(e.body); }));
+  std::vector<db::Statement> s;
+  append_read_rows(b, ctx, s);
+  ASSERT_NE(find(s, "orders_insert"), nullptr);
+  const db::Statement* amend = find(s, "orders_amend");
+  ASSERT_NE(amend, nullptr);
+  EXPECT_NE(amend->params[1]->find("96100"), std::string::npos) << *amend->params[1];
+}
+
 }  // namespace hydrox::trading::test
