@@ -111,6 +111,7 @@ Result<void> setup(service::Context& ctx) {
   register_order_routes(s, *ctx.router);
   register_position_routes(s, *ctx.router);
   register_internal_routes(s, *ctx.router);
+  register_history_routes(s, *ctx.router);
   return {};
 }
 

@@ -317,6 +317,37 @@ class Funding(unittest.TestCase):
             for ts in full:
                 ref = next(k for k in charged if k.endswith(time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + ".000Z"))
                 self.assertEqual(D(charged[ref]), D("-118.75"))
+            # The user's own history (issue 23): each payment with its rate and the position's size,
+            # and the same money in the ledger; both paginate with X-Next-Cursor.
+            r = t.call(longer, "GET", "/api/v1/funding/payments")
+            openapi_check("/api/v1/funding/payments", "GET", r)
+            payments = loads_exact(r.body)
+            full_payments = [p for p in payments if p["rate"] == D("0.0011875")]
+            self.assertTrue(full_payments, payments)
+            for p in full_payments:
+                self.assertEqual((p["symbol"], p["amount"], p["side"], p["position_size"], p["rate_8h"]),
+                                 (BTC, D("-118.75"), "Long", D("10"), D("0.0095")))
+                self.assertIn(p["time"], full)
+            r = t.call(longer, "GET", "/api/v1/ledger?kind=FUNDING")
+            openapi_check("/api/v1/ledger", "GET", r)
+            self.assertEqual(sorted(e["amount"] for e in loads_exact(r.body)), sorted(p["amount"] for p in payments))
+            r = t.call(longer, "GET", "/api/v1/ledger?kind=DEPOSIT,TRADING_FEE&limit=1")
+            first_page = loads_exact(r.body)
+            self.assertEqual(len(first_page), 1)
+            cursor = r.header("X-Next-Cursor")
+            self.assertEqual(cursor, first_page[0]["id"])
+            r = t.call(longer, "GET", f"/api/v1/ledger?kind=DEPOSIT,TRADING_FEE&limit=1&before={cursor}")
+            second_page = loads_exact(r.body)
+            self.assertEqual(len(second_page), 1)
+            self.assertEqual({first_page[0]["kind"], second_page[0]["kind"]}, {"DEPOSIT", "TRADING_FEE"})
+            for bad in ("kind=NOPE", "start=x", "before=1", "symbol=BTC_USDM_PERP"):
+                r = t.call(longer, "GET", f"/api/v1/ledger?{bad}")
+                self.assertEqual(r.status, 400, bad)
+                openapi_check("/api/v1/ledger", "GET", r)
+            if len(payments) > 1:
+                r = t.call(longer, "GET", "/api/v1/funding/payments?limit=1")
+                r2 = t.call(longer, "GET", f"/api/v1/funding/payments?limit=1&before={r.header('X-Next-Cursor')}")
+                self.assertEqual(loads_exact(r2.body)[0]["id"], payments[1]["id"])
             # The history route shows it.
             r = request(stack.ports["market"], "GET", f"/api/v1/markets/{BTC}/funding")
             openapi_check("/api/v1/markets/{symbol}/funding", "GET", r)

@@ -63,7 +63,7 @@ class CrashSafety(unittest.TestCase):
 
 # Every table the projector writes (pipeline/rows.cpp), each row as its text.
 READ_TABLES = ["orders", "trades", "fills", "ledger", "positions", "balances", "marks", "klines_1m",
-               "funding_rates", "liquidations", "vault_transactions"]
+               "funding_rates", "funding_payments", "liquidations", "vault_transactions"]
 
 
 def read_tables(stack, wait_projected=True):

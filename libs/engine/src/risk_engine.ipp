@@ -536,7 +536,7 @@ void BasicEngine<Book>::settle_funding(const SettleFunding& c, std::vector<Event
       touch(a);
       (pays ? paid : received) += amount;
       ++count;
-      emit(out, FundingPaid{a.user, m, delta, a.collateral, c.interval_ms});
+      emit(out, FundingPaid{a.user, m, delta, a.collateral, c.interval_ms, p.size});
       // An isolated position pays (or is paid) out of its own margin.
       if (p.isolated) move_margin(a, m, -delta, c.ts_ms, out);
       emit_position(a, m, c.ts_ms, out);

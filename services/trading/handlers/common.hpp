@@ -66,5 +66,6 @@ void submit(Services& s, http::Request& req, http::Respond respond, Job job);
 void register_order_routes(Services& s, http::Router& r);
 void register_position_routes(Services& s, http::Router& r);
 void register_internal_routes(Services& s, http::Router& r);
+void register_history_routes(Services& s, http::Router& r);
 
 }  // namespace hydrox::trading

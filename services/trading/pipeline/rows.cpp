@@ -227,6 +227,9 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
       "ON CONFLICT (seq, type) DO NOTHING");
   MultiRow liquidation_rows("INSERT INTO liquidations (seq, user_id, account_value, maintenance_margin, stage, insurance_paid, time)",
                             {"bigint", "uuid", "numeric", "numeric", "text", "numeric", "timestamptz"}, "ON CONFLICT (seq) DO NOTHING");
+  MultiRow funding_payments("INSERT INTO funding_payments (seq, user_id, market_id, time, amount, position_size)",
+                            {"bigint", "uuid", "integer", "timestamptz", "numeric", "numeric"},
+                            "ON CONFLICT (seq) DO NOTHING");
   MultiRow ledger("INSERT INTO ledger (seq, user_id, delta, reason, reference, time)",
                   {"bigint", "uuid", "numeric", "text", "text", "timestamptz"},
                   "ON CONFLICT DO NOTHING");
@@ -334,6 +337,8 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
             const MarketInfo& m = catalog_.at(ev.market);
             ledger.add({std::to_string(e.seq), ev.user.value().to_string(), usdm_text(-ev.amount), "FUNDING",
                         m.symbol + "@" + ts(ev.interval_ms), ts(ev.interval_ms)});
+            funding_payments.add({std::to_string(e.seq), ev.user.value().to_string(), std::to_string(m.id),
+                                  ts(ev.interval_ms), usdm_text(-ev.amount), Catalog::amount_text(m, ev.size)});
           } else if constexpr (std::is_same_v<T, FundingSettled>) {
             const MarketInfo& m = catalog_.at(ev.market);
             funding_rows.add({std::to_string(m.id), ts(ev.interval_ms), rate_text(ev.rate_ppb, 8), rate_text(ev.rate_ppb, 1),
@@ -474,8 +479,8 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
       " first_seq, last_seq)",
       {"integer", "timestamptz", "numeric", "numeric", "numeric", "numeric", "numeric", "numeric", "integer", "bigint", "bigint"},
       "ON CONFLICT (market_id, bucket) DO UPDATE SET high = greatest(k.high, EXCLUDED.high),"
-      " low = least(k.low, EXCLUDED.low), close = EXCLUDED.close, volume = k.volume + EXCLUDED.volume,"
-      " quote_volume = k.quote_volume + EXCLUDED.quote_volume, trades = k.trades + EXCLUDED.trades,"
+      " low = least(k.low, EXCLUDED.low), close = EXCLUDED.close, volume = trim_scale(k.volume + EXCLUDED.volume),"
+      " quote_volume = trim_scale(k.quote_volume + EXCLUDED.quote_volume), trades = k.trades + EXCLUDED.trades,"
       " last_seq = EXCLUDED.last_seq WHERE k.last_seq < EXCLUDED.first_seq");
   for (const auto& [key, bar] : bars) {
     const MarketInfo& m = catalog_.at(key.first);
@@ -493,6 +498,7 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
                             std::pair{&pos_rows, "positions_upsert"}, std::pair{&pos_started, "positions_started"},
                             std::pair{&balance_rows, "balances_upsert"}, std::pair{&mark_rows, "marks_upsert"},
                             std::pair{&bar_rows, "klines_upsert"}, std::pair{&funding_rows, "funding_insert"},
+                            std::pair{&funding_payments, "funding_payments_insert"},
                             std::pair{&liquidation_rows, "liquidations_insert"}, std::pair{&vault_tx_rows, "vault_transactions_insert"}}) {
     if (!rows->empty()) rows->append_to(statements, name);
   }

@@ -480,6 +480,7 @@ struct FundingPaid {  // one position's payment for one interval
   Usdm amount;  // paid (positive) or received (negative)
   Usdm balance;  // collateral after it
   std::int64_t interval_ms;
+  Qty size = 0;  // the position's (signed) size at the settlement
   friend bool operator==(const FundingPaid&, const FundingPaid&) = default;
 };
 
