@@ -23,8 +23,11 @@ constexpr db::Query kListKeys{
     "api_key_list",
     "SELECT id, prefix, scope, label,"
     " to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-    " to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-    " FROM api_keys WHERE user_id = $1::uuid ORDER BY created_at DESC LIMIT 1000"};
+    " to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+    " (extract(epoch FROM created_at) * 1000000)::bigint"
+    " FROM api_keys WHERE user_id = $1::uuid"
+    " AND ($2::bigint IS NULL OR (extract(epoch FROM created_at) * 1000000)::bigint < $2::bigint)"
+    " ORDER BY created_at DESC, id DESC LIMIT $3::int"};
 constexpr db::Query kFindKey{
     "api_key_find",
     "SELECT encode(key_hash, 'hex') FROM api_keys WHERE id = $1::uuid AND user_id = $2::uuid"
@@ -229,10 +232,13 @@ Result<void> setup(service::Context& ctx) {
   r.get("/api/v1/users/api-keys", [](http::Request& req, http::Respond respond) {
     auto user = caller(req);
     if (!user) return respond(http::Response::error(user.error(), req.request_id));
-    service::respond_blocking(*st.ctx, req, respond, [u = *user]() -> Result<http::Response> {
+    // Newest first; limit (default 50, at most 1000) and before (X-Next-Cursor) like every list.
+    auto page = service::page_params(req, 50, "an API key cursor (X-Next-Cursor)");
+    if (!page) return respond(http::Response::error(page.error(), req.request_id));
+    service::respond_blocking(*st.ctx, req, respond, [u = *user, page = *page]() -> Result<http::Response> {
       auto lease = st.ctx->db->acquire();
       if (!lease) return lease.error();
-      auto rows = (*lease)->exec(kListKeys, {u.value().to_string()});
+      auto rows = (*lease)->exec(kListKeys, {u.value().to_string(), page.before, std::to_string(page.limit)});
       if (!rows) return rows.error();
       json::Writer w;
       w.begin_array();
@@ -243,7 +249,9 @@ Result<void> setup(service::Context& ctx) {
         w.end_object();
       }
       w.end_array();
-      return http::Response::json(200, w.take());
+      auto res = http::Response::json(200, w.take());
+      if (rows->size() == page.limit) res.set_header("X-Next-Cursor", rows->get(rows->size() - 1, 6));
+      return res;
     });
   });
 

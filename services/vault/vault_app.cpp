@@ -48,9 +48,12 @@ constexpr db::Query kVaults{
     " (SELECT extract(epoch FROM now() - p.time)::bigint FROM vault_performance p WHERE p.vault_id = v.id"
     "   AND p.time >= now() - interval '30 days' ORDER BY p.time LIMIT 1),"
     " (SELECT nav_per_share::text FROM vault_performance p WHERE p.vault_id = v.id"
-    "   AND p.time >= now() - interval '30 days' ORDER BY p.time LIMIT 1)"
+    "   AND p.time >= now() - interval '30 days' ORDER BY p.time LIMIT 1),"
+    " (extract(epoch FROM v.created_at) * 1000000)::bigint"
     " FROM vaults v LEFT JOIN users u ON u.id = v.leader_user_id"
-    " WHERE ($1::uuid IS NULL OR v.id = $1::uuid) ORDER BY v.is_protocol DESC, v.created_at, v.id"};
+    " WHERE ($1::uuid IS NULL OR v.id = $1::uuid)"
+    " AND ($2::bigint IS NULL OR (extract(epoch FROM v.created_at) * 1000000)::bigint < $2::bigint)"
+    " ORDER BY v.created_at DESC, v.id DESC LIMIT $3::int"};
 
 constexpr db::Query kVaultExists{"vault_exists", "SELECT 1 FROM vaults WHERE id = $1::uuid"};
 constexpr db::Query kNameTaken{"vault_name_taken", "SELECT 1 FROM vaults WHERE lower(name) = lower($1)"};
@@ -180,15 +183,20 @@ void write_vault(json::Writer& w, const db::Rows& rows, int r, const json::Value
   w.end_object();
 }
 
-Result<std::string> vaults_json(State& st, std::optional<std::string> only) {
+// The vault list (newest first, a page of `limit` after the cursor `before`: a creation time in
+// Unix microseconds; `next` gets the cursor of the page after this one when it is full), or one
+// vault.
+Result<std::string> vaults_json(State& st, std::optional<std::string> only, std::int64_t limit = 1000,
+                                std::optional<std::string> before = std::nullopt, std::string* next = nullptr) {
   auto lv = live(st);
   if (!lv) return lv.error();
   auto lease = st.ctx->db->acquire();
   if (!lease) return lease.error();
   db::Param id;
   if (only) id = *only;
-  auto rows = (*lease)->exec(kVaults, {id});
+  auto rows = (*lease)->exec(kVaults, {id, before, std::to_string(limit)});
   if (!rows) return rows.error();
+  if (next && rows->size() == limit) *next = rows->get(rows->size() - 1, 16);
   json::Writer w;
   if (!only) w.begin_array();
   int written = 0;
@@ -338,11 +346,17 @@ Result<void> setup(service::Context& ctx) {
   ctx.on_stop.push_back([&st] { st.client.reset(); });
   http::Router& r = *ctx.router;
 
+  // Newest first; limit (default 50, at most 1000) and before (X-Next-Cursor) like every list.
   r.get("/api/v1/vaults", [&st](http::Request& req, http::Respond respond) {
-    service::respond_blocking(*st.ctx, req, respond, [&st]() -> Result<http::Response> {
-      auto body = vaults_json(st, std::nullopt);
+    auto page = service::page_params(req, 50, "a vault cursor (X-Next-Cursor)");
+    if (!page) return respond(http::Response::error(page.error(), req.request_id));
+    service::respond_blocking(*st.ctx, req, respond, [&st, page = *page]() -> Result<http::Response> {
+      std::string next;
+      auto body = vaults_json(st, std::nullopt, page.limit, page.before, &next);
       if (!body) return body.error();
-      return http::Response::json(200, *body);
+      auto res = http::Response::json(200, *body);
+      if (!next.empty()) res.set_header("X-Next-Cursor", next);
+      return res;
     });
   });
 

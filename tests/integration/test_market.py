@@ -101,6 +101,58 @@ class MarketData(unittest.TestCase):
             self.assertEqual(r.status, 400, query)
             self.assertEqual(body["error"]["field"], field, query)
 
+    def test_klines_and_funding_history_page_with_the_cursor(self):
+        # (Issue 23: every list pages the same way.) Bars and settled intervals of another market,
+        # written as the projector would, a minute and an hour apart.
+        import subprocess
+        base = (int(time.time()) // 3600 - 48) * 3600
+        rows = ", ".join(f"(3, to_timestamp({base + 60 * i}), 100, 101, 99, 100.5, 1, 100, 1, {i + 1}, {i + 1})"
+                         for i in range(7))
+        funding = ", ".join(f"(3, to_timestamp({base + 3600 * i}), 0.0001, 0.0008, 100, 100, 0, 0, 0, 0, {i + 1})"
+                            for i in range(5))
+        subprocess.run(["psql", self.stack.database_url, "-qc",
+                        "INSERT INTO klines_1m (market_id, bucket, open, high, low, close, volume, quote_volume, trades,"
+                        f" first_seq, last_seq) VALUES {rows};"
+                        "INSERT INTO funding_rates (market_id, time, rate, rate_8h, index_price, mark_price, paid, received,"
+                        f" to_insurance, positions, seq) VALUES {funding}"], check=True)
+        sym = "SOL_USDM_PERP"
+        want = [base + 60 * i for i in range(7)]
+        # Backwards from the newest: X-Next-Cursor is `before` of the next page.
+        got, query = [], f"interval=1m&limit=3&end={base + 3600}"
+        while True:
+            r, bars = self.get(f"/api/v1/markets/{sym}/klines?{query}")
+            self.assertEqual(r.status, 200, r.body)
+            got = [b["time"] for b in bars] + got
+            cursor = r.header("X-Next-Cursor")
+            if not cursor:
+                break
+            self.assertEqual(int(cursor), bars[0]["time"])
+            query = f"interval=1m&limit=3&before={cursor}"
+        self.assertEqual(got, want)
+        # Forwards from `start`: X-Next-Cursor is the next `start`.
+        got, query = [], f"interval=1m&limit=3&start={base}"
+        for _ in range(5):
+            r, bars = self.get(f"/api/v1/markets/{sym}/klines?{query}")
+            got += [b["time"] for b in bars]
+            cursor = r.header("X-Next-Cursor")
+            if not cursor:
+                break
+            query = f"interval=1m&limit=3&start={cursor}"
+        self.assertEqual(got, want)
+        r, body = self.get(f"/api/v1/markets/{sym}/klines?before=5&end=6")
+        self.assertEqual((r.status, body["error"]["field"]), (400, "before"))
+        # Funding history, newest first, two at a time.
+        got, query = [], "limit=2"
+        while True:
+            r, page = self.get(f"/api/v1/markets/{sym}/funding?{query}")
+            self.assertEqual(r.status, 200, r.body)
+            got += [f["time"] for f in page]
+            cursor = r.header("X-Next-Cursor")
+            if not cursor:
+                break
+            query = f"limit=2&before={cursor}"
+        self.assertEqual(got, [base + 3600 * i for i in reversed(range(5))])
+
     def test_trades_newest_first_with_taker_side_and_cursor(self):
         r, trades = self.get("/api/v1/markets/BTC_USDM_PERP/trades")
         self.assertEqual([(x["price"], x["amount"], x["side"]) for x in trades],

@@ -421,6 +421,20 @@ class ThroughTheGateway(unittest.TestCase):
             wait_until(lambda: call("GET", "/api/v1/orders").json() == [], 5, what="the switch")
             r = call("POST", "/api/v1/positions/leverage", {"symbol": SYM, "leverage": 3})
             self.assertEqual((r.status, r.json()["leverage"]), (200, 3), r.body)
+            # API keys page like every list (newest first, X-Next-Cursor).
+            for _ in range(3):
+                api_key(stack.ports["user"], a)
+            got, query = [], "limit=2"
+            while True:
+                r = call("GET", f"/api/v1/users/api-keys?{query}")
+                self.assertEqual(r.status, 200, r.body)
+                got += r.json()
+                if not r.header("X-Next-Cursor"):
+                    break
+                query = f"limit=2&before={r.header('X-Next-Cursor')}"
+            self.assertEqual(len(got), 4)
+            self.assertEqual(len({k["id"] for k in got}), 4)
+            self.assertEqual([k["created_at"] for k in got], sorted((k["created_at"] for k in got), reverse=True))
             # A client-sent X-User-ID selects nobody: the key's user is the one amended for.
             other = new_user()
             r = stack.call("GET", "/api/v1/orders/by-client-id/gw-0", headers={**auth, "X-User-ID": other})

@@ -281,9 +281,37 @@ class VaultRules(unittest.TestCase):
         # A withdrawal that needs the margin first cancels the vault's orders.
         self.assertEqual(t.call(leader, "DELETE", f"/api/v1/orders?account={vault}").status, 200)
 
+    def test_the_vault_list_is_newest_first_and_pages_with_the_cursor(self):
+        t, v = self.t, self.v
+        leader = new_user()
+        t.deposit(leader, "1000")
+        made = []
+        for i in range(3):
+            r = v.create(leader, f"Paged {uuid.uuid4().hex[:6]} {i}", "100")
+            self.assertEqual(r.status, 201, r.body)
+            made.append(r.json()["id"])
+        r = v.call(None, "GET", "/api/v1/vaults?limit=1000")
+        everything = [x["id"] for x in loads_exact(r.body)]
+        self.assertEqual(everything[:3], list(reversed(made)))  # newest first
+        self.assertEqual(everything[-1], HLP)                    # the first vault of all
+        got, query = [], "limit=2"
+        while True:
+            r = v.call(None, "GET", f"/api/v1/vaults?{query}")
+            self.assertEqual(r.status, 200, r.body)
+            openapi_check("/api/v1/vaults", "GET", r)
+            got += [x["id"] for x in loads_exact(r.body)]
+            cursor = r.header("X-Next-Cursor")
+            if not cursor:
+                break
+            query = f"limit=2&before={cursor}"
+        self.assertEqual(got, everything)
+        r = v.call(None, "GET", "/api/v1/vaults?limit=0")
+        self.assertEqual(r.status, 400)
+        openapi_check("/api/v1/vaults", "GET", r)
+
     def test_protocol_vault_exists_and_takes_deposits(self):
         t, v = self.t, self.v
-        r = v.call(None, "GET", "/api/v1/vaults")
+        r = v.call(None, "GET", "/api/v1/vaults?limit=1000")
         self.assertEqual(r.status, 200)
         openapi_check("/api/v1/vaults", "GET", r)
         hlp = next(x for x in loads_exact(r.body) if x["id"] == HLP)

@@ -123,19 +123,23 @@ LocalCache& local_cache() {
 // else compute from PostgreSQL on the blocking pool and fill both. An answer whose age is known
 // says for how much longer it stays within the TTL (X-Fresh-For-Ms): the gateway may serve it
 // again until then, never longer.
+// `finish` adds what follows from the body (a list's X-Next-Cursor), cached or not.
 void cached(Services& s, http::Request& req, http::Respond respond, std::string key, std::chrono::milliseconds ttl,
-            std::function<Result<std::string>()> compute) {
+            std::function<Result<std::string>()> compute,
+            std::function<void(http::Response&)> finish = nullptr) {
   if (auto hit = local_cache().get(key)) {
     auto r = http::Response::json(200, std::move(hit->first));
     r.set_header("X-Cache", "hit");
     r.set_header("X-Fresh-For-Ms", std::to_string(hit->second.count()));
+    if (finish) finish(r);
     return respond(std::move(r));
   }
-  service::respond_blocking(*s.ctx, req, respond, [&s, key, ttl, compute]() -> Result<http::Response> {
+  service::respond_blocking(*s.ctx, req, respond, [&s, key, ttl, compute, finish]() -> Result<http::Response> {
     auto hit = s.ctx->redis->get(key);
     if (hit && *hit) {
       auto r = http::Response::json(200, **hit);
       r.set_header("X-Cache", "hit");
+      if (finish) finish(r);
       return r;
     }
     const auto computed_at = std::chrono::steady_clock::now();
@@ -151,6 +155,7 @@ void cached(Services& s, http::Request& req, http::Respond respond, std::string 
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(computed_at + ttl - std::chrono::steady_clock::now());
       if (left.count() > 0) r.set_header("X-Fresh-For-Ms", std::to_string(left.count()));
     }
+    if (finish) finish(r);
     return r;
   });
 }
@@ -303,7 +308,7 @@ void register_market_routes(Services& s, http::Router& r) {
     const MarketInfo* m = market_of(s, req, respond);
     if (!m) return;
     for (const auto& name : req.query_names()) {
-      if (name != "interval" && name != "start" && name != "end" && name != "limit") {
+      if (name != "interval" && name != "start" && name != "end" && name != "limit" && name != "before") {
         return respond(http::Response::error(fail(Code::unknown_field, "unknown query parameter " + name, name), req.request_id));
       }
     }
@@ -324,6 +329,18 @@ void register_market_routes(Services& s, http::Router& r) {
         }
         *target = *n;
       }
+    }
+    // The list cursor: `before` (X-Next-Cursor of the page after) is `end` by another name.
+    if (auto v = req.query_param("before"); v && !v->empty()) {
+      auto n = to_int(*v);
+      if (!n || *n < 0 || *n > 32'503'680'000) {
+        return respond(http::Response::error(fail(Code::invalid_field, "before must be Unix seconds", "before"), req.request_id));
+      }
+      if (end) {
+        return respond(http::Response::error(fail(Code::invalid_field, "before and end are the same bound: give one", "before"),
+                                             req.request_id));
+      }
+      end = *n;
     }
     if (start && end && *start >= *end) {
       return respond(http::Response::error(fail(Code::invalid_field, "start must be before end", "start"), req.request_id));
@@ -399,6 +416,15 @@ void register_market_routes(Services& s, http::Router& r) {
              }
              w.end_array();
              return w.take();
+           },
+           // A full page has more: without `start` the older bars (`before` = its first bar's
+           // time), with it the newer ones (`start` = its last bar's time + 1).
+           [limit, from_start = start.has_value()](http::Response& res) {
+             auto bars = json::parse(res.body);
+             if (!bars || !bars->is_array() || bars->items().size() != static_cast<std::size_t>(limit)) return;
+             const json::Value* t = (from_start ? bars->items().back() : bars->items().front()).find("time");
+             auto at = t ? t->as_int(0, INT64_MAX - 1) : Result<std::int64_t>(fail(Code::internal, "no time"));
+             if (at) res.set_header("X-Next-Cursor", std::to_string(from_start ? *at + 1 : *at));
            });
   });
 
@@ -475,7 +501,9 @@ void register_market_routes(Services& s, http::Router& r) {
         w.end_object();
       }
       w.end_array();
-      return http::Response::json(200, w.take());
+      auto res = http::Response::json(200, w.take());
+      if (rows->size() == limit) res.set_header("X-Next-Cursor", rows->get(rows->size() - 1, 0));
+      return res;
     });
   });
 }
