@@ -1,7 +1,8 @@
 // The engine under hostile command sequences (issue 20): every byte string decodes to commands over
 // three markets, seven accounts and a vault (and the markets' limits changing), with extreme values
 // (sizes up to int64, prices at and beyond the band edges, every leverage, marks jumping by orders
-// of magnitude, funding at and past its caps, vault deposits and withdrawals near zero NAV). After
+// of magnitude, funding at and past its caps, vault deposits and withdrawals near zero NAV; amends,
+// cancels by client id, isolated margin moves, dead man's switches). After
 // every command the fast and the reference engine must have emitted the same events and the
 // invariants must hold; the build's UBSan (no recovery) makes any signed overflow a finding, and
 // the engine's overflow() aborts. So a run with no finding is the evidence that no input reaches an
@@ -139,7 +140,26 @@ Command next(Input& in, std::uint64_t step, std::vector<OrderId>& ids) {
     }
     case 5: {
       if (ids.empty()) return CancelAll{u, -1, ts};
-      return CancelOrder{u, ids[in.byte() % ids.size()], ts};
+      const OrderId id = ids[in.byte() % ids.size()];
+      // Issue 23's commands with extreme values: amend, cancel by client id, isolated margin in
+      // and out, the dead man's switch set (any timeout) and fired.
+      switch (in.byte() % 7) {
+        case 0:
+        case 1:
+          return AmendOrder{u, id, m, (in.byte() % 2) ? in.value(kStart[m]) : 0, (in.byte() % 2) ? in.value(1'000) : 0, ts, {}};
+        case 2: {
+          char cid[2] = {static_cast<char>('a' + in.byte() % 4), 0};
+          return CancelOrder{u, OrderId{}, ts, ClientOrderId::from(std::string_view(cid, 1))};
+        }
+        case 3:
+          return AdjustMargin{u, m, in.value(100 * kUsdm), ts};
+        case 4:
+          return SetCancelAfter{u, in.value(5'000), ts};
+        case 5:
+          return CancelExpired{ts + static_cast<std::int64_t>(in.byte()) * 100};
+        default:
+          return CancelOrder{u, id, ts};
+      }
     }
     case 6:
       return CancelAll{u, (in.byte() % 2) ? -1 : static_cast<std::int32_t>(m), ts};

@@ -778,16 +778,44 @@ void Hub::order_entry(Session& session, const WsRequest& request) {
                              budget.tokens + static_cast<double>(now - budget.at_ms) * s_.ws_orders_per_s / 1000.0);
   }
   budget.at_ms = now;
-  if (budget.tokens < 1) {
+  const double weight = static_cast<double>(request.weight);
+  if (budget.tokens < weight) {
     session.conn->send(reply_error(id, "RATE_LIMITED", "too many order requests; retry later"));
     return;
   }
-  budget.tokens -= 1;
+  budget.tokens -= weight;
   http::OutgoingRequest req;
   if (request.method == "order.place") {
     req.method = http::Method::post;
     req.target = "/api/v1/orders";
     req.body = json::dump(*request.params);
+  } else if (request.method == "order.batch_place" || request.method == "order.batch_cancel") {
+    req.method = request.method == "order.batch_place" ? http::Method::post : http::Method::del;
+    req.target = "/api/v1/orders/batch";
+    req.body = json::dump(*request.params);
+  } else if (request.method == "order.cancel_all_after") {
+    req.method = http::Method::post;
+    req.target = "/api/v1/orders/cancel-all-after";
+    req.body = json::dump(*request.params);
+  } else if (request.method == "order.amend") {
+    auto order = Uuid::parse(request.order_id);
+    if (!order) {
+      session.conn->send(reply_error(id, "NOT_FOUND", "no such order"));
+      return;
+    }
+    req.method = http::Method::patch;
+    req.target = "/api/v1/orders/" + order->to_string();
+    req.body = json::dump(*request.params);
+  } else if (request.method == "order.cancel" && !request.client_order_id.empty()) {
+    // (The id's characters are checked by trading; here only that it stays one path segment.)
+    if (request.client_order_id.find_first_not_of(
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-") != std::string::npos) {
+      session.conn->send(reply_error(id, "INVALID_FIELD", "client_order_id must be 1-36 characters of A-Z a-z 0-9 _ . : -",
+                                     "client_order_id"));
+      return;
+    }
+    req.method = http::Method::del;
+    req.target = "/api/v1/orders/by-client-id/" + request.client_order_id;
   } else if (request.method == "order.cancel") {
     auto order = Uuid::parse(request.order_id);
     if (!order) {

@@ -4,7 +4,11 @@
 // {"method": "PING"}, {"method": "AUTH", "params": {"token": "..."} | ["..."]}; order entry on
 // an authenticated connection: {"method": "order.place", "params": {<POST /orders body>}},
 // {"method": "order.cancel", "params": {"id": "<order id>"}},
-// {"method": "order.cancel_all", "params": {"symbol"?: "..."}}.
+// {"method": "order.cancel_all", "params": {"symbol"?: "..."}}; and (issue 23) order.cancel with
+// {"client_order_id": "..."} instead of the id, {"method": "order.amend", "params": {"id", "symbol",
+// "price"?, "amount"?}}, {"method": "order.batch_place", "params": {"orders": [...]}},
+// {"method": "order.batch_cancel", "params": {"ids"?: [...], "client_order_ids"?: [...]}},
+// {"method": "order.cancel_all_after", "params": {"timeout_ms": n}}: each the REST route's body.
 #include <optional>
 #include <string>
 #include <string_view>
@@ -20,8 +24,10 @@ struct WsRequest {
   std::optional<json::Value> id;     // echoed in the answer
   std::vector<std::string> streams;  // SUBSCRIBE / UNSUBSCRIBE
   std::string token;                 // AUTH
-  std::optional<json::Value> params;  // order.place: the order (checked by trading as on REST)
-  std::string order_id;               // order.cancel
+  std::optional<json::Value> params;  // the REST body (checked by trading as on REST)
+  std::string order_id;               // order.cancel, order.amend
+  std::string client_order_id;        // order.cancel by the client's id
+  std::size_t weight = 1;             // order budget it takes: a batch one per item
   std::string symbol;                 // order.cancel_all (empty: every market)
 };
 bool order_method(std::string_view method);

@@ -448,8 +448,9 @@ class PrivateStreamsAgreeWithRest(unittest.TestCase):
 
 
 class WebSocketOrderEntry(unittest.TestCase):
-    """Order entry over an authenticated /ws (issue #22): order.place, order.cancel and
-    order.cancel_all answer what the REST routes answer (validation, codes, acknowledgement after
+    """Order entry over an authenticated /ws (issue #22; amend, batches, cancel by client id and
+    the dead man's switch from issue 23): order.place, order.cancel and order.cancel_all answer
+    what the REST routes answer (validation, codes, acknowledgement after
     the commit), read-only keys and anonymous connections may not, and the orders land where REST
     sees them."""
 
@@ -503,6 +504,25 @@ class WebSocketOrderEntry(unittest.TestCase):
             self.assertEqual(r["status"], 200, r)
             self.assertEqual(t.call(a, "GET", "/api/v1/orders").json(), [])
             self.assertEqual(ask(c, "order.place", [], 22)["error"]["code"], "MALFORMED_REQUEST")
+            # Issue 23's order tools over the socket: the REST routes' answers.
+            r = ask(c, "order.batch_place", {"orders": [{**order, "client_order_id": f"ws-b-{i}"} for i in range(3)]
+                                             + [{**order, "side": "Up"}]}, 30)
+            self.assertEqual(r["status"], 200, r)
+            self.assertEqual([i.get("status") for i in r["result"]], ["Open", "Open", "Open", None])
+            self.assertEqual(r["result"][3]["error"]["field"], "side")
+            first = r["result"][0]["id"]
+            r = ask(c, "order.amend", {"id": first, "symbol": SYM, "amount": "0.005"}, 31)
+            self.assertEqual((r["status"], r["result"]["kept_priority"]), (200, True), r)
+            r = ask(c, "order.amend", {"id": first, "symbol": SYM, "price": "96000"}, 32)
+            self.assertEqual((r["status"], r["error"]["code"]), (400, "NOTHING_TO_AMEND"), r)
+            r = ask(c, "order.cancel", {"client_order_id": "ws-b-1"}, 33)
+            self.assertEqual((r["status"], r["result"]["client_order_id"]), (200, "ws-b-1"), r)
+            self.assertEqual(ask(c, "order.cancel", {"client_order_id": "../x"}, 34)["error"]["code"], "INVALID_FIELD")
+            r = ask(c, "order.batch_cancel", {"ids": [first], "client_order_ids": ["ws-b-2", "ws-b-9"]}, 35)
+            self.assertEqual([i.get("status") for i in r["result"]], ["cancelled", "cancelled", None], r)
+            r = ask(c, "order.cancel_all_after", {"timeout_ms": 0}, 36)
+            self.assertEqual((r["status"], r["result"]["status"]), (200, "off"), r)
+            self.assertEqual(t.call(a, "GET", "/api/v1/orders").json(), [])
             c.close()
             # A read-only key, and an anonymous connection, may not.
             ro = WsClient(stack.gateway_port, headers={"Authorization": f"Bearer {read}"})
