@@ -2,7 +2,8 @@
 // three markets, seven accounts and a vault (and the markets' limits changing), with extreme values
 // (sizes up to int64, prices at and beyond the band edges, every leverage, marks jumping by orders
 // of magnitude, funding at and past its caps, vault deposits and withdrawals near zero NAV; amends,
-// cancels by client id, isolated margin moves, dead man's switches). After
+// cancels by client id, isolated margin moves, dead man's switches, position TP/SL pairs and
+// last-price triggers). After
 // every command the fast and the reference engine must have emitted the same events and the
 // invariants must hold; the build's UBSan (no recovery) makes any signed overflow a finding, and
 // the engine's overflow() aborts. So a run with no finding is the evidence that no input reaches an
@@ -130,6 +131,7 @@ Command next(Input& in, std::uint64_t step, std::vector<OrderId>& ids) {
       p.max_slippage_bps = static_cast<std::int32_t>(in.value(500) % 20'000);
       const std::uint8_t mm = in.byte() % 3;
       p.margin_mode = static_cast<MarginMode>(mm);
+      if (is_trigger(p.type) && (in.byte() % 2)) p.trigger_by = TriggerBy::last;
       if (in.byte() % 4 == 0) {
         char cid[2] = {static_cast<char>('a' + in.byte() % 4), 0};
         p.client_order_id = ClientOrderId::from(std::string_view(cid, 1));
@@ -143,7 +145,13 @@ Command next(Input& in, std::uint64_t step, std::vector<OrderId>& ids) {
       const OrderId id = ids[in.byte() % ids.size()];
       // Issue 23's commands with extreme values: amend, cancel by client id, isolated margin in
       // and out, the dead man's switch set (any timeout) and fired.
-      switch (in.byte() % 7) {
+      switch (in.byte() % 8) {
+        case 6: {
+          const Price tp = (in.byte() % 3) ? in.value(kStart[m]) : 0, sl = (in.byte() % 3) ? in.value(kStart[m]) : 0;
+          return SetPositionTpSl{u, m, OrderId{Uuid{0xDEF0000000000000ull | step, 1}}, OrderId{Uuid{0xDEF0000000000000ull | step, 2}},
+                                 tp, sl, (in.byte() % 2) ? in.value(100) : 0,
+                                 (in.byte() % 2) ? TriggerBy::last : TriggerBy::mark, ts};
+        }
         case 0:
         case 1:
           return AmendOrder{u, id, m, (in.byte() % 2) ? in.value(kStart[m]) : 0, (in.byte() % 2) ? in.value(1'000) : 0, ts, {}};

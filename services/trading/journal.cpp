@@ -44,7 +44,7 @@ std::string command_kind(const Command& c) {
   static constexpr const char* kNames[] = {
       "place",    "cancel",  "cancel_all",   "deposit",       "withdraw",       "mark",
       "leverage", "funding", "vault_create", "vault_deposit", "vault_withdraw", "market_limits",
-      "amend",    "cancel_after", "cancel_expired", "margin"};
+      "amend",    "cancel_after", "cancel_expired", "margin",        "tpsl"};
   static_assert(std::size(kNames) == std::variant_size_v<Command>);
   return kNames[c.index()];
 }
@@ -65,6 +65,12 @@ std::string encode_command(const Command& command, const Catalog& catalog) {
           if (!c.client_order_id.empty()) w.field("client_order_id", c.client_order_id.view());
           if (c.trigger_price != 0) w.field("trigger", c.trigger_price);
           if (c.margin_mode != MarginMode::unchanged) w.field("margin_mode", c.margin_mode == MarginMode::isolated ? "isolated" : "cross");
+          if (c.trigger_by == TriggerBy::last) w.field("trigger_by", "last");
+        } else if constexpr (std::is_same_v<T, SetPositionTpSl>) {
+          w.field("user", c.user.value().to_string()).field("market", catalog.at(c.market).id);
+          w.field("tp_id", c.take_profit_id.value().to_string()).field("sl_id", c.stop_loss_id.value().to_string());
+          w.field("tp", c.take_profit).field("sl", c.stop_loss).field("qty", c.qty);
+          w.field("trigger_by", c.trigger_by == TriggerBy::last ? "last" : "mark");
         } else if constexpr (std::is_same_v<T, CancelOrder>) {
           w.field("user", c.user.value().to_string()).field("id", c.id.value().to_string());
           if (!c.client_order_id.empty()) w.field("client_order_id", c.client_order_id.view());
@@ -181,8 +187,21 @@ Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
     if (const auto* mm = doc->find("margin_mode"); mm && mm->is_string()) {
       p.margin_mode = mm->as_string() == "isolated" ? MarginMode::isolated : MarginMode::cross;
     }
+    if (r.str("trigger_by") == "last") p.trigger_by = TriggerBy::last;
     p.ts_ms = r.num("ts");
     out = p;
+  } else if (t == "tpsl") {
+    SetPositionTpSl c;
+    c.user = UserId{r.uuid("user")};
+    c.market = static_cast<std::uint32_t>(market("market"));
+    c.take_profit_id = OrderId{r.uuid("tp_id")};
+    c.stop_loss_id = OrderId{r.uuid("sl_id")};
+    c.take_profit = r.num("tp");
+    c.stop_loss = r.num("sl");
+    c.qty = r.num("qty");
+    c.trigger_by = r.str("trigger_by") == "last" ? TriggerBy::last : TriggerBy::mark;
+    c.ts_ms = r.num("ts");
+    out = c;
   } else if (t == "cancel") {
     out = CancelOrder{UserId{r.uuid("user")}, OrderId{r.uuid("id")}, r.num("ts"),
                       ClientOrderId::from(r.str("client_order_id"))};

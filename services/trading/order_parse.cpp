@@ -25,7 +25,7 @@ Result<PlaceOrder> parse_order(const Catalog& catalog, const json::Value& order,
     static constexpr std::string_view kFields[] = {
         "symbol",      "side",           "type",          "price",       "amount",
         "leverage",    "time_in_force",  "reduce_only",   "client_order_id",
-        "trigger_price", "margin_mode",  "max_slippage_bps"};
+        "trigger_price", "margin_mode",  "max_slippage_bps", "trigger_by"};
     bool known = std::find(std::begin(kFields), std::end(kFields), m.key) != std::end(kFields) ||
                  (allow_account && m.key == "account") || m.key == json::kIgnoredUserIdKey;
     if (!known) return fail(Code::unknown_field, "unknown field " + m.key, m.key);
@@ -131,6 +131,13 @@ Result<PlaceOrder> parse_order(const Catalog& catalog, const json::Value& order,
                   "client_order_id");
     }
     p.client_order_id = ClientOrderId::from(coid->as_string());
+  }
+  if (const json::Value* by = field("trigger_by")) {
+    if (!by->is_string() || (by->as_string() != "mark" && by->as_string() != "last")) {
+      return fail(Code::invalid_field, "trigger_by must be mark or last", "trigger_by");
+    }
+    if (!is_trigger(p.type)) return fail(Code::invalid_field, "trigger_by is only for stop and take-profit orders", "trigger_by");
+    p.trigger_by = by->as_string() == "last" ? TriggerBy::last : TriggerBy::mark;
   }
   if (const json::Value* mm = field("margin_mode")) {
     if (!mm->is_string() || (mm->as_string() != "cross" && mm->as_string() != "isolated")) {

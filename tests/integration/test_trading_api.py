@@ -226,6 +226,76 @@ class TradingApi(unittest.TestCase):
         self.assertTrue(t.invariants()["ok"])
 
 
+    def test_position_take_profit_and_stop_loss(self):
+        t = self.t
+        t.mark(SYM, "97000")
+        a, b, c = self.funded(), self.funded(), self.funded()
+        t.place(b, side="Sell", price="97000", amount="0.1")
+        self.assertEqual(t.place(a, side="Buy", price="97000", amount="0.1").json()["status"], "Filled")
+        pid = t.call(a, "GET", "/api/v1/positions").json()[0]["id"]
+        path, url = "/api/v1/positions/{id}/tpsl", f"/api/v1/positions/{pid}/tpsl"
+        # Refused as a whole: a long's stop-loss above the mark; more than the position.
+        self.expect(422, t.call(a, "POST", url, {"take_profit": "99000", "stop_loss": "98000"}), path, "POST",
+                    "WOULD_TRIGGER_IMMEDIATELY")
+        self.expect(422, t.call(a, "POST", url, {"take_profit": "99000", "amount": "0.2"}), path, "POST",
+                    "REDUCE_ONLY_WOULD_INCREASE")
+        self.expect(400, t.call(a, "POST", url, {}), path, "POST", "MISSING_FIELD")
+        self.expect(400, t.call(a, "POST", url, {"take_profit": "99000", "trigger_by": "index"}), path, "POST",
+                    "INVALID_FIELD")
+        self.expect(404, t.call(c, "POST", url, {"take_profit": "99000"}), path, "POST", "NOT_FOUND")
+        self.assertEqual(t.call(a, "GET", "/api/v1/orders").json(), [])
+        r = self.expect(201, t.call(a, "POST", url, {"take_profit": "99000", "stop_loss": "95000"}), path, "POST")
+        tp, sl = r.json()["take_profit_order_id"], r.json()["stop_loss_order_id"]
+        held = {o["id"]: o for o in t.call(a, "GET", "/api/v1/orders").json()}
+        self.assertEqual((held[tp]["type"], held[tp]["status"], held[tp]["reduce_only"], held[tp]["position_tpsl"],
+                          held[tp]["trigger_by"], held[tp]["amount"]),
+                         ("TakeProfitMarket", "Untriggered", True, True, "mark", 0.1))
+        self.assertEqual((held[sl]["type"], held[sl]["trigger_price"]), ("StopMarket", 95000))
+        # The take-profit fires into C's bid; the stop-loss is cancelled by it; the position is gone.
+        t.place(c, side="Buy", price="98900", amount="0.1")
+        t.mark(SYM, "99000")
+        self.assertEqual(t.call(a, "GET", "/api/v1/positions").json(), [])
+        self.assertEqual((self.order_by_id(a, tp)["status"], self.order_by_id(a, sl)["cancel_reason"]),
+                         ("Filled", "ONE_CANCELS_OTHER"))
+        # A partial pair on a new short, on the last price; the position closed by hand takes both.
+        t.mark(SYM, "97000")
+        t.place(b, side="Buy", price="97000", amount="0.1")
+        self.assertEqual(t.place(a, side="Sell", price="97000", amount="0.1").json()["status"], "Filled")
+        pid = t.call(a, "GET", "/api/v1/positions").json()[0]["id"]
+        r = self.expect(201, t.call(a, "POST", f"/api/v1/positions/{pid}/tpsl",
+                                    {"take_profit": "95000", "stop_loss": "99000", "amount": "0.04",
+                                     "trigger_by": "last"}), path, "POST")
+        ids = [r.json()["take_profit_order_id"], r.json()["stop_loss_order_id"]]
+        self.assertEqual({self.order_by_id(a, i)["amount"] for i in ids}, {D("0.04")})
+        self.assertEqual({self.order_by_id(a, i)["trigger_by"] for i in ids}, {"last"})
+        t.place(c, side="Sell", price="97000", amount="0.1")
+        self.assertEqual(t.place(a, side="Buy", price="97000", amount="0.1", time_in_force="IOC").json()["status"],
+                         "Filled")
+        self.assertEqual([self.order_by_id(a, i)["cancel_reason"] for i in ids], ["POSITION_CLOSED"] * 2)
+        self.assertTrue(t.invariants()["ok"])
+
+    def test_a_stop_on_the_last_price_fires_on_a_trade_not_on_the_mark(self):
+        t = self.t
+        t.mark(SYM, "97000")
+        a, b, c = self.funded(), self.funded(), self.funded()
+        t.place(b, side="Sell", price="97000", amount="0.1")
+        t.place(a, side="Buy", price="97000", amount="0.1")
+        r = t.place(a, side="Sell", type="StopMarket", trigger_price="96500", amount="0.1", reduce_only=True,
+                    trigger_by="last")
+        self.expect(201, r, "/api/v1/orders", "POST")
+        stop = r.json()["id"]
+        self.expect(400, t.place(a, side="Sell", price="96000", amount="0.1", trigger_by="last"), "/api/v1/orders",
+                    "POST", "INVALID_FIELD")
+        t.place(c, side="Buy", price="96400", amount="0.2")
+        t.mark(SYM, "96000")  # the mark passes it: nothing
+        self.assertEqual(self.order_by_id(a, stop)["status"], "Untriggered")
+        t.place(b, side="Sell", price="96400", amount="0.01", time_in_force="IOC")  # a trade at 96,400
+        row = self.order_by_id(a, stop)
+        self.assertEqual((row["status"], row["average_price"]), ("Filled", D("96400")))
+        t.mark(SYM, "97000")
+        self.assertTrue(t.invariants()["ok"])
+
+
 class DeadMansSwitch(unittest.TestCase):
     """POST /orders/cancel-all-after: renewed, it holds; not renewed, it cancels everything once,
     with cancel_reason CANCEL_ALL_AFTER; a deadline passed while trading was down fires at restart."""

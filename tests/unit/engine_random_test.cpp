@@ -48,6 +48,7 @@ class Generator {
       const int k = pick(0, 9);
       return SetCancelAfter{user(u), k == 0 ? 0 : k == 1 ? pick(-5, 999) : pick(1000, 20'000), ts()};
     }
+    if (r >= 787 && r < 797) return tpsl(u, m, e);
     if (r >= 777 && r < 787) {  // isolated margin in and out (refused for cross and flat positions)
       return AdjustMargin{user(u), m, static_cast<Usdm>(pick(-3000, 3000)) * kUsdm / 10, ts()};
     }
@@ -150,6 +151,30 @@ class Generator {
     return a;
   }
 
+  // A position's take-profit and/or stop-loss around the mark (some already crossed: refused), the
+  // whole position or a part, on the mark or the last price.
+  Command tpsl(std::uint64_t u, std::uint32_t m, const Engine& e) {
+    SetPositionTpSl c;
+    c.user = user(u);
+    c.market = m;
+    c.take_profit_id = OrderId{Uuid{0xDEF0000000000000ull | step_, 0x8000000000000000ull | step_}};
+    c.stop_loss_id = OrderId{Uuid{0xDEF1000000000000ull | step_, 0x8000000000000000ull | step_}};
+    const Account* a = e.account(user(u));
+    const Qty size = a ? a->positions[m].size : 0;
+    const int sign = size < 0 ? -1 : 1;
+    const Price mk = marks_[m];
+    const int k = pick(0, 3);
+    if (k != 1) c.take_profit = mk + sign * pick(-static_cast<int>(mk / 200), static_cast<int>(mk / 30));
+    if (k != 2) c.stop_loss = mk - sign * pick(-static_cast<int>(mk / 200), static_cast<int>(mk / 30));
+    const Qty whole = size < 0 ? -size : size;
+    c.qty = pick(0, 2) == 0 && whole > 1 ? pick(1, static_cast<int>(std::min<Qty>(whole, 1000))) : 0;
+    c.trigger_by = pick(0, 1) ? TriggerBy::last : TriggerBy::mark;
+    c.ts_ms = ts();
+    ids_.emplace_back(u, c.take_profit_id);
+    ids_.emplace_back(u, c.stop_loss_id);
+    return c;
+  }
+
   Command market(std::uint64_t u, std::uint32_t m) {
     PlaceOrder p = base(u, m);
     p.type = OrderType::market;
@@ -170,6 +195,7 @@ class Generator {
     p.qty = pick(1, 300);
     p.reduce_only = pick(0, 3) == 0;
     p.tif = pick(0, 1) ? TimeInForce::gtc : TimeInForce::ioc;
+    if (pick(0, 2) == 0) p.trigger_by = TriggerBy::last;
     ids_.emplace_back(u, p.id);
     return p;
   }
@@ -227,7 +253,8 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   const std::size_t steps = ops_per_seed();
   std::size_t trades = 0, rejects = 0, funding = 0, triggered = 0;
   std::array<std::size_t, 4> liquidations{}, isolated_liquidations{};
-  std::size_t isolated_fills = 0, kept = 0, requeued = 0, switches_fired = 0, margin_moves = 0;
+  std::size_t isolated_fills = 0, kept = 0, requeued = 0, switches_fired = 0, margin_moves = 0, oco_cancels = 0,
+              tpsl_closed = 0;
   Usdm lowest_insurance = 0;
   for (std::size_t i = 0; i < steps; ++i) {
     Command c = gen.next(fast);
@@ -251,6 +278,10 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
       if (auto* ca = std::get_if<CancelAfterChanged>(&fe[k].body); ca && ca->fired) ++switches_fired;
       if (std::holds_alternative<AdjustMargin>(c) && std::holds_alternative<IsolatedMarginChanged>(fe[k].body)) {
         ++margin_moves;
+      }
+      if (auto* u = std::get_if<OrderUpdated>(&fe[k].body); u && u->status == OrderStatus::cancelled) {
+        oco_cancels += u->cancel_reason == CancelReason::one_cancels_other;
+        tpsl_closed += u->cancel_reason == CancelReason::position_closed;
       }
     }
     auto err = fast.check_invariants(true);
@@ -293,8 +324,11 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   EXPECT_GT(requeued, steps / 1000);
   EXPECT_GT(switches_fired, steps / 10000);
   EXPECT_GT(margin_moves, steps / 10000);
-  std::printf("amendments kept in place %zu, requeued %zu; dead man's switches fired %zu; margin moves %zu\n", kept,
-              requeued, switches_fired, margin_moves);
+  EXPECT_GT(oco_cancels, steps / 20000);
+  EXPECT_GT(tpsl_closed, steps / 20000);
+  std::printf("amendments kept in place %zu, requeued %zu; dead man's switches fired %zu; margin moves %zu; "
+              "TP/SL cancelled by their partner %zu, by their position %zu\n",
+              kept, requeued, switches_fired, margin_moves, oco_cancels, tpsl_closed);
   std::printf("liquidations: book %zu, backstop %zu, adl %zu; isolated: book %zu, backstop %zu, adl %zu; "
               "isolated margin moves %zu; funding payments %zu; triggered %zu; lowest insurance fund %lld\n",
               liquidations[1], liquidations[2], liquidations[3], isolated_liquidations[1], isolated_liquidations[2],

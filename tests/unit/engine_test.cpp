@@ -1540,3 +1540,84 @@ TYPED_TEST(EngineTest, IsolatedMarginComesInFromAvailableAndGoesOutDownToInitial
   EXPECT_EQ(only<CommandRejected>(h.run(AdjustMargin{user(5), 0, 0, 6})).reason, Reject::bad_amount);
   EXPECT_EQ(only<CommandRejected>(h.run(AdjustMargin{user(5), 7, 1, 6})).reason, Reject::unknown_market);
 }
+
+TYPED_TEST(EngineTest, APositionsTakeProfitAndStopLossCancelEachOtherAndGoWithThePosition) {
+  auto& h = this->h;
+  h.place(2, Side::sell, 970000, 100);
+  h.place(1, Side::buy, 970000, 100);  // user 1 long 0.1
+  const OrderId tp{Uuid{0x7777, 1}}, sl{Uuid{0x7777, 2}};
+  // Refused as a whole: a stop-loss above the mark for a long, a size above the position's.
+  EXPECT_EQ(only<CommandRejected>(h.run(SetPositionTpSl{user(1), 0, tp, sl, 980000, 975000, 0, TriggerBy::mark, 1})).reason,
+            Reject::would_trigger_immediately);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetPositionTpSl{user(1), 0, tp, sl, 980000, 960000, 101, TriggerBy::mark, 1})).reason,
+            Reject::reduce_only_would_increase);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetPositionTpSl{user(3), 0, tp, sl, 980000, 960000, 0, TriggerBy::mark, 1})).reason,
+            Reject::no_open_position);
+  EXPECT_EQ(h.engine.order(tp), nullptr);
+  auto ev = h.run(SetPositionTpSl{user(1), 0, tp, sl, 980000, 960000, 0, TriggerBy::mark, 1});
+  const auto accepted = all_of<OrderAccepted>(ev);
+  ASSERT_EQ(accepted.size(), 2u);
+  for (const auto& a : accepted) {
+    EXPECT_TRUE(a.position_tpsl);
+    EXPECT_TRUE(a.reduce_only);
+    EXPECT_EQ((std::pair{a.side, a.qty}), (std::pair{Side::sell, Qty{100}}));
+  }
+  // The mark reaches the take-profit: it fires into the book, the stop-loss is cancelled first.
+  h.place(3, Side::buy, 979000, 100);
+  ev = h.mark(980000);
+  const auto updates = all_of<OrderUpdated>(ev);
+  const auto sl_update = std::find_if(updates.begin(), updates.end(), [&](const OrderUpdated& u) { return u.id == sl; });
+  ASSERT_NE(sl_update, updates.end());
+  EXPECT_EQ((std::pair{sl_update->status, sl_update->cancel_reason}),
+            (std::pair{OrderStatus::cancelled, CancelReason::one_cancels_other}));
+  EXPECT_EQ(h.engine.account(user(1))->positions[0].size, 0);
+  EXPECT_EQ(h.engine.order(sl), nullptr);
+  // A partial TP/SL pair on a new position; the position closed by another order takes both.
+  h.place(2, Side::sell, 980000, 100);
+  h.place(1, Side::buy, 980000, 100);
+  const OrderId tp2{Uuid{0x7777, 3}}, sl2{Uuid{0x7777, 4}};
+  h.run(SetPositionTpSl{user(1), 0, tp2, sl2, 990000, 970000, 40, TriggerBy::mark, 2});
+  EXPECT_EQ(h.engine.order(tp2)->qty, 40);
+  h.place(3, Side::buy, 980000, 100);
+  ev = h.place(1, Side::sell, 980000, 100, TimeInForce::ioc);
+  EXPECT_EQ(h.engine.account(user(1))->positions[0].size, 0);
+  std::vector<CancelReason> why;
+  for (const auto& u : all_of<OrderUpdated>(ev)) {
+    if (u.id == tp2 || u.id == sl2) why.push_back(u.cancel_reason);
+  }
+  EXPECT_EQ(why, (std::vector<CancelReason>{CancelReason::position_closed, CancelReason::position_closed}));
+}
+
+TYPED_TEST(EngineTest, ALastPriceTriggerFiresOnATradeNotOnTheMark) {
+  auto& h = this->h;
+  h.place(2, Side::sell, 970000, 100);
+  h.place(1, Side::buy, 970000, 100);  // last 970,000
+  PlaceOrder stop = h.order(1, Side::sell, 0, 100);
+  stop.type = OrderType::stop_market;
+  stop.reduce_only = true;
+  stop.trigger_price = 965000;
+  stop.trigger_by = TriggerBy::last;
+  auto ev = h.run(stop);
+  EXPECT_EQ(only<OrderAccepted>(ev).trigger_by, TriggerBy::last);
+  // The mark falls through it: nothing (it watches the last price).
+  h.place(4, Side::buy, 960000, 200);
+  h.mark(960000);
+  ASSERT_NE(h.engine.order(stop.id), nullptr);
+  EXPECT_EQ(h.engine.order(stop.id)->status, OrderStatus::untriggered);
+  // A trade at 960,000 (another user's): it fires into the book after that command.
+  ev = h.place(3, Side::sell, 960000, 50, TimeInForce::ioc);
+  const auto trades = all_of<Trade>(ev);
+  ASSERT_EQ(trades.size(), 2u);
+  EXPECT_EQ(trades[1].taker_order, stop.id);
+  EXPECT_EQ(h.engine.account(user(1))->positions[0].size, 0);
+  // Snapshots keep what a trigger watches and the pairs.
+  h.place(2, Side::sell, 960000, 100);
+  h.place(1, Side::buy, 960000, 100);
+  h.run(SetPositionTpSl{user(1), 0, OrderId{Uuid{0x7777, 9}}, OrderId{Uuid{0x7777, 10}}, 970000, 950000, 0, TriggerBy::last, 5});
+  auto decoded = decode_snapshot(encode_snapshot(h.engine.export_state()));
+  ASSERT_TRUE(decoded.has_value());
+  TypeParam copy{two_market_config()};
+  copy.load(*decoded);
+  EXPECT_EQ(copy.state_hash(), h.engine.state_hash());
+  EXPECT_EQ(copy.check_invariants(), "");
+}

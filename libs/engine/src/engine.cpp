@@ -88,6 +88,8 @@ std::string_view cancel_reason_code(CancelReason r) {
     case CancelReason::trigger_rejected:
       return "TRIGGER_REJECTED";
     case CancelReason::cancel_all_after: return "CANCEL_ALL_AFTER";
+    case CancelReason::one_cancels_other: return "ONE_CANCELS_OTHER";
+    case CancelReason::position_closed: return "POSITION_CLOSED";
   }
   return "UNKNOWN";
 }
@@ -388,8 +390,12 @@ void BasicEngine<Book>::apply(const Command& command, std::vector<Event>& out) {
         else if constexpr (std::is_same_v<T, SetCancelAfter>) set_cancel_after(c, out);
         else if constexpr (std::is_same_v<T, CancelExpired>) cancel_expired(c, out);
         else if constexpr (std::is_same_v<T, AdjustMargin>) adjust_margin(c, out);
+        else if constexpr (std::is_same_v<T, SetPositionTpSl>) set_position_tpsl(c, out);
       },
       command);
+  if (last_moved_ || !tpsl_closed_.empty()) [[unlikely]] {
+    after_command(std::visit([](const auto& c) { return c.ts_ms; }, command), out);
+  }
 }
 
 template <class Book>
@@ -681,18 +687,22 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
   o.client_order_id = c.client_order_id;
   o.ts_ms = c.ts_ms;
   o.trigger_price = c.trigger_price;
+  o.trigger_by = c.trigger_by;
+  o.links = 0;
   o.status = OrderStatus::untriggered;
   const bool up = fires_up(o);
-  if (up ? ms.mark >= c.trigger_price : ms.mark <= c.trigger_price) {
+  // Against the price it watches (a last-price trigger before any trade: the mark).
+  const Price ref = c.trigger_by == TriggerBy::last && ms.last_trade > 0 ? ms.last_trade : ms.mark;
+  if (up ? ref >= c.trigger_price : ref <= c.trigger_price) {
     pool_.release(h);
     return reject(c, Reject::would_trigger_immediately, out);
   }
   if (switch_mode) acct.positions[c.market].isolated = !acct.positions[c.market].isolated;  // held: it locks the mode
   o.priority = seq_ + 1;
   emit_as<OrderAccepted>(out, o.id, c.user, c.market, o.side, o.type, o.tif, o.reduce_only, o.price, o.qty,
-                          c.leverage, o.client_order_id, o.ts_ms, o.trigger_price);
+                          c.leverage, o.client_order_id, o.ts_ms, o.trigger_price, c.trigger_by, placing_tpsl_);
   if (!c.client_order_id.empty()) client_ids_.put(ClientKey{ai, c.client_order_id}, c.id);
-  (up ? ms.up_triggers : ms.down_triggers).insert({o.trigger_price, o.priority, h});
+  trigger_set(ms, o).insert({o.trigger_price, o.priority, h});
   orders_index_.put(o.id.value(), h, pool_);
   link_account_order(acct, h);
   emit_order(o, out);
@@ -701,20 +711,35 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
 // Held orders whose trigger the mark has reached enter the book, oldest trigger price first on
 // each side, in acceptance order among equals; each then goes through every check of place().
 template <class Book>
-void BasicEngine<Book>::fire_triggers(std::uint32_t m, std::int64_t ts, std::vector<Event>& out) {
+void BasicEngine<Book>::fire_triggers(std::uint32_t m, std::int64_t ts, std::vector<Event>& out, bool by_last) {
   MarketState& ms = markets_[m];
+  TriggerSet& ups = by_last ? ms.last_up_triggers : ms.up_triggers;
+  TriggerSet& downs = by_last ? ms.last_down_triggers : ms.down_triggers;
+  const Price ref = by_last ? ms.last_trade : ms.mark;
   std::vector<std::tuple<Seq, Handle>> due;
-  for (auto it = ms.up_triggers.begin(); it != ms.up_triggers.end() && std::get<0>(*it) <= ms.mark; ++it) {
+  for (auto it = ups.begin(); it != ups.end() && std::get<0>(*it) <= ref; ++it) {
     due.emplace_back(std::get<1>(*it), std::get<2>(*it));
   }
-  for (auto it = ms.down_triggers.rbegin(); it != ms.down_triggers.rend() && std::get<0>(*it) >= ms.mark; ++it) {
+  for (auto it = downs.rbegin(); it != downs.rend() && std::get<0>(*it) >= ref; ++it) {
     due.emplace_back(std::get<1>(*it), std::get<2>(*it));
   }
   std::sort(due.begin(), due.end());
   for (const auto& [priority, h] : due) {
     Order& o = pool_[h];
     if (o.status != OrderStatus::untriggered || o.priority != priority) continue;
-    (fires_up(o) ? ms.up_triggers : ms.down_triggers).erase({o.trigger_price, o.priority, h});
+    trigger_set(ms, o).erase({o.trigger_price, o.priority, h});
+    // A position's TP fired: its SL goes (and the other way round), before this one trades.
+    if (o.links & kLinkOco) {
+      const OrderId self = o.id;
+      auto partner = oco_.find(self.value());
+      if (partner != oco_.end()) {
+        const OrderId other = partner->second;
+        unlink_oco(self);
+        if (const Handle* ph = orders_index_.find(other.value(), pool_)) {
+          close_order(*ph, OrderStatus::cancelled, CancelReason::one_cancels_other, ts, out, true);
+        }
+      }
+    }
     orders_index_.erase(o.id.value(), pool_);
     Account& a = accounts_[o.account];
     unlink_account_order(a, h);
@@ -833,7 +858,8 @@ void BasicEngine<Book>::close_order(Handle h, OrderStatus status, CancelReason w
   Account& a = accounts_[o.account];
   if (in_book && o.status == OrderStatus::untriggered) {  // a held trigger order: not in the book
     MarketState& ms = markets_[o.market];
-    (fires_up(o) ? ms.up_triggers : ms.down_triggers).erase({o.trigger_price, o.priority, h});
+    trigger_set(ms, o).erase({o.trigger_price, o.priority, h});
+    if (o.links & kLinkOco) unlink_oco(o.id);  // (its partner stays)
     orders_index_.erase(o.id.value(), pool_);
     unlink_account_order(a, h);
     o.status = status;
@@ -906,6 +932,10 @@ typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a,
       fx.margin_delta -= std::min(shortfall, std::max<Usdm>(kept, 0));
     }
   }
+  if ((qty > closing || p.size == 0) && p.has_tpsl) [[unlikely]] {  // closed or flipped: its TP/SL go
+    p.has_tpsl = false;
+    tpsl_closed_.emplace_back(a.index, m);
+  }
   if (qty > closing) {  // flip: the rest opens at the fill price
     p.cost = s * (n - n_close);
     p.funding = 0;
@@ -956,6 +986,7 @@ void BasicEngine<Book>::fill(Handle maker_h, Handle taker_h, Qty qty, std::int64
   maker.order_margin += mo.margin - old_margin;
 
   ms.last_trade = price;
+  if (ms.has_last_triggers()) [[unlikely]] last_moved_ = true;
   emit_as<Trade>(out, m, price, qty, to.side, mo.id, to.id, maker.user, taker.user, n, maker_fee,
                   taker_fee, maker_fx.realized, taker_fx.realized, ts, liquidating_);
   emit_position(maker, m, ts, out);
@@ -1112,6 +1143,110 @@ void BasicEngine<Book>::adjust_margin(const AdjustMargin& c, std::vector<Event>&
   }
   move_margin(a, c.market, c.delta, c.ts_ms, out);
   emit_position(a, c.market, c.ts_ms, out);
+}
+
+template <class Book>
+void BasicEngine<Book>::unlink_oco(const OrderId& id) {
+  auto it = oco_.find(id.value());
+  if (it == oco_.end()) return;
+  const OrderId other = it->second;
+  oco_.erase(it);
+  oco_.erase(other.value());
+  if (const Handle* h = orders_index_.find(other.value(), pool_)) pool_[*h].links &= static_cast<std::uint8_t>(~kLinkOco);
+  if (const Handle* h = orders_index_.find(id.value(), pool_)) pool_[*h].links &= static_cast<std::uint8_t>(~kLinkOco);
+}
+
+template <class Book>
+void BasicEngine<Book>::after_command(std::int64_t ts, std::vector<Event>& out) {
+  for (;;) {
+    if (!tpsl_closed_.empty()) {
+      // Closed or flipped positions: their take-profit / stop-loss orders, oldest first.
+      const auto closed = std::move(tpsl_closed_);
+      tpsl_closed_.clear();
+      for (const auto& [ai, m] : closed) {
+        std::vector<std::pair<Seq, Handle>> linked;
+        for (Handle h = accounts_[ai].orders_head; h != kNil; h = pool_[h].acct_next) {
+          const Order& o = pool_[h];
+          if (o.market == m && (o.links & kLinkPosition)) linked.emplace_back(o.priority, h);
+        }
+        std::sort(linked.begin(), linked.end());
+        for (const auto& [priority, h] : linked) {
+          close_order(h, OrderStatus::cancelled, CancelReason::position_closed, ts, out, true);
+        }
+      }
+      continue;
+    }
+    if (last_moved_) {
+      last_moved_ = false;
+      for (std::uint32_t m = 0; m < markets_.size(); ++m) {
+        if (markets_[m].has_last_triggers() && markets_[m].last_trade > 0) fire_triggers(m, ts, out, /*by_last=*/true);
+      }
+      continue;
+    }
+    return;
+  }
+}
+
+template <class Book>
+void BasicEngine<Book>::set_position_tpsl(const SetPositionTpSl& c, std::vector<Event>& out) {
+  auto refuse = [&](Reject why) { emit(out, CommandRejected{c.user, why, c.ts_ms}); };
+  if (c.market >= markets_.size()) return refuse(Reject::unknown_market);
+  const std::uint32_t* found = find_account(c.user);
+  if (found == nullptr || accounts_[*found].positions[c.market].size == 0) return refuse(Reject::no_open_position);
+  const std::uint32_t ai = *found;
+  MarketState& ms = markets_[c.market];
+  const Qty size = accounts_[ai].positions[c.market].size;
+  const Qty whole = size < 0 ? -size : size;
+  if (c.take_profit < 0 || c.stop_loss < 0 || (c.take_profit == 0 && c.stop_loss == 0)) {
+    return refuse(Reject::bad_trigger_price);
+  }
+  if (c.qty < 0 || c.qty > whole) return refuse(Reject::reduce_only_would_increase);
+  const Qty qty = c.qty == 0 ? whole : c.qty;
+  const bool is_long = size > 0;
+  const Price ref = c.trigger_by == TriggerBy::last && ms.last_trade > 0 ? ms.last_trade : ms.mark;
+  // A long's take-profit above the price it watches and its stop-loss below; a short's the other way.
+  if (c.take_profit > 0 && (is_long ? c.take_profit <= ref : c.take_profit >= ref)) return refuse(Reject::would_trigger_immediately);
+  if (c.stop_loss > 0 && (is_long ? c.stop_loss >= ref : c.stop_loss <= ref)) return refuse(Reject::would_trigger_immediately);
+  Usdm n = 0;
+  for (Price p : {c.take_profit, c.stop_loss}) {
+    if (p > 0 && !money::notional_checked(ms.spec, p, qty, n)) return refuse(Reject::order_notional_too_large);
+  }
+  const std::uint32_t wanted = (c.take_profit > 0) + (c.stop_loss > 0);
+  if (accounts_[ai].open_orders + wanted > config_.max_open_orders_per_account) return refuse(Reject::too_many_open_orders);
+  for (const OrderId& id : {c.take_profit_id, c.stop_loss_id}) {
+    if (orders_index_.find(id.value(), pool_) != nullptr) return refuse(Reject::bad_amount);  // an id in use
+  }
+  if (c.take_profit > 0 && c.stop_loss > 0 && c.take_profit_id == c.stop_loss_id) return refuse(Reject::bad_amount);
+  std::vector<OrderId> placed;
+  placing_tpsl_ = true;
+  for (auto [id, trigger, type] : {std::tuple{c.take_profit_id, c.take_profit, OrderType::take_profit_market},
+                                   std::tuple{c.stop_loss_id, c.stop_loss, OrderType::stop_market}}) {
+    if (trigger == 0) continue;
+    PlaceOrder p;
+    p.user = c.user;
+    p.id = id;
+    p.market = c.market;
+    p.side = is_long ? Side::sell : Side::buy;
+    p.type = type;
+    p.tif = TimeInForce::ioc;
+    p.qty = qty;
+    p.reduce_only = true;
+    p.trigger_price = trigger;
+    p.trigger_by = c.trigger_by;
+    p.ts_ms = c.ts_ms;
+    place_trigger(p, out);
+    if (const Handle* h = orders_index_.find(id.value(), pool_)) {
+      pool_[*h].links |= kLinkPosition;
+      placed.push_back(id);
+    }
+  }
+  placing_tpsl_ = false;
+  if (placed.size() == 2) {
+    oco_[placed[0].value()] = placed[1];
+    oco_[placed[1].value()] = placed[0];
+    for (const OrderId& id : placed) pool_[*orders_index_.find(id.value(), pool_)].links |= kLinkOco;
+  }
+  if (!placed.empty()) accounts_[ai].positions[c.market].has_tpsl = true;
 }
 
 template <class Book>
@@ -1438,7 +1573,7 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
     }
   }
   for (const auto& m : markets_) {
-    for (const auto* set : {&m.up_triggers, &m.down_triggers}) {
+    for (const auto* set : {&m.up_triggers, &m.down_triggers, &m.last_up_triggers, &m.last_down_triggers}) {
       for (const auto& [price, priority, h] : *set) {
         const Order& o = pool_[h];
         hs.add(static_cast<std::uint64_t>(price));
@@ -1448,8 +1583,17 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
         hs.add(static_cast<std::uint64_t>(o.qty));
         hs.add(static_cast<std::uint64_t>(o.price));
         hs.add(static_cast<std::uint64_t>(o.type));
+        // Only when not the defaults: the hash older snapshots were stored with stays the same.
+        if (o.trigger_by != TriggerBy::mark || o.links != 0) {
+          hs.add(static_cast<std::uint64_t>(o.trigger_by));
+          hs.add(static_cast<std::uint64_t>(o.links));
+        }
       }
     }
+  }
+  for (const auto& [id, partner] : oco_) {
+    hs.add(id);
+    hs.add(partner.value());
   }
   // Client order ids: a sum of one digest per entry, so the table's order does not matter and
   // nothing is sorted (a million of them took ~0.5 s to sort as strings).
@@ -1496,13 +1640,21 @@ Snapshot BasicEngine<Book>::export_state() const {
         return true;
       });
     }
-    for (const auto* set : {&m.up_triggers, &m.down_triggers}) {
+    for (const auto* set : {&m.up_triggers, &m.down_triggers, &m.last_up_triggers, &m.last_down_triggers}) {
       for (const auto& [price, priority, h] : *set) live.emplace_back(pool_[h].priority, h);
     }
   }
   std::sort(live.begin(), live.end());
   s.orders.reserve(live.size());
-  for (const auto& [priority, h] : live) s.orders.push_back(pool_[h]);
+  for (const auto& [priority, h] : live) {
+    const Order& o = pool_[h];
+    s.orders.push_back(o);
+    if (o.trigger_by != TriggerBy::mark || o.links != 0) [[unlikely]] {
+      OrderId partner;
+      if (auto it = oco_.find(o.id.value()); it != oco_.end()) partner = it->second;
+      s.order_links.push_back({o.id, o.trigger_by, o.links, partner});
+    }
+  }
   // Client ids in (account, id) order: canonical, whatever the map's history.
   std::vector<std::pair<ClientKey, OrderId>> ids;
   ids.reserve(client_ids_.size());
@@ -1557,6 +1709,7 @@ void BasicEngine<Book>::load(const Snapshot& s) {
       Position& p = a.positions[m];
       p.indexed = false;
       p.liq_key = 0;
+      p.has_tpsl = false;  // (set again from the orders below)
       if (p.size != 0) ++a.open_positions;
       markets_[m].open_interest += std::max<Qty>(p.size, 0);
     }
@@ -1566,15 +1719,27 @@ void BasicEngine<Book>::load(const Snapshot& s) {
   account_index(config_.fee_account);
   insurance_ = account_index(config_.insurance_account);
   backstop_ = account_index(config_.backstop_account);
+  oco_.clear();
+  tpsl_closed_.clear();
+  last_moved_ = false;
+  std::map<Uuid, const Snapshot::OrderLinks*> links;
+  for (const auto& l : s.order_links) links[l.order.value()] = &l;
   for (const Order& src : s.orders) {
     const Handle h = pool_.alloc(src);
     Order& o = pool_[h];
     o.prev = o.next = o.acct_prev = o.acct_next = kNil;
+    o.trigger_by = TriggerBy::mark;
+    o.links = 0;
+    if (auto l = links.find(o.id.value()); l != links.end()) {
+      o.trigger_by = l->second->trigger_by;
+      o.links = l->second->links;
+      if (o.links & kLinkOco) oco_[o.id.value()] = l->second->partner;
+      if (o.links & kLinkPosition) accounts_[o.account].positions[o.market].has_tpsl = true;
+    }
     Account& a = accounts_[o.account];
     a.order_margin += o.margin;
     if (o.status == OrderStatus::untriggered) {
-      MarketState& ms = markets_[o.market];
-      (fires_up(o) ? ms.up_triggers : ms.down_triggers).insert({o.trigger_price, o.priority, h});
+      trigger_set(markets_[o.market], o).insert({o.trigger_price, o.priority, h});
     } else {
       markets_[o.market].book.add(h);
     }
@@ -1646,7 +1811,8 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
   }
   std::size_t in_books = 0;
   for (const auto& m : markets_) {
-    in_books += m.book.order_count() + m.up_triggers.size() + m.down_triggers.size();
+    in_books += m.book.order_count() + m.up_triggers.size() + m.down_triggers.size() + m.last_up_triggers.size() +
+                m.last_down_triggers.size();
     auto bid = m.book.best(Side::buy);
     auto ask = m.book.best(Side::sell);
     if (bid && ask && *bid >= *ask) return "crossed book";
@@ -1654,6 +1820,13 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
   if (in_books != resting || orders_index_.size() != resting) return "order index out of sync";
   for (const auto& [deadline, ai] : cancel_after_) {
     if (ai >= accounts_.size() || accounts_[ai].cancel_after_ms != deadline) return "dead man's switch index out of sync";
+  }
+  for (const auto& [id, partner] : oco_) {
+    auto back = oco_.find(partner.value());
+    const Handle* h = orders_index_.find(id, pool_);
+    if (back == oco_.end() || back->second.value() != id || h == nullptr || !(pool_[*h].links & kLinkOco)) {
+      return "take-profit / stop-loss partners out of sync";
+    }
   }
   for (const Vault& v : vaults_) {
     i128 shares = 0;

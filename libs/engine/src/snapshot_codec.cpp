@@ -8,9 +8,9 @@ namespace hydrox::engine {
 namespace {
 
 constexpr char kMagic[8] = {'H', 'X', 'S', 'N', 'A', 'P', '\0', '\0'};
-// 2: the markets' order limits after last_trade; 3: the dead man's switches after the vaults
-// (1 and 2 are still read).
-constexpr std::uint32_t kVersion = 3;
+// 2: the markets' order limits after last_trade; 3: the dead man's switches after the vaults;
+// 4: the orders' trigger_by and take-profit / stop-loss links after them (1 to 3 are still read).
+constexpr std::uint32_t kVersion = 4;
 // magic, version, body length, body checksum
 constexpr std::size_t kHeader = sizeof(kMagic) + 4 + 8 + 8;
 
@@ -287,6 +287,13 @@ std::string encode_snapshot(const Snapshot& s) {
     w.put(account);
     w.put(deadline);
   }
+  w.count(s.order_links.size());
+  for (const auto& l : s.order_links) {
+    w.put(l.order.value());
+    w.put(l.trigger_by);
+    w.put(l.links);
+    w.put(l.partner.value());
+  }
 
   Writer head;
   head.out.append(kMagic, sizeof(kMagic));
@@ -359,6 +366,19 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
       const auto account = r.get<std::uint32_t>();
       const auto deadline = r.get<std::int64_t>();
       s.cancel_after.emplace_back(account, deadline);
+    }
+  }
+  if (version >= 4) {
+    const std::size_t links = r.count(16 + 1 + 1 + 16);
+    for (std::size_t i = 0; i < links && r.ok(); ++i) {
+      Snapshot::OrderLinks l;
+      l.order = OrderId{r.uuid()};
+      const auto by = r.get<std::uint8_t>();
+      l.links = r.get<std::uint8_t>();
+      l.partner = OrderId{r.uuid()};
+      if (by > 1 || l.links > (kLinkPosition | kLinkOco)) return fail(Code::internal, "engine snapshot has bad order links");
+      l.trigger_by = static_cast<TriggerBy>(by);
+      s.order_links.push_back(l);
     }
   }
   if (!r.ok() || !r.done()) return fail(Code::internal, "engine snapshot malformed");

@@ -20,7 +20,7 @@ constexpr std::string_view kOrderColumns =
     " round(o.filled_notional / NULLIF(o.filled, 0), 8)::text,"
     " to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
     " to_char(o.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-    " o.cancel_reason, o.leverage, o.trigger_price::text"
+    " o.cancel_reason, o.leverage, o.trigger_price::text, o.trigger_by, o.position_tpsl"
     " FROM orders o JOIN markets m ON m.id = o.market_id";
 
 const std::string kListOrders = std::string(kOrderColumns) +
@@ -59,6 +59,10 @@ void write_order_row(json::Writer& w, const db::Rows& rows, int r) {
   if (rows.is_null(r, 11)) w.null(); else w.string(rows.get(r, 11));
   w.key("trigger_price");
   if (rows.is_null(r, 17)) w.null(); else w.raw_number(plain(rows.get(r, 17)));
+  // Trigger orders: the price they watch (mark or last); a position's take-profit / stop-loss.
+  w.key("trigger_by");
+  if (rows.is_null(r, 18)) w.null(); else w.string(rows.get(r, 18));
+  w.field("position_tpsl", rows.get(r, 19) == "t");
   w.key("average_price");
   if (rows.is_null(r, 12)) w.null(); else w.raw_number(plain(rows.get(r, 12)));
   w.field("leverage", std::stoi(std::string(rows.get(r, 16))));

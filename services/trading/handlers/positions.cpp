@@ -1,5 +1,5 @@
 // GET /api/v1/positions, POST /api/v1/positions/{id}/close, POST /api/v1/positions/leverage,
-// POST /api/v1/positions/{id}/margin,
+// POST /api/v1/positions/{id}/margin, POST /api/v1/positions/{id}/tpsl,
 // GET /api/v1/balances.
 // Live numbers come from the engine (a read job, answered after earlier writes committed);
 // position timestamps from PostgreSQL.
@@ -253,6 +253,73 @@ void register_position_routes(Services& s, http::Router& r) {
       }
       w.end_object();
       respond(http::Response::json(200, w.take()));
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  // A position's take-profit and/or stop-loss: {take_profit?, stop_loss?, trigger_by?, amount?}.
+  r.post("/api/v1/positions/{id}/tpsl", [&s](http::Request& req, http::Respond respond) {
+    auto body = json::parse_object(req.body, {"take_profit", "stop_loss", "trigger_by", "amount", "account"});
+    if (!body) return respond(error_response(body.error(), req));
+    auto user = acting(s, req, body_account(*body));
+    if (!user) return respond(error_response(user.error(), req));
+    auto id = Uuid::parse(req.path_param("id"));
+    const MarketInfo* market = nullptr;
+    if (id) {
+      for (const auto& m : s.catalog.all()) {
+        if (position_id(*user, m.id) == *id) market = &m;
+      }
+    }
+    if (!market) return respond(error_response(fail(Code::not_found, "no such position"), req));
+    const std::int64_t now = SystemClock::instance().now_ms();
+    SetPositionTpSl cmd;
+    cmd.user = *user;
+    cmd.market = market->index;
+    cmd.take_profit_id = OrderId{Uuid::random_v7(now)};
+    cmd.stop_loss_id = OrderId{Uuid::random_v7(now)};
+    cmd.ts_ms = now;
+    for (auto [key, target] : {std::pair{"take_profit", &cmd.take_profit}, std::pair{"stop_loss", &cmd.stop_loss}}) {
+      if (const json::Value* v = body->find(key); v && !v->is_null()) {
+        auto ticks = Catalog::to_ticks(*market, *v, key);
+        if (!ticks) return respond(error_response(ticks.error(), req));
+        *target = *ticks;
+      }
+    }
+    if (cmd.take_profit == 0 && cmd.stop_loss == 0) {
+      return respond(error_response(fail(Code::missing_field, "take_profit or stop_loss is required", "take_profit"), req));
+    }
+    if (const json::Value* v = body->find("amount"); v && !v->is_null()) {
+      auto lots = Catalog::to_lots(*market, *v, "amount");
+      if (!lots) return respond(error_response(lots.error(), req));
+      cmd.qty = *lots;
+    }
+    if (const json::Value* by = body->find("trigger_by"); by && !by->is_null()) {
+      if (!by->is_string() || (by->as_string() != "mark" && by->as_string() != "last")) {
+        return respond(error_response(fail(Code::invalid_field, "trigger_by must be mark or last", "trigger_by"), req));
+      }
+      cmd.trigger_by = by->as_string() == "last" ? TriggerBy::last : TriggerBy::mark;
+    }
+    Job job;
+    job.command = cmd;
+    job.done = [respond, rq = req, cmd](Result<Outcome> o) {
+      if (!o) return respond(http::Response::error(o.error(), rq.request_id));
+      for (const auto& e : o->events) {
+        if (auto* cr = std::get_if<CommandRejected>(&e.body)) {
+          if (cr->reason == Reject::no_open_position)
+            return respond(http::Response::error(fail(Code::not_found, "no such open position"), rq.request_id));
+          return respond(rejection_response(cr->reason, rq));
+        }
+      }
+      json::Writer w;
+      w.begin_object();
+      for (auto [key, oid, price] : {std::tuple{"take_profit_order_id", cmd.take_profit_id, cmd.take_profit},
+                                     std::tuple{"stop_loss_order_id", cmd.stop_loss_id, cmd.stop_loss}}) {
+        w.key(key);
+        if (price == 0) w.null(); else w.string(oid.value().to_string());
+      }
+      w.field("trigger_by", cmd.trigger_by == TriggerBy::last ? "last" : "mark");
+      w.end_object();
+      respond(http::Response::json(201, w.take()));
     };
     submit(s, req, respond, std::move(job));
   });

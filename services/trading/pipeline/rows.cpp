@@ -375,8 +375,10 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
 
   MultiRow new_orders(
       "INSERT INTO orders (id, user_id, market_id, side, type, time_in_force, price, amount, filled, filled_notional,"
-      " status, reduce_only, client_order_id, leverage, cancel_reason, created_seq, created_at, updated_at, trigger_price)",
-      {"uuid", "uuid", "integer", "text", "text", "text", "numeric", "numeric", "numeric", "numeric", "text", "boolean", "text", "integer", "text", "bigint", "timestamptz", "timestamptz", "numeric"},
+      " status, reduce_only, client_order_id, leverage, cancel_reason, created_seq, created_at, updated_at, trigger_price,"
+      " trigger_by, position_tpsl)",
+      {"uuid", "uuid", "integer", "text", "text", "text", "numeric", "numeric", "numeric", "numeric", "text", "boolean", "text", "integer", "text", "bigint", "timestamptz", "timestamptz", "numeric",
+       "text", "boolean"},
       // A held trigger order that fires is accepted again: its row takes the new state.
       "ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, filled = EXCLUDED.filled,"
       " filled_notional = EXCLUDED.filled_notional, cancel_reason = EXCLUDED.cancel_reason, updated_at = EXCLUDED.updated_at");
@@ -409,7 +411,10 @@ void append_read_rows(const Batch& b, const RowContext& ctx, std::vector<db::Sta
                       Catalog::amount_text(m, row.amended ? row.amended->qty : a.qty),
                       Catalog::amount_text(m, filled), usdm_text(fn), std::string(status_name(status)),
                       a.reduce_only ? "true" : "false", coid, std::to_string(a.leverage), reason,
-                      std::to_string(row.seq), ts(a.ts_ms), ts(updated), trigger});
+                      std::to_string(row.seq), ts(a.ts_ms), ts(updated), trigger,
+                      a.trigger_price != 0 ? std::optional<std::string>(a.trigger_by == TriggerBy::last ? "last" : "mark")
+                                           : std::nullopt,
+                      a.position_tpsl ? "true" : "false"});
     } else if (row.last) {
       const OrderUpdated& u = *row.last;
       const MarketInfo& m = catalog_.at(u.market);

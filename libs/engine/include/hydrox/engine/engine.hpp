@@ -35,6 +35,7 @@ struct Position {
   std::int32_t leverage = 0;  // 0: the engine default for the market
   Usdm funding = 0;           // Σ funding paid while open (negative: received); 0 again once closed
   bool isolated = false;      // the account's margin mode in this market (kept while flat, like leverage)
+  bool has_tpsl = false;      // derived: it has take-profit / stop-loss orders linked to it
   Usdm margin = 0;            // isolated: the margin the position holds; 0 while flat and for cross
   // Derived (rebuilt on load): the position's key in its market's liquidation index.
   bool indexed = false;
@@ -124,6 +125,14 @@ struct Snapshot {
   std::vector<std::array<std::int64_t, 4>> limits;
   // Dead man's switches: (account index, deadline), by account (empty before format 3).
   std::vector<std::pair<std::uint32_t, std::int64_t>> cancel_after;
+  // Orders with a trigger_by or links other than the defaults (empty before format 4).
+  struct OrderLinks {
+    OrderId order;
+    TriggerBy trigger_by = TriggerBy::mark;
+    std::uint8_t links = 0;
+    OrderId partner;  // kLinkOco: the order it cancels when it fires
+  };
+  std::vector<OrderLinks> order_links;
 };
 
 struct EngineConfig {
@@ -276,9 +285,18 @@ class BasicEngine {
     // reach maintenance (other marks fixed), rounded to be early, never late. A mark move checks
     // only the keys it crossed.
     std::set<std::pair<Price, std::uint32_t>> long_keys, short_keys;
-    // Held trigger orders: fire when the mark rises to (up) or falls to (down) the price.
+    // Held trigger orders: fire when the mark rises to (up) or falls to (down) the price; the
+    // last_ sets when the last trade's price does (TriggerBy::last).
     std::set<std::tuple<Price, Seq, Handle>> up_triggers, down_triggers;
+    std::set<std::tuple<Price, Seq, Handle>> last_up_triggers, last_down_triggers;
+    bool has_last_triggers() const { return !last_up_triggers.empty() || !last_down_triggers.empty(); }
   };
+  using TriggerSet = std::set<std::tuple<Price, Seq, Handle>>;
+  static TriggerSet& trigger_set(MarketState& ms, const Order& o) {
+    const bool up = fires_up(o);
+    if (o.trigger_by == TriggerBy::last) return up ? ms.last_up_triggers : ms.last_down_triggers;
+    return up ? ms.up_triggers : ms.down_triggers;
+  }
 
   // Emission helpers.
   template <class T>
@@ -302,7 +320,7 @@ class BasicEngine {
 
   void place(const PlaceOrder& c, std::vector<Event>& out);
   void place_trigger(const PlaceOrder& c, std::vector<Event>& out);
-  void fire_triggers(std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
+  void fire_triggers(std::uint32_t m, std::int64_t ts, std::vector<Event>& out, bool by_last = false);
   static bool fires_up(const Order& o) {
     return (o.type == OrderType::stop_limit || o.type == OrderType::stop_market) == (o.side == Side::buy);
   }
@@ -311,6 +329,11 @@ class BasicEngine {
   void set_cancel_after(const SetCancelAfter& c, std::vector<Event>& out);
   void cancel_expired(const CancelExpired& c, std::vector<Event>& out);
   void adjust_margin(const AdjustMargin& c, std::vector<Event>& out);
+  void set_position_tpsl(const SetPositionTpSl& c, std::vector<Event>& out);
+  // After a command that moved a last price with last-price triggers waiting, or closed a position
+  // with take-profit / stop-loss orders: fires the former, cancels the latter, until neither is left.
+  void after_command(std::int64_t ts, std::vector<Event>& out);
+  void unlink_oco(const OrderId& id);
   // The user's open order by id, or by client order id when the id is nil; nullptr when there is
   // none (another user's order is as unknown as a missing one).
   const Handle* find_own_order(const UserId& user, const OrderId& id, const ClientOrderId& client_id) const;
@@ -459,6 +482,10 @@ class BasicEngine {
   std::vector<Vault> vaults_;
   std::map<Uuid, std::uint32_t> vault_index_;
   std::set<std::pair<std::int64_t, std::uint32_t>> cancel_after_;  // (deadline, account index)
+  std::map<Uuid, OrderId> oco_;  // a position's TP and SL: each one's partner
+  bool last_moved_ = false;      // a fill moved a last price that last-price triggers watch
+  bool placing_tpsl_ = false;    // place_trigger is placing a position's TP/SL
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> tpsl_closed_;  // (account, market) to clean
 };
 
 using Engine = BasicEngine<FastBook>;

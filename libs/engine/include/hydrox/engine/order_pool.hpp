@@ -24,6 +24,8 @@ struct Order {
   TimeInForce tif = TimeInForce::gtc;
   OrderStatus status = OrderStatus::open;
   bool reduce_only = false;
+  TriggerBy trigger_by = TriggerBy::mark;  // held trigger orders
+  std::uint8_t links = 0;                  // kLinkPosition | kLinkOco (a position's TP/SL)
   std::int32_t leverage = 1;
   Price price = 0;
   Qty qty = 0;        // original
@@ -38,6 +40,9 @@ struct Order {
   Handle prev = kNil, next = kNil;            // within its book level
   Handle acct_prev = kNil, acct_next = kNil;  // within its account's open orders
 };
+
+inline constexpr std::uint8_t kLinkPosition = 1;  // goes when its position closes or flips
+inline constexpr std::uint8_t kLinkOco = 2;       // has a partner that it cancels when it fires
 
 class OrderPool {
  public:

@@ -40,6 +40,9 @@ std::string_view liquidation_code(Liquidation l);  // "BOOK", "BACKSTOP", "ADL"
 // when it opens or grows and back as it shrinks, and only that margin is at risk.
 enum class MarginMode : std::uint8_t { unchanged, cross, isolated };
 
+// What a held trigger order watches: the mark price (the default) or the last trade's price.
+enum class TriggerBy : std::uint8_t { mark, last };
+
 enum class OrderStatus : std::uint8_t { open, partially_filled, filled, cancelled, rejected, untriggered, triggered };
 
 // Stable reason codes: the public API shows them (422 for risk, 400/404 for others).
@@ -104,6 +107,8 @@ enum class CancelReason : std::uint8_t {
   trigger_rejected,     // a stop / take-profit refused when it fired (the OrderRejected event says
                         // why)
   cancel_all_after,     // the account's dead man's switch (SetCancelAfter) ran out
+  one_cancels_other,    // its take-profit / stop-loss partner fired
+  position_closed,      // a position's take-profit / stop-loss: the position closed or flipped
 };
 std::string_view cancel_reason_code(CancelReason r);
 
@@ -187,6 +192,7 @@ struct PlaceOrder {
   std::int64_t ts_ms = 0;
   Price trigger_price = 0;    // stop / take-profit types only
   MarginMode margin_mode = MarginMode::unchanged;  // set: the market's mode for this account from now
+  TriggerBy trigger_by = TriggerBy::mark;          // trigger types: the price that fires it
 };
 
 struct CancelOrder {
@@ -225,6 +231,23 @@ inline constexpr std::int64_t kMinCancelAfterMs = 1'000;
 inline constexpr std::int64_t kMaxCancelAfterMs = 86'400'000;
 // Fires every switch whose deadline is at or before ts_ms (the host sends it when one is due).
 struct CancelExpired {
+  std::int64_t ts_ms = 0;
+};
+
+// Take-profit and/or stop-loss on an open position (0: none of that kind): reduce-only trigger
+// market orders against it of `qty` (0: the whole position), with the ids given. Both together
+// cancel each other when one fires (one_cancels_other); either goes when the position closes or
+// flips (position_closed). Refused as a whole when one of them would be (a trigger already
+// crossed, a size above the position's, no position).
+struct SetPositionTpSl {
+  UserId user;
+  std::uint32_t market = 0;
+  OrderId take_profit_id;
+  OrderId stop_loss_id;
+  Price take_profit = 0;
+  Price stop_loss = 0;
+  Qty qty = 0;
+  TriggerBy trigger_by = TriggerBy::mark;
   std::int64_t ts_ms = 0;
 };
 
@@ -334,7 +357,7 @@ struct SetMarketLimits {
 using Command =
     std::variant<PlaceOrder, CancelOrder, CancelAll, Deposit, Withdraw, SetMark, SetLeverage,
                  SettleFunding, CreateVault, VaultDeposit, VaultWithdraw, SetMarketLimits,
-                 AmendOrder, SetCancelAfter, CancelExpired, AdjustMargin>;
+                 AmendOrder, SetCancelAfter, CancelExpired, AdjustMargin, SetPositionTpSl>;
 
 // ---- events ---------------------------------------------------------------------------------
 
@@ -352,6 +375,8 @@ struct OrderAccepted {  // the order passed checks (it may still fill at once)
   ClientOrderId client_order_id;
   std::int64_t ts_ms;
   Price trigger_price = 0;
+  TriggerBy trigger_by = TriggerBy::mark;
+  bool position_tpsl = false;  // a position's take-profit / stop-loss (SetPositionTpSl)
   friend bool operator==(const OrderAccepted&, const OrderAccepted&) = default;
 };
 
