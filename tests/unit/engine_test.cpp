@@ -1621,3 +1621,40 @@ TYPED_TEST(EngineTest, ALastPriceTriggerFiresOnATradeNotOnTheMark) {
   EXPECT_EQ(copy.state_hash(), h.engine.state_hash());
   EXPECT_EQ(copy.check_invariants(), "");
 }
+
+TYPED_TEST(EngineTest, AStopLossForTheWholePositionClosesWhatIsLeftAfterItShrank) {
+  auto& h = this->h;
+  h.place(2, Side::sell, 970000, 100);
+  h.place(1, Side::buy, 970000, 100);
+  const OrderId tp{Uuid{0x7777, 21}}, sl{Uuid{0x7777, 22}};
+  h.run(SetPositionTpSl{user(1), 0, tp, sl, 990000, 960000, 0, TriggerBy::mark, 1});
+  h.place(3, Side::buy, 970000, 60);
+  h.place(1, Side::sell, 970000, 60, TimeInForce::ioc);  // 40 left
+  ASSERT_EQ(h.engine.account(user(1))->positions[0].size, 40);
+  h.place(4, Side::buy, 959000, 100);
+  const auto ev = h.mark(960000);
+  EXPECT_TRUE(all_of<OrderRejected>(ev).empty());
+  EXPECT_EQ(h.engine.account(user(1))->positions[0].size, 0);  // the stop-loss closed the 40
+}
+
+TEST(EngineSnapshotCodec, OrderLinksThatDoNotPairTwoHeldOrdersOfOneAccountAreRefused) {
+  Harness<Engine> h;
+  h.mark(970000);
+  for (std::uint64_t u = 1; u <= 2; ++u) h.deposit(u, 100'000 * kUsdm);
+  h.place(2, Side::sell, 970000, 100);
+  h.place(1, Side::buy, 970000, 100);
+  const OrderId tp{Uuid{0x7777, 31}}, sl{Uuid{0x7777, 32}};
+  h.run(SetPositionTpSl{user(1), 0, tp, sl, 990000, 960000, 0, TriggerBy::mark, 1});
+  Snapshot good = h.engine.export_state();
+  ASSERT_EQ(good.order_links.size(), 2u);
+  ASSERT_TRUE(decode_snapshot(encode_snapshot(good)).has_value());
+  Snapshot self = good;  // its own partner: firing it would release it twice
+  self.order_links[0].partner = self.order_links[0].order;
+  EXPECT_FALSE(decode_snapshot(encode_snapshot(self)).has_value());
+  Snapshot missing = good;  // a link to an order that is not there
+  missing.order_links[1].order = OrderId{Uuid{0x7777, 99}};
+  EXPECT_FALSE(decode_snapshot(encode_snapshot(missing)).has_value());
+  Snapshot one_way = good;  // a partner that does not name it back
+  one_way.order_links[1].links = kLinkPosition;
+  EXPECT_FALSE(decode_snapshot(encode_snapshot(one_way)).has_value());
+}

@@ -638,7 +638,7 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
   if (c.market >= markets_.size()) return reject(c, Reject::unknown_market, out);
   MarketState& ms = markets_[c.market];
   if (c.qty <= 0) return reject(c, Reject::bad_quantity_lot, out);
-  if (c.trigger_price <= 0) return reject(c, Reject::bad_trigger_price, out);
+  if (c.trigger_price <= 0 || static_cast<std::uint8_t>(c.trigger_by) > 1) return reject(c, Reject::bad_trigger_price, out);
   if (is_limit_like(c.type) && c.price <= 0) return reject(c, Reject::bad_price_tick, out);
   if (ms.mark <= 0) return reject(c, Reject::no_mark_price, out);
   if (c.leverage != 0 && (c.leverage < 1 || c.leverage > ms.spec.max_leverage)) return reject(c, Reject::bad_leverage, out);
@@ -759,6 +759,12 @@ void BasicEngine<Book>::fire_triggers(std::uint32_t m, std::int64_t ts, std::vec
     p.leverage = o.leverage;
     p.client_order_id = o.client_order_id;
     p.ts_ms = ts;
+    // A reduce-only trigger (a stop-loss, a position's TP/SL) closes what is left of the position
+    // when the position shrank since it was placed, rather than being refused for its size.
+    if (p.reduce_only) {
+      const Qty size = a.positions[m].size;
+      if ((p.side == Side::buy && size < 0) || (p.side == Side::sell && size > 0)) p.qty = std::min(p.qty, std::abs(size));
+    }
     pool_.release(h);
     const std::size_t before = out.size();
     triggering_ = true;
@@ -1197,7 +1203,8 @@ void BasicEngine<Book>::set_position_tpsl(const SetPositionTpSl& c, std::vector<
   MarketState& ms = markets_[c.market];
   const Qty size = accounts_[ai].positions[c.market].size;
   const Qty whole = size < 0 ? -size : size;
-  if (c.take_profit < 0 || c.stop_loss < 0 || (c.take_profit == 0 && c.stop_loss == 0)) {
+  if (c.take_profit < 0 || c.stop_loss < 0 || (c.take_profit == 0 && c.stop_loss == 0) ||
+      static_cast<std::uint8_t>(c.trigger_by) > 1) {
     return refuse(Reject::bad_trigger_price);
   }
   if (c.qty < 0 || c.qty > whole) return refuse(Reject::reduce_only_would_increase);

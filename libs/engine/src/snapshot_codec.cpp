@@ -1,6 +1,7 @@
 #include "hydrox/engine/snapshot_codec.hpp"
 
 #include <cstring>
+#include <map>
 #include <type_traits>
 
 namespace hydrox::engine {
@@ -391,6 +392,30 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
   }
   for (const auto& [account, deadline] : s.cancel_after) {
     if (account >= s.accounts.size() || deadline <= 0) return fail(Code::internal, "engine snapshot has a bad dead man's switch");
+  }
+  // Order links: each names an order of the snapshot; a trigger_by or an OCO link only a held
+  // order; an OCO partner another held order of the same account that names this one back.
+  if (!s.order_links.empty()) {
+    std::map<Uuid, const Order*> by_id;
+    for (const auto& o : s.orders) by_id[o.id.value()] = &o;
+    std::map<Uuid, const Snapshot::OrderLinks*> links;
+    for (const auto& l : s.order_links) links[l.order.value()] = &l;
+    for (const auto& l : s.order_links) {
+      auto o = by_id.find(l.order.value());
+      if (o == by_id.end()) return fail(Code::internal, "engine snapshot links a missing order");
+      const bool held = o->second->status == OrderStatus::untriggered;
+      if ((l.trigger_by != TriggerBy::mark || (l.links & kLinkOco)) && !held) {
+        return fail(Code::internal, "engine snapshot links an order that is not held");
+      }
+      if (l.links & kLinkOco) {
+        auto p = by_id.find(l.partner.value());
+        auto back = links.find(l.partner.value());
+        if (l.partner == l.order || p == by_id.end() || p->second->account != o->second->account ||
+            back == links.end() || !(back->second->links & kLinkOco) || back->second->partner != l.order) {
+          return fail(Code::internal, "engine snapshot has a bad take-profit / stop-loss pair");
+        }
+      }
+    }
   }
   return s;
 }
