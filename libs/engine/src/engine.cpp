@@ -393,9 +393,7 @@ void BasicEngine<Book>::apply(const Command& command, std::vector<Event>& out) {
         else if constexpr (std::is_same_v<T, SetPositionTpSl>) set_position_tpsl(c, out);
       },
       command);
-  if (last_moved_ || !tpsl_closed_.empty()) [[unlikely]] {
-    after_command(std::visit([](const auto& c) { return c.ts_ms; }, command), out);
-  }
+  if (after_pending_) [[unlikely]] after_command(command, out);
 }
 
 template <class Book>
@@ -941,6 +939,7 @@ typename BasicEngine<Book>::FillEffect BasicEngine<Book>::apply_fill(Account& a,
   if ((qty > closing || p.size == 0) && p.has_tpsl) [[unlikely]] {  // closed or flipped: its TP/SL go
     p.has_tpsl = false;
     tpsl_closed_.emplace_back(a.index, m);
+    after_pending_ = true;
   }
   if (qty > closing) {  // flip: the rest opens at the fill price
     p.cost = s * (n - n_close);
@@ -992,7 +991,7 @@ void BasicEngine<Book>::fill(Handle maker_h, Handle taker_h, Qty qty, std::int64
   maker.order_margin += mo.margin - old_margin;
 
   ms.last_trade = price;
-  if (ms.has_last_triggers()) [[unlikely]] last_moved_ = true;
+  if (ms.has_last_triggers()) [[unlikely]] last_moved_ = after_pending_ = true;
   emit_as<Trade>(out, m, price, qty, to.side, mo.id, to.id, maker.user, taker.user, n, maker_fee,
                   taker_fee, maker_fx.realized, taker_fx.realized, ts, liquidating_);
   emit_position(maker, m, ts, out);
@@ -1163,7 +1162,9 @@ void BasicEngine<Book>::unlink_oco(const OrderId& id) {
 }
 
 template <class Book>
-void BasicEngine<Book>::after_command(std::int64_t ts, std::vector<Event>& out) {
+void BasicEngine<Book>::after_command(const Command& command, std::vector<Event>& out) {
+  after_pending_ = false;
+  const std::int64_t ts = std::visit([](const auto& c) { return c.ts_ms; }, command);
   for (;;) {
     if (!tpsl_closed_.empty()) {
       // Closed or flipped positions: their take-profit / stop-loss orders, oldest first.
@@ -1729,6 +1730,7 @@ void BasicEngine<Book>::load(const Snapshot& s) {
   oco_.clear();
   tpsl_closed_.clear();
   last_moved_ = false;
+  after_pending_ = false;
   std::map<Uuid, const Snapshot::OrderLinks*> links;
   for (const auto& l : s.order_links) links[l.order.value()] = &l;
   for (const Order& src : s.orders) {

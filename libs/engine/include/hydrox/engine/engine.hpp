@@ -332,7 +332,7 @@ class BasicEngine {
   void set_position_tpsl(const SetPositionTpSl& c, std::vector<Event>& out);
   // After a command that moved a last price with last-price triggers waiting, or closed a position
   // with take-profit / stop-loss orders: fires the former, cancels the latter, until neither is left.
-  void after_command(std::int64_t ts, std::vector<Event>& out);
+  [[gnu::cold, gnu::noinline]] void after_command(const Command& command, std::vector<Event>& out);
   void unlink_oco(const OrderId& id);
   // The user's open order by id, or by client order id when the id is nil; nullptr when there is
   // none (another user's order is as unknown as a missing one).
@@ -484,6 +484,7 @@ class BasicEngine {
   std::set<std::pair<std::int64_t, std::uint32_t>> cancel_after_;  // (deadline, account index)
   std::map<Uuid, OrderId> oco_;  // a position's TP and SL: each one's partner
   bool last_moved_ = false;      // a fill moved a last price that last-price triggers watch
+  bool after_pending_ = false;   // last_moved_ or tpsl_closed_ set: after_command() has work
   bool placing_tpsl_ = false;    // place_trigger is placing a position's TP/SL
   std::vector<std::pair<std::uint32_t, std::uint32_t>> tpsl_closed_;  // (account, market) to clean
 };
