@@ -278,6 +278,14 @@ class VaultRules(unittest.TestCase):
         self.assertEqual(len(orders), 1)
         self.assertEqual(loads_exact(t.call(leader, "GET", "/api/v1/orders").body), [])  # not the leader's own
         self.assertEqual(t.call(other, "GET", f"/api/v1/orders?account={vault}").status, 403)
+        # The leader amends the vault's order with the vault named in the body (issue 23), and
+        # nobody else can.
+        oid = orders[0]["id"]
+        body = {"symbol": "BTC_USDM_PERP", "amount": "0.005", "account": vault}
+        r = t.call(leader, "PATCH", f"/api/v1/orders/{oid}", body)
+        self.assertEqual((r.status, r.json().get("kept_priority")), (200, True), r.body)
+        self.assertEqual(t.call(other, "PATCH", f"/api/v1/orders/{oid}", body).status, 403)
+        self.assertEqual(t.call(leader, "PATCH", f"/api/v1/orders/{oid}", {**body, "account": None}).status, 404)
         # A withdrawal that needs the margin first cancels the vault's orders.
         self.assertEqual(t.call(leader, "DELETE", f"/api/v1/orders?account={vault}").status, 200)
 

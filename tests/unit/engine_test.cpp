@@ -1658,3 +1658,38 @@ TEST(EngineSnapshotCodec, OrderLinksThatDoNotPairTwoHeldOrdersOfOneAccountAreRef
   one_way.order_links[1].links = kLinkPosition;
   EXPECT_FALSE(decode_snapshot(encode_snapshot(one_way)).has_value());
 }
+
+// Recovery checks a stored snapshot's state hash after loading it: a state with none of the newer
+// features (switches, TP/SL links, last-price triggers) must hash exactly as before them, or every
+// older snapshot would be passed over and the whole journal replayed. The value is what aaf9876's
+// engine computes for this scenario (an earlier draft of issue 23 changed it).
+TEST(EngineStateHash, AStateWithoutTheNewerFeaturesHashesAsBefore) {
+  EngineConfig c;
+  MarketSpec m;
+  m.notional_num = 100;
+  m.min_notional = 100'000'000;
+  m.max_leverage = 40;
+  c.markets = {m};
+  Engine e{c};
+  std::vector<Event> out;
+  e.apply(SetMark{0, 970000, 0}, out);
+  for (std::uint64_t u = 1; u <= 3; ++u) e.apply(Deposit{user(u), 100'000'000'000, 0}, out);
+  auto order = [&](std::uint64_t u, std::uint64_t id, Side s, Price p, Qty q, OrderType t = OrderType::limit, Price trig = 0) {
+    PlaceOrder o;
+    o.user = user(u);
+    o.id = OrderId{Uuid{0x9000, id}};
+    o.side = s;
+    o.price = p;
+    o.qty = q;
+    o.type = t;
+    o.trigger_price = trig;
+    o.reduce_only = t != OrderType::limit;
+    o.ts_ms = static_cast<std::int64_t>(id);
+    e.apply(o, out);
+  };
+  order(1, 1, Side::sell, 970100, 100);
+  order(2, 2, Side::buy, 970100, 60);
+  order(3, 3, Side::buy, 969000, 40);
+  order(2, 4, Side::sell, 0, 60, OrderType::stop_market, 960000);
+  EXPECT_EQ(e.state_hash(), 3890251853544587720ull);
+}
