@@ -11,6 +11,22 @@ namespace hydrox::trading {
 
 using namespace engine;
 
+Result<ClientOrderId> parse_client_order_id(std::string_view text, std::string_view field) {
+  static const std::regex kPattern("^[A-Za-z0-9_.:-]{1,36}$");
+  if (!std::regex_match(text.begin(), text.end(), kPattern)) {
+    return fail(Code::invalid_field, "client_order_id must be 1-36 characters of A-Z a-z 0-9 _ . : -",
+                std::string(field));
+  }
+  return ClientOrderId::from(text);
+}
+
+Result<TriggerBy> parse_trigger_by(const json::Value& v) {
+  if (!v.is_string() || (v.as_string() != "mark" && v.as_string() != "last")) {
+    return fail(Code::invalid_field, "trigger_by must be mark or last", "trigger_by");
+  }
+  return v.as_string() == "last" ? TriggerBy::last : TriggerBy::mark;
+}
+
 Result<PlaceOrder> parse_order(const Catalog& catalog, std::string_view body, const UserId& user, std::int64_t now) {
   if (body.empty()) return fail(Code::malformed_json, "the body must be a JSON object");
   auto doc = json::parse(body);
@@ -125,19 +141,16 @@ Result<PlaceOrder> parse_order(const Catalog& catalog, const json::Value& order,
     p.max_slippage_bps = static_cast<std::int32_t>(*v);
   }
   if (const json::Value* coid = field("client_order_id")) {
-    static const std::regex kPattern("^[A-Za-z0-9_.:-]{1,36}$");
-    if (!coid->is_string() || !std::regex_match(coid->as_string(), kPattern)) {
-      return fail(Code::invalid_field, "client_order_id must be 1-36 characters of A-Z a-z 0-9 _ . : -",
-                  "client_order_id");
-    }
-    p.client_order_id = ClientOrderId::from(coid->as_string());
+    auto cid = parse_client_order_id(coid->is_string() ? std::string_view(coid->as_string()) : std::string_view(),
+                                     "client_order_id");
+    if (!cid) return cid.error();
+    p.client_order_id = *cid;
   }
   if (const json::Value* by = field("trigger_by")) {
-    if (!by->is_string() || (by->as_string() != "mark" && by->as_string() != "last")) {
-      return fail(Code::invalid_field, "trigger_by must be mark or last", "trigger_by");
-    }
+    auto v = parse_trigger_by(*by);
+    if (!v) return v.error();
     if (!is_trigger(p.type)) return fail(Code::invalid_field, "trigger_by is only for stop and take-profit orders", "trigger_by");
-    p.trigger_by = by->as_string() == "last" ? TriggerBy::last : TriggerBy::mark;
+    p.trigger_by = *v;
   }
   if (const json::Value* mm = field("margin_mode")) {
     if (!mm->is_string() || (mm->as_string() != "cross" && mm->as_string() != "isolated")) {

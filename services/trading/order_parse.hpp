@@ -9,6 +9,11 @@
 
 namespace hydrox::trading {
 
+// A client order id (1-36 of A-Z a-z 0-9 _ . : -), else a 400 naming `field`.
+Result<engine::ClientOrderId> parse_client_order_id(std::string_view text, std::string_view field);
+// "mark" or "last", else a 400 naming trigger_by.
+Result<engine::TriggerBy> parse_trigger_by(const json::Value& v);
+
 // The order of a POST /api/v1/orders body for `user`, with a fresh id (UUIDv7 at `now`) and
 // timestamp `now`; a 400-class error naming the field otherwise. `account` is accepted (resolved
 // by the route) and otherwise ignored here.

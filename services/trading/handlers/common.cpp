@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include "hydrox/decimal/decimal.hpp"
+
 namespace hydrox::trading {
 
 Result<UserId> caller(const http::Request& req) { return service::caller(req); }
@@ -19,6 +21,11 @@ Result<UserId> acting(const Services& s, const http::Request& req, std::optional
   if (!ref) return fail(Code::not_found, "no such vault", "account");
   if (ref->leader != *user) return fail(Code::forbidden, "only the vault's leader acts for its account", "account");
   return ref->account;
+}
+
+std::string plain(std::string_view numeric) {
+  auto d = decimal::parse(numeric);
+  return d ? decimal::format(*d) : std::string(numeric);
 }
 
 std::optional<std::string> body_account(const json::Value& body) {

@@ -46,6 +46,8 @@ Result<ListParams> list_params(const http::Request& req, const Catalog& catalog,
                                std::initializer_list<std::string_view> extra_allowed = {});
 
 http::Response error_response(const Error& e, const http::Request& req);
+// A numeric column's text as a plain decimal literal (trailing zeros dropped).
+std::string plain(std::string_view numeric);
 http::Response json_response(int status, std::string body);
 
 // Read-your-writes for a read of the read tables (orders, fills, positions' times): runs `work` on

@@ -45,11 +45,6 @@ constexpr db::Query kFundingPayments{
     " AND ($5::bigint IS NULL OR p.seq < $5::bigint)"
     " ORDER BY p.seq DESC LIMIT $6::int"};
 
-std::string plain(std::string_view numeric) {
-  auto d = decimal::parse(numeric);
-  return d ? decimal::format(*d) : std::string(numeric);
-}
-
 // A Unix-seconds query value (start, end), 0 .. 10^11.
 Result<db::Param> seconds_param(const http::Request& req, std::string_view name) {
   auto v = req.query_param(name);

@@ -40,11 +40,6 @@ constexpr db::Query kListFills{
     " AND ($3::int IS NULL OR f.market_id = $3::int)"
     " ORDER BY f.seq DESC, f.liquidity LIMIT $4::int"};
 
-std::string plain(std::string_view numeric) {
-  auto d = decimal::parse(numeric);
-  return d ? decimal::format(*d) : std::string(numeric);
-}
-
 void write_order_row(json::Writer& w, const db::Rows& rows, int r) {
   w.begin_object();
   w.field("id", rows.get(r, 0)).field("user_id", rows.get(r, 1)).field("symbol", rows.get(r, 2));
@@ -168,16 +163,6 @@ void write_item_error(json::Writer& w, std::string_view code, std::string_view m
   w.begin_object().key("error").begin_object().field("code", code).field("message", message);
   if (!field.empty()) w.field("field", field);
   w.end_object().end_object();
-}
-
-// A client order id from a path or a body: the POST /orders pattern, else a 400 naming `field`.
-Result<ClientOrderId> client_id_param(std::string_view text, std::string_view field) {
-  static const std::regex kPattern("^[A-Za-z0-9_.:-]{1,36}$");
-  if (!std::regex_match(text.begin(), text.end(), kPattern)) {
-    return fail(Code::invalid_field, "client_order_id must be 1-36 characters of A-Z a-z 0-9 _ . : -",
-                std::string(field));
-  }
-  return ClientOrderId::from(text);
 }
 
 // The first refusal among events [first, end): an order's or a command's.
@@ -412,7 +397,7 @@ void register_order_routes(Services& s, http::Router& router) {
   router.get("/api/v1/orders/by-client-id/{client_order_id}", [&s](http::Request& req, http::Respond respond) {
     auto user = acting(s, req);
     if (!user) return respond(error_response(user.error(), req));
-    auto cid = client_id_param(req.path_param("client_order_id"), "client_order_id");
+    auto cid = parse_client_order_id(req.path_param("client_order_id"), "client_order_id");
     if (!cid) return respond(error_response(cid.error(), req));
     respond_projected(s, req.request_id, *user, respond,
                       [&s, u = *user, cid = std::string(cid->view())]() -> Result<http::Response> {
@@ -432,7 +417,7 @@ void register_order_routes(Services& s, http::Router& router) {
   router.del("/api/v1/orders/by-client-id/{client_order_id}", [&s](http::Request& req, http::Respond respond) {
     auto user = acting(s, req);
     if (!user) return respond(error_response(user.error(), req));
-    auto cid = client_id_param(req.path_param("client_order_id"), "client_order_id");
+    auto cid = parse_client_order_id(req.path_param("client_order_id"), "client_order_id");
     if (!cid) return respond(error_response(cid.error(), req));
     Job job;
     job.command = CancelOrder{*user, OrderId{}, SystemClock::instance().now_ms(), *cid};
@@ -609,7 +594,7 @@ void register_order_routes(Services& s, http::Router& router) {
           t.error = fail(Code::invalid_field, std::string(key) + " holds strings", key);
         } else if (by_client) {
           t.given = v.as_string();
-          if (auto cid = client_id_param(t.given, key)) commands.push_back(CancelOrder{*user, OrderId{}, now, *cid});
+          if (auto cid = parse_client_order_id(t.given, key)) commands.push_back(CancelOrder{*user, OrderId{}, now, *cid});
           else t.error = cid.error();
         } else {
           t.given = v.as_string();

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "common.hpp"
+#include "order_parse.hpp"
 #include "hydrox/core/clock.hpp"
 #include "hydrox/decimal/decimal.hpp"
 #include "hydrox/engine/risk.hpp"
@@ -18,6 +19,17 @@ using namespace engine;
 using decimal::i128;
 
 namespace {
+
+// The market of the caller's position `id` (position ids are derived from user and market), or
+// nullptr.
+const MarketInfo* position_market(const Services& s, const UserId& user, std::string_view id) {
+  auto parsed = Uuid::parse(id);
+  if (!parsed) return nullptr;
+  for (const auto& m : s.catalog.all()) {
+    if (position_id(user, m.id) == *parsed) return &m;
+  }
+  return nullptr;
+}
 
 struct PositionData {
   std::uint32_t market = 0;
@@ -211,13 +223,7 @@ void register_position_routes(Services& s, http::Router& r) {
     if (!body) return respond(error_response(body.error(), req));
     auto user = acting(s, req, body_account(*body));
     if (!user) return respond(error_response(user.error(), req));
-    auto id = Uuid::parse(req.path_param("id"));
-    const MarketInfo* market = nullptr;
-    if (id) {
-      for (const auto& m : s.catalog.all()) {
-        if (position_id(*user, m.id) == *id) market = &m;
-      }
-    }
+    const MarketInfo* market = position_market(s, *user, req.path_param("id"));
     if (!market) return respond(error_response(fail(Code::not_found, "no such position"), req));
     const json::Value* v = body->find("amount");
     if (!v || v->is_null()) return respond(error_response(fail(Code::missing_field, "amount is required", "amount"), req));
@@ -234,7 +240,7 @@ void register_position_routes(Services& s, http::Router& r) {
     }
     Job job;
     job.command = AdjustMargin{*user, market->index, *units, SystemClock::instance().now_ms()};
-    job.done = [respond, rq = req, symbol = market->symbol, pid = id->to_string()](Result<Outcome> o) {
+    job.done = [respond, rq = req, symbol = market->symbol, pid = position_id(*user, market->id).to_string()](Result<Outcome> o) {
       if (!o) return respond(http::Response::error(o.error(), rq.request_id));
       for (const auto& e : o->events) {
         if (auto* cr = std::get_if<CommandRejected>(&e.body)) {
@@ -263,13 +269,7 @@ void register_position_routes(Services& s, http::Router& r) {
     if (!body) return respond(error_response(body.error(), req));
     auto user = acting(s, req, body_account(*body));
     if (!user) return respond(error_response(user.error(), req));
-    auto id = Uuid::parse(req.path_param("id"));
-    const MarketInfo* market = nullptr;
-    if (id) {
-      for (const auto& m : s.catalog.all()) {
-        if (position_id(*user, m.id) == *id) market = &m;
-      }
-    }
+    const MarketInfo* market = position_market(s, *user, req.path_param("id"));
     if (!market) return respond(error_response(fail(Code::not_found, "no such position"), req));
     const std::int64_t now = SystemClock::instance().now_ms();
     SetPositionTpSl cmd;
@@ -294,10 +294,9 @@ void register_position_routes(Services& s, http::Router& r) {
       cmd.qty = *lots;
     }
     if (const json::Value* by = body->find("trigger_by"); by && !by->is_null()) {
-      if (!by->is_string() || (by->as_string() != "mark" && by->as_string() != "last")) {
-        return respond(error_response(fail(Code::invalid_field, "trigger_by must be mark or last", "trigger_by"), req));
-      }
-      cmd.trigger_by = by->as_string() == "last" ? TriggerBy::last : TriggerBy::mark;
+      auto v = parse_trigger_by(*by);
+      if (!v) return respond(error_response(v.error(), req));
+      cmd.trigger_by = *v;
     }
     Job job;
     job.command = cmd;

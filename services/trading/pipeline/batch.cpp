@@ -38,18 +38,25 @@ void merge_batches(Batch& into, Batch&& next) {
   into.acked_at.insert(into.acked_at.end(), next.acked_at.begin(), next.acked_at.end());
 }
 
+void append_item(Batch& out, const Batch& from, const Item& it) {
+  Item copy;
+  copy.command_no = it.command_no;
+  copy.command = it.command;
+  copy.idempotency_key = it.idempotency_key;
+  copy.outcome_text = it.outcome_text;
+  copy.meta = it.meta;
+  copy.first_event = out.events.size();
+  out.events.insert(out.events.end(), from.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
+                    from.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
+  copy.end_event = out.events.size();
+  out.items.push_back(std::move(copy));
+}
+
 Batch tail_after(const Batch& b, std::uint64_t from) {
   Batch out;
   for (const Item& it : b.items) {
     if (!it.journaled || it.command_no <= from) continue;
-    Item copy;
-    copy.command_no = it.command_no;
-    copy.command = it.command;
-    copy.first_event = out.events.size();
-    out.events.insert(out.events.end(), b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
-                      b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
-    copy.end_event = out.events.size();
-    out.items.push_back(std::move(copy));
+    append_item(out, b, it);
   }
   out.balances = b.balances;
   return out;

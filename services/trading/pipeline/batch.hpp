@@ -73,6 +73,10 @@ void merge_batches(Batch& into, Batch&& next);
 // rebased), and the collateral (the answers and times stay with `b`).
 Batch tail_after(const Batch& b, std::uint64_t from);
 
+// Appends journaled item `it` of `from` to `out`: its command, keys and meta, its events (range
+// rebased); not its answer.
+void append_item(Batch& out, const Batch& from, const Item& it);
+
 // Fills `b.balances`: the collateral in `e` (the engine after the batch) of every account the
 // batch's events touched, with the time of the last command that touched it.
 void add_balances(Batch& b, const engine::Engine& e, const UserId& fee_account);

@@ -155,20 +155,7 @@ void EngineHost::write_one_by_one(Formatted& f, const Error& first) {
       while (end < b.items.size() && b.items[end].batch_part) ++end;
     }
     Batch one;
-    for (std::size_t j = k; j < end; ++j) {
-      const Item& it = b.items[j];
-      Item copy;
-      copy.command_no = it.command_no;
-      copy.command = it.command;
-      copy.idempotency_key = it.idempotency_key;
-      copy.outcome_text = it.outcome_text;
-      copy.meta = it.meta;
-      copy.first_event = one.events.size();
-      one.events.insert(one.events.end(), b.events.begin() + static_cast<std::ptrdiff_t>(it.first_event),
-                        b.events.begin() + static_cast<std::ptrdiff_t>(it.end_event));
-      copy.end_event = one.events.size();
-      one.items.push_back(std::move(copy));
-    }
+    for (std::size_t j = k; j < end; ++j) append_item(one, b, b.items[j]);
     const std::size_t from = k;
     k = end - 1;
     auto w = write(journal_statements(one, ctx));
