@@ -44,7 +44,8 @@ std::string command_kind(const Command& c) {
   static constexpr const char* kNames[] = {
       "place",    "cancel",  "cancel_all",   "deposit",       "withdraw",       "mark",
       "leverage", "funding", "vault_create", "vault_deposit", "vault_withdraw", "market_limits",
-      "amend",    "cancel_after", "cancel_expired", "margin",        "tpsl"};
+      "amend",    "cancel_after", "cancel_expired", "margin",        "tpsl",           "withdrawal_request",
+      "withdrawal_update"};
   static_assert(std::size(kNames) == std::variant_size_v<Command>);
   return kNames[c.index()];
 }
@@ -83,6 +84,12 @@ std::string encode_command(const Command& command, const Catalog& catalog) {
           w.field("delta", c.delta);
         } else if constexpr (std::is_same_v<T, SetCancelAfter>) {
           w.field("user", c.user.value().to_string()).field("timeout_ms", c.timeout_ms);
+        } else if constexpr (std::is_same_v<T, RequestWithdrawal>) {
+          w.field("id", c.id.to_string()).field("user", c.user.value().to_string());
+          w.field("amount", c.amount).field("daily_limit", c.daily_limit);
+        } else if constexpr (std::is_same_v<T, UpdateWithdrawal>) {
+          w.field("id", c.id.to_string()).field("user", c.user.value().to_string());
+          w.field("status", withdrawal_status_code(c.status));
         } else if constexpr (std::is_same_v<T, CancelAll>) {
           w.field("user", c.user.value().to_string());
           w.field("market", c.market < 0 ? -1 : catalog.at(static_cast<std::uint32_t>(c.market)).id);
@@ -210,6 +217,17 @@ Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
                      r.num("price"), r.num("qty"), r.num("ts"), ClientOrderId::from(r.str("client_order_id"))};
   } else if (t == "cancel_after") {
     out = SetCancelAfter{UserId{r.uuid("user")}, r.num("timeout_ms"), r.num("ts")};
+  } else if (t == "withdrawal_request") {
+    out = RequestWithdrawal{r.uuid("id"), UserId{r.uuid("user")}, r.num("amount"), r.num("daily_limit"), r.num("ts")};
+  } else if (t == "withdrawal_update") {
+    const std::string status = r.str("status");
+    WithdrawalStatus to = WithdrawalStatus::pending;
+    for (auto st : {WithdrawalStatus::processing, WithdrawalStatus::completed, WithdrawalStatus::rejected,
+                    WithdrawalStatus::cancelled}) {
+      if (status == withdrawal_status_code(st)) to = st;
+    }
+    if (to == WithdrawalStatus::pending) return fail(Code::internal, "malformed journal entry: withdrawal status");
+    out = UpdateWithdrawal{r.uuid("id"), UserId{r.uuid("user")}, to, r.num("ts")};
   } else if (t == "margin") {
     out = AdjustMargin{UserId{r.uuid("user")}, static_cast<std::uint32_t>(market("market")), r.num("delta"), r.num("ts")};
   } else if (t == "cancel_expired") {

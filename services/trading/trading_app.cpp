@@ -38,6 +38,23 @@ Result<void> setup(service::Context& ctx) {
   s.ctx = &ctx;
   s.operator_token = *token;
   s.faucet_amount = *faucet_units;
+  auto daily = ctx.env.string("WITHDRAWAL_DAILY_LIMIT", "100000");
+  if (!daily) return daily.error();
+  auto daily_units = decimal::parse_units(*daily, 6, decimal::Rounding::exact);
+  if (!daily_units || *daily_units < 0 || *daily_units > engine::kMaxTotalUsdm) {
+    return fail(Code::invalid_field, "WITHDRAWAL_DAILY_LIMIT must be a USDM amount (0: no limit)", "WITHDRAWAL_DAILY_LIMIT");
+  }
+  s.withdrawal_daily_limit = *daily_units;
+  auto any_address = ctx.env.boolean("WITHDRAWAL_ANY_ADDRESS", false);
+  if (!any_address) return any_address.error();
+  s.withdrawal_any_address = *any_address;
+  auto networks = ctx.env.string("AUTH_CARDANO_NETWORKS", "0,1");
+  if (!networks) return networks.error();
+  s.cardano_networks.clear();
+  for (char c : *networks) {
+    if (c == '0' || c == '1') s.cardano_networks.push_back(c - '0');
+    else if (c != ',' && c != ' ') return fail(Code::invalid_field, "AUTH_CARDANO_NETWORKS must list 0 and/or 1", "AUTH_CARDANO_NETWORKS");
+  }
   if (s.operator_token.empty()) log::warn("OPERATOR_TOKEN is unset: the operator API (deposits, faucet) is disabled");
 
   // One active engine: a standby started next to it waits here (not listening) until the active
@@ -112,6 +129,7 @@ Result<void> setup(service::Context& ctx) {
   register_position_routes(s, *ctx.router);
   register_internal_routes(s, *ctx.router);
   register_history_routes(s, *ctx.router);
+  register_withdrawal_routes(s, *ctx.router);
   return {};
 }
 

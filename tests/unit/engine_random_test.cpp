@@ -300,6 +300,9 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
       }
     }
     ASSERT_EQ(err, "") << "step " << i;
+    if (std::getenv("HYDROX_INS") && fast.collateral_of(EngineConfig{}.insurance_account) < lowest_insurance) {
+      for (const auto& e : fe) if (auto* l = std::get_if<AccountLiquidated>(&e.body)) std::printf("INS step %zu liq stage %d market %d v=%lld ins_paid=%lld -> fund %lld\n", i, (int)l->stage, l->market, (long long)l->account_value, (long long)l->insurance_paid, (long long)fast.collateral_of(EngineConfig{}.insurance_account));
+    }
     lowest_insurance = std::min(lowest_insurance, fast.collateral_of(EngineConfig{}.insurance_account));
     if (i % 1000 == 999) {
       ASSERT_EQ(fast.state_hash(), ref.state_hash()) << "step " << i;

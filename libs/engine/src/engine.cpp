@@ -70,6 +70,9 @@ std::string_view reject_code(Reject r) {
     case Reject::bad_timeout: return "INVALID_TIMEOUT";
     case Reject::no_open_position: return "NO_OPEN_POSITION";
     case Reject::position_not_isolated: return "POSITION_NOT_ISOLATED";
+    case Reject::withdrawal_limit: return "WITHDRAWAL_LIMIT";
+    case Reject::unknown_withdrawal: return "WITHDRAWAL_NOT_FOUND";
+    case Reject::withdrawal_state: return "WITHDRAWAL_STATE";
   }
   return "UNKNOWN";
 }
@@ -109,6 +112,18 @@ std::string_view balance_reason_code(BalanceReason r) {
     case BalanceReason::vault_deposit: return "VAULT_DEPOSIT";
     case BalanceReason::vault_withdrawal: return "VAULT_WITHDRAWAL";
     case BalanceReason::isolated_margin: return "ISOLATED_MARGIN";
+    case BalanceReason::withdrawal_returned: return "WITHDRAWAL_RETURNED";
+  }
+  return "UNKNOWN";
+}
+
+std::string_view withdrawal_status_code(WithdrawalStatus s) {
+  switch (s) {
+    case WithdrawalStatus::pending: return "PENDING";
+    case WithdrawalStatus::processing: return "PROCESSING";
+    case WithdrawalStatus::completed: return "COMPLETED";
+    case WithdrawalStatus::rejected: return "REJECTED";
+    case WithdrawalStatus::cancelled: return "CANCELLED";
   }
   return "UNKNOWN";
 }
@@ -391,6 +406,8 @@ void BasicEngine<Book>::apply(const Command& command, std::vector<Event>& out) {
         else if constexpr (std::is_same_v<T, CancelExpired>) cancel_expired(c, out);
         else if constexpr (std::is_same_v<T, AdjustMargin>) adjust_margin(c, out);
         else if constexpr (std::is_same_v<T, SetPositionTpSl>) set_position_tpsl(c, out);
+        else if constexpr (std::is_same_v<T, RequestWithdrawal>) request_withdrawal(c, out);
+        else if constexpr (std::is_same_v<T, UpdateWithdrawal>) update_withdrawal(c, out);
       },
       command);
   if (after_pending_) [[unlikely]] after_command(command, out);
@@ -1348,6 +1365,101 @@ void BasicEngine<Book>::withdraw(const Withdraw& c, std::vector<Event>& out) {
 }
 
 template <class Book>
+void BasicEngine<Book>::request_withdrawal(const RequestWithdrawal& c, std::vector<Event>& out) {
+  const std::uint32_t* ai = find_account(c.user);
+  if (c.amount <= 0 || c.daily_limit < 0) {
+    emit(out, CommandRejected{c.user, Reject::bad_amount, c.ts_ms});
+    return;
+  }
+  if (c.id.is_nil() || withdrawals_.contains(c.id)) {
+    emit(out, CommandRejected{c.user, Reject::withdrawal_state, c.ts_ms});
+    return;
+  }
+  if (ai == nullptr || accounts_[*ai].collateral < c.amount) {
+    emit(out, CommandRejected{c.user, Reject::insufficient_balance, c.ts_ms});
+    return;
+  }
+  Account& a = accounts_[*ai];
+  const AccountView v = view_of(a);
+  if (v.account_value - c.amount < v.position_margin + v.order_margin) {
+    emit(out, CommandRejected{c.user, Reject::insufficient_margin, c.ts_ms});
+    return;
+  }
+  const std::int64_t day = c.ts_ms / 86'400'000;
+  auto today = withdrawn_today_.find(a.index);
+  const Usdm used = today != withdrawn_today_.end() && today->second.first == day ? today->second.second : 0;
+  if (c.daily_limit > 0 && c.amount > c.daily_limit - used) {
+    emit(out, CommandRejected{c.user, Reject::withdrawal_limit, c.ts_ms});
+    return;
+  }
+  withdrawn_today_[a.index] = {day, used + c.amount};
+  a.collateral -= c.amount;
+  a.withdrawing += c.amount;
+  touch(a);
+  emit(out, BalanceChanged{c.user, -c.amount, a.collateral, BalanceReason::withdrawal, c.ts_ms});
+  withdrawals_[c.id] = Withdrawal{a.index, c.amount, WithdrawalStatus::pending, day, seq_ + 1};
+  emit(out, WithdrawalChanged{c.id, c.user, c.amount, WithdrawalStatus::pending, a.withdrawing, c.ts_ms});
+}
+
+template <class Book>
+void BasicEngine<Book>::update_withdrawal(const UpdateWithdrawal& c, std::vector<Event>& out) {
+  auto it = withdrawals_.find(c.id);
+  if (it == withdrawals_.end() || (!c.user.value().is_nil() && accounts_[it->second.account].user != c.user)) {
+    emit(out, CommandRejected{c.user, Reject::unknown_withdrawal, c.ts_ms});
+    return;
+  }
+  Withdrawal& w = it->second;
+  const WithdrawalStatus from = w.status;
+  const bool by_user = !c.user.value().is_nil();
+  bool allowed = false;
+  switch (c.status) {
+    case WithdrawalStatus::processing: allowed = !by_user && from == WithdrawalStatus::pending; break;
+    case WithdrawalStatus::completed: allowed = !by_user && from == WithdrawalStatus::processing; break;
+    case WithdrawalStatus::rejected: allowed = !by_user; break;
+    case WithdrawalStatus::cancelled: allowed = by_user && from == WithdrawalStatus::pending; break;
+    case WithdrawalStatus::pending: break;
+  }
+  if (!allowed) {
+    emit(out, CommandRejected{c.user, Reject::withdrawal_state, c.ts_ms});
+    return;
+  }
+  Account& a = accounts_[w.account];
+  const Usdm amount = w.amount;
+  if (c.status == WithdrawalStatus::processing) {
+    w.status = c.status;
+    emit(out, WithdrawalChanged{c.id, a.user, amount, c.status, a.withdrawing, c.ts_ms});
+    return;
+  }
+  a.withdrawing -= amount;
+  if (c.status == WithdrawalStatus::completed) {
+    net_deposits_ -= amount;  // on chain: it has left the exchange
+  } else {
+    a.collateral += amount;
+    touch(a);
+    if (auto today = withdrawn_today_.find(a.index); today != withdrawn_today_.end() && today->second.first == w.day) {
+      today->second.second -= amount;
+      if (today->second.second == 0) withdrawn_today_.erase(today);
+    }
+    emit(out, BalanceChanged{a.user, amount, a.collateral, BalanceReason::withdrawal_returned, c.ts_ms});
+  }
+  withdrawals_.erase(it);
+  emit(out, WithdrawalChanged{c.id, a.user, amount, c.status, a.withdrawing, c.ts_ms});
+}
+
+template <class Book>
+std::optional<Uuid> BasicEngine<Book>::next_pending_withdrawal() const {
+  std::optional<Uuid> best;
+  Seq at = 0;
+  for (const auto& [id, w] : withdrawals_) {
+    if (w.status == WithdrawalStatus::pending && (!best || w.seq < at)) {
+      best = id;
+      at = w.seq;
+    }
+  }
+  return best;
+}
+
+template <class Book>
 void BasicEngine<Book>::set_mark(const SetMark& c, std::vector<Event>& out) {
   if (c.market >= markets_.size() || c.mark <= 0) {
     emit(out, CommandRejected{UserId{}, c.market >= markets_.size() ? Reject::unknown_market : Reject::bad_price_tick, c.ts_ms});
@@ -1603,6 +1715,19 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
     hs.add(id);
     hs.add(partner.value());
   }
+  // Withdrawals (only when there are any: older snapshots' hashes stay the same).
+  for (const auto& [id, w] : withdrawals_) {
+    hs.add(id);
+    for (std::int64_t x : {static_cast<std::int64_t>(w.account), w.amount, static_cast<std::int64_t>(w.status), w.day,
+                           static_cast<std::int64_t>(w.seq)}) {
+      hs.add(static_cast<std::uint64_t>(x));
+    }
+  }
+  for (const auto& [ai, t] : withdrawn_today_) {
+    hs.add(ai);
+    hs.add(static_cast<std::uint64_t>(t.first));
+    hs.add(static_cast<std::uint64_t>(t.second));
+  }
   // Client order ids: a sum of one digest per entry, so the table's order does not matter and
   // nothing is sorted (a million of them took ~0.5 s to sort as strings).
   std::uint64_t ids = 0, count = 0;
@@ -1635,6 +1760,8 @@ Snapshot BasicEngine<Book>::export_state() const {
   for (const auto& a : accounts_) s.accounts.push_back({a.user, a.collateral, a.positions});
   for (const auto& [deadline, ai] : cancel_after_) s.cancel_after.emplace_back(ai, deadline);
   std::sort(s.cancel_after.begin(), s.cancel_after.end());
+  s.withdrawals.assign(withdrawals_.begin(), withdrawals_.end());
+  for (const auto& [ai, t] : withdrawn_today_) s.withdrawn_today.push_back({ai, t.first, t.second});
   s.vaults = vaults_;
   // Orders in time priority (what load() needs to rebuild every level's FIFO): the 16-byte
   // (priority, handle) pairs are sorted, not the orders, then each order is copied once. The
@@ -1706,6 +1833,8 @@ void BasicEngine<Book>::load(const Snapshot& s) {
   dirty_.clear();
   multi_.clear();
   cancel_after_.clear();
+  withdrawals_.clear();
+  withdrawn_today_.clear();
   for (const auto& as : s.accounts) {
     std::uint32_t ai = account_index(as.user);
     Account& a = accounts_[ai];
@@ -1761,6 +1890,14 @@ void BasicEngine<Book>::load(const Snapshot& s) {
     accounts_[ai].cancel_after_ms = deadline;
     cancel_after_.insert({deadline, ai});
   }
+  for (const auto& [id, w] : s.withdrawals) {
+    if (w.account >= accounts_.size()) continue;  // (the codec checked it)
+    withdrawals_[id] = w;
+    accounts_[w.account].withdrawing += w.amount;
+  }
+  for (const auto& t : s.withdrawn_today) {
+    if (t.account < accounts_.size()) withdrawn_today_[t.account] = {t.day, t.amount};
+  }
   seq_ = s.seq;
   net_deposits_ = s.net_deposits;
   vaults_ = s.vaults;
@@ -1772,7 +1909,7 @@ void BasicEngine<Book>::load(const Snapshot& s) {
 template <class Book>
 std::string BasicEngine<Book>::check_invariants(bool check_values) const {
   std::vector<Qty> net(markets_.size(), 0), longs(markets_.size(), 0);
-  i128 collateral = 0, cost = 0, isolated = 0;
+  i128 collateral = 0, cost = 0, isolated = 0, withdrawing = 0;
   std::size_t resting = 0;
   for (std::size_t ai = 0; ai < accounts_.size(); ++ai) {
     const Account& a = accounts_[ai];
@@ -1788,6 +1925,7 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
     if (count != a.open_orders) return "open order count out of sync";
     if ((a.cancel_after_ms != 0) != cancel_after_.contains({a.cancel_after_ms, a.index}))
       return "dead man's switch index out of sync";
+    withdrawing += a.withdrawing;
     resting += count;
     for (std::size_t m = 0; m < markets_.size(); ++m) {
       const Position& p = a.positions[m];
@@ -1813,9 +1951,20 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
     if (longs[m] != markets_[m].open_interest)
       return "open interest of market " + std::to_string(m) + " is off";
   }
-  if (collateral + isolated - cost != net_deposits_) {
-    return "USDM not conserved: collateral + isolated margin - cost = " +
-           std::to_string(static_cast<long long>(collateral + isolated - cost)) +
+  {
+    std::map<std::uint32_t, Usdm> in_flight;
+    for (const auto& [id, w] : withdrawals_) {
+      if (w.amount <= 0 || w.account >= accounts_.size()) return "withdrawal out of range";
+      in_flight[w.account] += w.amount;
+    }
+    for (std::size_t ai = 0; ai < accounts_.size(); ++ai) {
+      auto f = in_flight.find(static_cast<std::uint32_t>(ai));
+      if (accounts_[ai].withdrawing != (f == in_flight.end() ? 0 : f->second)) return "withdrawals in flight out of sync";
+    }
+  }
+  if (collateral + isolated + withdrawing - cost != net_deposits_) {
+    return "USDM not conserved: collateral + isolated margin + withdrawals in flight - cost = " +
+           std::to_string(static_cast<long long>(collateral + isolated + withdrawing - cost)) +
            ", net deposits = " + std::to_string(net_deposits_);
   }
   std::size_t in_books = 0;

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <map>
+#include <set>
 #include <type_traits>
 
 namespace hydrox::engine {
@@ -11,7 +12,7 @@ namespace {
 constexpr char kMagic[8] = {'H', 'X', 'S', 'N', 'A', 'P', '\0', '\0'};
 // 2: the markets' order limits after last_trade; 3: the dead man's switches after the vaults;
 // 4: the orders' trigger_by and take-profit / stop-loss links after them (1 to 3 are still read).
-constexpr std::uint32_t kVersion = 4;
+constexpr std::uint32_t kVersion = 5;
 // magic, version, body length, body checksum
 constexpr std::size_t kHeader = sizeof(kMagic) + 4 + 8 + 8;
 
@@ -295,6 +296,21 @@ std::string encode_snapshot(const Snapshot& s) {
     w.put(l.links);
     w.put(l.partner.value());
   }
+  w.count(s.withdrawals.size());
+  for (const auto& [id, wd] : s.withdrawals) {
+    w.put(id);
+    w.put(wd.account);
+    w.put(wd.amount);
+    w.put(static_cast<std::uint8_t>(wd.status));
+    w.put(wd.day);
+    w.put(wd.seq);
+  }
+  w.count(s.withdrawn_today.size());
+  for (const auto& t : s.withdrawn_today) {
+    w.put(t.account);
+    w.put(t.day);
+    w.put(t.amount);
+  }
 
   Writer head;
   head.out.append(kMagic, sizeof(kMagic));
@@ -382,6 +398,31 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
       s.order_links.push_back(l);
     }
   }
+  if (version >= 5) {
+    const std::size_t withdrawals = r.count(16 + 4 + 8 + 1 + 8 + 8);
+    for (std::size_t i = 0; i < withdrawals && r.ok(); ++i) {
+      const Uuid id = r.uuid();
+      Withdrawal w;
+      w.account = r.get<std::uint32_t>();
+      w.amount = r.get<std::int64_t>();
+      const auto status = r.get<std::uint8_t>();
+      w.day = r.get<std::int64_t>();
+      w.seq = r.get<std::uint64_t>();
+      if (status > static_cast<std::uint8_t>(WithdrawalStatus::processing)) {
+        return fail(Code::internal, "engine snapshot has a withdrawal that is not in flight");
+      }
+      w.status = static_cast<WithdrawalStatus>(status);
+      s.withdrawals.emplace_back(id, w);
+    }
+    const std::size_t days = r.count(4 + 8 + 8);
+    for (std::size_t i = 0; i < days && r.ok(); ++i) {
+      Snapshot::WithdrawnToday t;
+      t.account = r.get<std::uint32_t>();
+      t.day = r.get<std::int64_t>();
+      t.amount = r.get<std::int64_t>();
+      s.withdrawn_today.push_back(t);
+    }
+  }
   if (!r.ok() || !r.done()) return fail(Code::internal, "engine snapshot malformed");
   // References the engine's load() follows: every order's account and market, every vault's.
   for (const auto& o : s.orders) {
@@ -392,6 +433,17 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
   }
   for (const auto& [account, deadline] : s.cancel_after) {
     if (account >= s.accounts.size() || deadline <= 0) return fail(Code::internal, "engine snapshot has a bad dead man's switch");
+  }
+  {
+    std::set<Uuid> ids;
+    for (const auto& [id, w] : s.withdrawals) {
+      if (w.account >= s.accounts.size() || w.amount <= 0 || id.is_nil() || !ids.insert(id).second) {
+        return fail(Code::internal, "engine snapshot has a bad withdrawal");
+      }
+    }
+    for (const auto& t : s.withdrawn_today) {
+      if (t.account >= s.accounts.size() || t.amount < 0) return fail(Code::internal, "engine snapshot has a bad withdrawal day");
+    }
   }
   // Order links: each names an order of the snapshot; a trigger_by or an OCO link only a held
   // order; an OCO partner another held order of the same account that names this one back.

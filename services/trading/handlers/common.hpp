@@ -24,6 +24,11 @@ struct Services {
   std::unique_ptr<redis::Subscriber> index_feed;  // index prices → marks
   std::unique_ptr<MarkFunding> marks;             // mark price and funding clock
   engine::Usdm faucet_amount = 0;
+  // Withdrawals: each account's daily limit (0: none), whether any well-formed address is
+  // accepted (else only the user's signed-in wallet), the Cardano networks accepted.
+  engine::Usdm withdrawal_daily_limit = 0;
+  bool withdrawal_any_address = false;
+  std::vector<int> cardano_networks{0, 1};
 };
 
 // X-User-ID (set by the gateway after authentication): a UUID, else 401.
@@ -69,5 +74,6 @@ void register_order_routes(Services& s, http::Router& r);
 void register_position_routes(Services& s, http::Router& r);
 void register_internal_routes(Services& s, http::Router& r);
 void register_history_routes(Services& s, http::Router& r);
+void register_withdrawal_routes(Services& s, http::Router& r);
 
 }  // namespace hydrox::trading

@@ -395,7 +395,9 @@ void register_position_routes(Services& s, http::Router& r) {
     job.is_read = true;
     job.read = [u = *user, respond](const Engine& e) -> std::function<void()> {
       AccountView v = e.view(u).value_or(AccountView{});
-      return [v, respond]() {
+      const Account* a = e.account(u);
+      const Usdm withdrawing = a ? a->withdrawing : 0;
+      return [v, withdrawing, respond]() {
         // Locked: cross positions' and open orders' margin, and what isolated positions hold.
         const Usdm available = std::max<Usdm>(0, v.account_value - v.position_margin - v.order_margin);
         const Usdm locked = v.position_margin + v.order_margin + v.isolated_margin;
@@ -411,6 +413,8 @@ void register_position_routes(Services& s, http::Router& r) {
         w.key("isolated_margin").raw_number(usdm_text(v.isolated_margin));
         w.key("order_margin").raw_number(usdm_text(v.order_margin));
         w.key("maintenance_margin").raw_number(usdm_text(v.maintenance_margin));
+        // Withdrawals asked for and not yet on chain: no longer in the balance, not yet gone.
+        w.key("pending_withdrawal").raw_number(usdm_text(withdrawing));
         w.end_object().end_array();
         respond(http::Response::json(200, w.take()));
       };

@@ -99,8 +99,15 @@ std::string EngineHost::operator_outcome(const Batch& b, const Item& item) const
       w.key("total_shares").raw_number(usdm_text(vc->total_shares)).key("nav").raw_number(usdm_text(vc->nav));
       w.field("unlock_ms", vc->kind == VaultMove::deposit ? vc->unlock_ms : std::int64_t{0});
       w.field("time_ms", vc->ts_ms);
+    } else if (auto* wc = std::get_if<WithdrawalChanged>(&e.body)) {
+      w.field("withdrawal_id", wc->id.to_string()).field("withdrawal_status", withdrawal_status_code(wc->status));
+      w.key("amount").raw_number(usdm_text(wc->amount));
+      w.key("pending_withdrawal").raw_number(usdm_text(wc->pending)).field("time_ms", wc->ts_ms);
     }
   }
+  // A withdrawal's request (its address and network, checked by the handler): in the answer a
+  // retry with the same key gets, so that it can tell the same request from another one.
+  if (!item.meta.empty() && std::holds_alternative<RequestWithdrawal>(item.command)) w.key("request").raw_value(item.meta);
   w.end_object();
   return w.take();
 }

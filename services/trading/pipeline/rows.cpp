@@ -159,6 +159,9 @@ std::vector<db::Statement> journal_statements(const Batch& b, const RowContext& 
       } else if (auto* vw = std::get_if<VaultWithdraw>(&it.command)) {
         user = vw->user.value().to_string();
         amount = usdm_text(vw->amount);
+      } else if (auto* rw = std::get_if<RequestWithdrawal>(&it.command)) {
+        user = rw->user.value().to_string();
+        amount = usdm_text(rw->amount);
       } else if (auto* cv = std::get_if<CreateVault>(&it.command)) {
         user = cv->leader.value().to_string();
         amount = usdm_text(cv->initial);
@@ -191,11 +194,58 @@ std::vector<db::Statement> journal_statements(const Batch& b, const RowContext& 
                     usdm_text(c->capacity), "false", ts(c->ts_ms)});
   }
 
+  // Withdrawals: the row of a new one (its address from the request) and each status change,
+  // written with the journal: the row exists exactly when the money has left the account.
+  MultiRow withdrawal_rows("INSERT INTO withdrawals (id, user_id, amount, address, chain, status, command_no, created_at,"
+                           " updated_at)",
+                           {"uuid", "uuid", "numeric", "text", "text", "text", "bigint", "timestamptz", "timestamptz"},
+                           "ON CONFLICT (id) DO NOTHING");
+  MultiRow withdrawal_updates("UPDATE withdrawals w SET status = v.status, chain_tx_id = coalesce(v.tx, w.chain_tx_id),"
+                              " reason = coalesce(v.reason, w.reason), updated_at = v.at FROM",
+                              {"uuid", "text", "text", "text", "timestamptz"},
+                              "AS v(id, status, tx, reason, at) WHERE w.id = v.id");
+  struct Update {
+    std::string id, status;
+    db::Param tx, reason;
+    std::string at;
+  };
+  std::map<Uuid, Update> last_update;  // one per withdrawal (the batch's last)
+  for (const auto& it : b.items) {
+    if (!it.journaled) continue;
+    for (std::size_t i = it.first_event; i < it.end_event; ++i) {
+      const auto* wc = std::get_if<WithdrawalChanged>(&b.events[i].body);
+      if (!wc) continue;
+      std::string address, chain, tx, reason;
+      if (auto meta = json::parse(it.meta); meta && meta->is_object()) {
+        auto text = [&](std::string_view k) {
+          const auto* v = meta->find(k);
+          return v && v->is_string() ? std::string(v->as_string()) : std::string();
+        };
+        address = text("address");
+        chain = text("chain");
+        tx = text("chain_tx_id");
+        reason = text("reason");
+      }
+      if (wc->status == WithdrawalStatus::pending) {
+        withdrawal_rows.add({wc->id.to_string(), wc->user.value().to_string(), usdm_text(wc->amount), address, chain,
+                             "PENDING", std::to_string(it.command_no), ts(wc->ts_ms), ts(wc->ts_ms)});
+      } else {
+        last_update[wc->id] = Update{wc->id.to_string(), std::string(withdrawal_status_code(wc->status)),
+                                     tx.empty() ? db::Param{} : db::Param{tx},
+                                     reason.empty() ? db::Param{} : db::Param{reason}, ts(wc->ts_ms)};
+      }
+    }
+  }
+  for (auto& [id, u] : last_update) withdrawal_updates.add({u.id, u.status, u.tx, u.reason, u.at});
+
   std::vector<db::Statement> statements;
   statements.push_back({"begin", "BEGIN", {}});
   journal.append_to(statements, "journal_insert");
   if (!operators.empty()) operators.append_to(statements, "operator_insert");
   if (with_vault_rows && !vault_rows.empty()) vault_rows.append_to(statements, "vaults_insert");
+  // (Not catalogue rows: never left out, since the money moved with them.)
+  if (!withdrawal_rows.empty()) withdrawal_rows.append_to(statements, "withdrawals_insert");
+  if (!withdrawal_updates.empty()) withdrawal_updates.append_to(statements, "withdrawals_update");
   statements.push_back({"commit", "COMMIT", {}});
   return statements;
 }

@@ -53,6 +53,18 @@ struct Account {
   std::uint32_t open_orders = 0;
   std::vector<Position> positions;  // one per market
   std::int64_t cancel_after_ms = 0;  // the dead man's switch's deadline (0: off)
+  Usdm withdrawing = 0;              // derived: Σ its withdrawals in flight (RequestWithdrawal)
+};
+
+// A withdrawal in flight (pending or processing): its amount has left the account and is still
+// the exchange's (counted in the conserved sum) until it completes.
+struct Withdrawal {
+  std::uint32_t account = 0;
+  Usdm amount = 0;
+  WithdrawalStatus status = WithdrawalStatus::pending;
+  std::int64_t day = 0;  // the UTC day it was requested (ts_ms / 86,400,000)
+  Seq seq = 0;           // its WithdrawalChanged event at the request (the queue's order)
+  friend bool operator==(const Withdrawal&, const Withdrawal&) = default;
 };
 
 // What an account looks like at the current marks.
@@ -133,6 +145,15 @@ struct Snapshot {
     OrderId partner;  // kLinkOco: the order it cancels when it fires
   };
   std::vector<OrderLinks> order_links;
+  // Withdrawals in flight by id, and each account's (UTC day, amount requested that day) (empty
+  // before format 5).
+  std::vector<std::pair<Uuid, Withdrawal>> withdrawals;
+  struct WithdrawnToday {
+    std::uint32_t account = 0;
+    std::int64_t day = 0;
+    Usdm amount = 0;
+  };
+  std::vector<WithdrawnToday> withdrawn_today;
 };
 
 struct EngineConfig {
@@ -224,6 +245,9 @@ class BasicEngine {
   // The earliest dead man's switch deadline (0: none is set): the host sends CancelExpired then.
   std::int64_t next_cancel_after() const { return cancel_after_.empty() ? 0 : cancel_after_.begin()->first; }
   std::optional<OrderId> client_order(const UserId& user, const ClientOrderId& id) const;
+  // Withdrawals in flight, by id; the oldest pending one (the bridge's next), if any.
+  const std::map<Uuid, Withdrawal>& withdrawals() const { return withdrawals_; }
+  std::optional<Uuid> next_pending_withdrawal() const;
   std::optional<Price> best(std::uint32_t m, Side side) const;
   // Up to `levels` price levels from the best outward.
   std::vector<std::pair<Price, Qty>> depth(std::uint32_t m, Side side, std::size_t levels) const;
@@ -330,6 +354,8 @@ class BasicEngine {
   void cancel_expired(const CancelExpired& c, std::vector<Event>& out);
   void adjust_margin(const AdjustMargin& c, std::vector<Event>& out);
   void set_position_tpsl(const SetPositionTpSl& c, std::vector<Event>& out);
+  void request_withdrawal(const RequestWithdrawal& c, std::vector<Event>& out);
+  void update_withdrawal(const UpdateWithdrawal& c, std::vector<Event>& out);
   // After a command that moved a last price with last-price triggers waiting, or closed a position
   // with take-profit / stop-loss orders: fires the former, cancels the latter, until neither is left.
   [[gnu::cold, gnu::noinline]] void after_command(const Command& command, std::vector<Event>& out);
@@ -487,6 +513,8 @@ class BasicEngine {
   bool after_pending_ = false;   // last_moved_ or tpsl_closed_ set: after_command() has work
   bool placing_tpsl_ = false;    // place_trigger is placing a position's TP/SL
   std::vector<std::pair<std::uint32_t, std::uint32_t>> tpsl_closed_;  // (account, market) to clean
+  std::map<Uuid, Withdrawal> withdrawals_;  // in flight
+  std::map<std::uint32_t, std::pair<std::int64_t, Usdm>> withdrawn_today_;  // account -> (day, requested)
 };
 
 using Engine = BasicEngine<FastBook>;

@@ -91,6 +91,10 @@ enum class Reject : std::uint8_t {
   bad_timeout,          // a cancel-all-after timeout outside 0 or 1 s .. 1 day
   no_open_position,       // AdjustMargin: the account has no position in the market
   position_not_isolated,  // AdjustMargin: the position is cross (its margin is the account's)
+  // Withdrawals (RequestWithdrawal, UpdateWithdrawal).
+  withdrawal_limit,       // over the account's daily withdrawal limit
+  unknown_withdrawal,     // no such withdrawal in flight (or another user's)
+  withdrawal_state,       // the withdrawal's status does not allow the change asked for
 };
 std::string_view reject_code(Reject r);  // UPPER_SNAKE, e.g. "INSUFFICIENT_MARGIN"
 
@@ -126,6 +130,7 @@ enum class BalanceReason : std::uint8_t {
   vault_deposit,       // a depositor's USDM into a vault's account (see VaultDeposited)
   vault_withdrawal,    // a vault's USDM back to a depositor (see VaultWithdrawn)
   isolated_margin,     // between the collateral and an isolated position's margin (IsolatedMarginChanged)
+  withdrawal_returned,  // a withdrawal rejected by the bridge or cancelled by its user: its amount back
 };
 std::string_view balance_reason_code(BalanceReason r);
 
@@ -280,6 +285,32 @@ struct Withdraw {
   std::int64_t ts_ms = 0;
 };
 
+// A user's withdrawal to the chain (api-contract "Withdrawals"): the amount leaves the account's
+// collateral at once (checked like Withdraw: the collateral and the free margin must cover it)
+// and waits, pending, for the bridge. Until it completes it is still the exchange's money: the
+// conserved sum counts it (Σ collateral + Σ isolated margin + Σ pending - Σ cost = net deposits).
+// daily_limit > 0 caps what one account requests per UTC day (cancelled and rejected ones give
+// their part back).
+struct RequestWithdrawal {
+  Uuid id;  // assigned by the caller
+  UserId user;
+  Usdm amount = 0;
+  Usdm daily_limit = 0;
+  std::int64_t ts_ms = 0;
+};
+enum class WithdrawalStatus : std::uint8_t { pending, processing, completed, rejected, cancelled };
+std::string_view withdrawal_status_code(WithdrawalStatus s);  // "PENDING", ...
+// Moves a withdrawal on: pending -> processing (the bridge took it), processing -> completed (on
+// chain: the money leaves the exchange), pending or processing -> rejected (the bridge refused:
+// the amount back to the account), pending -> cancelled (by its user: the amount back). `user`
+// set: only that user's withdrawal (a user's cancel); nil: the operator's.
+struct UpdateWithdrawal {
+  Uuid id;
+  UserId user;
+  WithdrawalStatus status = WithdrawalStatus::processing;
+  std::int64_t ts_ms = 0;
+};
+
 struct SetMark {
   std::uint32_t market = 0;
   Price mark = 0;
@@ -357,7 +388,8 @@ struct SetMarketLimits {
 using Command =
     std::variant<PlaceOrder, CancelOrder, CancelAll, Deposit, Withdraw, SetMark, SetLeverage,
                  SettleFunding, CreateVault, VaultDeposit, VaultWithdraw, SetMarketLimits,
-                 AmendOrder, SetCancelAfter, CancelExpired, AdjustMargin, SetPositionTpSl>;
+                 AmendOrder, SetCancelAfter, CancelExpired, AdjustMargin, SetPositionTpSl,
+                 RequestWithdrawal, UpdateWithdrawal>;
 
 // ---- events ---------------------------------------------------------------------------------
 
@@ -492,6 +524,17 @@ struct CancelAfterChanged {
   friend bool operator==(const CancelAfterChanged&, const CancelAfterChanged&) = default;
 };
 
+// A withdrawal's status changed (after its BalanceChanged when money moved).
+struct WithdrawalChanged {
+  Uuid id;
+  UserId user;
+  Usdm amount;
+  WithdrawalStatus status;
+  Usdm pending;  // the account's withdrawals in flight after (pending + processing)
+  std::int64_t ts_ms;
+  friend bool operator==(const WithdrawalChanged&, const WithdrawalChanged&) = default;
+};
+
 struct CommandRejected {  // a non-order command refused (withdrawal, leverage, cancel, ...)
   UserId user;
   Reject reason;
@@ -578,7 +621,7 @@ using EventBody = std::variant<OrderAccepted, OrderRejected, OrderUpdated, Trade
                                BalanceChanged, BookLevelChanged, MarkChanged, LeverageChanged,
                                CommandRejected, FundingPaid, FundingSettled, AccountLiquidated,
                                VaultCreated, VaultChanged, IsolatedMarginChanged, OrderAmended,
-                               CancelAfterChanged>;
+                               CancelAfterChanged, WithdrawalChanged>;
 
 struct Event {
   Event() = default;
