@@ -149,6 +149,7 @@ Result<void> setup(service::Context& ctx) {
       {"/api/v1/orders", &trading, Access::user},           {"/api/v1/orders/*", &trading, Access::user},
       {"/api/v1/balances", &trading, Access::user},         {"/api/v1/fills", &trading, Access::user},
       {"/api/v1/ledger", &trading, Access::user},           {"/api/v1/funding/*", &trading, Access::user},
+      {"/api/v1/withdrawals", &trading, Access::user},      {"/api/v1/withdrawals/*", &trading, Access::user},
       {"/api/v1/vaults", &vault, Access::optional_user},    {"/api/v1/vaults/*", &vault, Access::optional_user},
       {"/api/v1/auth/*", &user, Access::optional_user},     {"/api/v1/users/*", &user, Access::user},
   };

@@ -1,6 +1,9 @@
 // hydrox-admin: the operator's command line for trading's internal API.
 //   hydrox-admin deposit USER_ID AMOUNT [IDEMPOTENCY_KEY]
 //   hydrox-admin withdraw USER_ID AMOUNT IDEMPOTENCY_KEY
+//   hydrox-admin withdrawals next                  (the bridge: the oldest PENDING one, now PROCESSING)
+//   hydrox-admin withdrawals complete ID CHAIN_TX_ID
+//   hydrox-admin withdrawals reject ID REASON
 //   hydrox-admin faucet USER_ID
 //   hydrox-admin mark SYMBOL PRICE
 //   hydrox-admin invariants
@@ -26,6 +29,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: hydrox-admin deposit USER_ID AMOUNT [IDEMPOTENCY_KEY]\n"
                "       hydrox-admin withdraw USER_ID AMOUNT IDEMPOTENCY_KEY\n"
+               "       hydrox-admin withdrawals next | complete ID CHAIN_TX_ID | reject ID REASON\n"
                "       hydrox-admin faucet USER_ID\n"
                "       hydrox-admin mark SYMBOL PRICE\n"
                "       hydrox-admin invariants\n"
@@ -55,6 +59,16 @@ int main(int argc, char** argv) {
     req.target = cmd == "deposit" ? "/internal/v1/deposits" : "/internal/v1/withdrawals";
     std::string key = args.size() == 4 ? args[3] : "admin-" + Uuid::random_v4().to_string();
     w.begin_object().field("user_id", args[1]).key("amount").string(args[2]).field("idempotency_key", key).end_object();
+  } else if (cmd == "withdrawals" && args.size() == 2 && args[1] == "next") {
+    req.target = "/internal/v1/withdrawals/next";
+    w.begin_object().end_object();
+  } else if (cmd == "withdrawals" && args.size() == 4 && (args[1] == "complete" || args[1] == "reject")) {
+    if (!Uuid::parse(args[2])) {
+      std::fprintf(stderr, "not a withdrawal id: %s\n", args[2].c_str());
+      return 2;
+    }
+    req.target = "/internal/v1/withdrawals/" + args[2] + "/" + args[1];
+    w.begin_object().field(args[1] == "complete" ? "chain_tx_id" : "reason", args[3]).end_object();
   } else if (cmd == "faucet" && args.size() == 2) {
     req.target = "/internal/v1/faucet";
     w.begin_object().field("user_id", args[1]).end_object();

@@ -260,6 +260,10 @@ void register_withdrawal_routes(Services& s, http::Router& r) {
   r.post("/api/v1/withdrawals", [&s](http::Request& req, http::Respond respond) {
     auto user = caller(req);
     if (!user) return respond(error_response(user.error(), req));
+    // Money out of the exchange takes the wallet's own session: an API key (a bot's) may trade, not withdraw.
+    if (req.header("X-Auth-Kind").value_or("") == "api_key") {
+      return respond(error_response(fail(Code::forbidden, "withdrawals need a signed-in session, not an API key"), req));
+    }
     auto doc = json::parse_object(req.body, {"amount", "address", "idempotency_key"});
     if (!doc) return respond(error_response(doc.error(), req));
     auto amount = amount_of(*doc);
