@@ -173,8 +173,17 @@ Command next(Input& in, std::uint64_t step, std::vector<OrderId>& ids) {
       return CancelAll{u, (in.byte() % 2) ? -1 : static_cast<std::int32_t>(m), ts};
     case 7:
       return Deposit{u, in.value(10'000 * kUsdm), ts};
-    case 8:
+    case 8: {
+      // Withdrawals: immediate (the operator's), or asked for and moved on by the bridge or the
+      // user (any status, any id among a few: most steps refused).
+      const std::uint8_t k = in.byte();
+      const Uuid wid{0xD0000000000000ull | (k % 4), 0x8000000000000000ull};
+      if (k % 5 == 0) return RequestWithdrawal{wid, u, in.value(1'000 * kUsdm), (in.byte() % 2) ? in.value(2'000 * kUsdm) : 0, ts};
+      if (k % 5 == 1) {
+        return UpdateWithdrawal{wid, (in.byte() % 3) ? UserId{} : u, static_cast<WithdrawalStatus>(in.byte() % 5), ts};
+      }
       return Withdraw{u, in.value(1'000 * kUsdm), ts};
+    }
     case 9:
     case 10: {
       // Marks: mostly a walk, sometimes a jump by orders of magnitude either way.

@@ -60,7 +60,13 @@ class Generator {
     }
     if (r < 830) return CancelAll{user(u), pick(0, 2) == 0 ? -1 : static_cast<std::int32_t>(m), ts()};
     if (r < 870) return Deposit{user(u), pick(1, 5000) * kUsdm, ts()};
-    if (r < 910) return Withdraw{user(u), pick(1, 20000) * kUsdm, ts()};
+    if (r < 895) return Withdraw{user(u), pick(1, 20000) * kUsdm, ts()};
+    if (r < 910) {  // withdrawals asked for (issue 24), and moved on by the bridge or their user
+      const Uuid wid{0xD000u + u, static_cast<std::uint64_t>(pick(0, 6))};
+      if (pick(0, 2) == 0) return RequestWithdrawal{wid, user(u), pick(1, 8000) * kUsdm, pick(0, 1) * 20'000 * kUsdm, ts()};
+      const int k = pick(0, 9);
+      return UpdateWithdrawal{wid, k < 3 ? user(u) : UserId{}, static_cast<WithdrawalStatus>(k < 3 ? 4 : pick(1, 4)), ts()};
+    }
     if (r < 960) {
       Price& mark = marks_[m];
       if (pick(0, 49) == 0) {
@@ -256,6 +262,7 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   std::size_t isolated_fills = 0, kept = 0, requeued = 0, switches_fired = 0, margin_moves = 0, oco_cancels = 0,
               tpsl_closed = 0;
   Usdm lowest_insurance = 0;
+  std::array<std::size_t, 5> withdrawals{};  // by the status reached
   for (std::size_t i = 0; i < steps; ++i) {
     Command c = gen.next(fast);
     fe.clear();
@@ -276,6 +283,7 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
       if (std::holds_alternative<IsolatedMarginChanged>(fe[k].body)) ++isolated_fills;
       if (auto* am = std::get_if<OrderAmended>(&fe[k].body)) ++(am->kept_priority ? kept : requeued);
       if (auto* ca = std::get_if<CancelAfterChanged>(&fe[k].body); ca && ca->fired) ++switches_fired;
+      if (auto* wc = std::get_if<WithdrawalChanged>(&fe[k].body)) ++withdrawals[static_cast<int>(wc->status)];
       if (std::holds_alternative<AdjustMargin>(c) && std::holds_alternative<IsolatedMarginChanged>(fe[k].body)) {
         ++margin_moves;
       }
@@ -329,6 +337,9 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   EXPECT_GT(margin_moves, steps / 10000);
   EXPECT_GT(oco_cancels, steps / 20000);
   EXPECT_GT(tpsl_closed, steps / 20000);
+  for (std::size_t s = 0; s < withdrawals.size(); ++s) EXPECT_GT(withdrawals[s], steps / 20000) << "withdrawal status " << s;
+  std::printf("withdrawals: asked %zu, taken %zu, completed %zu, rejected %zu, cancelled %zu\n", withdrawals[0],
+              withdrawals[1], withdrawals[2], withdrawals[3], withdrawals[4]);
   std::printf("amendments kept in place %zu, requeued %zu; dead man's switches fired %zu; margin moves %zu; "
               "TP/SL cancelled by their partner %zu, by their position %zu\n",
               kept, requeued, switches_fired, margin_moves, oco_cancels, tpsl_closed);

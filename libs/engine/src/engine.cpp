@@ -742,6 +742,11 @@ void BasicEngine<Book>::fire_triggers(std::uint32_t m, std::int64_t ts, std::vec
   for (const auto& [priority, h] : due) {
     Order& o = pool_[h];
     if (o.status != OrderStatus::untriggered || o.priority != priority) continue;
+    // An account the mark has already taken below maintenance is the liquidation's: its stop
+    // would sell into the book at any price (and could leave it below zero with no position for
+    // the liquidation to find); the liquidation closes it no worse than the bankruptcy price and
+    // cancels this order with the others.
+    if (below_maintenance(o.account, m)) continue;
     trigger_set(ms, o).erase({o.trigger_price, o.priority, h});
     // A position's TP fired: its SL goes (and the other way round), before this one trades.
     if (o.links & kLinkOco) {

@@ -490,6 +490,14 @@ class BasicEngine {
     Usdm maintenance_margin = 0;
   };
   CrossHealth cross_health(const Account& a) const;  // view_of(a)'s two fields, computed alone
+  // Whether the account's cross part, or its isolated position in m, is below maintenance at the marks.
+  bool below_maintenance(std::uint32_t ai, std::uint32_t m) const {
+    const Account& a = accounts_[ai];
+    const Position& p = a.positions[m];
+    if (p.isolated && p.size != 0) return isolated_value(a, m) < maintenance_margin(m, markets_[m].mark, std::abs(p.size));
+    const CrossHealth h = cross_health(a);
+    return h.maintenance_margin > 0 && h.account_value < h.maintenance_margin;
+  }
 
   std::vector<MarketState> markets_;
   EngineConfig config_;
