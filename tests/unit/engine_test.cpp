@@ -261,6 +261,101 @@ TYPED_TEST(EngineTest, WithdrawalsLeaveTheMarginBehind) {
   EXPECT_EQ(h.engine.net_deposits(), 4 * 100'000 * kUsdm + 1000 * kUsdm);
 }
 
+// Issue 24: a withdrawal asked for leaves the balance at once and stays in the conserved sum
+// until it completes; cancelled (by its user, while pending) or rejected (by the bridge) it comes
+// back; every transition outside pending -> processing -> completed is refused.
+TYPED_TEST(EngineTest, WithdrawalsInFlightMoveThroughTheirStatuses) {
+  auto& h = this->h;
+  h.deposit(9, 2000 * kUsdm);
+  const Usdm net = h.engine.net_deposits();
+  const Uuid a{0xA1, 1}, b{0xA1, 2}, c{0xA1, 3};
+  h.place(9, Side::buy, 970000, 100);  // reserves 974.85: free 1,025.15
+  EXPECT_EQ(only<CommandRejected>(h.run(RequestWithdrawal{a, user(9), 1100 * kUsdm, 0, 1000})).reason,
+            Reject::insufficient_margin);
+  EXPECT_EQ(only<CommandRejected>(h.run(RequestWithdrawal{a, user(9), 2001 * kUsdm, 0, 1000})).reason,
+            Reject::insufficient_balance);
+  // The daily limit counts what was asked for today.
+  auto ev = h.run(RequestWithdrawal{a, user(9), 600 * kUsdm, 1000 * kUsdm, 1000});
+  EXPECT_EQ(only<BalanceChanged>(ev).balance, 1400 * kUsdm);
+  EXPECT_EQ(only<BalanceChanged>(ev).reason, BalanceReason::withdrawal);
+  const auto wc = only<WithdrawalChanged>(ev);
+  EXPECT_EQ(std::tuple(wc.id, wc.status, wc.amount, wc.pending), std::tuple(a, WithdrawalStatus::pending, 600 * kUsdm, 600 * kUsdm));
+  EXPECT_EQ(h.engine.net_deposits(), net);  // still the exchange's
+  EXPECT_EQ(only<CommandRejected>(h.run(RequestWithdrawal{b, user(9), 401 * kUsdm, 1000 * kUsdm, 2000})).reason,
+            Reject::withdrawal_limit);
+  EXPECT_EQ(only<CommandRejected>(h.run(RequestWithdrawal{a, user(9), 1 * kUsdm, 0, 2000})).reason,
+            Reject::withdrawal_state);  // the id is taken
+  h.run(RequestWithdrawal{b, user(9), 400 * kUsdm, 1000 * kUsdm, 2000});
+  EXPECT_EQ(h.engine.account(user(9))->withdrawing, 1000 * kUsdm);
+  // The next UTC day has its own limit.
+  EXPECT_EQ(only<WithdrawalChanged>(h.run(RequestWithdrawal{c, user(9), 1 * kUsdm, 1000 * kUsdm, 86'400'000})).status,
+            WithdrawalStatus::pending);
+  EXPECT_EQ(h.engine.next_pending_withdrawal(), std::optional<Uuid>(a));  // the oldest first
+
+  // Another user cannot touch it; its user cannot take it, complete or reject it.
+  EXPECT_EQ(only<CommandRejected>(h.run(UpdateWithdrawal{a, user(8), WithdrawalStatus::cancelled, 3000})).reason,
+            Reject::unknown_withdrawal);
+  for (auto st : {WithdrawalStatus::processing, WithdrawalStatus::completed, WithdrawalStatus::rejected}) {
+    EXPECT_EQ(only<CommandRejected>(h.run(UpdateWithdrawal{a, user(9), st, 3000})).reason, Reject::withdrawal_state);
+  }
+  // The bridge cannot complete one it has not taken, nor cancel one.
+  EXPECT_EQ(only<CommandRejected>(h.run(UpdateWithdrawal{a, UserId{}, WithdrawalStatus::completed, 3000})).reason,
+            Reject::withdrawal_state);
+  EXPECT_EQ(only<CommandRejected>(h.run(UpdateWithdrawal{a, UserId{}, WithdrawalStatus::cancelled, 3000})).reason,
+            Reject::withdrawal_state);
+  // a: taken, then completed (the money leaves the exchange); b: cancelled by its user (back).
+  EXPECT_TRUE(all_of<BalanceChanged>(h.run(UpdateWithdrawal{a, UserId{}, WithdrawalStatus::processing, 3000})).empty());
+  EXPECT_EQ(h.engine.next_pending_withdrawal(), std::optional<Uuid>(b));
+  EXPECT_EQ(only<CommandRejected>(h.run(UpdateWithdrawal{a, user(9), WithdrawalStatus::cancelled, 3000})).reason,
+            Reject::withdrawal_state);
+  ev = h.run(UpdateWithdrawal{a, UserId{}, WithdrawalStatus::completed, 4000});
+  EXPECT_TRUE(all_of<BalanceChanged>(ev).empty());
+  EXPECT_EQ(only<WithdrawalChanged>(ev).status, WithdrawalStatus::completed);
+  EXPECT_EQ(h.engine.net_deposits(), net - 600 * kUsdm);
+  EXPECT_EQ(only<CommandRejected>(h.run(UpdateWithdrawal{a, UserId{}, WithdrawalStatus::completed, 4000})).reason,
+            Reject::unknown_withdrawal);  // finished: no longer in flight
+  ev = h.run(UpdateWithdrawal{b, user(9), WithdrawalStatus::cancelled, 5000});
+  EXPECT_EQ(only<BalanceChanged>(ev).reason, BalanceReason::withdrawal_returned);
+  EXPECT_EQ(only<BalanceChanged>(ev).balance, 1399 * kUsdm);
+  // c: rejected by the bridge (back); the collateral is the deposit less what completed.
+  ev = h.run(UpdateWithdrawal{c, UserId{}, WithdrawalStatus::rejected, 6000});
+  EXPECT_EQ(only<WithdrawalChanged>(ev).pending, 0);
+  EXPECT_EQ(h.engine.collateral_of(user(9)), 1400 * kUsdm);
+  EXPECT_EQ(h.engine.account(user(9))->withdrawing, 0);
+  EXPECT_FALSE(h.engine.next_pending_withdrawal());
+}
+
+TYPED_TEST(EngineTest, WithdrawalsInFlightSurviveASnapshot) {
+  auto& h = this->h;
+  h.deposit(9, 2000 * kUsdm);
+  h.run(RequestWithdrawal{Uuid{0xA1, 1}, user(9), 600 * kUsdm, 1000 * kUsdm, 1000});
+  h.run(RequestWithdrawal{Uuid{0xA1, 2}, user(9), 300 * kUsdm, 1000 * kUsdm, 1000});
+  h.run(UpdateWithdrawal{Uuid{0xA1, 2}, UserId{}, WithdrawalStatus::processing, 2000});
+  auto decoded = decode_snapshot(encode_snapshot(h.engine.export_state()));
+  ASSERT_TRUE(decoded);
+  TypeParam copy{two_market_config()};
+  copy.load(*decoded);
+  EXPECT_EQ(copy.state_hash(), h.engine.state_hash());
+  EXPECT_EQ(copy.check_invariants(), "");
+  EXPECT_EQ(copy.account(user(9))->withdrawing, 900 * kUsdm);
+  // The same behaviour after: the daily limit remembered, the statuses kept.
+  std::vector<std::vector<Event>> answers;
+  for (const Command& c : std::initializer_list<Command>{
+           RequestWithdrawal{Uuid{0xA1, 3}, user(9), 101 * kUsdm, 1000 * kUsdm, 3000},
+           UpdateWithdrawal{Uuid{0xA1, 1}, user(9), WithdrawalStatus::cancelled, 3000},
+           UpdateWithdrawal{Uuid{0xA1, 2}, UserId{}, WithdrawalStatus::completed, 3000}}) {
+    std::vector<Event> x, y;
+    h.engine.apply(c, x);
+    copy.apply(c, y);
+    EXPECT_EQ(x, y);
+    answers.push_back(x);
+  }
+  EXPECT_EQ(only<CommandRejected>(answers[0]).reason, Reject::withdrawal_limit);  // 900 of 1,000 used
+  EXPECT_EQ(only<WithdrawalChanged>(answers[1]).status, WithdrawalStatus::cancelled);
+  EXPECT_EQ(only<WithdrawalChanged>(answers[2]).status, WithdrawalStatus::completed);
+  EXPECT_EQ(copy.state_hash(), h.engine.state_hash());
+}
+
 TYPED_TEST(EngineTest, EntryRealizeAndFlipFollowPerpRules) {
   auto& h = this->h;
   // Long 0.5 at 97,000 then 0.5 at 98,000: entry 97,500.
@@ -747,6 +842,34 @@ TYPED_TEST(EngineTest, StopLossWaitsForTheMarkThenEntersAsAMarketOrder) {
   EXPECT_EQ(updates.back().status, OrderStatus::filled);
   EXPECT_EQ(only<Trade>(ev).price, 940000);
   EXPECT_EQ(h.engine.account(user(1))->positions[0].size, 0);
+}
+
+// A shock that takes an account past its stop and below maintenance at once: the stop does not
+// sell into the book at any price (it left the account below zero with no position, which no
+// liquidation then looked at); the liquidation takes the position and cancels the stop.
+TYPED_TEST(EngineTest, AStopOfAnAccountAlreadyBelowMaintenanceLeavesItToTheLiquidation) {
+  auto& h = this->h;
+  h.deposit(5, 1'000 * kUsdm);
+  h.place(2, Side::sell, 970000, 200);
+  PlaceOrder buy = h.order(5, Side::buy, 970000, 200);
+  buy.leverage = 20;
+  h.run(buy);  // long 0.2 (19,400) with ~1,000 of collateral
+  PlaceOrder stop = h.order(5, Side::sell, 0, 200);
+  stop.type = OrderType::stop_market;
+  stop.trigger_price = 960000;
+  stop.reduce_only = true;
+  h.run(stop);
+  h.deposit(6, 100'000 * kUsdm);
+  EXPECT_EQ(only<OrderUpdated>(h.place(6, Side::buy, 900000, 200)).status, OrderStatus::open);  // a bid far below
+  auto ev = h.mark(910000);  // -6,000 a BTC: the account is worth about -200 at the mark
+  for (const auto& t : all_of<Trade>(ev)) EXPECT_NE(t.taker_order, stop.id) << "the stop traded at " << t.price;
+  bool stop_cancelled = false;
+  for (const auto& u : all_of<OrderUpdated>(ev)) {
+    if (u.id == stop.id) stop_cancelled = u.status == OrderStatus::cancelled && u.cancel_reason == CancelReason::liquidation;
+  }
+  EXPECT_TRUE(stop_cancelled);
+  EXPECT_EQ(only<AccountLiquidated>(ev).user, user(5));
+  EXPECT_GE(h.engine.view(user(5))->account_value, 0);
 }
 
 TYPED_TEST(EngineTest, TakeProfitAndStopLimitDirectionsAndRejections) {
