@@ -144,7 +144,7 @@ Result<void> setup(service::Context& ctx) {
   const std::tuple<const char*, const Upstream*, Access> table[] = {
       {"/api/v1/markets", &market, Access::open},           {"/api/v1/markets/*", &market, Access::open},
       {"/api/v1/oracle/prices", &market, Access::open},
-      {"/api/v1/insurance", &trading, Access::open},
+      {"/api/v1/insurance", &trading, Access::open},       {"/api/v1/insurance/*", &trading, Access::open},
       {"/api/v1/positions", &trading, Access::user},        {"/api/v1/positions/*", &trading, Access::user},
       {"/api/v1/orders", &trading, Access::user},           {"/api/v1/orders/*", &trading, Access::user},
       {"/api/v1/balances", &trading, Access::user},         {"/api/v1/fills", &trading, Access::user},

@@ -45,6 +45,13 @@ Result<void> setup(service::Context& ctx) {
     return fail(Code::invalid_field, "WITHDRAWAL_DAILY_LIMIT must be a USDM amount (0: no limit)", "WITHDRAWAL_DAILY_LIMIT");
   }
   s.withdrawal_daily_limit = *daily_units;
+  auto min_withdrawal = ctx.env.string("WITHDRAWAL_MIN", "1");
+  if (!min_withdrawal) return min_withdrawal.error();
+  auto min_units = decimal::parse_units(*min_withdrawal, 6, decimal::Rounding::exact);
+  if (!min_units || *min_units < 1 || *min_units > engine::kMaxTotalUsdm) {
+    return fail(Code::invalid_field, "WITHDRAWAL_MIN must be a positive USDM amount", "WITHDRAWAL_MIN");
+  }
+  s.withdrawal_min = *min_units;
   auto any_address = ctx.env.boolean("WITHDRAWAL_ANY_ADDRESS", false);
   if (!any_address) return any_address.error();
   s.withdrawal_any_address = *any_address;

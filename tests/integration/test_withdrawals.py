@@ -102,7 +102,7 @@ class Withdrawals(unittest.TestCase):
         check(self.doc, "/api/v1/withdrawals", "POST", r)
         wd = loads_exact(r.body)
         self.assertEqual((wd["status"], wd["amount"], wd["address"], wd["chain"], wd["user_id"]),
-                         ("PENDING", D("1500.5"), w["address"], "ethereum", user))
+                         ("PENDING", D("1500.5"), w["address"].lower(), "ethereum", user))
         bal = loads_exact(self.stack.get("/api/v1/balances", headers=auth).body)[0]
         self.assertEqual((bal["collateral"], bal["pending_withdrawal"]), (D("8499.5"), D("1500.5")))
         # The same request again (a client retrying): the same withdrawal, nothing moved twice.
@@ -131,6 +131,9 @@ class Withdrawals(unittest.TestCase):
             admin(self.stack, "withdrawals", "reject", out["withdrawal"]["id"], "test")
             code, out = admin(self.stack, "withdrawals", "next")
         self.assertEqual((code, out["withdrawal"]["id"], out["withdrawal"]["status"]), (0, wd["id"], "PROCESSING"))
+        # A bridge that lost that answer finds what it took.
+        code, taken = admin(self.stack, "withdrawals", "list")
+        self.assertEqual((code, [x["id"] for x in taken]), (0, [wd["id"]]))
         # A user cannot cancel one the bridge has taken.
         self.refused(self.stack.call("DELETE", f"/api/v1/withdrawals/{wd['id']}", headers=auth), 409, "WITHDRAWAL_STATE")
         code, done = admin(self.stack, "withdrawals", "complete", wd["id"], "0xabc123")
@@ -158,7 +161,10 @@ class Withdrawals(unittest.TestCase):
         c = self.t.call(user, "DELETE", f"/api/v1/withdrawals/{a.json()['id']}")
         self.assertEqual((c.status, c.json()["status"]), (200, "CANCELLED"), c.body)
         check(load_doc(), "/api/v1/withdrawals/{id}", "DELETE", c)
-        self.refused(self.t.call(user, "DELETE", f"/api/v1/withdrawals/{a.json()['id']}"), 404, "NOT_FOUND")
+        # The same cancel again (its answer lost): the same answer, nothing moves.
+        again = self.t.call(user, "DELETE", f"/api/v1/withdrawals/{a.json()['id']}")
+        self.assertEqual((again.status, again.json()["status"], again.header("Idempotent-Replay")), (200, "CANCELLED", "true"))
+        self.refused(self.t.call(other, "DELETE", f"/api/v1/withdrawals/{a.json()['id']}"), 404, "NOT_FOUND")
         self.assertEqual(self.balance(user), (D("8000"), D("2000")))
         code, rej = admin(self.stack, "withdrawals", "reject", b.json()["id"], "address on a sanctions list")
         self.assertEqual((code, rej["status"], rej["reason"]), (0, "REJECTED", "address on a sanctions list"))
@@ -189,7 +195,8 @@ class Withdrawals(unittest.TestCase):
         self.assertEqual(self.withdraw(fresh, "4000", fresh_address).status, 201)
         self.refused(self.withdraw(fresh, "1000.000001", fresh_address), 422, "WITHDRAWAL_LIMIT", "amount")
         self.assertEqual(self.withdraw(fresh, "1000", fresh_address).status, 201)
-        # Fields.
+        # Fields, and the smallest withdrawal (1 USDM by default).
+        self.refused(self.withdraw(fresh, "0.999999", fresh_address), 400, "BELOW_MIN_WITHDRAWAL", "amount")
         self.refused(self.withdraw(fresh, "-1", fresh_address), 400, "INVALID_FIELD", "amount")
         self.refused(self.withdraw(fresh, "0.0000001", fresh_address), 400, "TOO_MANY_DECIMALS", "amount")
         r = self.t.call(fresh, "POST", "/api/v1/withdrawals", {"amount": "1", "address": fresh_address})
@@ -198,6 +205,28 @@ class Withdrawals(unittest.TestCase):
                                                                 "idempotency_key": "k", "to": "x"})
         self.refused(r, 400, "UNKNOWN_FIELD")
         self.assertEqual(self.balance(fresh), (D("5000"), D("5000")))
+        # At most 20 in flight per account (the bridge's queue stays bounded).
+        many, many_address = eth_user(self.stack)
+        for _ in range(20):
+            self.assertEqual(self.withdraw(many, "1", many_address).status, 201)
+        self.refused(self.withdraw(many, "1", many_address), 422, "TOO_MANY_WITHDRAWALS")
+        # A key first used for a refused request is refused again only for the same request.
+        key = str(uuid.uuid4())
+        self.refused(self.withdraw(many, "1", many_address, key), 422, "TOO_MANY_WITHDRAWALS")
+        self.refused(self.withdraw(many, "2", many_address, key), 409, "IDEMPOTENCY_KEY_REUSED", "idempotency_key")
+
+    def test_the_insurance_funds_history_is_public(self):
+        fund = "00000000-0000-7000-8000-000000000002"
+        self.t.deposit(fund, "250.5")
+        self.stack.wait_projected()
+        h = self.stack.get("/api/v1/insurance/history?limit=1")  # no credentials
+        self.assertEqual(h.status, 200, h.body)
+        check(self.doc, "/api/v1/insurance/history", "GET", h)
+        newest = loads_exact(h.body)[0]
+        self.assertEqual((newest["kind"], newest["amount"]), ("DEPOSIT", D("250.5")))
+        self.assertEqual(newest["balance"], loads_exact(self.stack.get("/api/v1/insurance").body)["balance"])
+        self.assertIsNotNone(h.header("X-Next-Cursor"))
+        self.refused(self.stack.get("/api/v1/insurance/history?before=x"), 400, "INVALID_FIELD", "before")
 
     def test_cardano_addresses_and_networks(self):
         payment, stake = os.urandom(32).hex(), os.urandom(32).hex()

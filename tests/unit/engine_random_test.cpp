@@ -263,6 +263,8 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
               tpsl_closed = 0;
   Usdm lowest_insurance = 0;
   std::array<std::size_t, 5> withdrawals{};  // by the status reached
+  std::size_t protocol_losses = 0;
+  Usdm protocol_loss = 0;
   for (std::size_t i = 0; i < steps; ++i) {
     Command c = gen.next(fast);
     fe.clear();
@@ -284,6 +286,10 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
       if (auto* am = std::get_if<OrderAmended>(&fe[k].body)) ++(am->kept_priority ? kept : requeued);
       if (auto* ca = std::get_if<CancelAfterChanged>(&fe[k].body); ca && ca->fired) ++switches_fired;
       if (auto* wc = std::get_if<WithdrawalChanged>(&fe[k].body)) ++withdrawals[static_cast<int>(wc->status)];
+      if (auto* bc = std::get_if<BalanceChanged>(&fe[k].body); bc && bc->reason == BalanceReason::protocol_loss && bc->delta > 0) {
+        ++protocol_losses;
+        protocol_loss += bc->delta;
+      }
       if (std::holds_alternative<AdjustMargin>(c) && std::holds_alternative<IsolatedMarginChanged>(fe[k].body)) {
         ++margin_moves;
       }
@@ -337,7 +343,10 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   EXPECT_GT(margin_moves, steps / 10000);
   EXPECT_GT(oco_cancels, steps / 20000);
   EXPECT_GT(tpsl_closed, steps / 20000);
+  EXPECT_GE(lowest_insurance, 0);  // issue 24: the fund never goes below zero (also an invariant)
   for (std::size_t s = 0; s < withdrawals.size(); ++s) EXPECT_GT(withdrawals[s], steps / 20000) << "withdrawal status " << s;
+  std::printf("protocol losses (the fund empty, every ADL counterparty at its bankruptcy): %zu, %lld\n", protocol_losses,
+              static_cast<long long>(protocol_loss));
   std::printf("withdrawals: asked %zu, taken %zu, completed %zu, rejected %zu, cancelled %zu\n", withdrawals[0],
               withdrawals[1], withdrawals[2], withdrawals[3], withdrawals[4]);
   std::printf("amendments kept in place %zu, requeued %zu; dead man's switches fired %zu; margin moves %zu; "

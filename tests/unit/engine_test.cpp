@@ -325,6 +325,21 @@ TYPED_TEST(EngineTest, WithdrawalsInFlightMoveThroughTheirStatuses) {
   EXPECT_FALSE(h.engine.next_pending_withdrawal());
 }
 
+TYPED_TEST(EngineTest, AnAccountHasAtMostTwentyWithdrawalsInFlight) {
+  auto& h = this->h;
+  for (std::uint64_t k = 0; k < kMaxWithdrawalsInFlight; ++k) {
+    EXPECT_EQ(only<WithdrawalChanged>(h.run(RequestWithdrawal{Uuid{0xB1, k + 1}, user(1), kUsdm, 0, 1000})).status,
+              WithdrawalStatus::pending);
+  }
+  EXPECT_EQ(only<CommandRejected>(h.run(RequestWithdrawal{Uuid{0xB1, 99}, user(1), kUsdm, 0, 1000})).reason,
+            Reject::too_many_withdrawals);
+  h.run(UpdateWithdrawal{Uuid{0xB1, 1}, UserId{}, WithdrawalStatus::processing, 2000});
+  h.run(UpdateWithdrawal{Uuid{0xB1, 1}, UserId{}, WithdrawalStatus::completed, 2000});  // one finished: room again
+  EXPECT_EQ(only<WithdrawalChanged>(h.run(RequestWithdrawal{Uuid{0xB1, 99}, user(1), kUsdm, 0, 3000})).status,
+            WithdrawalStatus::pending);
+  EXPECT_EQ(h.engine.next_pending_withdrawal(), std::optional<Uuid>(Uuid{0xB1, 2}));
+}
+
 TYPED_TEST(EngineTest, WithdrawalsInFlightSurviveASnapshot) {
   auto& h = this->h;
   h.deposit(9, 2000 * kUsdm);

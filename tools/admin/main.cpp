@@ -2,6 +2,7 @@
 //   hydrox-admin deposit USER_ID AMOUNT [IDEMPOTENCY_KEY]
 //   hydrox-admin withdraw USER_ID AMOUNT IDEMPOTENCY_KEY
 //   hydrox-admin withdrawals next                  (the bridge: the oldest PENDING one, now PROCESSING)
+//   hydrox-admin withdrawals list [STATUS]           (default PROCESSING: taken and not finished)
 //   hydrox-admin withdrawals complete ID CHAIN_TX_ID
 //   hydrox-admin withdrawals reject ID REASON
 //   hydrox-admin faucet USER_ID
@@ -29,7 +30,7 @@ int usage() {
   std::fprintf(stderr,
                "usage: hydrox-admin deposit USER_ID AMOUNT [IDEMPOTENCY_KEY]\n"
                "       hydrox-admin withdraw USER_ID AMOUNT IDEMPOTENCY_KEY\n"
-               "       hydrox-admin withdrawals next | complete ID CHAIN_TX_ID | reject ID REASON\n"
+               "       hydrox-admin withdrawals next | list [STATUS] | complete ID CHAIN_TX_ID | reject ID REASON\n"
                "       hydrox-admin faucet USER_ID\n"
                "       hydrox-admin mark SYMBOL PRICE\n"
                "       hydrox-admin invariants\n"
@@ -62,6 +63,10 @@ int main(int argc, char** argv) {
   } else if (cmd == "withdrawals" && args.size() == 2 && args[1] == "next") {
     req.target = "/internal/v1/withdrawals/next";
     w.begin_object().end_object();
+  } else if (cmd == "withdrawals" && (args.size() == 2 || args.size() == 3) && args[1] == "list") {
+    req.method = http::Method::get;
+    req.target = "/internal/v1/withdrawals?status=" + (args.size() == 3 ? args[2] : std::string("PROCESSING"));
+    if (args.size() == 3 && args[2].find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ") != std::string::npos) return usage();
   } else if (cmd == "withdrawals" && args.size() == 4 && (args[1] == "complete" || args[1] == "reject")) {
     if (!Uuid::parse(args[2])) {
       std::fprintf(stderr, "not a withdrawal id: %s\n", args[2].c_str());

@@ -73,6 +73,7 @@ std::string_view reject_code(Reject r) {
     case Reject::withdrawal_limit: return "WITHDRAWAL_LIMIT";
     case Reject::unknown_withdrawal: return "WITHDRAWAL_NOT_FOUND";
     case Reject::withdrawal_state: return "WITHDRAWAL_STATE";
+    case Reject::too_many_withdrawals: return "TOO_MANY_WITHDRAWALS";
   }
   return "UNKNOWN";
 }
@@ -113,6 +114,7 @@ std::string_view balance_reason_code(BalanceReason r) {
     case BalanceReason::vault_withdrawal: return "VAULT_WITHDRAWAL";
     case BalanceReason::isolated_margin: return "ISOLATED_MARGIN";
     case BalanceReason::withdrawal_returned: return "WITHDRAWAL_RETURNED";
+    case BalanceReason::protocol_loss: return "PROTOCOL_LOSS";
   }
   return "UNKNOWN";
 }
@@ -1385,6 +1387,10 @@ void BasicEngine<Book>::request_withdrawal(const RequestWithdrawal& c, std::vect
     return;
   }
   Account& a = accounts_[*ai];
+  if (a.withdrawals >= kMaxWithdrawalsInFlight) {
+    emit(out, CommandRejected{c.user, Reject::too_many_withdrawals, c.ts_ms});
+    return;
+  }
   const AccountView v = view_of(a);
   if (v.account_value - c.amount < v.position_margin + v.order_margin) {
     emit(out, CommandRejected{c.user, Reject::insufficient_margin, c.ts_ms});
@@ -1400,9 +1406,11 @@ void BasicEngine<Book>::request_withdrawal(const RequestWithdrawal& c, std::vect
   withdrawn_today_[a.index] = {day, used + c.amount};
   a.collateral -= c.amount;
   a.withdrawing += c.amount;
+  ++a.withdrawals;
   touch(a);
   emit(out, BalanceChanged{c.user, -c.amount, a.collateral, BalanceReason::withdrawal, c.ts_ms});
   withdrawals_[c.id] = Withdrawal{a.index, c.amount, WithdrawalStatus::pending, day, seq_ + 1};
+  pending_withdrawals_.insert({seq_ + 1, c.id});
   emit(out, WithdrawalChanged{c.id, c.user, c.amount, WithdrawalStatus::pending, a.withdrawing, c.ts_ms});
 }
 
@@ -1430,12 +1438,14 @@ void BasicEngine<Book>::update_withdrawal(const UpdateWithdrawal& c, std::vector
   }
   Account& a = accounts_[w.account];
   const Usdm amount = w.amount;
+  if (from == WithdrawalStatus::pending) pending_withdrawals_.erase({w.seq, c.id});
   if (c.status == WithdrawalStatus::processing) {
     w.status = c.status;
     emit(out, WithdrawalChanged{c.id, a.user, amount, c.status, a.withdrawing, c.ts_ms});
     return;
   }
   a.withdrawing -= amount;
+  --a.withdrawals;
   if (c.status == WithdrawalStatus::completed) {
     net_deposits_ -= amount;  // on chain: it has left the exchange
   } else {
@@ -1451,18 +1461,6 @@ void BasicEngine<Book>::update_withdrawal(const UpdateWithdrawal& c, std::vector
   emit(out, WithdrawalChanged{c.id, a.user, amount, c.status, a.withdrawing, c.ts_ms});
 }
 
-template <class Book>
-std::optional<Uuid> BasicEngine<Book>::next_pending_withdrawal() const {
-  std::optional<Uuid> best;
-  Seq at = 0;
-  for (const auto& [id, w] : withdrawals_) {
-    if (w.status == WithdrawalStatus::pending && (!best || w.seq < at)) {
-      best = id;
-      at = w.seq;
-    }
-  }
-  return best;
-}
 
 template <class Book>
 void BasicEngine<Book>::set_mark(const SetMark& c, std::vector<Event>& out) {
@@ -1839,6 +1837,7 @@ void BasicEngine<Book>::load(const Snapshot& s) {
   multi_.clear();
   cancel_after_.clear();
   withdrawals_.clear();
+  pending_withdrawals_.clear();
   withdrawn_today_.clear();
   for (const auto& as : s.accounts) {
     std::uint32_t ai = account_index(as.user);
@@ -1899,6 +1898,8 @@ void BasicEngine<Book>::load(const Snapshot& s) {
     if (w.account >= accounts_.size()) continue;  // (the codec checked it)
     withdrawals_[id] = w;
     accounts_[w.account].withdrawing += w.amount;
+    ++accounts_[w.account].withdrawals;
+    if (w.status == WithdrawalStatus::pending) pending_withdrawals_.insert({w.seq, id});
   }
   for (const auto& t : s.withdrawn_today) {
     if (t.account < accounts_.size()) withdrawn_today_[t.account] = {t.day, t.amount};
@@ -1944,11 +1945,11 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
         return "isolated position of account " + std::to_string(ai) + " below zero";
       }
     }
-    // The fee account and the insurance fund are the protocol's: the fund goes below zero only
-    // when auto-deleveraging found no counterparty able to take a shortfall (all of them isolated
-    // and at their own bankruptcy price), and later inflows repay it.
-    if (check_values && ai != 0 && ai != insurance_ && view_of(a).account_value < 0) {
-      return "account " + std::to_string(ai) + " below zero";
+    // The insurance fund never goes below zero (a shortfall beyond it is auto-deleveraged, and
+    // what no counterparty can take is the protocol's loss); the fee account, the treasury that
+    // takes that loss, is the one account allowed below zero.
+    if (check_values && ai != 0 && view_of(a).account_value < 0) {
+      return ai == insurance_ ? "the insurance fund below zero" : "account " + std::to_string(ai) + " below zero";
     }
   }
   for (std::size_t m = 0; m < markets_.size(); ++m) {
@@ -1957,14 +1958,24 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
       return "open interest of market " + std::to_string(m) + " is off";
   }
   {
-    std::map<std::uint32_t, Usdm> in_flight;
+    std::map<std::uint32_t, std::pair<Usdm, std::uint32_t>> in_flight;
+    std::size_t pending = 0;
     for (const auto& [id, w] : withdrawals_) {
       if (w.amount <= 0 || w.account >= accounts_.size()) return "withdrawal out of range";
-      in_flight[w.account] += w.amount;
+      in_flight[w.account].first += w.amount;
+      ++in_flight[w.account].second;
+      if (w.status == WithdrawalStatus::pending) {
+        ++pending;
+        if (!pending_withdrawals_.contains({w.seq, id})) return "pending withdrawals out of sync";
+      }
     }
+    if (pending != pending_withdrawals_.size()) return "pending withdrawals out of sync";
     for (std::size_t ai = 0; ai < accounts_.size(); ++ai) {
       auto f = in_flight.find(static_cast<std::uint32_t>(ai));
-      if (accounts_[ai].withdrawing != (f == in_flight.end() ? 0 : f->second)) return "withdrawals in flight out of sync";
+      const auto want = f == in_flight.end() ? std::pair<Usdm, std::uint32_t>{0, 0} : f->second;
+      if (accounts_[ai].withdrawing != want.first || accounts_[ai].withdrawals != want.second) {
+        return "withdrawals in flight out of sync";
+      }
     }
   }
   if (collateral + isolated + withdrawing - cost != net_deposits_) {

@@ -114,6 +114,15 @@ void BasicEngine<Book>::check_liquidations(std::uint32_t m, std::int64_t ts, std
 }
 
 template <class Book>
+Usdm BasicEngine<Book>::cover_shortfall(std::uint32_t ai, Usdm amount, std::int64_t ts, std::vector<Event>& out) {
+  if (amount <= 0) return 0;
+  const Usdm from_fund = std::min(amount, std::max<Usdm>(0, accounts_[insurance_].collateral));
+  move_collateral(insurance_, ai, from_fund, BalanceReason::insurance_payout, ts, out);
+  move_collateral(0, ai, amount - from_fund, BalanceReason::protocol_loss, ts, out);
+  return from_fund;
+}
+
+template <class Book>
 void BasicEngine<Book>::move_collateral(std::uint32_t from, std::uint32_t to, Usdm amount,
                                         BalanceReason reason, std::int64_t ts, std::vector<Event>& out) {
   if (amount == 0) return;
@@ -412,10 +421,7 @@ void BasicEngine<Book>::liquidate(std::uint32_t ai, std::uint32_t first_market, 
       }
       const Usdm c = accounts_[ai].collateral;
       if (c > 0) move_collateral(ai, backstop_, c, BalanceReason::liquidation_margin, ts, out);
-      if (c < 0) {
-        move_collateral(insurance_, ai, -c, BalanceReason::insurance_payout, ts, out);
-        insurance_paid = -c;
-      }
+      if (c < 0) insurance_paid = cover_shortfall(ai, -c, ts, out);
     } else {
       stage = Liquidation::adl;
       const Usdm available = std::max<Usdm>(0, accounts_[insurance_].collateral);
@@ -428,10 +434,7 @@ void BasicEngine<Book>::liquidate(std::uint32_t ai, std::uint32_t first_market, 
       // ends at exactly zero and never below.
       const Usdm c = accounts_[ai].collateral;
       if (c > 0) move_collateral(ai, insurance_, c, BalanceReason::liquidation_margin, ts, out);
-      if (c < 0) {
-        move_collateral(insurance_, ai, -c, BalanceReason::insurance_payout, ts, out);
-        insurance_paid += -c;
-      }
+      if (c < 0) insurance_paid += cover_shortfall(ai, -c, ts, out);
     }
   }
   emit(out, AccountLiquidated{accounts_[ai].user, v0.account_value, v0.maintenance_margin, stage, insurance_paid, ts});
@@ -460,10 +463,7 @@ void BasicEngine<Book>::liquidate_isolated(std::uint32_t ai, std::uint32_t m, st
     auto settle = [&](Usdm collateral_before, std::uint32_t gainer) {
       const Usdm given = accounts_[ai].collateral - collateral_before;
       if (given > 0) move_collateral(ai, gainer, given, BalanceReason::liquidation_margin, ts, out);
-      if (given < 0) {
-        move_collateral(insurance_, ai, -given, BalanceReason::insurance_payout, ts, out);
-        insurance_paid += -given;
-      }
+      if (given < 0) insurance_paid += cover_shortfall(ai, -given, ts, out);
     };
     if (accounts_[insurance_].collateral >= need + 2 && backstop_can_take(ai, v, static_cast<std::int32_t>(m))) {
       stage = Liquidation::backstop;

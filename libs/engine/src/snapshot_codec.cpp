@@ -436,13 +436,23 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
   }
   {
     std::set<Uuid> ids;
+    std::map<std::uint32_t, std::pair<Usdm, std::uint32_t>> per_account;
     for (const auto& [id, w] : s.withdrawals) {
-      if (w.account >= s.accounts.size() || w.amount <= 0 || id.is_nil() || !ids.insert(id).second) {
+      if (w.account >= s.accounts.size() || w.amount <= 0 || w.amount > kMaxTotalUsdm || id.is_nil() ||
+          !ids.insert(id).second) {
         return fail(Code::internal, "engine snapshot has a bad withdrawal");
       }
+      auto& [in_flight, count] = per_account[w.account];
+      in_flight += w.amount;
+      if (in_flight > kMaxTotalUsdm || ++count > kMaxWithdrawalsInFlight) {
+        return fail(Code::internal, "engine snapshot has too much in flight for one account");
+      }
     }
+    std::set<std::uint32_t> days;
     for (const auto& t : s.withdrawn_today) {
-      if (t.account >= s.accounts.size() || t.amount < 0) return fail(Code::internal, "engine snapshot has a bad withdrawal day");
+      if (t.account >= s.accounts.size() || t.amount < 0 || t.amount > kMaxTotalUsdm || !days.insert(t.account).second) {
+        return fail(Code::internal, "engine snapshot has a bad withdrawal day");
+      }
     }
   }
   // Order links: each names an order of the snapshot; a trigger_by or an OCO link only a held

@@ -27,6 +27,7 @@ struct Services {
   // Withdrawals: each account's daily limit (0: none), whether any well-formed address is
   // accepted (else only the user's signed-in wallet), the Cardano networks accepted.
   engine::Usdm withdrawal_daily_limit = 0;
+  engine::Usdm withdrawal_min = 1'000'000;  // the smallest withdrawal (1 USDM)
   bool withdrawal_any_address = false;
   std::vector<int> cardano_networks{0, 1};
 };

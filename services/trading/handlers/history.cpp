@@ -20,7 +20,7 @@ namespace {
 constexpr std::string_view kLedgerKinds[] = {
     "DEPOSIT",           "WITHDRAWAL",       "TRADING_FEE",   "FEE_INCOME",     "REALIZED_PNL",
     "TRANSFER",          "FUNDING",          "FUNDING_REMAINDER", "LIQUIDATION_MARGIN", "INSURANCE_PAYOUT",
-    "VAULT_DEPOSIT",     "VAULT_WITHDRAWAL", "ISOLATED_MARGIN"};
+    "VAULT_DEPOSIT",     "VAULT_WITHDRAWAL", "ISOLATED_MARGIN", "WITHDRAWAL_RETURNED", "PROTOCOL_LOSS"};
 
 constexpr db::Query kLedger{
     "list_ledger",
@@ -44,6 +44,15 @@ constexpr db::Query kFundingPayments{
     " AND ($4::bigint IS NULL OR p.time <= to_timestamp($4::bigint))"
     " AND ($5::bigint IS NULL OR p.seq < $5::bigint)"
     " ORDER BY p.seq DESC LIMIT $6::int"};
+
+// The insurance fund's account: every change, with the balance after it (public).
+constexpr db::Query kInsuranceHistory{
+    "insurance_history",
+    "SELECT seq, reason, delta::text, balance::text, floor(extract(epoch from time))::bigint,"
+    " (extract(epoch from time) * 1000)::bigint FROM ("
+    "   SELECT l.seq, l.reason, l.delta, l.time, sum(l.delta) OVER (ORDER BY l.seq, l.reason) AS balance"
+    "   FROM ledger l WHERE l.user_id = $1::uuid) h"
+    " WHERE ($2::bigint IS NULL OR seq < $2::bigint) ORDER BY seq DESC, reason DESC LIMIT $3::int"};
 
 // A Unix-seconds query value (start, end), 0 .. 10^11.
 Result<db::Param> seconds_param(const http::Request& req, std::string_view name) {
@@ -127,6 +136,42 @@ void register_history_routes(Services& s, http::Router& r) {
                         if (rows->size() == limit) res.set_header("X-Next-Cursor", last);
                         return res;
                       });
+  });
+
+  // The insurance fund's history (public, like its balance at GET /insurance): what came in
+  // (funding remainders, liquidated accounts' remaining margin) and what it paid out, newest
+  // first, each with the fund's balance after it. It never goes below zero (perp-rules).
+  r.get("/api/v1/insurance/history", [&s](http::Request& req, http::Respond respond) {
+    for (const auto& name : req.query_names()) {
+      if (name != "limit" && name != "before") {
+        return respond(error_response(fail(Code::unknown_field, "unknown query parameter " + name, name), req));
+      }
+    }
+    auto p = list_params(req, s.catalog);
+    if (!p) return respond(error_response(p.error(), req));
+    if (p->before && !is_seq(*p->before)) {
+      return respond(error_response(fail(Code::invalid_field, "before must be an entry's seq", "before"), req));
+    }
+    service::respond_blocking(*s.ctx, req, respond, [&s, before = p->before, limit = p->limit]() -> Result<http::Response> {
+      auto lease = s.ctx->db->acquire();
+      if (!lease) return lease.error();
+      const EngineConfig defaults;
+      auto rows = (*lease)->exec(kInsuranceHistory, {defaults.insurance_account.value().to_string(),
+                                                     before ? db::Param{*before} : db::Param{}, std::to_string(limit)});
+      if (!rows) return rows.error();
+      json::Writer w;
+      w.begin_array();
+      for (int i = 0; i < rows->size(); ++i) {
+        w.begin_object().field("id", rows->get(i, 0)).field("kind", rows->get(i, 1));
+        w.key("amount").raw_number(plain(rows->get(i, 2))).key("balance").raw_number(plain(rows->get(i, 3)));
+        w.key("time").raw_number(rows->get(i, 4)).key("time_ms").raw_number(rows->get(i, 5));
+        w.end_object();
+      }
+      w.end_array();
+      auto res = http::Response::json(200, w.take());
+      if (rows->size() == limit) res.set_header("X-Next-Cursor", rows->get(rows->size() - 1, 0));
+      return res;
+    });
   });
 
   r.get("/api/v1/funding/payments", [&s](http::Request& req, http::Respond respond) {

@@ -30,6 +30,11 @@ constexpr db::Query kWithdrawal{
     "SELECT id, user_id, amount::text, address, chain, status, chain_tx_id, reason,"
     " (extract(epoch from created_at) * 1000)::bigint, (extract(epoch from updated_at) * 1000)::bigint"
     " FROM withdrawals WHERE id = $1::uuid"};
+constexpr db::Query kOperatorList{
+    "withdrawal_operator_list",
+    "SELECT id, user_id, amount::text, address, chain, status, chain_tx_id, reason,"
+    " (extract(epoch from created_at) * 1000)::bigint, (extract(epoch from updated_at) * 1000)::bigint"
+    " FROM withdrawals WHERE status = $1::text AND ($2::uuid IS NULL OR id > $2::uuid) ORDER BY id LIMIT $3::int"};
 constexpr db::Query kWithdrawals{
     "withdrawal_list",
     "SELECT id, user_id, amount::text, address, chain, status, chain_tx_id, reason,"
@@ -113,7 +118,7 @@ std::optional<http::Response> check_address(const Services& s, const std::option
     if (std::find(s.cardano_networks.begin(), s.cardano_networks.end(), a->network) == s.cardano_networks.end()) {
       return refusal(400, "WRONG_CHAIN", "the address is for a Cardano network this exchange does not use", "address", rid);
     }
-    if (a->payment_key == std::nullopt && a->stake_key != std::nullopt && !address.starts_with("addr")) {
+    if (!lower(address).starts_with("addr")) {
       return refusal(400, "INVALID_FIELD", "a stake (reward) address cannot receive a withdrawal", "address", rid);
     }
   }
@@ -192,6 +197,8 @@ http::Response withdrawal_rejection(Reject r, const std::string& rid) {
       return refusal(422, "INSUFFICIENT_BALANCE", "the collateral does not cover the amount", "amount", rid);
     case Reject::insufficient_margin:
       return refusal(422, "INSUFFICIENT_MARGIN", "open positions and orders need this margin", "amount", rid);
+    case Reject::too_many_withdrawals:
+      return refusal(422, "TOO_MANY_WITHDRAWALS", "too many withdrawals in flight: wait for the bridge, or cancel one", "", rid);
     default: return refusal(422, reject_code(r), "refused", "", rid);
   }
 }
@@ -224,17 +231,20 @@ void update(Services& s, http::Request& req, http::Respond respond, UpdateWithdr
   job.done = [&s, respond, rid = req.request_id, cmd, replay_tx](Result<Outcome> o) {
     if (!o) return respond(http::Response::error(o.error(), rid));
     if (const CommandRejected* cr = rejected_in(*o)) {
-      if (cr->reason == Reject::unknown_withdrawal && cmd.user.value().is_nil()) {
-        // Not in flight: a finished one (answer its row when this very step already happened), or none.
+      if (cr->reason == Reject::unknown_withdrawal) {
+        // Not in flight: a finished one (answer its row when this very step already happened:
+        // a retry whose first answer was lost), or none.
         http::Request r;
         r.request_id = rid;
-        return service::respond_blocking(*s.ctx, r, respond, [&s, id = cmd.id, status = cmd.status, replay_tx,
-                                                              rid]() -> Result<http::Response> {
+        return service::respond_blocking(*s.ctx, r, respond, [&s, id = cmd.id, status = cmd.status, user = cmd.user,
+                                                              replay_tx, rid]() -> Result<http::Response> {
           auto lease = s.ctx->db->acquire();
           if (!lease) return lease.error();
           auto rows = (*lease)->exec(kWithdrawal, {id.to_string()});
           if (!rows) return rows.error();
-          if (rows->size() == 0) return fail(Code::not_found, "no such withdrawal");
+          if (rows->size() == 0 || (!user.value().is_nil() && rows->get(0, 1) != user.value().to_string())) {
+            return withdrawal_rejection(Reject::unknown_withdrawal, rid);
+          }
           const bool same = rows->get(0, 5) == withdrawal_status_code(status) &&
                             (status != WithdrawalStatus::completed || rows->get(0, 6) == replay_tx);
           if (!same) return withdrawal_rejection(Reject::withdrawal_state, rid);
@@ -254,6 +264,37 @@ void update(Services& s, http::Request& req, http::Respond respond, UpdateWithdr
 
 std::optional<Uuid> path_id(const http::Request& req) { return Uuid::parse(req.path_param("id")); }
 
+// The bridge's `next`: the oldest PENDING withdrawal, then PROCESSING. When another bridge took it
+// first (the update refused), the next one, `left` more times.
+void take_next(Services& s, http::Respond respond, std::string rid, int left) {
+  Job read;
+  read.is_read = true;
+  read.read = [&s, respond, rid, left](const Engine& e) -> std::function<void()> {
+    auto next = e.next_pending_withdrawal();
+    return [&s, respond, rid, left, next] {
+      if (!next) return respond(http::Response::json(200, "{\"withdrawal\":null}"));
+      Job job;
+      job.command = UpdateWithdrawal{*next, UserId{}, WithdrawalStatus::processing, SystemClock::instance().now_ms()};
+      job.done = [&s, respond, rid, left, id = *next](Result<Outcome> o) {
+        if (!o) return respond(http::Response::error(o.error(), rid));
+        if (const CommandRejected* cr = rejected_in(*o)) {
+          if (left > 0) return take_next(s, respond, rid, left - 1);
+          return respond(withdrawal_rejection(cr->reason, rid));
+        }
+        http::Request blocking;
+        blocking.request_id = rid;
+        service::respond_blocking(*s.ctx, blocking, respond, [&s, id]() -> Result<http::Response> {
+          auto row = answer_row(s, id, 200);
+          if (!row) return row.error();
+          return http::Response::json(200, "{\"withdrawal\":" + row->body + "}");
+        });
+      };
+      if (!s.host->submit(std::move(job))) respond(http::Response::error(fail(Code::overloaded, "busy, retry shortly"), rid));
+    };
+  };
+  if (!s.host->submit(std::move(read))) respond(http::Response::error(fail(Code::overloaded, "busy, retry shortly"), rid));
+}
+
 }  // namespace
 
 void register_withdrawal_routes(Services& s, http::Router& r) {
@@ -261,13 +302,17 @@ void register_withdrawal_routes(Services& s, http::Router& r) {
     auto user = caller(req);
     if (!user) return respond(error_response(user.error(), req));
     // Money out of the exchange takes the wallet's own session: an API key (a bot's) may trade, not withdraw.
-    if (req.header("X-Auth-Kind").value_or("") == "api_key") {
+    if (auto kind = req.header("X-Auth-Kind"); kind && *kind != "session") {
       return respond(error_response(fail(Code::forbidden, "withdrawals need a signed-in session, not an API key"), req));
     }
     auto doc = json::parse_object(req.body, {"amount", "address", "idempotency_key"});
     if (!doc) return respond(error_response(doc.error(), req));
     auto amount = amount_of(*doc);
     if (!amount) return respond(error_response(amount.error(), req));
+    if (*amount < s.withdrawal_min) {
+      return respond(refusal(400, "BELOW_MIN_WITHDRAWAL", "the smallest withdrawal is " + usdm_text(s.withdrawal_min) + " USDM",
+                             "amount", req.request_id));
+    }
     auto address = text_field(*doc, "address", 128, true);
     if (!address) return respond(error_response(address.error(), req));
     auto key = text_field(*doc, "idempotency_key", 64, true);
@@ -279,8 +324,8 @@ void register_withdrawal_routes(Services& s, http::Router& r) {
       auto wallet = wallet_of(s, u);
       if (!wallet) return respond(http::Response::error(wallet.error(), rid));
       if (auto refused = check_address(s, *wallet, address, rid)) return respond(std::move(*refused));
-      json::Writer meta;
-      meta.begin_object().field("address", address).field("chain", (*wallet)->chain).key("amount").raw_number(usdm_text(amount));
+      json::Writer meta;  // the address as stored: lower case (bech32's canonical form; Ethereum's is case-blind)
+      meta.begin_object().field("address", lower(address)).field("chain", (*wallet)->chain).key("amount").raw_number(usdm_text(amount));
       meta.end_object();
       const std::int64_t now = SystemClock::instance().now_ms();
       Job job;
@@ -292,24 +337,24 @@ void register_withdrawal_routes(Services& s, http::Router& r) {
         const bool replay = !o->idempotent_replay.empty();
         auto out = json::parse(replay ? o->idempotent_replay : o->outcome_text);
         if (!out || !out->is_object()) return respond(http::Response::error(fail(Code::internal, "no outcome"), rid));
-        const json::Value* status = out->find("status");
-        if (status && status->is_string() && status->as_string() == "rejected") {
-          const json::Value* reason = out->find("reason");
-          const std::string code = reason && reason->is_string() ? reason->as_string() : "REJECTED";
-          for (auto why : {Reject::withdrawal_limit, Reject::insufficient_balance, Reject::insufficient_margin,
-                           Reject::bad_amount, Reject::withdrawal_state}) {
-            if (code == reject_code(why)) return respond(withdrawal_rejection(why, rid));
-          }
-          return respond(refusal(422, code, "refused", "", rid));
-        }
         // A retry with the key answers the first request, but only for the same request.
         const json::Value* request = out->find("request");
         const json::Value* first_amount = request && request->is_object() ? request->find("amount") : nullptr;
         const json::Value* first_address = request && request->is_object() ? request->find("address") : nullptr;
         if (replay && (!first_amount || first_amount->number_text() != usdm_text(amount) || !first_address ||
-                       !first_address->is_string() || first_address->as_string() != address)) {
+                       !first_address->is_string() || first_address->as_string() != lower(address))) {
           return respond(refusal(409, "IDEMPOTENCY_KEY_REUSED",
                                  "this idempotency_key was used for another withdrawal", "idempotency_key", rid));
+        }
+        const json::Value* status = out->find("status");
+        if (status && status->is_string() && status->as_string() == "rejected") {
+          const json::Value* reason = out->find("reason");
+          const std::string code = reason && reason->is_string() ? reason->as_string() : "REJECTED";
+          for (auto why : {Reject::withdrawal_limit, Reject::insufficient_balance, Reject::insufficient_margin,
+                           Reject::bad_amount, Reject::withdrawal_state, Reject::too_many_withdrawals}) {
+            if (code == reject_code(why)) return respond(withdrawal_rejection(why, rid));
+          }
+          return respond(refusal(422, code, "refused", "", rid));
         }
         const json::Value* id = out->find("withdrawal_id");
         auto uuid = id && id->is_string() ? Uuid::parse(id->as_string()) : std::nullopt;
@@ -377,37 +422,37 @@ void register_withdrawal_routes(Services& s, http::Router& r) {
   // The bridge (operator API).
   r.post("/internal/v1/withdrawals/next", [&s](http::Request& req, http::Respond respond) {
     if (auto a = operator_only(s, req); !a) return respond(error_response(a.error(), req));
-    // The oldest PENDING one, then PROCESSING; another bridge taking it first: the next one.
-    auto attempt = std::make_shared<std::function<void(int)>>();
-    *attempt = [&s, respond, rid = req.request_id, attempt](int left) {
-      Job read;
-      read.is_read = true;
-      read.read = [&s, respond, rid, attempt, left](const Engine& e) -> std::function<void()> {
-        auto next = e.next_pending_withdrawal();
-        return [&s, respond, rid, attempt, left, next] {
-          if (!next) return respond(http::Response::json(200, "{\"withdrawal\":null}"));
-          Job job;
-          job.command = UpdateWithdrawal{*next, UserId{}, WithdrawalStatus::processing, SystemClock::instance().now_ms()};
-          job.done = [&s, respond, rid, attempt, left, id = *next](Result<Outcome> o) {
-            if (!o) return respond(http::Response::error(o.error(), rid));
-            if (const CommandRejected* cr = rejected_in(*o)) {
-              if (left > 0) return (*attempt)(left - 1);
-              return respond(withdrawal_rejection(cr->reason, rid));
-            }
-            http::Request blocking;
-            blocking.request_id = rid;
-            service::respond_blocking(*s.ctx, blocking, respond, [&s, id]() -> Result<http::Response> {
-              auto row = answer_row(s, id, 200);
-              if (!row) return row.error();
-              return http::Response::json(200, "{\"withdrawal\":" + row->body + "}");
-            });
-          };
-          if (!s.host->submit(std::move(job))) respond(http::Response::error(fail(Code::overloaded, "busy, retry shortly"), rid));
-        };
-      };
-      if (!s.host->submit(std::move(read))) respond(http::Response::error(fail(Code::overloaded, "busy, retry shortly"), rid));
-    };
-    (*attempt)(3);
+    take_next(s, respond, req.request_id, 3);
+  });
+
+  // What the bridge has in a status (PROCESSING: what it took and has not finished, e.g. after
+  // its own crash), oldest first; `after` = the last id seen.
+  r.get("/internal/v1/withdrawals", [&s](http::Request& req, http::Respond respond) {
+    if (auto a = operator_only(s, req); !a) return respond(error_response(a.error(), req));
+    const std::string status(req.query_param("status").value_or("PROCESSING"));
+    bool known = false;
+    for (auto v : {WithdrawalStatus::pending, WithdrawalStatus::processing, WithdrawalStatus::completed,
+                   WithdrawalStatus::rejected, WithdrawalStatus::cancelled}) {
+      known |= status == withdrawal_status_code(v);
+    }
+    if (!known) return respond(error_response(fail(Code::invalid_field, "unknown status", "status"), req));
+    db::Param after;
+    if (auto a = req.query_param("after"); a && !a->empty()) {
+      auto u = Uuid::parse(*a);
+      if (!u) return respond(error_response(fail(Code::invalid_field, "after must be a withdrawal id", "after"), req));
+      after = u->to_string();
+    }
+    service::respond_blocking(*s.ctx, req, respond, [&s, status, after]() -> Result<http::Response> {
+      auto lease = s.ctx->db->acquire();
+      if (!lease) return lease.error();
+      auto rows = (*lease)->exec(kOperatorList, {status, after, "1000"});
+      if (!rows) return rows.error();
+      json::Writer w;
+      w.begin_array();
+      for (int i = 0; i < rows->size(); ++i) write_row(w, *rows, i);
+      w.end_array();
+      return http::Response::json(200, w.take());
+    });
   });
 
   r.post("/internal/v1/withdrawals/{id}/complete", [&s](http::Request& req, http::Respond respond) {

@@ -68,6 +68,8 @@ std::string EngineHost::operator_outcome(const Batch& b, const Item& item) const
     if (auto* cr = std::get_if<CommandRejected>(&b.events[i].body)) {
       json::Writer r;
       r.begin_object().field("status", "rejected").field("reason", reject_code(cr->reason));
+      // A withdrawal's request: a retry with the key must be the same request to get this answer.
+      if (!item.meta.empty() && std::holds_alternative<RequestWithdrawal>(item.command)) r.key("request").raw_value(item.meta);
       if (auto* wd = std::get_if<VaultWithdraw>(&item.command);
           wd && cr->reason == Reject::vault_locked) {
         // When the amount asked for is unlocked (at today's NAV): the lot whose unlock brings the

@@ -54,6 +54,7 @@ struct Account {
   std::vector<Position> positions;  // one per market
   std::int64_t cancel_after_ms = 0;  // the dead man's switch's deadline (0: off)
   Usdm withdrawing = 0;              // derived: Σ its withdrawals in flight (RequestWithdrawal)
+  std::uint32_t withdrawals = 0;     // derived: how many
 };
 
 // A withdrawal in flight (pending or processing): its amount has left the account and is still
@@ -247,7 +248,10 @@ class BasicEngine {
   std::optional<OrderId> client_order(const UserId& user, const ClientOrderId& id) const;
   // Withdrawals in flight, by id; the oldest pending one (the bridge's next), if any.
   const std::map<Uuid, Withdrawal>& withdrawals() const { return withdrawals_; }
-  std::optional<Uuid> next_pending_withdrawal() const;
+  std::optional<Uuid> next_pending_withdrawal() const {
+    if (pending_withdrawals_.empty()) return std::nullopt;
+    return pending_withdrawals_.begin()->second;
+  }
   std::optional<Price> best(std::uint32_t m, Side side) const;
   // Up to `levels` price levels from the best outward.
   std::vector<std::pair<Price, Qty>> depth(std::uint32_t m, Side side, std::size_t levels) const;
@@ -418,6 +422,9 @@ class BasicEngine {
   void adl_close(std::uint32_t ai, std::uint32_t m, __int128 share, std::int64_t ts, std::vector<Event>& out);
   void move_collateral(std::uint32_t from, std::uint32_t to, Usdm amount, BalanceReason reason,
                        std::int64_t ts, std::vector<Event>& out);
+  // Pays a liquidated account's shortfall: the insurance fund as far as its balance goes (it never
+  // goes below zero), the rest the protocol's loss (the fee account). Returns the fund's part.
+  Usdm cover_shortfall(std::uint32_t ai, Usdm amount, std::int64_t ts, std::vector<Event>& out);
   OrderId synthetic_id(Liquidation kind) const;
 
   void reject(const PlaceOrder& c, Reject why, std::vector<Event>& out, OrderId original = {});
@@ -522,6 +529,7 @@ class BasicEngine {
   bool placing_tpsl_ = false;    // place_trigger is placing a position's TP/SL
   std::vector<std::pair<std::uint32_t, std::uint32_t>> tpsl_closed_;  // (account, market) to clean
   std::map<Uuid, Withdrawal> withdrawals_;  // in flight
+  std::set<std::pair<Seq, Uuid>> pending_withdrawals_;  // derived: the pending ones, oldest first
   std::map<std::uint32_t, std::pair<std::int64_t, Usdm>> withdrawn_today_;  // account -> (day, requested)
 };
 

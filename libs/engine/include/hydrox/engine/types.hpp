@@ -95,6 +95,7 @@ enum class Reject : std::uint8_t {
   withdrawal_limit,       // over the account's daily withdrawal limit
   unknown_withdrawal,     // no such withdrawal in flight (or another user's)
   withdrawal_state,       // the withdrawal's status does not allow the change asked for
+  too_many_withdrawals,   // the account already has kMaxWithdrawalsInFlight in flight
 };
 std::string_view reject_code(Reject r);  // UPPER_SNAKE, e.g. "INSUFFICIENT_MARGIN"
 
@@ -131,6 +132,10 @@ enum class BalanceReason : std::uint8_t {
   vault_withdrawal,    // a vault's USDM back to a depositor (see VaultWithdrawn)
   isolated_margin,     // between the collateral and an isolated position's margin (IsolatedMarginChanged)
   withdrawal_returned,  // a withdrawal rejected by the bridge or cancelled by its user: its amount back
+  // A liquidated account's shortfall that neither the insurance fund (never below zero) nor
+  // auto-deleveraging (every counterparty taken to its own bankruptcy price) could cover: the
+  // protocol's loss, from the fee account (the treasury).
+  protocol_loss,
 };
 std::string_view balance_reason_code(BalanceReason r);
 
@@ -299,6 +304,9 @@ struct RequestWithdrawal {
   std::int64_t ts_ms = 0;
 };
 enum class WithdrawalStatus : std::uint8_t { pending, processing, completed, rejected, cancelled };
+// Withdrawals one account may have in flight (pending or processing) at once: the bridge's queue
+// and the engine's state stay bounded whatever one account asks for.
+inline constexpr std::uint32_t kMaxWithdrawalsInFlight = 20;
 std::string_view withdrawal_status_code(WithdrawalStatus s);  // "PENDING", ...
 // Moves a withdrawal on: pending -> processing (the bridge took it), processing -> completed (on
 // chain: the money leaves the exchange), pending or processing -> rejected (the bridge refused:
