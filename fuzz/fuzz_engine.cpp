@@ -206,6 +206,12 @@ Command next(Input& in, std::uint64_t step, std::vector<OrderId>& ids) {
                                in.value(10'000'000 * kUsdm),
                                ts};
       }
+      if (const std::uint8_t k = in.byte(); k % 8 == 1) {  // the market lifecycle: any status, any price
+        return SetMarketStatus{m, static_cast<MarketStatus>(in.byte() % 4), (in.byte() % 2) ? in.value(kStart[m]) : 0, ts};
+      } else if (k % 8 == 2) {
+        return SetMarketParams{m, static_cast<std::int32_t>(in.value(500)) - 50, static_cast<std::int32_t>(in.value(800)),
+                               static_cast<std::int32_t>(in.byte()) - 5, ts};
+      }
       return SetLeverage{u, m, static_cast<std::int32_t>(in.byte() % 50) - 2, ts};
     case 13: {
       CreateVault c;

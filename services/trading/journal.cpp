@@ -45,7 +45,7 @@ std::string command_kind(const Command& c) {
       "place",    "cancel",  "cancel_all",   "deposit",       "withdraw",       "mark",
       "leverage", "funding", "vault_create", "vault_deposit", "vault_withdraw", "market_limits",
       "amend",    "cancel_after", "cancel_expired", "margin",        "tpsl",           "withdrawal_request",
-      "withdrawal_update"};
+      "withdrawal_update", "market_status", "market_params"};
   static_assert(std::size(kNames) == std::variant_size_v<Command>);
   return kNames[c.index()];
 }
@@ -87,6 +87,13 @@ std::string encode_command(const Command& command, const Catalog& catalog) {
         } else if constexpr (std::is_same_v<T, RequestWithdrawal>) {
           w.field("id", c.id.to_string()).field("user", c.user.value().to_string());
           w.field("amount", c.amount).field("daily_limit", c.daily_limit);
+        } else if constexpr (std::is_same_v<T, SetMarketStatus>) {
+          w.field("market", catalog.at(c.market).id).field("status", market_status_code(c.status));
+          w.field("final_price", c.final_price);
+        } else if constexpr (std::is_same_v<T, SetMarketParams>) {
+          w.field("market", catalog.at(c.market).id).field("maker_fee_ppm", static_cast<std::int64_t>(c.maker_fee_ppm));
+          w.field("taker_fee_ppm", static_cast<std::int64_t>(c.taker_fee_ppm));
+          w.field("max_leverage", static_cast<std::int64_t>(c.max_leverage));
         } else if constexpr (std::is_same_v<T, UpdateWithdrawal>) {
           w.field("id", c.id.to_string()).field("user", c.user.value().to_string());
           w.field("status", withdrawal_status_code(c.status));
@@ -219,6 +226,17 @@ Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
     out = SetCancelAfter{UserId{r.uuid("user")}, r.num("timeout_ms"), r.num("ts")};
   } else if (t == "withdrawal_request") {
     out = RequestWithdrawal{r.uuid("id"), UserId{r.uuid("user")}, r.num("amount"), r.num("daily_limit"), r.num("ts")};
+  } else if (t == "market_status") {
+    const std::string status = r.str("status");
+    SetMarketStatus c{static_cast<std::uint32_t>(market("market")), MarketStatus::active, r.num("final_price"), r.num("ts")};
+    if (status == "HALTED") c.status = MarketStatus::halted;
+    else if (status == "DELISTED") c.status = MarketStatus::delisted;
+    else if (status != "ACTIVE") return fail(Code::internal, "malformed journal entry: market status");
+    out = c;
+  } else if (t == "market_params") {
+    out = SetMarketParams{static_cast<std::uint32_t>(market("market")), static_cast<std::int32_t>(r.num("maker_fee_ppm")),
+                          static_cast<std::int32_t>(r.num("taker_fee_ppm")), static_cast<std::int32_t>(r.num("max_leverage")),
+                          r.num("ts")};
   } else if (t == "withdrawal_update") {
     const std::string status = r.str("status");
     WithdrawalStatus to = WithdrawalStatus::pending;

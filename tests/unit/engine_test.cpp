@@ -340,6 +340,133 @@ TYPED_TEST(EngineTest, AnAccountHasAtMostTwentyWithdrawalsInFlight) {
   EXPECT_EQ(h.engine.next_pending_withdrawal(), std::optional<Uuid>(Uuid{0xB1, 2}));
 }
 
+// ---- the market lifecycle (issue 24) -----------------------------------------------------------
+
+TYPED_TEST(EngineTest, AHaltedMarketTakesCancelsAndClosesOnlyAndItsMarkAndFundingPause) {
+  auto& h = this->h;
+  h.place(2, Side::sell, 970000, 100);
+  h.place(1, Side::buy, 970000, 100);  // user 1 long 0.1
+  auto resting = h.order(3, Side::sell, 975000, 100);
+  h.run(resting);
+  h.place(4, Side::buy, 969000, 100);
+  auto ev = h.run(SetMarketStatus{0, MarketStatus::halted, 0, 1000});
+  EXPECT_EQ(only<MarketChanged>(ev).status, MarketStatus::halted);
+  EXPECT_EQ(h.engine.market_status(0), MarketStatus::halted);
+  EXPECT_EQ(only<OrderRejected>(h.place(4, Side::buy, 970000, 10)).reason, Reject::market_halted);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMark{0, 960000, 1000})).reason, Reject::market_halted);
+  EXPECT_EQ(h.engine.mark(0), 970000);
+  EXPECT_EQ(only<CommandRejected>(h.run(SettleFunding{0, 3'600'000, 100'000, 970000, 1000})).reason, Reject::market_halted);
+  EXPECT_EQ(only<CommandRejected>(h.run(AmendOrder{user(3), resting.id, 0, 976000, 0, 1000, {}})).reason,
+            Reject::market_halted);
+  // A close (reduce-only) passes; a cancel passes; the other market trades on.
+  PlaceOrder close = h.order(1, Side::sell, 0, 100);
+  close.type = OrderType::market;
+  close.reduce_only = true;
+  EXPECT_EQ(only<Trade>(h.run(close)).price, 969000);
+  EXPECT_EQ(h.engine.account(user(1))->positions[0].size, 0);
+  EXPECT_EQ(only<OrderUpdated>(h.run(CancelOrder{user(3), resting.id, 1000})).status, OrderStatus::cancelled);
+  PlaceOrder other = h.order(4, Side::buy, 300000, 10);
+  other.market = 1;
+  EXPECT_EQ(only<OrderUpdated>(h.run(other)).status, OrderStatus::open);
+  // Resumed: orders, the mark and funding again.
+  EXPECT_EQ(only<MarketChanged>(h.run(SetMarketStatus{0, MarketStatus::active, 0, 2000})).status, MarketStatus::active);
+  EXPECT_EQ(only<OrderUpdated>(h.place(4, Side::buy, 960000, 10)).status, OrderStatus::open);
+  EXPECT_EQ(only<MarkChanged>(h.run(SetMark{0, 960000, 2000})).mark, 960000);
+}
+
+TYPED_TEST(EngineTest, MarketParamsChangeFeesAndALeverageCutIsRefusedWhenUnsafe) {
+  auto& h = this->h;
+  h.deposit(5, 1'000 * kUsdm);
+  h.place(2, Side::sell, 970000, 150);
+  PlaceOrder buy = h.order(5, Side::buy, 970000, 150);
+  buy.leverage = 20;
+  h.run(buy);  // 14,550 notional on ~992: maintenance 1 / (2 × max leverage): 181.9 at 40x, 1,455 at 5x
+  const MarketSpec before = h.engine.spec(0);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketParams{0, 100, 400, 5, 1000})).reason, Reject::market_param_unsafe);
+  EXPECT_EQ(h.engine.spec(0).max_leverage, before.max_leverage);
+  EXPECT_EQ(h.engine.spec(0).taker_fee_ppm, before.taker_fee_ppm);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketParams{0, -1, 400, 20, 1000})).reason, Reject::bad_amount);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketParams{0, 100, 400, 0, 1000})).reason, Reject::bad_leverage);
+  // A cut the position can carry: its leverage comes down to the new maximum.
+  auto ev = h.run(SetMarketParams{0, 100, 400, 15, 1000});
+  const auto mc = only<MarketChanged>(ev);
+  EXPECT_EQ(std::tuple(mc.maker_fee_ppm, mc.taker_fee_ppm, mc.max_leverage), std::tuple(100, 400, 15));
+  EXPECT_EQ(h.engine.account(user(5))->positions[0].leverage, 15);
+  // The new fees on the next trade: taker 0.04 % of 9,700.
+  h.place(2, Side::sell, 970000, 100);
+  EXPECT_EQ(only<Trade>(h.place(1, Side::buy, 970000, 100)).taker_fee, 3'880'000);
+}
+
+TYPED_TEST(EngineTest, ADelistedMarketSettlesEveryPositionAtTheFinalPriceAndTakesNothingMore) {
+  auto& h = this->h;
+  h.place(2, Side::sell, 970000, 300);
+  h.place(1, Side::buy, 970000, 200);  // user 1 long 0.2
+  PlaceOrder iso = h.order(3, Side::buy, 970000, 100);
+  iso.margin_mode = MarginMode::isolated;
+  h.run(iso);  // user 3 long 0.1 isolated; user 2 short 0.3
+  auto open = h.order(4, Side::buy, 950000, 100);
+  h.run(open);
+  PlaceOrder stop = h.order(1, Side::sell, 0, 200);
+  stop.type = OrderType::stop_market;
+  stop.trigger_price = 900000;
+  stop.reduce_only = true;
+  h.run(stop);
+  const Usdm c1 = h.engine.collateral_of(user(1)), c2 = h.engine.collateral_of(user(2)),
+             c3 = h.engine.collateral_of(user(3)) + h.engine.account(user(3))->positions[0].margin;
+  const Usdm fund = h.engine.collateral_of(EngineConfig{}.insurance_account);
+  auto ev = h.run(SetMarketStatus{0, MarketStatus::delisted, 980000, 5000});  // +1,000 a BTC
+  // Every order cancelled, with the reason.
+  int cancelled = 0;
+  for (const auto& u : all_of<OrderUpdated>(ev)) {
+    EXPECT_EQ(u.cancel_reason, CancelReason::market_delisted);
+    cancelled += u.status == OrderStatus::cancelled;
+  }
+  EXPECT_EQ(cancelled, 2);
+  EXPECT_EQ(h.engine.resting_orders(), 0u);
+  // Every position closed at 98,000: +200, +100 (and the isolated margin back), -300.
+  for (std::uint64_t u : {1, 2, 3}) EXPECT_EQ(h.engine.account(user(u))->positions[0].size, 0);
+  EXPECT_EQ(h.engine.collateral_of(user(1)) - c1, 200 * kUsdm);
+  EXPECT_EQ(h.engine.collateral_of(user(3)) - c3, 100 * kUsdm);
+  EXPECT_EQ(h.engine.collateral_of(user(2)) - c2, -300 * kUsdm);
+  EXPECT_EQ(h.engine.collateral_of(EngineConfig{}.insurance_account), fund);  // exact here: no rounding
+  EXPECT_EQ(all_of<BalanceChanged>(ev).size(), 3u);
+  const auto mc = only<MarketChanged>(ev);
+  EXPECT_EQ(std::tuple(mc.status, mc.final_price), std::tuple(MarketStatus::delisted, Price{980000}));
+  // Read-only for good: orders, marks, funding, leverage, limits, another status.
+  EXPECT_EQ(only<OrderRejected>(h.place(1, Side::buy, 980000, 10)).reason, Reject::market_delisted);
+  PlaceOrder ro = h.order(1, Side::sell, 980000, 10);
+  ro.reduce_only = true;
+  EXPECT_EQ(only<OrderRejected>(h.run(ro)).reason, Reject::market_delisted);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMark{0, 990000, 6000})).reason, Reject::market_delisted);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetLeverage{user(1), 0, 5, 6000})).reason, Reject::market_delisted);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketStatus{0, MarketStatus::active, 0, 6000})).reason, Reject::market_delisted);
+  EXPECT_EQ(only<CommandRejected>(h.run(SetMarketParams{0, 0, 0, 10, 6000})).reason, Reject::market_delisted);
+  // A snapshot keeps it so.
+  TypeParam copy{two_market_config()};
+  auto decoded = decode_snapshot(encode_snapshot(h.engine.export_state()));
+  ASSERT_TRUE(decoded);
+  copy.load(*decoded);
+  EXPECT_EQ(copy.state_hash(), h.engine.state_hash());
+  EXPECT_EQ(copy.market_status(0), MarketStatus::delisted);
+  std::vector<Event> x;
+  copy.apply(SetMark{0, 990000, 7000}, x);
+  EXPECT_EQ(only<CommandRejected>(x).reason, Reject::market_delisted);
+}
+
+TYPED_TEST(EngineTest, DelistingLiquidatesWhoeverTheFinalPriceTakesBelowMaintenance) {
+  auto& h = this->h;
+  h.deposit(5, 1'000 * kUsdm);
+  h.place(2, Side::sell, 970000, 200);
+  PlaceOrder buy = h.order(5, Side::buy, 970000, 200);
+  buy.leverage = 20;
+  h.run(buy);  // long 0.2 on ~1,000: bankrupt near 92,000
+  auto ev = h.run(SetMarketStatus{0, MarketStatus::delisted, 900000, 5000});
+  EXPECT_EQ(only<AccountLiquidated>(ev).user, user(5));
+  EXPECT_GE(h.engine.view(user(5))->account_value, 0);
+  EXPECT_GE(h.engine.collateral_of(EngineConfig{}.insurance_account), 0);
+  for (std::uint64_t u : {2, 5}) EXPECT_EQ(h.engine.account(user(u))->positions[0].size, 0);
+}
+
 TYPED_TEST(EngineTest, WithdrawalsInFlightSurviveASnapshot) {
   auto& h = this->h;
   h.deposit(9, 2000 * kUsdm);

@@ -74,6 +74,9 @@ std::string_view reject_code(Reject r) {
     case Reject::unknown_withdrawal: return "WITHDRAWAL_NOT_FOUND";
     case Reject::withdrawal_state: return "WITHDRAWAL_STATE";
     case Reject::too_many_withdrawals: return "TOO_MANY_WITHDRAWALS";
+    case Reject::market_halted: return "MARKET_HALTED";
+    case Reject::market_delisted: return "MARKET_DELISTED";
+    case Reject::market_param_unsafe: return "MARKET_PARAM_UNSAFE";
   }
   return "UNKNOWN";
 }
@@ -94,6 +97,7 @@ std::string_view cancel_reason_code(CancelReason r) {
     case CancelReason::cancel_all_after: return "CANCEL_ALL_AFTER";
     case CancelReason::one_cancels_other: return "ONE_CANCELS_OTHER";
     case CancelReason::position_closed: return "POSITION_CLOSED";
+    case CancelReason::market_delisted: return "MARKET_DELISTED";
   }
   return "UNKNOWN";
 }
@@ -115,6 +119,16 @@ std::string_view balance_reason_code(BalanceReason r) {
     case BalanceReason::isolated_margin: return "ISOLATED_MARGIN";
     case BalanceReason::withdrawal_returned: return "WITHDRAWAL_RETURNED";
     case BalanceReason::protocol_loss: return "PROTOCOL_LOSS";
+    case BalanceReason::settlement: return "SETTLEMENT";
+  }
+  return "UNKNOWN";
+}
+
+std::string_view market_status_code(MarketStatus s) {
+  switch (s) {
+    case MarketStatus::active: return "ACTIVE";
+    case MarketStatus::halted: return "HALTED";
+    case MarketStatus::delisted: return "DELISTED";
   }
   return "UNKNOWN";
 }
@@ -410,6 +424,8 @@ void BasicEngine<Book>::apply(const Command& command, std::vector<Event>& out) {
         else if constexpr (std::is_same_v<T, SetPositionTpSl>) set_position_tpsl(c, out);
         else if constexpr (std::is_same_v<T, RequestWithdrawal>) request_withdrawal(c, out);
         else if constexpr (std::is_same_v<T, UpdateWithdrawal>) update_withdrawal(c, out);
+        else if constexpr (std::is_same_v<T, SetMarketStatus>) set_market_status(c, out);
+        else if constexpr (std::is_same_v<T, SetMarketParams>) set_market_params(c, out);
       },
       command);
   if (after_pending_) [[unlikely]] after_command(command, out);
@@ -431,6 +447,9 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   if (c.qty <= 0) return reject(c, Reject::bad_quantity_lot, out);
   if (c.type == OrderType::limit && c.price <= 0) return reject(c, Reject::bad_price_tick, out);
   if (ms.mark <= 0) return reject(c, Reject::no_mark_price, out);
+  if (ms.status != MarketStatus::active) [[unlikely]] {
+    if (const Reject r = closed_market(c.market, c.reduce_only); r != Reject::none) return reject(c, r, out);
+  }
   if (c.leverage != 0 && (c.leverage < 1 || c.leverage > spec.max_leverage)) {
     return reject(c, Reject::bad_leverage, out);
   }
@@ -658,6 +677,7 @@ void BasicEngine<Book>::place_trigger(const PlaceOrder& c, std::vector<Event>& o
   if (c.trigger_price <= 0 || static_cast<std::uint8_t>(c.trigger_by) > 1) return reject(c, Reject::bad_trigger_price, out);
   if (is_limit_like(c.type) && c.price <= 0) return reject(c, Reject::bad_price_tick, out);
   if (ms.mark <= 0) return reject(c, Reject::no_mark_price, out);
+  if (const Reject r = closed_market(c.market, c.reduce_only); r != Reject::none) return reject(c, r, out);
   if (c.leverage != 0 && (c.leverage < 1 || c.leverage > ms.spec.max_leverage)) return reject(c, Reject::bad_leverage, out);
   // Every check that does not depend on the mark at firing time, now: the size limits, the value
   // at the limit price (limit types) or at the trigger price (market types), the minimum notional.
@@ -1072,6 +1092,7 @@ void BasicEngine<Book>::amend(const AmendOrder& c, std::vector<Event>& out) {
   const Handle h = *found;
   Order& o = pool_[h];
   if (o.status == OrderStatus::untriggered) return refuse(Reject::order_not_amendable);
+  if (const Reject r = closed_market(o.market, false); r != Reject::none) return refuse(r);
   if (c.price < 0) return refuse(Reject::bad_price_tick);
   if (c.qty < 0) return refuse(Reject::bad_quantity_lot);
   const Price price = c.price == 0 ? o.price : c.price;
@@ -1222,6 +1243,7 @@ template <class Book>
 void BasicEngine<Book>::set_position_tpsl(const SetPositionTpSl& c, std::vector<Event>& out) {
   auto refuse = [&](Reject why) { emit(out, CommandRejected{c.user, why, c.ts_ms}); };
   if (c.market >= markets_.size()) return refuse(Reject::unknown_market);
+  if (const Reject r = closed_market(c.market, true); r != Reject::none) return refuse(r);
   const std::uint32_t* found = find_account(c.user);
   if (found == nullptr || accounts_[*found].positions[c.market].size == 0) return refuse(Reject::no_open_position);
   const std::uint32_t ai = *found;
@@ -1463,6 +1485,126 @@ void BasicEngine<Book>::update_withdrawal(const UpdateWithdrawal& c, std::vector
 
 
 template <class Book>
+void BasicEngine<Book>::emit_market(std::uint32_t m, std::int64_t ts, std::vector<Event>& out) {
+  const MarketState& ms = markets_[m];
+  emit(out, MarketChanged{m, ms.status, ms.spec.maker_fee_ppm, ms.spec.taker_fee_ppm, ms.spec.max_leverage,
+                          ms.final_price, ts});
+}
+
+template <class Book>
+void BasicEngine<Book>::set_market_status(const SetMarketStatus& c, std::vector<Event>& out) {
+  auto refuse = [&](Reject why) { emit(out, CommandRejected{UserId{}, why, c.ts_ms}); };
+  if (c.market >= markets_.size()) return refuse(Reject::unknown_market);
+  MarketState& ms = markets_[c.market];
+  if (ms.status == MarketStatus::delisted) return refuse(Reject::market_delisted);
+  if (static_cast<std::uint8_t>(c.status) > static_cast<std::uint8_t>(MarketStatus::delisted)) {
+    return refuse(Reject::bad_amount);
+  }
+  if (c.status != MarketStatus::delisted) {
+    ms.status = c.status;
+    return emit_market(c.market, c.ts_ms, out);
+  }
+  // The final price within the bounds every mark keeps (the open interest's value at it).
+  if (Usdm oi = 0; c.final_price <= 0 || c.final_price > kMaxMarketNotional ||
+                   !money::notional_checked(ms.spec, c.final_price, ms.open_interest, oi) || oi > kMaxMarketNotional) {
+    return refuse(Reject::bad_price_tick);
+  }
+  delist(c.market, c.final_price, c.ts_ms, out);
+}
+
+template <class Book>
+void BasicEngine<Book>::delist(std::uint32_t m, Price price, std::int64_t ts, std::vector<Event>& out) {
+  // 1. Every open order of the market, held triggers included, oldest first per account.
+  for (std::uint32_t ai = 0; ai < accounts_.size(); ++ai) {
+    if (accounts_[ai].open_orders != 0) cancel_account_orders(ai, static_cast<std::int32_t>(m), CancelReason::market_delisted, ts, out);
+  }
+  // 2. The mark to the final price: whoever is below maintenance there is liquidated as usual
+  //    (the book is empty now: the backstop, the fund, deleveraging), so that the settlement
+  //    leaves nobody below zero.
+  MarketState& ms = markets_[m];
+  ms.mark = price;
+  emit(out, MarkChanged{m, price, ts});
+  for (std::uint32_t ai : multi_) {
+    if (accounts_[ai].positions[m].size != 0) touch(accounts_[ai]);
+  }
+  check_liquidations(m, ts, out);
+  // 3. Every position closed at the price. Longs receive the notional rounded down, shorts pay it
+  //    rounded up: what rounding leaves (≥ 0, less than a unit a position) goes to the fund.
+  Usdm received = 0, paid = 0;
+  for (std::uint32_t ai = 0; ai < accounts_.size(); ++ai) {
+    Account& a = accounts_[ai];
+    Position& p = a.positions[m];
+    if (p.size == 0) continue;
+    const bool long_position = p.size > 0;
+    const Qty q = std::abs(p.size);
+    const i128 exact = static_cast<i128>(price) * q * ms.spec.notional_num;
+    const Usdm n = clamp64(long_position ? floor_div(exact, ms.spec.notional_den) : ceil_div(exact, ms.spec.notional_den));
+    (long_position ? received : paid) += n;
+    const Usdm before = a.collateral;
+    const FillEffect fx = apply_fill(a, m, long_position ? Side::sell : Side::buy, q, n);
+    emit_position(a, m, ts, out);
+    if (fx.margin_delta != 0) {  // the isolated margin back first, then the PnL
+      emit(out, IsolatedMarginChanged{a.user, m, fx.margin_delta, p.margin, before - fx.margin_delta, ts});
+    }
+    emit(out, BalanceChanged{a.user, fx.realized, a.collateral, BalanceReason::settlement, ts});
+  }
+  if (paid != received) {
+    Account& ins = accounts_[insurance_];
+    ins.collateral += paid - received;
+    touch(ins);
+    emit(out, BalanceChanged{ins.user, paid - received, ins.collateral, BalanceReason::settlement, ts});
+  }
+  // (Liquidated at the price, nobody is left below zero but by rounding: the fund covers that.)
+  for (std::uint32_t ai = 1; ai < accounts_.size(); ++ai) {
+    if (ai == insurance_) continue;
+    const Usdm v = view_of(accounts_[ai]).account_value;
+    if (v < 0) cover_shortfall(ai, -v, ts, out);
+  }
+  ms.status = MarketStatus::delisted;
+  ms.final_price = price;
+  emit_market(m, ts, out);
+}
+
+template <class Book>
+void BasicEngine<Book>::set_market_params(const SetMarketParams& c, std::vector<Event>& out) {
+  auto refuse = [&](Reject why) { emit(out, CommandRejected{UserId{}, why, c.ts_ms}); };
+  if (c.market >= markets_.size()) return refuse(Reject::unknown_market);
+  MarketState& ms = markets_[c.market];
+  if (ms.status == MarketStatus::delisted) return refuse(Reject::market_delisted);
+  if (c.maker_fee_ppm < 0 || c.maker_fee_ppm > kMaxFeePpm || c.taker_fee_ppm < 0 || c.taker_fee_ppm > kMaxFeePpm) {
+    return refuse(Reject::bad_amount);
+  }
+  if (c.max_leverage < 1 || c.max_leverage > kMaxLeverage) return refuse(Reject::bad_leverage);
+  const std::int32_t old = ms.spec.max_leverage;
+  std::vector<std::uint32_t> holders;
+  for (std::uint32_t ai = 0; ai < accounts_.size(); ++ai) {
+    if (accounts_[ai].positions[c.market].size != 0) holders.push_back(ai);
+  }
+  // A lower maximum raises the maintenance margin (1 / (2 × max leverage)): refused when a
+  // position would be below it at once; otherwise positions above it are brought down to it.
+  ms.spec.max_leverage = c.max_leverage;
+  if (c.max_leverage < old) {
+    for (std::uint32_t ai : holders) {
+      if (below_maintenance(ai, c.market)) {
+        ms.spec.max_leverage = old;
+        return refuse(Reject::market_param_unsafe);
+      }
+    }
+  }
+  ms.spec.maker_fee_ppm = c.maker_fee_ppm;
+  ms.spec.taker_fee_ppm = c.taker_fee_ppm;
+  for (std::uint32_t ai : holders) {
+    Account& a = accounts_[ai];
+    touch(a);  // its liquidation key moved with the maintenance margin
+    if (a.positions[c.market].leverage > c.max_leverage) {
+      a.positions[c.market].leverage = c.max_leverage;
+      emit_position(a, c.market, c.ts_ms, out);
+    }
+  }
+  emit_market(c.market, c.ts_ms, out);
+}
+
+template <class Book>
 void BasicEngine<Book>::set_mark(const SetMark& c, std::vector<Event>& out) {
   if (c.market >= markets_.size() || c.mark <= 0) {
     emit(out, CommandRejected{UserId{}, c.market >= markets_.size() ? Reject::unknown_market : Reject::bad_price_tick, c.ts_ms});
@@ -1474,6 +1616,10 @@ void BasicEngine<Book>::set_mark(const SetMark& c, std::vector<Event>& out) {
                                             markets_[c.market].open_interest, oi) ||
                    oi > kMaxMarketNotional || c.mark > kMaxMarketNotional) {
     emit(out, CommandRejected{UserId{}, Reject::amount_too_large, c.ts_ms});
+    return;
+  }
+  if (markets_[c.market].status != MarketStatus::active) {  // the mark pauses with the market
+    emit(out, CommandRejected{UserId{}, closed_market(c.market, false), c.ts_ms});
     return;
   }
   markets_[c.market].mark = c.mark;
@@ -1490,6 +1636,10 @@ template <class Book>
 void BasicEngine<Book>::set_market_limits(const SetMarketLimits& c, std::vector<Event>& out) {
   if (c.market >= markets_.size()) {
     emit(out, CommandRejected{UserId{}, Reject::unknown_market, c.ts_ms});
+    return;
+  }
+  if (markets_[c.market].status == MarketStatus::delisted) {
+    emit(out, CommandRejected{UserId{}, Reject::market_delisted, c.ts_ms});
     return;
   }
   const MarketSpec ceiling;
@@ -1513,6 +1663,10 @@ template <class Book>
 void BasicEngine<Book>::set_leverage(const SetLeverage& c, std::vector<Event>& out) {
   if (c.market >= markets_.size()) {
     emit(out, CommandRejected{c.user, Reject::unknown_market, c.ts_ms});
+    return;
+  }
+  if (markets_[c.market].status == MarketStatus::delisted) {
+    emit(out, CommandRejected{c.user, Reject::market_delisted, c.ts_ms});
     return;
   }
   const bool sets_leverage = c.leverage != 0 || c.margin_mode == MarginMode::unchanged;
@@ -1718,6 +1872,19 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
     hs.add(id);
     hs.add(partner.value());
   }
+  // Markets whose status or parameters changed (only those: older snapshots' hashes stay the same).
+  for (std::uint32_t m = 0; m < markets_.size(); ++m) {
+    const MarketState& ms = markets_[m];
+    const MarketSpec& initial = config_.markets[m];
+    if (ms.status != MarketStatus::active || ms.spec.maker_fee_ppm != initial.maker_fee_ppm ||
+        ms.spec.taker_fee_ppm != initial.taker_fee_ppm || ms.spec.max_leverage != initial.max_leverage) {
+      for (std::int64_t x : {static_cast<std::int64_t>(m), static_cast<std::int64_t>(ms.status), ms.final_price,
+                             static_cast<std::int64_t>(ms.spec.maker_fee_ppm), static_cast<std::int64_t>(ms.spec.taker_fee_ppm),
+                             static_cast<std::int64_t>(ms.spec.max_leverage)}) {
+        hs.add(static_cast<std::uint64_t>(x));
+      }
+    }
+  }
   // Withdrawals (only when there are any: older snapshots' hashes stay the same).
   for (const auto& [id, w] : withdrawals_) {
     hs.add(id);
@@ -1758,6 +1925,8 @@ Snapshot BasicEngine<Book>::export_state() const {
     s.last_trade.push_back(m.last_trade);
     s.limits.push_back({m.spec.max_order_qty, m.spec.max_market_order_qty,
                         m.spec.max_order_notional, m.spec.max_position_notional});
+    s.market_state.push_back({static_cast<std::int64_t>(m.status), m.final_price, m.spec.maker_fee_ppm,
+                              m.spec.taker_fee_ppm, m.spec.max_leverage});
   }
   s.accounts.reserve(accounts_.size());
   for (const auto& a : accounts_) s.accounts.push_back({a.user, a.collateral, a.positions});
@@ -1827,6 +1996,13 @@ void BasicEngine<Book>::load(const Snapshot& s) {
       spec.max_market_order_qty = s.limits[i][1];
       spec.max_order_notional = s.limits[i][2];
       spec.max_position_notional = s.limits[i][3];
+    }
+    if (i < s.market_state.size()) {  // (older snapshots: active, the configured fees and leverage)
+      markets_[i].status = static_cast<MarketStatus>(s.market_state[i][0]);
+      markets_[i].final_price = s.market_state[i][1];
+      markets_[i].spec.maker_fee_ppm = static_cast<std::int32_t>(s.market_state[i][2]);
+      markets_[i].spec.taker_fee_ppm = static_cast<std::int32_t>(s.market_state[i][3]);
+      markets_[i].spec.max_leverage = static_cast<std::int32_t>(s.market_state[i][4]);
     }
   }
   accounts_.clear();

@@ -495,6 +495,10 @@ void BasicEngine<Book>::settle_funding(const SettleFunding& c, std::vector<Event
     return;
   }
   MarketState& ms = markets_[c.market];
+  if (ms.status != MarketStatus::active) {  // funding pauses with the market
+    emit(out, CommandRejected{UserId{}, closed_market(c.market, false), c.ts_ms});
+    return;
+  }
   if (c.interval_ms <= ms.last_funding_ms) {
     emit(out, CommandRejected{UserId{}, Reject::funding_already_settled, c.ts_ms});
     return;

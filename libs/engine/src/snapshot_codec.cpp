@@ -305,6 +305,10 @@ std::string encode_snapshot(const Snapshot& s) {
     w.put(wd.day);
     w.put(wd.seq);
   }
+  w.count(s.market_state.size());
+  for (const auto& ms : s.market_state) {
+    for (std::int64_t x : ms) w.put(x);
+  }
   w.count(s.withdrawn_today.size());
   for (const auto& t : s.withdrawn_today) {
     w.put(t.account);
@@ -414,6 +418,16 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
       w.status = static_cast<WithdrawalStatus>(status);
       s.withdrawals.emplace_back(id, w);
     }
+    const std::size_t markets = r.count(5 * 8);
+    for (std::size_t i = 0; i < markets && r.ok(); ++i) {
+      std::array<std::int64_t, 5> ms{};
+      for (auto& x : ms) x = r.get<std::int64_t>();
+      if (ms[0] < 0 || ms[0] > static_cast<std::int64_t>(MarketStatus::delisted) || ms[1] < 0 || ms[1] > kMaxMarketNotional ||
+          ms[2] < 0 || ms[2] > kMaxFeePpm || ms[3] < 0 || ms[3] > kMaxFeePpm || ms[4] < 1 || ms[4] > kMaxLeverage) {
+        return fail(Code::internal, "engine snapshot has a bad market state");
+      }
+      s.market_state.push_back(ms);
+    }
     const std::size_t days = r.count(4 + 8 + 8);
     for (std::size_t i = 0; i < days && r.ok(); ++i) {
       Snapshot::WithdrawnToday t;
@@ -433,6 +447,9 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
   }
   for (const auto& [account, deadline] : s.cancel_after) {
     if (account >= s.accounts.size() || deadline <= 0) return fail(Code::internal, "engine snapshot has a bad dead man's switch");
+  }
+  if (!s.market_state.empty() && s.market_state.size() != s.marks.size()) {
+    return fail(Code::internal, "engine snapshot has a market state per market or none");
   }
   {
     std::set<Uuid> ids;

@@ -155,6 +155,9 @@ struct Snapshot {
     Usdm amount = 0;
   };
   std::vector<WithdrawnToday> withdrawn_today;
+  // Per market: status, final price, maker fee, taker fee, max leverage (empty before format 5:
+  // active, and the configuration's).
+  std::vector<std::array<std::int64_t, 5>> market_state;
 };
 
 struct EngineConfig {
@@ -227,6 +230,8 @@ class BasicEngine {
   const MarketSpec& spec(std::uint32_t m) const { return markets_[m].spec; }
   Price last_trade(std::uint32_t m) const { return markets_[m].last_trade; }
   std::int64_t last_funding_ms(std::uint32_t m) const { return markets_[m].last_funding_ms; }
+  MarketStatus market_status(std::uint32_t m) const { return markets_[m].status; }
+  Price final_price(std::uint32_t m) const { return markets_[m].final_price; }
   // Average fill price (ticks, rounded toward the book) of a taker order of `notional` USDM
   // against `side` of the book; nullopt when the book cannot fill it.
   std::optional<Price> impact_price(std::uint32_t m, Side book_side, Usdm notional) const;
@@ -309,6 +314,8 @@ class BasicEngine {
     Price band_mark = 0, band = 0;  // a cache: the limit-price band (± band) around band_mark
     Price last_trade = 0;
     std::int64_t last_funding_ms = 0;
+    MarketStatus status = MarketStatus::active;
+    Price final_price = 0;  // delisted: the settlement price
     // The liquidation index: every open position keyed by the mark at which its account would
     // reach maintenance (other marks fixed), rounded to be early, never late. A mark move checks
     // only the keys it crossed.
@@ -359,6 +366,19 @@ class BasicEngine {
   void adjust_margin(const AdjustMargin& c, std::vector<Event>& out);
   void set_position_tpsl(const SetPositionTpSl& c, std::vector<Event>& out);
   void request_withdrawal(const RequestWithdrawal& c, std::vector<Event>& out);
+  void set_market_status(const SetMarketStatus& c, std::vector<Event>& out);
+  void set_market_params(const SetMarketParams& c, std::vector<Event>& out);
+  // Delisting: cancels the market's orders, takes the mark to `price` (liquidating whoever is
+  // below maintenance there), then settles every position at it.
+  void delist(std::uint32_t m, Price price, std::int64_t ts, std::vector<Event>& out);
+  void emit_market(std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
+  // The refusal for a command on market m that is not ACTIVE (a reduce-only order passes a halt).
+  Reject closed_market(std::uint32_t m, bool reduce_only) const {
+    const MarketStatus s = markets_[m].status;
+    return s == MarketStatus::delisted ? Reject::market_delisted
+           : s == MarketStatus::halted && !reduce_only ? Reject::market_halted
+                                                       : Reject::none;
+  }
   void update_withdrawal(const UpdateWithdrawal& c, std::vector<Event>& out);
   // After a command that moved a last price with last-price triggers waiting, or closed a position
   // with take-profit / stop-loss orders: fires the former, cancels the latter, until neither is left.

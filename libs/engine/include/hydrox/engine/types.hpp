@@ -96,6 +96,10 @@ enum class Reject : std::uint8_t {
   unknown_withdrawal,     // no such withdrawal in flight (or another user's)
   withdrawal_state,       // the withdrawal's status does not allow the change asked for
   too_many_withdrawals,   // the account already has kMaxWithdrawalsInFlight in flight
+  // The market lifecycle (SetMarketStatus, SetMarketParams).
+  market_halted,          // the market is CANCEL_ONLY: only cancels and reduce-only orders
+  market_delisted,        // the market is settled and closed for good
+  market_param_unsafe,    // a leverage cut that would leave open positions below maintenance
 };
 std::string_view reject_code(Reject r);  // UPPER_SNAKE, e.g. "INSUFFICIENT_MARGIN"
 
@@ -114,6 +118,7 @@ enum class CancelReason : std::uint8_t {
   cancel_all_after,     // the account's dead man's switch (SetCancelAfter) ran out
   one_cancels_other,    // its take-profit / stop-loss partner fired
   position_closed,      // a position's take-profit / stop-loss: the position closed or flipped
+  market_delisted,      // its market was delisted (SetMarketStatus)
 };
 std::string_view cancel_reason_code(CancelReason r);
 
@@ -136,6 +141,7 @@ enum class BalanceReason : std::uint8_t {
   // auto-deleveraging (every counterparty taken to its own bankruptcy price) could cover: the
   // protocol's loss, from the fee account (the treasury).
   protocol_loss,
+  settlement,  // a delisted market's position settled at the final price (its PnL, its isolated margin back)
 };
 std::string_view balance_reason_code(BalanceReason r);
 
@@ -319,6 +325,31 @@ struct UpdateWithdrawal {
   std::int64_t ts_ms = 0;
 };
 
+// A market's trading status: ACTIVE; HALTED is cancel-only (new orders refused with
+// MARKET_HALTED except reduce-only ones, which close; the mark and funding pause); DELISTED is
+// final: every open order cancelled, every position settled at final_price, nothing accepted
+// for the market after.
+enum class MarketStatus : std::uint8_t { active, halted, delisted };
+std::string_view market_status_code(MarketStatus s);  // "ACTIVE", "HALTED", "DELISTED"
+struct SetMarketStatus {
+  std::uint32_t market = 0;
+  MarketStatus status = MarketStatus::active;
+  Price final_price = 0;  // delisting: the settlement price (> 0)
+  std::int64_t ts_ms = 0;
+};
+// A market's fees and maximum leverage from now (0 < max_leverage <= 200; fees 0 .. 10,000 ppm).
+// A cut of the maximum leverage is refused (MARKET_PARAM_UNSAFE) when an open position's
+// account (or isolated position) would be below the maintenance margin it implies.
+struct SetMarketParams {
+  std::uint32_t market = 0;
+  std::int32_t maker_fee_ppm = 0;
+  std::int32_t taker_fee_ppm = 0;
+  std::int32_t max_leverage = 0;
+  std::int64_t ts_ms = 0;
+};
+inline constexpr std::int32_t kMaxFeePpm = 10'000;
+inline constexpr std::int32_t kMaxLeverage = 200;
+
 struct SetMark {
   std::uint32_t market = 0;
   Price mark = 0;
@@ -397,7 +428,7 @@ using Command =
     std::variant<PlaceOrder, CancelOrder, CancelAll, Deposit, Withdraw, SetMark, SetLeverage,
                  SettleFunding, CreateVault, VaultDeposit, VaultWithdraw, SetMarketLimits,
                  AmendOrder, SetCancelAfter, CancelExpired, AdjustMargin, SetPositionTpSl,
-                 RequestWithdrawal, UpdateWithdrawal>;
+                 RequestWithdrawal, UpdateWithdrawal, SetMarketStatus, SetMarketParams>;
 
 // ---- events ---------------------------------------------------------------------------------
 
@@ -543,6 +574,18 @@ struct WithdrawalChanged {
   friend bool operator==(const WithdrawalChanged&, const WithdrawalChanged&) = default;
 };
 
+// A market's status or parameters changed (SetMarketStatus, SetMarketParams).
+struct MarketChanged {
+  std::uint32_t market;
+  MarketStatus status;
+  std::int32_t maker_fee_ppm;
+  std::int32_t taker_fee_ppm;
+  std::int32_t max_leverage;
+  Price final_price;  // delisted: the settlement price
+  std::int64_t ts_ms;
+  friend bool operator==(const MarketChanged&, const MarketChanged&) = default;
+};
+
 struct CommandRejected {  // a non-order command refused (withdrawal, leverage, cancel, ...)
   UserId user;
   Reject reason;
@@ -629,7 +672,7 @@ using EventBody = std::variant<OrderAccepted, OrderRejected, OrderUpdated, Trade
                                BalanceChanged, BookLevelChanged, MarkChanged, LeverageChanged,
                                CommandRejected, FundingPaid, FundingSettled, AccountLiquidated,
                                VaultCreated, VaultChanged, IsolatedMarginChanged, OrderAmended,
-                               CancelAfterChanged, WithdrawalChanged>;
+                               CancelAfterChanged, WithdrawalChanged, MarketChanged>;
 
 struct Event {
   Event() = default;
