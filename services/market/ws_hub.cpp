@@ -94,7 +94,7 @@ bool Hub::valid_stream(const std::string& stream) const {
     auto dot2 = rest.find('.');
     if (dot2 == std::string::npos || !kline_intervals().count(rest.substr(0, dot2))) return false;
     rest = rest.substr(dot2 + 1);
-  } else if (kind != "ticker" && kind != "trade" && kind != "depth" && kind != "mark") {
+  } else if (kind != "ticker" && kind != "trade" && kind != "depth" && kind != "mark" && kind != "market") {
     return false;
   }
   return s_.catalog.find(rest) != nullptr;
@@ -515,6 +515,8 @@ void Hub::send_snapshot(Session& session, const std::string& stream) {
     return;
   } else if (type == "mark") {
     if (auto t = last_mark_.find(symbol); t != last_mark_.end()) data = t->second;
+  } else if (type == "market") {
+    if (auto t = last_market_.find(symbol); t != last_market_.end()) data = t->second;
   } else if (type == "depth") {
     Book& b = books_[symbol];
     if (!b.ready) return;  // sent when the book arrives (fetch_book)
@@ -683,6 +685,18 @@ void Hub::on_redis(std::string_view channel_name, std::string_view message) {
         .field("engine_seq", level->seq)
         .end_object();
     broadcast("depth." + symbol, "depth", w.take());
+  } else if (channel.kind == events::Channel::Kind::market) {
+    auto mm = events::decode_market(message);
+    if (!mm) return;
+    json::Writer w;
+    w.begin_object().field("symbol", channel.symbol).field("status", mm->status);
+    w.key("maker_fee_rate").raw_number(mm->maker_fee_rate).key("taker_fee_rate").raw_number(mm->taker_fee_rate);
+    w.field("max_leverage", mm->max_leverage).key("final_price");
+    if (mm->final_price.empty()) w.null(); else w.raw_number(mm->final_price);
+    w.field("time_ms", mm->time_ms).end_object();
+    std::lock_guard lock(mu_);
+    last_market_[channel.symbol] = w.take();
+    broadcast("market." + channel.symbol, "market", last_market_[channel.symbol]);
   } else if (channel.kind == events::Channel::Kind::mark) {
     auto mark = events::decode_mark(message);
     if (!mark) return;
@@ -1104,7 +1118,42 @@ void Hub::stop() {
   subscribers_.clear();
 }
 
+void Hub::load_markets() {
+  auto plain = [](std::string_view numeric) {
+    auto d = decimal::parse(numeric);
+    return d ? decimal::format(*d) : std::string(numeric);
+  };
+  std::unordered_map<std::string, std::string> loaded;
+  for (const auto& m : s_.catalog.all()) {  // as listed, unless market_state says otherwise
+    json::Writer w;
+    w.begin_object().field("symbol", m.symbol).field("status", "ACTIVE");
+    w.key("maker_fee_rate").raw_number(decimal::format(static_cast<std::int64_t>(m.spec.maker_fee_ppm), 6));
+    w.key("taker_fee_rate").raw_number(decimal::format(static_cast<std::int64_t>(m.spec.taker_fee_ppm), 6));
+    w.field("max_leverage", static_cast<std::int64_t>(m.spec.max_leverage)).key("final_price").null();
+    w.field("time_ms", std::int64_t{0}).end_object();
+    loaded[m.symbol] = w.take();
+  }
+  if (auto lease = s_.ctx->db->acquire()) {
+    auto rows = (*lease)->exec(db::Query{"hub_market_state",
+                                         "SELECT m.symbol, s.status, s.maker_fee_rate::text, s.taker_fee_rate::text, s.max_leverage,"
+                                         " s.final_price::text, (extract(epoch from s.updated_at) * 1000)::bigint"
+                                         " FROM market_state s JOIN markets m ON m.id = s.market_id"});
+    for (int i = 0; rows && i < rows->size(); ++i) {
+      json::Writer w;
+      w.begin_object().field("symbol", rows->get(i, 0)).field("status", rows->get(i, 1));
+      w.key("maker_fee_rate").raw_number(plain(rows->get(i, 2))).key("taker_fee_rate").raw_number(plain(rows->get(i, 3)));
+      w.key("max_leverage").raw_number(rows->get(i, 4)).key("final_price");
+      if (rows->is_null(i, 5)) w.null(); else w.raw_number(plain(rows->get(i, 5)));
+      w.key("time_ms").raw_number(rows->get(i, 6)).end_object();
+      loaded[std::string(rows->get(i, 0))] = w.take();
+    }
+  }
+  std::lock_guard lock(mu_);
+  for (auto& [symbol, data] : loaded) last_market_.try_emplace(symbol, std::move(data));  // a live message wins
+}
+
 void Hub::start() {
+  load_markets();
   auto self = shared_from_this();
   subscriber_ = std::make_unique<redis::Subscriber>(
       s_.ctx->redis_address, std::vector<std::string>{}, events::hub_patterns(),

@@ -205,6 +205,8 @@ class Hub : public std::enable_shared_from_this<Hub> {
   std::unordered_map<std::string, Bar> bars_;                   // by kline stream name
   std::unordered_map<std::string, std::string> last_ticker_;    // by symbol, JSON
   std::unordered_map<std::string, std::string> last_mark_;      // by symbol, JSON data
+  std::unordered_map<std::string, std::string> last_market_;    // by symbol: status and parameters (market.<S>)
+  void load_markets();  // last_market_ from market_state (at start: the stream's first snapshot)
   std::unordered_map<std::string, std::deque<std::string>> recent_trades_;  // by symbol, newest first
   std::unordered_map<std::string, std::uint64_t> last_trade_seq_;  // by symbol: the newest trade seen
   std::unique_ptr<redis::Subscriber> subscriber_;

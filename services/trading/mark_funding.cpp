@@ -163,6 +163,12 @@ std::vector<Command> MarkFunding::tick(const Engine& e, std::int64_t now, bool* 
   for (const auto& m : catalog_.all()) {
     const Index idx = index(m.index);
     State& st = states_[m.index];
+    // A halted or delisted market: its mark and funding pause (the engine would refuse both).
+    if (e.market_status(m.index) != MarketStatus::active) {
+      st.paused = true;
+      st.premiums.clear();
+      continue;
+    }
     if (idx.price <= 0 || now - idx.time_ms > options_.index_max_age_ms) {
       if (waiting && e.last_funding_ms(m.index) < boundary) *waiting = true;
       continue;  // no fresh index: the mark holds, settlement waits
@@ -194,7 +200,11 @@ std::vector<Command> MarkFunding::tick(const Engine& e, std::int64_t now, bool* 
 
     // Settlement of every interval that ended and is not settled yet.
     const std::int64_t last = e.last_funding_ms(m.index);
-    if (last == 0) {
+    if (st.paused) {
+      // Resumed: the intervals it was halted for owe nothing; the current one is the anchor.
+      st.paused = false;
+      if (last < boundary) out.push_back(SettleFunding{m.index, boundary, 0, idx.price, now});
+    } else if (last == 0) {
       // A fresh exchange: the current interval is the first; nothing before it is owed.
       out.push_back(SettleFunding{m.index, boundary, 0, idx.price, now});
     } else {

@@ -59,6 +59,15 @@ TEST(Events, MessagesRoundTripExactly) {
 
   const MarkMessage mark{99, "ETH_USDM_PERP", "3650.25", 1796649253000};
   EXPECT_EQ(decode_mark(encode(mark)), mark);
+  const MarketMessage halted{101, "SOL_USDM_PERP", "HALTED", "0.0002", "0.0005", 20, "", 1796649253000};
+  EXPECT_EQ(decode_market(encode(halted)), halted);
+  const MarketMessage delisted{102, "SOL_USDM_PERP", "DELISTED", "0.0002", "0.0005", 20, "181.5", 1796649253000};
+  EXPECT_EQ(encode(delisted),
+            R"({"seq":102,"symbol":"SOL_USDM_PERP","status":"DELISTED","maker_fee_rate":0.0002,"taker_fee_rate":0.0005,)"
+            R"("max_leverage":20,"final_price":181.5,"time_ms":1796649253000})");
+  EXPECT_EQ(decode_market(encode(delisted)), delisted);
+  EXPECT_FALSE(decode_market(R"({"seq":1,"symbol":"S","status":"OPEN","maker_fee_rate":0,"taker_fee_rate":0,"max_leverage":1,"time_ms":1})"));
+  EXPECT_EQ(parse_channel(market_channel("SOL_USDM_PERP")).kind, Channel::Kind::market);
   const FundingMessage funding{100, "BTC_USDM_PERP", 1796652000, "-0.00001250", "97000.1"};
   EXPECT_EQ(decode_funding(encode(funding)), funding);
   const IndexMessage index{"BTC_USDM_PERP", "97001.3", 1796649253000, "oracle:k1"};

@@ -3,6 +3,8 @@
 //   hydrox-admin withdraw USER_ID AMOUNT IDEMPOTENCY_KEY
 //   hydrox-admin withdrawals next                  (the bridge: the oldest PENDING one, now PROCESSING)
 //   hydrox-admin withdrawals list [STATUS]           (default PROCESSING: taken and not finished)
+//   hydrox-admin market status SYMBOL ACTIVE|HALTED|DELISTED [FINAL_PRICE]
+//   hydrox-admin market params SYMBOL MAKER_FEE TAKER_FEE MAX_LEVERAGE   (fees as rates: 0.0002)
 //   hydrox-admin withdrawals complete ID CHAIN_TX_ID
 //   hydrox-admin withdrawals reject ID REASON
 //   hydrox-admin faucet USER_ID
@@ -31,6 +33,8 @@ int usage() {
                "usage: hydrox-admin deposit USER_ID AMOUNT [IDEMPOTENCY_KEY]\n"
                "       hydrox-admin withdraw USER_ID AMOUNT IDEMPOTENCY_KEY\n"
                "       hydrox-admin withdrawals next | list [STATUS] | complete ID CHAIN_TX_ID | reject ID REASON\n"
+               "       hydrox-admin market status SYMBOL ACTIVE|HALTED|DELISTED [FINAL_PRICE]\n"
+               "       hydrox-admin market params SYMBOL MAKER_FEE TAKER_FEE MAX_LEVERAGE\n"
                "       hydrox-admin faucet USER_ID\n"
                "       hydrox-admin mark SYMBOL PRICE\n"
                "       hydrox-admin invariants\n"
@@ -74,6 +78,16 @@ int main(int argc, char** argv) {
     }
     req.target = "/internal/v1/withdrawals/" + args[2] + "/" + args[1];
     w.begin_object().field(args[1] == "complete" ? "chain_tx_id" : "reason", args[3]).end_object();
+  } else if (cmd == "market" && (args.size() == 4 || args.size() == 5) && args[1] == "status") {
+    req.target = "/internal/v1/markets/" + args[2] + "/status";
+    w.begin_object().field("status", args[3]);
+    if (args.size() == 5) w.key("final_price").string(args[4]);
+    w.end_object();
+  } else if (cmd == "market" && args.size() == 6 && args[1] == "params") {
+    req.target = "/internal/v1/markets/" + args[2] + "/params";
+    w.begin_object().key("maker_fee").string(args[3]).key("taker_fee").string(args[4]);
+    w.key("max_leverage").raw_number(args[5].find_first_not_of("0123456789") == std::string::npos && !args[5].empty() ? args[5] : "0");
+    w.end_object();
   } else if (cmd == "faucet" && args.size() == 2) {
     req.target = "/internal/v1/faucet";
     w.begin_object().field("user_id", args[1]).end_object();

@@ -54,6 +54,7 @@ std::string book_channel(std::string_view symbol) {
 std::string mark_channel(std::string_view symbol) {
   return join(kMark, symbol);
 }
+std::string market_channel(std::string_view symbol) { return join(kMarket, symbol); }
 std::string funding_channel(std::string_view symbol) {
   return join(kFunding, symbol);
 }
@@ -71,7 +72,7 @@ std::string user_channel(std::string_view user_id, std::string_view kind) {
 }
 
 std::vector<std::string> hub_patterns() {
-  return {join(kTrades, "*"), join(kBook, "*"), join(kMark, "*"), join(kUser, "*")};
+  return {join(kTrades, "*"), join(kBook, "*"), join(kMark, "*"), join(kUser, "*"), join(kMarket, "*")};
 }
 
 Channel parse_channel(std::string_view channel) {
@@ -79,7 +80,7 @@ Channel parse_channel(std::string_view channel) {
   for (auto [prefix, kind] :
        {std::pair{kTrades, Channel::Kind::trades}, std::pair{kBook, Channel::Kind::book},
         std::pair{kMark, Channel::Kind::mark}, std::pair{kFunding, Channel::Kind::funding},
-        std::pair{kIndex, Channel::Kind::index}}) {
+        std::pair{kIndex, Channel::Kind::index}, std::pair{kMarket, Channel::Kind::market}}) {
     if (channel.starts_with(prefix) && channel.size() > prefix.size()) {
       c.kind = kind;
       c.symbol = std::string(channel.substr(prefix.size()));
@@ -163,6 +164,37 @@ std::optional<MarkMessage> decode_mark(std::string_view message) {
   auto time_ms = integer(*doc, "time_ms");
   if (!seq || !symbol || !mark || !time_ms) return std::nullopt;
   return MarkMessage{*seq, *symbol, *mark, *time_ms};
+}
+
+std::string encode(const MarketMessage& m) {
+  json::Writer w;
+  w.begin_object().field("seq", m.seq).field("symbol", m.symbol).field("status", m.status);
+  w.key("maker_fee_rate").raw_number(m.maker_fee_rate).key("taker_fee_rate").raw_number(m.taker_fee_rate);
+  w.field("max_leverage", m.max_leverage).key("final_price");
+  if (m.final_price.empty()) w.null(); else w.raw_number(m.final_price);
+  w.field("time_ms", m.time_ms).end_object();
+  return w.take();
+}
+
+std::optional<MarketMessage> decode_market(std::string_view message) {
+  auto doc = object(message);
+  if (!doc) return std::nullopt;
+  auto seq = integer(*doc, "seq");
+  auto symbol = text(*doc, "symbol");
+  auto status = text(*doc, "status");
+  auto maker = number(*doc, "maker_fee_rate");
+  auto taker = number(*doc, "taker_fee_rate");
+  auto leverage = integer(*doc, "max_leverage");
+  auto time_ms = integer(*doc, "time_ms");
+  if (!seq || !symbol || !status || !maker || !taker || !leverage || !time_ms) return std::nullopt;
+  if (*status != "ACTIVE" && *status != "HALTED" && *status != "DELISTED") return std::nullopt;
+  std::string final_price;
+  if (const json::Value* f = doc->find("final_price"); f && !f->is_null()) {
+    auto fp = number(*doc, "final_price");
+    if (!fp) return std::nullopt;
+    final_price = *fp;
+  }
+  return MarketMessage{*seq, *symbol, *status, *maker, *taker, *leverage, final_price, *time_ms};
 }
 
 std::string encode(const FundingMessage& m) {

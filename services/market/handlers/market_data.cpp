@@ -29,7 +29,10 @@ constexpr db::Query kTickerStats{
     " (SELECT max(high)::text FROM day), (SELECT min(low)::text FROM day),"
     " (SELECT coalesce(sum(volume), 0)::text FROM day), (SELECT coalesce(sum(quote_volume), 0)::text FROM day),"
     " (SELECT mark::text FROM marks WHERE market_id = $1::int),"
-    " (SELECT coalesce(sum(size), 0)::text FROM positions WHERE market_id = $1::int AND size > 0)"};
+    " (SELECT coalesce(sum(size), 0)::text FROM positions WHERE market_id = $1::int AND size > 0),"
+    // The market's status and the parameters an operator changed (issue 24), if any.
+    " s.status, s.maker_fee_rate::text, s.taker_fee_rate::text, s.max_leverage, s.final_price::text"
+    " FROM (SELECT 1) one LEFT JOIN market_state s ON s.market_id = $1::int"};
 
 constexpr db::Query kFunding{
     "market_funding",
@@ -268,11 +271,21 @@ Result<std::string> ticker_json(Services& s, const MarketInfo& m, bool with_rule
   w.key("funding_rate").raw_number(funding_rate);
   w.field("next_funding_time", next_funding);
   w.key("open_interest").raw_number(plain(rows->get(0, 7)));
+  // ACTIVE, HALTED (cancel-only: the mark and funding pause) or DELISTED (settled at final_price).
+  const bool changed = !rows->is_null(0, 8);
+  w.field("status", changed ? rows->get(0, 8) : std::string_view("ACTIVE"));
+  if (changed && !rows->is_null(0, 12)) w.key("final_price").raw_number(plain(rows->get(0, 12)));
   if (with_rules) {
     w.key("tick_size").raw_number(m.tick_size).key("lot_size").raw_number(m.lot_size);
-    w.key("min_notional").raw_number(m.min_notional).field("max_leverage", m.spec.max_leverage);
-    w.key("maker_fee_rate").raw_number(decimal::format(static_cast<std::int64_t>(m.spec.maker_fee_ppm), 6));
-    w.key("taker_fee_rate").raw_number(decimal::format(static_cast<std::int64_t>(m.spec.taker_fee_ppm), 6));
+    w.key("min_notional").raw_number(m.min_notional);
+    if (changed) {
+      w.key("max_leverage").raw_number(rows->get(0, 11));
+      w.key("maker_fee_rate").raw_number(plain(rows->get(0, 9))).key("taker_fee_rate").raw_number(plain(rows->get(0, 10)));
+    } else {
+      w.field("max_leverage", m.spec.max_leverage);
+      w.key("maker_fee_rate").raw_number(decimal::format(static_cast<std::int64_t>(m.spec.maker_fee_ppm), 6));
+      w.key("taker_fee_rate").raw_number(decimal::format(static_cast<std::int64_t>(m.spec.taker_fee_ppm), 6));
+    }
     w.key("max_order_size").raw_number(m.max_order_size);
     w.key("max_market_order_size").raw_number(m.max_market_order_size);
     w.key("max_order_notional").raw_number(m.max_order_notional);

@@ -178,6 +178,112 @@ void register_internal_routes(Services& s, http::Router& r) {
     submit(s, req, respond, std::move(job));
   });
 
+  // The market lifecycle: halt (CANCEL_ONLY), resume, delist at a final price (the operator's, or
+  // the last index, or the mark), and fees and maximum leverage. Journaled engine commands.
+  r.post("/internal/v1/markets/{symbol}/status", [&s](http::Request& req, http::Respond respond) {
+    if (auto a = authorize(s, req); !a) return respond(error_response(a.error(), req));
+    const MarketInfo* m = s.catalog.find(req.path_param("symbol"));
+    if (!m) return respond(error_response(fail(Code::not_found, "no such market"), req));
+    auto doc = object_body(req, {"status", "final_price"});
+    if (!doc) return respond(error_response(doc.error(), req));
+    const json::Value* st = doc->find("status");
+    if (!st || !st->is_string()) return respond(error_response(fail(Code::missing_field, "status is required", "status"), req));
+    SetMarketStatus c{m->index, MarketStatus::active, 0, SystemClock::instance().now_ms()};
+    if (st->as_string() == "HALTED" || st->as_string() == "CANCEL_ONLY") c.status = MarketStatus::halted;
+    else if (st->as_string() == "DELISTED") c.status = MarketStatus::delisted;
+    else if (st->as_string() != "ACTIVE") {
+      return respond(error_response(fail(Code::invalid_field, "status must be ACTIVE, HALTED (CANCEL_ONLY) or DELISTED", "status"), req));
+    }
+    if (const json::Value* fp = doc->find("final_price"); fp && !fp->is_null()) {
+      if (c.status != MarketStatus::delisted) {
+        return respond(error_response(fail(Code::invalid_field, "final_price is for DELISTED only", "final_price"), req));
+      }
+      auto ticks = Catalog::to_ticks(*m, *fp, "final_price");
+      if (!ticks) return respond(error_response(ticks.error(), req));
+      c.final_price = *ticks;
+    } else if (c.status == MarketStatus::delisted && s.marks) {
+      const auto idx = s.marks->index(m->index);  // the last index, when the feed has one
+      c.final_price = idx.price;
+    }
+    if (c.status == MarketStatus::delisted && c.final_price == 0) c.final_price = s.host->mark(m->index);  // else the mark
+    Job job;
+    job.command = c;
+    job.done = [respond, rid = req.request_id, s = &s, market = m->index](Result<Outcome> o) {
+      if (!o) return respond(http::Response::error(o.error(), rid));
+      for (const auto& e : o->events) {
+        if (auto* cr = std::get_if<CommandRejected>(&e.body)) {
+          json::Writer w;
+          w.begin_object().key("error").begin_object().field("code", reject_code(cr->reason));
+          w.field("message", "refused by the engine").field("request_id", rid).end_object().end_object();
+          return respond(http::Response::json(422, w.take()));
+        }
+      }
+      json::Writer w;
+      w.begin_object().field("symbol", s->catalog.at(market).symbol);
+      for (const auto& e : o->events) {
+        if (auto* mc = std::get_if<MarketChanged>(&e.body)) {
+          w.field("status", market_status_code(mc->status));
+          w.key("final_price");
+          if (mc->final_price > 0) w.raw_number(Catalog::price_text(s->catalog.at(market), mc->final_price)); else w.null();
+        }
+      }
+      w.end_object();
+      respond(http::Response::json(200, w.take()));
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
+  r.post("/internal/v1/markets/{symbol}/params", [&s](http::Request& req, http::Respond respond) {
+    if (auto a = authorize(s, req); !a) return respond(error_response(a.error(), req));
+    const MarketInfo* m = s.catalog.find(req.path_param("symbol"));
+    if (!m) return respond(error_response(fail(Code::not_found, "no such market"), req));
+    auto doc = object_body(req, {"maker_fee", "taker_fee", "max_leverage"});
+    if (!doc) return respond(error_response(doc.error(), req));
+    auto rate = [&](std::string_view k) -> Result<std::int32_t> {
+      const json::Value* v = doc->find(k);
+      if (!v) return fail(Code::missing_field, std::string(k) + " is required", std::string(k));
+      auto d = v->as_decimal();
+      auto ppm = d ? decimal::to_units(*d, 6, decimal::Rounding::exact) : Result<std::int64_t>(fail(Code::invalid_field, ""));
+      if (!ppm || *ppm < 0 || *ppm > kMaxFeePpm) {
+        return fail(Code::invalid_field, std::string(k) + " must be a rate from 0 to 0.01 with at most 6 decimals", std::string(k));
+      }
+      return static_cast<std::int32_t>(*ppm);
+    };
+    auto maker = rate("maker_fee");
+    if (!maker) return respond(error_response(maker.error(), req));
+    auto taker = rate("taker_fee");
+    if (!taker) return respond(error_response(taker.error(), req));
+    const json::Value* lev = doc->find("max_leverage");
+    auto leverage = lev ? lev->as_int(1, kMaxLeverage) : Result<std::int64_t>(fail(Code::missing_field, ""));
+    if (!leverage) return respond(error_response(fail(Code::invalid_field, "max_leverage must be an integer from 1 to 200", "max_leverage"), req));
+    Job job;
+    job.command = SetMarketParams{m->index, *maker, *taker, static_cast<std::int32_t>(*leverage), SystemClock::instance().now_ms()};
+    job.done = [respond, rid = req.request_id](Result<Outcome> o) {
+      if (!o) return respond(http::Response::error(o.error(), rid));
+      for (const auto& e : o->events) {
+        if (auto* cr = std::get_if<CommandRejected>(&e.body)) {
+          json::Writer w;
+          w.begin_object().key("error").begin_object().field("code", reject_code(cr->reason));
+          w.field("message", cr->reason == Reject::market_param_unsafe
+                                 ? "an open position would be below the maintenance margin of this maximum leverage"
+                                 : "refused by the engine");
+          w.field("request_id", rid).end_object().end_object();
+          return respond(http::Response::json(422, w.take()));
+        }
+        if (auto* mc = std::get_if<MarketChanged>(&e.body)) {
+          json::Writer w;
+          w.begin_object().field("status", market_status_code(mc->status));
+          w.key("maker_fee").raw_number(decimal::format(static_cast<std::int64_t>(mc->maker_fee_ppm), 6));
+          w.key("taker_fee").raw_number(decimal::format(static_cast<std::int64_t>(mc->taker_fee_ppm), 6));
+          w.field("max_leverage", static_cast<std::int64_t>(mc->max_leverage)).end_object();
+          return respond(http::Response::json(200, w.take()));
+        }
+      }
+      respond(http::Response::error(fail(Code::internal, "no outcome"), rid));
+    };
+    submit(s, req, respond, std::move(job));
+  });
+
   r.post("/internal/v1/marks", [&s](http::Request& req, http::Respond respond) {
     if (auto a = authorize(s, req); !a) return respond(error_response(a.error(), req));
     auto doc = object_body(req, {"symbol", "mark_price"});

@@ -127,6 +127,8 @@ Error reject_error(Reject r) {
     case Reject::bad_price_tick: e.code = Code::invalid_field; e.message = "price must be positive"; e.field = "price"; break;
     case Reject::bad_quantity_lot: e.code = Code::invalid_field; e.message = "amount must be positive"; e.field = "amount"; break;
     case Reject::position_not_isolated: e.message = "the position is cross: its margin is the account's"; break;
+    case Reject::market_halted: e.message = "the market is halted (cancel-only): only cancels and reduce-only orders"; break;
+    case Reject::market_delisted: e.message = "the market is delisted: settled and closed"; break;
     case Reject::bad_amount: e.code = Code::invalid_field; e.message = "amount is invalid"; e.field = "amount"; break;
     default: e.message = "order rejected"; break;
   }

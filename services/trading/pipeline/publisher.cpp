@@ -64,6 +64,13 @@ std::vector<std::vector<std::string>> publish_commands(const Batch& b, const Cat
             const events::MarkMessage mark{static_cast<std::int64_t>(e.seq), m.symbol,
                                            Catalog::price_text(m, ev.mark), ev.ts_ms};
             cmds.push_back({"PUBLISH", events::mark_channel(m.symbol), events::encode(mark)});
+          } else if constexpr (std::is_same_v<T, MarketChanged>) {
+            const MarketInfo& m = catalog_.at(ev.market);
+            const events::MarketMessage mm{static_cast<std::int64_t>(e.seq), m.symbol, std::string(market_status_code(ev.status)),
+                                           decimal::format(static_cast<std::int64_t>(ev.maker_fee_ppm), 6),
+                                           decimal::format(static_cast<std::int64_t>(ev.taker_fee_ppm), 6), ev.max_leverage,
+                                           ev.final_price > 0 ? Catalog::price_text(m, ev.final_price) : std::string(), ev.ts_ms};
+            cmds.push_back({"PUBLISH", events::market_channel(m.symbol), events::encode(mm)});
           } else if constexpr (std::is_same_v<T, FundingSettled>) {
             const MarketInfo& m = catalog_.at(ev.market);
             const events::FundingMessage funding{static_cast<std::int64_t>(e.seq), m.symbol,

@@ -238,6 +238,32 @@ std::vector<db::Statement> journal_statements(const Batch& b, const RowContext& 
   }
   for (auto& [id, u] : last_update) withdrawal_updates.add({u.id, u.status, u.tx, u.reason, u.at});
 
+  // A market's status and changed parameters (the batch's last per market), with the journal.
+  MultiRow market_rows("INSERT INTO market_state (market_id, status, maker_fee_rate, taker_fee_rate, max_leverage,"
+                       " final_price, command_no, updated_at)",
+                       {"integer", "text", "numeric", "numeric", "integer", "numeric", "bigint", "timestamptz"},
+                       "ON CONFLICT (market_id) DO UPDATE SET status = EXCLUDED.status, maker_fee_rate = EXCLUDED.maker_fee_rate,"
+                       " taker_fee_rate = EXCLUDED.taker_fee_rate, max_leverage = EXCLUDED.max_leverage,"
+                       " final_price = EXCLUDED.final_price, command_no = EXCLUDED.command_no, updated_at = EXCLUDED.updated_at");
+  std::map<std::uint32_t, std::vector<db::Param>> last_market;
+  for (const auto& it : b.items) {
+    if (!it.journaled) continue;
+    for (std::size_t i = it.first_event; i < it.end_event; ++i) {
+      const auto* mc = std::get_if<MarketChanged>(&b.events[i].body);
+      if (!mc) continue;
+      const MarketInfo& m = catalog_.at(mc->market);
+      last_market[mc->market] = {std::to_string(m.id), std::string(market_status_code(mc->status)),
+                                 decimal::format(static_cast<std::int64_t>(mc->maker_fee_ppm), 6),
+                                 decimal::format(static_cast<std::int64_t>(mc->taker_fee_ppm), 6),
+                                 std::to_string(mc->max_leverage),
+                                 mc->final_price > 0 ? db::Param{Catalog::price_text(m, mc->final_price)} : db::Param{},
+                                 std::to_string(it.command_no), ts(mc->ts_ms)};
+    }
+  }
+  for (auto& [m, row] : last_market) {
+    market_rows.add({row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7]});
+  }
+
   std::vector<db::Statement> statements;
   statements.push_back({"begin", "BEGIN", {}});
   journal.append_to(statements, "journal_insert");
@@ -246,6 +272,7 @@ std::vector<db::Statement> journal_statements(const Batch& b, const RowContext& 
   // (Not catalogue rows: never left out, since the money moved with them.)
   if (!withdrawal_rows.empty()) withdrawal_rows.append_to(statements, "withdrawals_insert");
   if (!withdrawal_updates.empty()) withdrawal_updates.append_to(statements, "withdrawals_update");
+  if (!market_rows.empty()) market_rows.append_to(statements, "market_state_upsert");
   statements.push_back({"commit", "COMMIT", {}});
   return statements;
 }

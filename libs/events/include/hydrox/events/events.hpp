@@ -22,6 +22,7 @@ inline constexpr std::string_view kMark = "hydrox:mark:";        // trading → 
 inline constexpr std::string_view kFunding = "hydrox:funding:";  // trading → (anyone)
 inline constexpr std::string_view kUser = "hydrox:user:";    // trading → market (private streams)
 inline constexpr std::string_view kIndex = "hydrox:index:";  // market → trading
+inline constexpr std::string_view kMarket = "hydrox:market:";  // trading → market (the lifecycle)
 
 // The private kinds on a user channel.
 inline constexpr std::string_view kUserKinds[] = {"orders", "fills", "positions", "balances"};
@@ -32,13 +33,14 @@ std::string book_channel(std::string_view symbol);
 std::string mark_channel(std::string_view symbol);
 std::string funding_channel(std::string_view symbol);
 std::string index_channel(std::string_view symbol);
+std::string market_channel(std::string_view symbol);
 std::string user_channel(std::string_view user_id, std::string_view kind);
 // The patterns market's hub subscribes to (PSUBSCRIBE).
 std::vector<std::string> hub_patterns();
 
 // A channel's name taken apart.
 struct Channel {
-  enum class Kind { trades, book, mark, funding, user, index, unknown } kind = Kind::unknown;
+  enum class Kind { trades, book, mark, funding, user, index, market, unknown } kind = Kind::unknown;
   std::string symbol;     // trades, book, mark, funding, index
   std::string user;       // user
   std::string user_kind;  // user: orders, fills, positions, balances
@@ -92,6 +94,21 @@ struct FundingMessage {
 };
 std::string encode(const FundingMessage& m);
 std::optional<FundingMessage> decode_funding(std::string_view json);
+
+// hydrox:market:<S> — a market's status or parameters changed (halted, resumed, delisted, fees,
+// maximum leverage); the `market.<S>` WebSocket stream.
+struct MarketMessage {
+  std::int64_t seq = 0;
+  std::string symbol;
+  std::string status;  // ACTIVE, HALTED, DELISTED
+  std::string maker_fee_rate, taker_fee_rate;  // decimal text
+  std::int64_t max_leverage = 0;
+  std::string final_price;  // DELISTED: decimal text; else empty
+  std::int64_t time_ms = 0;
+  friend bool operator==(const MarketMessage&, const MarketMessage&) = default;
+};
+std::string encode(const MarketMessage& m);
+std::optional<MarketMessage> decode_market(std::string_view json);
 
 }  // namespace hydrox::events
 
