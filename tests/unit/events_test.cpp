@@ -16,7 +16,10 @@ TEST(Events, ChannelNamesArePinnedAndParseBack) {
   const std::string user = "01a250d1-231d-7131-9420-c2ac102b168a";
   EXPECT_EQ(user_channel(user, "fills"), "hydrox:user:" + user + ":fills");
   EXPECT_EQ(hub_patterns(), (std::vector<std::string>{"hydrox:trades:*", "hydrox:book:*",
-                                                      "hydrox:mark:*", "hydrox:user:*"}));
+                                                      "hydrox:mark:*", "hydrox:user:*", "hydrox:market:*"}));
+  EXPECT_EQ(market_channel("SOL_USDM_PERP"), "hydrox:market:SOL_USDM_PERP");
+  EXPECT_EQ(parse_channel("hydrox:market:SOL_USDM_PERP").symbol, "SOL_USDM_PERP");
+  EXPECT_EQ(parse_channel("hydrox:mark:SOL_USDM_PERP").kind, Channel::Kind::mark);
 
   for (auto [name, kind] : {std::pair{trades_channel("ETH_USDM_PERP"), Channel::Kind::trades},
                             std::pair{book_channel("ETH_USDM_PERP"), Channel::Kind::book},
