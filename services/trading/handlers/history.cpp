@@ -20,7 +20,7 @@ namespace {
 constexpr std::string_view kLedgerKinds[] = {
     "DEPOSIT",           "WITHDRAWAL",       "TRADING_FEE",   "FEE_INCOME",     "REALIZED_PNL",
     "TRANSFER",          "FUNDING",          "FUNDING_REMAINDER", "LIQUIDATION_MARGIN", "INSURANCE_PAYOUT",
-    "VAULT_DEPOSIT",     "VAULT_WITHDRAWAL", "ISOLATED_MARGIN", "WITHDRAWAL_RETURNED", "PROTOCOL_LOSS"};
+    "VAULT_DEPOSIT",     "VAULT_WITHDRAWAL", "ISOLATED_MARGIN", "WITHDRAWAL_RETURNED", "PROTOCOL_LOSS", "SETTLEMENT"};
 
 constexpr db::Query kLedger{
     "list_ledger",
