@@ -446,8 +446,8 @@ void BasicEngine<Book>::place(const PlaceOrder& c, std::vector<Event>& out) {
   const MarketSpec& spec = ms.spec;
   if (c.qty <= 0) return reject(c, Reject::bad_quantity_lot, out);
   if (c.type == OrderType::limit && c.price <= 0) return reject(c, Reject::bad_price_tick, out);
-  if (ms.mark <= 0) return reject(c, Reject::no_mark_price, out);
-  if (ms.status != MarketStatus::active) [[unlikely]] {
+  if (ms.order_gate <= 0) [[unlikely]] {  // no mark yet, or not ACTIVE
+    if (ms.mark <= 0) return reject(c, Reject::no_mark_price, out);
     if (const Reject r = closed_market(c.market, c.reduce_only); r != Reject::none) return reject(c, r, out);
   }
   if (c.leverage != 0 && (c.leverage < 1 || c.leverage > spec.max_leverage)) {
@@ -1502,6 +1502,7 @@ void BasicEngine<Book>::set_market_status(const SetMarketStatus& c, std::vector<
   }
   if (c.status != MarketStatus::delisted) {
     ms.status = c.status;
+    ms.regate();
     return emit_market(c.market, c.ts_ms, out);
   }
   // The final price within the bounds every mark keeps (the open interest's value at it).
@@ -1523,6 +1524,7 @@ void BasicEngine<Book>::delist(std::uint32_t m, Price price, std::int64_t ts, st
   //    leaves nobody below zero.
   MarketState& ms = markets_[m];
   ms.mark = price;
+  ms.regate();
   emit(out, MarkChanged{m, price, ts});
   for (std::uint32_t ai : multi_) {
     if (accounts_[ai].positions[m].size != 0) touch(accounts_[ai]);
@@ -1562,6 +1564,7 @@ void BasicEngine<Book>::delist(std::uint32_t m, Price price, std::int64_t ts, st
   }
   ms.status = MarketStatus::delisted;
   ms.final_price = price;
+  ms.regate();
   emit_market(m, ts, out);
 }
 
@@ -1623,6 +1626,7 @@ void BasicEngine<Book>::set_mark(const SetMark& c, std::vector<Event>& out) {
     return;
   }
   markets_[c.market].mark = c.mark;
+  markets_[c.market].regate();
   emit(out, MarkChanged{c.market, c.mark, c.ts_ms});
   // Accounts with positions in other markets too: their keys there moved with this mark.
   for (std::uint32_t ai : multi_) {
@@ -2004,6 +2008,7 @@ void BasicEngine<Book>::load(const Snapshot& s) {
       markets_[i].spec.taker_fee_ppm = static_cast<std::int32_t>(s.market_state[i][3]);
       markets_[i].spec.max_leverage = static_cast<std::int32_t>(s.market_state[i][4]);
     }
+    markets_[i].regate();
   }
   accounts_.clear();
   accounts_index_.clear();
@@ -2166,6 +2171,7 @@ std::string BasicEngine<Book>::check_invariants(bool check_values) const {
     auto bid = m.book.best(Side::buy);
     auto ask = m.book.best(Side::sell);
     if (bid && ask && *bid >= *ask) return "crossed book";
+    if (m.order_gate != (m.status == MarketStatus::active ? m.mark : 0)) return "a market's order gate out of sync";
   }
   if (in_books != resting || orders_index_.size() != resting) return "order index out of sync";
   for (const auto& [deadline, ai] : cancel_after_) {

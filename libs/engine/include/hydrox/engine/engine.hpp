@@ -316,6 +316,10 @@ class BasicEngine {
     std::int64_t last_funding_ms = 0;
     MarketStatus status = MarketStatus::active;
     Price final_price = 0;  // delisted: the settlement price
+    // The mark while the market is ACTIVE, else 0: one test on an order's path covers both "no
+    // mark yet" and "not taking orders" (the latter then told apart off the hot path).
+    Price order_gate = 0;
+    void regate() { order_gate = status == MarketStatus::active ? mark : 0; }
     // The liquidation index: every open position keyed by the mark at which its account would
     // reach maintenance (other marks fixed), rounded to be early, never late. A mark move checks
     // only the keys it crossed.
