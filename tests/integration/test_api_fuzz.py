@@ -218,6 +218,7 @@ def resolve(node):
 ROUTE_TABLE = [("/api/v1/markets", "market"), ("/api/v1/oracle/prices", "market"), ("/api/v1/insurance", "trading"),
                ("/api/v1/positions", "trading"), ("/api/v1/orders", "trading"), ("/api/v1/balances", "trading"),
                ("/api/v1/fills", "trading"), ("/api/v1/ledger", "trading"), ("/api/v1/funding", "trading"),
+               ("/api/v1/withdrawals", "trading"),
                ("/api/v1/vaults", "vault"), ("/api/v1/auth", "user"),
                ("/api/v1/users", "user"), ("/health", "gateway"), ("/api/v1/openapi.json", "gateway"),
                ("/ws", "ws"), ("/ready", "each"), ("/metrics", "each")]
