@@ -234,9 +234,12 @@ Result<Command> decode_command(std::string_view text, const Catalog& catalog) {
     else if (status != "ACTIVE") return fail(Code::internal, "malformed journal entry: market status");
     out = c;
   } else if (t == "market_params") {
-    out = SetMarketParams{static_cast<std::uint32_t>(market("market")), static_cast<std::int32_t>(r.num("maker_fee_ppm")),
-                          static_cast<std::int32_t>(r.num("taker_fee_ppm")), static_cast<std::int32_t>(r.num("max_leverage")),
-                          r.num("ts")};
+    const std::int64_t maker = r.num("maker_fee_ppm"), taker = r.num("taker_fee_ppm"), lev = r.num("max_leverage");
+    for (std::int64_t v : {maker, taker, lev}) {
+      if (v < INT32_MIN || v > INT32_MAX) return fail(Code::internal, "malformed journal entry: market params");
+    }
+    out = SetMarketParams{static_cast<std::uint32_t>(market("market")), static_cast<std::int32_t>(maker),
+                          static_cast<std::int32_t>(taker), static_cast<std::int32_t>(lev), r.num("ts")};
   } else if (t == "withdrawal_update") {
     const std::string status = r.str("status");
     WithdrawalStatus to = WithdrawalStatus::pending;

@@ -165,7 +165,6 @@ std::vector<Command> MarkFunding::tick(const Engine& e, std::int64_t now, bool* 
     State& st = states_[m.index];
     // A halted or delisted market: its mark and funding pause (the engine would refuse both).
     if (e.market_status(m.index) != MarketStatus::active) {
-      st.paused = true;
       st.premiums.clear();
       continue;
     }
@@ -200,9 +199,9 @@ std::vector<Command> MarkFunding::tick(const Engine& e, std::int64_t now, bool* 
 
     // Settlement of every interval that ended and is not settled yet.
     const std::int64_t last = e.last_funding_ms(m.index);
-    if (st.paused) {
-      // Resumed: the intervals it was halted for owe nothing; the current one is the anchor.
-      st.paused = false;
+    if (e.resumed_ms(m.index) > last && last != 0) {
+      // Resumed after a halt (the engine keeps when): the intervals it touched owe nothing, the
+      // latest one ended is the anchor, and funding runs again from there.
       if (last < boundary) out.push_back(SettleFunding{m.index, boundary, 0, idx.price, now});
     } else if (last == 0) {
       // A fresh exchange: the current interval is the first; nothing before it is owed.

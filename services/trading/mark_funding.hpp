@@ -78,7 +78,6 @@ class MarkFunding {
     catalog::JumpGuard jumps;
   };
   struct State {  // engine thread only
-    bool paused = false;  // seen HALTED: on resume, funding starts again from the current interval
     IntegerEma basis{150'000};
     IntegerEma median{30'000};
     std::int64_t last_ms = 0;

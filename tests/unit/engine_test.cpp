@@ -344,32 +344,48 @@ TYPED_TEST(EngineTest, AnAccountHasAtMostTwentyWithdrawalsInFlight) {
 
 TYPED_TEST(EngineTest, AHaltedMarketTakesCancelsAndClosesOnlyAndItsMarkAndFundingPause) {
   auto& h = this->h;
-  h.place(2, Side::sell, 970000, 100);
+  h.place(2, Side::sell, 970000, 200);
   h.place(1, Side::buy, 970000, 100);  // user 1 long 0.1
-  auto resting = h.order(3, Side::sell, 975000, 100);
-  h.run(resting);
-  h.place(4, Side::buy, 969000, 100);
+  h.place(3, Side::buy, 970000, 100);  // user 3 long 0.1; user 2 short 0.2
+  auto opening = h.order(3, Side::sell, 975000, 100);  // would open user 3 short once flat: not reduce-only
+  h.run(opening);
+  h.place(4, Side::buy, 960000, 100);
+  PlaceOrder close_bid = h.order(2, Side::buy, 969000, 100);  // user 2 closing part of its short
+  close_bid.reduce_only = true;
+  h.run(close_bid);
+  PlaceOrder close_bid2 = h.order(2, Side::buy, 968000, 50);
+  close_bid2.reduce_only = true;
+  h.run(close_bid2);
   auto ev = h.run(SetMarketStatus{0, MarketStatus::halted, 0, 1000});
   EXPECT_EQ(only<MarketChanged>(ev).status, MarketStatus::halted);
   EXPECT_EQ(h.engine.market_status(0), MarketStatus::halted);
+  // What could open a position goes (a close matching it would open its owner's position at a
+  // frozen mark); reduce-only orders stay.
+  auto cancelled = all_of<OrderUpdated>(ev);
+  ASSERT_EQ(cancelled.size(), 2u);
+  for (const auto& u : cancelled) EXPECT_EQ(std::tuple(u.status, u.cancel_reason), std::tuple(OrderStatus::cancelled, CancelReason::market_halted));
+  EXPECT_EQ(h.engine.order(opening.id), nullptr);
+  EXPECT_NE(h.engine.order(close_bid.id), nullptr);
   EXPECT_EQ(only<OrderRejected>(h.place(4, Side::buy, 970000, 10)).reason, Reject::market_halted);
   EXPECT_EQ(only<CommandRejected>(h.run(SetMark{0, 960000, 1000})).reason, Reject::market_halted);
   EXPECT_EQ(h.engine.mark(0), 970000);
   EXPECT_EQ(only<CommandRejected>(h.run(SettleFunding{0, 3'600'000, 100'000, 970000, 1000})).reason, Reject::market_halted);
-  EXPECT_EQ(only<CommandRejected>(h.run(AmendOrder{user(3), resting.id, 0, 976000, 0, 1000, {}})).reason,
+  EXPECT_EQ(only<CommandRejected>(h.run(AmendOrder{user(2), close_bid.id, 0, 969500, 0, 1000, {}})).reason,
             Reject::market_halted);
-  // A close (reduce-only) passes; a cancel passes; the other market trades on.
+  // A close (reduce-only) passes against the reduce-only bid; a cancel passes; the other market trades on.
   PlaceOrder close = h.order(1, Side::sell, 0, 100);
   close.type = OrderType::market;
   close.reduce_only = true;
   EXPECT_EQ(only<Trade>(h.run(close)).price, 969000);
   EXPECT_EQ(h.engine.account(user(1))->positions[0].size, 0);
-  EXPECT_EQ(only<OrderUpdated>(h.run(CancelOrder{user(3), resting.id, 1000})).status, OrderStatus::cancelled);
+  EXPECT_EQ(h.engine.account(user(2))->positions[0].size, -100);
+  EXPECT_EQ(only<OrderUpdated>(h.run(CancelOrder{user(2), close_bid2.id, 1000})).status, OrderStatus::cancelled);
   PlaceOrder other = h.order(4, Side::buy, 300000, 10);
   other.market = 1;
   EXPECT_EQ(only<OrderUpdated>(h.run(other)).status, OrderStatus::open);
-  // Resumed: orders, the mark and funding again.
+  // Resumed (the time kept for the funding clock): orders, the mark and funding again.
   EXPECT_EQ(only<MarketChanged>(h.run(SetMarketStatus{0, MarketStatus::active, 0, 2000})).status, MarketStatus::active);
+  EXPECT_EQ(h.engine.resumed_ms(0), 2000);
   EXPECT_EQ(only<OrderUpdated>(h.place(4, Side::buy, 960000, 10)).status, OrderStatus::open);
   EXPECT_EQ(only<MarkChanged>(h.run(SetMark{0, 960000, 2000})).mark, 960000);
 }
@@ -395,6 +411,22 @@ TYPED_TEST(EngineTest, MarketParamsChangeFeesAndALeverageCutIsRefusedWhenUnsafe)
   // The new fees on the next trade: taker 0.04 % of 9,700.
   h.place(2, Side::sell, 970000, 100);
   EXPECT_EQ(only<Trade>(h.place(1, Side::buy, 970000, 100)).taker_fee, 3'880'000);
+  // A flat account set to 15x, and an order placed at 15x: a cut to 10 caps the one and cancels
+  // the other (it reserved a fifteenth where a tenth is needed now); a 10x order stays.
+  h.run(SetLeverage{user(3), 0, 15, 2000});
+  PlaceOrder high = h.order(3, Side::buy, 960000, 10);
+  high.leverage = 15;
+  h.run(high);
+  PlaceOrder low = h.order(4, Side::buy, 960000, 10);
+  low.leverage = 10;
+  h.run(low);
+  ev = h.run(SetMarketParams{0, 100, 400, 10, 3000});
+  EXPECT_EQ(only<OrderUpdated>(ev).cancel_reason, CancelReason::leverage_cut);
+  EXPECT_EQ(h.engine.order(high.id), nullptr);
+  EXPECT_NE(h.engine.order(low.id), nullptr);
+  EXPECT_EQ(h.engine.account(user(3))->positions[0].leverage, 10);
+  PlaceOrder dflt = h.order(3, Side::buy, 960000, 10);  // leverage 0: the account's, capped
+  EXPECT_EQ(only<OrderAccepted>(h.run(dflt)).leverage, 10);
 }
 
 TYPED_TEST(EngineTest, ADelistedMarketSettlesEveryPositionAtTheFinalPriceAndTakesNothingMore) {

@@ -98,6 +98,8 @@ std::string_view cancel_reason_code(CancelReason r) {
     case CancelReason::one_cancels_other: return "ONE_CANCELS_OTHER";
     case CancelReason::position_closed: return "POSITION_CLOSED";
     case CancelReason::market_delisted: return "MARKET_DELISTED";
+    case CancelReason::market_halted: return "MARKET_HALTED";
+    case CancelReason::leverage_cut: return "LEVERAGE_CUT";
   }
   return "UNKNOWN";
 }
@@ -1501,6 +1503,12 @@ void BasicEngine<Book>::set_market_status(const SetMarketStatus& c, std::vector<
     return refuse(Reject::bad_amount);
   }
   if (c.status != MarketStatus::delisted) {
+    // A halt leaves only what can close: every order that could open a position goes (a close
+    // matching a resting bid would otherwise open the bidder's position at a frozen mark).
+    if (c.status == MarketStatus::halted && ms.status == MarketStatus::active) {
+      cancel_market_orders(c.market, CancelReason::market_halted, 0, c.ts_ms, out);
+    }
+    if (c.status == MarketStatus::active && ms.status == MarketStatus::halted) ms.resumed_ms = c.ts_ms;
     ms.status = c.status;
     ms.regate();
     return emit_market(c.market, c.ts_ms, out);
@@ -1511,6 +1519,21 @@ void BasicEngine<Book>::set_market_status(const SetMarketStatus& c, std::vector<
     return refuse(Reject::bad_price_tick);
   }
   delist(c.market, c.final_price, c.ts_ms, out);
+}
+
+template <class Book>
+void BasicEngine<Book>::cancel_market_orders(std::uint32_t m, CancelReason why, std::int32_t max_leverage,
+                                             std::int64_t ts, std::vector<Event>& out) {
+  for (std::uint32_t ai = 0; ai < accounts_.size(); ++ai) {
+    if (accounts_[ai].open_orders == 0) continue;
+    std::vector<Handle> handles;
+    for (Handle h = accounts_[ai].orders_head; h != kNil; h = pool_[h].acct_next) {
+      const Order& o = pool_[h];
+      if (o.market == m && !o.reduce_only && (max_leverage == 0 || o.leverage > max_leverage)) handles.push_back(h);
+    }
+    std::sort(handles.begin(), handles.end(), [&](Handle a, Handle b) { return pool_[a].priority < pool_[b].priority; });
+    for (Handle h : handles) close_order(h, OrderStatus::cancelled, why, ts, out, true);
+  }
 }
 
 template <class Book>
@@ -1596,14 +1619,17 @@ void BasicEngine<Book>::set_market_params(const SetMarketParams& c, std::vector<
   }
   ms.spec.maker_fee_ppm = c.maker_fee_ppm;
   ms.spec.taker_fee_ppm = c.taker_fee_ppm;
-  for (std::uint32_t ai : holders) {
-    Account& a = accounts_[ai];
-    touch(a);  // its liquidation key moved with the maintenance margin
-    if (a.positions[c.market].leverage > c.max_leverage) {
-      a.positions[c.market].leverage = c.max_leverage;
-      emit_position(a, c.market, c.ts_ms, out);
+  if (c.max_leverage < old) {
+    // Orders placed above the new maximum reserved too little margin for what they would open.
+    cancel_market_orders(c.market, CancelReason::leverage_cut, c.max_leverage, c.ts_ms, out);
+    for (Account& a : accounts_) {  // every account's setting, flat or not
+      Position& p = a.positions[c.market];
+      if (p.leverage <= c.max_leverage) continue;
+      p.leverage = c.max_leverage;
+      if (p.size != 0) emit_position(a, c.market, c.ts_ms, out);
     }
   }
+  for (std::uint32_t ai : holders) touch(accounts_[ai]);  // liquidation keys moved with the maintenance margin
   emit_market(c.market, c.ts_ms, out);
 }
 
@@ -1880,11 +1906,11 @@ std::uint64_t BasicEngine<Book>::state_hash() const {
   for (std::uint32_t m = 0; m < markets_.size(); ++m) {
     const MarketState& ms = markets_[m];
     const MarketSpec& initial = config_.markets[m];
-    if (ms.status != MarketStatus::active || ms.spec.maker_fee_ppm != initial.maker_fee_ppm ||
+    if (ms.status != MarketStatus::active || ms.resumed_ms != 0 || ms.spec.maker_fee_ppm != initial.maker_fee_ppm ||
         ms.spec.taker_fee_ppm != initial.taker_fee_ppm || ms.spec.max_leverage != initial.max_leverage) {
       for (std::int64_t x : {static_cast<std::int64_t>(m), static_cast<std::int64_t>(ms.status), ms.final_price,
                              static_cast<std::int64_t>(ms.spec.maker_fee_ppm), static_cast<std::int64_t>(ms.spec.taker_fee_ppm),
-                             static_cast<std::int64_t>(ms.spec.max_leverage)}) {
+                             static_cast<std::int64_t>(ms.spec.max_leverage), ms.resumed_ms}) {
         hs.add(static_cast<std::uint64_t>(x));
       }
     }
@@ -1930,7 +1956,7 @@ Snapshot BasicEngine<Book>::export_state() const {
     s.limits.push_back({m.spec.max_order_qty, m.spec.max_market_order_qty,
                         m.spec.max_order_notional, m.spec.max_position_notional});
     s.market_state.push_back({static_cast<std::int64_t>(m.status), m.final_price, m.spec.maker_fee_ppm,
-                              m.spec.taker_fee_ppm, m.spec.max_leverage});
+                              m.spec.taker_fee_ppm, m.spec.max_leverage, m.resumed_ms});
   }
   s.accounts.reserve(accounts_.size());
   for (const auto& a : accounts_) s.accounts.push_back({a.user, a.collateral, a.positions});
@@ -2007,6 +2033,7 @@ void BasicEngine<Book>::load(const Snapshot& s) {
       markets_[i].spec.maker_fee_ppm = static_cast<std::int32_t>(s.market_state[i][2]);
       markets_[i].spec.taker_fee_ppm = static_cast<std::int32_t>(s.market_state[i][3]);
       markets_[i].spec.max_leverage = static_cast<std::int32_t>(s.market_state[i][4]);
+      markets_[i].resumed_ms = s.market_state[i][5];
     }
     markets_[i].regate();
   }

@@ -308,7 +308,7 @@ std::string encode_snapshot(const Snapshot& s) {
   w.count(s.market_state.size());
   for (const auto& ms : s.market_state) {
     for (std::int64_t x : ms) w.put(x);
-  }
+  }  // (6 values each)
   w.count(s.withdrawn_today.size());
   for (const auto& t : s.withdrawn_today) {
     w.put(t.account);
@@ -418,12 +418,13 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
       w.status = static_cast<WithdrawalStatus>(status);
       s.withdrawals.emplace_back(id, w);
     }
-    const std::size_t markets = r.count(5 * 8);
+    const std::size_t markets = r.count(6 * 8);
     for (std::size_t i = 0; i < markets && r.ok(); ++i) {
-      std::array<std::int64_t, 5> ms{};
+      std::array<std::int64_t, 6> ms{};
       for (auto& x : ms) x = r.get<std::int64_t>();
       if (ms[0] < 0 || ms[0] > static_cast<std::int64_t>(MarketStatus::delisted) || ms[1] < 0 || ms[1] > kMaxMarketNotional ||
-          ms[2] < 0 || ms[2] > kMaxFeePpm || ms[3] < 0 || ms[3] > kMaxFeePpm || ms[4] < 1 || ms[4] > kMaxLeverage) {
+          ms[2] < 0 || ms[2] > kMaxFeePpm || ms[3] < 0 || ms[3] > kMaxFeePpm || ms[4] < 1 || ms[4] > kMaxLeverage ||
+          (ms[0] == static_cast<std::int64_t>(MarketStatus::delisted)) != (ms[1] > 0)) {
         return fail(Code::internal, "engine snapshot has a bad market state");
       }
       s.market_state.push_back(ms);
@@ -450,6 +451,16 @@ Result<Snapshot> decode_snapshot(std::string_view bytes) {
   }
   if (!s.market_state.empty() && s.market_state.size() != s.marks.size()) {
     return fail(Code::internal, "engine snapshot has a market state per market or none");
+  }
+  // A delisted market holds nothing: no order, no position.
+  for (std::size_t m = 0; m < s.market_state.size(); ++m) {
+    if (s.market_state[m][0] != static_cast<std::int64_t>(MarketStatus::delisted)) continue;
+    for (const auto& o : s.orders) {
+      if (o.market == m) return fail(Code::internal, "engine snapshot has an order in a delisted market");
+    }
+    for (const auto& a : s.accounts) {
+      if (m < a.positions.size() && a.positions[m].size != 0) return fail(Code::internal, "engine snapshot has a position in a delisted market");
+    }
   }
   {
     std::set<Uuid> ids;

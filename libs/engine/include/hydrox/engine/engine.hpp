@@ -155,9 +155,9 @@ struct Snapshot {
     Usdm amount = 0;
   };
   std::vector<WithdrawnToday> withdrawn_today;
-  // Per market: status, final price, maker fee, taker fee, max leverage (empty before format 5:
-  // active, and the configuration's).
-  std::vector<std::array<std::int64_t, 5>> market_state;
+  // Per market: status, final price, maker fee, taker fee, max leverage, resumed at (empty
+  // before format 5: active, and the configuration's).
+  std::vector<std::array<std::int64_t, 6>> market_state;
 };
 
 struct EngineConfig {
@@ -232,6 +232,7 @@ class BasicEngine {
   std::int64_t last_funding_ms(std::uint32_t m) const { return markets_[m].last_funding_ms; }
   MarketStatus market_status(std::uint32_t m) const { return markets_[m].status; }
   Price final_price(std::uint32_t m) const { return markets_[m].final_price; }
+  std::int64_t resumed_ms(std::uint32_t m) const { return markets_[m].resumed_ms; }
   // Average fill price (ticks, rounded toward the book) of a taker order of `notional` USDM
   // against `side` of the book; nullopt when the book cannot fill it.
   std::optional<Price> impact_price(std::uint32_t m, Side book_side, Usdm notional) const;
@@ -266,7 +267,8 @@ class BasicEngine {
   }
   // A position's leverage: its own, else the engine default capped by the market's maximum.
   std::int32_t leverage_for(const Position& p, const MarketSpec& spec) const {
-    return p.leverage > 0 ? p.leverage : std::min(config_.default_leverage, spec.max_leverage);
+    // (Capped by the market's maximum, which an operator may lower: SetMarketParams.)
+    return std::min(p.leverage > 0 ? p.leverage : config_.default_leverage, spec.max_leverage);
   }
   // An isolated position's margin + uPnL at the mark (its own account value).
   Usdm isolated_value(const Account& a, std::uint32_t m) const;
@@ -316,6 +318,7 @@ class BasicEngine {
     std::int64_t last_funding_ms = 0;
     MarketStatus status = MarketStatus::active;
     Price final_price = 0;  // delisted: the settlement price
+    std::int64_t resumed_ms = 0;  // when it last became ACTIVE again after a halt (funding restarts there)
     // The mark while the market is ACTIVE, else 0: one test on an order's path covers both "no
     // mark yet" and "not taking orders" (the latter then told apart off the hot path).
     Price order_gate = 0;
@@ -376,6 +379,10 @@ class BasicEngine {
   // below maintenance there), then settles every position at it.
   void delist(std::uint32_t m, Price price, std::int64_t ts, std::vector<Event>& out);
   void emit_market(std::uint32_t m, std::int64_t ts, std::vector<Event>& out);
+  // Cancels the open orders of market m that could open or grow a position (not reduce-only) and,
+  // with max_leverage > 0, only those above that leverage.
+  void cancel_market_orders(std::uint32_t m, CancelReason why, std::int32_t max_leverage, std::int64_t ts,
+                            std::vector<Event>& out);
   // The refusal for a command on market m that is not ACTIVE (a reduce-only order passes a halt).
   Reject closed_market(std::uint32_t m, bool reduce_only) const {
     const MarketStatus s = markets_[m].status;

@@ -119,6 +119,8 @@ enum class CancelReason : std::uint8_t {
   one_cancels_other,    // its take-profit / stop-loss partner fired
   position_closed,      // a position's take-profit / stop-loss: the position closed or flipped
   market_delisted,      // its market was delisted (SetMarketStatus)
+  market_halted,        // its market was halted: an order that could open a position (reduce-only ones stay)
+  leverage_cut,         // its market's maximum leverage fell below the order's leverage (SetMarketParams)
 };
 std::string_view cancel_reason_code(CancelReason r);
 
