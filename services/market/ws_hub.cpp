@@ -1133,7 +1133,11 @@ void Hub::load_markets() {
     w.field("time_ms", std::int64_t{0}).end_object();
     loaded[m.symbol] = w.take();
   }
-  if (auto lease = s_.ctx->db->acquire()) {
+  std::unordered_map<std::string, std::string> stored;  // market_state rows: the truth when read
+  if (auto lease = s_.ctx->db->acquire(); !lease) {
+    log::warn("market states not loaded (the market stream's snapshots show the listing until a change)",
+              {{"error", lease.error().message}});
+  } else {
     auto rows = (*lease)->exec(db::Query{"hub_market_state",
                                          "SELECT m.symbol, s.status, s.maker_fee_rate::text, s.taker_fee_rate::text, s.max_leverage,"
                                          " s.final_price::text, (extract(epoch from s.updated_at) * 1000)::bigint"
@@ -1145,11 +1149,13 @@ void Hub::load_markets() {
       w.key("max_leverage").raw_number(rows->get(i, 4)).key("final_price");
       if (rows->is_null(i, 5)) w.null(); else w.raw_number(plain(rows->get(i, 5)));
       w.key("time_ms").raw_number(rows->get(i, 6)).end_object();
-      loaded[std::string(rows->get(i, 0))] = w.take();
+      stored[std::string(rows->get(i, 0))] = w.take();
     }
+    if (!rows) log::warn("market states not loaded", {{"error", rows.error().message}});
   }
   std::lock_guard lock(mu_);
-  for (auto& [symbol, data] : loaded) last_market_.try_emplace(symbol, std::move(data));  // a live message wins
+  for (auto& [symbol, data] : stored) last_market_[symbol] = std::move(data);
+  for (auto& [symbol, data] : loaded) last_market_.try_emplace(symbol, std::move(data));
 }
 
 void Hub::start() {
@@ -1161,7 +1167,9 @@ void Hub::start() {
         self->on_redis(channel, message);
       },
       [self] {
-        // Messages were lost while Redis was away: rebuild the books and resend every snapshot.
+        // Messages were lost while Redis was away: rebuild the books and resend every snapshot
+        // (the markets' status read again: a halt or delisting may be among what was lost).
+        self->load_markets();
         std::vector<std::string> symbols;
         {
           std::lock_guard lock(self->mu_);

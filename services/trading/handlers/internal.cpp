@@ -201,11 +201,21 @@ void register_internal_routes(Services& s, http::Router& r) {
       auto ticks = Catalog::to_ticks(*m, *fp, "final_price");
       if (!ticks) return respond(error_response(ticks.error(), req));
       c.final_price = *ticks;
-    } else if (c.status == MarketStatus::delisted && s.marks) {
-      const auto idx = s.marks->index(m->index);  // the last index, when the feed has one
-      c.final_price = idx.price;
+    } else if (c.status == MarketStatus::delisted) {
+      // Not given: the last index while it is fresh; with marks left to the operator
+      // (MARK_FROM_INDEX=0), the mark. A stale index (the feed died: often why a market is
+      // delisted) is not a price to settle at: the operator must give one.
+      const std::int64_t now = SystemClock::instance().now_ms();
+      if (s.marks) {
+        const auto idx = s.marks->index(m->index);
+        if (idx.price > 0 && now - idx.time_ms <= 10'000) c.final_price = idx.price;
+      } else {
+        c.final_price = s.host->mark(m->index);
+      }
+      if (c.final_price <= 0) {
+        return respond(error_response(fail(Code::missing_field, "final_price is required: there is no fresh index price", "final_price"), req));
+      }
     }
-    if (c.status == MarketStatus::delisted && c.final_price == 0) c.final_price = s.host->mark(m->index);  // else the mark
     Job job;
     job.command = c;
     job.done = [respond, rid = req.request_id, s = &s, market = m->index](Result<Outcome> o) {
