@@ -128,10 +128,10 @@ Result<PlaceOrder> parse_order(const Catalog& catalog, const json::Value& order,
     p.reduce_only = ro->as_bool();
   }
   if (const json::Value* lev = field("leverage")) {
-    auto v = lev->as_int(1, engine::kMaxLeverage);
+    auto v = lev->as_int(1, m->spec.max_leverage);
     if (!v) {
       return fail(Code::invalid_field,
-                  "leverage must be an integer from 1 to the market's max_leverage", "leverage");
+                  "leverage must be an integer from 1 to " + std::to_string(m->spec.max_leverage), "leverage");
     }
     p.leverage = static_cast<std::int32_t>(*v);
   }

@@ -264,8 +264,13 @@ void register_internal_routes(Services& s, http::Router& r) {
     auto taker = rate("taker_fee");
     if (!taker) return respond(error_response(taker.error(), req));
     const json::Value* lev = doc->find("max_leverage");
-    auto leverage = lev ? lev->as_int(1, kMaxLeverage) : Result<std::int64_t>(fail(Code::missing_field, ""));
-    if (!leverage) return respond(error_response(fail(Code::invalid_field, "max_leverage must be an integer from 1 to 200", "max_leverage"), req));
+    // Up to the maximum the market was listed with (what the order routes bound leverage by before
+    // the engine sees it): a cut and a return to it, never above it.
+    auto leverage = lev ? lev->as_int(1, m->spec.max_leverage) : Result<std::int64_t>(fail(Code::missing_field, ""));
+    if (!leverage) {
+      return respond(error_response(fail(Code::invalid_field, "max_leverage must be an integer from 1 to the listed " +
+                                                                  std::to_string(m->spec.max_leverage), "max_leverage"), req));
+    }
     Job job;
     job.command = SetMarketParams{m->index, *maker, *taker, static_cast<std::int32_t>(*leverage), SystemClock::instance().now_ms()};
     job.done = [respond, rid = req.request_id](Result<Outcome> o) {

@@ -337,10 +337,10 @@ void register_position_routes(Services& s, http::Router& r) {
     if (!m) return respond(error_response(fail(Code::invalid_field, "unknown symbol " + sym->as_string(), "symbol"), req));
     SetLeverage cmd{*user, m->index, 0, SystemClock::instance().now_ms()};
     if (const json::Value* lev = body->find("leverage"); lev && !lev->is_null()) {
-      auto v = lev->as_int(1, engine::kMaxLeverage);
+      auto v = lev->as_int(1, m->spec.max_leverage);
       if (!v) {
         return respond(error_response(
-            fail(Code::invalid_field, "leverage must be an integer from 1 to the market's max_leverage", "leverage"), req));
+            fail(Code::invalid_field, "leverage must be an integer from 1 to " + std::to_string(m->spec.max_leverage), "leverage"), req));
       }
       cmd.leverage = static_cast<std::int32_t>(*v);
     }
