@@ -351,12 +351,14 @@ TEST_P(EngineRandomized, FastAndReferenceAgreeAndInvariantsHoldAfterEveryStep) {
   EXPECT_GT(oco_cancels, steps / 20000);
   EXPECT_GT(tpsl_closed, steps / 20000);
   EXPECT_GE(lowest_insurance, 0);  // issue 24: the fund never goes below zero (also an invariant)
-  EXPECT_GT(market_changes[0], steps / 20000);
-  EXPECT_GT(market_changes[1], steps / 20000);
+  EXPECT_GT(market_changes[0], steps / 100000);
+  EXPECT_GT(market_changes[1], steps / 100000);
   EXPECT_EQ(market_changes[2], 1u);
   EXPECT_EQ(fast.market_status(1), MarketStatus::delisted);
   EXPECT_EQ(fast.liquidation_index_size(1), 0u);  // every position of the delisted market settled
-  for (std::size_t s = 0; s < withdrawals.size(); ++s) EXPECT_GT(withdrawals[s], steps / 20000) << "withdrawal status " << s;
+  // (Completions need a request, then the bridge's two steps on it: ~200 a seed at 10^6 steps, 5 at
+  // the sanitizer run's 10^5.)
+  for (std::size_t s = 0; s < withdrawals.size(); ++s) EXPECT_GT(withdrawals[s], steps / 100000) << "withdrawal status " << s;
   std::printf("protocol losses (the fund empty, every ADL counterparty at its bankruptcy): %zu, %lld\n", protocol_losses,
               static_cast<long long>(protocol_loss));
   std::printf("withdrawals: asked %zu, taken %zu, completed %zu, rejected %zu, cancelled %zu\n", withdrawals[0],

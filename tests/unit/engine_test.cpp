@@ -390,6 +390,25 @@ TYPED_TEST(EngineTest, AHaltedMarketTakesCancelsAndClosesOnlyAndItsMarkAndFundin
   EXPECT_EQ(only<MarkChanged>(h.run(SetMark{0, 960000, 2000})).mark, 960000);
 }
 
+// Profit at a halted market's frozen mark does not leave the exchange: the resume or the final
+// price may take it back.
+TYPED_TEST(EngineTest, ProfitAtAHaltedMarketsFrozenMarkIsNotWithdrawable) {
+  auto& h = this->h;
+  h.deposit(5, 1'000 * kUsdm);
+  h.place(2, Side::sell, 970000, 100);
+  h.place(5, Side::buy, 970000, 100);  // user 5 long 0.1 (IM 970 at 10x is more than it has left: lower it)
+  h.mark(1070000);                     // +1,000: 0.1 × 10,000
+  const Usdm free_now = h.engine.view(user(5))->available;
+  ASSERT_GT(free_now, 900 * kUsdm);
+  h.run(SetMarketStatus{0, MarketStatus::halted, 0, 1000});
+  EXPECT_EQ(only<CommandRejected>(h.run(Withdraw{user(5), 900 * kUsdm, 1000})).reason, Reject::insufficient_margin);
+  EXPECT_EQ(only<CommandRejected>(h.run(RequestWithdrawal{Uuid{0xC1, 1}, user(5), 900 * kUsdm, 0, 1000})).reason,
+            Reject::insufficient_margin);
+  h.run(SetMarketStatus{0, MarketStatus::active, 0, 2000});
+  EXPECT_EQ(only<WithdrawalChanged>(h.run(RequestWithdrawal{Uuid{0xC1, 1}, user(5), 900 * kUsdm, 0, 2000})).status,
+            WithdrawalStatus::pending);
+}
+
 TYPED_TEST(EngineTest, MarketParamsChangeFeesAndALeverageCutIsRefusedWhenUnsafe) {
   auto& h = this->h;
   h.deposit(5, 1'000 * kUsdm);

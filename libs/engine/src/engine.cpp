@@ -1385,7 +1385,7 @@ void BasicEngine<Book>::withdraw(const Withdraw& c, std::vector<Event>& out) {
   }
   Account& a = accounts_[*ai];
   AccountView v = view_of(a);
-  if (v.account_value - c.amount < v.position_margin + v.order_margin) {
+  if (v.account_value - frozen_profit(a) - c.amount < v.position_margin + v.order_margin) {
     emit(out, CommandRejected{c.user, Reject::insufficient_margin, c.ts_ms});
     return;
   }
@@ -1416,7 +1416,7 @@ void BasicEngine<Book>::request_withdrawal(const RequestWithdrawal& c, std::vect
     return;
   }
   const AccountView v = view_of(a);
-  if (v.account_value - c.amount < v.position_margin + v.order_margin) {
+  if (v.account_value - frozen_profit(a) - c.amount < v.position_margin + v.order_margin) {
     emit(out, CommandRejected{c.user, Reject::insufficient_margin, c.ts_ms});
     return;
   }

@@ -520,6 +520,17 @@ class BasicEngine {
   bool mode_locked(const Account& a, std::uint32_t m) const;
   void unlink_account_order(Account& a, Handle h);
   AccountView view_of(const Account& a) const;
+  // The unrealized profit of the account's cross positions in HALTED markets: at a frozen mark it
+  // is not money that can leave (withdrawals leave it behind; the resume or the final price decide).
+  Usdm frozen_profit(const Account& a) const {
+    Usdm profit = 0;
+    for (std::uint32_t m = 0; m < markets_.size(); ++m) {
+      const Position& p = a.positions[m];
+      if (markets_[m].status != MarketStatus::halted || p.size == 0 || p.isolated) continue;
+      profit += std::max<Usdm>(0, notional(m, markets_[m].mark, p.size) - p.cost);
+    }
+    return profit;
+  }
   Usdm free_margin(const Account& a) const;  // view_of(a).available, computed alone
   // The same in 128 bits (a 64-bit step overflowed).
   [[gnu::cold]] Usdm free_margin_wide(const Account& a) const;
