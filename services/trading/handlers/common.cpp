@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "hydrox/core/secret.hpp"
 #include "hydrox/decimal/decimal.hpp"
 
 namespace hydrox::trading {
@@ -56,6 +57,28 @@ Result<ListParams> list_params(const http::Request& req, const Catalog& catalog,
     if (!p.market) return fail(Code::invalid_field, "unknown symbol " + *s, "symbol");
   }
   return p;
+}
+
+Result<void> authorize(const Services& s, const http::Request& req) {
+  if (s.operator_token.empty()) return fail(Code::forbidden, "the operator API is disabled (OPERATOR_TOKEN unset)");
+  auto h = req.header("Authorization");
+  const std::string_view prefix = "Bearer ";
+  if (!h || !h->starts_with(prefix) || !constant_time_equal(h->substr(prefix.size()), s.operator_token)) {
+    return fail(Code::unauthenticated, "operator token required");
+  }
+  return {};
+}
+
+Result<engine::Usdm> amount_field(const json::Value& doc) {
+  const json::Value* v = doc.find("amount");
+  if (!v) return fail(Code::missing_field, "amount is required", "amount");
+  auto d = v->as_decimal();
+  if (!d) return fail(Code::invalid_field, "amount must be a decimal number", "amount");
+  auto units = decimal::to_units(*d, 6, decimal::Rounding::exact);
+  if (!units) return fail(units.error().code, "amount must have at most 6 decimals and be in range", "amount");
+  if (*units <= 0) return fail(Code::invalid_field, "amount must be positive", "amount");
+  if (*units > 1'000'000'000LL * 1'000'000) return fail(Code::number_out_of_range, "amount is out of range", "amount");
+  return *units;
 }
 
 http::Response error_response(const Error& e, const http::Request& req) {

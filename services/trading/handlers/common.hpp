@@ -52,6 +52,10 @@ Result<ListParams> list_params(const http::Request& req, const Catalog& catalog,
                                std::initializer_list<std::string_view> extra_allowed = {});
 
 http::Response error_response(const Error& e, const http::Request& req);
+// The operator API's bearer token (OPERATOR_TOKEN): 403 when unset, 401 when missing or wrong.
+Result<void> authorize(const Services& s, const http::Request& req);
+// A USDM `amount` field: positive, at most 6 decimals, at most 10^9.
+Result<engine::Usdm> amount_field(const json::Value& doc);
 // A numeric column's text as a plain decimal literal (trailing zeros dropped).
 std::string plain(std::string_view numeric);
 http::Response json_response(int status, std::string body);

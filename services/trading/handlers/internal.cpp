@@ -14,16 +14,6 @@ using namespace engine;
 
 namespace {
 
-Result<void> authorize(const Services& s, const http::Request& req) {
-  if (s.operator_token.empty()) return fail(Code::forbidden, "the operator API is disabled (OPERATOR_TOKEN unset)");
-  auto h = req.header("Authorization");
-  const std::string_view prefix = "Bearer ";
-  if (!h || !h->starts_with(prefix) || !constant_time_equal(h->substr(prefix.size()), s.operator_token)) {
-    return fail(Code::unauthenticated, "operator token required");
-  }
-  return {};
-}
-
 Result<json::Value> object_body(const http::Request& req, std::initializer_list<std::string_view> allowed) {
   return json::parse_object(req.body, allowed);
 }
@@ -45,18 +35,6 @@ Result<std::string> key_field(const json::Value& doc) {
   }
   if (auto ok = check_text(key->as_string(), "idempotency_key", 160); !ok) return ok.error();
   return key->as_string();
-}
-
-Result<Usdm> amount_field(const json::Value& doc) {
-  const json::Value* v = doc.find("amount");
-  if (!v) return fail(Code::missing_field, "amount is required", "amount");
-  auto d = v->as_decimal();
-  if (!d) return fail(Code::invalid_field, "amount must be a decimal number", "amount");
-  auto units = decimal::to_units(*d, 6, decimal::Rounding::exact);
-  if (!units) return fail(units.error().code, "amount must have at most 6 decimals and be in range", "amount");
-  if (*units <= 0) return fail(Code::invalid_field, "amount must be positive", "amount");
-  if (*units > 1'000'000'000LL * 1'000'000) return fail(Code::number_out_of_range, "amount is out of range", "amount");
-  return *units;
 }
 
 void money_outcome(http::Respond respond, const std::string& rid, Result<Outcome> o) {

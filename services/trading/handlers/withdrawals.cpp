@@ -128,18 +128,6 @@ std::optional<http::Response> check_address(const Services& s, const std::option
   return std::nullopt;
 }
 
-Result<Usdm> amount_of(const json::Value& doc) {
-  const json::Value* v = doc.find("amount");
-  if (!v) return fail(Code::missing_field, "amount is required", "amount");
-  auto d = v->as_decimal();
-  if (!d) return fail(Code::invalid_field, "amount must be a decimal number", "amount");
-  auto units = decimal::to_units(*d, 6, decimal::Rounding::exact);
-  if (!units) return fail(units.error().code, "amount must have at most 6 decimals and be in range", "amount");
-  if (*units <= 0) return fail(Code::invalid_field, "amount must be positive", "amount");
-  if (*units > 1'000'000'000LL * 1'000'000) return fail(Code::number_out_of_range, "amount is out of range", "amount");
-  return *units;
-}
-
 Result<std::string> text_field(const json::Value& doc, std::string_view name, std::size_t max, bool required) {
   const json::Value* v = doc.find(name);
   if (!v || v->is_null()) {
@@ -208,16 +196,6 @@ const CommandRejected* rejected_in(const Outcome& o) {
     if (auto* cr = std::get_if<CommandRejected>(&e.body)) return cr;
   }
   return nullptr;
-}
-
-Result<void> operator_only(const Services& s, const http::Request& req) {
-  if (s.operator_token.empty()) return fail(Code::forbidden, "the operator API is disabled (OPERATOR_TOKEN unset)");
-  auto h = req.header("Authorization");
-  const std::string_view prefix = "Bearer ";
-  if (!h || !h->starts_with(prefix) || !constant_time_equal(h->substr(prefix.size()), s.operator_token)) {
-    return fail(Code::unauthenticated, "operator token required");
-  }
-  return {};
 }
 
 // Submits UpdateWithdrawal for the operator or a user and answers with the row (or the refusal).
@@ -307,7 +285,7 @@ void register_withdrawal_routes(Services& s, http::Router& r) {
     }
     auto doc = json::parse_object(req.body, {"amount", "address", "idempotency_key"});
     if (!doc) return respond(error_response(doc.error(), req));
-    auto amount = amount_of(*doc);
+    auto amount = amount_field(*doc);
     if (!amount) return respond(error_response(amount.error(), req));
     if (*amount < s.withdrawal_min) {
       return respond(refusal(400, "BELOW_MIN_WITHDRAWAL", "the smallest withdrawal is " + usdm_text(s.withdrawal_min) + " USDM",
@@ -421,14 +399,14 @@ void register_withdrawal_routes(Services& s, http::Router& r) {
 
   // The bridge (operator API).
   r.post("/internal/v1/withdrawals/next", [&s](http::Request& req, http::Respond respond) {
-    if (auto a = operator_only(s, req); !a) return respond(error_response(a.error(), req));
+    if (auto a = authorize(s, req); !a) return respond(error_response(a.error(), req));
     take_next(s, respond, req.request_id, 3);
   });
 
   // What the bridge has in a status (PROCESSING: what it took and has not finished, e.g. after
   // its own crash), oldest first; `after` = the last id seen.
   r.get("/internal/v1/withdrawals", [&s](http::Request& req, http::Respond respond) {
-    if (auto a = operator_only(s, req); !a) return respond(error_response(a.error(), req));
+    if (auto a = authorize(s, req); !a) return respond(error_response(a.error(), req));
     const std::string status(req.query_param("status").value_or("PROCESSING"));
     bool known = false;
     for (auto v : {WithdrawalStatus::pending, WithdrawalStatus::processing, WithdrawalStatus::completed,
@@ -455,33 +433,24 @@ void register_withdrawal_routes(Services& s, http::Router& r) {
     });
   });
 
-  r.post("/internal/v1/withdrawals/{id}/complete", [&s](http::Request& req, http::Respond respond) {
-    if (auto a = operator_only(s, req); !a) return respond(error_response(a.error(), req));
-    auto id = path_id(req);
-    if (!id || id->is_nil()) return respond(error_response(fail(Code::not_found, "no such withdrawal"), req));
-    auto doc = json::parse_object(req.body, {"chain_tx_id"});
-    if (!doc) return respond(error_response(doc.error(), req));
-    auto tx = text_field(*doc, "chain_tx_id", 128, true);
-    if (!tx) return respond(error_response(tx.error(), req));
-    json::Writer meta;
-    meta.begin_object().field("chain_tx_id", *tx).end_object();
-    update(s, req, respond, UpdateWithdrawal{*id, UserId{}, WithdrawalStatus::completed, SystemClock::instance().now_ms()},
-           meta.take(), *tx);
-  });
-
-  r.post("/internal/v1/withdrawals/{id}/reject", [&s](http::Request& req, http::Respond respond) {
-    if (auto a = operator_only(s, req); !a) return respond(error_response(a.error(), req));
-    auto id = path_id(req);
-    if (!id || id->is_nil()) return respond(error_response(fail(Code::not_found, "no such withdrawal"), req));
-    auto doc = json::parse_object(req.body, {"reason"});
-    if (!doc) return respond(error_response(doc.error(), req));
-    auto reason = text_field(*doc, "reason", 200, true);
-    if (!reason) return respond(error_response(reason.error(), req));
-    json::Writer meta;
-    meta.begin_object().field("reason", *reason).end_object();
-    update(s, req, respond, UpdateWithdrawal{*id, UserId{}, WithdrawalStatus::rejected, SystemClock::instance().now_ms()},
-           meta.take());
-  });
+  // The bridge finishing one: COMPLETED with the chain's transaction id, or REJECTED with a reason.
+  auto finish = [&s](WithdrawalStatus status, std::string_view field, std::size_t max) {
+    return [&s, status, field, max](http::Request& req, http::Respond respond) {
+      if (auto a = authorize(s, req); !a) return respond(error_response(a.error(), req));
+      auto id = path_id(req);
+      if (!id || id->is_nil()) return respond(error_response(fail(Code::not_found, "no such withdrawal"), req));
+      auto doc = json::parse_object(req.body, {field});
+      if (!doc) return respond(error_response(doc.error(), req));
+      auto text = text_field(*doc, field, max, true);
+      if (!text) return respond(error_response(text.error(), req));
+      json::Writer meta;
+      meta.begin_object().field(field, *text).end_object();
+      update(s, req, respond, UpdateWithdrawal{*id, UserId{}, status, SystemClock::instance().now_ms()}, meta.take(),
+             status == WithdrawalStatus::completed ? *text : std::string());
+    };
+  };
+  r.post("/internal/v1/withdrawals/{id}/complete", finish(WithdrawalStatus::completed, "chain_tx_id", 128));
+  r.post("/internal/v1/withdrawals/{id}/reject", finish(WithdrawalStatus::rejected, "reason", 200));
 }
 
 }  // namespace hydrox::trading
