@@ -7,26 +7,19 @@ restart. Each step visible in GET /markets and on the market.<SYMBOL> WebSocket 
 engine's invariants after each step."""
 import os
 import signal
-import subprocess
 import unittest
 import uuid
 from decimal import Decimal as D
 
 import yaml
 
-from harness import BIN_DIR, SOURCE_DIR, Stack, wait_until
+from harness import SOURCE_DIR, Stack, wait_until
 from test_openapi import check
+from test_withdrawals import admin
 from trading_client import OPERATOR_TOKEN, TRADING_ENV, Trading, loads_exact
 from ws_client import WsClient
 
 SYM = "SOL_USDM_PERP"
-
-
-def admin(stack, *args):
-    env = {**os.environ, "TRADING_SERVICE_URL": f"http://127.0.0.1:{stack.ports['trading']}",
-           "OPERATOR_TOKEN": OPERATOR_TOKEN}
-    out = subprocess.run([os.path.join(BIN_DIR, "hydrox-admin"), *args], capture_output=True, text=True, env=env)
-    return out.returncode, loads_exact(out.stdout) if out.stdout.strip().startswith("{") else out.stdout
 
 
 class MarketLifecycle(unittest.TestCase):

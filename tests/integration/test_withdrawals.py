@@ -15,6 +15,7 @@ from decimal import Decimal as D
 
 import yaml
 
+from acked_orders import sql
 from harness import BIN_DIR, SOURCE_DIR, Stack, wait_until
 from test_openapi import check
 from test_sign_in import ada, new_wallet, sign
@@ -29,9 +30,8 @@ def load_doc():
 
 
 def psql(stack, query):
-    out = subprocess.run(["psql", "-h", "127.0.0.1", "-p", stack.infra["PGPORT"], "-U", "postgres", "-d", stack.db_name,
-                          "-At", "-F", "|", "-c", query], capture_output=True, text=True, check=True).stdout
-    return [line.split("|") for line in out.splitlines() if line]
+    # (withdrawals rows are written with the journal: no wait for the projector)
+    return sql(stack, query, wait_projected=False)
 
 
 def eth_user(stack):
